@@ -1,0 +1,138 @@
+/* ulysses command line: a thin layer that parses flags and calls the library. */
+#include <mpi.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/flags.h"
+#include "formats/tokens.h"
+#include "train/train.h"
+
+#define NFLAGS(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+static int g_rank = 0;
+
+static int finish(int code) {
+    MPI_Finalize();
+    return code;
+}
+
+static int fail(const UlError *e) {
+    if (g_rank == 0) fprintf(stderr, "ulysses: error: %s\n", e->msg);
+    return finish(1);
+}
+
+static const char *ABOUT_TRAIN =
+    "Train a Llama model (Hugging Face LlamaForCausalLM config and weights) on token shards,\n"
+    "with Ulysses sequence parallelism over the ranks of the job: launch with\n"
+    "  mpirun -np W ulysses train ...   where W = dp-replicate x dp-shard x sp.\n"
+    "--batch is the global batch in sequences per optimizer step: the same command means the\n"
+    "same training on any mesh. Samples pack whole documents up to --seq-len tokens.";
+
+static int cmd_train(int argc, char **argv) {
+    TrainOptions o;
+    train_options_default(&o);
+    int64_t checkpoint = -1;
+    Flag flags[] = {
+        {"--model", FLAG_STRING, &o.model, "CONFIG|DIR", "model architecture: a config.json or a directory holding one"},
+        {"--init", FLAG_STRING, &o.init, "DIR", "start from the weights of this HF model directory (else random init)"},
+        {"--data", FLAG_STRING, &o.data, "GLOB", "token shards (quote the glob), made by `ulysses tokenize`"},
+        {"--seq-len", FLAG_INT, &o.seq_len, "N", "maximum tokens per sample (default 2048)"},
+        {"--fixed-len", FLAG_BOOL, &o.fixed_len, NULL, "pad every sample to --seq-len (default: variable length)"},
+        {"--doc-per-sample", FLAG_BOOL, &o.doc_per_sample, NULL, "one document per sample instead of packing"},
+        {"--no-shuffle", FLAG_BOOL, &o.no_shuffle, NULL, "keep the documents in file order"},
+        {"--batch", FLAG_INT, &o.batch, "B", "global batch: sequences per optimizer step (default 1)"},
+        {"--grad-accum", FLAG_INT, &o.grad_accum, "A", "micro-steps per optimizer step (default 1)"},
+        {"--steps", FLAG_INT, &o.steps, "S", "optimizer steps (default 100)"},
+        {"--lr", FLAG_DOUBLE, &o.lr, "LR", "peak learning rate (default 3e-4)"},
+        {"--min-lr-ratio", FLAG_DOUBLE, &o.min_lr_ratio, "R", "cosine decays to lr*R (default 0.1)"},
+        {"--warmup", FLAG_DOUBLE, &o.warmup, "W", "linear warmup steps (default 0)"},
+        {"--weight-decay", FLAG_DOUBLE, &o.weight_decay, "WD", "AdamW decoupled weight decay, not on norms (default 0.1)"},
+        {"--beta1", FLAG_DOUBLE, &o.beta1, "B1", "AdamW beta1 (default 0.9)"},
+        {"--beta2", FLAG_DOUBLE, &o.beta2, "B2", "AdamW beta2 (default 0.95)"},
+        {"--adam-eps", FLAG_DOUBLE, &o.adam_eps, "EPS", "AdamW epsilon (default 1e-8)"},
+        {"--clip", FLAG_DOUBLE, &o.clip, "C", "global gradient-norm clipping, 0 = off (default 1.0)"},
+        {"--seed", FLAG_INT, &o.seed, "K", "seed for init and data order (default 1234)"},
+        {"--sp", FLAG_INT, &o.sp, "N", "sequence-parallel (Ulysses) degree (default 1)"},
+        {"--dp-replicate", FLAG_INT, &o.dp_replicate, "R", "data-parallel replicas (default 1)"},
+        {"--dp-shard", FLAG_INT, &o.dp_shard, "S", "data-parallel shard degree (default: world / (sp x R))"},
+        {"--checkpoint", FLAG_INT, &checkpoint, "0|1", "per-layer activation checkpointing (default 0 on CPU)"},
+        {"--out", FLAG_STRING, &o.out, "DIR", "write the trained model here (config.json + model.safetensors)"},
+        {"--save-dtype", FLAG_STRING, &o.save_dtype, "f32|bf16", "dtype of the written weights (default f32)"},
+        {"--metrics", FLAG_STRING, &o.metrics, "FILE", "JSONL metrics, one object per optimizer step"},
+        {"--plot", FLAG_STRING, &o.plot, "FILE.png", "plot of the loss (and answer accuracy) against step"},
+        {"--task", FLAG_STRING, &o.task, "kv", "train on the built-in synthetic key->value task instead of --data"},
+        {"--pairs", FLAG_INT, &o.kv_pairs, "P", "kv task: key->value pairs in the context (default 32)"},
+        {"--queries", FLAG_INT, &o.kv_queries, "Q", "kv task: queries per sample (default 24)"},
+        {"--eval-every", FLAG_INT, &o.eval_every, "N", "kv task: answer accuracy on held-out samples every N steps"},
+        {"--eval-samples", FLAG_INT, &o.eval_samples, "N", "kv task: held-out samples per evaluation (default 16)"},
+        {"--eval-out", FLAG_STRING, &o.eval_out, "FILE", "kv task: JSONL of every evaluation, with distance buckets"},
+        {"--log-every", FLAG_INT, &o.log_every, "N", "progress line every N steps when not on a TTY (default 1)"},
+        {"--quiet", FLAG_BOOL, &o.quiet, NULL, "no progress output"},
+        {"--debug-no-exchange", FLAG_BOOL, &o.no_exchange, NULL,
+         "debug: skip the all-to-all, each rank attends within its own shard only"},
+    };
+    UlError e = {{0}};
+    int rc = flags_parse(flags, NFLAGS(flags), argc, argv, &e);
+    if (rc == 1) {
+        if (g_rank == 0) flags_help(stdout, "ulysses train --model CONFIG --data GLOB [flags]", ABOUT_TRAIN, flags, NFLAGS(flags));
+        return finish(0);
+    }
+    if (rc == 0 && checkpoint >= 0) {
+        if (checkpoint > 1) rc = ul_err(&e, "--checkpoint %lld: expected 0 or 1", (long long)checkpoint);
+        o.checkpoint = (int)checkpoint;
+    }
+    if (rc) return fail(&e);
+    if (train_run(&o, &e) != 0) return fail(&e);
+    return finish(0);
+}
+
+static int cmd_tokenize(int argc, char **argv) {
+    const char **files = calloc((size_t)argc + 1, sizeof(char *));
+    FlagStrings fs = {files, 0};
+    const char *out = NULL;
+    int blank = 0;
+    Flag flags[] = {
+        {"--bytes", FLAG_STRINGS, &fs, "FILE...", "text files to tokenize with the byte-level vocabulary (256)"},
+        {"-o", FLAG_STRING, &out, "OUT", "output token shard"},
+        {"--split-blank-lines", FLAG_BOOL, &blank, NULL, "one document per blank-line-separated block (default: per file)"},
+    };
+    UlError e = {{0}};
+    int rc = flags_parse(flags, NFLAGS(flags), argc, argv, &e);
+    if (rc == 1) {
+        if (g_rank == 0)
+            flags_help(stdout, "ulysses tokenize --bytes FILE... -o OUT",
+                       "Turn text files into a token shard (format: docs/formats.md).", flags, NFLAGS(flags));
+        free(files);
+        return finish(0);
+    }
+    if (rc == 0 && fs.n == 0) rc = ul_err(&e, "--bytes: at least one input file is required");
+    if (rc == 0 && !out) rc = ul_err(&e, "-o: the output shard path is required");
+    if (rc == 0 && g_rank == 0) rc = ul_tokenize_bytes(files, fs.n, blank, out, &e);
+    free(files);
+    if (ul_agree(rc, &e)) return fail(&e);
+    return finish(0);
+}
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "ulysses: long-sequence Llama training with Ulysses sequence parallelism (ALST)\n\n"
+            "usage: [mpirun -np W] ulysses COMMAND [flags]\n\n"
+            "commands:\n"
+            "  train      train a model (see `ulysses train --help`)\n"
+            "  tokenize   turn text files into a token shard\n"
+            "  help       this text\n");
+}
+
+int main(int argc, char **argv) {
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+    ul_set_log_rank(g_rank);
+    if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        if (g_rank == 0) usage(argc < 2 ? stderr : stdout);
+        return finish(argc < 2 ? 2 : 0);
+    }
+    if (strcmp(argv[1], "train") == 0) return cmd_train(argc - 2, argv + 2);
+    if (strcmp(argv[1], "tokenize") == 0) return cmd_tokenize(argc - 2, argv + 2);
+    if (g_rank == 0) fprintf(stderr, "ulysses: error: unknown command '%s' (see `ulysses help`)\n", argv[1]);
+    return finish(2);
+}

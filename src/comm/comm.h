@@ -1,0 +1,55 @@
+/* The communication interface: collectives on a process group. The MPI implementation
+ * (comm_mpi.c) serves CPU ranks; an NCCL implementation plugs in behind the same table.
+ * Buffers live where the backend's kernels keep data (host for CPU, device for CUDA). */
+#ifndef UL_COMM_H
+#define UL_COMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct CommGroup CommGroup;
+
+typedef enum { UL_F32 = 0, UL_F64 = 1, UL_I64 = 2 } UlCommType;
+
+typedef struct CommOps {
+    const char *name;
+    /* Equal-chunk all-to-all: chunk j of send (bytes_per_rank bytes) goes to rank j,
+     * chunk i of recv comes from rank i. */
+    void (*alltoall)(CommGroup *g, const void *send, void *recv, size_t bytes_per_rank);
+    /* In-place sum over the group. */
+    void (*allreduce_sum)(CommGroup *g, void *buf, int64_t n, UlCommType type);
+    /* recv[n/size] = sum over ranks of send[rank*n/size ...] (n divisible by size). */
+    void (*reduce_scatter_sum)(CommGroup *g, const void *send, void *recv, int64_t n, UlCommType type);
+    /* recv[n*size] = concat over ranks of send[n]. */
+    void (*allgather)(CommGroup *g, const void *send, void *recv, int64_t n, UlCommType type);
+    void (*broadcast)(CommGroup *g, void *buf, size_t bytes, int root);
+    void (*barrier)(CommGroup *g);
+} CommOps;
+
+struct CommGroup {
+    const CommOps *ops;
+    int size, rank;
+    void *impl; /* backend handle (an MPI_Comm*, an ncclComm_t, ...) */
+};
+
+/* Mesh (DESIGN §2): world = dp_replicate x dp_shard x sp, sp fastest:
+ *   rank = (r_rep * dp_shard + r_shard) * sp + r_sp */
+typedef struct {
+    int world, rank;
+    int sp, dp_replicate, dp_shard;
+    int r_sp, r_shard, r_rep;
+    int dp;      /* dp_replicate * dp_shard: number of distinct sample streams */
+    int r_dp;    /* r_rep * dp_shard + r_shard */
+    CommGroup world_g; /* all ranks */
+    CommGroup sp_g;    /* same (r_rep, r_shard) */
+    CommGroup dp_g;    /* same r_sp */
+    CommGroup shard_g; /* same r_rep: the ZeRO shard group (dp_shard * sp ranks) */
+} Mesh;
+
+/* MPI backend. ul_mesh_init_mpi splits MPI_COMM_WORLD; the caller has validated
+ * world == R*S*N. */
+const CommOps *ul_comm_mpi(void);
+void ul_mesh_init_mpi(Mesh *m, int sp, int dp_replicate, int dp_shard);
+void ul_mesh_free(Mesh *m);
+
+#endif

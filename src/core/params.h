@@ -1,0 +1,75 @@
+/* The parameter table: the ONE place where every parameter tensor is listed.
+ * Struct fields, shapes, sizes, HF names, checkpoint order and weight-decay flags are
+ * all generated from these two X-macro lists.
+ *
+ *   X(field, hf_name, rows, cols, decay)
+ *
+ * rows/cols are expressions in the ModelConfig `c` (2-D [rows, cols], row-major, as
+ * torch stores nn.Linear weights [out, in]; 1-D tensors have cols = 1).
+ * Global tensors are listed in two parts so the flat order is: embedding, layers, tail. */
+#ifndef UL_PARAMS_H
+#define UL_PARAMS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+#define UL_PARAMS_HEAD(X) \
+    X(wte, "model.embed_tokens.weight", c->vocab_size, c->hidden_size, 1)
+
+#define UL_PARAMS_LAYER(X)                                                                           \
+    X(ln1, "model.layers.%d.input_layernorm.weight", c->hidden_size, 1, 0)                           \
+    X(wq, "model.layers.%d.self_attn.q_proj.weight", c->num_heads * c->head_dim, c->hidden_size, 1)  \
+    X(wk, "model.layers.%d.self_attn.k_proj.weight", c->num_kv_heads * c->head_dim, c->hidden_size, 1) \
+    X(wv, "model.layers.%d.self_attn.v_proj.weight", c->num_kv_heads * c->head_dim, c->hidden_size, 1) \
+    X(wo, "model.layers.%d.self_attn.o_proj.weight", c->hidden_size, c->num_heads * c->head_dim, 1)  \
+    X(ln2, "model.layers.%d.post_attention_layernorm.weight", c->hidden_size, 1, 0)                  \
+    X(wg, "model.layers.%d.mlp.gate_proj.weight", c->intermediate_size, c->hidden_size, 1)           \
+    X(wu, "model.layers.%d.mlp.up_proj.weight", c->intermediate_size, c->hidden_size, 1)             \
+    X(wd, "model.layers.%d.mlp.down_proj.weight", c->hidden_size, c->intermediate_size, 1)
+
+/* lm_head has 0 rows when the embedding is tied (it is then absent from files). */
+#define UL_PARAMS_TAIL(X)                                           \
+    X(lnf, "model.norm.weight", c->hidden_size, 1, 0)               \
+    X(lm_head, "lm_head.weight", (c->tie_word_embeddings ? 0 : c->vocab_size), c->hidden_size, 1)
+
+/* Pointers into one flat buffer (parameters, gradients, optimizer moments all share
+ * this layout). */
+typedef struct {
+#define UL_X(f, n, r, k, dcy) float *f;
+    UL_PARAMS_LAYER(UL_X)
+#undef UL_X
+} LayerTensors;
+
+typedef struct {
+#define UL_X(f, n, r, k, dcy) float *f;
+    UL_PARAMS_HEAD(UL_X)
+    UL_PARAMS_TAIL(UL_X)
+#undef UL_X
+    LayerTensors *layers; /* [L] */
+    float *base;          /* the flat buffer */
+} ModelTensors;
+
+typedef struct {
+    char name[96];   /* HF tensor name */
+    int64_t rows, cols;
+    int64_t numel;
+    int64_t offset;  /* in elements, in the flat buffer */
+    int decay;       /* AdamW weight decay applies */
+    int layer;       /* -1 for global tensors */
+} ParamInfo;
+
+/* Number of tensors present (tied lm_head excluded), total elements, and the info of
+ * tensor i in flat (= checkpoint) order. */
+int64_t ul_param_tensor_count(const ModelConfig *c);
+int64_t ul_param_numel(const ModelConfig *c);
+void ul_param_info(const ModelConfig *c, int64_t i, ParamInfo *out);
+
+/* Points t's fields into base (numel floats, laid out as ul_param_info says).
+ * t->layers is allocated here; free with ul_tensors_free. With a tied embedding
+ * t->lm_head aliases t->wte. */
+void ul_tensors_bind(ModelTensors *t, const ModelConfig *c, float *base);
+void ul_tensors_free(ModelTensors *t);
+
+#endif

@@ -1,0 +1,457 @@
+#include "formats/hf_model.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/params.h"
+#include "formats/fileio.h"
+
+#define MAX_JSON_BYTES (64u << 20) /* config.json / index.json size limit */
+
+/* ---------------------------------------------------------------- config.json */
+
+/* Field getters: an absent or null field keeps *out (the default) unless required.
+ * `obj_name` prefixes nested fields in messages ("rope_scaling.factor"). */
+static const cJSON *field(const cJSON *obj, const char *key) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return cJSON_IsNull(j) ? NULL : j;
+}
+
+/* A JSON value as a finite number / an integer; `key` (inside obj_name) names it in messages. */
+static int num_value(const char *what, const cJSON *j, const char *obj_name, const char *key, double *out,
+                     UlError *e) {
+    if (!cJSON_IsNumber(j) || !isfinite(j->valuedouble))
+        return ul_err(e, "%s: field \"%s%s%s\" must be a number", what, obj_name, obj_name[0] ? "." : "", key);
+    *out = j->valuedouble;
+    return 0;
+}
+
+static int int_value(const char *what, const cJSON *j, const char *obj_name, const char *key, int64_t *out,
+                     UlError *e) {
+    double v = 0;
+    if (num_value(what, j, obj_name, key, &v, e)) return -1;
+    if (v != floor(v) || fabs(v) > 0x1p62)
+        return ul_err(e, "%s: field \"%s%s%s\" must be an integer", what, obj_name, obj_name[0] ? "." : "", key);
+    *out = (int64_t)v;
+    return 0;
+}
+
+static int get_num(const char *what, const cJSON *obj, const char *obj_name, const char *key, int required,
+                   double *out, UlError *e) {
+    const cJSON *j = field(obj, key);
+    if (!j)
+        return required ? ul_err(e, "%s: missing required field \"%s%s%s\"", what, obj_name, obj_name[0] ? "." : "", key)
+                        : 0;
+    return num_value(what, j, obj_name, key, out, e);
+}
+
+static int get_int(const char *what, const cJSON *obj, const char *obj_name, const char *key, int required,
+                   int64_t *out, UlError *e) {
+    const cJSON *j = field(obj, key);
+    if (!j)
+        return required ? ul_err(e, "%s: missing required field \"%s%s%s\"", what, obj_name, obj_name[0] ? "." : "", key)
+                        : 0;
+    return int_value(what, j, obj_name, key, out, e);
+}
+
+static int get_bool(const char *what, const cJSON *obj, const char *key, int *out, UlError *e) {
+    const cJSON *j = field(obj, key);
+    if (!j) return 0;
+    if (!cJSON_IsBool(j)) return ul_err(e, "%s: field \"%s\" must be true or false", what, key);
+    *out = cJSON_IsTrue(j);
+    return 0;
+}
+
+/* Returns the string value, NULL when absent/null; *bad set on a non-string. */
+static const char *get_str(const char *what, const cJSON *obj, const char *obj_name, const char *key, int *bad,
+                           UlError *e) {
+    const cJSON *j = field(obj, key);
+    if (j && !cJSON_IsString(j)) {
+        *bad = 1;
+        ul_err(e, "%s: field \"%s%s%s\" must be a string", what, obj_name, obj_name[0] ? "." : "", key);
+        return NULL;
+    }
+    return j ? j->valuestring : NULL;
+}
+
+/* bos/eos: an integer, null, or a list of integers (the first is kept). */
+static int get_token_id(const char *what, const cJSON *obj, const char *key, int64_t *out, UlError *e) {
+    const cJSON *j = field(obj, key);
+    if (cJSON_IsArray(j)) j = j->child;
+    return j ? int_value(what, j, "", key, out, e) : 0;
+}
+
+/* RoPE: transformers 4.x ("rope_theta" + "rope_scaling") or 5.x ("rope_parameters"). */
+static int parse_rope(const char *what, const cJSON *root, ModelConfig *c, UlError *e) {
+    const char *dname = "rope_scaling";
+    const cJSON *rope = field(root, "rope_scaling");
+    if (!rope) {
+        dname = "rope_parameters";
+        rope = field(root, "rope_parameters");
+    }
+    if (rope && !cJSON_IsObject(rope)) return ul_err(e, "%s: field \"%s\" must be an object or null", what, dname);
+    if (get_num(what, root, "", "rope_theta", 0, &c->rope_theta, e)) return -1;
+    double partial = 1.0;
+    if (get_num(what, root, "", "partial_rotary_factor", 0, &partial, e)) return -1;
+    if (!rope) return partial == 1.0 ? 0 : ul_err(e, "%s: partial_rotary_factor != 1 is not supported", what);
+    if (get_num(what, rope, dname, "rope_theta", 0, &c->rope_theta, e)) return -1;
+    if (get_num(what, rope, dname, "partial_rotary_factor", 0, &partial, e)) return -1;
+    if (partial != 1.0) return ul_err(e, "%s: partial_rotary_factor != 1 is not supported", what);
+    int bad = 0;
+    const char *type = get_str(what, rope, dname, "rope_type", &bad, e);
+    if (!type && !bad) type = get_str(what, rope, dname, "type", &bad, e);
+    if (bad) return -1;
+    if (!type || strcmp(type, "default") == 0) {
+        c->rope_type = UL_ROPE_DEFAULT;
+        return 0;
+    }
+    if (strcmp(type, "llama3") != 0)
+        return ul_err(e, "%s: field \"%s.rope_type\": unsupported rope type \"%s\" (supported: default, llama3)", what,
+                      dname, type);
+    c->rope_type = UL_ROPE_LLAMA3;
+    c->rope_original_max_position_embeddings = c->max_position_embeddings; /* transformers 5.x default */
+    if (get_num(what, rope, dname, "factor", 1, &c->rope_factor, e) ||
+        get_num(what, rope, dname, "low_freq_factor", 1, &c->rope_low_freq_factor, e) ||
+        get_num(what, rope, dname, "high_freq_factor", 1, &c->rope_high_freq_factor, e) ||
+        get_int(what, rope, dname, "original_max_position_embeddings", 0, &c->rope_original_max_position_embeddings,
+                e))
+        return -1;
+    return 0;
+}
+
+static int parse_root(const char *what, const cJSON *root, ModelConfig *c, UlError *e) {
+    int bad = 0;
+    const char *model_type = get_str(what, root, "", "model_type", &bad, e);
+    if (bad) return -1;
+    if (model_type && strcmp(model_type, "llama") != 0)
+        return ul_err(e, "%s: field \"model_type\" is \"%s\", only \"llama\" is supported", what, model_type);
+    const cJSON *arch = field(root, "architectures");
+    if (arch) {
+        int ok = 0;
+        if (!cJSON_IsArray(arch)) return ul_err(e, "%s: field \"architectures\" must be a list", what);
+        for (const cJSON *a = arch->child; a; a = a->next) ok |= cJSON_IsString(a) && !strcmp(a->valuestring, "LlamaForCausalLM");
+        if (!ok) return ul_err(e, "%s: field \"architectures\" does not contain \"LlamaForCausalLM\"", what);
+    }
+    const char *act = get_str(what, root, "", "hidden_act", &bad, e);
+    if (bad) return -1;
+    if (act && strcmp(act, "silu") != 0)
+        return ul_err(e, "%s: field \"hidden_act\" is \"%s\", only \"silu\" is supported", what, act);
+    int attention_bias = 0, mlp_bias = 0;
+    if (get_bool(what, root, "attention_bias", &attention_bias, e) || get_bool(what, root, "mlp_bias", &mlp_bias, e))
+        return -1;
+    if (attention_bias) return ul_err(e, "%s: field \"attention_bias\" = true is not supported", what);
+    if (mlp_bias) return ul_err(e, "%s: field \"mlp_bias\" = true is not supported", what);
+    int64_t tp = 1;
+    if (get_int(what, root, "", "pretraining_tp", 0, &tp, e)) return -1;
+    if (tp != 1) return ul_err(e, "%s: field \"pretraining_tp\" = %lld is not supported (must be 1)", what, (long long)tp);
+
+    if (get_int(what, root, "", "vocab_size", 1, &c->vocab_size, e) ||
+        get_int(what, root, "", "hidden_size", 1, &c->hidden_size, e) ||
+        get_int(what, root, "", "intermediate_size", 1, &c->intermediate_size, e) ||
+        get_int(what, root, "", "num_hidden_layers", 1, &c->num_layers, e) ||
+        get_int(what, root, "", "num_attention_heads", 1, &c->num_heads, e))
+        return -1;
+    c->num_kv_heads = c->num_heads;
+    c->head_dim = -1;
+    if (get_int(what, root, "", "num_key_value_heads", 0, &c->num_kv_heads, e) ||
+        get_int(what, root, "", "head_dim", 0, &c->head_dim, e) ||
+        get_int(what, root, "", "max_position_embeddings", 0, &c->max_position_embeddings, e) ||
+        get_num(what, root, "", "rms_norm_eps", 0, &c->rms_norm_eps, e) ||
+        get_num(what, root, "", "initializer_range", 0, &c->initializer_range, e) ||
+        get_bool(what, root, "tie_word_embeddings", &c->tie_word_embeddings, e) ||
+        get_token_id(what, root, "bos_token_id", &c->bos_token_id, e) ||
+        get_token_id(what, root, "eos_token_id", &c->eos_token_id, e))
+        return -1;
+    if (c->head_dim == -1 && c->num_heads > 0) {
+        if (c->hidden_size % c->num_heads != 0)
+            return ul_err(e, "%s: no \"head_dim\" and hidden_size (%lld) is not a multiple of num_attention_heads (%lld)",
+                          what, (long long)c->hidden_size, (long long)c->num_heads);
+        c->head_dim = c->hidden_size / c->num_heads;
+    }
+    return parse_rope(what, root, c, e);
+}
+
+int ul_config_parse(const char *json, const char *what, ModelConfig *c, UlError *e) {
+    *c = (ModelConfig){.max_position_embeddings = 2048,
+                       .rms_norm_eps = 1e-6,
+                       .initializer_range = 0.02,
+                       .rope_theta = 10000.0,
+                       .rope_type = UL_ROPE_DEFAULT,
+                       .bos_token_id = -1,
+                       .eos_token_id = -1};
+    cJSON *root = cJSON_Parse(json);
+    if (!root) return ul_err(e, "%s: not valid JSON", what);
+    int rc = cJSON_IsObject(root) ? parse_root(what, root, c, e) : ul_err(e, "%s: not a JSON object", what);
+    cJSON_Delete(root);
+    return rc ? rc : ul_config_validate(c, what, e);
+}
+
+int ul_config_load(const char *path, ModelConfig *c, UlError *e) {
+    char *text;
+    if (ul_read_file(path, MAX_JSON_BYTES, &text, NULL, e)) return -1;
+    int rc = ul_config_parse(text, path, c, e);
+    free(text);
+    return rc;
+}
+
+/* A float as Python's json writes it: shortest round-trip digits, always with a '.'
+ * or exponent (transformers 4.x warns when llama3 rope factors are ints). */
+static cJSON *json_float(double v) {
+    UL_ASSERT(isfinite(v), "non-finite value in config");
+    char buf[48];
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v) break;
+    }
+    if (!strpbrk(buf, ".e")) strcat(buf, ".0");
+    return cJSON_CreateRaw(buf);
+}
+
+static cJSON *json_id(int64_t id) { return id >= 0 ? cJSON_CreateNumber((double)id) : cJSON_CreateNull(); }
+
+char *ul_config_to_json(const ModelConfig *c, const char *torch_dtype) {
+    cJSON *o = cJSON_CreateObject(); /* keys in sorted order, as transformers writes them */
+    cJSON *arch = cJSON_AddArrayToObject(o, "architectures");
+    cJSON_AddItemToArray(arch, cJSON_CreateString("LlamaForCausalLM"));
+    cJSON_AddFalseToObject(o, "attention_bias");
+    cJSON_AddItemToObject(o, "attention_dropout", json_float(0.0));
+    cJSON_AddItemToObject(o, "bos_token_id", json_id(c->bos_token_id));
+    cJSON_AddItemToObject(o, "eos_token_id", json_id(c->eos_token_id));
+    cJSON_AddNumberToObject(o, "head_dim", (double)c->head_dim);
+    cJSON_AddStringToObject(o, "hidden_act", "silu");
+    cJSON_AddNumberToObject(o, "hidden_size", (double)c->hidden_size);
+    cJSON_AddItemToObject(o, "initializer_range", json_float(c->initializer_range));
+    cJSON_AddNumberToObject(o, "intermediate_size", (double)c->intermediate_size);
+    cJSON_AddNumberToObject(o, "max_position_embeddings", (double)c->max_position_embeddings);
+    cJSON_AddFalseToObject(o, "mlp_bias");
+    cJSON_AddStringToObject(o, "model_type", "llama");
+    cJSON_AddNumberToObject(o, "num_attention_heads", (double)c->num_heads);
+    cJSON_AddNumberToObject(o, "num_hidden_layers", (double)c->num_layers);
+    cJSON_AddNumberToObject(o, "num_key_value_heads", (double)c->num_kv_heads);
+    cJSON_AddNumberToObject(o, "pretraining_tp", 1);
+    cJSON_AddItemToObject(o, "rms_norm_eps", json_float(c->rms_norm_eps));
+    if (c->rope_type == UL_ROPE_LLAMA3) {
+        cJSON *rs = cJSON_AddObjectToObject(o, "rope_scaling");
+        cJSON_AddItemToObject(rs, "factor", json_float(c->rope_factor));
+        cJSON_AddItemToObject(rs, "high_freq_factor", json_float(c->rope_high_freq_factor));
+        cJSON_AddItemToObject(rs, "low_freq_factor", json_float(c->rope_low_freq_factor));
+        cJSON_AddNumberToObject(rs, "original_max_position_embeddings", (double)c->rope_original_max_position_embeddings);
+        cJSON_AddStringToObject(rs, "rope_type", "llama3");
+    } else {
+        cJSON_AddNullToObject(o, "rope_scaling");
+    }
+    cJSON_AddItemToObject(o, "rope_theta", json_float(c->rope_theta));
+    cJSON_AddBoolToObject(o, "tie_word_embeddings", c->tie_word_embeddings != 0);
+    cJSON_AddStringToObject(o, "torch_dtype", torch_dtype);
+    cJSON_AddTrueToObject(o, "use_cache");
+    cJSON_AddNumberToObject(o, "vocab_size", (double)c->vocab_size);
+    char *txt = cJSON_Print(o);
+    cJSON_Delete(o);
+    UL_ASSERT(txt, "cJSON_Print failed");
+    size_t n = strlen(txt);
+    char *out = ul_malloc(n + 2); /* [n + 2]: text + "\n" + NUL */
+    memcpy(out, txt, n);
+    memcpy(out + n, "\n", 2);
+    cJSON_free(txt);
+    return out;
+}
+
+/* ---------------------------------------------------------------- weights */
+
+static char *path_join(const char *dir, const char *name) {
+    size_t a = strlen(dir), b = strlen(name);
+    char *p = ul_malloc(a + b + 2); /* [a + 1 + b + 1] */
+    memcpy(p, dir, a);
+    p[a] = '/';
+    memcpy(p + a + 1, name, b + 1);
+    return p;
+}
+
+/* The safetensors files of a model directory, opened on first use. */
+typedef struct {
+    const char *dir;
+    char *index_path;   /* NULL for a single model.safetensors */
+    cJSON *weight_map;  /* tensor name -> shard file name (sharded only) */
+    cJSON *index_root;
+    int n;
+    char **names;       /* [n] file names */
+    StFile *files;      /* [n] */
+} ShardSet;
+
+static int shardset_open(ShardSet *s, const char *dir, UlError *e) {
+    memset(s, 0, sizeof *s);
+    s->dir = dir;
+    char *single = path_join(dir, "model.safetensors");
+    int have_single = access(single, F_OK) == 0;
+    free(single);
+    if (have_single) return 0;
+    s->index_path = path_join(dir, "model.safetensors.index.json");
+    if (access(s->index_path, F_OK) != 0)
+        return ul_err(e, "%s: no model.safetensors or model.safetensors.index.json", dir);
+    char *text;
+    if (ul_read_file(s->index_path, MAX_JSON_BYTES, &text, NULL, e)) return -1;
+    s->index_root = cJSON_Parse(text);
+    free(text);
+    if (!s->index_root) return ul_err(e, "%s: not valid JSON", s->index_path);
+    s->weight_map = cJSON_GetObjectItemCaseSensitive(s->index_root, "weight_map");
+    if (!cJSON_IsObject(s->weight_map)) return ul_err(e, "%s: missing \"weight_map\" object", s->index_path);
+    return 0;
+}
+
+static void shardset_close(ShardSet *s) {
+    for (int i = 0; i < s->n; i++) {
+        st_close(&s->files[i]);
+        free(s->names[i]);
+    }
+    free(s->files);
+    free(s->names);
+    free(s->index_path);
+    cJSON_Delete(s->index_root);
+}
+
+/* Finds tensor `name`: sets *file and *t, or returns an error. */
+static int shardset_find(ShardSet *s, const char *name, const StFile **file, const StTensor **t, UlError *e) {
+    const char *fname = "model.safetensors";
+    if (s->index_path) {
+        const cJSON *j = cJSON_GetObjectItemCaseSensitive(s->weight_map, name);
+        if (!j) return ul_err(e, "%s: tensor \"%s\" missing from weight_map", s->index_path, name);
+        if (!cJSON_IsString(j) || !j->valuestring[0] || strchr(j->valuestring, '/') ||
+            !strcmp(j->valuestring, "..") || !strcmp(j->valuestring, "."))
+            return ul_err(e, "%s: weight_map entry of \"%s\" is not a file name", s->index_path, name);
+        fname = j->valuestring;
+    }
+    int k = 0;
+    while (k < s->n && strcmp(s->names[k], fname) != 0) k++;
+    if (k == s->n) {
+        s->files = ul_realloc(s->files, (size_t)(s->n + 1) * sizeof *s->files);
+        s->names = ul_realloc(s->names, (size_t)(s->n + 1) * sizeof *s->names);
+        char *path = path_join(s->dir, fname);
+        int rc = st_open(&s->files[k], path, e);
+        free(path);
+        if (rc) return -1;
+        s->names[k] = ul_strdup(fname);
+        s->n++;
+    }
+    *file = &s->files[k];
+    *t = st_find(*file, name);
+    if (!*t) return ul_err(e, "%s: tensor \"%s\" not found", (*file)->path, name);
+    return 0;
+}
+
+static void fmt_shape(char *buf, size_t n, const int64_t *shape, int ndim) {
+    size_t o = (size_t)snprintf(buf, n, "[");
+    for (int d = 0; d < ndim && o < n; d++) o += (size_t)snprintf(buf + o, n - o, d ? ", %lld" : "%lld", (long long)shape[d]);
+    if (o < n) snprintf(buf + o, n - o, "]");
+}
+
+int ul_load_weights(const char *dir, const ModelConfig *c, float *params, UlError *e) {
+    if (ul_config_validate(c, dir, e)) return -1;
+    ShardSet s;
+    int rc = shardset_open(&s, dir, e);
+    const int64_t n = ul_param_tensor_count(c);
+    for (int64_t i = 0; i < n && rc == 0; i++) {
+        ParamInfo p;
+        ul_param_info(c, i, &p);
+        const StFile *f = NULL;
+        const StTensor *t = NULL;
+        if ((rc = shardset_find(&s, p.name, &f, &t, e))) break;
+        int64_t want[2] = {p.rows, p.cols};
+        int want_ndim = p.cols == 1 ? 1 : 2;
+        int ok = t->ndim == want_ndim;
+        for (int d = 0; ok && d < want_ndim; d++) ok = t->shape[d] == want[d];
+        if (!ok) {
+            char a[64], b[160];
+            fmt_shape(a, sizeof a, want, want_ndim);
+            fmt_shape(b, sizeof b, t->shape, t->ndim);
+            rc = ul_err(e, "%s: tensor \"%s\": expected shape %s, found %s", f->path, p.name, a, b);
+            break;
+        }
+        rc = st_read_f32(f, t, params + p.offset, e);
+    }
+    shardset_close(&s);
+    return rc;
+}
+
+/* Writes config.json + model.safetensors into the (new, empty) directory tmp. */
+static int write_dir_contents(const char *tmp, const ModelConfig *c, const float *params, UlDtype dtype, UlError *e) {
+    char *cfg = ul_config_to_json(c, dtype == UL_DT_BF16 ? "bfloat16" : "float32");
+    char *path = path_join(tmp, "config.json");
+    int rc = ul_write_file_atomic(path, cfg, strlen(cfg), e);
+    free(cfg);
+    free(path);
+    if (rc) return rc;
+    const int64_t n = ul_param_tensor_count(c);
+    ParamInfo *info = ul_calloc((size_t)n, sizeof *info);        /* [n] */
+    StWriteItem *items = ul_calloc((size_t)n, sizeof *items);    /* [n] */
+    for (int64_t i = 0; i < n; i++) {
+        ul_param_info(c, i, &info[i]);
+        items[i] = (StWriteItem){.name = info[i].name, .dtype = dtype, .ndim = info[i].cols == 1 ? 1 : 2,
+                                 .shape = {info[i].rows, info[i].cols}, .data = params + info[i].offset};
+    }
+    path = path_join(tmp, "model.safetensors");
+    rc = st_write(path, items, n, e);
+    free(path);
+    free(items);
+    free(info);
+    return rc;
+}
+
+/* DIR + suffix + "XXXXXX", made unique by mkdtemp. NULL on failure. */
+static char *make_sibling_dir(const char *dir, const char *suffix) {
+    size_t a = strlen(dir), b = strlen(suffix);
+    char *p = ul_malloc(a + b + 7); /* [a + b + 6 + 1] */
+    memcpy(p, dir, a);
+    memcpy(p + a, suffix, b);
+    memcpy(p + a + b, "XXXXXX", 7);
+    if (!mkdtemp(p)) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+int ul_save_hf_dir(const char *dir_in, const ModelConfig *c, const float *params, UlDtype dtype, UlError *e) {
+    if (dtype != UL_DT_F32 && dtype != UL_DT_BF16)
+        return ul_err(e, "%s: model dtype must be F32 or BF16, got %s", dir_in, ul_dtype_name(dtype));
+    if (ul_config_validate(c, dir_in, e)) return -1;
+    char *dir = ul_strdup(dir_in);
+    for (size_t n = strlen(dir); n > 1 && dir[n - 1] == '/'; n--) dir[n - 1] = 0;
+    if (!dir[0] || !strcmp(dir, "/")) {
+        free(dir);
+        return ul_err(e, "\"%s\": not a usable output directory", dir_in);
+    }
+    char *tmp = make_sibling_dir(dir, ".tmp-");
+    if (!tmp) {
+        int rc = ul_err(e, "%s: cannot create a temporary directory next to it: %s", dir, strerror(errno));
+        free(dir);
+        return rc;
+    }
+    int rc = chmod(tmp, 0755) == 0 ? 0 : ul_err(e, "%s: chmod failed: %s", tmp, strerror(errno));
+    if (rc == 0) rc = write_dir_contents(tmp, c, params, dtype, e);
+    struct stat st;
+    if (rc == 0 && stat(dir, &st) == 0) { /* replace: move the old one away, the new one in */
+        char *old = S_ISDIR(st.st_mode) ? make_sibling_dir(dir, ".old-") : NULL;
+        if (!S_ISDIR(st.st_mode)) rc = ul_err(e, "%s: exists and is not a directory", dir);
+        else if (!old) rc = ul_err(e, "%s: cannot create a directory next to it: %s", dir, strerror(errno));
+        else if (rename(dir, old) != 0) rc = ul_err(e, "%s: cannot move the old directory away: %s", dir, strerror(errno));
+        else if (rename(tmp, dir) != 0) {
+            rc = ul_err(e, "%s: cannot rename %s into place: %s", dir, tmp, strerror(errno));
+            rename(old, dir);
+        } else {
+            ul_remove_tree(old);
+        }
+        if (old && rc) rmdir(old); /* still the empty placeholder unless moved back */
+        free(old);
+    } else if (rc == 0 && rename(tmp, dir) != 0) {
+        rc = ul_err(e, "%s: cannot rename %s into place: %s", dir, tmp, strerror(errno));
+    }
+    if (rc) ul_remove_tree(tmp);
+    free(tmp);
+    free(dir);
+    return rc;
+}

@@ -1,0 +1,47 @@
+/* Token shards: the project's binary format for tokenized documents.
+ *
+ *   offset  size              field
+ *   0       8                 magic "ULYSTOK1"
+ *   8       4  u32            version (= 1)
+ *   12      4  u32            vocab_size (0 = unknown; else every token < vocab_size)
+ *   16      8  u64            n_docs
+ *   24      8  u64            n_tokens
+ *   32      8*(n_docs+1) u64  doc_offsets: 0 = off[0] <= off[1] <= ... <= off[n_docs] = n_tokens
+ *   ...     4*n_tokens  u32   tokens
+ * All little-endian; the file size must be exactly the sum. Document i is
+ * tokens[off[i], off[i+1]); empty documents are allowed but skipped by the loader. */
+#ifndef UL_TOKENS_H
+#define UL_TOKENS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/common.h"
+
+#define UL_TOK_MAGIC "ULYSTOK1"
+#define UL_TOK_VERSION 1u
+#define UL_TOK_HEADER_BYTES 32
+
+typedef struct {
+    char *path;
+    void *map;
+    size_t size;
+    uint32_t vocab_size;
+    int64_t n_docs, n_tokens;
+    const uint64_t *doc_offsets; /* [n_docs + 1] */
+    const uint32_t *tokens;      /* [n_tokens] */
+} TokShard;
+
+/* Maps and fully validates a shard (sizes, monotone offsets, tokens < vocab_size). */
+int tok_shard_open(TokShard *s, const char *path, UlError *e);
+void tok_shard_close(TokShard *s);
+/* Writes PATH.tmp then renames. */
+int tok_shard_write(const char *path, const uint32_t *tokens, int64_t n_tokens, const uint64_t *doc_offsets,
+                    int64_t n_docs, uint32_t vocab_size, UlError *e);
+
+/* Byte-level tokenizer (vocab 256, token = byte value). One document per file, or with
+ * split_blank_lines one document per block separated by one or more blank lines
+ * (the separating newlines are not part of any document). Writes one shard to out. */
+int ul_tokenize_bytes(const char *const *files, int n_files, int split_blank_lines, const char *out, UlError *e);
+
+#endif

@@ -1,0 +1,72 @@
+#include "train/exchange.h"
+
+#include <string.h>
+
+#include "core/common.h"
+
+void exchange_init(Exchange *x, const KernelOps *k, CommGroup *g, int64_t H, int64_t Hkv, int64_t d, int64_t T_max) {
+    memset(x, 0, sizeof *x);
+    x->k = k;
+    x->g = g;
+    x->S = g ? g->size : 1;
+    x->H = H;
+    x->Hkv = Hkv;
+    x->d = d;
+    UL_ASSERT(H % x->S == 0 && (Hkv % x->S == 0 || x->S % Hkv == 0), "heads %lld/%lld incompatible with sp %lld",
+              (long long)H, (long long)Hkv, (long long)x->S);
+    x->Hq_l = H / x->S;
+    x->Hkv_l = Hkv % x->S == 0 ? Hkv / x->S : 1;
+    x->kv_rep = Hkv % x->S == 0 ? 1 : x->S / Hkv;
+    x->W_l = x->Hq_l + 2 * x->Hkv_l;
+    if (x->S > 1) {
+        x->send = k->alloc((size_t)(T_max * x->W_l * d) * sizeof(float));
+        x->recv = k->alloc((size_t)(T_max * x->W_l * d) * sizeof(float));
+    }
+}
+
+void exchange_free(Exchange *x) {
+    if (x->send) x->k->free(x->send);
+    if (x->recv) x->k->free(x->recv);
+    x->send = x->recv = NULL;
+}
+
+int64_t exchange_kv_base(const Exchange *x, int64_t j) { return x->kv_rep == 1 ? j * x->Hkv_l : j / x->kv_rep; }
+
+void exchange_qkv(Exchange *x, int64_t t, const float *qkv, float *qkvh) {
+    const KernelOps *k = x->k;
+    int64_t d = x->d, rs = (x->H + 2 * x->Hkv) * d, ws = x->W_l * d;
+    for (int64_t j = 0; j < x->S; j++) {
+        float *dst = x->send + j * t * ws; /* [t, W_l, d] for rank j */
+        int64_t kb = exchange_kv_base(x, j);
+        k->copy2d(dst, ws, qkv + j * x->Hq_l * d, rs, t, x->Hq_l * d);
+        k->copy2d(dst + x->Hq_l * d, ws, qkv + (x->H + kb) * d, rs, t, x->Hkv_l * d);
+        k->copy2d(dst + (x->Hq_l + x->Hkv_l) * d, ws, qkv + (x->H + x->Hkv + kb) * d, rs, t, x->Hkv_l * d);
+    }
+    x->g->ops->alltoall(x->g, x->send, qkvh, (size_t)(t * ws) * sizeof(float));
+}
+
+void exchange_o(Exchange *x, int64_t t, const float *oh, float *o) {
+    int64_t w = x->Hq_l * x->d, Hd = x->H * x->d;
+    x->g->ops->alltoall(x->g, oh, x->recv, (size_t)(t * w) * sizeof(float));
+    for (int64_t j = 0; j < x->S; j++) x->k->copy2d(o + j * w, Hd, x->recv + j * t * w, w, t, w);
+}
+
+void exchange_dout(Exchange *x, int64_t t, const float *dout, float *doh) {
+    int64_t w = x->Hq_l * x->d, Hd = x->H * x->d;
+    for (int64_t j = 0; j < x->S; j++) x->k->copy2d(x->send + j * t * w, w, dout + j * w, Hd, t, w);
+    x->g->ops->alltoall(x->g, x->send, doh, (size_t)(t * w) * sizeof(float));
+}
+
+void exchange_dqkv(Exchange *x, int64_t t, const float *dqkvh, float *dqkv) {
+    const KernelOps *k = x->k;
+    int64_t d = x->d, rs = (x->H + 2 * x->Hkv) * d, ws = x->W_l * d;
+    x->g->ops->alltoall(x->g, dqkvh, x->recv, (size_t)(t * ws) * sizeof(float));
+    k->zero(dqkv, t * rs);
+    for (int64_t j = 0; j < x->S; j++) {
+        const float *src = x->recv + j * t * ws; /* [t, W_l, d] from rank j */
+        int64_t kb = exchange_kv_base(x, j);
+        k->copy2d(dqkv + j * x->Hq_l * d, rs, src, ws, t, x->Hq_l * d);
+        k->add2d(dqkv + (x->H + kb) * d, rs, src + x->Hq_l * d, ws, t, x->Hkv_l * d);
+        k->add2d(dqkv + (x->H + x->Hkv + kb) * d, rs, src + (x->Hq_l + x->Hkv_l) * d, ws, t, x->Hkv_l * d);
+    }
+}

@@ -1,0 +1,98 @@
+/* The Llama model: forward, tiled loss and backward, written explicitly (no autograd),
+ * backend-independent (every numeric operation goes through KernelOps, every exchange
+ * through CommOps). One call processes one sample's sequence shard on this rank:
+ *
+ *   x_local [t = T/sp, D] -> per layer: RMSNorm -> q,k,v (RoPE, global positions)
+ *   -> all-to-all seq->head (q,k,v packed in ONE call) -> attention over all T tokens for
+ *   H/sp heads (causal within documents) -> all-to-all head->seq -> o_proj -> residual
+ *   -> RMSNorm -> SwiGLU MLP -> residual ; final RMSNorm -> tiled logits + CE + backward.
+ *
+ * GQA (DESIGN §4): Hkv % sp == 0 splits kv heads; sp % Hkv == 0 replicates each kv head
+ * sp/Hkv times before the exchange and sums the replicas' gradients after it. */
+#ifndef UL_MODEL_H
+#define UL_MODEL_H
+
+#include <stdint.h>
+
+#include "comm/comm.h"
+#include "core/config.h"
+#include "core/params.h"
+#include "kernels/kernels.h"
+#include "train/exchange.h"
+
+typedef struct {
+    float *xn1;   /* [t, D]  RMSNorm(x) */
+    float *rstd1; /* [t] */
+    float *qkv;   /* [t, H + 2Hkv, d]  q, k, v after RoPE, interleaved per token */
+    float *qkvh;  /* [T, Hq_l + 2Hkv_l, d]  after the exchange (== qkv when sp == 1) */
+    float *oh;    /* [T, Hq_l, d]  attention output, head-sharded */
+    float *lse;   /* [T, Hq_l] */
+    float *o;     /* [t, H*d]  after the exchange back (== oh when sp == 1) */
+    float *xmid;  /* [t, D]  x + o_proj(o) */
+    float *xn2;   /* [t, D] */
+    float *rstd2; /* [t] */
+    float *g;     /* [t, I] */
+    float *u;     /* [t, I] */
+    float *h;     /* [t, I]  silu(g) * u */
+} LayerActs;
+
+typedef struct {
+    ModelConfig c;
+    const KernelOps *k;
+    CommGroup *sp_g;
+    int sp, sp_rank;
+    Exchange x;      /* the Ulysses all-to-all (sp > 1) */
+    int64_t Hq_l, Hkv_l, W_l; /* heads per rank after the exchange (copies of x's) */
+    int recompute;   /* per-layer activation checkpointing: keep only layer inputs */
+    int no_exchange; /* debug: attend only inside the local shard (the control experiment) */
+
+    int64_t n_params;
+    float *params;   /* [n_params] flat, order of core/params.h */
+    float *grads;    /* [n_params] accumulated over the samples of a step */
+    ModelTensors P, G;
+    float *inv_freq; /* [d/2] */
+
+    int64_t T_max, t_max, loss_tile;
+    float **xin;     /* [L + 1] x [t, D] residual stream at each layer input; xin[L] = final */
+    LayerActs *acts; /* [L], or [1] with recompute */
+    float *xnf;      /* [t, D] */
+    float *rstdf;    /* [t] */
+    float *logits;   /* [loss_tile, V] */
+    float *dres;     /* [t, D]  gradient of the residual stream */
+    float *dxn;      /* [t, D] */
+    float *xscr;     /* [t, D]  scratch for recomputed layer outputs */
+    float *dh, *dg, *du; /* [t, I] */
+    float *dout;     /* [t, H*d] */
+    float *doh;      /* [T, Hq_l, d] (== dout when sp == 1) */
+    float *dqkv;     /* [t, H + 2Hkv, d] */
+    float *dqkvh;    /* [T, W_l, d] (== dqkv when sp == 1) */
+    int64_t *cu_local; /* [T + 2] document bounds inside the local shard (no_exchange) */
+} Model;
+
+/* This rank's part of one sample. */
+typedef struct {
+    int64_t T;              /* full (padded) sample length, a multiple of sp */
+    const int32_t *tokens;  /* [t] this rank's tokens */
+    const int32_t *labels;  /* [t] */
+    const int32_t *pos;     /* [t] */
+    const int64_t *cu_seqlens; /* [n_docs + 1] of the WHOLE sample */
+    int64_t n_docs;
+    int64_t offset;         /* global index of this shard's first token (= r_sp * t) */
+} LocalSeq;
+
+/* sp_g may be NULL for a single process. Allocates everything for samples up to T_max. */
+void model_init(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *sp_g, int64_t T_max, int recompute);
+void model_free(Model *m);
+/* Parameters: normal(0, initializer_range) for matrices, 1 for norm weights, from seed. */
+void model_init_random(Model *m, uint64_t seed);
+
+/* Forward + loss on one sequence shard; with backward = 1 also the backward, adding
+ * d(dscale * sum CE)/dparams into m->grads. Adds this shard's CE sum / valid count. */
+void model_step(Model *m, const LocalSeq *s, float dscale, int backward, double *loss_sum, int64_t *count);
+
+/* Forward only, keeping logits per token for eval: calls fn(user, i, logits_row[V]) for
+ * every local token i whose label != -100. */
+typedef void (*LogitsFn)(void *user, int64_t i, const float *logits_row, int64_t V);
+void model_eval(Model *m, const LocalSeq *s, LogitsFn fn, void *user);
+
+#endif

@@ -1,0 +1,37 @@
+#include "train/plot.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+int plot_png(const char *path, const PlotPanel *panels, int n_panels, UlError *e) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp.png", path);
+    FILE *g = popen("gnuplot 2>/dev/null", "w");
+    if (!g) return ul_err(e, "%s: cannot start gnuplot (install gnuplot-nox)", path);
+    fprintf(g, "set terminal pngcairo size %d,420 noenhanced font 'sans,10'\n", 520 * n_panels);
+    fprintf(g, "set output '%s'\nset multiplot layout 1,%d\nset grid\nset key top right\n", tmp, n_panels);
+    for (int p = 0; p < n_panels; p++) {
+        const PlotPanel *pp = &panels[p];
+        fprintf(g, "set title '%s'\nset xlabel '%s'\nset ylabel '%s'\n", pp->title, pp->xlabel, pp->ylabel);
+        fprintf(g, pp->logy ? "set logscale y\n" : "unset logscale y\n");
+        if (pp->ymin < pp->ymax) fprintf(g, "set yrange [%g:%g]\n", pp->ymin, pp->ymax);
+        else fprintf(g, "set yrange [*:*]\n");
+        fprintf(g, "plot ");
+        for (int l = 0; l < pp->n_lines; l++)
+            fprintf(g, "%s'-' using 1:2 with linespoints pt 7 ps 0.5 title '%s'", l ? ", " : "", pp->lines[l].label);
+        fprintf(g, "\n");
+        for (int l = 0; l < pp->n_lines; l++) {
+            for (int64_t i = 0; i < pp->lines[l].n; i++) fprintf(g, "%.9g %.9g\n", pp->lines[l].x[i], pp->lines[l].y[i]);
+            fprintf(g, "e\n");
+        }
+    }
+    fprintf(g, "unset multiplot\nset output\n");
+    int rc = pclose(g);
+    if (rc != 0 || access(tmp, F_OK) != 0) {
+        unlink(tmp);
+        return ul_err(e, "%s: gnuplot failed (is gnuplot-nox with the pngcairo terminal installed?)", path);
+    }
+    if (rename(tmp, path) != 0) return ul_err(e, "%s: cannot rename the plot into place", path);
+    return 0;
+}

@@ -1,0 +1,361 @@
+#include "train/train.h"
+
+#include <limits.h>
+#include <math.h>
+#include <mpi.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "formats/hf_model.h"
+#include "train/data.h"
+#include "train/eval.h"
+#include "train/model.h"
+#include "train/plot.h"
+#include "train/task_kv.h"
+
+void train_options_default(TrainOptions *o) {
+    memset(o, 0, sizeof *o);
+    o->seq_len = 2048;
+    o->batch = 1;
+    o->grad_accum = 1;
+    o->steps = 100;
+    o->lr = 3e-4;
+    o->min_lr_ratio = 0.1;
+    o->warmup = 0;
+    o->weight_decay = 0.1;
+    o->beta1 = 0.9;
+    o->beta2 = 0.95;
+    o->adam_eps = 1e-8;
+    o->clip = 1.0;
+    o->seed = 1234;
+    o->sp = 1;
+    o->dp_replicate = 1;
+    o->dp_shard = 0; /* 0: world / (sp * dp_replicate) */
+    o->save_dtype = "f32";
+    o->log_every = 1;
+    o->kv_pairs = 32;
+    o->kv_queries = 24;
+    o->eval_samples = 16;
+}
+
+int ul_agree(int rc, UlError *e) {
+    int rank, bad, first;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    bad = rc != 0 ? rank : INT_MAX;
+    MPI_Allreduce(&bad, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (first == INT_MAX) return 0;
+    MPI_Bcast(e->msg, (int)sizeof e->msg, MPI_CHAR, first, MPI_COMM_WORLD);
+    return -1;
+}
+
+static int is_dir(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* --model (config.json or dir) and --init (dir): the architecture, and whether they agree. */
+static int load_config(const TrainOptions *o, ModelConfig *c, UlError *e) {
+    const char *src = o->model ? o->model : o->init;
+    if (!src && o->config) {
+        *c = *o->config;
+        return ul_config_validate(c, "built-in config", e);
+    }
+    if (!src) return ul_err(e, "--model: required (a config.json, or a directory holding one), or --init DIR");
+    char path[4096];
+    snprintf(path, sizeof path, is_dir(src) ? "%s/config.json" : "%s", src);
+    if (ul_config_load(path, c, e) != 0) return -1;
+    if (o->model && o->init) {
+        ModelConfig ci;
+        char ipath[4096];
+        snprintf(ipath, sizeof ipath, "%s/config.json", o->init);
+        if (ul_config_load(ipath, &ci, e) != 0) return -1;
+        if (ci.vocab_size != c->vocab_size || ci.hidden_size != c->hidden_size ||
+            ci.intermediate_size != c->intermediate_size || ci.num_layers != c->num_layers ||
+            ci.num_heads != c->num_heads || ci.num_kv_heads != c->num_kv_heads || ci.head_dim != c->head_dim ||
+            ci.tie_word_embeddings != c->tie_word_embeddings)
+            return ul_err(e, "--init %s: its config.json describes a different architecture than --model %s", o->init,
+                          o->model);
+    }
+    return 0;
+}
+
+/* Checks that need only flags and the config: identical outcome on every rank. */
+static int validate(const TrainOptions *o, const ModelConfig *c, int world, UlError *e) {
+    if (o->sp < 1) return ul_err(e, "--sp %lld: must be >= 1", (long long)o->sp);
+    if (o->dp_replicate < 1) return ul_err(e, "--dp-replicate %lld: must be >= 1", (long long)o->dp_replicate);
+    if (o->dp_shard < 1) return ul_err(e, "--dp-shard %lld: must be >= 1", (long long)o->dp_shard);
+    if (o->sp * o->dp_replicate * o->dp_shard != world)
+        return ul_err(e,
+                      "mesh: --dp-replicate %lld x --dp-shard %lld x --sp %lld = %lld ranks, but the job has %d "
+                      "(mpirun -np)",
+                      (long long)o->dp_replicate, (long long)o->dp_shard, (long long)o->sp,
+                      (long long)(o->sp * o->dp_replicate * o->dp_shard), world);
+    if (c->num_heads % o->sp != 0)
+        return ul_err(e, "--sp %lld: the model's %lld attention heads are not divisible by sp", (long long)o->sp,
+                      (long long)c->num_heads);
+    if (c->num_kv_heads % o->sp != 0 && o->sp % c->num_kv_heads != 0)
+        return ul_err(e, "--sp %lld: the model's %lld kv heads neither divide by sp nor divide sp", (long long)o->sp,
+                      (long long)c->num_kv_heads);
+    if (o->seq_len < o->sp)
+        return ul_err(e, "--seq-len %lld: shorter than --sp %lld", (long long)o->seq_len, (long long)o->sp);
+    if (o->seq_len > INT32_MAX) return ul_err(e, "--seq-len %lld: too large", (long long)o->seq_len);
+    int64_t dp = o->dp_replicate * o->dp_shard;
+    if (o->batch < 1 || o->grad_accum < 1 || o->batch % (dp * o->grad_accum) != 0)
+        return ul_err(e, "--batch %lld: must be a positive multiple of dp (%lld) x --grad-accum (%lld)",
+                      (long long)o->batch, (long long)dp, (long long)o->grad_accum);
+    if (o->steps < 0) return ul_err(e, "--steps %lld: must be >= 0", (long long)o->steps);
+    if (!(o->lr >= 0)) return ul_err(e, "--lr: must be >= 0");
+    if (strcmp(o->save_dtype, "f32") != 0 && strcmp(o->save_dtype, "bf16") != 0)
+        return ul_err(e, "--save-dtype %s: expected f32 or bf16", o->save_dtype);
+    return 0;
+}
+
+/* Warmup (linear, from lr/W at the first step) then cosine down to lr * min_lr_ratio. */
+static double lr_at(const TrainOptions *o, int64_t step) {
+    if (o->warmup > 0 && step < o->warmup) return o->lr * (double)(step + 1) / o->warmup;
+    double span = (double)o->steps - o->warmup;
+    double p = span > 1 ? ((double)step - o->warmup) / (span - 1) : 1.0;
+    if (p > 1) p = 1;
+    double lo = o->lr * o->min_lr_ratio;
+    return lo + (o->lr - lo) * 0.5 * (1.0 + cos(M_PI * p));
+}
+
+/* A live line on a TTY (bar, step, loss, answer accuracy, tok/s, ETA); plain lines otherwise. */
+static void progress(const TrainOptions *o, int tty, int64_t step, double loss, double gn, double lr,
+                     double tok_s, double elapsed, double acc) {
+    if (o->quiet) return;
+    int64_t done = step + 1;
+    double eta = done > 0 ? elapsed / (double)done * (double)(o->steps - done) : 0;
+    char accs[32] = "";
+    if (acc >= 0) snprintf(accs, sizeof accs, "  acc %.1f%%", 100 * acc);
+    if (tty) {
+        char bar[21];
+        int fill = (int)(20 * done / (o->steps > 0 ? o->steps : 1));
+        for (int i = 0; i < 20; i++) bar[i] = i < fill ? '#' : '.';
+        bar[20] = 0;
+        fprintf(stderr, "\r[%s] step %lld/%lld  loss %.4f%s  gnorm %.2f  lr %.1e  %.0f tok/s  ETA %.0fs   ", bar,
+                (long long)done, (long long)o->steps, loss, accs, gn, lr, tok_s, eta);
+        if (done == o->steps) fprintf(stderr, "\n");
+    } else if (done % o->log_every == 0 || done == o->steps) {
+        fprintf(stderr, "step %lld/%lld loss %.4f%s gnorm %.3f lr %.2e tok/s %.0f eta %.0fs\n", (long long)done,
+                (long long)o->steps, loss, accs, gn, lr, tok_s, eta);
+    }
+    fflush(stderr);
+}
+
+int train_run(const TrainOptions *o_in, UlError *e) {
+    TrainOptions opt = *o_in, *o = &opt;
+    int world, rank;
+    MPI_Comm_size(MPI_COMM_WORLD, &world);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    if (o->dp_shard == 0) {
+        int64_t q = o->sp * o->dp_replicate;
+        o->dp_shard = q > 0 && world % q == 0 ? world / q : -1;
+        if (o->dp_shard < 1)
+            return ul_agree(ul_err(e, "mesh: %d ranks (mpirun -np) are not divisible by --sp %lld x --dp-replicate %lld",
+                                   world, (long long)o->sp, (long long)o->dp_replicate),
+                            e);
+    }
+
+    /* ---- everything a user can get wrong, agreed before any work ---- */
+    ModelConfig c;
+    int rc = load_config(o, &c, e);
+    if (rc == 0) rc = validate(o, &c, world, e);
+    if (ul_agree(rc, e)) return -1;
+    DataLoader dl;
+    memset(&dl, 0, sizeof dl);
+    KvTask kv = {.T = o->seq_len, .pairs = o->kv_pairs, .queries = o->kv_queries, .seed = (uint64_t)o->seed};
+    if (o->task) {
+        if (strcmp(o->task, "kv") != 0) rc = ul_err(e, "--task %s: unknown (known: kv)", o->task);
+        else if (o->data) rc = ul_err(e, "--task and --data: give one of them");
+        else if (c.vocab_size < KV_VOCAB) rc = ul_err(e, "--task kv: needs vocab_size >= %d", KV_VOCAB);
+        else if (o->seq_len % o->sp) rc = ul_err(e, "--task kv: --seq-len must be a multiple of --sp");
+        else rc = kv_validate(&kv, e);
+        if (ul_agree(rc, e)) return -1;
+    } else {
+        rc = o->data ? 0 : ul_err(e, "--data: required (a glob of token shards; see `ulysses tokenize`)");
+        if (ul_agree(rc, e)) return -1;
+        rc = data_open(&dl, o->data, o->seq_len, !o->doc_per_sample, !o->no_shuffle, (uint64_t)o->seed, e);
+        if (rc == 0 && dl.vocab_size > (uint32_t)c.vocab_size) {
+            rc = ul_err(e, "--data %s: the shards' vocabulary (%u) is larger than the model's vocab_size (%lld)",
+                        o->data, dl.vocab_size, (long long)c.vocab_size);
+            data_close(&dl);
+        }
+        if (rc == 0 && dl.vocab_size == 0) {
+            for (int i = 0; i < dl.n_shards && rc == 0; i++)
+                for (int64_t j = 0; j < dl.shards[i].n_tokens; j++)
+                    if (dl.shards[i].tokens[j] >= (uint32_t)c.vocab_size) {
+                        rc = ul_err(e, "%s: token %u at position %lld is outside the model's vocab_size %lld",
+                                    dl.shards[i].path, dl.shards[i].tokens[j], (long long)j, (long long)c.vocab_size);
+                        break;
+                    }
+            if (rc) data_close(&dl);
+        }
+        if (ul_agree(rc, e)) return -1;
+    }
+    KvTask kv_eval = kv;
+    kv_eval.seed = kv.seed ^ 0x5eed5eed5eedULL; /* held-out samples */
+
+    Mesh mesh;
+    ul_mesh_init_mpi(&mesh, (int)o->sp, (int)o->dp_replicate, (int)o->dp_shard);
+    const KernelOps *k = ul_kernels_cpu();
+    int64_t pad = o->sp;
+    int64_t T_max = (o->seq_len + pad - 1) / pad * pad;
+    Model m;
+    model_init(&m, &c, k, &mesh.sp_g, T_max, o->checkpoint);
+    m.no_exchange = o->no_exchange;
+    rc = 0;
+    if (o->init)
+        rc = ul_load_weights(o->init, &c, m.params, e);
+    else
+        model_init_random(&m, (uint64_t)o->seed);
+    if (ul_agree(rc, e)) {
+        model_free(&m);
+        ul_mesh_free(&mesh);
+        data_close(&dl);
+        return -1;
+    }
+
+    FILE *mf = NULL;
+    if (rank == 0 && o->metrics) {
+        mf = fopen(o->metrics, "w");
+        if (!mf) rc = ul_err(e, "--metrics %s: cannot open for writing", o->metrics);
+    }
+    if (ul_agree(rc, e)) {
+        model_free(&m);
+        ul_mesh_free(&mesh);
+        data_close(&dl);
+        return -1;
+    }
+
+    /* optimizer state */
+    int64_t N = m.n_params, nt = ul_param_tensor_count(&c);
+    float *mom1 = k->alloc((size_t)N * sizeof(float)); /* [N] */
+    float *mom2 = k->alloc((size_t)N * sizeof(float)); /* [N] */
+    ParamInfo *pinfo = ul_malloc((size_t)nt * sizeof(ParamInfo));
+    for (int64_t i = 0; i < nt; i++) ul_param_info(&c, i, &pinfo[i]);
+
+    int64_t per_rank = o->batch / mesh.dp; /* sequences per step on this DP index */
+    int64_t per_micro = per_rank / o->grad_accum;
+    Sample *smp = ul_calloc((size_t)per_rank, sizeof(Sample));
+    int tty = isatty(2);
+    double t_start = ul_now(), train_time = 0, last_acc = -1;
+    FILE *ef = NULL;
+    double *h_step = ul_calloc((size_t)o->steps + 1, sizeof(double)), *h_loss = ul_calloc((size_t)o->steps + 1, sizeof(double));
+    double *h_estep = ul_calloc((size_t)o->steps + 1, sizeof(double)), *h_acc = ul_calloc((size_t)o->steps + 1, sizeof(double));
+    int64_t n_eval = 0;
+    if (rank == 0 && o->task && o->eval_out) ef = fopen(o->eval_out, "w");
+    if (rank == 0 && !o->quiet)
+        fprintf(stderr,
+                "ulysses: %lld params, %lld layers, mesh dp_replicate=%lld dp_shard=%lld sp=%lld, %lld steps of %lld "
+                "sequences (seq_len %lld)\n",
+                (long long)N, (long long)c.num_layers, (long long)o->dp_replicate, (long long)o->dp_shard,
+                (long long)o->sp, (long long)o->steps, (long long)o->batch, (long long)o->seq_len);
+
+    for (int64_t step = 0; step < o->steps; step++) {
+        double t0 = ul_now();
+        /* this DP index's samples of the global batch, and the valid-label count */
+        double cnt[2] = {0, 0}; /* [valid labels in local shards, real tokens] */
+        for (int64_t a = 0; a < o->grad_accum; a++)
+            for (int64_t j = 0; j < per_micro; j++) {
+                int64_t g = step * o->batch + a * (o->batch / o->grad_accum) + mesh.r_dp * per_micro + j;
+                Sample *s = &smp[a * per_micro + j];
+                if (o->task)
+                    kv_sample(&kv, g, s, NULL);
+                else
+                    data_sample(&dl, g, pad, o->fixed_len, s);
+                int64_t t = s->T / o->sp, off = mesh.r_sp * t;
+                for (int64_t i = 0; i < t; i++) cnt[0] += s->labels[off + i] != UL_IGNORE_INDEX;
+                if (mesh.r_sp == 0) cnt[1] += (double)s->n_real;
+            }
+        mesh.world_g.ops->allreduce_sum(&mesh.world_g, cnt, 2, UL_F64);
+        double n_global = cnt[0];
+        float dscale = n_global > 0 ? (float)(1.0 / n_global) : 0.f;
+
+        k->zero(m.grads, N);
+        double loss_acc[2] = {0, 0}; /* [CE sum, count] */
+        for (int64_t i = 0; i < per_rank; i++) {
+            Sample *s = &smp[i];
+            int64_t t = s->T / o->sp, off = mesh.r_sp * t;
+            LocalSeq ls = {.T = s->T, .tokens = s->tokens + off, .labels = s->labels + off, .pos = s->pos + off,
+                           .cu_seqlens = s->cu_seqlens, .n_docs = s->n_docs, .offset = off};
+            int64_t cnt_i = 0;
+            model_step(&m, &ls, dscale, 1, &loss_acc[0], &cnt_i);
+            loss_acc[1] += (double)cnt_i;
+        }
+        mesh.world_g.ops->allreduce_sum(&mesh.world_g, loss_acc, 2, UL_F64);
+        mesh.world_g.ops->allreduce_sum(&mesh.world_g, m.grads, N, UL_F32);
+        double loss = loss_acc[1] > 0 ? loss_acc[0] / loss_acc[1] : 0.0;
+
+        double gn = sqrt(k->sumsq(m.grads, N));
+        if (o->clip > 0 && gn > o->clip) k->scale(m.grads, N, (float)(o->clip / (gn + 1e-6)));
+        double lr = lr_at(o, step);
+        if (n_global > 0)
+            for (int64_t i = 0; i < nt; i++) {
+                const ParamInfo *p = &pinfo[i];
+                k->adamw(m.params + p->offset, m.grads + p->offset, mom1 + p->offset, mom2 + p->offset, p->numel,
+                         (float)lr, (float)o->beta1, (float)o->beta2, (float)o->adam_eps,
+                         p->decay ? (float)o->weight_decay : 0.f, step + 1);
+            }
+        double now = ul_now(), dt = now - t0;
+        double tok_s = dt > 0 ? cnt[1] / dt : 0;
+        train_time += dt;
+        EvalResult ev;
+        int do_eval = o->task && o->eval_every > 0 && ((step + 1) % o->eval_every == 0 || step + 1 == o->steps);
+        if (do_eval) {
+            eval_kv(&m, &mesh, &kv_eval, 0, o->eval_samples, &ev);
+            last_acc = ev.acc;
+            h_estep[n_eval] = (double)(step + 1);
+            h_acc[n_eval++] = ev.acc;
+        }
+        h_step[step] = (double)(step + 1);
+        h_loss[step] = loss;
+        double elapsed = ul_now() - t_start;
+        if (rank == 0) {
+            if (mf) {
+                fprintf(mf,
+                        "{\"step\": %lld, \"loss\": %.8g, \"grad_norm\": %.8g, \"lr\": %.8g, \"tokens\": %.0f, "
+                        "\"valid_tokens\": %.0f, \"tok_per_s\": %.2f, \"step_s\": %.6f, \"elapsed_s\": %.3f",
+                        (long long)(step + 1), loss, gn, lr, cnt[1], n_global, tok_s, dt, elapsed);
+                if (do_eval) fprintf(mf, ", \"eval_loss\": %.6g, \"answer_acc\": %.6g", ev.loss, ev.acc);
+                fprintf(mf, "}\n");
+                fflush(mf);
+            }
+            if (do_eval && ef) eval_write_json(ef, &ev, step + 1);
+            progress(o, tty, step, loss, gn, lr, tok_s, train_time, last_acc);
+        }
+    }
+
+    rc = 0;
+    if (rank == 0 && o->out) {
+        rc = ul_save_hf_dir(o->out, &c, m.params, strcmp(o->save_dtype, "bf16") == 0 ? UL_DT_BF16 : UL_DT_F32, e);
+        if (rc == 0 && !o->quiet) fprintf(stderr, "ulysses: model written to %s\n", o->out);
+    }
+    if (mf) fclose(mf);
+    if (ef) fclose(ef);
+    if (rc == 0 && rank == 0 && o->plot) {
+        PlotLine ll = {"train loss", h_step, h_loss, o->steps};
+        PlotLine al = {"answer accuracy (held out)", h_estep, h_acc, n_eval};
+        PlotPanel panels[2] = {{"training loss", "step", "loss", 1, 0, 0, &ll, 1},
+                               {"answer accuracy", "step", "accuracy", 0, 0, 1, &al, 1}};
+        rc = plot_png(o->plot, panels, n_eval > 0 ? 2 : 1, e);
+        if (rc == 0 && !o->quiet) fprintf(stderr, "ulysses: plot written to %s\n", o->plot);
+    }
+    free(h_step);
+    free(h_loss);
+    free(h_estep);
+    free(h_acc);
+    rc = ul_agree(rc, e);
+
+    for (int64_t i = 0; i < per_rank; i++) sample_free(&smp[i]);
+    free(smp);
+    free(pinfo);
+    k->free(mom1);
+    k->free(mom2);
+    model_free(&m);
+    ul_mesh_free(&mesh);
+    data_close(&dl);
+    return rc;
+}

@@ -1,0 +1,61 @@
+/* The training loop (backend-independent): data -> model_step per sample -> fp32
+ * gradient sum over all ranks -> clip -> AdamW -> metrics, progress, output. */
+#ifndef UL_TRAIN_H
+#define UL_TRAIN_H
+
+#include <stdint.h>
+
+#include "comm/comm.h"
+#include "core/common.h"
+#include "core/config.h"
+
+typedef struct {
+    /* model */
+    const char *model;     /* config.json or a directory holding one */
+    const char *init;      /* HF directory to load weights from (NULL: random init) */
+    const ModelConfig *config; /* built-in architecture, used when model and init are NULL */
+    /* data */
+    const char *data;      /* glob of token shards */
+    int64_t seq_len;
+    int fixed_len;         /* pad every sample to seq_len */
+    int doc_per_sample;    /* one document per sample instead of packing */
+    int no_shuffle;
+    /* schedule */
+    int64_t batch;         /* global batch, sequences per optimizer step */
+    int64_t grad_accum;
+    int64_t steps;
+    double lr, min_lr_ratio, warmup;
+    double weight_decay, beta1, beta2, adam_eps, clip;
+    int64_t seed;
+    /* mesh */
+    int64_t sp, dp_replicate, dp_shard;
+    /* memory */
+    int checkpoint;        /* per-layer activation checkpointing (recompute in backward) */
+    /* outputs */
+    const char *out;
+    const char *save_dtype; /* "f32" | "bf16" */
+    const char *metrics;
+    const char *plot;      /* PNG: loss (and answer accuracy) against step */
+    int64_t log_every;
+    int quiet;
+    /* synthetic task instead of --data (the demo): "kv" */
+    const char *task;
+    int64_t kv_pairs, kv_queries;
+    /* evaluation during training: answer accuracy on held-out samples */
+    int64_t eval_every, eval_samples;
+    const char *eval_out;  /* JSONL of every evaluation (buckets included) */
+    /* debug */
+    int no_exchange;       /* attend only within the local shard (control experiment) */
+} TrainOptions;
+
+void train_options_default(TrainOptions *o);
+
+/* Every rank calls it (after MPI_Init). User errors are agreed on by all ranks before
+ * any work and returned in e (same message on every rank); returns 0 on success. */
+int train_run(const TrainOptions *o, UlError *e);
+
+/* Collective agreement on an error: if any rank of the world has rc != 0, every rank
+ * gets the message of the lowest such rank in e and -1 is returned. */
+int ul_agree(int rc, UlError *e);
+
+#endif

@@ -1,0 +1,15 @@
+# Sequence/data parallelism over MPI ranks (CPU), issue 3.
+set(UL_MPI_ENV "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1;OMPI_MCA_rmaps_base_oversubscribe=1")
+foreach(np 2 4)
+  add_test(NAME exchange_np${np} COMMAND ${UL_MPIRUN} -np ${np} $<TARGET_FILE:test_exchange>)
+  set_tests_properties(exchange_np${np} PROPERTIES ENVIRONMENT "${UL_MPI_ENV}" PROCESSORS ${np})
+endforeach()
+# (sp, dp, Hkv): GQA with Hkv < sp (replicated kv heads), = sp, > sp.
+foreach(c "1;1;2" "2;1;2" "4;1;2" "4;1;4" "2;2;2" "1;2;2" "4;1;1" "2;2;8")
+  list(GET c 0 sp)
+  list(GET c 1 dp)
+  list(GET c 2 hkv)
+  math(EXPR np "${sp} * ${dp}")
+  add_test(NAME sp${sp}_dp${dp}_hkv${hkv} COMMAND ${UL_MPIRUN} -np ${np} $<TARGET_FILE:test_sp> ${sp} ${dp} ${hkv})
+  set_tests_properties(sp${sp}_dp${dp}_hkv${hkv} PROPERTIES ENVIRONMENT "${UL_MPI_ENV}" PROCESSORS ${np})
+endforeach()
