@@ -30,6 +30,7 @@ static Path tp(const char *name) {
 }
 
 static void write_bytes(const char *path, const void *data, size_t n) {
+    unlink(path); /* a fresh file: ext4 flushes files truncated and rewritten (auto_da_alloc) */
     FILE *f = fopen(path, "wb");
     if (n) fwrite(data, 1, n, f);
     fclose(f);

@@ -288,9 +288,9 @@ static void test_config(void) {
         char *json = ul_config_to_json(&src, "bfloat16");
         CHECK(ul_config_parse(json, "roundtrip", &back, &e) == 0, "round trip parse: %s", e.msg);
         CHECK(configs_equal(&src, &back), "round trip changed the config (case %d)", k);
-        CHECK(has(json, "\"LlamaForCausalLM\"") && has(json, "\"torch_dtype\":\t\"bfloat16\""), "json content");
-        if (k == 0) CHECK(has(json, "\"factor\":\t8.0") && has(json, "\"rope_theta\":\t500000.0"), "floats need '.0'");
-        if (k == 1) CHECK(has(json, "\"rope_scaling\":\tnull") && has(json, "\"bos_token_id\":\tnull"), "nulls");
+        CHECK(has(json, "\"LlamaForCausalLM\"") && has(json, "\"torch_dtype\": \"bfloat16\""), "json content");
+        if (k == 0) CHECK(has(json, "\"factor\": 8.0") && has(json, "\"rope_theta\": 500000.0"), "floats need '.0'");
+        if (k == 1) CHECK(has(json, "\"rope_scaling\": null") && has(json, "\"bos_token_id\": null"), "nulls");
         free(json);
     }
 

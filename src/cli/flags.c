@@ -34,7 +34,7 @@ int flags_parse(const Flag *flags, int n_flags, int argc, char **argv, UlError *
         if (f->kind == FLAG_STRINGS) {
             FlagStrings *fs = f->dst;
             if (val) fs->v[fs->n++] = val;
-            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) fs->v[fs->n++] = argv[++i];
+            while (i + 1 < argc && !(argv[i + 1][0] == '-' && argv[i + 1][1])) fs->v[fs->n++] = argv[++i];
             if (fs->n == 0) return ul_err(e, "%s: expects at least one value", name);
             continue;
         }

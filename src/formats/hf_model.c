@@ -157,7 +157,6 @@ static int parse_root(const char *what, const cJSON *root, ModelConfig *c, UlErr
         get_int(what, root, "", "num_attention_heads", 1, &c->num_heads, e))
         return -1;
     c->num_kv_heads = c->num_heads;
-    c->head_dim = -1;
     if (get_int(what, root, "", "num_key_value_heads", 0, &c->num_kv_heads, e) ||
         get_int(what, root, "", "head_dim", 0, &c->head_dim, e) ||
         get_int(what, root, "", "max_position_embeddings", 0, &c->max_position_embeddings, e) ||
@@ -167,7 +166,7 @@ static int parse_root(const char *what, const cJSON *root, ModelConfig *c, UlErr
         get_token_id(what, root, "bos_token_id", &c->bos_token_id, e) ||
         get_token_id(what, root, "eos_token_id", &c->eos_token_id, e))
         return -1;
-    if (c->head_dim == -1 && c->num_heads > 0) {
+    if (!field(root, "head_dim") && c->num_heads > 0) {
         if (c->hidden_size % c->num_heads != 0)
             return ul_err(e, "%s: no \"head_dim\" and hidden_size (%lld) is not a multiple of num_attention_heads (%lld)",
                           what, (long long)c->hidden_size, (long long)c->num_heads);
@@ -253,10 +252,16 @@ char *ul_config_to_json(const ModelConfig *c, const char *torch_dtype) {
     char *txt = cJSON_Print(o);
     cJSON_Delete(o);
     UL_ASSERT(txt, "cJSON_Print failed");
-    size_t n = strlen(txt);
-    char *out = ul_malloc(n + 2); /* [n + 2]: text + "\n" + NUL */
-    memcpy(out, txt, n);
-    memcpy(out + n, "\n", 2);
+    /* cJSON indents with tabs; write transformers' layout (2 spaces, ": "). Strings
+     * hold no raw tabs (cJSON escapes them). */
+    size_t n = strlen(txt), k = 0;
+    char *out = ul_malloc(2 * n + 2); /* [2n + 2]: every tab may become 2 chars, + "\n" + NUL */
+    for (size_t i = 0; i < n; i++) {
+        if (txt[i] != '\t') out[k++] = txt[i];
+        else if (i > 0 && txt[i - 1] == ':') out[k++] = ' ';
+        else out[k++] = ' ', out[k++] = ' ';
+    }
+    memcpy(out + k, "\n", 2);
     cJSON_free(txt);
     return out;
 }

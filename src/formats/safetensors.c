@@ -152,7 +152,11 @@ int st_open(StFile *f, const char *path, UlError *e) {
         rc = ul_err(e, "%s: header length %llu is too small for a JSON object", path, (unsigned long long)hlen);
     if (rc == 0) {
         f->data_off = 8 + hlen;
-        rc = parse_header(f, (const char *)f->map + 8, (size_t)hlen, e);
+        char *json = ul_malloc((size_t)hlen + 1); /* [hlen + 1]: a NUL-terminated copy for the parser */
+        memcpy(json, f->map + 8, (size_t)hlen);
+        json[hlen] = 0;
+        rc = parse_header(f, json, (size_t)hlen, e);
+        free(json);
     }
     if (rc) st_close(f);
     return rc;

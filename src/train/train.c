@@ -35,8 +35,6 @@ void train_options_default(TrainOptions *o) {
     o->dp_shard = 0; /* 0: world / (sp * dp_replicate) */
     o->save_dtype = "f32";
     o->log_every = 1;
-    o->kv_pairs = 32;
-    o->kv_queries = 24;
     o->eval_samples = 16;
 }
 
@@ -166,7 +164,7 @@ int train_run(const TrainOptions *o_in, UlError *e) {
     if (ul_agree(rc, e)) return -1;
     DataLoader dl;
     memset(&dl, 0, sizeof dl);
-    KvTask kv = {.T = o->seq_len, .pairs = o->kv_pairs, .queries = o->kv_queries, .seed = (uint64_t)o->seed};
+    KvTask kv = {.T = o->seq_len, .seed = (uint64_t)o->seed};
     if (o->task) {
         if (strcmp(o->task, "kv") != 0) rc = ul_err(e, "--task %s: unknown (known: kv)", o->task);
         else if (o->data) rc = ul_err(e, "--task and --data: give one of them");

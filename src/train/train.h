@@ -40,7 +40,6 @@ typedef struct {
     int quiet;
     /* synthetic task instead of --data (the demo): "kv" */
     const char *task;
-    int64_t kv_pairs, kv_queries;
     /* evaluation during training: answer accuracy on held-out samples */
     int64_t eval_every, eval_samples;
     const char *eval_out;  /* JSONL of every evaluation (buckets included) */

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# End-to-end tests through the command line. Usage: cli_test.sh BIN CASE
+#   overfit   a tiny model overfits a tiny batch: the metrics file ends with loss < 0.1
+#   badinput  bad flags and files: one clear message naming the flag/file, non-zero exit, no output
+#   mesh      10 steps on meshes (sp, dp) equal the single-process run (losses within 1e-4)
+set -u
+BIN=$(readlink -f "$1")
+CASE=$2
+MPIRUN=${MPIRUN:-mpirun}
+W=$(mktemp -d)
+trap 'rm -rf "$W"' EXIT
+cd "$W"
+fail=0
+checks=0
+check() { # check CONDITION-EXIT-CODE MESSAGE
+  checks=$((checks + 1))
+  if [ "$1" -ne 0 ]; then echo "FAIL: $2"; fail=$((fail + 1)); fi
+}
+
+# a small corpus: documents of varied lengths (blank-line separated), deterministic
+corpus() {
+  awk -v n="$1" 'BEGIN { srand(7); for (d = 0; d < n; d++) { len = 20 + int(rand() * 180);
+      s = ""; for (i = 0; i < len; i++) s = s sprintf("%c", 97 + int(rand() * 26));
+      print s; print "" } }' > corpus.txt
+  "$BIN" tokenize --bytes corpus.txt --split-blank-lines -o data.tok > /dev/null
+}
+
+tiny_config() {
+  cat > tiny.json <<JSON
+{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 256, "hidden_size": 32,
+ "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": $1,
+ "rms_norm_eps": 1e-5, "tie_word_embeddings": false, "rope_theta": 10000.0,
+ "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                  "original_max_position_embeddings": 64}}
+JSON
+}
+
+last_loss() { tail -n 1 "$1" | sed -e 's/.*"loss": \([-0-9.e+]*\).*/\1/'; }
+
+case "$CASE" in
+overfit)
+  printf 'the quick brown fox jumps over the lazy dog and keeps running far away\n' > one.txt
+  "$BIN" tokenize --bytes one.txt -o one.tok > /dev/null
+  check $? "tokenize"
+  tiny_config 2
+  OMP_NUM_THREADS=1 "$BIN" train --model tiny.json --data one.tok --seq-len 64 --batch 1 --steps 150 --lr 1e-2 \
+    --warmup 10 --weight-decay 0 --seed 3 --metrics m.jsonl --out model --quiet
+  check $? "train exited non-zero"
+  loss=$(last_loss m.jsonl)
+  n=$(wc -l < m.jsonl)
+  echo "overfit: $n steps, final loss $loss"
+  check $([ "$n" -eq 150 ]; echo $?) "metrics has $n lines, expected 150"
+  awk -v l="$loss" 'BEGIN { exit !(l < 0.1) }'
+  check $? "final loss $loss is not < 0.1"
+  for k in step loss grad_norm lr tokens tok_per_s elapsed_s; do
+    grep -q "\"$k\": " m.jsonl; check $? "metrics lack $k"
+  done
+  test -f model/config.json && test -f model/model.safetensors
+  check $? "model directory incomplete"
+  ;;
+badinput)
+  corpus 40
+  tiny_config 2
+  printf 'garbage' > bad.tok
+  head -c 100 data.tok > trunc.tok
+  mkdir -p badmodel && printf '{"vocab_size": 256' > badmodel/config.json
+  sed -e "s/\"num_attention_heads\": 4, \"num_key_value_heads\": 2/\"num_attention_heads\": 6, \"num_key_value_heads\": 3, \"head_dim\": 8/" tiny.json > kv3.json
+  sed -e 's/"hidden_act": *"[a-z]*"//' tiny.json | sed -e 's/"model_type": "llama"/"model_type": "llama", "hidden_act": "gelu"/' > gelu.json
+  # expect NP PATTERN ARGS...: exits non-zero, prints exactly one error line containing PATTERN, writes no output
+  expect() {
+    local np=$1 pat=$2; shift 2
+    rm -rf out m.jsonl
+    $MPIRUN -np "$np" "$BIN" "$@" --out out --metrics m.jsonl > o.txt 2> e.txt
+    local rc=$?
+    local n
+    n=$(grep -c "ulysses: error" e.txt)
+    checks=$((checks + 1))
+    if [ $rc -eq 0 ] || [ "$n" -ne 1 ] || ! grep -q -- "$pat" e.txt || [ -e out ] || [ -e m.jsonl ]; then
+      echo "FAIL: np=$np '$*' -> rc $rc, $n error lines, want '$pat':"; cat e.txt; fail=$((fail + 1))
+    fi
+  }
+  T="train --data data.tok --seq-len 64 --steps 2 --batch 2 --quiet"
+  expect 1 "no-such.json" $T --model no-such.json
+  expect 2 "badmodel/config.json" $T --model badmodel
+  expect 1 "hidden_act" $T --model gelu.json
+  expect 2 "bad.tok" train --model tiny.json --data bad.tok --seq-len 64 --steps 2 --batch 2
+  expect 1 "trunc.tok" train --model tiny.json --data trunc.tok --seq-len 64 --steps 2
+  expect 2 "no file matches" train --model tiny.json --data "nothing-*.tok" --seq-len 64 --steps 2 --batch 2
+  expect 1 "\-\-lr" $T --model tiny.json --lr abc
+  expect 1 "\-\-bogus" $T --model tiny.json --bogus 3
+  expect 2 "mesh" $T --model tiny.json --sp 4
+  expect 2 "\-\-sp 3" $T --model tiny.json --sp 3 --dp-shard 1 --dp-replicate 1
+  expect 2 "\-\-batch" $T --model tiny.json --dp-shard 2 --batch 3
+  expect 1 "cannot fill" train --model tiny.json --data data.tok --seq-len 100000 --steps 2
+  expect 2 "shorter than --sp" train --model tiny.json --data data.tok --seq-len 1 --steps 2 --sp 2 --batch 2
+  expect 1 "no-such-dir" $T --model tiny.json --init no-such-dir
+  expect 3 "attention heads" $T --model tiny.json --sp 3 --batch 3
+  expect 2 "kv heads" train --model kv3.json --data data.tok --seq-len 64 --steps 2 --sp 2 --batch 2
+  echo "badinput: $checks checks"
+  ;;
+mesh)
+  corpus 200
+  tiny_config "${HKV:-2}"
+  run() { # run NP OUT ARGS...
+    local np=$1 out=$2; shift 2
+    OMP_NUM_THREADS=1 $MPIRUN -np "$np" "$BIN" train --model tiny.json --data data.tok --seq-len 96 --batch 4 \
+      --grad-accum 2 --steps 10 --lr 3e-3 --warmup 2 --seed 11 --metrics "$out" --quiet "$@"
+    check $? "train np=$np $* failed"
+  }
+  run 1 ref.jsonl
+  for mesh in "2 --sp 2" "2 --dp-shard 2" "4 --sp 2 --dp-shard 2" "4 --sp 4" "4 --sp 2 --dp-replicate 2" "2 --sp 2 --checkpoint 1"; do
+    set -- $mesh
+    np=$1; shift
+    run "$np" got.jsonl "$@"
+    worst=$(paste -d' ' <(sed -e 's/.*"loss": \([-0-9.e+]*\).*/\1/' ref.jsonl) \
+                         <(sed -e 's/.*"loss": \([-0-9.e+]*\).*/\1/' got.jsonl) |
+            awk '{ d = $1 - $2; if (d < 0) d = -d; r = d / $1; if (r > w) w = r } END { printf "%.3g", w }')
+    n=$(wc -l < got.jsonl)
+    echo "mesh np=$np $*: 10-step losses worst rel diff $worst vs 1 process"
+    check $([ "$n" -eq 10 ]; echo $?) "np=$np $*: $n metric lines"
+    awk -v w="$worst" 'BEGIN { exit !(w <= 1e-4) }'
+    check $? "np=$np $*: losses differ by $worst > 1e-4"
+  done
+  ;;
+*) echo "unknown case $CASE"; exit 2 ;;
+esac
+echo "$((checks - fail)) passed, $fail failed"
+[ $fail -eq 0 ]
