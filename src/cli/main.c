@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli/flags.h"
+#include "core/threads.h"
 #include "formats/tokens.h"
 #include "train/task_kv.h"
 #include "train/train.h"
@@ -207,6 +208,7 @@ int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
     ul_set_log_rank(g_rank);
+    ul_threads_setup();
     if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         if (g_rank == 0) usage(argc < 2 ? stderr : stdout);
         return finish(argc < 2 ? 2 : 0);

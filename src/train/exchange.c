@@ -4,6 +4,13 @@
 
 #include "core/common.h"
 
+/* One all-to-all of `bytes` per rank, timed. */
+static void a2a(Exchange *x, const float *send, float *recv, int64_t floats_per_rank) {
+    double t0 = ul_now();
+    x->g->ops->alltoall(x->g, send, recv, (size_t)floats_per_rank * sizeof(float));
+    x->a2a_seconds += ul_now() - t0;
+}
+
 void exchange_init(Exchange *x, const KernelOps *k, CommGroup *g, int64_t H, int64_t Hkv, int64_t d, int64_t T_max) {
     memset(x, 0, sizeof *x);
     x->k = k;
@@ -42,25 +49,25 @@ void exchange_qkv(Exchange *x, int64_t t, const float *qkv, float *qkvh) {
         k->copy2d(dst + x->Hq_l * d, ws, qkv + (x->H + kb) * d, rs, t, x->Hkv_l * d);
         k->copy2d(dst + (x->Hq_l + x->Hkv_l) * d, ws, qkv + (x->H + x->Hkv + kb) * d, rs, t, x->Hkv_l * d);
     }
-    x->g->ops->alltoall(x->g, x->send, qkvh, (size_t)(t * ws) * sizeof(float));
+    a2a(x, x->send, qkvh, t * ws);
 }
 
 void exchange_o(Exchange *x, int64_t t, const float *oh, float *o) {
     int64_t w = x->Hq_l * x->d, Hd = x->H * x->d;
-    x->g->ops->alltoall(x->g, oh, x->recv, (size_t)(t * w) * sizeof(float));
+    a2a(x, oh, x->recv, t * w);
     for (int64_t j = 0; j < x->S; j++) x->k->copy2d(o + j * w, Hd, x->recv + j * t * w, w, t, w);
 }
 
 void exchange_dout(Exchange *x, int64_t t, const float *dout, float *doh) {
     int64_t w = x->Hq_l * x->d, Hd = x->H * x->d;
     for (int64_t j = 0; j < x->S; j++) x->k->copy2d(x->send + j * t * w, w, dout + j * w, Hd, t, w);
-    x->g->ops->alltoall(x->g, x->send, doh, (size_t)(t * w) * sizeof(float));
+    a2a(x, x->send, doh, t * w);
 }
 
 void exchange_dqkv(Exchange *x, int64_t t, const float *dqkvh, float *dqkv) {
     const KernelOps *k = x->k;
     int64_t d = x->d, rs = (x->H + 2 * x->Hkv) * d, ws = x->W_l * d;
-    x->g->ops->alltoall(x->g, dqkvh, x->recv, (size_t)(t * ws) * sizeof(float));
+    a2a(x, dqkvh, x->recv, t * ws);
     k->zero(dqkv, t * rs);
     for (int64_t j = 0; j < x->S; j++) {
         const float *src = x->recv + j * t * ws; /* [t, W_l, d] from rank j */

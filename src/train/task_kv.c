@@ -3,84 +3,109 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* EXPERIMENTAL knobs (env) */
+static int64_t envi(const char *n, int64_t d) { return getenv(n) ? atoll(getenv(n)) : d; }
+
 int kv_validate(const KvTask *t, UlError *e) {
-    if (t->T < 2 * KV_MAX_CHUNK || t->T % 2 || t->T / 2 > KV_VOCAB - 1)
-        return ul_err(e, "--seq-len %lld: the kv task needs an even length in %d..%d", (long long)t->T,
-                      2 * KV_MAX_CHUNK, 2 * (KV_VOCAB - 1));
+    if (t->T < 16 || t->T % 4) return ul_err(e, "--seq-len %lld: bad", (long long)t->T);
     return 0;
+}
+
+static void shuffle64(UlRng *r, int64_t *a, int64_t n) {
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)(ul_rng_u64(r) % (uint64_t)(i + 1)), t = a[i];
+        a[i] = a[j];
+        a[j] = t;
+    }
 }
 
 void kv_sample(const KvTask *task, int64_t g, Sample *s, int32_t *dist) {
     int64_t T = task->T, h = T / 2;
+    int64_t NV = envi("KVNV", 32), NK = envi("KVNK", 1000), NF = envi("KVNF", 0), QF = envi("KVQF", 0);
+    int64_t NPmax = envi("KVNP", h / 2), NPmin = envi("KVNPMIN", NPmax);
+    int32_t K0 = (int32_t)(1 + NV), F0 = (int32_t)(1 + NV + NK);
     UlRng r;
     ul_rng_seed(&r, task->seed * 0x2545F4914F6CDD1DULL + (uint64_t)g * 0x9E3779B97F4A7C15ULL + 17);
-    int32_t *perm = malloc((size_t)(KV_VOCAB - 1) * sizeof(int32_t)); /* [V-1] */
-    for (int64_t i = 0; i < KV_VOCAB - 1; i++) perm[i] = (int32_t)(i + 1);
-    for (int64_t i = 0; i < h; i++) { /* partial Fisher-Yates: h distinct keys */
-        int64_t j = i + (int64_t)(ul_rng_u64(&r) % (uint64_t)(KV_VOCAB - 1 - i));
-        int32_t tmp = perm[i];
-        perm[i] = perm[j];
-        perm[j] = tmp;
+    int64_t NP = NPmin + (int64_t)(ul_rng_u64(&r) % (uint64_t)(NPmax - NPmin + 1));
+    if (NP > NK) NP = NK;
+    int64_t *keys = malloc((size_t)NK * sizeof(int64_t));
+    for (int64_t i = 0; i < NK; i++) keys[i] = i;
+    for (int64_t i = 0; i < NP; i++) {
+        int64_t j = i + (int64_t)(ul_rng_u64(&r) % (uint64_t)(NK - i)), t = keys[i];
+        keys[i] = keys[j];
+        keys[j] = t;
     }
-    /* chunks of the context: starts and lengths, then a random order */
-    int64_t nch = 0, *cs = malloc((size_t)h * sizeof(int64_t)), *cl = malloc((size_t)h * sizeof(int64_t));
-    for (int64_t at = 0; at < h; nch++) {
-        int64_t len = KV_MIN_CHUNK + (int64_t)(ul_rng_u64(&r) % (KV_MAX_CHUNK - KV_MIN_CHUNK + 1));
-        if (len > h - at) len = h - at;
-        cs[nch] = at;
-        cl[nch] = len;
-        at += len;
+    int32_t *val = malloc((size_t)NP * sizeof(int32_t));
+    for (int64_t i = 0; i < NP; i++) val[i] = (int32_t)(1 + ul_rng_u64(&r) % (uint64_t)NV);
+    int32_t *tok = malloc((size_t)T * sizeof(int32_t)), *lab = malloc((size_t)T * sizeof(int32_t));
+    int32_t *dd = malloc((size_t)T * sizeof(int32_t));
+    int64_t *vpos = malloc((size_t)NP * sizeof(int64_t));
+    for (int64_t i = 0; i < T; i++) {
+        tok[i] = NF > 0 ? F0 + (int32_t)(ul_rng_u64(&r) % (uint64_t)NF) : F0;
+        lab[i] = UL_IGNORE_INDEX;
+        dd[i] = -1;
     }
-    int64_t *ord = malloc((size_t)nch * sizeof(int64_t));
-    for (int64_t i = 0; i < nch; i++) ord[i] = i;
-    for (int64_t i = nch - 1; i > 0; i--) {
-        int64_t j = (int64_t)(ul_rng_u64(&r) % (uint64_t)(i + 1));
-        int64_t tmp = ord[i];
-        ord[i] = ord[j];
-        ord[j] = tmp;
+    /* context: NP pairs in h/2 slots of 2 */
+    int64_t ns = h / 2, *slot = malloc((size_t)(T) * sizeof(int64_t));
+    for (int64_t i = 0; i < ns; i++) slot[i] = i;
+    shuffle64(&r, slot, ns);
+    for (int64_t p = 0; p < NP; p++) {
+        int64_t at = 2 * slot[p];
+        tok[at] = K0 + (int32_t)keys[p];
+        tok[at + 1] = val[p];
+        vpos[p] = at + 1;
     }
-    int32_t *tok = malloc((size_t)T * sizeof(int32_t)); /* [T] */
-    int32_t *src = malloc((size_t)T * sizeof(int32_t)); /* [T] context position replayed, -1 for a chunk start */
-    for (int64_t i = 0; i < h; i++) {
-        tok[i] = perm[i];
-        src[i] = -1;
-    }
-    int64_t at = h;
-    for (int64_t c = 0; c < nch; c++)
-        for (int64_t j = 0; j < cl[ord[c]]; j++) {
-            tok[at] = perm[cs[ord[c]] + j];
-            src[at++] = (int32_t)(cs[ord[c]] + j);
+    if (QF == 0) {
+        for (int64_t i = h; i < T; i++) {
+            int64_t p = (int64_t)(ul_rng_u64(&r) % (uint64_t)NP);
+            tok[i] = K0 + (int32_t)keys[p];
+            lab[i] = val[p];
+            dd[i] = (int32_t)(i - vpos[p]);
         }
+    } else {
+        int64_t nq = NP < h / 2 ? NP : h / 2;
+        for (int64_t i = 0; i < ns; i++) slot[i] = i;
+        shuffle64(&r, slot, ns);
+        int64_t *qp = malloc((size_t)NP * sizeof(int64_t));
+        for (int64_t i = 0; i < NP; i++) qp[i] = i;
+        shuffle64(&r, qp, NP);
+        for (int64_t q = 0; q < nq; q++) {
+            int64_t at = h + 2 * slot[q], p = qp[q];
+            tok[at] = K0 + (int32_t)keys[p];
+            tok[at + 1] = val[p];
+            lab[at] = val[p];
+            dd[at] = (int32_t)(at - vpos[p]);
+        }
+        free(qp);
+    }
     const int32_t *docs[1] = {tok};
     int64_t lens[1] = {T};
     sample_from_docs(s, docs, lens, 1, 1, T);
     s->n_valid = 0;
     for (int64_t i = 0; i < T; i++) {
-        /* position i predicts token i+1: an answer when i+1 continues the chunk of i */
-        int ok = i >= h && i + 1 < T && src[i + 1] == src[i] + 1 && (i + 1 - h) > 0;
-        ok = ok && src[i + 1] > 0 && tok[i + 1] == perm[src[i] + 1];
-        s->labels[i] = ok ? tok[i + 1] : UL_IGNORE_INDEX;
-        s->n_valid += ok;
-        if (dist) dist[i] = ok ? (int32_t)(i - src[i]) : -1;
+        s->labels[i] = lab[i];
+        s->n_valid += lab[i] != UL_IGNORE_INDEX;
+        if (dist) dist[i] = dd[i];
     }
-    free(perm);
-    free(cs);
-    free(cl);
-    free(ord);
+    free(keys);
+    free(val);
     free(tok);
-    free(src);
+    free(lab);
+    free(dd);
+    free(vpos);
+    free(slot);
 }
 
 ModelConfig kv_demo_config(void) {
     ModelConfig c;
     memset(&c, 0, sizeof c);
     c.vocab_size = KV_VOCAB;
-    c.hidden_size = getenv("KVD") ? atoi(getenv("KVD")) : 128;
-    c.intermediate_size = 2 * c.hidden_size;
-    c.num_layers = 2;
-    c.num_heads = 4;
-    c.num_kv_heads = 2;
-    c.head_dim = c.hidden_size / 4;
+    c.hidden_size = envi("KVD", 128);
+    c.num_heads = envi("KVH", 4);
+    c.num_kv_heads = envi("KVKVH", 2);
+    c.head_dim = envi("KVHD", c.hidden_size / c.num_heads);
+    c.intermediate_size = envi("KVI", 2 * c.hidden_size);
+    c.num_layers = envi("KVL", 2);
     c.max_position_embeddings = 8192;
     c.rms_norm_eps = 1e-5;
     c.initializer_range = getenv("KVSTD") ? atof(getenv("KVSTD")) : 0.02;

@@ -15,11 +15,12 @@
 #define UL_TASK_KV_H
 
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "core/config.h"
 #include "train/data.h"
 
-#define KV_VOCAB 1056 /* supports T up to 2110 */
+#define KV_VOCAB (getenv("KVV") ? atoi(getenv("KVV")) : 1056)
 #define KV_MIN_CHUNK 8
 #define KV_MAX_CHUNK 64
 

@@ -272,6 +272,7 @@ int train_run(const TrainOptions *o_in, UlError *e) {
         double n_global = cnt[0];
         float dscale = n_global > 0 ? (float)(1.0 / n_global) : 0.f;
 
+        double a2a0 = m.x.a2a_seconds;
         k->zero(m.grads, N);
         double loss_acc[2] = {0, 0}; /* [CE sum, count] */
         for (int64_t i = 0; i < per_rank; i++) {
@@ -297,7 +298,7 @@ int train_run(const TrainOptions *o_in, UlError *e) {
                          (float)lr, (float)o->beta1, (float)o->beta2, (float)o->adam_eps,
                          p->decay ? (float)o->weight_decay : 0.f, step + 1);
             }
-        double now = ul_now(), dt = now - t0;
+        double now = ul_now(), dt = now - t0, a2a_s = m.x.a2a_seconds - a2a0;
         double tok_s = dt > 0 ? cnt[1] / dt : 0;
         train_time += dt;
         EvalResult ev;
@@ -315,8 +316,8 @@ int train_run(const TrainOptions *o_in, UlError *e) {
             if (mf) {
                 fprintf(mf,
                         "{\"step\": %lld, \"loss\": %.8g, \"grad_norm\": %.8g, \"lr\": %.8g, \"tokens\": %.0f, "
-                        "\"valid_tokens\": %.0f, \"tok_per_s\": %.2f, \"step_s\": %.6f, \"elapsed_s\": %.3f",
-                        (long long)(step + 1), loss, gn, lr, cnt[1], n_global, tok_s, dt, elapsed);
+                        "\"valid_tokens\": %.0f, \"tok_per_s\": %.2f, \"step_s\": %.6f, \"a2a_s\": %.6f, \"elapsed_s\": %.3f",
+                        (long long)(step + 1), loss, gn, lr, cnt[1], n_global, tok_s, dt, a2a_s, elapsed);
                 if (do_eval) fprintf(mf, ", \"eval_loss\": %.6g, \"answer_acc\": %.6g", ev.loss, ev.acc);
                 fprintf(mf, "}\n");
                 fflush(mf);

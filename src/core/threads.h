@@ -1,0 +1,10 @@
+/* CPU threads per rank: when the user has not set OMP_NUM_THREADS, the cores of a node
+ * are split evenly among the ranks on it (OpenMP and OpenBLAS alike), so mpirun -np 2 on
+ * 2 cores runs 1 thread per rank instead of oversubscribing. */
+#ifndef UL_THREADS_H
+#define UL_THREADS_H
+
+/* Collective over MPI_COMM_WORLD. Returns the thread count chosen for this rank. */
+int ul_threads_setup(void);
+
+#endif
