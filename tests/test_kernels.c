@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include "core/common.h"
 #include "kernels/kernels.h"
@@ -678,8 +679,19 @@ static void test_attention_cfg(Ctx *c, int64_t T, int64_t Hq, int64_t Hkv, int64
     free(gq), free(gk), free(gv);
 }
 
+static void test_attention_variant(Ctx *c, const char *isa);
 static void test_attention(Ctx *c) {
     test_attention_fd(c);
+    /* every instruction-set variant of the CPU kernel that this machine can run */
+    const char *isas[] = {"base", "avx2", "avx512"};
+    for (int v = 0; v < 3; v++) {
+        setenv("UL_CPU_ATTN_ISA", isas[v], 1);
+        test_attention_variant(c, isas[v]);
+    }
+    unsetenv("UL_CPU_ATTN_ISA");
+}
+
+static void test_attention_variant(Ctx *c, const char *isa) {
     double wf = 0, wb = 0;
     test_attention_cfg(c, 1, 1, 1, 8, 1, 0, &wf, &wb);
     test_attention_cfg(c, 150, 2, 1, 16, 80, 0, &wf, &wb);
@@ -693,7 +705,7 @@ static void test_attention(Ctx *c) {
         test_attention_cfg(c, irand(c, 1, c->small ? 200 : 400), Hkv * grp, Hkv, irand(c, 1, 48), irand(c, 1, 300),
                            (int)irand(c, 0, 1), &wf, &wb);
     }
-    printf("  attention: fwd %.2g, bwd %.2g\n", wf, wb);
+    printf("  attention (%s): fwd %.2g, bwd %.2g\n", isa, wf, wb);
 }
 
 /* Long sequence, many documents: must finish quickly in modest memory (no T x T buffer);
@@ -771,25 +783,31 @@ static void test_attention_long(Ctx *c) {
     free(m.q), free(m.k), free(m.v), free(m.R);
 }
 
+static double cpu_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Prints wall and process CPU seconds (CPU time is steadier on a shared machine). */
 static void bench_attention(Ctx *c, int64_t T) {
     const KernelOps *K = c->K;
     int64_t Hq = 4, Hkv = 2, d = 32, qs = (Hq + 2 * Hkv) * d;
     int64_t cu[2] = {0, T};
     float *qkv = fvec(T * qs), *dqkv = fvec(T * qs), *o = fvec(T * Hq * d), *dout = fvec(T * Hq * d), *lse = fvec(T * Hq);
     fill(c, qkv, T * qs, 1), fill(c, dout, T * Hq * d, 1);
-    for (int rep = 0; rep < 3; rep++) {
-        double t0 = ul_now();
+    for (int rep = 0; rep < (T > 20000 ? 1 : 3); rep++) {
+        double t0 = ul_now(), c0 = cpu_seconds();
         K->attention_fwd(o, Hq * d, lse, qkv, qs, qkv + Hq * d, qs, qkv + (Hq + Hkv) * d, qs, T, Hq, Hkv, d, cu, 1,
                          0.17677669f);
-        double t1 = ul_now();
+        double t1 = ul_now(), c1 = cpu_seconds();
         K->attention_bwd(dqkv, qs, dqkv + Hq * d, qs, dqkv + (Hq + Hkv) * d, qs, dout, Hq * d, qkv, qs, qkv + Hq * d,
                          qs, qkv + (Hq + Hkv) * d, qs, o, Hq * d, lse, T, Hq, Hkv, d, cu, 1, 0.17677669f);
-        double t2 = ul_now();
-        double pairs = (double)T * (double)(T + 1) / 2 * (double)Hq;
-        printf("attention T=%lld Hq=%lld Hkv=%lld d=%lld threads=%d: fwd %.3f s (%.1f GFLOP/s)  bwd %.3f s (%.1f GFLOP/s)  "
-               "total %.3f s\n",
-               (long long)T, (long long)Hq, (long long)Hkv, (long long)d, omp_get_max_threads(), t1 - t0,
-               pairs * 4 * d / (t1 - t0) * 1e-9, t2 - t1, pairs * 10 * d / (t2 - t1) * 1e-9, t2 - t0);
+        double t2 = ul_now(), c2 = cpu_seconds();
+        printf("attention T=%lld Hq=%lld Hkv=%lld d=%lld threads=%d: fwd %.3f s  bwd %.3f s  total %.3f s  "
+               "(cpu: fwd %.3f bwd %.3f)\n",
+               (long long)T, (long long)Hq, (long long)Hkv, (long long)d, omp_get_max_threads(), t1 - t0, t2 - t1,
+               t2 - t0, c1 - c0, c2 - c1);
     }
     free(qkv), free(dqkv), free(o), free(dout), free(lse);
 }

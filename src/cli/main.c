@@ -6,6 +6,7 @@
 #include "cli/flags.h"
 #include "core/threads.h"
 #include "formats/tokens.h"
+#include "train/eval.h"
 #include "train/task_kv.h"
 #include "train/train.h"
 #include <sys/stat.h>
@@ -193,6 +194,38 @@ static int cmd_demo(int argc, char **argv) {
     return finish(0);
 }
 
+static int cmd_eval(int argc, char **argv) {
+    EvalOptions o = {0};
+    o.seq_len = 2048;
+    o.samples = 16;
+    o.seed = 7;
+    Flag flags[] = {
+        {"--model", FLAG_STRING, &o.model, "DIR", "model directory (config.json + safetensors)"},
+        {"--task", FLAG_STRING, &o.task, "kv", "evaluate on the built-in key->value task (docs/demo.md)"},
+        {"--data", FLAG_STRING, &o.data, "GLOB", "or on token shards (packed, file order): next-token loss and accuracy"},
+        {"--seq-len", FLAG_INT, &o.seq_len, "N", "tokens per sample (default 2048)"},
+        {"--samples", FLAG_INT, &o.samples, "N", "samples to evaluate (default 16)"},
+        {"--seed", FLAG_INT, &o.seed, "K", "kv task: seed of the evaluation samples (default 7)"},
+        {"--sp", FLAG_INT, &o.sp, "N", "sequence-parallel degree (default: all ranks)"},
+        {"--out", FLAG_STRING, &o.out, "FILE", "JSONL result with the per-bucket numbers"},
+        {"--plot", FLAG_STRING, &o.plot, "FILE.png", "accuracy and loss against distance and position"},
+        {"--debug-no-exchange", FLAG_BOOL, &o.no_exchange, NULL, "debug: skip the all-to-all (attend within the shard)"},
+    };
+    UlError e = {{0}};
+    int rc = flags_parse(flags, NFLAGS(flags), argc, argv, &e);
+    if (rc == 1) {
+        if (g_rank == 0)
+            flags_help(stdout, "[mpirun -np N] ulysses eval --model DIR (--task kv | --data GLOB) [flags]",
+                       "Loss and answer accuracy of a model, overall, per bucket of distance between an answer\n"
+                       "and its evidence (kv task) and per bucket of position.",
+                       flags, NFLAGS(flags));
+        return finish(0);
+    }
+    if (rc) return fail(&e);
+    if (eval_command(&o, &e) != 0) return fail(&e);
+    return finish(0);
+}
+
 static void usage(FILE *f) {
     fprintf(f,
             "ulysses: long-sequence Llama training with Ulysses sequence parallelism (ALST)\n\n"
@@ -200,6 +233,7 @@ static void usage(FILE *f) {
             "commands:\n"
             "  demo       train on the built-in long-context task (mpirun -np 2 ulysses demo)\n"
             "  train      train a model (see `ulysses train --help`)\n"
+            "  eval       loss and answer accuracy of a trained model\n"
             "  tokenize   turn text files into a token shard\n"
             "  help       this text\n");
 }
@@ -215,6 +249,7 @@ int main(int argc, char **argv) {
     }
     if (strcmp(argv[1], "demo") == 0) return cmd_demo(argc - 2, argv + 2);
     if (strcmp(argv[1], "train") == 0) return cmd_train(argc - 2, argv + 2);
+    if (strcmp(argv[1], "eval") == 0) return cmd_eval(argc - 2, argv + 2);
     if (strcmp(argv[1], "tokenize") == 0) return cmd_tokenize(argc - 2, argv + 2);
     if (g_rank == 0) fprintf(stderr, "ulysses: error: unknown command '%s' (see `ulysses help`)\n", argv[1]);
     return finish(2);

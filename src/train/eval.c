@@ -26,7 +26,7 @@ static void row(void *u, int64_t i, const float *lg, int64_t V) {
     for (int64_t v = 0; v < V; v++) se += exp((double)lg[v] - (double)mx);
     double ce = log(se) + (double)mx - (double)lg[y];
     double ok = arg == y;
-    int64_t gpos = c->offset + i, w = c->T / EVAL_BUCKETS;
+    int64_t gpos = c->offset + i, w = c->T / EVAL_BUCKETS > 0 ? c->T / EVAL_BUCKETS : 1;
     int64_t bp = gpos / w, bd = c->dist[gpos] / w;
     if (bp >= EVAL_BUCKETS) bp = EVAL_BUCKETS - 1;
     if (bd >= EVAL_BUCKETS) bd = EVAL_BUCKETS - 1;
@@ -44,13 +44,14 @@ static void row(void *u, int64_t i, const float *lg, int64_t V) {
     }
 }
 
-void eval_kv(Model *m, Mesh *mesh, const KvTask *task, int64_t first_g, int64_t n, EvalResult *r) {
+void eval_run(Model *m, Mesh *mesh, const SampleSource *src, int64_t T, int64_t first_g, int64_t n,
+              EvalResult *r) {
     memset(r, 0, sizeof *r);
-    int64_t T = task->T, t = T / mesh->sp, off = mesh->r_sp * t;
     int32_t *dist = malloc((size_t)T * sizeof(int32_t)); /* [T] */
     Sample s = {0};
     for (int64_t j = mesh->r_dp; j < n; j += mesh->dp) {
-        kv_sample(task, first_g + j, &s, dist);
+        source_sample(src, first_g + j, &s, dist);
+        int64_t t = s.T / mesh->sp, off = mesh->r_sp * t;
         LocalSeq ls = {.T = s.T, .tokens = s.tokens + off, .labels = s.labels + off, .pos = s.pos + off,
                        .cu_seqlens = s.cu_seqlens, .n_docs = s.n_docs, .offset = off};
         RowCtx c = {ls.labels, dist, off, T, r};
@@ -99,4 +100,104 @@ void eval_write_json(FILE *f, const EvalResult *r, int64_t step) {
     arr(f, "n_by_position", r->pos_n, EVAL_BUCKETS);
     fprintf(f, "}\n");
     fflush(f);
+}
+
+#include <mpi.h>
+
+#include "formats/hf_model.h"
+#include "train/plot.h"
+#include "train/train.h"
+
+int eval_command(const EvalOptions *o, UlError *e) {
+    int world, rank;
+    MPI_Comm_size(MPI_COMM_WORLD, &world);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    ModelConfig c;
+    int rc = o->model ? 0 : ul_err(e, "--model: required (a model directory with config.json and weights)");
+    if (rc == 0) rc = ul_load_model_config(NULL, o->model, NULL, &c, e);
+    int64_t sp = o->sp > 0 ? o->sp : world;
+    if (rc == 0 && world % sp) rc = ul_err(e, "--sp %lld: does not divide the %d ranks of the job", (long long)sp, world);
+    if (rc == 0) rc = ul_check_mesh(sp, 1, world / sp, o->seq_len, &c, world, e);
+    if (rc == 0 && o->samples < 1) rc = ul_err(e, "--samples %lld: must be >= 1", (long long)o->samples);
+    if (rc == 0 && !!o->task == !!o->data) rc = ul_err(e, "--task kv or --data GLOB: give exactly one");
+    KvTask kv = {.T = o->seq_len, .seed = (uint64_t)o->seed};
+    if (rc == 0 && o->task) {
+        if (strcmp(o->task, "kv") != 0) rc = ul_err(e, "--task %s: unknown (known: kv)", o->task);
+        else if (c.vocab_size < KV_VOCAB) rc = ul_err(e, "--task kv: the model's vocab_size is below %d", KV_VOCAB);
+        else if (o->seq_len % sp) rc = ul_err(e, "--seq-len %lld: must be a multiple of --sp", (long long)o->seq_len);
+        else rc = kv_validate(&kv, e);
+    }
+    if (ul_agree(rc, e)) return -1;
+    DataLoader dl;
+    memset(&dl, 0, sizeof dl);
+    if (o->data) rc = ul_open_data(o->data, o->seq_len, 1, 0, 0, &c, &dl, e);
+    if (ul_agree(rc, e)) return -1;
+
+    Mesh mesh;
+    ul_mesh_init_mpi(&mesh, (int)sp, 1, world / (int)sp);
+    int64_t T_max = (o->seq_len + sp - 1) / sp * sp;
+    Model m;
+    model_init(&m, &c, ul_kernels_cpu(), &mesh.sp_g, T_max, 0);
+    m.no_exchange = o->no_exchange;
+    rc = ul_load_weights(o->model, &c, m.params, e);
+    if (ul_agree(rc, e) == 0) {
+        SampleSource src = {o->data ? &dl : NULL, o->task ? &kv : NULL, sp, 0};
+        EvalResult r;
+        double t0 = ul_now();
+        eval_run(&m, &mesh, &src, T_max, 0, o->samples, &r);
+        double dt = ul_now() - t0;
+        if (rank == 0) {
+            printf("eval %s: %lld samples, %.0f answers, loss %.4f, answer accuracy %.2f%% (%.1fs)\n", o->model,
+                   (long long)o->samples, r.n, r.loss, 100 * r.acc, dt);
+            printf("  %-22s %10s %10s %10s\n", "tokens back (bucket)", "answers", "accuracy", "loss");
+            int64_t w = r.T / EVAL_BUCKETS;
+            for (int b = 0; b < EVAL_BUCKETS; b++)
+                if (r.dist_n[b] > 0)
+                    printf("  %9lld..%-11lld %10.0f %9.2f%% %10.4f\n", (long long)(b * w), (long long)((b + 1) * w - 1),
+                           r.dist_n[b], 100 * r.dist_acc[b], r.dist_loss[b]);
+            printf("  %-22s %10s %10s %10s\n", "position (bucket)", "answers", "accuracy", "loss");
+            for (int b = 0; b < EVAL_BUCKETS; b++)
+                if (r.pos_n[b] > 0)
+                    printf("  %9lld..%-11lld %10.0f %9.2f%% %10.4f\n", (long long)(b * w), (long long)((b + 1) * w - 1),
+                           r.pos_n[b], 100 * r.pos_acc[b], r.pos_loss[b]);
+            if (o->out) {
+                char tmp[4200];
+                snprintf(tmp, sizeof tmp, "%s.tmp", o->out);
+                FILE *f = fopen(tmp, "w");
+                if (!f) rc = ul_err(e, "--out %s: cannot open for writing", o->out);
+                else {
+                    eval_write_json(f, &r, -1);
+                    fclose(f);
+                    if (rename(tmp, o->out) != 0) rc = ul_err(e, "--out %s: cannot rename into place", o->out);
+                }
+            }
+            if (rc == 0 && o->plot) {
+                double xd[EVAL_BUCKETS], ad[EVAL_BUCKETS], ld[EVAL_BUCKETS], xp[EVAL_BUCKETS], ap[EVAL_BUCKETS];
+                int nd = 0, np = 0;
+                for (int b = 0; b < EVAL_BUCKETS; b++) {
+                    if (r.dist_n[b] > 0) {
+                        xd[nd] = (b + 0.5) * (double)w;
+                        ad[nd] = r.dist_acc[b];
+                        ld[nd++] = r.dist_loss[b];
+                    }
+                    if (r.pos_n[b] > 0) {
+                        xp[np] = (b + 0.5) * (double)w;
+                        ap[np++] = r.pos_acc[b];
+                    }
+                }
+                PlotLine la = {"accuracy", xd, ad, nd}, ll = {"loss", xd, ld, nd}, lp = {"accuracy", xp, ap, np};
+                PlotPanel panels[3] = {{"accuracy against distance", "tokens between answer and evidence", "accuracy", 0, 0, 1, &la, 1},
+                                       {"loss against distance", "tokens between answer and evidence", "loss", 0, 0, 0, &ll, 1},
+                                       {"accuracy against position", "position in the sequence", "accuracy", 0, 0, 1, &lp, 1}};
+                rc = nd > 0 ? plot_png(o->plot, panels, 3, e) : plot_png(o->plot, panels + 2, 1, e);
+            }
+        }
+        rc = ul_agree(rc, e);
+    } else {
+        rc = -1;
+    }
+    model_free(&m);
+    ul_mesh_free(&mesh);
+    data_close(&dl);
+    return rc;
 }

@@ -55,7 +55,16 @@ void kv_sample(const KvTask *task, int64_t g, Sample *s, int32_t *dist) {
         tok[at + 1] = val[p];
         vpos[p] = at + 1;
     }
-    if (QF == 0) {
+    if (QF == 2 || QF == 3) {
+        for (int64_t i = h; i < T; i++) {
+            int64_t p = (int64_t)(ul_rng_u64(&r) % (uint64_t)NK);
+            tok[i] = K0 + (int32_t)p;
+        }
+        for (int64_t i = h + 1; i < T; i++) {
+            lab[i] = QF == 2 ? tok[i - 1] : (int32_t)(1 + (tok[i] * 7919) % NV);
+            dd[i] = 1;
+        }
+    } else if (QF == 0) {
         for (int64_t i = h; i < T; i++) {
             int64_t p = (int64_t)(ul_rng_u64(&r) % (uint64_t)NP);
             tok[i] = K0 + (int32_t)keys[p];

@@ -13,7 +13,26 @@
 #include "train/eval.h"
 #include "train/model.h"
 #include "train/plot.h"
+#include "train/source.h"
 #include "train/task_kv.h"
+
+int ul_open_data(const char *glob, int64_t seq_len, int pack, int shuffle, uint64_t seed, const ModelConfig *c,
+                 DataLoader *dl, UlError *e) {
+    if (data_open(dl, glob, seq_len, pack, shuffle, seed, e)) return -1;
+    int rc = 0;
+    if (dl->vocab_size > (uint32_t)c->vocab_size)
+        rc = ul_err(e, "--data %s: the shards' vocabulary (%u) is larger than the model's vocab_size (%lld)", glob,
+                    dl->vocab_size, (long long)c->vocab_size);
+    for (int i = 0; i < dl->n_shards && rc == 0 && dl->vocab_size == 0; i++)
+        for (int64_t j = 0; j < dl->shards[i].n_tokens; j++)
+            if (dl->shards[i].tokens[j] >= (uint32_t)c->vocab_size) {
+                rc = ul_err(e, "%s: token %u at position %lld is outside the model's vocab_size %lld",
+                            dl->shards[i].path, dl->shards[i].tokens[j], (long long)j, (long long)c->vocab_size);
+                break;
+            }
+    if (rc) data_close(dl);
+    return rc;
+}
 
 void train_options_default(TrainOptions *o) {
     memset(o, 0, sizeof *o);
@@ -54,51 +73,57 @@ static int is_dir(const char *p) {
 }
 
 /* --model (config.json or dir) and --init (dir): the architecture, and whether they agree. */
-static int load_config(const TrainOptions *o, ModelConfig *c, UlError *e) {
-    const char *src = o->model ? o->model : o->init;
-    if (!src && o->config) {
-        *c = *o->config;
+int ul_load_model_config(const char *model, const char *init, const ModelConfig *builtin, ModelConfig *c,
+                         UlError *e) {
+    const char *src = model ? model : init;
+    if (!src && builtin) {
+        *c = *builtin;
         return ul_config_validate(c, "built-in config", e);
     }
     if (!src) return ul_err(e, "--model: required (a config.json, or a directory holding one), or --init DIR");
     char path[4096];
     snprintf(path, sizeof path, is_dir(src) ? "%s/config.json" : "%s", src);
     if (ul_config_load(path, c, e) != 0) return -1;
-    if (o->model && o->init) {
+    if (model && init) {
         ModelConfig ci;
         char ipath[4096];
-        snprintf(ipath, sizeof ipath, "%s/config.json", o->init);
+        snprintf(ipath, sizeof ipath, "%s/config.json", init);
         if (ul_config_load(ipath, &ci, e) != 0) return -1;
         if (ci.vocab_size != c->vocab_size || ci.hidden_size != c->hidden_size ||
             ci.intermediate_size != c->intermediate_size || ci.num_layers != c->num_layers ||
             ci.num_heads != c->num_heads || ci.num_kv_heads != c->num_kv_heads || ci.head_dim != c->head_dim ||
             ci.tie_word_embeddings != c->tie_word_embeddings)
-            return ul_err(e, "--init %s: its config.json describes a different architecture than --model %s", o->init,
-                          o->model);
+            return ul_err(e, "--init %s: its config.json describes a different architecture than --model %s", init,
+                          model);
     }
     return 0;
 }
 
 /* Checks that need only flags and the config: identical outcome on every rank. */
-static int validate(const TrainOptions *o, const ModelConfig *c, int world, UlError *e) {
-    if (o->sp < 1) return ul_err(e, "--sp %lld: must be >= 1", (long long)o->sp);
-    if (o->dp_replicate < 1) return ul_err(e, "--dp-replicate %lld: must be >= 1", (long long)o->dp_replicate);
-    if (o->dp_shard < 1) return ul_err(e, "--dp-shard %lld: must be >= 1", (long long)o->dp_shard);
-    if (o->sp * o->dp_replicate * o->dp_shard != world)
+int ul_check_mesh(int64_t sp, int64_t rep, int64_t shard, int64_t seq_len, const ModelConfig *c, int world,
+                  UlError *e) {
+    if (sp < 1) return ul_err(e, "--sp %lld: must be >= 1", (long long)sp);
+    if (rep < 1) return ul_err(e, "--dp-replicate %lld: must be >= 1", (long long)rep);
+    if (shard < 1) return ul_err(e, "--dp-shard %lld: must be >= 1", (long long)shard);
+    if (sp * rep * shard != world)
         return ul_err(e,
                       "mesh: --dp-replicate %lld x --dp-shard %lld x --sp %lld = %lld ranks, but the job has %d "
                       "(mpirun -np)",
-                      (long long)o->dp_replicate, (long long)o->dp_shard, (long long)o->sp,
-                      (long long)(o->sp * o->dp_replicate * o->dp_shard), world);
-    if (c->num_heads % o->sp != 0)
-        return ul_err(e, "--sp %lld: the model's %lld attention heads are not divisible by sp", (long long)o->sp,
+                      (long long)rep, (long long)shard, (long long)sp, (long long)(sp * rep * shard), world);
+    if (c->num_heads % sp != 0)
+        return ul_err(e, "--sp %lld: the model's %lld attention heads are not divisible by sp", (long long)sp,
                       (long long)c->num_heads);
-    if (c->num_kv_heads % o->sp != 0 && o->sp % c->num_kv_heads != 0)
-        return ul_err(e, "--sp %lld: the model's %lld kv heads neither divide by sp nor divide sp", (long long)o->sp,
+    if (c->num_kv_heads % sp != 0 && sp % c->num_kv_heads != 0)
+        return ul_err(e, "--sp %lld: the model's %lld kv heads neither divide by sp nor divide sp", (long long)sp,
                       (long long)c->num_kv_heads);
-    if (o->seq_len < o->sp)
-        return ul_err(e, "--seq-len %lld: shorter than --sp %lld", (long long)o->seq_len, (long long)o->sp);
-    if (o->seq_len > INT32_MAX) return ul_err(e, "--seq-len %lld: too large", (long long)o->seq_len);
+    if (seq_len < sp) return ul_err(e, "--seq-len %lld: shorter than --sp %lld", (long long)seq_len, (long long)sp);
+    if (seq_len > INT32_MAX) return ul_err(e, "--seq-len %lld: too large", (long long)seq_len);
+    return 0;
+}
+
+/* Checks that need only flags and the config: identical outcome on every rank. */
+static int validate(const TrainOptions *o, const ModelConfig *c, int world, UlError *e) {
+    if (ul_check_mesh(o->sp, o->dp_replicate, o->dp_shard, o->seq_len, c, world, e)) return -1;
     int64_t dp = o->dp_replicate * o->dp_shard;
     if (o->batch < 1 || o->grad_accum < 1 || o->batch % (dp * o->grad_accum) != 0)
         return ul_err(e, "--batch %lld: must be a positive multiple of dp (%lld) x --grad-accum (%lld)",
@@ -159,7 +184,7 @@ int train_run(const TrainOptions *o_in, UlError *e) {
 
     /* ---- everything a user can get wrong, agreed before any work ---- */
     ModelConfig c;
-    int rc = load_config(o, &c, e);
+    int rc = ul_load_model_config(o->model, o->init, o->config, &c, e);
     if (rc == 0) rc = validate(o, &c, world, e);
     if (ul_agree(rc, e)) return -1;
     DataLoader dl;
@@ -175,26 +200,13 @@ int train_run(const TrainOptions *o_in, UlError *e) {
     } else {
         rc = o->data ? 0 : ul_err(e, "--data: required (a glob of token shards; see `ulysses tokenize`)");
         if (ul_agree(rc, e)) return -1;
-        rc = data_open(&dl, o->data, o->seq_len, !o->doc_per_sample, !o->no_shuffle, (uint64_t)o->seed, e);
-        if (rc == 0 && dl.vocab_size > (uint32_t)c.vocab_size) {
-            rc = ul_err(e, "--data %s: the shards' vocabulary (%u) is larger than the model's vocab_size (%lld)",
-                        o->data, dl.vocab_size, (long long)c.vocab_size);
-            data_close(&dl);
-        }
-        if (rc == 0 && dl.vocab_size == 0) {
-            for (int i = 0; i < dl.n_shards && rc == 0; i++)
-                for (int64_t j = 0; j < dl.shards[i].n_tokens; j++)
-                    if (dl.shards[i].tokens[j] >= (uint32_t)c.vocab_size) {
-                        rc = ul_err(e, "%s: token %u at position %lld is outside the model's vocab_size %lld",
-                                    dl.shards[i].path, dl.shards[i].tokens[j], (long long)j, (long long)c.vocab_size);
-                        break;
-                    }
-            if (rc) data_close(&dl);
-        }
+        rc = ul_open_data(o->data, o->seq_len, !o->doc_per_sample, !o->no_shuffle, (uint64_t)o->seed, &c, &dl, e);
         if (ul_agree(rc, e)) return -1;
     }
     KvTask kv_eval = kv;
     kv_eval.seed = kv.seed ^ 0x5eed5eed5eedULL; /* held-out samples */
+    SampleSource source = {o->task ? NULL : &dl, o->task ? &kv : NULL, o->sp, o->fixed_len};
+    SampleSource eval_source = {NULL, &kv_eval, o->sp, 0};
 
     Mesh mesh;
     ul_mesh_init_mpi(&mesh, (int)o->sp, (int)o->dp_replicate, (int)o->dp_shard);
@@ -260,10 +272,7 @@ int train_run(const TrainOptions *o_in, UlError *e) {
             for (int64_t j = 0; j < per_micro; j++) {
                 int64_t g = step * o->batch + a * (o->batch / o->grad_accum) + mesh.r_dp * per_micro + j;
                 Sample *s = &smp[a * per_micro + j];
-                if (o->task)
-                    kv_sample(&kv, g, s, NULL);
-                else
-                    data_sample(&dl, g, pad, o->fixed_len, s);
+                source_sample(&source, g, s, NULL);
                 int64_t t = s->T / o->sp, off = mesh.r_sp * t;
                 for (int64_t i = 0; i < t; i++) cnt[0] += s->labels[off + i] != UL_IGNORE_INDEX;
                 if (mesh.r_sp == 0) cnt[1] += (double)s->n_real;
@@ -304,7 +313,7 @@ int train_run(const TrainOptions *o_in, UlError *e) {
         EvalResult ev;
         int do_eval = o->task && o->eval_every > 0 && ((step + 1) % o->eval_every == 0 || step + 1 == o->steps);
         if (do_eval) {
-            eval_kv(&m, &mesh, &kv_eval, 0, o->eval_samples, &ev);
+            eval_run(&m, &mesh, &eval_source, o->seq_len, 0, o->eval_samples, &ev);
             last_acc = ev.acc;
             h_estep[n_eval] = (double)(step + 1);
             h_acc[n_eval++] = ev.acc;

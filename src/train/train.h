@@ -8,6 +8,7 @@
 #include "comm/comm.h"
 #include "core/common.h"
 #include "core/config.h"
+#include "train/data.h"
 
 typedef struct {
     /* model */
@@ -52,6 +53,15 @@ void train_options_default(TrainOptions *o);
 /* Every rank calls it (after MPI_Init). User errors are agreed on by all ranks before
  * any work and returned in e (same message on every rank); returns 0 on success. */
 int train_run(const TrainOptions *o, UlError *e);
+
+/* Shared by the commands: the model config from --model / --init (or a built-in one);
+ * the mesh checks of DESIGN §2/§4; the data shards checked against the vocabulary. */
+int ul_load_model_config(const char *model, const char *init, const ModelConfig *builtin, ModelConfig *c,
+                         UlError *e);
+int ul_check_mesh(int64_t sp, int64_t rep, int64_t shard, int64_t seq_len, const ModelConfig *c, int world,
+                  UlError *e);
+int ul_open_data(const char *glob, int64_t seq_len, int pack, int shuffle, uint64_t seed, const ModelConfig *c,
+                 DataLoader *dl, UlError *e);
 
 /* Collective agreement on an error: if any rank of the world has rc != 0, every rank
  * gets the message of the lowest such rank in e and -1 is returned. */

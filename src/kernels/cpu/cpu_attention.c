@@ -160,13 +160,20 @@ typedef struct {
 #undef AT_MR
 #undef AT_SFX
 
+/* The widest variant this CPU runs. UL_CPU_ATTN_ISA=avx512|avx2|base narrows the choice
+ * (the tests use it to cover every variant on one machine); a variant the CPU lacks is
+ * never chosen. */
 static AttnImpl pick_impl(void) {
+    const char *want = getenv("UL_CPU_ATTN_ISA");
+    (void)want;
 #ifdef AT_X86_VARIANTS
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+    int allow512 = !want || strcmp(want, "avx512") == 0;
+    int allow2 = allow512 || strcmp(want, "avx2") == 0;
+    if (allow512 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw"))
         return (AttnImpl){fwd_block_avx512, bwd_dq_block_avx512, bwd_dkv_block_avx512};
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    if (allow2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
         return (AttnImpl){fwd_block_avx2, bwd_dq_block_avx2, bwd_dkv_block_avx2};
 #endif
     return (AttnImpl){fwd_block_base, bwd_dq_block_base, bwd_dkv_block_base};
