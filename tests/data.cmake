@@ -1,0 +1,1 @@
+add_test(NAME data COMMAND $<TARGET_FILE:test_data>)
