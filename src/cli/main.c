@@ -30,7 +30,8 @@ static const char *ABOUT_TRAIN =
     "with Ulysses sequence parallelism over the ranks of the job: launch with\n"
     "  mpirun -np W ulysses train ...   where W = dp-replicate x dp-shard x sp.\n"
     "--batch is the global batch in sequences per optimizer step: the same command means the\n"
-    "same training on any mesh. Samples pack whole documents up to --seq-len tokens.";
+    "same training on any mesh. Samples pack whole documents up to --seq-len tokens.\n"
+    "Checkpoints (--save-every, --resume): docs/checkpoints.md.";
 
 static int cmd_train(int argc, char **argv) {
     TrainOptions o;
@@ -39,6 +40,11 @@ static int cmd_train(int argc, char **argv) {
     Flag flags[] = {
         {"--model", FLAG_STRING, &o.model, "CONFIG|DIR", "model architecture: a config.json or a directory holding one"},
         {"--init", FLAG_STRING, &o.init, "DIR", "start from the weights of this HF model directory (else random init)"},
+        {"--rope-theta", FLAG_DOUBLE, &o.rope_theta, "X", "override the config's rope_theta (long-context extension)"},
+        {"--rope-scaling", FLAG_STRING, &o.rope_scaling, "SPEC",
+         "override rope scaling: default | llama3:factor=F[,low_freq_factor=L,high_freq_factor=H,"
+         "original_max_position_embeddings=N]"},
+        {"--max-position-embeddings", FLAG_INT, &o.max_position_embeddings, "N", "override the config's max_position_embeddings"},
         {"--data", FLAG_STRING, &o.data, "GLOB", "token shards (quote the glob), made by `ulysses tokenize`"},
         {"--seq-len", FLAG_INT, &o.seq_len, "N", "maximum tokens per sample (default 2048)"},
         {"--fixed-len", FLAG_BOOL, &o.fixed_len, NULL, "pad every sample to --seq-len (default: variable length)"},
@@ -62,6 +68,13 @@ static int cmd_train(int argc, char **argv) {
         {"--checkpoint", FLAG_INT, &checkpoint, "0|1", "per-layer activation checkpointing (default 0 on CPU)"},
         {"--out", FLAG_STRING, &o.out, "DIR", "write the trained model here (config.json + model.safetensors)"},
         {"--save-dtype", FLAG_STRING, &o.save_dtype, "f32|bf16", "dtype of the written weights (default f32)"},
+        {"--save-every", FLAG_INT, &o.save_every, "N",
+         "training-state checkpoint every N steps and at the end, in --ckpt-dir/step-NNNNNNNN (default 0: none)"},
+        {"--ckpt-dir", FLAG_STRING, &o.ckpt_dir, "DIR", "where checkpoints go (default: --out)"},
+        {"--keep-last", FLAG_INT, &o.keep_last, "K", "keep only the K newest checkpoints (default 0: all)"},
+        {"--resume", FLAG_STRING, &o.resume, "DIR",
+         "continue exactly from a checkpoint (or the latest complete one under a --ckpt-dir); same flags, any mesh"},
+        {"--stop-at", FLAG_INT, &o.stop_at, "STEP", "end this run after step STEP (the schedule still spans --steps)"},
         {"--metrics", FLAG_STRING, &o.metrics, "FILE", "JSONL metrics, one object per optimizer step"},
         {"--plot", FLAG_STRING, &o.plot, "FILE.png", "plot of the loss (and answer accuracy) against step"},
         {"--task", FLAG_STRING, &o.task, "kv", "train on the built-in synthetic key->value task instead of --data"},

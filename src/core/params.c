@@ -51,16 +51,16 @@ void ul_param_info(const ModelConfig *c, int64_t i, ParamInfo *out) {
     walk(c, i, out);
 }
 
-void ul_tensors_bind(ModelTensors *t, const ModelConfig *c, float *base) {
+void ul_tensors_bind(ModelTensors *t, const ModelConfig *c, void *base, size_t eb) {
     memset(t, 0, sizeof *t);
     t->base = base;
     t->layers = ul_calloc((size_t)c->num_layers, sizeof(LayerTensors));
     int64_t off = 0;
 #define UL_G(f, n, r, k, dcy)            \
-    t->f = base ? base + off : NULL;     \
+    t->f = base ? (char *)base + (size_t)off * eb : NULL; \
     off += (int64_t)(r) * (int64_t)(k);
 #define UL_L(f, n, r, k, dcy)                      \
-    t->layers[l].f = base ? base + off : NULL;     \
+    t->layers[l].f = base ? (char *)base + (size_t)off * eb : NULL; \
     off += (int64_t)(r) * (int64_t)(k);
     UL_PARAMS_HEAD(UL_G)
     for (int64_t l = 0; l < c->num_layers; l++) {

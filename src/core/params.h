@@ -35,20 +35,20 @@
     X(lm_head, "lm_head.weight", (c->tie_word_embeddings ? 0 : c->vocab_size), c->hidden_size, 1)
 
 /* Pointers into one flat buffer (parameters, gradients, optimizer moments all share
- * this layout). */
+ * this layout; the element type is the buffer's: fp32 or the backend's act dtype). */
 typedef struct {
-#define UL_X(f, n, r, k, dcy) float *f;
+#define UL_X(f, n, r, k, dcy) void *f;
     UL_PARAMS_LAYER(UL_X)
 #undef UL_X
 } LayerTensors;
 
 typedef struct {
-#define UL_X(f, n, r, k, dcy) float *f;
+#define UL_X(f, n, r, k, dcy) void *f;
     UL_PARAMS_HEAD(UL_X)
     UL_PARAMS_TAIL(UL_X)
 #undef UL_X
     LayerTensors *layers; /* [L] */
-    float *base;          /* the flat buffer */
+    void *base;           /* the flat buffer */
 } ModelTensors;
 
 typedef struct {
@@ -66,10 +66,10 @@ int64_t ul_param_tensor_count(const ModelConfig *c);
 int64_t ul_param_numel(const ModelConfig *c);
 void ul_param_info(const ModelConfig *c, int64_t i, ParamInfo *out);
 
-/* Points t's fields into base (numel floats, laid out as ul_param_info says).
- * t->layers is allocated here; free with ul_tensors_free. With a tied embedding
- * t->lm_head aliases t->wte. */
-void ul_tensors_bind(ModelTensors *t, const ModelConfig *c, float *base);
+/* Points t's fields into base (numel elements of elem_bytes each, laid out as
+ * ul_param_info says). t->layers is allocated here; free with ul_tensors_free. With a
+ * tied embedding t->lm_head aliases t->wte. */
+void ul_tensors_bind(ModelTensors *t, const ModelConfig *c, void *base, size_t elem_bytes);
 void ul_tensors_free(ModelTensors *t);
 
 #endif

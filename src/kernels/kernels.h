@@ -1,14 +1,23 @@
 /* The kernel interface: every numeric operation the model and optimizer perform,
  * behind one table of function pointers. The CPU backend (kernels/cpu, fp32, OpenBLAS,
- * OpenMP) is the reference; the CUDA backend (kernels/cuda) implements the same table.
+ * OpenMP) is the reference; the CUDA backend (kernels/cuda, bf16 activations, cuBLASLt)
+ * implements the same table.
  *
+ * Types (DESIGN §7)
+ *  - "act" buffers (activations and the working copy of the weights) hold elements of
+ *    the backend's activation dtype, act_bytes each: fp32 on the CPU, bf16 on CUDA.
+ *    They are passed as void*; sizes and offsets are in ELEMENTS.
+ *  - f32 buffers (master weights, gradients, optimizer moments, rstd, lse) are float*.
+ *  - int buffers (tokens, labels, positions, cu_seqlens) are backend memory too
+ *    (upload them first).
  * Conventions
  *  - All matrices are row-major. Sizes and offsets are int64_t.
- *  - "Strided rows": a [t, nh, d] tensor whose token rows are `stride` floats apart
+ *  - "Strided rows": a [t, nh, d] tensor whose token rows are `stride` elements apart
  *    (stride >= nh*d), so q, k, v can live interleaved in one [t, Hq+2Hkv, d] buffer.
  *  - Backward kernels named *_bwd overwrite their outputs unless the comment says
  *    "accumulates" (then they add into it; the caller zeroes it once per step).
- *  - Token ids, labels and positions are int32 (labels use -100 = ignore). */
+ *  - Token ids, labels and positions are int32 (labels use -100 = ignore).
+ *  - Kernels are asynchronous on GPU backends (one compute stream); sync() waits. */
 #ifndef UL_KERNELS_H
 #define UL_KERNELS_H
 
@@ -17,75 +26,78 @@
 
 typedef struct KernelOps {
     const char *name;
+    size_t act_bytes; /* bytes per act element: 4 (fp32) or 2 (bf16) */
 
-    /* ---- memory (device memory for GPU backends; host for CPU) ---- */
-    void *(*alloc)(size_t bytes);  /* zero-filled; aborts on failure */
+    /* ---- memory ---- */
+    void *(*alloc)(size_t bytes); /* zero-filled; aborts on failure */
     void (*free)(void *p);
-    void (*zero)(float *x, int64_t n);
-    /* dst[r, 0:cols] = src[r, 0:cols] for r < rows (strides in floats). */
-    void (*copy2d)(float *dst, int64_t dst_stride, const float *src, int64_t src_stride, int64_t rows,
-                   int64_t cols);
-    /* dst[r, 0:cols] += src[r, 0:cols]. */
-    void (*add2d)(float *dst, int64_t dst_stride, const float *src, int64_t src_stride, int64_t rows,
-                  int64_t cols);
+    void (*upload)(void *dst, const void *host_src, size_t bytes);
+    void (*download)(void *host_dst, const void *src, size_t bytes);
+    void (*sync)(void);
+    void (*zero)(void *x, size_t bytes);
+    /* dst[r, 0:cols] = src[r, 0:cols] for r < rows (act, strides in elements). */
+    void (*copy2d)(void *dst, int64_t dst_stride, const void *src, int64_t src_stride, int64_t rows, int64_t cols);
+    /* dst[r, 0:cols] += src[r, 0:cols] (act). */
+    void (*add2d)(void *dst, int64_t dst_stride, const void *src, int64_t src_stride, int64_t rows, int64_t cols);
+    /* act <-> f32 conversion of n elements (backend memory on both sides). */
+    void (*to_act)(void *dst, const float *src, int64_t n);
+    void (*to_f32)(float *dst, const void *src, int64_t n);
 
     /* ---- dense ---- */
-    /* C[M,N] = alpha * op(A) @ op(B) + beta * C ; op(A) is [M,K], op(B) is [K,N].
-     * transA: A stored [K,M]; transB: B stored [N,K]. */
-    void (*matmul)(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
-                   int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+    /* C[M,N] = alpha * op(A) @ op(B) + beta * C ; op(A) is [M,K], op(B) is [K,N]; A and B act.
+     * transA: A stored [K,M]; transB: B stored [N,K]. C is f32 when c_f32 (weight gradients,
+     * accumulated in fp32), else act. Accumulation is fp32. */
+    void (*matmul)(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const void *A, int64_t lda,
+                   const void *B, int64_t ldb, float beta, void *C, int64_t ldc, int c_f32);
 
     /* ---- embedding ---- */
-    /* out[i, :] = wte[tokens[i], :]                           out [t, D], wte [V, D] */
-    void (*embedding_fwd)(float *out, const int32_t *tokens, const float *wte, int64_t t, int64_t D);
-    /* dwte[tokens[i], :] += dout[i, :]  (accumulates)          dwte [V, D] */
-    void (*embedding_bwd)(float *dwte, const float *dout, const int32_t *tokens, int64_t t, int64_t D);
+    /* out[i, :] = wte[tokens[i], :]                            out [t, D] act, wte [V, D] act */
+    void (*embedding_fwd)(void *out, const int32_t *tokens, const void *wte, int64_t t, int64_t D);
+    /* dwte[tokens[i], :] += dout[i, :]  (accumulates)           dwte [V, D] f32, dout act */
+    void (*embedding_bwd)(float *dwte, const void *dout, const int32_t *tokens, int64_t t, int64_t D);
 
     /* ---- RMSNorm: y = x / sqrt(mean(x^2) + eps) * w ---- */
-    /* y [t, D], rstd [t] (saved for backward), x [t, D], w [D] */
-    void (*rmsnorm_fwd)(float *y, float *rstd, const float *x, const float *w, int64_t t, int64_t D, float eps);
-    /* dx [t, D] (accumulates: dx += ..., it is the residual gradient), dw [D] (accumulates) */
-    void (*rmsnorm_bwd)(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
+    /* y [t, D] act, rstd [t] f32 (saved for backward), x [t, D] act, w [D] act */
+    void (*rmsnorm_fwd)(void *y, float *rstd, const void *x, const void *w, int64_t t, int64_t D, float eps);
+    /* dx [t, D] act (accumulates: dx += ..., it is the residual gradient), dw [D] f32 (accumulates) */
+    void (*rmsnorm_bwd)(void *dx, float *dw, const void *dy, const void *x, const void *w, const float *rstd,
                         int64_t t, int64_t D);
 
-    /* ---- RoPE (HF rotate_half convention: pairs (i, i + d/2)), in place ----
-     * x [t, nh, d] with row stride `stride`; pos [t]; inv_freq [d/2].
+    /* ---- RoPE (HF rotate_half convention: pairs (i, i + d/2)), in place on act ----
+     * x [t, nh, d] with row stride `stride`; pos [t]; inv_freq [d/2] f32.
      * angle = (float)pos * inv_freq (fp32, as transformers computes it).
      * inverse = 1 applies the transpose rotation (the backward). */
-    void (*rope)(float *x, int64_t stride, int64_t t, int64_t nh, int64_t d, const int32_t *pos,
+    void (*rope)(void *x, int64_t stride, int64_t t, int64_t nh, int64_t d, const int32_t *pos,
                  const float *inv_freq, int inverse);
 
-    /* ---- SwiGLU: h = silu(g) * u ---- */
-    void (*swiglu_fwd)(float *h, const float *g, const float *u, int64_t n);
-    /* dg, du overwritten from dh */
-    void (*swiglu_bwd)(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n);
+    /* ---- SwiGLU: h = silu(g) * u (act) ---- */
+    void (*swiglu_fwd)(void *h, const void *g, const void *u, int64_t n);
+    void (*swiglu_bwd)(void *dg, void *du, const void *dh, const void *g, const void *u, int64_t n);
 
     /* ---- attention: causal within documents, GQA, THD layout, never a T x T buffer ----
-     * q [T, Hq, d] (row stride qs), k/v [T, Hkv, d] (strides ks, vs), o [T, Hq, d] (os),
-     * lse [T, Hq] (natural-log sum-exp of scaled scores, saved for backward).
-     * Documents: cu_seqlens [n_docs + 1], cu_seqlens[0] = 0, cu_seqlens[n_docs] = T;
-     * token i attends to j iff doc(j) == doc(i) and j <= i. Query head h uses kv head
-     * h / (Hq / Hkv). scale is usually 1/sqrt(d). */
-    void (*attention_fwd)(float *o, int64_t os, float *lse, const float *q, int64_t qs, const float *k,
-                          int64_t ks, const float *v, int64_t vs, int64_t T, int64_t Hq, int64_t Hkv, int64_t d,
+     * q [T, Hq, d] (row stride qs), k/v [T, Hkv, d] (ks, vs), o [T, Hq, d] (os): act.
+     * lse [T, Hq] f32 (natural-log sum-exp of scaled scores, saved for backward).
+     * Documents: cu_seqlens [n_docs + 1] (backend memory), cu_seqlens[0] = 0,
+     * cu_seqlens[n_docs] = T; token i attends to j iff doc(j) == doc(i) and j <= i. Query
+     * head h uses kv head h / (Hq / Hkv). scale is usually 1/sqrt(d). */
+    void (*attention_fwd)(void *o, int64_t os, float *lse, const void *q, int64_t qs, const void *k, int64_t ks,
+                          const void *v, int64_t vs, int64_t T, int64_t Hq, int64_t Hkv, int64_t d,
                           const int64_t *cu_seqlens, int64_t n_docs, float scale);
-    /* dq [T, Hq, d] (dqs), dk/dv [T, Hkv, d] (dks, dvs) overwritten; dk/dv summed over the
-     * query heads of each kv group. dout [T, Hq, d] (dos). */
-    void (*attention_bwd)(float *dq, int64_t dqs, float *dk, int64_t dks, float *dv, int64_t dvs,
-                          const float *dout, int64_t dos, const float *q, int64_t qs, const float *k, int64_t ks,
-                          const float *v, int64_t vs, const float *o, int64_t os, const float *lse, int64_t T,
-                          int64_t Hq, int64_t Hkv, int64_t d, const int64_t *cu_seqlens, int64_t n_docs,
-                          float scale);
+    /* dq [T, Hq, d] (dqs), dk/dv [T, Hkv, d] (dks, dvs) overwritten (act); dk/dv summed over
+     * the query heads of each kv group. dout [T, Hq, d] (dos). */
+    void (*attention_bwd)(void *dq, int64_t dqs, void *dk, int64_t dks, void *dv, int64_t dvs, const void *dout,
+                          int64_t dos, const void *q, int64_t qs, const void *k, int64_t ks, const void *v, int64_t vs,
+                          const void *o, int64_t os, const float *lse, int64_t T, int64_t Hq, int64_t Hkv, int64_t d,
+                          const int64_t *cu_seqlens, int64_t n_docs, float scale);
 
     /* ---- cross-entropy on one tile of logits, fused with its backward ----
-     * logits [n, V] in, overwritten by dlogits = (softmax - onehot(label)) * dscale for rows
-     * whose label != -100, and 0 for ignored rows. Adds sum of CE over valid rows to
-     * *loss_sum (double) and their number to *count. */
-    void (*cross_entropy)(float *logits, const int32_t *labels, int64_t n, int64_t V, float dscale,
-                          double *loss_sum, int64_t *count);
+     * logits [n, V] act in, overwritten by dlogits = (softmax - onehot(label)) * dscale for
+     * rows whose label != -100, and 0 for ignored rows. acc [2] (backend memory, double):
+     * acc[0] += sum of CE over valid rows, acc[1] += their number. */
+    void (*cross_entropy)(void *logits, const int32_t *labels, int64_t n, int64_t V, float dscale, double *acc);
 
-    /* ---- optimizer ---- */
-    /* sum of squares (double accumulation) */
+    /* ---- optimizer (f32) ---- */
+    /* sum of squares of x[n] (double accumulation; waits for the result) */
     double (*sumsq)(const float *x, int64_t n);
     /* x *= s */
     void (*scale)(float *x, int64_t n, float s);
@@ -98,5 +110,7 @@ typedef struct KernelOps {
 
 /* The CPU backend (always built). */
 const KernelOps *ul_kernels_cpu(void);
+/* The CUDA backend, NULL when not built or no GPU is visible. */
+const KernelOps *ul_kernels_cuda(void);
 
 #endif

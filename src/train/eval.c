@@ -139,7 +139,7 @@ int eval_command(const EvalOptions *o, UlError *e) {
     Model m;
     model_init(&m, &c, ul_kernels_cpu(), &mesh.sp_g, T_max, 0);
     m.no_exchange = o->no_exchange;
-    rc = ul_load_weights(o->model, &c, m.params, e);
+    rc = model_load_weights(&m, o->model, e);
     if (ul_agree(rc, e) == 0) {
         SampleSource src = {o->data ? &dl : NULL, o->task ? &kv : NULL, sp, 0};
         EvalResult r;

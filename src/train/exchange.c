@@ -4,10 +4,12 @@
 
 #include "core/common.h"
 
+#define AO(p, n) ((void *)((char *)(p) + (size_t)(n) * x->k->act_bytes))
+
 /* One all-to-all of `bytes` per rank, timed. */
-static void a2a(Exchange *x, const float *send, float *recv, int64_t floats_per_rank) {
+static void a2a(Exchange *x, const void *send, void *recv, int64_t elems_per_rank) {
     double t0 = ul_now();
-    x->g->ops->alltoall(x->g, send, recv, (size_t)floats_per_rank * sizeof(float));
+    x->g->ops->alltoall(x->g, send, recv, (size_t)elems_per_rank * x->k->act_bytes);
     x->a2a_seconds += ul_now() - t0;
 }
 
@@ -26,8 +28,8 @@ void exchange_init(Exchange *x, const KernelOps *k, CommGroup *g, int64_t H, int
     x->kv_rep = Hkv % x->S == 0 ? 1 : x->S / Hkv;
     x->W_l = x->Hq_l + 2 * x->Hkv_l;
     if (x->S > 1) {
-        x->send = k->alloc((size_t)(T_max * x->W_l * d) * sizeof(float));
-        x->recv = k->alloc((size_t)(T_max * x->W_l * d) * sizeof(float));
+        x->send = k->alloc((size_t)(T_max * x->W_l * d) * k->act_bytes);
+        x->recv = k->alloc((size_t)(T_max * x->W_l * d) * k->act_bytes);
     }
 }
 
@@ -39,41 +41,41 @@ void exchange_free(Exchange *x) {
 
 int64_t exchange_kv_base(const Exchange *x, int64_t j) { return x->kv_rep == 1 ? j * x->Hkv_l : j / x->kv_rep; }
 
-void exchange_qkv(Exchange *x, int64_t t, const float *qkv, float *qkvh) {
+void exchange_qkv(Exchange *x, int64_t t, const void *qkv, void *qkvh) {
     const KernelOps *k = x->k;
     int64_t d = x->d, rs = (x->H + 2 * x->Hkv) * d, ws = x->W_l * d;
     for (int64_t j = 0; j < x->S; j++) {
-        float *dst = x->send + j * t * ws; /* [t, W_l, d] for rank j */
+        void *dst = AO(x->send, j * t * ws); /* [t, W_l, d] for rank j */
         int64_t kb = exchange_kv_base(x, j);
-        k->copy2d(dst, ws, qkv + j * x->Hq_l * d, rs, t, x->Hq_l * d);
-        k->copy2d(dst + x->Hq_l * d, ws, qkv + (x->H + kb) * d, rs, t, x->Hkv_l * d);
-        k->copy2d(dst + (x->Hq_l + x->Hkv_l) * d, ws, qkv + (x->H + x->Hkv + kb) * d, rs, t, x->Hkv_l * d);
+        k->copy2d(dst, ws, AO(qkv, j * x->Hq_l * d), rs, t, x->Hq_l * d);
+        k->copy2d(AO(dst, x->Hq_l * d), ws, AO(qkv, (x->H + kb) * d), rs, t, x->Hkv_l * d);
+        k->copy2d(AO(dst, (x->Hq_l + x->Hkv_l) * d), ws, AO(qkv, (x->H + x->Hkv + kb) * d), rs, t, x->Hkv_l * d);
     }
     a2a(x, x->send, qkvh, t * ws);
 }
 
-void exchange_o(Exchange *x, int64_t t, const float *oh, float *o) {
+void exchange_o(Exchange *x, int64_t t, const void *oh, void *o) {
     int64_t w = x->Hq_l * x->d, Hd = x->H * x->d;
     a2a(x, oh, x->recv, t * w);
-    for (int64_t j = 0; j < x->S; j++) x->k->copy2d(o + j * w, Hd, x->recv + j * t * w, w, t, w);
+    for (int64_t j = 0; j < x->S; j++) x->k->copy2d(AO(o, j * w), Hd, AO(x->recv, j * t * w), w, t, w);
 }
 
-void exchange_dout(Exchange *x, int64_t t, const float *dout, float *doh) {
+void exchange_dout(Exchange *x, int64_t t, const void *dout, void *doh) {
     int64_t w = x->Hq_l * x->d, Hd = x->H * x->d;
-    for (int64_t j = 0; j < x->S; j++) x->k->copy2d(x->send + j * t * w, w, dout + j * w, Hd, t, w);
+    for (int64_t j = 0; j < x->S; j++) x->k->copy2d(AO(x->send, j * t * w), w, AO(dout, j * w), Hd, t, w);
     a2a(x, x->send, doh, t * w);
 }
 
-void exchange_dqkv(Exchange *x, int64_t t, const float *dqkvh, float *dqkv) {
+void exchange_dqkv(Exchange *x, int64_t t, const void *dqkvh, void *dqkv) {
     const KernelOps *k = x->k;
     int64_t d = x->d, rs = (x->H + 2 * x->Hkv) * d, ws = x->W_l * d;
     a2a(x, dqkvh, x->recv, t * ws);
-    k->zero(dqkv, t * rs);
+    k->zero(dqkv, (size_t)(t * rs) * k->act_bytes);
     for (int64_t j = 0; j < x->S; j++) {
-        const float *src = x->recv + j * t * ws; /* [t, W_l, d] from rank j */
+        const void *src = AO(x->recv, j * t * ws); /* [t, W_l, d] from rank j */
         int64_t kb = exchange_kv_base(x, j);
-        k->copy2d(dqkv + j * x->Hq_l * d, rs, src, ws, t, x->Hq_l * d);
-        k->add2d(dqkv + (x->H + kb) * d, rs, src + x->Hq_l * d, ws, t, x->Hkv_l * d);
-        k->add2d(dqkv + (x->H + x->Hkv + kb) * d, rs, src + (x->Hq_l + x->Hkv_l) * d, ws, t, x->Hkv_l * d);
+        k->copy2d(AO(dqkv, j * x->Hq_l * d), rs, src, ws, t, x->Hq_l * d);
+        k->add2d(AO(dqkv, (x->H + kb) * d), rs, AO(src, x->Hq_l * d), ws, t, x->Hkv_l * d);
+        k->add2d(AO(dqkv, (x->H + x->Hkv + kb) * d), rs, AO(src, (x->Hq_l + x->Hkv_l) * d), ws, t, x->Hkv_l * d);
     }
 }

@@ -22,7 +22,7 @@ typedef struct {
     int64_t S;          /* g->size */
     int64_t H, Hkv, d;  /* model heads */
     int64_t Hq_l, Hkv_l, kv_rep, W_l; /* per rank after the exchange */
-    float *send, *recv; /* staging, [T_max, W_l, d] each */
+    void *send, *recv;  /* staging, [T_max, W_l, d] act each */
     double a2a_seconds; /* wall time spent inside all-to-all calls (accumulates) */
 } Exchange;
 
@@ -32,9 +32,10 @@ void exchange_free(Exchange *x);
 /* First global kv head held by rank j. */
 int64_t exchange_kv_base(const Exchange *x, int64_t j);
 
-void exchange_qkv(Exchange *x, int64_t t, const float *qkv, float *qkvh);   /* seq->head */
-void exchange_o(Exchange *x, int64_t t, const float *oh, float *o);         /* head->seq */
-void exchange_dout(Exchange *x, int64_t t, const float *dout, float *doh);  /* seq->head (backward of _o) */
-void exchange_dqkv(Exchange *x, int64_t t, const float *dqkvh, float *dqkv); /* head->seq (backward of _qkv) */
+/* Buffers are act (the backend's dtype). */
+void exchange_qkv(Exchange *x, int64_t t, const void *qkv, void *qkvh);    /* seq->head */
+void exchange_o(Exchange *x, int64_t t, const void *oh, void *o);          /* head->seq */
+void exchange_dout(Exchange *x, int64_t t, const void *dout, void *doh);   /* seq->head (backward of _o) */
+void exchange_dqkv(Exchange *x, int64_t t, const void *dqkvh, void *dqkv); /* head->seq (backward of _qkv) */
 
 #endif

@@ -5,33 +5,37 @@
 #include <string.h>
 
 #include "core/common.h"
+#include "formats/hf_model.h"
 
-#define F(n) ((float *)m->k->alloc((size_t)(n) * sizeof(float)))
+/* act buffer of n elements; fp32 buffer of n elements; element offset into an act buffer */
+#define ACT(n) (m->k->alloc((size_t)(n) * m->k->act_bytes))
+#define F32(n) ((float *)m->k->alloc((size_t)(n) * sizeof(float)))
+#define AO(p, n) ((void *)((char *)(p) + (size_t)(n) * m->k->act_bytes))
 
 static void acts_alloc(Model *m, LayerActs *a) {
     const ModelConfig *c = &m->c;
     int64_t t = m->t_max, T = m->T_max, D = c->hidden_size, I = c->intermediate_size, d = c->head_dim;
     int64_t H = c->num_heads, Hkv = c->num_kv_heads;
-    a->xn1 = F(t * D);
-    a->rstd1 = F(t);
-    a->qkv = F(t * (H + 2 * Hkv) * d);
-    a->qkvh = m->sp > 1 ? F(T * m->W_l * d) : a->qkv;
-    a->oh = F(T * m->Hq_l * d);
-    a->lse = F(T * m->Hq_l);
-    a->o = m->sp > 1 ? F(t * H * d) : a->oh;
-    a->xmid = F(t * D);
-    a->xn2 = F(t * D);
-    a->rstd2 = F(t);
-    a->g = F(t * I);
-    a->u = F(t * I);
-    a->h = F(t * I);
+    a->xn1 = ACT(t * D);
+    a->rstd1 = F32(t);
+    a->qkv = ACT(t * (H + 2 * Hkv) * d);
+    a->qkvh = m->sp > 1 ? ACT(T * m->W_l * d) : a->qkv;
+    a->oh = ACT(T * m->Hq_l * d);
+    a->lse = F32(T * m->Hq_l);
+    a->o = m->sp > 1 ? ACT(t * H * d) : a->oh;
+    a->xmid = ACT(t * D);
+    a->xn2 = ACT(t * D);
+    a->rstd2 = F32(t);
+    a->g = ACT(t * I);
+    a->u = ACT(t * I);
+    a->h = ACT(t * I);
 }
 
 static void acts_free(Model *m, LayerActs *a) {
     const KernelOps *k = m->k;
     if (a->qkvh != a->qkv) k->free(a->qkvh);
     if (a->o != a->oh) k->free(a->o);
-    float *bufs[] = {a->xn1, a->rstd1, a->qkv, a->oh, a->lse, a->xmid, a->xn2, a->rstd2, a->g, a->u, a->h};
+    void *bufs[] = {a->xn1, a->rstd1, a->qkv, a->oh, a->lse, a->xmid, a->xn2, a->rstd2, a->g, a->u, a->h};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) k->free(bufs[i]);
 }
 
@@ -55,44 +59,51 @@ void model_init(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *s
     int64_t t = m->t_max;
 
     m->n_params = ul_param_numel(c);
-    m->params = F(m->n_params);
-    m->grads = F(m->n_params);
-    ul_tensors_bind(&m->P, c, m->params);
-    ul_tensors_bind(&m->G, c, m->grads);
+    m->params = F32(m->n_params);
+    m->grads = F32(m->n_params);
+    m->wact = k->act_bytes == sizeof(float) ? (void *)m->params : ACT(m->n_params);
+    ul_tensors_bind(&m->P, c, m->wact, k->act_bytes);
+    ul_tensors_bind(&m->G, c, m->grads, sizeof(float));
 
     double *invd = ul_malloc((size_t)(d / 2) * sizeof(double));
     float *invf = ul_malloc((size_t)(d / 2) * sizeof(float));
     ul_rope_inv_freq(c, invd);
     for (int64_t i = 0; i < d / 2; i++) invf[i] = (float)invd[i];
-    m->inv_freq = F(d / 2);
-    k->copy2d(m->inv_freq, d / 2, invf, d / 2, 1, d / 2);
+    m->inv_freq = F32(d / 2);
+    k->upload(m->inv_freq, invf, (size_t)(d / 2) * sizeof(float));
     free(invd);
     free(invf);
 
-    /* a loss tile holds at most ~32 MiB of logits */
+    /* a loss tile holds at most ~8M logits */
     int64_t tile = ((int64_t)8 << 20) / V;
     if (tile < 16) tile = 16;
     m->loss_tile = tile < t ? tile : t;
 
-    m->xin = ul_calloc((size_t)(L + 1), sizeof(float *));
-    for (int64_t l = 0; l <= L; l++) m->xin[l] = F(t * D);
+    m->xin = ul_calloc((size_t)(L + 1), sizeof(void *));
+    for (int64_t l = 0; l <= L; l++) m->xin[l] = ACT(t * D);
     int64_t nacts = recompute ? 1 : L;
     m->acts = ul_calloc((size_t)nacts, sizeof(LayerActs));
     for (int64_t l = 0; l < nacts; l++) acts_alloc(m, &m->acts[l]);
-    m->xnf = F(t * D);
-    m->rstdf = F(t);
-    m->logits = F(m->loss_tile * V);
-    m->dres = F(t * D);
-    m->dxn = F(t * D);
-    m->xscr = F(t * D);
-    m->dh = F(t * I);
-    m->dg = F(t * I);
-    m->du = F(t * I);
-    m->dout = F(t * H * d);
-    m->doh = S > 1 ? F(T_max * m->Hq_l * d) : m->dout;
-    m->dqkv = F(t * (H + 2 * Hkv) * d);
-    m->dqkvh = S > 1 ? F(T_max * m->W_l * d) : m->dqkv;
+    m->xnf = ACT(t * D);
+    m->rstdf = F32(t);
+    m->logits = ACT(m->loss_tile * V);
+    m->dres = ACT(t * D);
+    m->dxn = ACT(t * D);
+    m->xscr = ACT(t * D);
+    m->dh = ACT(t * I);
+    m->dg = ACT(t * I);
+    m->du = ACT(t * I);
+    m->dout = ACT(t * H * d);
+    m->doh = S > 1 ? ACT(T_max * m->Hq_l * d) : m->dout;
+    m->dqkv = ACT(t * (H + 2 * Hkv) * d);
+    m->dqkvh = S > 1 ? ACT(T_max * m->W_l * d) : m->dqkv;
+    m->d_tok = k->alloc((size_t)t * sizeof(int32_t));
+    m->d_lab = k->alloc((size_t)t * sizeof(int32_t));
+    m->d_pos = k->alloc((size_t)t * sizeof(int32_t));
+    m->d_cu = k->alloc((size_t)(T_max + 2) * sizeof(int64_t));
+    m->d_cul = k->alloc((size_t)(t + 2) * sizeof(int64_t));
     m->cu_local = ul_malloc((size_t)(t + 2) * sizeof(int64_t));
+    m->acc = k->alloc(2 * sizeof(double));
 }
 
 void model_free(Model *m) {
@@ -104,10 +115,13 @@ void model_free(Model *m) {
     free(m->xin);
     if (m->doh != m->dout) k->free(m->doh);
     if (m->dqkvh != m->dqkv) k->free(m->dqkvh);
-    float *bufs[] = {m->params, m->grads, m->inv_freq, m->xnf, m->rstdf, m->logits, m->dres, m->dxn, m->xscr,
-                     m->dh, m->dg, m->du, m->dout, m->dqkv};
+    if (m->wact != (void *)m->params) k->free(m->wact);
+    void *bufs[] = {m->params, m->grads, m->inv_freq, m->xnf, m->rstdf, m->logits, m->logits32, m->dres, m->dxn,
+                    m->xscr, m->dh, m->dg, m->du, m->dout, m->dqkv, m->d_tok, m->d_lab, m->d_pos, m->d_cu, m->d_cul,
+                    m->acc};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) k->free(bufs[i]);
+    free(m->logits_host);
     free(m->cu_local);
     exchange_free(&m->x);
     ul_tensors_free(&m->P);
@@ -115,12 +129,37 @@ void model_free(Model *m) {
     memset(m, 0, sizeof *m);
 }
 
+void model_params_updated(Model *m) {
+    if (m->wact != (void *)m->params) m->k->to_act(m->wact, m->params, m->n_params);
+}
+
+void model_set_params(Model *m, const float *host) {
+    m->k->upload(m->params, host, (size_t)m->n_params * sizeof(float));
+    model_params_updated(m);
+}
+
+void model_get_params(const Model *m, float *host) {
+    m->k->download(host, m->params, (size_t)m->n_params * sizeof(float));
+}
+
+void model_get_grads(const Model *m, float *host) {
+    m->k->download(host, m->grads, (size_t)m->n_params * sizeof(float));
+}
+
+int model_load_weights(Model *m, const char *dir, UlError *e) {
+    float *host = ul_malloc((size_t)m->n_params * sizeof(float)); /* [n_params] */
+    int rc = ul_load_weights(dir, &m->c, host, e);
+    if (rc == 0) model_set_params(m, host);
+    free(host);
+    return rc;
+}
+
 void model_init_random(Model *m, uint64_t seed) {
     const ModelConfig *c = &m->c;
     UlRng r;
     ul_rng_seed(&r, seed);
     int64_t n = ul_param_tensor_count(c);
-    float *host = ul_malloc((size_t)m->n_params * sizeof(float));
+    float *host = ul_malloc((size_t)m->n_params * sizeof(float)); /* [n_params] */
     for (int64_t i = 0; i < n; i++) {
         ParamInfo pi;
         ul_param_info(c, i, &pi);
@@ -131,7 +170,7 @@ void model_init_random(Model *m, uint64_t seed) {
             for (int64_t j = 0; j < pi.numel; j++) p[j] = (float)(c->initializer_range * ul_rng_normal(&r));
         }
     }
-    m->k->copy2d(m->params, m->n_params, host, m->n_params, 1, m->n_params);
+    model_set_params(m, host);
     free(host);
 }
 
@@ -145,6 +184,7 @@ static int64_t local_docs(Model *m, const LocalSeq *s, int64_t t) {
         if (b > t) b = t;
         if (b > a) m->cu_local[++n] = b;
     }
+    m->k->upload(m->d_cul, m->cu_local, (size_t)(n + 1) * sizeof(int64_t));
     return n;
 }
 
@@ -162,15 +202,15 @@ static void attn_fwd(Model *m, const StepCtx *sc, LayerActs *a) {
     int64_t d = c->head_dim, H = c->num_heads, Hkv = c->num_kv_heads, rs = (H + 2 * Hkv) * d;
     float scale = (float)(1.0 / sqrt((double)d));
     if (m->no_exchange) {
-        k->attention_fwd(a->o, H * d, a->lse, a->qkv, rs, a->qkv + H * d, rs, a->qkv + (H + Hkv) * d, rs, sc->t, H,
-                         Hkv, d, m->cu_local, sc->n_local, scale);
+        k->attention_fwd(a->o, H * d, a->lse, a->qkv, rs, AO(a->qkv, H * d), rs, AO(a->qkv, (H + Hkv) * d), rs, sc->t,
+                         H, Hkv, d, m->d_cul, sc->n_local, scale);
         return;
     }
     if (m->sp > 1) exchange_qkv(&m->x, sc->t, a->qkv, a->qkvh);
     int64_t ws = m->W_l * d;
-    k->attention_fwd(a->oh, m->Hq_l * d, a->lse, a->qkvh, ws, a->qkvh + m->Hq_l * d, ws,
-                     a->qkvh + (m->Hq_l + m->Hkv_l) * d, ws, sc->T, m->Hq_l, m->Hkv_l, d, sc->s->cu_seqlens,
-                     sc->s->n_docs, scale);
+    k->attention_fwd(a->oh, m->Hq_l * d, a->lse, a->qkvh, ws, AO(a->qkvh, m->Hq_l * d), ws,
+                     AO(a->qkvh, (m->Hq_l + m->Hkv_l) * d), ws, sc->T, m->Hq_l, m->Hkv_l, d, m->d_cu, sc->s->n_docs,
+                     scale);
     if (m->sp > 1) exchange_o(&m->x, sc->t, a->oh, a->o);
 }
 
@@ -180,21 +220,21 @@ static void attn_bwd(Model *m, const StepCtx *sc, LayerActs *a) {
     int64_t d = c->head_dim, H = c->num_heads, Hkv = c->num_kv_heads, rs = (H + 2 * Hkv) * d;
     float scale = (float)(1.0 / sqrt((double)d));
     if (m->no_exchange) {
-        k->attention_bwd(m->dqkv, rs, m->dqkv + H * d, rs, m->dqkv + (H + Hkv) * d, rs, m->dout, H * d, a->qkv, rs,
-                         a->qkv + H * d, rs, a->qkv + (H + Hkv) * d, rs, a->o, H * d, a->lse, sc->t, H, Hkv, d,
-                         m->cu_local, sc->n_local, scale);
+        k->attention_bwd(m->dqkv, rs, AO(m->dqkv, H * d), rs, AO(m->dqkv, (H + Hkv) * d), rs, m->dout, H * d, a->qkv,
+                         rs, AO(a->qkv, H * d), rs, AO(a->qkv, (H + Hkv) * d), rs, a->o, H * d, a->lse, sc->t, H, Hkv,
+                         d, m->d_cul, sc->n_local, scale);
         return;
     }
     if (m->sp > 1) exchange_dout(&m->x, sc->t, m->dout, m->doh);
     int64_t ws = m->W_l * d, qo = m->Hq_l * d, vo = (m->Hq_l + m->Hkv_l) * d;
-    k->attention_bwd(m->dqkvh, ws, m->dqkvh + qo, ws, m->dqkvh + vo, ws, m->doh, m->Hq_l * d, a->qkvh, ws,
-                     a->qkvh + qo, ws, a->qkvh + vo, ws, a->oh, m->Hq_l * d, a->lse, sc->T, m->Hq_l, m->Hkv_l, d,
-                     sc->s->cu_seqlens, sc->s->n_docs, scale);
+    k->attention_bwd(m->dqkvh, ws, AO(m->dqkvh, qo), ws, AO(m->dqkvh, vo), ws, m->doh, m->Hq_l * d, a->qkvh, ws,
+                     AO(a->qkvh, qo), ws, AO(a->qkvh, vo), ws, a->oh, m->Hq_l * d, a->lse, sc->T, m->Hq_l, m->Hkv_l, d,
+                     m->d_cu, sc->s->n_docs, scale);
     if (m->sp > 1) exchange_dqkv(&m->x, sc->t, m->dqkvh, m->dqkv);
 }
 
 /* x [t, D] -> y [t, D], saving activations in a. */
-static void layer_fwd(Model *m, const StepCtx *sc, int64_t l, const float *x, float *y, LayerActs *a) {
+static void layer_fwd(Model *m, const StepCtx *sc, int64_t l, const void *x, void *y, LayerActs *a) {
     const KernelOps *k = m->k;
     const ModelConfig *c = &m->c;
     const LayerTensors *w = &m->P.layers[l];
@@ -203,73 +243,79 @@ static void layer_fwd(Model *m, const StepCtx *sc, int64_t l, const float *x, fl
     float eps = (float)c->rms_norm_eps;
 
     k->rmsnorm_fwd(a->xn1, a->rstd1, x, w->ln1, t, D, eps);
-    k->matmul(0, 1, t, Hd, D, 1.f, a->xn1, D, w->wq, D, 0.f, a->qkv, rs);                 /* q = xn1 wq^T */
-    k->matmul(0, 1, t, Hkv * d, D, 1.f, a->xn1, D, w->wk, D, 0.f, a->qkv + Hd, rs);      /* k */
-    k->matmul(0, 1, t, Hkv * d, D, 1.f, a->xn1, D, w->wv, D, 0.f, a->qkv + Hd + Hkv * d, rs); /* v */
-    k->rope(a->qkv, rs, t, H, d, sc->s->pos, m->inv_freq, 0);
-    k->rope(a->qkv + Hd, rs, t, Hkv, d, sc->s->pos, m->inv_freq, 0);
+    k->matmul(0, 1, t, Hd, D, 1.f, a->xn1, D, w->wq, D, 0.f, a->qkv, rs, 0);                         /* q = xn1 wq^T */
+    k->matmul(0, 1, t, Hkv * d, D, 1.f, a->xn1, D, w->wk, D, 0.f, AO(a->qkv, Hd), rs, 0);            /* k */
+    k->matmul(0, 1, t, Hkv * d, D, 1.f, a->xn1, D, w->wv, D, 0.f, AO(a->qkv, Hd + Hkv * d), rs, 0);  /* v */
+    k->rope(a->qkv, rs, t, H, d, m->d_pos, m->inv_freq, 0);
+    k->rope(AO(a->qkv, Hd), rs, t, Hkv, d, m->d_pos, m->inv_freq, 0);
     attn_fwd(m, sc, a);
     k->copy2d(a->xmid, D, x, D, t, D);
-    k->matmul(0, 1, t, D, Hd, 1.f, a->o, Hd, w->wo, Hd, 1.f, a->xmid, D); /* xmid = x + o wo^T */
+    k->matmul(0, 1, t, D, Hd, 1.f, a->o, Hd, w->wo, Hd, 1.f, a->xmid, D, 0); /* xmid = x + o wo^T */
     k->rmsnorm_fwd(a->xn2, a->rstd2, a->xmid, w->ln2, t, D, eps);
-    k->matmul(0, 1, t, I, D, 1.f, a->xn2, D, w->wg, D, 0.f, a->g, I);
-    k->matmul(0, 1, t, I, D, 1.f, a->xn2, D, w->wu, D, 0.f, a->u, I);
+    k->matmul(0, 1, t, I, D, 1.f, a->xn2, D, w->wg, D, 0.f, a->g, I, 0);
+    k->matmul(0, 1, t, I, D, 1.f, a->xn2, D, w->wu, D, 0.f, a->u, I, 0);
     k->swiglu_fwd(a->h, a->g, a->u, t * I);
     k->copy2d(y, D, a->xmid, D, t, D);
-    k->matmul(0, 1, t, D, I, 1.f, a->h, I, w->wd, I, 1.f, y, D); /* y = xmid + h wd^T */
+    k->matmul(0, 1, t, D, I, 1.f, a->h, I, w->wd, I, 1.f, y, D, 0); /* y = xmid + h wd^T */
 }
 
-/* m->dres holds dL/dy [t, D] on entry and dL/dx on exit; parameter grads accumulate. */
-static void layer_bwd(Model *m, const StepCtx *sc, int64_t l, const float *x, LayerActs *a) {
+/* m->dres holds dL/dy [t, D] on entry and dL/dx on exit; parameter grads (fp32) accumulate. */
+static void layer_bwd(Model *m, const StepCtx *sc, int64_t l, const void *x, LayerActs *a) {
     const KernelOps *k = m->k;
     const ModelConfig *c = &m->c;
     const LayerTensors *w = &m->P.layers[l];
     LayerTensors *gw = &m->G.layers[l];
     int64_t t = sc->t, D = c->hidden_size, I = c->intermediate_size, d = c->head_dim;
     int64_t H = c->num_heads, Hkv = c->num_kv_heads, Hd = H * d, rs = (H + 2 * Hkv) * d;
-    float *dres = m->dres, *dxn = m->dxn;
+    void *dres = m->dres, *dxn = m->dxn;
 
     /* MLP */
-    k->matmul(0, 0, t, I, D, 1.f, dres, D, w->wd, I, 0.f, m->dh, I);    /* dh = dres wd */
-    k->matmul(1, 0, D, I, t, 1.f, dres, D, a->h, I, 1.f, gw->wd, I);    /* dwd += dres^T h */
+    k->matmul(0, 0, t, I, D, 1.f, dres, D, w->wd, I, 0.f, m->dh, I, 0);    /* dh = dres wd */
+    k->matmul(1, 0, D, I, t, 1.f, dres, D, a->h, I, 1.f, gw->wd, I, 1);    /* dwd += dres^T h */
     k->swiglu_bwd(m->dg, m->du, m->dh, a->g, a->u, t * I);
-    k->matmul(0, 0, t, D, I, 1.f, m->dg, I, w->wg, D, 0.f, dxn, D);     /* dxn2 = dg wg + du wu */
-    k->matmul(0, 0, t, D, I, 1.f, m->du, I, w->wu, D, 1.f, dxn, D);
-    k->matmul(1, 0, I, D, t, 1.f, m->dg, I, a->xn2, D, 1.f, gw->wg, D); /* dwg += dg^T xn2 */
-    k->matmul(1, 0, I, D, t, 1.f, m->du, I, a->xn2, D, 1.f, gw->wu, D);
+    k->matmul(0, 0, t, D, I, 1.f, m->dg, I, w->wg, D, 0.f, dxn, D, 0);     /* dxn2 = dg wg + du wu */
+    k->matmul(0, 0, t, D, I, 1.f, m->du, I, w->wu, D, 1.f, dxn, D, 0);
+    k->matmul(1, 0, I, D, t, 1.f, m->dg, I, a->xn2, D, 1.f, gw->wg, D, 1); /* dwg += dg^T xn2 */
+    k->matmul(1, 0, I, D, t, 1.f, m->du, I, a->xn2, D, 1.f, gw->wu, D, 1);
     k->rmsnorm_bwd(dres, gw->ln2, dxn, a->xmid, w->ln2, a->rstd2, t, D);
 
     /* attention */
-    k->matmul(0, 0, t, Hd, D, 1.f, dres, D, w->wo, Hd, 0.f, m->dout, Hd); /* dout = dres wo */
-    k->matmul(1, 0, D, Hd, t, 1.f, dres, D, a->o, Hd, 1.f, gw->wo, Hd);   /* dwo += dres^T o */
+    k->matmul(0, 0, t, Hd, D, 1.f, dres, D, w->wo, Hd, 0.f, m->dout, Hd, 0); /* dout = dres wo */
+    k->matmul(1, 0, D, Hd, t, 1.f, dres, D, a->o, Hd, 1.f, gw->wo, Hd, 1);   /* dwo += dres^T o */
     attn_bwd(m, sc, a);
-    k->rope(m->dqkv, rs, t, H, d, sc->s->pos, m->inv_freq, 1);
-    k->rope(m->dqkv + Hd, rs, t, Hkv, d, sc->s->pos, m->inv_freq, 1);
-    const float *dq = m->dqkv, *dk = m->dqkv + Hd, *dv = m->dqkv + Hd + Hkv * d;
-    k->matmul(0, 0, t, D, Hd, 1.f, dq, rs, w->wq, D, 0.f, dxn, D); /* dxn1 = dq wq + dk wk + dv wv */
-    k->matmul(0, 0, t, D, Hkv * d, 1.f, dk, rs, w->wk, D, 1.f, dxn, D);
-    k->matmul(0, 0, t, D, Hkv * d, 1.f, dv, rs, w->wv, D, 1.f, dxn, D);
-    k->matmul(1, 0, Hd, D, t, 1.f, dq, rs, a->xn1, D, 1.f, gw->wq, D); /* dwq += dq^T xn1 */
-    k->matmul(1, 0, Hkv * d, D, t, 1.f, dk, rs, a->xn1, D, 1.f, gw->wk, D);
-    k->matmul(1, 0, Hkv * d, D, t, 1.f, dv, rs, a->xn1, D, 1.f, gw->wv, D);
+    k->rope(m->dqkv, rs, t, H, d, m->d_pos, m->inv_freq, 1);
+    k->rope(AO(m->dqkv, Hd), rs, t, Hkv, d, m->d_pos, m->inv_freq, 1);
+    const void *dq = m->dqkv, *dk = AO(m->dqkv, Hd), *dv = AO(m->dqkv, Hd + Hkv * d);
+    k->matmul(0, 0, t, D, Hd, 1.f, dq, rs, w->wq, D, 0.f, dxn, D, 0); /* dxn1 = dq wq + dk wk + dv wv */
+    k->matmul(0, 0, t, D, Hkv * d, 1.f, dk, rs, w->wk, D, 1.f, dxn, D, 0);
+    k->matmul(0, 0, t, D, Hkv * d, 1.f, dv, rs, w->wv, D, 1.f, dxn, D, 0);
+    k->matmul(1, 0, Hd, D, t, 1.f, dq, rs, a->xn1, D, 1.f, gw->wq, D, 1); /* dwq += dq^T xn1 */
+    k->matmul(1, 0, Hkv * d, D, t, 1.f, dk, rs, a->xn1, D, 1.f, gw->wk, D, 1);
+    k->matmul(1, 0, Hkv * d, D, t, 1.f, dv, rs, a->xn1, D, 1.f, gw->wv, D, 1);
     k->rmsnorm_bwd(dres, gw->ln1, dxn, x, w->ln1, a->rstd1, t, D);
 }
 
 static void forward_layers(Model *m, const StepCtx *sc) {
     const ModelConfig *c = &m->c;
-    m->k->embedding_fwd(m->xin[0], sc->s->tokens, m->P.wte, sc->t, c->hidden_size);
+    m->k->embedding_fwd(m->xin[0], m->d_tok, m->P.wte, sc->t, c->hidden_size);
     for (int64_t l = 0; l < c->num_layers; l++)
         layer_fwd(m, sc, l, m->xin[l], m->xin[l + 1], &m->acts[m->recompute ? 0 : l]);
     m->k->rmsnorm_fwd(m->xnf, m->rstdf, m->xin[c->num_layers], m->P.lnf, sc->t, c->hidden_size,
                       (float)c->rms_norm_eps);
 }
 
+/* Validates the shard and uploads its inputs. */
 static void step_ctx(Model *m, const LocalSeq *s, StepCtx *sc) {
     UL_ASSERT(s->T % m->sp == 0 && s->T <= m->T_max, "sample length %lld (sp %d, max %lld)", (long long)s->T, m->sp,
               (long long)m->T_max);
     sc->T = s->T;
     sc->t = s->T / m->sp;
     sc->s = s;
+    const KernelOps *k = m->k;
+    k->upload(m->d_tok, s->tokens, (size_t)sc->t * sizeof(int32_t));
+    k->upload(m->d_lab, s->labels, (size_t)sc->t * sizeof(int32_t));
+    k->upload(m->d_pos, s->pos, (size_t)sc->t * sizeof(int32_t));
+    k->upload(m->d_cu, s->cu_seqlens, (size_t)(s->n_docs + 1) * sizeof(int64_t));
     sc->n_local = m->no_exchange ? local_docs(m, s, sc->t) : 0;
 }
 
@@ -280,6 +326,7 @@ void model_step(Model *m, const LocalSeq *s, float dscale, int backward, double 
     step_ctx(m, s, &sc);
     int64_t t = sc.t, D = c->hidden_size, V = c->vocab_size, L = c->num_layers;
     forward_layers(m, &sc);
+    k->zero(m->acc, 2 * sizeof(double));
 
     /* tiled logits + CE, the head's backward right away: never a [t, V] buffer */
     for (int64_t i0 = 0; i0 < t; i0 += m->loss_tile) {
@@ -287,37 +334,48 @@ void model_step(Model *m, const LocalSeq *s, float dscale, int backward, double 
         int any = 0;
         for (int64_t i = 0; i < n && !any; i++) any = s->labels[i0 + i] != UL_IGNORE_INDEX;
         if (!any) {
-            if (backward) k->zero(m->dxn + i0 * D, n * D);
+            if (backward) k->zero(AO(m->dxn, i0 * D), (size_t)(n * D) * k->act_bytes);
             continue;
         }
-        k->matmul(0, 1, n, V, D, 1.f, m->xnf + i0 * D, D, m->P.lm_head, D, 0.f, m->logits, V);
-        k->cross_entropy(m->logits, s->labels + i0, n, V, dscale, loss_sum, count);
+        k->matmul(0, 1, n, V, D, 1.f, AO(m->xnf, i0 * D), D, m->P.lm_head, D, 0.f, m->logits, V, 0);
+        k->cross_entropy(m->logits, m->d_lab + i0, n, V, dscale, m->acc);
         if (!backward) continue;
-        k->matmul(0, 0, n, D, V, 1.f, m->logits, V, m->P.lm_head, D, 0.f, m->dxn + i0 * D, D);  /* dxnf */
-        k->matmul(1, 0, V, D, n, 1.f, m->logits, V, m->xnf + i0 * D, D, 1.f, m->G.lm_head, D); /* dlm_head */
+        k->matmul(0, 0, n, D, V, 1.f, m->logits, V, m->P.lm_head, D, 0.f, AO(m->dxn, i0 * D), D, 0); /* dxnf */
+        k->matmul(1, 0, V, D, n, 1.f, m->logits, V, AO(m->xnf, i0 * D), D, 1.f, m->G.lm_head, D, 1);  /* dlm_head */
     }
-    if (!backward) return;
-
-    k->zero(m->dres, t * D);
-    k->rmsnorm_bwd(m->dres, m->G.lnf, m->dxn, m->xin[L], m->P.lnf, m->rstdf, t, D);
-    for (int64_t l = L - 1; l >= 0; l--) {
-        LayerActs *a = &m->acts[m->recompute ? 0 : l];
-        if (m->recompute) layer_fwd(m, &sc, l, m->xin[l], m->xscr, a);
-        layer_bwd(m, &sc, l, m->xin[l], a);
+    if (backward) {
+        k->zero(m->dres, (size_t)(t * D) * k->act_bytes);
+        k->rmsnorm_bwd(m->dres, m->G.lnf, m->dxn, m->xin[L], m->P.lnf, m->rstdf, t, D);
+        for (int64_t l = L - 1; l >= 0; l--) {
+            LayerActs *a = &m->acts[m->recompute ? 0 : l];
+            if (m->recompute) layer_fwd(m, &sc, l, m->xin[l], m->xscr, a);
+            layer_bwd(m, &sc, l, m->xin[l], a);
+        }
+        k->embedding_bwd(m->G.wte, m->dres, m->d_tok, t, D);
     }
-    k->embedding_bwd(m->G.wte, m->dres, s->tokens, t, D);
+    double acc[2];
+    k->download(acc, m->acc, sizeof acc);
+    *loss_sum += acc[0];
+    *count += (int64_t)acc[1];
 }
 
 void model_eval(Model *m, const LocalSeq *s, LogitsFn fn, void *user) {
     const ModelConfig *c = &m->c;
+    const KernelOps *k = m->k;
     StepCtx sc;
     step_ctx(m, s, &sc);
     int64_t t = sc.t, D = c->hidden_size, V = c->vocab_size;
+    if (!m->logits32) {
+        m->logits32 = F32(m->loss_tile * V);
+        m->logits_host = ul_malloc((size_t)(m->loss_tile * V) * sizeof(float));
+    }
     forward_layers(m, &sc);
     for (int64_t i0 = 0; i0 < t; i0 += m->loss_tile) {
         int64_t n = t - i0 < m->loss_tile ? t - i0 : m->loss_tile;
-        m->k->matmul(0, 1, n, V, D, 1.f, m->xnf + i0 * D, D, m->P.lm_head, D, 0.f, m->logits, V);
+        k->matmul(0, 1, n, V, D, 1.f, AO(m->xnf, i0 * D), D, m->P.lm_head, D, 0.f, m->logits, V, 0);
+        k->to_f32(m->logits32, m->logits, n * V);
+        k->download(m->logits_host, m->logits32, (size_t)(n * V) * sizeof(float));
         for (int64_t i = 0; i < n; i++)
-            if (s->labels[i0 + i] != UL_IGNORE_INDEX) fn(user, i0 + i, m->logits + i * V, V);
+            if (s->labels[i0 + i] != UL_IGNORE_INDEX) fn(user, i0 + i, m->logits_host + i * V, V);
     }
 }

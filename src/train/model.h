@@ -20,20 +20,22 @@
 #include "kernels/kernels.h"
 #include "train/exchange.h"
 
+/* Activations are "act" buffers (the backend's dtype: fp32 on CPU, bf16 on CUDA);
+ * rstd and lse are fp32. */
 typedef struct {
-    float *xn1;   /* [t, D]  RMSNorm(x) */
+    void *xn1;    /* [t, D]  RMSNorm(x) */
     float *rstd1; /* [t] */
-    float *qkv;   /* [t, H + 2Hkv, d]  q, k, v after RoPE, interleaved per token */
-    float *qkvh;  /* [T, Hq_l + 2Hkv_l, d]  after the exchange (== qkv when sp == 1) */
-    float *oh;    /* [T, Hq_l, d]  attention output, head-sharded */
+    void *qkv;    /* [t, H + 2Hkv, d]  q, k, v after RoPE, interleaved per token */
+    void *qkvh;   /* [T, Hq_l + 2Hkv_l, d]  after the exchange (== qkv when sp == 1) */
+    void *oh;     /* [T, Hq_l, d]  attention output, head-sharded */
     float *lse;   /* [T, Hq_l] */
-    float *o;     /* [t, H*d]  after the exchange back (== oh when sp == 1) */
-    float *xmid;  /* [t, D]  x + o_proj(o) */
-    float *xn2;   /* [t, D] */
+    void *o;      /* [t, H*d]  after the exchange back (== oh when sp == 1) */
+    void *xmid;   /* [t, D]  x + o_proj(o) */
+    void *xn2;    /* [t, D] */
     float *rstd2; /* [t] */
-    float *g;     /* [t, I] */
-    float *u;     /* [t, I] */
-    float *h;     /* [t, I]  silu(g) * u */
+    void *g;      /* [t, I] */
+    void *u;      /* [t, I] */
+    void *h;      /* [t, I]  silu(g) * u */
 } LayerActs;
 
 typedef struct {
@@ -46,27 +48,37 @@ typedef struct {
     int recompute;   /* per-layer activation checkpointing: keep only layer inputs */
     int no_exchange; /* debug: attend only inside the local shard (the control experiment) */
 
+    /* Parameters (flat, order of core/params.h), all in backend memory: */
     int64_t n_params;
-    float *params;   /* [n_params] flat, order of core/params.h */
-    float *grads;    /* [n_params] accumulated over the samples of a step */
-    ModelTensors P, G;
+    float *params;   /* [n_params] fp32 master weights (what the optimizer updates) */
+    float *grads;    /* [n_params] fp32, accumulated over the samples of a step */
+    void *wact;      /* [n_params] act working copy used by the kernels (== params on CPU) */
+    ModelTensors P;  /* act pointers into wact */
+    ModelTensors G;  /* fp32 pointers into grads */
     float *inv_freq; /* [d/2] */
 
     int64_t T_max, t_max, loss_tile;
-    float **xin;     /* [L + 1] x [t, D] residual stream at each layer input; xin[L] = final */
+    void **xin;      /* [L + 1] x [t, D] residual stream at each layer input; xin[L] = final */
     LayerActs *acts; /* [L], or [1] with recompute */
-    float *xnf;      /* [t, D] */
+    void *xnf;       /* [t, D] */
     float *rstdf;    /* [t] */
-    float *logits;   /* [loss_tile, V] */
-    float *dres;     /* [t, D]  gradient of the residual stream */
-    float *dxn;      /* [t, D] */
-    float *xscr;     /* [t, D]  scratch for recomputed layer outputs */
-    float *dh, *dg, *du; /* [t, I] */
-    float *dout;     /* [t, H*d] */
-    float *doh;      /* [T, Hq_l, d] (== dout when sp == 1) */
-    float *dqkv;     /* [t, H + 2Hkv, d] */
-    float *dqkvh;    /* [T, W_l, d] (== dqkv when sp == 1) */
-    int64_t *cu_local; /* [T + 2] document bounds inside the local shard (no_exchange) */
+    void *logits;    /* [loss_tile, V] */
+    float *logits32; /* [loss_tile, V] fp32 copy for eval (backend memory) */
+    float *logits_host; /* [loss_tile, V] host, eval only */
+    void *dres;      /* [t, D]  gradient of the residual stream */
+    void *dxn;       /* [t, D] */
+    void *xscr;      /* [t, D]  scratch for recomputed layer outputs */
+    void *dh, *dg, *du; /* [t, I] */
+    void *dout;      /* [t, H*d] */
+    void *doh;       /* [T, Hq_l, d] (== dout when sp == 1) */
+    void *dqkv;      /* [t, H + 2Hkv, d] */
+    void *dqkvh;     /* [T, W_l, d] (== dqkv when sp == 1) */
+    /* this sample's inputs in backend memory */
+    int32_t *d_tok, *d_lab, *d_pos; /* [t_max] */
+    int64_t *d_cu;   /* [T_max + 2] cu_seqlens of the sample */
+    int64_t *d_cul;  /* [t_max + 2] document bounds inside the local shard (no_exchange) */
+    int64_t *cu_local; /* [t_max + 2] host copy of d_cul */
+    double *acc;     /* [2] CE sum and count (backend memory) */
 } Model;
 
 /* This rank's part of one sample. */
@@ -85,6 +97,14 @@ void model_init(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *s
 void model_free(Model *m);
 /* Parameters: normal(0, initializer_range) for matrices, 1 for norm weights, from seed. */
 void model_init_random(Model *m, uint64_t seed);
+/* Host <-> model parameters (fp32, [n_params]); setting also refreshes the working copy. */
+void model_set_params(Model *m, const float *host);
+void model_get_params(const Model *m, float *host);
+void model_get_grads(const Model *m, float *host);
+/* Loads a HF directory's weights (shapes checked against the config). */
+int model_load_weights(Model *m, const char *dir, UlError *e);
+/* After the optimizer changed m->params: refresh the act working copy. */
+void model_params_updated(Model *m);
 
 /* Forward + loss on one sequence shard; with backward = 1 also the backward, adding
  * d(dscale * sum CE)/dparams into m->grads. Adds this shard's CE sum / valid count. */

@@ -55,7 +55,24 @@ void kv_sample(const KvTask *task, int64_t g, Sample *s, int32_t *dist) {
         tok[at + 1] = val[p];
         vpos[p] = at + 1;
     }
-    if (QF == 2 || QF == 3) {
+    if (QF == 4) { /* fact tokens: FT0 + k*NV + (v-1) at random context positions */
+        int32_t FT0 = (int32_t)(1 + NV + NK + (NF > 0 ? NF : 1));
+        for (int64_t i = 0; i < h; i++) tok[i] = NF > 0 ? F0 + (int32_t)(ul_rng_u64(&r) % (uint64_t)NF) : F0;
+        for (int64_t i = 0; i < h; i++) slot[i] = i;
+        shuffle64(&r, slot, h);
+        int64_t REP = envi("KVREP", 1);
+        for (int64_t p = 0; p < NP * REP; p++) tok[slot[p]] = FT0 + (int32_t)(keys[p % NP] * NV + (val[p % NP] - 1));
+        for (int64_t p = 0; p < NP; p++) {
+            tok[slot[p]] = FT0 + (int32_t)(keys[p] * NV + (val[p] - 1));
+            vpos[p] = slot[p];
+        }
+        for (int64_t i = h; i < T; i++) {
+            int64_t p = (int64_t)(ul_rng_u64(&r) % (uint64_t)NP);
+            tok[i] = K0 + (int32_t)keys[p];
+            lab[i] = envi("KVCOPY", 0) ? tok[vpos[p]] : val[p];
+            dd[i] = (int32_t)(i - vpos[p]);
+        }
+    } else if (QF == 2 || QF == 3) {
         for (int64_t i = h; i < T; i++) {
             int64_t p = (int64_t)(ul_rng_u64(&r) % (uint64_t)NK);
             tok[i] = K0 + (int32_t)p;

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "formats/hf_model.h"
+#include "train/checkpoint.h"
 #include "train/data.h"
 #include "train/eval.h"
 #include "train/model.h"
@@ -126,12 +127,19 @@ static int validate(const TrainOptions *o, const ModelConfig *c, int world, UlEr
     if (ul_check_mesh(o->sp, o->dp_replicate, o->dp_shard, o->seq_len, c, world, e)) return -1;
     int64_t dp = o->dp_replicate * o->dp_shard;
     if (o->batch < 1 || o->grad_accum < 1 || o->batch % (dp * o->grad_accum) != 0)
-        return ul_err(e, "--batch %lld: must be a positive multiple of dp (%lld) x --grad-accum (%lld)",
-                      (long long)o->batch, (long long)dp, (long long)o->grad_accum);
+        return ul_err(e, "--batch %lld: must be a positive multiple of dp (%lld) x --grad-accum (%lld)%s",
+                      (long long)o->batch, (long long)dp, (long long)o->grad_accum,
+                      o->resume ? " (on --resume the batch must stay the checkpoint's: choose a mesh whose dp divides it)"
+                                : "");
     if (o->steps < 0) return ul_err(e, "--steps %lld: must be >= 0", (long long)o->steps);
     if (!(o->lr >= 0)) return ul_err(e, "--lr: must be >= 0");
     if (strcmp(o->save_dtype, "f32") != 0 && strcmp(o->save_dtype, "bf16") != 0)
         return ul_err(e, "--save-dtype %s: expected f32 or bf16", o->save_dtype);
+    if (o->save_every < 0) return ul_err(e, "--save-every %lld: must be >= 0", (long long)o->save_every);
+    if (o->keep_last < 0) return ul_err(e, "--keep-last %lld: must be >= 0", (long long)o->keep_last);
+    if (o->stop_at < 0) return ul_err(e, "--stop-at %lld: must be >= 0", (long long)o->stop_at);
+    if (o->save_every > 0 && !o->ckpt_dir && !o->out)
+        return ul_err(e, "--save-every: needs --ckpt-dir DIR (or --out DIR) for the checkpoints");
     return 0;
 }
 
@@ -146,11 +154,11 @@ static double lr_at(const TrainOptions *o, int64_t step) {
 }
 
 /* A live line on a TTY (bar, step, loss, answer accuracy, tok/s, ETA); plain lines otherwise. */
-static void progress(const TrainOptions *o, int tty, int64_t step, double loss, double gn, double lr,
-                     double tok_s, double elapsed, double acc) {
+static void progress(const TrainOptions *o, int tty, int64_t first, int64_t end, int64_t step, double loss, double gn,
+                     double lr, double tok_s, double elapsed, double acc) {
     if (o->quiet) return;
-    int64_t done = step + 1;
-    double eta = done > 0 ? elapsed / (double)done * (double)(o->steps - done) : 0;
+    int64_t done = step + 1; /* first: the step this run started at (resume) */
+    double eta = done > first ? elapsed / (double)(done - first) * (double)(end - done) : 0;
     char accs[32] = "";
     if (acc >= 0) snprintf(accs, sizeof accs, "  acc %.1f%%", 100 * acc);
     if (tty) {
@@ -160,12 +168,31 @@ static void progress(const TrainOptions *o, int tty, int64_t step, double loss, 
         bar[20] = 0;
         fprintf(stderr, "\r[%s] step %lld/%lld  loss %.4f%s  gnorm %.2f  lr %.1e  %.0f tok/s  ETA %.0fs   ", bar,
                 (long long)done, (long long)o->steps, loss, accs, gn, lr, tok_s, eta);
-        if (done == o->steps) fprintf(stderr, "\n");
-    } else if (done % o->log_every == 0 || done == o->steps) {
+        if (done == end) fprintf(stderr, "\n");
+    } else if (done % o->log_every == 0 || done == end) {
         fprintf(stderr, "step %lld/%lld loss %.4f%s gnorm %.3f lr %.2e tok/s %.0f eta %.0fs\n", (long long)done,
                 (long long)o->steps, loss, accs, gn, lr, tok_s, eta);
     }
     fflush(stderr);
+}
+
+/* Loss and answer-accuracy history (for the plot), refilled from the metrics on resume. */
+typedef struct {
+    double *step, *loss, *estep, *acc;
+    int64_t n_eval, n_known, cap;
+} TrainHist;
+
+static void hist_line(void *user, int64_t step, const char *line) {
+    TrainHist *h = user;
+    const char *l = strstr(line, "\"loss\": "), *a = strstr(line, "\"answer_acc\": ");
+    if (step < 1 || step > h->cap || !l) return;
+    h->step[step - 1] = (double)step;
+    h->loss[step - 1] = strtod(l + 8, NULL);
+    h->n_known++;
+    if (a && h->n_eval < h->cap) {
+        h->estep[h->n_eval] = (double)step;
+        h->acc[h->n_eval++] = strtod(a + 14, NULL);
+    }
 }
 
 int train_run(const TrainOptions *o_in, UlError *e) {
@@ -183,8 +210,14 @@ int train_run(const TrainOptions *o_in, UlError *e) {
     }
 
     /* ---- everything a user can get wrong, agreed before any work ---- */
+    char resume[4096] = "";
+    if (o->resume && ckpt_resolve(o->resume, resume, sizeof resume, e)) return -1;
     ModelConfig c;
-    int rc = ul_load_model_config(o->model, o->init, o->config, &c, e);
+    int rc = resume[0] && !o->model && !o->init && !o->config /* the checkpoint's own config.json */
+                 ? ul_load_model_config(NULL, resume, NULL, &c, e)
+                 : ul_load_model_config(o->model, o->init, o->config, &c, e);
+    if (rc == 0) rc = ckpt_apply_rope_flags(&c, o->rope_theta, o->rope_scaling, o->max_position_embeddings, e);
+    if (rc == 0 && resume[0]) rc = ckpt_check_config(resume, &c, e);
     if (rc == 0) rc = validate(o, &c, world, e);
     if (ul_agree(rc, e)) return -1;
     DataLoader dl;
@@ -217,22 +250,12 @@ int train_run(const TrainOptions *o_in, UlError *e) {
     model_init(&m, &c, k, &mesh.sp_g, T_max, o->checkpoint);
     m.no_exchange = o->no_exchange;
     rc = 0;
-    if (o->init)
-        rc = ul_load_weights(o->init, &c, m.params, e);
+    if (resume[0])
+        ; /* the weights (fp32 master copy) come from the checkpoint's state, below */
+    else if (o->init)
+        rc = model_load_weights(&m, o->init, e);
     else
         model_init_random(&m, (uint64_t)o->seed);
-    if (ul_agree(rc, e)) {
-        model_free(&m);
-        ul_mesh_free(&mesh);
-        data_close(&dl);
-        return -1;
-    }
-
-    FILE *mf = NULL;
-    if (rank == 0 && o->metrics) {
-        mf = fopen(o->metrics, "w");
-        if (!mf) rc = ul_err(e, "--metrics %s: cannot open for writing", o->metrics);
-    }
     if (ul_agree(rc, e)) {
         model_free(&m);
         ul_mesh_free(&mesh);
@@ -244,6 +267,51 @@ int train_run(const TrainOptions *o_in, UlError *e) {
     int64_t N = m.n_params, nt = ul_param_tensor_count(&c);
     float *mom1 = k->alloc((size_t)N * sizeof(float)); /* [N] */
     float *mom2 = k->alloc((size_t)N * sizeof(float)); /* [N] */
+    double *h_step = ul_calloc((size_t)o->steps + 1, sizeof(double)), *h_loss = ul_calloc((size_t)o->steps + 1, sizeof(double));
+    double *h_estep = ul_calloc((size_t)o->steps + 1, sizeof(double)), *h_acc = ul_calloc((size_t)o->steps + 1, sizeof(double));
+    TrainHist hist = {h_step, h_loss, h_estep, h_acc, 0, 0, o->steps};
+
+    /* checkpoints (train/checkpoint.h): resume the state, prepare the directory, and on
+     * resume keep the metrics of the steps before the checkpoint */
+    const char *ckpt_root = o->ckpt_dir ? o->ckpt_dir : o->out;
+    CkptRun crun = {o, &c, o->task ? NULL : &dl, &mesh};
+    CkptState cst = {m.params, mom1, mom2, N};
+    int64_t first = 0, end = o->stop_at > 0 && o->stop_at < o->steps ? o->stop_at : o->steps;
+    if (resume[0]) rc = ckpt_load(resume, &crun, &cst, &first, e);
+    if (rc == 0 && first > end)
+        rc = ul_agree(ul_err(e, "--stop-at %lld: the checkpoint %s is already at step %lld", (long long)o->stop_at,
+                             resume, (long long)first),
+                      e);
+    if (rc == 0 && o->save_every > 0) rc = ckpt_prepare(ckpt_root, resume[0] != 0, e);
+    FILE *mf = NULL;
+    FILE *ef = NULL;
+    if (rc == 0 && rank == 0 && o->metrics) {
+        if (resume[0]) rc = ckpt_jsonl_truncate(o->metrics, first, hist_line, &hist, e);
+        mf = rc == 0 ? fopen(o->metrics, resume[0] ? "a" : "w") : NULL;
+        if (rc == 0 && !mf) rc = ul_err(e, "--metrics %s: cannot open for writing", o->metrics);
+    }
+    if (rc == 0 && rank == 0 && o->task && o->eval_out) {
+        if (resume[0]) rc = ckpt_jsonl_truncate(o->eval_out, first, NULL, NULL, e);
+        if (rc == 0) ef = fopen(o->eval_out, resume[0] ? "a" : "w");
+    }
+    if (ul_agree(rc, e)) {
+        if (mf) fclose(mf);
+        if (ef) fclose(ef);
+        free(h_step);
+        free(h_loss);
+        free(h_estep);
+        free(h_acc);
+        k->free(mom1);
+        k->free(mom2);
+        model_free(&m);
+        ul_mesh_free(&mesh);
+        data_close(&dl);
+        return -1;
+    }
+    if (rank == 0 && !o->quiet && resume[0])
+        fprintf(stderr, "ulysses: resuming from %s at step %lld\n", resume, (long long)first);
+    /* the plot starts at the first step whose loss is known */
+    int64_t plot_first = resume[0] && hist.n_known < first ? first : 0;
     ParamInfo *pinfo = ul_malloc((size_t)nt * sizeof(ParamInfo));
     for (int64_t i = 0; i < nt; i++) ul_param_info(&c, i, &pinfo[i]);
 
@@ -252,11 +320,7 @@ int train_run(const TrainOptions *o_in, UlError *e) {
     Sample *smp = ul_calloc((size_t)per_rank, sizeof(Sample));
     int tty = isatty(2);
     double t_start = ul_now(), train_time = 0, last_acc = -1;
-    FILE *ef = NULL;
-    double *h_step = ul_calloc((size_t)o->steps + 1, sizeof(double)), *h_loss = ul_calloc((size_t)o->steps + 1, sizeof(double));
-    double *h_estep = ul_calloc((size_t)o->steps + 1, sizeof(double)), *h_acc = ul_calloc((size_t)o->steps + 1, sizeof(double));
-    int64_t n_eval = 0;
-    if (rank == 0 && o->task && o->eval_out) ef = fopen(o->eval_out, "w");
+    int64_t n_eval = hist.n_eval;
     if (rank == 0 && !o->quiet)
         fprintf(stderr,
                 "ulysses: %lld params, %lld layers, mesh dp_replicate=%lld dp_shard=%lld sp=%lld, %lld steps of %lld "
@@ -264,7 +328,7 @@ int train_run(const TrainOptions *o_in, UlError *e) {
                 (long long)N, (long long)c.num_layers, (long long)o->dp_replicate, (long long)o->dp_shard,
                 (long long)o->sp, (long long)o->steps, (long long)o->batch, (long long)o->seq_len);
 
-    for (int64_t step = 0; step < o->steps; step++) {
+    for (int64_t step = first; step < end; step++) {
         double t0 = ul_now();
         /* this DP index's samples of the global batch, and the valid-label count */
         double cnt[2] = {0, 0}; /* [valid labels in local shards, real tokens] */
@@ -282,7 +346,7 @@ int train_run(const TrainOptions *o_in, UlError *e) {
         float dscale = n_global > 0 ? (float)(1.0 / n_global) : 0.f;
 
         double a2a0 = m.x.a2a_seconds;
-        k->zero(m.grads, N);
+        k->zero(m.grads, (size_t)N * sizeof(float));
         double loss_acc[2] = {0, 0}; /* [CE sum, count] */
         for (int64_t i = 0; i < per_rank; i++) {
             Sample *s = &smp[i];
@@ -307,11 +371,12 @@ int train_run(const TrainOptions *o_in, UlError *e) {
                          (float)lr, (float)o->beta1, (float)o->beta2, (float)o->adam_eps,
                          p->decay ? (float)o->weight_decay : 0.f, step + 1);
             }
+        model_params_updated(&m);
         double now = ul_now(), dt = now - t0, a2a_s = m.x.a2a_seconds - a2a0;
         double tok_s = dt > 0 ? cnt[1] / dt : 0;
         train_time += dt;
         EvalResult ev;
-        int do_eval = o->task && o->eval_every > 0 && ((step + 1) % o->eval_every == 0 || step + 1 == o->steps);
+        int do_eval = o->task && o->eval_every > 0 && ((step + 1) % o->eval_every == 0 || step + 1 == end);
         if (do_eval) {
             eval_run(&m, &mesh, &eval_source, o->seq_len, 0, o->eval_samples, &ev);
             last_acc = ev.acc;
@@ -332,19 +397,29 @@ int train_run(const TrainOptions *o_in, UlError *e) {
                 fflush(mf);
             }
             if (do_eval && ef) eval_write_json(ef, &ev, step + 1);
-            progress(o, tty, step, loss, gn, lr, tok_s, train_time, last_acc);
+            progress(o, tty, first, end, step, loss, gn, lr, tok_s, train_time, last_acc);
+        }
+        if (o->save_every > 0 && ((step + 1) % o->save_every == 0 || step + 1 == end)) {
+            if ((rc = ckpt_save(ckpt_root, &crun, &cst, step + 1, o->keep_last, e))) break; /* agreed */
+            if (rank == 0 && !o->quiet) {
+                char dir[4200];
+                ckpt_step_dir(dir, sizeof dir, ckpt_root, step + 1);
+                fprintf(stderr, "%sulysses: checkpoint written to %s\n", tty && step + 1 != end ? "\n" : "", dir);
+            }
         }
     }
 
-    rc = 0;
-    if (rank == 0 && o->out) {
-        rc = ul_save_hf_dir(o->out, &c, m.params, strcmp(o->save_dtype, "bf16") == 0 ? UL_DT_BF16 : UL_DT_F32, e);
+    if (rc == 0 && rank == 0 && o->out) {
+        UlDtype dt = strcmp(o->save_dtype, "bf16") == 0 ? UL_DT_BF16 : UL_DT_F32;
+        /* with checkpoints on, --out may hold them: write its files in place, never replace it */
+        rc = o->save_every > 0 ? ckpt_write_hf_files(o->out, &c, m.params, dt, e)
+                               : ul_save_hf_dir(o->out, &c, m.params, dt, e);
         if (rc == 0 && !o->quiet) fprintf(stderr, "ulysses: model written to %s\n", o->out);
     }
     if (mf) fclose(mf);
     if (ef) fclose(ef);
     if (rc == 0 && rank == 0 && o->plot) {
-        PlotLine ll = {"train loss", h_step, h_loss, o->steps};
+        PlotLine ll = {"train loss", h_step + plot_first, h_loss + plot_first, end - plot_first};
         PlotLine al = {"answer accuracy (held out)", h_estep, h_acc, n_eval};
         PlotPanel panels[2] = {{"training loss", "step", "loss", 1, 0, 0, &ll, 1},
                                {"answer accuracy", "step", "accuracy", 0, 0, 1, &al, 1}};

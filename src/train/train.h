@@ -15,6 +15,11 @@ typedef struct {
     const char *model;     /* config.json or a directory holding one */
     const char *init;      /* HF directory to load weights from (NULL: random init) */
     const ModelConfig *config; /* built-in architecture, used when model and init are NULL */
+    /* RoPE overrides for long-context extension (0 / NULL: keep the config's); applied to the
+     * config used for training and written into every saved config.json */
+    double rope_theta;
+    const char *rope_scaling;  /* "default" or "llama3:factor=F,..." (checkpoint.h) */
+    int64_t max_position_embeddings;
     /* data */
     const char *data;      /* glob of token shards */
     int64_t seq_len;
@@ -37,6 +42,12 @@ typedef struct {
     const char *save_dtype; /* "f32" | "bf16" */
     const char *metrics;
     const char *plot;      /* PNG: loss (and answer accuracy) against step */
+    /* training-state checkpoints (train/checkpoint.h, docs/checkpoints.md) */
+    int64_t save_every;    /* a checkpoint every N steps and at the end (0: none) */
+    int64_t keep_last;     /* keep the K newest checkpoints (0: all) */
+    const char *ckpt_dir;  /* where checkpoints go (NULL: --out) */
+    const char *resume;    /* a checkpoint directory, or a root (its latest complete one) */
+    int64_t stop_at;       /* end this run after optimizer step N (0: --steps), as if preempted */
     int64_t log_every;
     int quiet;
     /* synthetic task instead of --data (the demo): "kv" */

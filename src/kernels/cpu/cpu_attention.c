@@ -1,7 +1,7 @@
 /* CPU flash attention: causal within documents (cu_seqlens), GQA, strided THD rows.
  *
- * Work is cut into blocks that never cross a document boundary: query blocks of AT_BQ
- * rows (forward, dq pass) and key blocks of AT_BK rows (dk/dv pass), aligned to each
+ * Work is cut into blocks that never cross a document boundary: query blocks of AT_B
+ * rows (forward, dq pass) and key blocks of AT_B rows (dk/dv pass), aligned to each
  * document's start. A query block only visits the key blocks of its own document up to
  * its last row, so the work is ~causal and only the diagonal block needs a mask.
  * Memory is O(block) per thread: no [T, T] (or [T, BK]) buffer ever exists.
@@ -26,8 +26,7 @@
 #include "core/common.h"
 #include "kernels/cpu/cpu_internal.h"
 
-#define AT_BQ 64 /* query rows per block */
-#define AT_BK 64 /* key rows per block */
+#define AT_B 64 /* rows per block: query blocks (forward, dq pass), key blocks (dk/dv pass) */
 #define AT_VWMAX 16 /* widest vector (floats): scratch rows are padded to a multiple of it */
 #define AT_LOG2E 1.44269504088896341f
 #define AT_LN2 0.693147180559945309f
@@ -54,30 +53,28 @@ typedef struct {
     float scale;
 } AttnArgs;
 
-_Static_assert(AT_BQ == AT_BK, "the transposed tiles of the forward/dq pass share buffers with the dk/dv pass");
-
 typedef struct {
-    float *xt;   // [d, 64]   transposed operand: Q^T (forward, dq pass) or K^T (dk/dv pass)
-    float *yt;   // [d, 64]   transposed operand: dO^T (dq pass) or V^T (dk/dv pass)
-    float *kp;   // [BK, dp]  K rows of a key block (row-padded copy)
-    float *vp;   // [BK, dp]  V rows of a key block
-    float *qp;   // [BQ, dp]  Q rows of a query block
-    float *dop;  // [BQ, dp]  dO rows of a query block
-    float *s;    // [64, 64]  S^T / P^T / dS^T (forward, dq pass) or S / dS (dk/dv pass)
-    float *dp_;  // [64, 64]  dP^T (dq pass) or dP, then P (dk/dv pass)
-    float *acc;  // [BQ, dp]  O or dQ accumulator
-    float *dka;  // [BK, dp]  dK accumulator
-    float *dva;  // [BK, dp]  dV accumulator
-    float *m, *l, *rowv;  // [BQ] running max / lse, running sum / D
+    float *xt;   // [d, B]   transposed operand: Q^T (forward, dq pass) or K^T (dk/dv pass)
+    float *yt;   // [d, B]   transposed operand: dO^T (dq pass) or V^T (dk/dv pass)
+    float *kp;   // [B, dp]  K rows of a key step (row-padded copy, only when d % vector != 0)
+    float *vp;   // [B, dp]  V rows of a key step
+    float *qp;   // [B, dp]  Q rows of a query step
+    float *dop;  // [B, dp]  dO rows of a query step
+    float *s;    // [B, B]   S^T / P^T / dS^T (forward, dq pass) or S / dS (dk/dv pass)
+    float *dp_;  // [B, B]   dP^T (dq pass) or dP, then P (dk/dv pass)
+    float *acc;  // [B, dp]  O or dQ accumulator of a query block
+    float *dka;  // [B, dp]  dK accumulator of a key block
+    float *dva;  // [B, dp]  dV accumulator of a key block
+    float *m, *l, *rowv;  // [B] running max / lse, running sum / D
     void *mem;
 } Scratch;
 
 static void scratch_init(Scratch *w, int64_t d) {
     const int64_t dp = rup(d, AT_VWMAX); /* >= the padded width of every variant */
-    int64_t n_t = d * 64, n_bk = AT_BK * dp, n_bq = AT_BQ * dp, n_s = 64 * 64;
+    int64_t n_t = d * AT_B, n_bk = AT_B * dp, n_bq = AT_B * dp, n_s = AT_B * AT_B;
     float **slots[] = {&w->xt, &w->yt, &w->kp, &w->vp, &w->qp, &w->dop, &w->s,
                        &w->dp_, &w->acc, &w->dka, &w->dva, &w->m, &w->l, &w->rowv};
-    int64_t sizes[] = {n_t, n_t, n_bk, n_bk, n_bq, n_bq, n_s, n_s, n_bq, n_bk, n_bk, AT_BQ, AT_BQ, AT_BQ};
+    int64_t sizes[] = {n_t, n_t, n_bk, n_bk, n_bq, n_bq, n_s, n_s, n_bq, n_bk, n_bk, AT_B, AT_B, AT_B};
     const int nslots = (int)(sizeof sizes / sizeof sizes[0]);
     int64_t total = 0;
     for (int i = 0; i < nslots; i++) total += rup(sizes[i], 16);
@@ -190,7 +187,7 @@ void ul_cpu_attention_fwd(float *o, int64_t os, float *lse, const float *q, int6
     AttnArgs a = {.o = o, .lse = lse, .q = q, .k = k, .v = v, .os = os, .qs = qs, .ks = ks, .vs = vs,
                   .T = T, .Hq = Hq, .Hkv = Hkv, .d = d, .group = Hq / Hkv, .scale = scale};
     const AttnImpl impl = pick_impl();
-    int64_t *pre = block_prefix(cu_seqlens, n_docs, AT_BQ);  // [n_docs + 1]
+    int64_t *pre = block_prefix(cu_seqlens, n_docs, AT_B);  // [n_docs + 1]
     const int64_t nblk = pre[n_docs], ntask = nblk * Hq;
 #pragma omp parallel
     {
@@ -201,7 +198,7 @@ void ul_cpu_attention_fwd(float *o, int64_t os, float *lse, const float *q, int6
             int64_t b = nblk - 1 - t / Hq, h = t % Hq; /* last (longest) blocks first */
             int64_t di = block_doc(pre, n_docs, b);
             int64_t ds = cu_seqlens[di], de = cu_seqlens[di + 1];
-            int64_t r0 = ds + (b - pre[di]) * AT_BQ, nq = de - r0 < AT_BQ ? de - r0 : AT_BQ;
+            int64_t r0 = ds + (b - pre[di]) * AT_B, nq = de - r0 < AT_B ? de - r0 : AT_B;
             impl.fwd(&a, &w, h, r0, nq, ds);
         }
         free(w.mem);
@@ -230,8 +227,8 @@ void ul_cpu_attention_bwd(float *dq, int64_t dqs, float *dk, int64_t dks, float 
             D[i * Hq + h] = (float)s;
         }
     const AttnImpl impl = pick_impl();
-    int64_t *preq = block_prefix(cu_seqlens, n_docs, AT_BQ);  // [n_docs + 1]
-    int64_t *prek = block_prefix(cu_seqlens, n_docs, AT_BK);  // [n_docs + 1]
+    int64_t *preq = block_prefix(cu_seqlens, n_docs, AT_B);  // [n_docs + 1]
+    int64_t *prek = block_prefix(cu_seqlens, n_docs, AT_B);  // [n_docs + 1]
     const int64_t nbq = preq[n_docs], nbk = prek[n_docs];
 #pragma omp parallel
     {
@@ -242,7 +239,7 @@ void ul_cpu_attention_bwd(float *dq, int64_t dqs, float *dk, int64_t dks, float 
             int64_t b = nbq - 1 - t / Hq, h = t % Hq; /* last (longest) blocks first */
             int64_t di = block_doc(preq, n_docs, b);
             int64_t ds = cu_seqlens[di], de = cu_seqlens[di + 1];
-            int64_t r0 = ds + (b - preq[di]) * AT_BQ, nq = de - r0 < AT_BQ ? de - r0 : AT_BQ;
+            int64_t r0 = ds + (b - preq[di]) * AT_B, nq = de - r0 < AT_B ? de - r0 : AT_B;
             impl.dq(&a, &w, h, r0, nq, ds);
         }
         /* pass 2 writes only dk/dv, pass 1 only dq: no barrier needed between them */
@@ -251,7 +248,7 @@ void ul_cpu_attention_bwd(float *dq, int64_t dqs, float *dk, int64_t dks, float 
             int64_t b = t / Hkv, g = t % Hkv; /* first (longest) key blocks first */
             int64_t di = block_doc(prek, n_docs, b);
             int64_t ds = cu_seqlens[di], de = cu_seqlens[di + 1];
-            int64_t k0 = ds + (b - prek[di]) * AT_BK, nk = de - k0 < AT_BK ? de - k0 : AT_BK;
+            int64_t k0 = ds + (b - prek[di]) * AT_B, nk = de - k0 < AT_B ? de - k0 : AT_B;
             impl.dkv(&a, &w, g, k0, nk, de);
         }
         free(w.mem);

@@ -128,14 +128,14 @@ AI void gemm_blk(int64_t m, int64_t n, int64_t k, const float *A, int64_t ars, i
 }
 
 /* dst[e, c] = mul * src[c, e] for c < n, e < d (src rows `stride` apart); columns [n, npad)
- * zeroed. dst [d, 64] */
+ * zeroed. dst [d, AT_B] */
 AI void pack_t(float *dst, const float *src, int64_t stride, int64_t n, int64_t npad, int64_t d, float mul) {
     for (int64_t c = 0; c < n; c++) {
         const float *s = src + c * stride;
-        for (int64_t e = 0; e < d; e++) dst[e * 64 + c] = s[e] * mul;
+        for (int64_t e = 0; e < d; e++) dst[e * AT_B + c] = s[e] * mul;
     }
     for (int64_t e = 0; e < d; e++)
-        for (int64_t c = n; c < npad; c++) dst[e * 64 + c] = 0.0f;
+        for (int64_t c = n; c < npad; c++) dst[e * AT_B + c] = 0.0f;
 }
 
 /* Rows of a B operand with the padded width dp: read in place when d == dp, otherwise
@@ -156,8 +156,8 @@ AI const float *pack_rows(float *buf, int64_t dp, const float *src, int64_t stri
 /* Query rows [r0, r0 + nq) of head h; their document starts at ds. */
 static void AT_FN(fwd_block)(const AttnArgs *a, Scratch *w, int64_t h, int64_t r0, int64_t nq, int64_t ds) {
     const int64_t d = a->d, dp = rup(d, AT_VW), g = h / a->group, nqp = rup(nq, AT_VW);
-    float *m = w->m, *l = w->l; /* [64] running max (log2 units) and sum of each query lane */
-    pack_t(w->xt, a->q + r0 * a->qs + h * d, a->qs, nq, nqp, d, a->scale * AT_LOG2E); /* Q^T [d, 64] */
+    float *m = w->m, *l = w->l; /* [AT_B] running max (log2 units) and sum of each query lane */
+    pack_t(w->xt, a->q + r0 * a->qs + h * d, a->qs, nq, nqp, d, a->scale * AT_LOG2E); /* Q^T [d, AT_B] */
     for (int64_t r = 0; r < nqp; r++) m[r] = -INFINITY, l[r] = 0.0f;
     memset(w->acc, 0, (size_t)(nq * dp) * sizeof(float));
     /* key blocks are aligned like query blocks (same size, from the doc start), so kb <= r0
@@ -167,25 +167,25 @@ static void AT_FN(fwd_block)(const AttnArgs *a, Scratch *w, int64_t h, int64_t r
         const float *kr = a->k + kb * a->ks + g * d;  // [nk, d] rows ks apart
         int64_t ldv;
         const float *vb = pack_rows(w->vp, dp, a->v + kb * a->vs + g * d, a->vs, nk, d, &ldv);  // [nk, dp]
-        float *st = w->s;                                                                     // [nk, 64]
-        gemm_blk(nk, nqp, d, kr, a->ks, 1, w->xt, 64, st, 64, 0); /* S^T = K Q^T (log2 units) */
+        float *st = w->s;                                                                     // [nk, AT_B]
+        gemm_blk(nk, nqp, d, kr, a->ks, 1, w->xt, AT_B, st, AT_B, 0); /* S^T = K Q^T (log2 units) */
         const int diag = kb + nk - 1 > r0; /* some key lies after some query: mask c > r0 + r - kb */
         for (int64_t j = 0; j < nqp; j += AT_VW) {
             const vi thr = lane_idx() + (int32_t)(diag ? r0 + j - kb : 0);
             vf mold = vld(m + j), mx = mold;
             for (int64_t c = 0; c < nk; c++) {
-                vf x = vld(st + c * 64 + j);
+                vf x = vld(st + c * AT_B + j);
                 if (diag) x = vsel(visplat((int32_t)c) <= thr, x, vsplat(-INFINITY));
                 mx = vmax(mx, x);
             }
             vf corr = vexp2(mold - mx); /* 0 on the first block (mold = -inf) */
             vf sum = vld(l + j) * corr;
             for (int64_t c = 0; c < nk; c++) {
-                vf x = vld(st + c * 64 + j);
+                vf x = vld(st + c * AT_B + j);
                 if (diag) x = vsel(visplat((int32_t)c) <= thr, x, vsplat(-INFINITY));
                 vf p = vexp2(x - mx);
                 sum += p;
-                vst(st + c * 64 + j, p);
+                vst(st + c * AT_B + j, p);
             }
             vst(l + j, sum);
             vst(m + j, mx);
@@ -196,7 +196,7 @@ static void AT_FN(fwd_block)(const AttnArgs *a, Scratch *w, int64_t h, int64_t r
                 for (int64_t e = 0; e < dp; e += AT_VW) vst(ar + e, vld(ar + e) * cr);
             }
         }
-        gemm_blk(nq, dp, nk, st, 1, 64, vb, ldv, w->acc, dp, 1); /* acc += P V */
+        gemm_blk(nq, dp, nk, st, 1, AT_B, vb, ldv, w->acc, dp, 1); /* acc += P V */
     }
     for (int64_t r = 0; r < nq; r++) {
         float *o = a->o + (r0 + r) * a->os + h * d;  // [d]
@@ -212,9 +212,9 @@ static void AT_FN(fwd_block)(const AttnArgs *a, Scratch *w, int64_t h, int64_t r
 static void AT_FN(bwd_dq_block)(const AttnArgs *a, Scratch *w, int64_t h, int64_t r0, int64_t nq, int64_t ds) {
     const int64_t d = a->d, dp = rup(d, AT_VW), g = h / a->group, Hq = a->Hq, nqp = rup(nq, AT_VW);
     const float scale = a->scale;
-    float *lse = w->m, *D = w->rowv; /* [64] per query lane (lse in log2 units); padded lanes 0 */
-    pack_t(w->xt, a->q + r0 * a->qs + h * d, a->qs, nq, nqp, d, scale * AT_LOG2E); /* Q^T  [d, 64] */
-    pack_t(w->yt, a->dout + r0 * a->dos + h * d, a->dos, nq, nqp, d, 1.0f);        /* dO^T [d, 64] */
+    float *lse = w->m, *D = w->rowv; /* [AT_B] per query lane (lse in log2 units); padded lanes 0 */
+    pack_t(w->xt, a->q + r0 * a->qs + h * d, a->qs, nq, nqp, d, scale * AT_LOG2E); /* Q^T  [d, AT_B] */
+    pack_t(w->yt, a->dout + r0 * a->dos + h * d, a->dos, nq, nqp, d, 1.0f);        /* dO^T [d, AT_B] */
     for (int64_t r = 0; r < nqp; r++) {
         lse[r] = r < nq ? a->lsec[(r0 + r) * Hq + h] * AT_LOG2E : 0.0f;
         D[r] = r < nq ? a->D[(r0 + r) * Hq + h] : 0.0f;
@@ -226,21 +226,21 @@ static void AT_FN(bwd_dq_block)(const AttnArgs *a, Scratch *w, int64_t h, int64_
         const float *vr = a->v + kb * a->vs + g * d;  // [nk, d] rows vs apart
         int64_t ldk;
         const float *kb_rows = pack_rows(w->kp, dp, kr, a->ks, nk, d, &ldk);  // [nk, dp]
-        float *st = w->s, *dpt = w->dp_;                                       // [nk, 64]
-        gemm_blk(nk, nqp, d, kr, a->ks, 1, w->xt, 64, st, 64, 0);  /* S^T  = K Q^T  */
-        gemm_blk(nk, nqp, d, vr, a->vs, 1, w->yt, 64, dpt, 64, 0); /* dP^T = V dO^T */
+        float *st = w->s, *dpt = w->dp_;                                       // [nk, AT_B]
+        gemm_blk(nk, nqp, d, kr, a->ks, 1, w->xt, AT_B, st, AT_B, 0);  /* S^T  = K Q^T  */
+        gemm_blk(nk, nqp, d, vr, a->vs, 1, w->yt, AT_B, dpt, AT_B, 0); /* dP^T = V dO^T */
         const int diag = kb + nk - 1 > r0;
         for (int64_t j = 0; j < nqp; j += AT_VW) {
             const vi thr = lane_idx() + (int32_t)(diag ? r0 + j - kb : 0);
             const vf lv = vld(lse + j), Dv = vld(D + j);
             for (int64_t c = 0; c < nk; c++) {
-                vf x = vld(st + c * 64 + j);
+                vf x = vld(st + c * AT_B + j);
                 if (diag) x = vsel(visplat((int32_t)c) <= thr, x, vsplat(-INFINITY));
                 vf p = vexp2(x - lv);
-                vst(st + c * 64 + j, p * (vld(dpt + c * 64 + j) - Dv)); /* dS^T */
+                vst(st + c * AT_B + j, p * (vld(dpt + c * AT_B + j) - Dv)); /* dS^T */
             }
         }
-        gemm_blk(nq, dp, nk, st, 1, 64, kb_rows, ldk, w->acc, dp, 1); /* dQ += dS K */
+        gemm_blk(nq, dp, nk, st, 1, AT_B, kb_rows, ldk, w->acc, dp, 1); /* dQ += dS K */
     }
     for (int64_t r = 0; r < nq; r++) {
         float *dq = a->dq + (r0 + r) * a->dqs + h * d;  // [d]
@@ -252,10 +252,10 @@ static void AT_FN(bwd_dq_block)(const AttnArgs *a, Scratch *w, int64_t h, int64_
 static void AT_FN(bwd_dkv_block)(const AttnArgs *a, Scratch *w, int64_t g, int64_t k0, int64_t nk, int64_t de) {
     const int64_t d = a->d, dp = rup(d, AT_VW), Hq = a->Hq, nkp = rup(nk, AT_VW);
     const float scale = a->scale;
-    pack_t(w->xt, a->k + k0 * a->ks + g * d, a->ks, nk, nkp, d, scale * AT_LOG2E); /* K^T [d, 64] */
-    pack_t(w->yt, a->v + k0 * a->vs + g * d, a->vs, nk, nkp, d, 1.0f);             /* V^T [d, 64] */
-    memset(w->dka, 0, (size_t)(AT_BK * dp) * sizeof(float));
-    memset(w->dva, 0, (size_t)(AT_BK * dp) * sizeof(float));
+    pack_t(w->xt, a->k + k0 * a->ks + g * d, a->ks, nk, nkp, d, scale * AT_LOG2E); /* K^T [d, AT_B] */
+    pack_t(w->yt, a->v + k0 * a->vs + g * d, a->vs, nk, nkp, d, 1.0f);             /* V^T [d, AT_B] */
+    memset(w->dka, 0, (size_t)(AT_B * dp) * sizeof(float));
+    memset(w->dva, 0, (size_t)(AT_B * dp) * sizeof(float));
     for (int64_t h = g * a->group; h < (g + 1) * a->group; h++) {
         for (int64_t qb = k0; qb < de; qb += AT_DKV_BQ) {
             const int64_t nq = de - qb < AT_DKV_BQ ? de - qb : AT_DKV_BQ;
@@ -264,13 +264,13 @@ static void AT_FN(bwd_dkv_block)(const AttnArgs *a, Scratch *w, int64_t g, int64
             int64_t ldq, ldo;
             const float *qrows = pack_rows(w->qp, dp, q, a->qs, nq, d, &ldq);      // [nq, dp]
             const float *dorows = pack_rows(w->dop, dp, dO, a->dos, nq, d, &ldo);  // [nq, dp]
-            float *s = w->s, *pm = w->dp_;                                         // [nq, 64]
-            gemm_blk(nq, nkp, d, q, a->qs, 1, w->xt, 64, s, 64, 0);    /* S  = Q K^T (log2 units) */
-            gemm_blk(nq, nkp, d, dO, a->dos, 1, w->yt, 64, pm, 64, 0); /* dP = dO V^T */
+            float *s = w->s, *pm = w->dp_;                                         // [nq, AT_B]
+            gemm_blk(nq, nkp, d, q, a->qs, 1, w->xt, AT_B, s, AT_B, 0);    /* S  = Q K^T (log2 units) */
+            gemm_blk(nq, nkp, d, dO, a->dos, 1, w->yt, AT_B, pm, AT_B, 0); /* dP = dO V^T */
             /* row r (query qb + r) sees keys c <= qb + r - k0; only the first query block
              * (qb == k0) has a masked part */
             for (int64_t r = 0; r < nq; r++) {
-                float *sr = s + r * 64, *pr = pm + r * 64;  // [64]
+                float *sr = s + r * AT_B, *pr = pm + r * AT_B;  // [AT_B]
                 const int64_t nv = qb + r - k0 + 1 < nk ? qb + r - k0 + 1 : nk;
                 const float lr = a->lsec[(qb + r) * Hq + h] * AT_LOG2E, Dr = a->D[(qb + r) * Hq + h];
                 for (int64_t j = 0; j < nkp; j += AT_VW) {
@@ -281,8 +281,8 @@ static void AT_FN(bwd_dkv_block)(const AttnArgs *a, Scratch *w, int64_t g, int64
                     vst(sr + j, p * (dpv - Dr));   /* dS */
                 }
             }
-            gemm_blk(nk, dp, nq, pm, 1, 64, dorows, ldo, w->dva, dp, 1); /* dV += P^T dO */
-            gemm_blk(nk, dp, nq, s, 1, 64, qrows, ldq, w->dka, dp, 1);   /* dK += dS^T Q */
+            gemm_blk(nk, dp, nq, pm, 1, AT_B, dorows, ldo, w->dva, dp, 1); /* dV += P^T dO */
+            gemm_blk(nk, dp, nq, s, 1, AT_B, qrows, ldq, w->dka, dp, 1);   /* dK += dS^T Q */
         }
     }
     for (int64_t c = 0; c < nk; c++) {

@@ -270,30 +270,3 @@ void ul_cpu_adamw(float *p, const float *g, float *m, float *v, int64_t n, float
         p[i] = p[i] * decay - step_size * (mi / denom);
     }
 }
-
-/* ---------------------------------------------------------------- table */
-
-static const KernelOps g_cpu_ops = {
-    .name = "cpu",
-    .alloc = ul_cpu_alloc,
-    .free = ul_cpu_free,
-    .zero = ul_cpu_zero,
-    .copy2d = ul_cpu_copy2d,
-    .add2d = ul_cpu_add2d,
-    .matmul = ul_cpu_matmul,
-    .embedding_fwd = ul_cpu_embedding_fwd,
-    .embedding_bwd = ul_cpu_embedding_bwd,
-    .rmsnorm_fwd = ul_cpu_rmsnorm_fwd,
-    .rmsnorm_bwd = ul_cpu_rmsnorm_bwd,
-    .rope = ul_cpu_rope,
-    .swiglu_fwd = ul_cpu_swiglu_fwd,
-    .swiglu_bwd = ul_cpu_swiglu_bwd,
-    .attention_fwd = ul_cpu_attention_fwd,
-    .attention_bwd = ul_cpu_attention_bwd,
-    .cross_entropy = ul_cpu_cross_entropy,
-    .sumsq = ul_cpu_sumsq,
-    .scale = ul_cpu_scale,
-    .adamw = ul_cpu_adamw,
-};
-
-const KernelOps *ul_kernels_cpu(void) { return &g_cpu_ops; }

@@ -1,0 +1,98 @@
+/* The CPU backend's KernelOps table: act = fp32, so every void* buffer is a float*.
+ * Thin adapters from the interface's types to the fp32 kernels of this folder. */
+#include <string.h>
+
+#include "kernels/cpu/cpu_internal.h"
+
+static void cpu_upload(void *dst, const void *src, size_t bytes) {
+    if (bytes) memcpy(dst, src, bytes);
+}
+static void cpu_sync(void) {}
+static void cpu_zero(void *x, size_t bytes) {
+    if (bytes % sizeof(float) == 0)
+        ul_cpu_zero(x, (int64_t)(bytes / sizeof(float)));
+    else
+        memset(x, 0, bytes);
+}
+static void cpu_copy2d(void *dst, int64_t ds, const void *src, int64_t ss, int64_t rows, int64_t cols) {
+    ul_cpu_copy2d(dst, ds, src, ss, rows, cols);
+}
+static void cpu_add2d(void *dst, int64_t ds, const void *src, int64_t ss, int64_t rows, int64_t cols) {
+    ul_cpu_add2d(dst, ds, src, ss, rows, cols);
+}
+static void cpu_convert(void *dst, const float *src, int64_t n) { ul_cpu_copy2d(dst, n, src, n, 1, n); }
+static void cpu_convert_back(float *dst, const void *src, int64_t n) { ul_cpu_copy2d(dst, n, src, n, 1, n); }
+static void cpu_matmul(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const void *A, int64_t lda,
+                       const void *B, int64_t ldb, float beta, void *C, int64_t ldc, int c_f32) {
+    (void)c_f32; /* act is fp32 */
+    ul_cpu_matmul(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+static void cpu_embedding_fwd(void *out, const int32_t *tok, const void *wte, int64_t t, int64_t D) {
+    ul_cpu_embedding_fwd(out, tok, wte, t, D);
+}
+static void cpu_embedding_bwd(float *dwte, const void *dout, const int32_t *tok, int64_t t, int64_t D) {
+    ul_cpu_embedding_bwd(dwte, dout, tok, t, D);
+}
+static void cpu_rmsnorm_fwd(void *y, float *rstd, const void *x, const void *w, int64_t t, int64_t D, float eps) {
+    ul_cpu_rmsnorm_fwd(y, rstd, x, w, t, D, eps);
+}
+static void cpu_rmsnorm_bwd(void *dx, float *dw, const void *dy, const void *x, const void *w, const float *rstd,
+                            int64_t t, int64_t D) {
+    ul_cpu_rmsnorm_bwd(dx, dw, dy, x, w, rstd, t, D);
+}
+static void cpu_rope(void *x, int64_t stride, int64_t t, int64_t nh, int64_t d, const int32_t *pos,
+                     const float *inv_freq, int inverse) {
+    ul_cpu_rope(x, stride, t, nh, d, pos, inv_freq, inverse);
+}
+static void cpu_swiglu_fwd(void *h, const void *g, const void *u, int64_t n) { ul_cpu_swiglu_fwd(h, g, u, n); }
+static void cpu_swiglu_bwd(void *dg, void *du, const void *dh, const void *g, const void *u, int64_t n) {
+    ul_cpu_swiglu_bwd(dg, du, dh, g, u, n);
+}
+static void cpu_attention_fwd(void *o, int64_t os, float *lse, const void *q, int64_t qs, const void *k, int64_t ks,
+                              const void *v, int64_t vs, int64_t T, int64_t Hq, int64_t Hkv, int64_t d,
+                              const int64_t *cu, int64_t n_docs, float scale) {
+    ul_cpu_attention_fwd(o, os, lse, q, qs, k, ks, v, vs, T, Hq, Hkv, d, cu, n_docs, scale);
+}
+static void cpu_attention_bwd(void *dq, int64_t dqs, void *dk, int64_t dks, void *dv, int64_t dvs, const void *dout,
+                              int64_t dos, const void *q, int64_t qs, const void *k, int64_t ks, const void *v,
+                              int64_t vs, const void *o, int64_t os, const float *lse, int64_t T, int64_t Hq,
+                              int64_t Hkv, int64_t d, const int64_t *cu, int64_t n_docs, float scale) {
+    ul_cpu_attention_bwd(dq, dqs, dk, dks, dv, dvs, dout, dos, q, qs, k, ks, v, vs, o, os, lse, T, Hq, Hkv, d, cu,
+                         n_docs, scale);
+}
+static void cpu_cross_entropy(void *logits, const int32_t *labels, int64_t n, int64_t V, float dscale, double *acc) {
+    int64_t cnt = 0;
+    ul_cpu_cross_entropy(logits, labels, n, V, dscale, &acc[0], &cnt);
+    acc[1] += (double)cnt;
+}
+
+static const KernelOps g_cpu_ops = {
+    .name = "cpu",
+    .act_bytes = sizeof(float),
+    .alloc = ul_cpu_alloc,
+    .free = ul_cpu_free,
+    .upload = cpu_upload,
+    .download = cpu_upload,
+    .sync = cpu_sync,
+    .zero = cpu_zero,
+    .copy2d = cpu_copy2d,
+    .add2d = cpu_add2d,
+    .to_act = cpu_convert,
+    .to_f32 = cpu_convert_back,
+    .matmul = cpu_matmul,
+    .embedding_fwd = cpu_embedding_fwd,
+    .embedding_bwd = cpu_embedding_bwd,
+    .rmsnorm_fwd = cpu_rmsnorm_fwd,
+    .rmsnorm_bwd = cpu_rmsnorm_bwd,
+    .rope = cpu_rope,
+    .swiglu_fwd = cpu_swiglu_fwd,
+    .swiglu_bwd = cpu_swiglu_bwd,
+    .attention_fwd = cpu_attention_fwd,
+    .attention_bwd = cpu_attention_bwd,
+    .cross_entropy = cpu_cross_entropy,
+    .sumsq = ul_cpu_sumsq,
+    .scale = ul_cpu_scale,
+    .adamw = ul_cpu_adamw,
+};
+
+const KernelOps *ul_kernels_cpu(void) { return &g_cpu_ops; }
