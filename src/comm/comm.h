@@ -44,6 +44,9 @@ typedef struct {
     CommGroup sp_g;    /* same (r_rep, r_shard) */
     CommGroup dp_g;    /* same r_sp */
     CommGroup shard_g; /* same r_rep: the ZeRO shard group (dp_shard * sp ranks) */
+    /* Groups for buffers in the backend's memory: the MPI groups above on the CPU, NCCL
+     * groups with the CUDA backend (ul_mesh_init_nccl). Host scalars always use MPI. */
+    CommGroup *dev_world, *dev_sp, *dev_dp;
 } Mesh;
 
 /* MPI backend. ul_mesh_init_mpi splits MPI_COMM_WORLD; the caller has validated
@@ -51,5 +54,13 @@ typedef struct {
 const CommOps *ul_comm_mpi(void);
 void ul_mesh_init_mpi(Mesh *m, int sp, int dp_replicate, int dp_shard);
 void ul_mesh_free(Mesh *m);
+
+/* NCCL groups for device buffers (CUDA backend builds only): world, sp and dp groups
+ * split like the MPI ones; compute_stream is the backend's compute stream. */
+int ul_nccl_available(void);
+/* Binds this process to GPU (local rank % GPUs on the node); -1 if none (or no CUDA build). */
+int ul_cuda_select_device(void);
+void ul_mesh_init_nccl(Mesh *m, void *compute_stream);
+void ul_mesh_free_nccl(Mesh *m);
 
 #endif

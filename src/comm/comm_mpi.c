@@ -114,6 +114,9 @@ void ul_mesh_init_mpi(Mesh *m, int sp, int dp_replicate, int dp_shard) {
     group_from_split(&m->sp_g, m->r_dp, m->r_sp);
     group_from_split(&m->dp_g, m->r_sp, m->r_dp);
     group_from_split(&m->shard_g, m->r_rep, m->r_shard * sp + m->r_sp);
+    m->dev_world = &m->world_g;
+    m->dev_sp = &m->sp_g;
+    m->dev_dp = &m->dp_g;
 }
 
 static void group_free(CommGroup *g) {
@@ -124,6 +127,7 @@ static void group_free(CommGroup *g) {
 }
 
 void ul_mesh_free(Mesh *m) {
+    if (m->dev_world && m->dev_world != &m->world_g) ul_mesh_free_nccl(m);
     group_free(&m->world_g);
     group_free(&m->sp_g);
     group_free(&m->dp_g);
