@@ -175,7 +175,7 @@ static int jdbl(const char *what, const cJSON *o, const char *k, double *out, Ul
 }
 
 static int ji64(const char *what, const cJSON *o, const char *k, int64_t *out, UlError *e) {
-    double v;
+    double v = 0;
     if (jdbl(what, o, k, &v, e)) return -1;
     if (v != floor(v) || fabs(v) > 0x1p53) return ul_err(e, "%s: field \"%s\" must be an integer", what, k);
     *out = (int64_t)v;
@@ -483,7 +483,7 @@ static void parts_free(Parts *p) {
 /* A flag value against the checkpoint's. */
 static int same_d(const char *sp, const char *flag, double have, const cJSON *o, const char *k, const char *why,
                   UlError *e) {
-    double v;
+    double v = 0;
     if (jdbl(sp, o, k, &v, e)) return -1;
     if (v != have)
         return ul_err(e, "%s: %s %.10g differs from the checkpoint's %.10g (%s)", sp, flag, have, v, why);
@@ -492,7 +492,7 @@ static int same_d(const char *sp, const char *flag, double have, const cJSON *o,
 
 static int same_i(const char *sp, const char *flag, int64_t have, const cJSON *o, const char *k, const char *why,
                   UlError *e) {
-    int64_t v;
+    int64_t v = 0;
     if (ji64(sp, o, k, &v, e)) return -1;
     if (v != have)
         return ul_err(e, "%s: %s %lld differs from the checkpoint's %lld (%s)", sp, flag, (long long)have, (long long)v,
@@ -502,7 +502,7 @@ static int same_i(const char *sp, const char *flag, int64_t have, const cJSON *o
 
 static int same_b(const char *sp, const char *flag, int have, const cJSON *o, const char *k, const char *why,
                   UlError *e) {
-    int v;
+    int v = 0;
     if (jbool(sp, o, k, &v, e)) return -1;
     if (v != (have != 0))
         return ul_err(e, "%s: %s is %s here but %s in the checkpoint (%s)", sp, flag, have ? "given" : "not given",
@@ -687,7 +687,7 @@ static int resolve_local(const char *arg, char *out, size_t cap, UlError *e) {
     char q[PATH_CAP], m[PATH_CAP];
     if (pfmt(q, sizeof q, e, "%s/" CKPT_STATE, p) || pfmt(m, sizeof m, e, "%s/" CKPT_MARKER, p)) return -1;
     if (parse_step_name(base, &s) || exists(q) || exists(m)) return pfmt(out, cap, e, "%s", p);
-    StepEnt *v;
+    StepEnt *v = NULL;
     int64_t n = list_steps(p, &v);
     if (n < 0) return ul_err(e, "--resume %s: cannot read the directory: %s", arg, strerror(errno));
     int64_t best = -1, incomplete = -1;
@@ -796,7 +796,7 @@ static int remove_ckpt(const char *root, const char *name) {
 }
 
 static void rotate(const char *root, int64_t keep_last, int64_t step) {
-    StepEnt *v;
+    StepEnt *v = NULL;
     int64_t n = list_steps(root, &v);
     int64_t kept = 0;
     for (int64_t i = n - 1; i >= 0; i--) {
@@ -921,7 +921,7 @@ int ckpt_prepare(const char *root, int resuming, UlError *e) {
         }
         if (d) closedir(d);
         if (rc == 0 && !resuming) {
-            StepEnt *v;
+            StepEnt *v = NULL;
             int64_t n = list_steps(root, &v);
             for (int64_t i = n - 1; i >= 0 && rc == 0; i--)
                 if (v[i].complete)
