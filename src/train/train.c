@@ -376,7 +376,7 @@ int train_run(const TrainOptions *o_in, UlError *e) {
         double tok_s = dt > 0 ? cnt[1] / dt : 0;
         train_time += dt;
         EvalResult ev;
-        int do_eval = o->task && o->eval_every > 0 && ((step + 1) % o->eval_every == 0 || step + 1 == end);
+        int do_eval = o->task && o->eval_every > 0 && ((step + 1) % o->eval_every == 0 || step + 1 == o->steps);
         if (do_eval) {
             eval_run(&m, &mesh, &eval_source, o->seq_len, 0, o->eval_samples, &ev);
             last_acc = ev.acc;
