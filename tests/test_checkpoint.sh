@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Training-state checkpoints end to end (issue 5). Usage: test_checkpoint.sh BIN CASE FIXTURES
 #   exact   10 steps + save + resume + 10 steps == 20 straight steps, bit for bit (1 and 2 ranks):
-#           losses, grad norms, weights, optimizer state; metrics truncated and continued
+#           losses, grad norms, weights, optimizer state; metrics truncated and continued;
+#           the kv task's metrics and evaluations too
 #   mesh    a checkpoint of sp=2 resumed on sp=4, sp=2 x dp=2, dp=2, 1 process: losses within
 #           1e-5 of the same-mesh resume, weights close
 #   bad     missing marker, truncated/missing part, corrupt state, model config that disagrees,
@@ -103,6 +104,17 @@ exact)
     check $? "np=$np: metrics not truncated to the checkpoint's step before appending"
     echo "exact np=$np: 10 + resume + 10 steps == 20 steps (losses, weights, optimizer state bit for bit)"
   done
+  # the kv task with evaluations: metrics and --eval-out continue exactly as well
+  sed -e 's/"vocab_size": 256/"vocab_size": 1100/' tiny.json > kv.json
+  K="--model kv.json --task kv --seq-len 256 --steps 6 --lr 3e-3 --eval-every 2 --eval-samples 2 --sp 2 --seed 3 --quiet"
+  $MPIRUN -np 2 "$BIN" train $K --metrics kvs.jsonl --eval-out kvse.jsonl
+  check $? "kv: straight run failed"
+  $MPIRUN -np 2 "$BIN" train $K --metrics kvr.jsonl --eval-out kvre.jsonl --save-every 3 --ckpt-dir kvck --stop-at 3 &&
+    $MPIRUN -np 2 "$BIN" train $K --metrics kvr.jsonl --eval-out kvre.jsonl --save-every 3 --ckpt-dir kvck --resume kvck
+  check $? "kv: stop + resume failed"
+  untimed() { sed -e 's/"tok_per_s.*"elapsed_s": [0-9.]*//' "$1"; }
+  cmp -s kvse.jsonl kvre.jsonl && cmp -s <(untimed kvs.jsonl) <(untimed kvr.jsonl)
+  check $? "kv: metrics or evaluations of stop + resume differ from the straight run"
   grep -q '"next_sample":[[:space:]]*40' ck/step-00000010/state.json && grep -q '"world":[[:space:]]*2' ck/step-00000010/state.json
   check $? "state.json lacks the data position or the mesh"
   ;;
