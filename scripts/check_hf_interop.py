@@ -1,0 +1,237 @@
+#!/usr/bin/env python3
+"""Checks that a model directory written by ulysses (a checkpoint's config.json +
+model.safetensors, or a --out directory) loads in Hugging Face transformers with no
+conversion and no sequence parallelism, and that transformers reproduces the loss that
+`ulysses eval` reports for the same tokens (DESIGN.md §8, step 5).
+
+Needs torch + transformers (+ numpy); not part of ctest (CI has no Python). Run by hand:
+
+    /opt/hfenv/bin/python scripts/check_hf_interop.py            # self-contained, see below
+    /opt/hfenv/bin/python scripts/check_hf_interop.py --model runs/x/step-00000100 \\
+        --data data/val.tok --seq-len 2048 --samples 8
+
+Self-contained mode (no --model): makes a small byte-level corpus, then trains
+tests/fixtures/hf_tiny for a few steps under `mpirun -np 2 ulysses train --sp 2` with
+RoPE overrides (--rope-theta, --rope-scaling llama3:..., --max-position-embeddings)
+and --save-every, and checks the checkpoint it wrote.
+
+What `ulysses eval --data SHARD --seq-len N --samples K` computes (src/train/eval.c with
+the data loader of src/train/data.c, packing on, shuffling off) and this script
+recomputes:
+  * documents of the shards in file order (empty ones skipped), each cut into pieces of at
+    most N tokens; a piece is a document of its own;
+  * pieces packed greedily into samples: a new sample starts when the next piece does not
+    fit into the N tokens; sample g of the stream is sample g mod (samples per epoch);
+  * inside a sample, position_ids restart at 0 at every document, attention is causal
+    within each document and never crosses documents, label[t] = token[t+1] within a
+    document and -100 at each document's last token (and on padding);
+  * loss = mean cross-entropy over every labelled token of samples 0..K-1.
+Here every sample is one forward over the packed sequence with a block-diagonal causal
+4-D attention mask (checked against per-document forwards on the first sample holding several).
+
+Exit status 0 when |loss_transformers - loss_ulysses| <= --tol (default 1e-4).
+"""
+import argparse
+import json
+import math
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import LlamaForCausalLM
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAGIC = b"ULYSTOK1"
+
+
+def read_shard(path):
+    """A ulysses token shard (docs/formats.md): list of documents (np.int64 arrays)."""
+    with open(path, "rb") as f:
+        buf = f.read()
+    if buf[:8] != MAGIC:
+        raise SystemExit(f"{path}: not a ulysses token shard")
+    version, vocab, n_docs, n_tokens = struct.unpack_from("<IIQQ", buf, 8)
+    if version != 1:
+        raise SystemExit(f"{path}: shard version {version}, expected 1")
+    offs = np.frombuffer(buf, dtype="<u8", count=n_docs + 1, offset=32).astype(np.int64)
+    toks = np.frombuffer(buf, dtype="<u4", count=n_tokens, offset=32 + 8 * (n_docs + 1)).astype(np.int64)
+    return [toks[offs[i] : offs[i + 1]] for i in range(n_docs)]
+
+
+def packed_samples(docs, seq_len):
+    """Samples of one epoch in file order: each a list of document pieces."""
+    pieces = [d[o : o + seq_len] for d in docs for o in range(0, len(d), seq_len)]
+    samples, cur, fill = [], [], 0
+    for i, p in enumerate(pieces):
+        if i == 0 or fill + len(p) > seq_len:
+            if cur:
+                samples.append(cur)
+            cur, fill = [], 0
+        cur.append(p)
+        fill += len(p)
+    if cur:
+        samples.append(cur)
+    return samples
+
+
+def sample_tensors(pieces):
+    tokens = torch.tensor(np.concatenate(pieces), dtype=torch.long)
+    pos = torch.cat([torch.arange(len(p)) for p in pieces])
+    labels = torch.cat(
+        [torch.cat([torch.tensor(p[1:], dtype=torch.long), torch.tensor([-100])]) for p in pieces]
+    )
+    doc = torch.cat([torch.full((len(p),), i) for i, p in enumerate(pieces)])
+    return tokens, pos, labels, doc
+
+
+def packed_logits(model, tokens, pos, doc):
+    T = len(tokens)
+    allowed = (doc[:, None] == doc[None, :]) & torch.ones(T, T, dtype=torch.bool).tril()
+    dtype = next(model.parameters()).dtype
+    mask = torch.zeros(T, T, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    return model(
+        input_ids=tokens[None], position_ids=pos[None], attention_mask=mask[None, None], use_cache=False
+    ).logits[0]
+
+
+def per_document_logits(model, pieces):
+    out = []
+    for p in pieces:
+        ids = torch.tensor(p, dtype=torch.long)[None]
+        out.append(
+            model(
+                input_ids=ids,
+                position_ids=torch.arange(ids.shape[1])[None],
+                attention_mask=torch.ones_like(ids),  # explicit: transformers 5 would otherwise infer packing
+                use_cache=False,
+            ).logits[0]
+        )
+    return torch.cat(out, 0)
+
+
+def hf_loss(model_dir, shard_paths, seq_len, n_samples, dtype):
+    model, info = LlamaForCausalLM.from_pretrained(model_dir, attn_implementation="sdpa", output_loading_info=True)
+    model = model.to(dtype).eval()
+    bad = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    if bad:
+        raise SystemExit(f"{model_dir}: transformers reports {bad}")
+    docs = [d for p in shard_paths for d in read_shard(p) if len(d) > 0]
+    samples = packed_samples(docs, seq_len)
+    total, count, check = 0.0, 0, None
+    with torch.no_grad():
+        for g in range(n_samples):
+            pieces = samples[g % len(samples)]
+            tokens, pos, labels, doc = sample_tensors(pieces)
+            logits = packed_logits(model, tokens, pos, doc)
+            if check is None and (len(pieces) > 1 or g == n_samples - 1):  # first sample with several documents
+                ref = per_document_logits(model, pieces)
+                check = ((logits - ref).abs().max().item(), g, len(pieces))
+            ce = F.cross_entropy(logits.double(), labels, ignore_index=-100, reduction="sum")
+            total += ce.item()
+            count += int((labels != -100).sum())
+    return total / count, count, check, model.config
+
+
+def run(cmd, **kw):
+    print("+ " + " ".join(cmd), flush=True)
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def mpi_env():
+    env = dict(os.environ)
+    if os.geteuid() == 0:
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def self_contained(args, work):
+    """Trains hf_tiny a few steps with RoPE overrides; returns (checkpoint dir, shard)."""
+    rng = np.random.default_rng(3)
+    text = "\n\n".join(
+        "".join(chr(97 + int(c)) for c in rng.integers(0, 26, size=int(rng.integers(10, 150)))) for _ in range(120)
+    )
+    with open(os.path.join(work, "corpus.txt"), "w") as f:
+        f.write(text + "\n")
+    shard = os.path.join(work, "data.tok")
+    run([args.bin, "tokenize", "--bytes", os.path.join(work, "corpus.txt"), "--split-blank-lines", "-o", shard])
+    ck = os.path.join(work, "ck")
+    mpirun = args.mpirun.split() + ["-np", "2"]
+    run(
+        mpirun
+        + [args.bin, "train", "--init", os.path.join(ROOT, "tests", "fixtures", "hf_tiny"), "--data", shard,
+           "--seq-len", str(args.seq_len), "--sp", "2", "--batch", "2", "--steps", "8", "--lr", "3e-3",
+           "--seed", "4", "--rope-theta", "500000",
+           "--rope-scaling", "llama3:factor=16,low_freq_factor=1,high_freq_factor=4,original_max_position_embeddings=64",
+           "--max-position-embeddings", "4096", "--save-every", "4", "--ckpt-dir", ck, "--quiet"],
+        env=mpi_env(),
+    )
+    return os.path.join(ck, "step-00000008"), shard
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bin", default=os.path.join(ROOT, "build", "ulysses"), help="the ulysses binary")
+    ap.add_argument("--model", help="model/checkpoint directory to check (default: train one, see above)")
+    ap.add_argument("--data", help="token shard(s) (glob, as ulysses takes it); required with --model")
+    ap.add_argument("--seq-len", type=int, default=96)
+    ap.add_argument("--samples", type=int, default=6)
+    ap.add_argument("--np", type=int, default=2, help="ranks of `ulysses eval` (its --sp)")
+    ap.add_argument("--mpirun", default="mpirun --oversubscribe")
+    ap.add_argument("--tol", type=float, default=1e-4)
+    ap.add_argument("--double", action="store_true", help="run transformers in float64 (default: float32)")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    args = ap.parse_args()
+    if not os.path.exists(args.bin):
+        raise SystemExit(f"{args.bin}: no ulysses binary (build it first, or pass --bin)")
+    work = tempfile.mkdtemp(prefix="ul-interop-")
+    try:
+        if args.model:
+            if not args.data:
+                raise SystemExit("--data: required with --model")
+            model_dir, data = args.model, args.data
+        else:
+            model_dir, data = self_contained(args, work)
+        out = os.path.join(work, "eval.json")
+        run(
+            args.mpirun.split()
+            + ["-np", str(args.np), args.bin, "eval", "--model", model_dir, "--data", data, "--seq-len",
+               str(args.seq_len), "--samples", str(args.samples), "--out", out],
+            env=mpi_env(),
+            stdout=subprocess.DEVNULL,
+        )
+        with open(out) as f:
+            ul = json.load(f)
+        import glob
+
+        shards = sorted(glob.glob(data))
+        dtype = torch.float64 if args.double else torch.float32
+        loss, count, packed_vs_docs, cfg = hf_loss(model_dir, shards, args.seq_len, args.samples, dtype)
+        rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None)
+        print(f"model          {model_dir}")
+        print(f"transformers   config: max_position_embeddings {cfg.max_position_embeddings}, rope {rope}")
+        print(f"tokens         {count} labelled tokens in {args.samples} packed samples of <= {args.seq_len} "
+              f"(ulysses: {ul['answers']:.0f})")
+        print(f"packed 4-D mask vs per-document forwards, sample {packed_vs_docs[1]} ({packed_vs_docs[2]} documents): "
+              f"max |dlogits| = {packed_vs_docs[0]:.3g}")
+        diff = abs(loss - ul["eval_loss"])
+        print(f"loss           ulysses {ul['eval_loss']:.6g}   transformers ({dtype}) {loss:.8g}   |diff| {diff:.3g}"
+              f"   (tolerance {args.tol:g}; ulysses prints 6 significant digits)")
+        ok = diff <= args.tol and count == round(ul["answers"]) and packed_vs_docs[0] < 1e-4 and math.isfinite(loss)
+        print("OK" if ok else "FAIL")
+        return 0 if ok else 1
+    finally:
+        if args.keep:
+            print(f"scratch kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
