@@ -1,0 +1,110 @@
+/* Shared declarations of the CUDA backend (kernels/cuda): error checking, the backend's
+ * state (one compute stream, the cuBLASLt handle and workspace, scratch), bf16 helpers
+ * and the entry points that cuda_ops.cu puts into the KernelOps table.
+ *
+ * Types follow kernels/kernels.h: "act" buffers are bf16 (__nv_bfloat16), f32 buffers
+ * are float, int buffers live in device memory. Every kernel runs on ul_cuda_state.stream. */
+#ifndef UL_CUDA_COMMON_CUH
+#define UL_CUDA_COMMON_CUH
+
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+extern "C" {
+#include "core/common.h"
+#include "kernels/kernels.h"
+}
+
+#define CUDA_CHECK(call)                                                                     \
+    do {                                                                                     \
+        cudaError_t e_ = (call);                                                             \
+        if (e_ != cudaSuccess) UL_FATAL("CUDA: %s: %s (%s)", #call, cudaGetErrorString(e_),  \
+                                        cudaGetErrorName(e_));                               \
+    } while (0)
+/* After a kernel launch: reports launch-configuration errors at the launch site. */
+#define CUDA_LAUNCH_CHECK() CUDA_CHECK(cudaGetLastError())
+#define CUBLAS_CHECK(call)                                                                   \
+    do {                                                                                     \
+        cublasStatus_t s_ = (call);                                                          \
+        if (s_ != CUBLAS_STATUS_SUCCESS) UL_FATAL("cuBLASLt: %s: status %d", #call, (int)s_); \
+    } while (0)
+
+typedef __nv_bfloat16 bf16;
+
+#define UL_CUDA_WORKSPACE_BYTES ((size_t)32 << 20)
+
+typedef struct {
+    int device;
+    int n_sm;
+    size_t smem_optin; /* max dynamic shared memory per block (opt-in) */
+    cudaStream_t stream;
+    cublasLtHandle_t lt;
+    void *workspace; /* [UL_CUDA_WORKSPACE_BYTES] cuBLASLt workspace */
+    void *scratch;   /* grown on demand: attention D, sumsq partials */
+    size_t scratch_bytes;
+    double *host_dbl; /* pinned [1024] for sumsq results */
+} UlCudaState;
+
+extern UlCudaState ul_cuda_state;
+
+/* Device scratch of at least `bytes` (contents undefined; valid until the next call). */
+void *ul_cuda_scratch(size_t bytes);
+
+static inline unsigned ul_grid1d(int64_t n, int threads, int64_t max_blocks = 65535 * 16) {
+    int64_t b = (n + threads - 1) / threads;
+    if (b < 1) b = 1;
+    if (b > max_blocks) b = max_blocks;
+    return (unsigned)b;
+}
+
+/* ---- entry points (one per KernelOps member, same contract) ---- */
+void ul_cuda_copy2d(void *dst, int64_t ds, const void *src, int64_t ss, int64_t rows, int64_t cols);
+void ul_cuda_add2d(void *dst, int64_t ds, const void *src, int64_t ss, int64_t rows, int64_t cols);
+void ul_cuda_to_act(void *dst, const float *src, int64_t n);
+void ul_cuda_to_f32(float *dst, const void *src, int64_t n);
+void ul_cuda_matmul(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const void *A, int64_t lda,
+                    const void *B, int64_t ldb, float beta, void *C, int64_t ldc, int c_f32);
+void ul_cuda_matmul_init(void);
+void ul_cuda_embedding_fwd(void *out, const int32_t *tokens, const void *wte, int64_t t, int64_t D);
+void ul_cuda_embedding_bwd(float *dwte, const void *dout, const int32_t *tokens, int64_t t, int64_t D);
+void ul_cuda_rmsnorm_fwd(void *y, float *rstd, const void *x, const void *w, int64_t t, int64_t D, float eps);
+void ul_cuda_rmsnorm_bwd(void *dx, float *dw, const void *dy, const void *x, const void *w, const float *rstd,
+                         int64_t t, int64_t D);
+void ul_cuda_rope(void *x, int64_t stride, int64_t t, int64_t nh, int64_t d, const int32_t *pos,
+                  const float *inv_freq, int inverse);
+void ul_cuda_swiglu_fwd(void *h, const void *g, const void *u, int64_t n);
+void ul_cuda_swiglu_bwd(void *dg, void *du, const void *dh, const void *g, const void *u, int64_t n);
+void ul_cuda_attention_init(void);
+void ul_cuda_attention_fwd(void *o, int64_t os, float *lse, const void *q, int64_t qs, const void *k, int64_t ks,
+                           const void *v, int64_t vs, int64_t T, int64_t Hq, int64_t Hkv, int64_t d,
+                           const int64_t *cu_seqlens, int64_t n_docs, float scale);
+void ul_cuda_attention_bwd(void *dq, int64_t dqs, void *dk, int64_t dks, void *dv, int64_t dvs, const void *dout,
+                           int64_t dos, const void *q, int64_t qs, const void *k, int64_t ks, const void *v,
+                           int64_t vs, const void *o, int64_t os, const float *lse, int64_t T, int64_t Hq,
+                           int64_t Hkv, int64_t d, const int64_t *cu_seqlens, int64_t n_docs, float scale);
+void ul_cuda_cross_entropy(void *logits, const int32_t *labels, int64_t n, int64_t V, float dscale, double *acc);
+double ul_cuda_sumsq(const float *x, int64_t n);
+void ul_cuda_scale(float *x, int64_t n, float s);
+void ul_cuda_adamw(float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1, float b2, float eps,
+                   float wd, int64_t t);
+
+/* ---- device helpers ---- */
+__device__ __forceinline__ float ul_warp_sum(float x) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+__device__ __forceinline__ double ul_warp_sum_d(double x) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+__device__ __forceinline__ float ul_warp_max(float x) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
+    return x;
+}
+
+#endif

@@ -1,0 +1,9 @@
+/* Built instead of kernels/cuda/*.cu when the CUDA backend is disabled (UL_CUDA=OFF or no
+ * nvcc): the backend is simply absent. */
+#include <stddef.h>
+
+#include "kernels/cuda/ul_cuda.h"
+#include "kernels/kernels.h"
+
+const KernelOps *ul_kernels_cuda(void) { return NULL; }
+void *ul_cuda_stream(void) { return NULL; }

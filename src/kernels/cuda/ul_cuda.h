@@ -1,0 +1,10 @@
+/* C-side hooks of the CUDA backend beyond the KernelOps table (kernels/kernels.h).
+ * Defined by kernels/cuda/cuda_ops.cu when the backend is built, by cuda_stub.c otherwise. */
+#ifndef UL_CUDA_H
+#define UL_CUDA_H
+
+/* The backend's compute stream (a cudaStream_t), NULL before ul_kernels_cuda() succeeded
+ * or when the backend is not built. Every KernelOps call of the CUDA table runs on it. */
+void *ul_cuda_stream(void);
+
+#endif
