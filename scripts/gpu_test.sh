@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# GPU machine: configure with the CUDA backend forced on, build, run the GPU-labelled tests,
+# print their table. Logs go to $OUT (device tool) or build-gpu/ otherwise.
+#   scripts/gpu_test.sh [extra ctest args]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+LOG=${OUT:-build-gpu}
+mkdir -p "$LOG"
+if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+t0=$(date +%s)
+cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DUL_CUDA=ON -DUL_SANITIZE_TESTS=OFF \
+      -DUL_CUDA_PTXAS_VERBOSE=ON >"$LOG/configure.log" 2>&1 || { tail -40 "$LOG/configure.log"; exit 1; }
+cmake --build build-gpu -j"$(nproc)" >"$LOG/build.log" 2>&1 || { grep -E "error|Error" -A3 "$LOG/build.log" | head -80; exit 1; }
+grep -E "spill|stack frame" "$LOG/build.log" | grep -v " 0 bytes spill stores, 0 bytes spill loads" | grep -v "0 bytes stack frame" | head -20
+echo "build: $(( $(date +%s) - t0 )) s"
+export UL_TEST_REPORT="$LOG/gpu_report.txt"
+rm -f "$UL_TEST_REPORT"
+ctest --test-dir build-gpu -L gpu --output-on-failure "$@" 2>&1 | tee "$LOG/ctest.log"
+rc=${PIPESTATUS[0]}
+echo "================ GPU test report ================"
+cat "$UL_TEST_REPORT" 2>/dev/null || echo "(no report: the tests did not run)"
+echo "ctest exit code: $rc"
+exit $rc
