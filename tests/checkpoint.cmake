@@ -13,3 +13,13 @@ foreach(case exact mesh bad crash rotate rope)
                        ENVIRONMENT "${UL_CKPT_ENV};MPIRUN=${MPIEXEC_EXECUTABLE} --oversubscribe" LABELS checkpoint)
 endforeach()
 set_tests_properties(checkpoint_mesh checkpoint_exact PROPERTIES PROCESSORS 2)
+# the units against the sanitized library (leak checks off: MPI keeps its own allocations)
+if(TARGET ulcore_asan)
+  add_executable(test_checkpoint_asan ${CMAKE_CURRENT_SOURCE_DIR}/test_checkpoint.c ${CMAKE_CURRENT_SOURCE_DIR}/testutil.c)
+  target_link_libraries(test_checkpoint_asan PRIVATE ulcore_asan)
+  target_include_directories(test_checkpoint_asan PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+  add_test(NAME checkpoint_unit_asan
+           COMMAND ${UL_MPIRUN} -np 2 $<TARGET_FILE:test_checkpoint_asan> ${CMAKE_CURRENT_BINARY_DIR}/ckpt_unit_asan)
+  set_tests_properties(checkpoint_unit_asan PROPERTIES ENVIRONMENT "${UL_CKPT_ENV};ASAN_OPTIONS=detect_leaks=0"
+                       LABELS "checkpoint;asan")
+endif()

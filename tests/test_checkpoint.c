@@ -1,7 +1,9 @@
 /* Checkpoint module units (train/checkpoint.h): the RoPE override flags, the JSONL
  * truncation used on resume, and a save -> load round trip of the training state on the
  * ranks of this job (each rank writes its part, every rank reassembles all of them;
- * bit-exact). Run under mpirun -np W (any W). Usage: test_checkpoint SCRATCH_DIR */
+ * bit-exact), and hostile edits of a checkpoint's files (each load fails with a message
+ * or gives exactly the saved state). Run under mpirun -np W (any W).
+ * Usage: test_checkpoint SCRATCH_DIR */
 #include <math.h>
 #include <mpi.h>
 #include <stdlib.h>
@@ -168,6 +170,64 @@ static void test_roundtrip(const char *dir) {
         snprintf(q, sizeof q, "%s/step-00000006", root);
         CHECK(access(q, F_OK) == 0, "step 6 should be kept");
     }
+    /* hostile edits of the small files: every load either fails with a message or gives
+     * exactly the saved state (never a partial or shifted load); also under ASan */
+    snprintf(path, sizeof path, "%s/step-00000008", root);
+    const char *victims[] = {CKPT_STATE, CKPT_MARKER, "state/part-00000-of-00001.safetensors"};
+    char victim_part[64];
+    snprintf(victim_part, sizeof victim_part, "state/part-%05d-of-%05d.safetensors", world - 1, world);
+    victims[2] = victim_part;
+    int failed_loads = 0, good_loads = 0;
+    for (int v = 0; v < 3; v++) {
+        char vp[4600];
+        snprintf(vp, sizeof vp, "%s/%s", path, victims[v]);
+        char *orig = NULL;
+        size_t len = 0;
+        CHECK(ul_read_file(vp, 1 << 24, &orig, &len, &e) == 0, "%s", e.msg);
+        size_t span = len;
+        if (v == 2 && len >= 8) span = 8 + (size_t)ul_load_le64((const uint8_t *)orig); /* the header only */
+        if (span > len) span = len;
+        UlRng fr;
+        ul_rng_seed(&fr, 100 + (uint64_t)v);
+        for (int it = 0; it < 120; it++) {
+            if (rank == 0) {
+                char *mod = malloc(len + 1);
+                memcpy(mod, orig, len);
+                size_t n = len;
+                if (it < 20 && v < 2) n = (size_t)(ul_rng_u64(&fr) % len); /* truncated (the marker's size check) */
+                else mod[ul_rng_u64(&fr) % span] ^= (char)(1 + ul_rng_u64(&fr) % 255);
+                FILE *f = fopen(vp, "wb");
+                fwrite(mod, 1, n, f);
+                fclose(f);
+                free(mod);
+            }
+            MPI_Barrier(MPI_COMM_WORLD);
+            for (int k = 3; k < 6; k++) memset(buf[k], 0xff, (size_t)N * sizeof(float));
+            e.msg[0] = 0;
+            step = -1;
+            if (ckpt_load(path, &run, &t, &step, &e) != 0) {
+                failed_loads++;
+                CHECK(e.msg[0] != 0, "a failed load without a message");
+            } else {
+                good_loads++;
+                int same = step == 8;
+                for (int k = 0; k < 3; k++) same = same && memcmp(buf[k], buf[k + 3], (size_t)N * sizeof(float)) == 0;
+                CHECK(same, "%s edit %d: the load succeeded but the state differs", victims[v], it);
+            }
+            MPI_Barrier(MPI_COMM_WORLD);
+        }
+        if (rank == 0) {
+            FILE *f = fopen(vp, "wb");
+            fwrite(orig, 1, len, f);
+            fclose(f);
+        }
+        MPI_Barrier(MPI_COMM_WORLD);
+        free(orig);
+    }
+    CHECK(failed_loads > 200, "only %d of 360 hostile edits were refused", failed_loads);
+    if (rank == 0) printf("hostile edits: %d refused, %d harmless (state identical)\n", failed_loads, good_loads);
+    CHECK(ckpt_load(path, &run, &t, &step, &e) == 0, "restored checkpoint: %s", e.msg);
+
     for (int k = 0; k < 6; k++) free(buf[k]);
     ul_mesh_free(&mesh);
 }

@@ -738,7 +738,8 @@ static int read_part(const char *path, const Parts *pa, int64_t i, int64_t lo, i
             rc = ul_err(e, "%s: tensor \"%s\" must be F32 of shape [%lld] (the part's slice)", fp, names[k],
                         (long long)len);
         else
-            memcpy(dst[k] + lo, (const float *)st_data(&f, t) + (lo - pa->begin[i]), (size_t)(hi - lo) * sizeof(float));
+            memcpy(dst[k] + lo, (const char *)st_data(&f, t) + (size_t)(lo - pa->begin[i]) * sizeof(float),
+                   (size_t)(hi - lo) * sizeof(float)); /* the data may be unaligned */
     }
     st_close(&f);
     return rc;
