@@ -7,13 +7,27 @@ cd "$(dirname "$0")/.."
 LOG=${OUT:-build-gpu}
 mkdir -p "$LOG"
 if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
+# pkg-config (cJSON is found through it): unpack carried debs from .deps/extra if missing
+if ! command -v pkg-config >/dev/null && ls .deps/extra/*.deb >/dev/null 2>&1; then
+  for f in .deps/extra/*.deb; do dpkg -x "$f" .deps/root; done
+  export PATH=$PWD/.deps/root/usr/bin:$PATH LD_LIBRARY_PATH=$PWD/.deps/root/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+  echo "pkg-config from .deps/extra"
+fi
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 t0=$(date +%s)
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DUL_CUDA=ON -DUL_SANITIZE_TESTS=OFF \
       -DUL_CUDA_PTXAS_VERBOSE=ON >"$LOG/configure.log" 2>&1 || { tail -40 "$LOG/configure.log"; exit 1; }
-cmake --build build-gpu -j"$(nproc)" >"$LOG/build.log" 2>&1 || { grep -E "error|Error" -A3 "$LOG/build.log" | head -80; exit 1; }
+# only what the gpu-labelled tests need (UL_GPU_BUILD_ALL=1 builds everything)
+targets="--target test_cuda_kernels"; [ "${UL_GPU_BUILD_ALL:-0}" = 1 ] && targets=""
+cmake --build build-gpu -j"$(nproc)" $targets >"$LOG/build.log" 2>&1 || { grep -E "error|Error" -A3 "$LOG/build.log" | head -80; exit 1; }
 grep -E "spill|stack frame" "$LOG/build.log" | grep -v " 0 bytes spill stores, 0 bytes spill loads" | grep -v "0 bytes stack frame" | head -20
 echo "build: $(( $(date +%s) - t0 )) s"
+# tensor-core instructions per attention kernel (HMMA = mma.sync)
+att=$(find build-gpu -name "cuda_attention.cu.o" | head -1)
+if command -v cuobjdump >/dev/null && [ -n "$att" ]; then
+  cuobjdump -sass "$att" | awk '/Function :/{if(f)printf "%-48s HMMA %4d LDSM %4d LDL/STL %d\n",f,h,l,s; f=$3;h=0;l=0;s=0;next}
+    /HMMA/{h++} /LDSM/{l++} /LDL|STL/{s++} END{if(f)printf "%-48s HMMA %4d LDSM %4d LDL/STL %d\n",f,h,l,s}'
+fi
 export UL_TEST_REPORT="$LOG/gpu_report.txt"
 rm -f "$UL_TEST_REPORT"
 ctest --test-dir build-gpu -L gpu --output-on-failure "$@" 2>&1 | tee "$LOG/ctest.log"
