@@ -3,6 +3,7 @@
  *
  *   test_kernels            full sizes
  *   test_kernels --small    smaller sizes (the ASan/UBSan build)
+ *   ... --seed N            other random inputs (default: a fixed seed)
  *   test_kernels --bench T  time attention fwd+bwd at T tokens (Hq=4, Hkv=2, d=32), no checks */
 #include <math.h>
 #include <omp.h>
@@ -86,6 +87,21 @@ static void test_memory(Ctx *c) {
         CHECK(count_ne(p, m, 0.0f) == 0, "zero: %lld elements left", (long long)count_ne(p, m, 0.0f));
         CHECK(m == n || p[m] != 0.0f, "zero: wrote past n");
         K->free(p);
+    }
+    /* upload / download / sync / to_act / to_f32: plain copies for the fp32 CPU backend */
+    {
+        CHECK(K->act_bytes == sizeof(float), "cpu act_bytes %zu", K->act_bytes);
+        int64_t n = irand(c, 1, 3000);
+        float *h = fvec(n), *b = K->alloc((size_t)n * sizeof(float)), *b2 = K->alloc((size_t)n * sizeof(float));
+        float *back = fvec(n);
+        fill(c, h, n, 3);
+        K->upload(b, h, (size_t)n * sizeof(float));
+        K->to_act(b2, b, n);
+        K->to_f32(b, b2, n);
+        K->sync();
+        K->download(back, b, (size_t)n * sizeof(float));
+        CHECK(memcmp(h, back, (size_t)n * sizeof(float)) == 0, "upload/to_act/to_f32/download round trip");
+        K->free(b), K->free(b2), free(h), free(back);
     }
     /* copy2d / add2d with different strides; untouched elements stay */
     int64_t rows = irand(c, 1, 40), cols = irand(c, 1, 30), ds = cols + irand(c, 0, 7), ss = cols + irand(c, 0, 9);
@@ -225,9 +241,10 @@ static void test_embedding(Ctx *c) {
     K->embedding_bwd(dw, dout, tok, t, D);
     double e = tu_rel_err_f64(dw, ref, V * D, 1e-30);
     CHECK(e <= TOL_BWD, "embedding_bwd: rel err %.3g", e);
+    const int nthr = omp_get_max_threads();
     omp_set_num_threads(1);
     K->embedding_bwd(dw1, dout, tok, t, D);
-    omp_set_num_threads(omp_get_num_procs());
+    omp_set_num_threads(nthr);
     CHECK(memcmp(dw, dw1, (size_t)(V * D) * sizeof(float)) == 0, "embedding_bwd depends on the thread count");
     /* the reference gradient against finite differences (the backward is a scatter-add) */
     {
@@ -337,7 +354,7 @@ static void test_rmsnorm(Ctx *c) {
         fd_grad(rms_loss, &s, s.x, s.t * D, fx);
         fd_grad(rms_loss, &s, s.w, D, fw);
         rms_ref_bwd(&s, ax, aw);
-        double efd = fmax(rel_dd(ax, fx, s.t * D, 1e-30), rel_dd(aw, fw, D, 1e-30));
+        double efd = fmax(rel_dd(ax, fx, s.t * D, term), rel_dd(aw, fw, D, 1e-30));
         wfd = fmax(wfd, efd);
         CHECK(efd <= TOL_FD, "rmsnorm reference backward vs finite differences: rel err %.3g", efd);
         free(x), free(w), free(y), free(rstd), free(dy), free(dx), free(dx0), free(dw), free(dw0);
@@ -658,9 +675,15 @@ static void test_attention_cfg(Ctx *c, int64_t T, int64_t Hq, int64_t Hkv, int64
                                                                            : (i - voff) % vs < Hkv * d);
         if (!in_head) pad_bad += memcmp(&dqkv[i], &SENT, 4) != 0;
     }
-    double ef = fmax(rel_dd(go, ro, T * Hq * d, 1e-30), tu_rel_err_f64(lse, rl, T * Hq, 1e-30));
-    double eb = fmax(rel_dd(gq, rdq, T * Hq * d, 1e-30),
-                     fmax(rel_dd(gk, rdk, T * Hkv * d, 1e-30), rel_dd(gv, rdv, T * Hkv * d, 1e-30)));
+    /* lse is a logarithm: its error is measured against max(|lse|, 1) */
+    double ef = fmax(rel_dd(go, ro, T * Hq * d, 1e-30), tu_rel_err_f64(lse, rl, T * Hq, 1.0));
+    /* dq and dk of a length-1 document are exactly 0 (P = 1, dP = D) and the kernel returns
+     * rounding noise of the size of dO.v there: when every document is that short, measure
+     * dq, dk against the scale of dv rather than against 0. */
+    double dv_scale = 0;
+    for (int64_t i = 0; i < T * Hkv * d; i++) dv_scale = fmax(dv_scale, fabs(rdv[i]));
+    double eb = fmax(rel_dd(gq, rdq, T * Hq * d, 0.1 * dv_scale),
+                     fmax(rel_dd(gk, rdk, T * Hkv * d, 0.1 * dv_scale), rel_dd(gv, rdv, T * Hkv * d, 1e-30)));
     *wf = fmax(*wf, ef), *wb = fmax(*wb, eb);
     CHECK(ef <= TOL_FWD, "attention_fwd T=%lld Hq=%lld Hkv=%lld d=%lld docs=%lld layout=%d: rel err %.3g",
           (long long)T, (long long)Hq, (long long)Hkv, (long long)d, (long long)n_docs, layout, ef);
@@ -669,10 +692,11 @@ static void test_attention_cfg(Ctx *c, int64_t T, int64_t Hq, int64_t Hkv, int64
     CHECK(pad_bad == 0, "attention wrote outside its heads (%lld elements)", (long long)pad_bad);
     /* deterministic, and independent of the thread count */
     memcpy(dqkv2, dqkv, (size_t)nbuf * sizeof(float));
+    const int nthr = omp_get_max_threads();
     omp_set_num_threads(1);
     K->attention_bwd(dqkv2 + qoff, qs, dqkv2 + koff, ks, dqkv2 + voff, vs, dout, os, q, qs, k, ks, v, vs, o, os, lse,
                      T, Hq, Hkv, d, cu, n_docs, scale);
-    omp_set_num_threads(omp_get_num_procs());
+    omp_set_num_threads(nthr);
     CHECK(memcmp(dqkv, dqkv2, (size_t)nbuf * sizeof(float)) == 0, "attention_bwd differs between 1 and N threads");
     free(cu), free(qkv), free(dqkv), free(dqkv2), free(o), free(dout), free(lse);
     free(m.q), free(m.k), free(m.v), free(m.R), free(ro), free(rl), free(go), free(rdq), free(rdk), free(rdv);
@@ -700,6 +724,7 @@ static void test_attention_variant(Ctx *c, const char *isa) {
     test_attention_cfg(c, 200, 3, 3, 64, 4, 1, &wf, &wb);
     test_attention_cfg(c, 70, 2, 2, 128, 70, 0, &wf, &wb);
     test_attention_cfg(c, 129, 4, 2, 1, 129, 1, &wf, &wb);
+    test_attention_cfg(c, c->small ? 300 : 700, 4, 2, 32, 1 << 20, 1, &wf, &wb); /* one long doc (few docs) */
     for (int rep = 0; rep < (c->small ? 2 : 6); rep++) {
         int64_t Hkv = irand(c, 1, 3), grp = (int64_t[]){1, 2, 4}[irand(c, 0, 2)];
         test_attention_cfg(c, irand(c, 1, c->small ? 200 : 400), Hkv * grp, Hkv, irand(c, 1, 48), irand(c, 1, 300),
@@ -913,9 +938,10 @@ static void test_optimizer(Ctx *c) {
     double ref = 0;
     for (int64_t i = 0; i < n; i++) ref += (double)x[i] * x[i];
     double s2 = K->sumsq(x, n);
+    const int nthr = omp_get_max_threads();
     omp_set_num_threads(1);
     double s1 = K->sumsq(x, n);
-    omp_set_num_threads(omp_get_num_procs());
+    omp_set_num_threads(nthr);
     CHECK(fabs(s2 - ref) <= 1e-12 * ref, "sumsq %.17g, want %.17g", s2, ref);
     CHECK(memcmp(&s1, &s2, sizeof s1) == 0, "sumsq differs between 1 and N threads");
     CHECK(K->sumsq(x, 0) == 0.0, "sumsq of nothing");
@@ -963,6 +989,8 @@ int main(int argc, char **argv) {
         return 0;
     }
     c.small = argc > 1 && strcmp(argv[1], "--small") == 0;
+    for (int i = 1; i + 1 < argc; i++) /* --seed N: other random inputs */
+        if (strcmp(argv[i], "--seed") == 0) ul_rng_seed(&c.rng, (uint64_t)atoll(argv[i + 1]));
     CHECK(c.K && strcmp(c.K->name, "cpu") == 0, "backend name");
     double t0 = ul_now();
     test_memory(&c);

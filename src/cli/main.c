@@ -65,6 +65,8 @@ static int cmd_train(int argc, char **argv) {
         {"--sp", FLAG_INT, &o.sp, "N", "sequence-parallel (Ulysses) degree (default 1)"},
         {"--dp-replicate", FLAG_INT, &o.dp_replicate, "R", "data-parallel replicas (default 1)"},
         {"--dp-shard", FLAG_INT, &o.dp_shard, "S", "data-parallel shard degree (default: world / (sp x R))"},
+        {"--device", FLAG_STRING, &o.device, "cpu|cuda",
+         "backend (default: cuda when built with it and a GPU is visible, else cpu)"},
         {"--checkpoint", FLAG_INT, &checkpoint, "0|1", "per-layer activation checkpointing (default 0 on CPU)"},
         {"--out", FLAG_STRING, &o.out, "DIR", "write the trained model here (config.json + model.safetensors)"},
         {"--save-dtype", FLAG_STRING, &o.save_dtype, "f32|bf16", "dtype of the written weights (default f32)"},

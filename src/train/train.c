@@ -10,6 +10,7 @@
 
 #include "formats/hf_model.h"
 #include "train/checkpoint.h"
+#include "kernels/cuda/ul_cuda.h"
 #include "train/data.h"
 #include "train/eval.h"
 #include "train/model.h"
@@ -241,13 +242,30 @@ int train_run(const TrainOptions *o_in, UlError *e) {
     SampleSource source = {o->task ? NULL : &dl, o->task ? &kv : NULL, o->sp, o->fixed_len};
     SampleSource eval_source = {NULL, &kv_eval, o->sp, 0};
 
+    /* the backend: CUDA (bf16, NCCL) when asked for, or by default when built with it and a
+     * GPU is visible; else the CPU reference */
+    const KernelOps *k = ul_kernels_cpu();
+    rc = 0;
+    if (o->device && strcmp(o->device, "cpu") != 0 && strcmp(o->device, "cuda") != 0)
+        rc = ul_err(e, "--device %s: expected cpu or cuda", o->device);
+    else if (!o->device || strcmp(o->device, "cuda") == 0) {
+        const KernelOps *kc = ul_cuda_select_device() >= 0 ? ul_kernels_cuda() : NULL;
+        if (kc) k = kc;
+        else if (o->device) rc = ul_err(e, "--device cuda: %s", ul_nccl_available() ? "no GPU is visible"
+                                                                            : "this build has no CUDA backend");
+    }
+    if (ul_agree(rc, e)) {
+        data_close(&dl);
+        return -1;
+    }
+    int on_gpu = k != ul_kernels_cpu();
     Mesh mesh;
     ul_mesh_init_mpi(&mesh, (int)o->sp, (int)o->dp_replicate, (int)o->dp_shard);
-    const KernelOps *k = ul_kernels_cpu();
+    if (on_gpu) ul_mesh_init_nccl(&mesh, ul_cuda_stream());
     int64_t pad = o->sp;
     int64_t T_max = (o->seq_len + pad - 1) / pad * pad;
     Model m;
-    model_init(&m, &c, k, &mesh.sp_g, T_max, o->checkpoint);
+    model_init(&m, &c, k, mesh.dev_sp, T_max, o->checkpoint);
     m.no_exchange = o->no_exchange;
     rc = 0;
     if (resume[0])
@@ -275,9 +293,18 @@ int train_run(const TrainOptions *o_in, UlError *e) {
      * resume keep the metrics of the steps before the checkpoint */
     const char *ckpt_root = o->ckpt_dir ? o->ckpt_dir : o->out;
     CkptRun crun = {o, &c, o->task ? NULL : &dl, &mesh};
-    CkptState cst = {m.params, mom1, mom2, N};
+    /* the checkpoint code reads and writes host memory: on a GPU it works on host mirrors */
+    float *hp = on_gpu ? ul_malloc((size_t)N * sizeof(float)) : m.params; /* [N] */
+    float *hm1 = on_gpu ? ul_malloc((size_t)N * sizeof(float)) : mom1;    /* [N] */
+    float *hm2 = on_gpu ? ul_malloc((size_t)N * sizeof(float)) : mom2;    /* [N] */
+    CkptState cst = {hp, hm1, hm2, N};
     int64_t first = 0, end = o->stop_at > 0 && o->stop_at < o->steps ? o->stop_at : o->steps;
     if (resume[0]) rc = ckpt_load(resume, &crun, &cst, &first, e);
+    if (resume[0] && rc == 0 && on_gpu) {
+        model_set_params(&m, hp);
+        k->upload(mom1, hm1, (size_t)N * sizeof(float));
+        k->upload(mom2, hm2, (size_t)N * sizeof(float));
+    }
     if (rc == 0 && first > end)
         rc = ul_agree(ul_err(e, "--stop-at %lld: the checkpoint %s is already at step %lld", (long long)o->stop_at,
                              resume, (long long)first),
@@ -303,6 +330,11 @@ int train_run(const TrainOptions *o_in, UlError *e) {
         free(h_acc);
         k->free(mom1);
         k->free(mom2);
+        if (on_gpu) {
+            free(hp);
+            free(hm1);
+            free(hm2);
+        }
         model_free(&m);
         ul_mesh_free(&mesh);
         data_close(&dl);
@@ -358,7 +390,7 @@ int train_run(const TrainOptions *o_in, UlError *e) {
             loss_acc[1] += (double)cnt_i;
         }
         mesh.world_g.ops->allreduce_sum(&mesh.world_g, loss_acc, 2, UL_F64);
-        mesh.world_g.ops->allreduce_sum(&mesh.world_g, m.grads, N, UL_F32);
+        mesh.dev_world->ops->allreduce_sum(mesh.dev_world, m.grads, N, UL_F32);
         double loss = loss_acc[1] > 0 ? loss_acc[0] / loss_acc[1] : 0.0;
 
         double gn = sqrt(k->sumsq(m.grads, N));
@@ -400,6 +432,11 @@ int train_run(const TrainOptions *o_in, UlError *e) {
             progress(o, tty, first, end, step, loss, gn, lr, tok_s, train_time, last_acc);
         }
         if (o->save_every > 0 && ((step + 1) % o->save_every == 0 || step + 1 == end)) {
+            if (on_gpu) {
+                model_get_params(&m, hp);
+                k->download(hm1, mom1, (size_t)N * sizeof(float));
+                k->download(hm2, mom2, (size_t)N * sizeof(float));
+            }
             if ((rc = ckpt_save(ckpt_root, &crun, &cst, step + 1, o->keep_last, e))) break; /* agreed */
             if (rank == 0 && !o->quiet) {
                 char dir[4200];
@@ -409,11 +446,11 @@ int train_run(const TrainOptions *o_in, UlError *e) {
         }
     }
 
+    if (rc == 0 && on_gpu && o->out) model_get_params(&m, hp);
     if (rc == 0 && rank == 0 && o->out) {
         UlDtype dt = strcmp(o->save_dtype, "bf16") == 0 ? UL_DT_BF16 : UL_DT_F32;
         /* with checkpoints on, --out may hold them: write its files in place, never replace it */
-        rc = o->save_every > 0 ? ckpt_write_hf_files(o->out, &c, m.params, dt, e)
-                               : ul_save_hf_dir(o->out, &c, m.params, dt, e);
+        rc = o->save_every > 0 ? ckpt_write_hf_files(o->out, &c, hp, dt, e) : ul_save_hf_dir(o->out, &c, hp, dt, e);
         if (rc == 0 && !o->quiet) fprintf(stderr, "ulysses: model written to %s\n", o->out);
     }
     if (mf) fclose(mf);
@@ -437,6 +474,11 @@ int train_run(const TrainOptions *o_in, UlError *e) {
     free(pinfo);
     k->free(mom1);
     k->free(mom2);
+    if (on_gpu) {
+        free(hp);
+        free(hm1);
+        free(hm2);
+    }
     model_free(&m);
     ul_mesh_free(&mesh);
     data_close(&dl);

@@ -35,6 +35,8 @@ typedef struct {
     int64_t seed;
     /* mesh */
     int64_t sp, dp_replicate, dp_shard;
+    /* backend */
+    const char *device;    /* "cpu" | "cuda" | NULL: cuda when built with it and a GPU is visible */
     /* memory */
     int checkpoint;        /* per-layer activation checkpointing (recompute in backward) */
     /* outputs */

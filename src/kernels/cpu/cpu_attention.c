@@ -1,24 +1,30 @@
 /* CPU flash attention: causal within documents (cu_seqlens), GQA, strided THD rows.
  *
- * Work is cut into blocks that never cross a document boundary: query blocks of AT_B
- * rows (forward, dq pass) and key blocks of AT_B rows (dk/dv pass), aligned to each
- * document's start. A query block only visits the key blocks of its own document up to
- * its last row, so the work is ~causal and only the diagonal block needs a mask.
- * Memory is O(block) per thread: no [T, T] (or [T, BK]) buffer ever exists.
+ * Work is cut into blocks of AT_B rows that never cross a document boundary, aligned to
+ * each document's start: query blocks (forward, dq pass) and key blocks (dk/dv pass),
+ * one task per (block, head), handed out dynamically (longest first). A query block
+ * visits only the keys of its own document up to its last row, in steps of AT_Q_BK keys;
+ * a key block visits only the queries from its first row to the document end, in steps
+ * of AT_DKV_BQ. So the work is ~causal and only the steps crossing the diagonal are masked.
+ * Memory is O(block) per thread plus D [T, Hq] in backward: no [T, T] buffer ever exists.
  *
- * Forward: online softmax (running max m, running sum l, rescaled accumulator).
- * Backward (FlashAttention-2 math, deterministic, no atomics):
+ * Forward: online softmax (running max m, running sum l, rescaled accumulator); the
+ * scores are kept in log2 units (q or k pre-multiplied by scale * log2 e) and lse is
+ * returned in natural log.
+ * Backward (FlashAttention-2 math, deterministic, no atomics, same bits for any thread
+ * count):
  *   D_i = dO_i . O_i ; P = exp(S*scale - lse) ; dP = dO V^T ; dS = P * (dP - D)
- *   pass 1 over query blocks: dQ = scale * dS K         (each thread owns its dq rows)
- *   pass 2 over key blocks:   dV = P^T dO, dK = scale * dS^T Q, summed over the query heads
- *                             of the group             (each thread owns its dk/dv rows)
- * S and dP are recomputed in both passes.
+ *   pass 1 over query blocks: dQ = scale * dS K          (each task owns its dq rows)
+ *   pass 2 over key blocks:   dV = P^T dO, dK = scale * dS^T Q, summed over the query
+ *                             heads of the group          (each task owns its dk/dv rows)
+ * S and dP are recomputed in both passes (7 block products instead of 5: the price of
+ * having no atomics and no per-thread dq copies).
  *
- * The inner products use a register-blocked micro-kernel written with GCC vector types
- * (cpu_attention_impl.h). On x86-64 with GCC it is compiled three times — AVX-512, AVX2+FMA
- * and the baseline ISA — and the variant is picked at run time from the CPU's features, so
- * the library stays portable without -march=native. Other compilers/targets get the
- * portable 4-wide variant. */
+ * The block products use a register-blocked micro-kernel written with GCC vector types
+ * (cpu_attention_impl.h). On x86-64 with GCC it is compiled three times (AVX-512,
+ * AVX2+FMA, baseline SSE2) and the variant is picked at run time from the CPU's features,
+ * so the library stays portable without -march=native. Other compilers and targets get
+ * the portable 4-wide variant. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +32,7 @@
 #include "core/common.h"
 #include "kernels/cpu/cpu_internal.h"
 
-#define AT_B 64 /* rows per block: query blocks (forward, dq pass), key blocks (dk/dv pass) */
+#define AT_B 128 /* rows per block: query blocks (forward, dq pass), key blocks (dk/dv pass) */
 #define AT_VWMAX 16 /* widest vector (floats): scratch rows are padded to a multiple of it */
 #define AT_LOG2E 1.44269504088896341f
 #define AT_LN2 0.693147180559945309f
@@ -111,7 +117,7 @@ static void check_args(int64_t T, int64_t Hq, int64_t Hkv, int64_t d, const int6
     UL_ASSERT(T >= 0 && Hq > 0 && Hkv > 0 && d > 0 && Hq % Hkv == 0,
               "attention: bad shape T %lld Hq %lld Hkv %lld d %lld", (long long)T, (long long)Hq, (long long)Hkv,
               (long long)d);
-    UL_ASSERT(n_docs >= 1 && cu[0] == 0 && cu[n_docs] == T, "attention: cu_seqlens must run from 0 to T=%lld",
+    UL_ASSERT(n_docs >= 0 && cu[0] == 0 && cu[n_docs] == T, "attention: cu_seqlens must run from 0 to T=%lld",
               (long long)T);
     for (int64_t i = 0; i < n_docs; i++)
         UL_ASSERT(cu[i + 1] >= cu[i], "attention: cu_seqlens decreasing at %lld", (long long)i);

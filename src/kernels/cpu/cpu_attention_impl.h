@@ -160,8 +160,9 @@ static void AT_FN(fwd_block)(const AttnArgs *a, Scratch *w, int64_t h, int64_t r
     pack_t(w->xt, a->q + r0 * a->qs + h * d, a->qs, nq, nqp, d, a->scale * AT_LOG2E); /* Q^T [d, AT_B] */
     for (int64_t r = 0; r < nqp; r++) m[r] = -INFINITY, l[r] = 0.0f;
     memset(w->acc, 0, (size_t)(nq * dp) * sizeof(float));
-    /* key blocks are aligned like query blocks (same size, from the doc start), so kb <= r0
-     * and key 0 of every visited block is visible to every query lane: no empty rows */
+    /* The first step (kb = ds) holds the document's first key, which every query lane sees,
+     * so m is finite from then on; a lane that sees no key of a later (diagonal) step just
+     * gets corr = 1 and p = 0 there. */
     for (int64_t kb = ds; kb < r0 + nq; kb += AT_Q_BK) {
         const int64_t nk = r0 + nq - kb < AT_Q_BK ? r0 + nq - kb : AT_Q_BK;
         const float *kr = a->k + kb * a->ks + g * d;  // [nk, d] rows ks apart
@@ -267,8 +268,8 @@ static void AT_FN(bwd_dkv_block)(const AttnArgs *a, Scratch *w, int64_t g, int64
             float *s = w->s, *pm = w->dp_;                                         // [nq, AT_B]
             gemm_blk(nq, nkp, d, q, a->qs, 1, w->xt, AT_B, s, AT_B, 0);    /* S  = Q K^T (log2 units) */
             gemm_blk(nq, nkp, d, dO, a->dos, 1, w->yt, AT_B, pm, AT_B, 0); /* dP = dO V^T */
-            /* row r (query qb + r) sees keys c <= qb + r - k0; only the first query block
-             * (qb == k0) has a masked part */
+            /* row r (query qb + r) sees keys c <= qb + r - k0: only the steps with
+             * qb < k0 + nk have a masked part */
             for (int64_t r = 0; r < nq; r++) {
                 float *sr = s + r * AT_B, *pr = pm + r * AT_B;  // [AT_B]
                 const int64_t nv = qb + r - k0 + 1 < nk ? qb + r - k0 + 1 : nk;
