@@ -13,6 +13,8 @@ if ! command -v pkg-config >/dev/null && ls .deps/extra/*.deb >/dev/null 2>&1; t
   export PATH=$PWD/.deps/root/usr/bin:$PATH LD_LIBRARY_PATH=$PWD/.deps/root/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
   echo "pkg-config from .deps/extra"
 fi
+# cJSON carried by .deps (its .pc says prefix=/usr): resolve its paths inside .deps/root
+if [ -d .deps/root/usr/include/cjson ] && [ ! -d /usr/include/cjson ]; then export PKG_CONFIG_SYSROOT_DIR=$PWD/.deps/root; fi
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 t0=$(date +%s)
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DUL_CUDA=ON -DUL_SANITIZE_TESTS=OFF \
