@@ -1,4 +1,4 @@
-/* Built instead of kernels/cuda/*.cu when the CUDA backend is disabled (UL_CUDA=OFF or no
+/* Built instead of the kernels/cuda .cu files when the CUDA backend is disabled (UL_CUDA=OFF or no
  * nvcc): the backend is simply absent. */
 #include <stddef.h>
 
