@@ -382,10 +382,9 @@ int ul_load_weights(const char *dir, const ModelConfig *c, float *params, UlErro
     return rc;
 }
 
-/* Writes config.json + model.safetensors into the (new, empty) directory tmp. */
-static int write_dir_contents(const char *tmp, const ModelConfig *c, const float *params, UlDtype dtype, UlError *e) {
+int ul_write_hf_files(const char *dir, const ModelConfig *c, const float *params, UlDtype dtype, UlError *e) {
     char *cfg = ul_config_to_json(c, dtype == UL_DT_BF16 ? "bfloat16" : "float32");
-    char *path = path_join(tmp, "config.json");
+    char *path = path_join(dir, "config.json");
     int rc = ul_write_file_atomic(path, cfg, strlen(cfg), e);
     free(cfg);
     free(path);
@@ -398,7 +397,7 @@ static int write_dir_contents(const char *tmp, const ModelConfig *c, const float
         items[i] = (StWriteItem){.name = info[i].name, .dtype = dtype, .ndim = info[i].cols == 1 ? 1 : 2,
                                  .shape = {info[i].rows, info[i].cols}, .data = params + info[i].offset};
     }
-    path = path_join(tmp, "model.safetensors");
+    path = path_join(dir, "model.safetensors");
     rc = st_write(path, items, n, e);
     free(path);
     free(items);
@@ -437,7 +436,7 @@ int ul_save_hf_dir(const char *dir_in, const ModelConfig *c, const float *params
         return rc;
     }
     int rc = chmod(tmp, 0755) == 0 ? 0 : ul_err(e, "%s: chmod failed: %s", tmp, strerror(errno));
-    if (rc == 0) rc = write_dir_contents(tmp, c, params, dtype, e);
+    if (rc == 0) rc = ul_write_hf_files(tmp, c, params, dtype, e);
     struct stat st;
     if (rc == 0 && stat(dir, &st) == 0) { /* replace: move the old one away, the new one in */
         char *old = S_ISDIR(st.st_mode) ? make_sibling_dir(dir, ".old-") : NULL;

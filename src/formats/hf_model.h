@@ -21,6 +21,10 @@ char *ul_config_to_json(const ModelConfig *c, const char *torch_dtype);
  * are ignored; a tied model's lm_head.weight, if present, is ignored. */
 int ul_load_weights(const char *dir, const ModelConfig *c, float *params, UlError *e);
 
+/* Writes config.json and model.safetensors into the existing directory dir, each file
+ * atomically (temporary name, then rename). */
+int ul_write_hf_files(const char *dir, const ModelConfig *c, const float *params, UlDtype dtype, UlError *e);
+
 /* Writes DIR/config.json and DIR/model.safetensors (dtype F32 or BF16) atomically:
  * everything goes to DIR.tmp-XXXX first and is renamed to DIR when complete (an
  * existing DIR is replaced). */

@@ -354,31 +354,9 @@ int ckpt_check_config(const char *path, const ModelConfig *c, UlError *e) {
 
 /* ---------------------------------------------------------------- HF files */
 
-static int write_hf(const char *dir, const ModelConfig *c, const float *params, UlDtype dtype, UlError *e) {
-    char p[PATH_CAP];
-    if (pfmt(p, sizeof p, e, "%s/config.json", dir)) return -1;
-    char *cfg = ul_config_to_json(c, dtype == UL_DT_BF16 ? "bfloat16" : "float32");
-    int rc = ul_write_file_atomic(p, cfg, strlen(cfg), e);
-    free(cfg);
-    if (rc) return rc;
-    const int64_t n = ul_param_tensor_count(c);
-    ParamInfo *info = ul_calloc((size_t)n, sizeof *info);     /* [n] */
-    StWriteItem *items = ul_calloc((size_t)n, sizeof *items); /* [n] */
-    for (int64_t i = 0; i < n; i++) {
-        ul_param_info(c, i, &info[i]);
-        items[i] = (StWriteItem){.name = info[i].name, .dtype = dtype, .ndim = info[i].cols == 1 ? 1 : 2,
-                                 .shape = {info[i].rows, info[i].cols}, .data = params + info[i].offset};
-    }
-    rc = pfmt(p, sizeof p, e, "%s/model.safetensors", dir);
-    if (rc == 0) rc = st_write(p, items, n, e);
-    free(items);
-    free(info);
-    return rc;
-}
-
 int ckpt_write_hf_files(const char *dir, const ModelConfig *c, const float *params, UlDtype dtype, UlError *e) {
     if (mkdir_p(dir, "--out", e)) return -1;
-    int rc = write_hf(dir, c, params, dtype, e);
+    int rc = ul_write_hf_files(dir, c, params, dtype, e);
     if (rc == 0) fsync_dir(dir);
     return rc;
 }
@@ -826,7 +804,7 @@ static int finish_save(const char *root, const char *tmp, const char *final, con
                        int64_t step, int64_t keep_last, UlError *e) {
     const TrainOptions *o = r->o;
     char p[PATH_CAP];
-    int rc = write_hf(tmp, r->c, s->params, strcmp(o->save_dtype, "bf16") == 0 ? UL_DT_BF16 : UL_DT_F32, e);
+    int rc = ul_write_hf_files(tmp, r->c, s->params, strcmp(o->save_dtype, "bf16") == 0 ? UL_DT_BF16 : UL_DT_F32, e);
     if (rc == 0) {
         char *txt = state_json(r, step, s->n);
         rc = pfmt(p, sizeof p, e, "%s/" CKPT_STATE, tmp);
