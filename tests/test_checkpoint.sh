@@ -21,19 +21,7 @@ export OMP_NUM_THREADS=1 # bit-exact comparisons need the same thread count in e
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 cd "$W"
-fail=0
-checks=0
-check() { # check CONDITION-EXIT-CODE MESSAGE
-  checks=$((checks + 1))
-  if [ "$1" -ne 0 ]; then echo "FAIL: $2"; fail=$((fail + 1)); fi
-}
-
-corpus() {
-  awk -v n="$1" 'BEGIN { srand(7); for (d = 0; d < n; d++) { len = 20 + int(rand() * 180);
-      s = ""; for (i = 0; i < len; i++) s = s sprintf("%c", 97 + int(rand() * 26));
-      print s; print "" } }' > corpus.txt
-  "$BIN" tokenize --bytes corpus.txt --split-blank-lines -o data.tok > /dev/null
-}
+. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/testlib.sh"
 
 tiny_config() { # tiny_config FILE ROPE_THETA HIDDEN
   cat > "$1" <<JSON
