@@ -153,6 +153,7 @@ static int cmd_demo(int argc, char **argv) {
     o.eval_every = 50;
     o.eval_samples = 8;
     o.seed = 1;
+    o.log_every = 25; /* plain progress lines when not on a terminal */
     int64_t sp = 0;
     Flag flags[] = {
         {"--dir", FLAG_STRING, &dir, "DIR", "where the outputs go (default runs/demo)"},

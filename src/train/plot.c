@@ -10,11 +10,13 @@ int plot_png(const char *path, const PlotPanel *panels, int n_panels, UlError *e
     FILE *g = popen("gnuplot 2>/dev/null", "w");
     if (!g) return ul_err(e, "%s: cannot start gnuplot (install gnuplot-nox)", path);
     fprintf(g, "set terminal pngcairo size %d,420 noenhanced font 'sans,10'\n", 520 * n_panels);
-    fprintf(g, "set output '%s'\nset multiplot layout 1,%d\nset grid\nset key top right\n", tmp, n_panels);
+    fprintf(g, "set output '%s'\nset multiplot layout 1,%d\nset grid\n", tmp, n_panels);
     for (int p = 0; p < n_panels; p++) {
         const PlotPanel *pp = &panels[p];
         fprintf(g, "set title '%s'\nset xlabel '%s'\nset ylabel '%s'\n", pp->title, pp->xlabel, pp->ylabel);
         fprintf(g, pp->logy ? "set logscale y\n" : "unset logscale y\n");
+        /* rising curves on a fixed range (accuracy) keep their legend out of the way */
+        fprintf(g, pp->ymin < pp->ymax ? "set key bottom right\n" : "set key top right\n");
         if (pp->ymin < pp->ymax) fprintf(g, "set yrange [%g:%g]\n", pp->ymin, pp->ymax);
         else fprintf(g, "set yrange [*:*]\n");
         fprintf(g, "plot ");
