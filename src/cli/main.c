@@ -67,7 +67,7 @@ static int cmd_train(int argc, char **argv) {
         {"--dp-shard", FLAG_INT, &o.dp_shard, "S", "data-parallel shard degree (default: world / (sp x R))"},
         {"--device", FLAG_STRING, &o.device, "cpu|cuda",
          "backend (default: cuda when built with it and a GPU is visible, else cpu)"},
-        {"--checkpoint", FLAG_INT, &checkpoint, "0|1", "per-layer activation checkpointing (default 0 on CPU)"},
+        {"--checkpoint", FLAG_INT, &checkpoint, "0|1", "per-layer activation checkpointing: keep only layer inputs, recompute in backward (default 0)"},
         {"--out", FLAG_STRING, &o.out, "DIR", "write the trained model here (config.json + model.safetensors)"},
         {"--save-dtype", FLAG_STRING, &o.save_dtype, "f32|bf16", "dtype of the written weights (default f32)"},
         {"--save-every", FLAG_INT, &o.save_every, "N",
