@@ -425,6 +425,7 @@ int train_run(const TrainOptions *o_in, UlError *e) {
                         "\"valid_tokens\": %.0f, \"tok_per_s\": %.2f, \"step_s\": %.6f, \"a2a_s\": %.6f, \"elapsed_s\": %.3f",
                         (long long)(step + 1), loss, gn, lr, cnt[1], n_global, tok_s, dt, a2a_s, elapsed);
                 if (do_eval) fprintf(mf, ", \"eval_loss\": %.6g, \"answer_acc\": %.6g", ev.loss, ev.acc);
+                if (on_gpu) fprintf(mf, ", \"gpu_mem_gib\": %.3f", ul_cuda_mem_used_gib());
                 fprintf(mf, "}\n");
                 fflush(mf);
             }

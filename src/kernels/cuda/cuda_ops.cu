@@ -133,4 +133,10 @@ extern "C" const KernelOps *ul_kernels_cuda(void) {
     return &g_cuda_ops;
 }
 
+extern "C" double ul_cuda_mem_used_gib(void) {
+    size_t free_b = 0, total_b = 0;
+    if (g_inited != 1 || cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) return 0;
+    return (double)(total_b - free_b) / (1024.0 * 1024.0 * 1024.0);
+}
+
 extern "C" void *ul_cuda_stream(void) { return g_inited == 1 ? (void *)ul_cuda_state.stream : NULL; }

@@ -7,4 +7,8 @@
  * or when the backend is not built. Every KernelOps call of the CUDA table runs on it. */
 void *ul_cuda_stream(void);
 
+/* Device memory in use on this process's GPU (total - free, GiB; all processes and the
+ * CUDA context included, so an upper bound of this process's own); 0 without the backend. */
+double ul_cuda_mem_used_gib(void);
+
 #endif

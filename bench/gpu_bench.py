@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""ulysses and the PyTorch peer side by side on the same GPUs, model shape and sequence.
+
+Run on the GPU machine from the repository root, after building with the CUDA backend
+(scripts/gpu_test.sh builds build-gpu/):
+
+    NCCL_NVLS_ENABLE=0 python3 bench/gpu_bench.py --model-shape llama-3.2-1b --seq-len 32768 --sp 2
+
+For each point it (1) writes the shape's config.json and a token shard of random tokens,
+(2) runs `mpirun -np SP build-gpu/ulysses train --device cuda ...` with per-layer
+checkpointing and a fixed-length sample, (3) runs bench/peer/ulysses_peer.py under
+torchrun on the same GPUs, and prints tokens/s, model TFLOP/s per GPU (causal attention
+counted once, recompute not counted — the peer's train_flops_per_sample, one formula for
+both), GPU memory, and the ratio ours/peer. --json appends one object per point.
+"""
+import argparse
+import json
+import os
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "peer"))
+import ulysses_peer as peer  # noqa: E402  (shapes and the FLOP formula)
+
+
+def write_shard(path, vocab, seq_len, n_docs, seed):
+    import random
+    rng = random.Random(seed)
+    toks = [rng.randrange(1, vocab) for _ in range(seq_len * n_docs)]
+    offs = [i * seq_len for i in range(n_docs + 1)]
+    with open(path, "wb") as f:
+        f.write(b"ULYSTOK1" + struct.pack("<IIQQ", 1, vocab, n_docs, len(toks)))
+        f.write(struct.pack("<%dQ" % len(offs), *offs))
+        f.write(struct.pack("<%dI" % len(toks), *toks))
+
+
+def run_ours(args, work, cfg):
+    cfg_path = os.path.join(work, "config.json")
+    d = cfg.to_dict()
+    d["architectures"] = ["LlamaForCausalLM"]
+    d.pop("attn_implementation", None)
+    d.pop("_attn_implementation", None)
+    with open(cfg_path, "w") as f:
+        json.dump(d, f)
+    steps = args.steps + args.warmup_steps
+    shard = os.path.join(work, "rand.tok")
+    write_shard(shard, cfg.vocab_size, args.seq_len, steps, 0)
+    metrics = os.path.join(work, "ours.jsonl")
+    cmd = ["mpirun", "-np", str(args.sp), "-x", "NCCL_NVLS_ENABLE=0", args.bin, "train", "--device", "cuda",
+           "--model", cfg_path, "--data", shard, "--seq-len", str(args.seq_len), "--fixed-len",
+           "--doc-per-sample", "--no-shuffle", "--sp", str(args.sp), "--batch", "1", "--steps", str(steps),
+           "--lr", "1e-5", "--checkpoint", "1", "--metrics", metrics, "--quiet"]
+    subprocess.run(cmd, check=True)
+    rows = [json.loads(l) for l in open(metrics)][args.warmup_steps:]
+    step_s = statistics.median(r["step_s"] for r in rows)
+    return {"step_s": step_s, "mem_gib": max(r.get("gpu_mem_gib", 0) for r in rows)}
+
+
+def run_peer(args, work):
+    out = os.path.join(work, "peer.json")
+    cmd = ["torchrun", "--nproc-per-node", str(args.sp), os.path.join(os.path.dirname(__file__), "peer", "ulysses_peer.py"),
+           "--model-shape", args.model_shape, "--seq-len", str(args.seq_len), "--steps", str(args.steps),
+           "--warmup-steps", str(args.warmup_steps), "--attn", args.attn, "--json", out]
+    subprocess.run(cmd, check=True)
+    r = json.load(open(out))
+    # the peer's peak is torch.cuda.max_memory_reserved (what its allocator holds); ours is
+    # the device's used memory (cudaMemGetInfo: context and NCCL buffers included)
+    return {"step_s": r["step_s_median"], "mem_gib": r["peak_reserved_gib_max"]}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-shape", choices=list(peer.SHAPES), default="llama-3.2-1b")
+    p.add_argument("--seq-len", type=int, default=32768)
+    p.add_argument("--sp", type=int, default=2)
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--warmup-steps", type=int, default=1)
+    p.add_argument("--attn", default="cudnn", help="the peer's SDPA backend")
+    p.add_argument("--bin", default="build-gpu/ulysses")
+    p.add_argument("--json", help="append the result here")
+    args = p.parse_args()
+    cfg = peer.make_config(args.model_shape, "sdpa")
+    flops = peer.config_flops(cfg, args.seq_len)
+    with tempfile.TemporaryDirectory() as work:
+        ours = run_ours(args, work, cfg)
+        theirs = run_peer(args, work)
+    res = {"shape": args.model_shape, "seq_len": args.seq_len, "sp": args.sp, "peer_attn": args.attn}
+    for name, r in (("ours", ours), ("peer", theirs)):
+        res[name] = dict(r, tok_s=args.seq_len / r["step_s"], tflops_per_gpu=flops / r["step_s"] / args.sp / 1e12)
+    res["ratio_tok_s"] = res["ours"]["tok_s"] / res["peer"]["tok_s"]
+    print(f"{args.model_shape} T={args.seq_len} sp={args.sp}: "
+          f"ours {res['ours']['tok_s']:.0f} tok/s {res['ours']['tflops_per_gpu']:.0f} TFLOP/s/GPU "
+          f"{res['ours']['mem_gib']:.1f} GiB | peer {res['peer']['tok_s']:.0f} tok/s "
+          f"{res['peer']['tflops_per_gpu']:.0f} TFLOP/s/GPU {res['peer']['mem_gib']:.1f} GiB | "
+          f"ratio {res['ratio_tok_s']:.2f}x")
+    if args.json:
+        with open(args.json, "a") as f:
+            f.write(json.dumps(res) + "\n")
+
+
+if __name__ == "__main__":
+    main()
