@@ -19,3 +19,7 @@ foreach(np 1 2)
                          ENVIRONMENT "${UL_GPU_MPI_ENV}")
   endforeach()
 endforeach()
+# 200 demo steps on one GPU against the CPU curve (skipped without a GPU).
+add_test(NAME gpu_demo_tracks_cpu COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/gpu_demo_test.sh $<TARGET_FILE:ulysses>)
+set_tests_properties(gpu_demo_tracks_cpu PROPERTIES LABELS "gpu" SKIP_RETURN_CODE 77 TIMEOUT 600
+                     ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMP_NUM_THREADS=8")

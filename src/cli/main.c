@@ -165,6 +165,7 @@ static int cmd_demo(int argc, char **argv) {
         {"--eval-samples", FLAG_INT, &o.eval_samples, "N", "held-out samples per evaluation (default 8)"},
         {"--seed", FLAG_INT, &o.seed, "K", "seed (default 1)"},
         {"--sp", FLAG_INT, &sp, "N", "sequence-parallel degree (default: all ranks)"},
+        {"--device", FLAG_STRING, &o.device, "cpu|cuda", "backend (default: cuda when available, else cpu)"},
         {"--quiet", FLAG_BOOL, &o.quiet, NULL, "no progress output"},
         {"--debug-no-exchange", FLAG_BOOL, &o.no_exchange, NULL,
          "the control: skip the all-to-all, each rank attends within its own shard (accuracy stays at chance)"},
@@ -226,6 +227,7 @@ static int cmd_eval(int argc, char **argv) {
         {"--sp", FLAG_INT, &o.sp, "N", "sequence-parallel degree (default: all ranks)"},
         {"--out", FLAG_STRING, &o.out, "FILE", "JSONL result with the per-bucket numbers"},
         {"--plot", FLAG_STRING, &o.plot, "FILE.png", "accuracy and loss against distance and position"},
+        {"--device", FLAG_STRING, &o.device, "cpu|cuda", "backend (default: cuda when available, else cpu)"},
         {"--debug-no-exchange", FLAG_BOOL, &o.no_exchange, NULL, "debug: skip the all-to-all (attend within the shard)"},
     };
     UlError e = {{0}};

@@ -105,6 +105,7 @@ void eval_write_json(FILE *f, const EvalResult *r, int64_t step) {
 #include <mpi.h>
 
 #include "formats/hf_model.h"
+#include "kernels/cuda/ul_cuda.h"
 #include "train/plot.h"
 #include "train/train.h"
 
@@ -133,11 +134,17 @@ int eval_command(const EvalOptions *o, UlError *e) {
     if (o->data) rc = ul_open_data(o->data, o->seq_len, 1, 0, 0, &c, &dl, e);
     if (ul_agree(rc, e)) return -1;
 
+    const KernelOps *k = ul_select_backend(o->device, e);
+    if (ul_agree(k ? 0 : -1, e)) {
+        data_close(&dl);
+        return -1;
+    }
     Mesh mesh;
     ul_mesh_init_mpi(&mesh, (int)sp, 1, world / (int)sp);
+    if (k != ul_kernels_cpu()) ul_mesh_init_nccl(&mesh, ul_cuda_stream());
     int64_t T_max = (o->seq_len + sp - 1) / sp * sp;
     Model m;
-    model_init(&m, &c, ul_kernels_cpu(), &mesh.sp_g, T_max, 0);
+    model_init(&m, &c, k, mesh.dev_sp, T_max, 0);
     m.no_exchange = o->no_exchange;
     rc = model_load_weights(&m, o->model, e);
     if (ul_agree(rc, e) == 0) {

@@ -39,6 +39,7 @@ typedef struct {
     const char *out;     /* JSONL (one object) */
     const char *plot;    /* PNG */
     int no_exchange;
+    const char *device;  /* cpu | cuda | NULL (auto) */
 } EvalOptions;
 
 int eval_command(const EvalOptions *o, UlError *e);

@@ -36,6 +36,19 @@ int ul_open_data(const char *glob, int64_t seq_len, int pack, int shuffle, uint6
     return rc;
 }
 
+const KernelOps *ul_select_backend(const char *device, UlError *e) {
+    if (device && strcmp(device, "cpu") != 0 && strcmp(device, "cuda") != 0) {
+        ul_err(e, "--device %s: expected cpu or cuda", device);
+        return NULL;
+    }
+    if (device && strcmp(device, "cpu") == 0) return ul_kernels_cpu();
+    const KernelOps *kc = ul_cuda_select_device() >= 0 ? ul_kernels_cuda() : NULL;
+    if (kc) return kc;
+    if (!device) return ul_kernels_cpu();
+    ul_err(e, "--device cuda: %s", ul_nccl_available() ? "no GPU is visible" : "this build has no CUDA backend");
+    return NULL;
+}
+
 void train_options_default(TrainOptions *o) {
     memset(o, 0, sizeof *o);
     o->seq_len = 2048;
@@ -244,16 +257,8 @@ int train_run(const TrainOptions *o_in, UlError *e) {
 
     /* the backend: CUDA (bf16, NCCL) when asked for, or by default when built with it and a
      * GPU is visible; else the CPU reference */
-    const KernelOps *k = ul_kernels_cpu();
-    rc = 0;
-    if (o->device && strcmp(o->device, "cpu") != 0 && strcmp(o->device, "cuda") != 0)
-        rc = ul_err(e, "--device %s: expected cpu or cuda", o->device);
-    else if (!o->device || strcmp(o->device, "cuda") == 0) {
-        const KernelOps *kc = ul_cuda_select_device() >= 0 ? ul_kernels_cuda() : NULL;
-        if (kc) k = kc;
-        else if (o->device) rc = ul_err(e, "--device cuda: %s", ul_nccl_available() ? "no GPU is visible"
-                                                                            : "this build has no CUDA backend");
-    }
+    const KernelOps *k = ul_select_backend(o->device, e);
+    rc = k ? 0 : -1;
     if (ul_agree(rc, e)) {
         data_close(&dl);
         return -1;

@@ -8,6 +8,7 @@
 #include "comm/comm.h"
 #include "core/common.h"
 #include "core/config.h"
+#include "kernels/kernels.h"
 #include "train/data.h"
 
 typedef struct {
@@ -75,6 +76,10 @@ int ul_check_mesh(int64_t sp, int64_t rep, int64_t shard, int64_t seq_len, const
                   UlError *e);
 int ul_open_data(const char *glob, int64_t seq_len, int pack, int shuffle, uint64_t seed, const ModelConfig *c,
                  DataLoader *dl, UlError *e);
+
+/* The backend for --device (cpu | cuda | NULL: cuda when built with it and a GPU is
+ * visible, else cpu); binds this rank to its GPU. NULL with e filled when unavailable. */
+const KernelOps *ul_select_backend(const char *device, UlError *e);
 
 /* Collective agreement on an error: if any rank of the world has rc != 0, every rank
  * gets the message of the lowest such rank in e and -1 is returned. */
