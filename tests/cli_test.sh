@@ -95,7 +95,7 @@ mesh)
     check $? "train np=$np $* failed"
   }
   run 1 ref.jsonl
-  for mesh in "2 --sp 2" "2 --dp-shard 2" "4 --sp 2 --dp-shard 2" "4 --sp 4" "4 --sp 2 --dp-replicate 2" "2 --sp 2 --checkpoint 1"; do
+  for mesh in "2 --sp 2" "2 --dp-shard 2" "4 --sp 2 --dp-shard 2" "4 --sp 4" "4 --sp 2 --dp-replicate 2" "2 --sp 2 --checkpoint 1" "2 --sp 2 --tiled-mlp 16 --checkpoint 1"; do
     set -- $mesh
     np=$1; shift
     run "$np" got.jsonl "$@"

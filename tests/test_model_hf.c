@@ -4,6 +4,7 @@
  * Usage: test_model_hf FIXTURE_DIR */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "fixture.h"
 #include "testutil.h"
@@ -30,9 +31,14 @@ int main(int argc, char **argv) {
     if (tu_failures) return tu_finish("test_model_hf");
     const ModelConfig *c = &f.c;
     UlError e = {{0}};
-    for (int recompute = 0; recompute <= 1; recompute++) {
+    float *grads0 = malloc((size_t)ul_param_numel(c) * sizeof(float)); /* variant 0's gradients */
+    double loss0 = 0;
+    /* variant 0: plain; 1: per-layer recompute; 2: TiledMLP (tiles of 7 rows) + recompute.
+     * The memory features must give the same loss and gradients as variant 0 (rel <= 1e-5). */
+    for (int variant = 0; variant <= 2; variant++) {
+        int recompute = variant >= 1;
         Model m;
-        model_init(&m, c, ul_kernels_cpu(), NULL, f.T, recompute);
+        model_init_ex(&m, c, ul_kernels_cpu(), NULL, f.T, recompute, variant == 2 ? 7 : 0);
         model_set_params(&m, f.weights);
         LocalSeq ls = {.T = f.T, .tokens = f.tokens, .labels = f.labels, .pos = f.pos, .cu_seqlens = f.cu,
                        .n_docs = f.n_docs};
@@ -43,8 +49,15 @@ int main(int argc, char **argv) {
         CHECK(cnt == f.n_valid, "valid labels %lld vs %lld", (long long)cnt, (long long)f.n_valid);
         double le = fabs(loss - f.loss) / fabs(f.loss);
         CHECK(le <= 1e-5, "loss %.9g vs transformers %.9g (rel err %.3g)", loss, f.loss, le);
-        printf("%s recompute=%d: loss %.9g vs transformers %.9g (rel err %.2e)\n", argv[1], recompute, loss, f.loss,
-               le);
+        printf("%s variant %d (recompute %d, tiled MLP %lld): loss %.9g vs transformers %.9g (rel err %.2e)\n",
+               argv[1], variant, recompute, (long long)m.mlp_tile, loss, f.loss, le);
+        if (variant == 0) {
+            loss0 = loss;
+            memcpy(grads0, m.grads, (size_t)m.n_params * sizeof(float));
+        } else {
+            double vl = fabs(loss - loss0) / fabs(loss0), vg = tu_rel_err_f32(m.grads, grads0, m.n_params, 1e-30);
+            CHECK(vl <= 1e-5 && vg <= 1e-5, "variant %d vs plain: loss rel %.3g, gradients rel %.3g", variant, vl, vg);
+        }
 
         /* logits of every valid row */
         const StTensor *lt = st_find(&f.grads, "logits");
@@ -77,6 +90,7 @@ int main(int argc, char **argv) {
         printf("  %lld gradients, worst rel err %.2e\n", (long long)nt, worst);
         model_free(&m);
     }
+    free(grads0);
     fixture_free(&f);
     return tu_finish("test_model_hf");
 }

@@ -99,9 +99,10 @@ int main(int argc, char **argv) {
     }
     double ref_loss = ref_sum / (double)ref_cnt;
 
-    /* distributed: recompute on (checkpointing must not change anything) for odd dp */
+    /* distributed, with the memory features that must not change anything: per-layer
+     * recompute for odd dp, TiledMLP (tiles of 3 rows) for sp >= 2 */
     Model m;
-    model_init(&m, &c, k, &mesh.sp_g, T_max, dp % 2 == 1);
+    model_init_ex(&m, &c, k, &mesh.sp_g, T_max, dp % 2 == 1, sp >= 2 ? 3 : 0);
     model_init_random(&m, 7);
     int64_t per = B / dp;
     double cnt = 0;

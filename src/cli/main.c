@@ -67,6 +67,9 @@ static int cmd_train(int argc, char **argv) {
         {"--dp-shard", FLAG_INT, &o.dp_shard, "S", "data-parallel shard degree (default: world / (sp x R))"},
         {"--device", FLAG_STRING, &o.device, "cpu|cuda",
          "backend (default: cuda when built with it and a GPU is visible, else cpu)"},
+        {"--tiled-mlp", FLAG_INT, &o.mlp_tile, "ROWS",
+         "TiledMLP: run the MLP over tiles of ROWS tokens, recomputed in backward; no [tokens, intermediate] "
+         "buffer (default 0: off)"},
         {"--checkpoint", FLAG_INT, &checkpoint, "0|1", "per-layer activation checkpointing: keep only layer inputs, recompute in backward (default 0)"},
         {"--out", FLAG_STRING, &o.out, "DIR", "write the trained model here (config.json + model.safetensors)"},
         {"--save-dtype", FLAG_STRING, &o.save_dtype, "f32|bf16", "dtype of the written weights (default f32)"},

@@ -26,9 +26,11 @@ static void acts_alloc(Model *m, LayerActs *a) {
     a->xmid = ACT(t * D);
     a->xn2 = ACT(t * D);
     a->rstd2 = F32(t);
-    a->g = ACT(t * I);
-    a->u = ACT(t * I);
-    a->h = ACT(t * I);
+    if (m->mlp_tile == 0) { /* TiledMLP keeps no [t, I] activations: see mlp_fwd / mlp_bwd */
+        a->g = ACT(t * I);
+        a->u = ACT(t * I);
+        a->h = ACT(t * I);
+    }
 }
 
 static void acts_free(Model *m, LayerActs *a) {
@@ -36,10 +38,16 @@ static void acts_free(Model *m, LayerActs *a) {
     if (a->qkvh != a->qkv) k->free(a->qkvh);
     if (a->o != a->oh) k->free(a->o);
     void *bufs[] = {a->xn1, a->rstd1, a->qkv, a->oh, a->lse, a->xmid, a->xn2, a->rstd2, a->g, a->u, a->h};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) k->free(bufs[i]);
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i]) k->free(bufs[i]);
 }
 
 void model_init(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *sp_g, int64_t T_max, int recompute) {
+    model_init_ex(m, c, k, sp_g, T_max, recompute, 0);
+}
+
+void model_init_ex(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *sp_g, int64_t T_max, int recompute,
+                   int64_t mlp_tile) {
     memset(m, 0, sizeof *m);
     m->c = *c;
     m->k = k;
@@ -57,6 +65,8 @@ void model_init(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *s
     m->T_max = T_max;
     m->t_max = T_max / S;
     int64_t t = m->t_max;
+    m->mlp_tile = mlp_tile > 0 && mlp_tile < t ? mlp_tile : 0;
+    int64_t rows_I = m->mlp_tile ? m->mlp_tile : t; /* rows of the [*, I] buffers */
 
     m->n_params = ul_param_numel(c);
     m->params = F32(m->n_params);
@@ -90,9 +100,14 @@ void model_init(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *s
     m->dres = ACT(t * D);
     m->dxn = ACT(t * D);
     m->xscr = ACT(t * D);
-    m->dh = ACT(t * I);
-    m->dg = ACT(t * I);
-    m->du = ACT(t * I);
+    m->dh = ACT(rows_I * I);
+    m->dg = ACT(rows_I * I);
+    m->du = ACT(rows_I * I);
+    if (m->mlp_tile) { /* the one tile of MLP activations, forward and (recomputed) backward */
+        m->tg = ACT(rows_I * I);
+        m->tu = ACT(rows_I * I);
+        m->th = ACT(rows_I * I);
+    }
     m->dout = ACT(t * H * d);
     m->doh = S > 1 ? ACT(T_max * m->Hq_l * d) : m->dout;
     m->dqkv = ACT(t * (H + 2 * Hkv) * d);
@@ -117,7 +132,8 @@ void model_free(Model *m) {
     if (m->dqkvh != m->dqkv) k->free(m->dqkvh);
     if (m->wact != (void *)m->params) k->free(m->wact);
     void *bufs[] = {m->params, m->grads, m->inv_freq, m->xnf, m->rstdf, m->logits, m->logits32, m->dres, m->dxn,
-                    m->xscr, m->dh, m->dg, m->du, m->dout, m->dqkv, m->d_tok, m->d_lab, m->d_pos, m->d_cu, m->d_cul,
+                    m->xscr, m->dh, m->dg, m->du, m->tg, m->tu, m->th, m->dout, m->dqkv, m->d_tok, m->d_lab, m->d_pos,
+                    m->d_cu, m->d_cul,
                     m->acc};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) k->free(bufs[i]);
@@ -233,6 +249,32 @@ static void attn_bwd(Model *m, const StepCtx *sc, LayerActs *a) {
     if (m->sp > 1) exchange_dqkv(&m->x, sc->t, m->dqkvh, m->dqkv);
 }
 
+/* SwiGLU MLP of n rows: g, u, h [n, I] (kept for backward, or a tile's scratch);
+ * y [n, D] += h wd^T (y already holds the residual). */
+static void mlp_fwd_rows(Model *m, const LayerTensors *w, const void *xn2, void *y, int64_t n, void *g, void *u,
+                         void *h) {
+    const KernelOps *k = m->k;
+    int64_t D = m->c.hidden_size, I = m->c.intermediate_size;
+    k->matmul(0, 1, n, I, D, 1.f, xn2, D, w->wg, D, 0.f, g, I, 0);
+    k->matmul(0, 1, n, I, D, 1.f, xn2, D, w->wu, D, 0.f, u, I, 0);
+    k->swiglu_fwd(h, g, u, n * I);
+    k->matmul(0, 1, n, D, I, 1.f, h, I, w->wd, I, 1.f, y, D, 0);
+}
+
+/* Backward of mlp_fwd_rows: dy [n, D] -> dxn2 [n, D] (overwritten), weight grads accumulate. */
+static void mlp_bwd_rows(Model *m, const LayerTensors *w, LayerTensors *gw, const void *xn2, const void *dy,
+                         void *dxn2, int64_t n, const void *g, const void *u, const void *h) {
+    const KernelOps *k = m->k;
+    int64_t D = m->c.hidden_size, I = m->c.intermediate_size;
+    k->matmul(0, 0, n, I, D, 1.f, dy, D, w->wd, I, 0.f, m->dh, I, 0);   /* dh = dy wd */
+    k->matmul(1, 0, D, I, n, 1.f, dy, D, h, I, 1.f, gw->wd, I, 1);      /* dwd += dy^T h */
+    k->swiglu_bwd(m->dg, m->du, m->dh, g, u, n * I);
+    k->matmul(0, 0, n, D, I, 1.f, m->dg, I, w->wg, D, 0.f, dxn2, D, 0); /* dxn2 = dg wg + du wu */
+    k->matmul(0, 0, n, D, I, 1.f, m->du, I, w->wu, D, 1.f, dxn2, D, 0);
+    k->matmul(1, 0, I, D, n, 1.f, m->dg, I, xn2, D, 1.f, gw->wg, D, 1); /* dwg += dg^T xn2 */
+    k->matmul(1, 0, I, D, n, 1.f, m->du, I, xn2, D, 1.f, gw->wu, D, 1);
+}
+
 /* x [t, D] -> y [t, D], saving activations in a. */
 static void layer_fwd(Model *m, const StepCtx *sc, int64_t l, const void *x, void *y, LayerActs *a) {
     const KernelOps *k = m->k;
@@ -252,11 +294,14 @@ static void layer_fwd(Model *m, const StepCtx *sc, int64_t l, const void *x, voi
     k->copy2d(a->xmid, D, x, D, t, D);
     k->matmul(0, 1, t, D, Hd, 1.f, a->o, Hd, w->wo, Hd, 1.f, a->xmid, D, 0); /* xmid = x + o wo^T */
     k->rmsnorm_fwd(a->xn2, a->rstd2, a->xmid, w->ln2, t, D, eps);
-    k->matmul(0, 1, t, I, D, 1.f, a->xn2, D, w->wg, D, 0.f, a->g, I, 0);
-    k->matmul(0, 1, t, I, D, 1.f, a->xn2, D, w->wu, D, 0.f, a->u, I, 0);
-    k->swiglu_fwd(a->h, a->g, a->u, t * I);
     k->copy2d(y, D, a->xmid, D, t, D);
-    k->matmul(0, 1, t, D, I, 1.f, a->h, I, w->wd, I, 1.f, y, D, 0); /* y = xmid + h wd^T */
+    int64_t tile = m->mlp_tile ? m->mlp_tile : t;
+    for (int64_t i0 = 0; i0 < t; i0 += tile) {
+        int64_t n = t - i0 < tile ? t - i0 : tile;
+        void *g = m->mlp_tile ? m->tg : AO(a->g, i0 * I), *u = m->mlp_tile ? m->tu : AO(a->u, i0 * I);
+        void *h = m->mlp_tile ? m->th : AO(a->h, i0 * I);
+        mlp_fwd_rows(m, w, AO(a->xn2, i0 * D), AO(y, i0 * D), n, g, u, h);
+    }
 }
 
 /* m->dres holds dL/dy [t, D] on entry and dL/dx on exit; parameter grads (fp32) accumulate. */
@@ -269,14 +314,20 @@ static void layer_bwd(Model *m, const StepCtx *sc, int64_t l, const void *x, Lay
     int64_t H = c->num_heads, Hkv = c->num_kv_heads, Hd = H * d, rs = (H + 2 * Hkv) * d;
     void *dres = m->dres, *dxn = m->dxn;
 
-    /* MLP */
-    k->matmul(0, 0, t, I, D, 1.f, dres, D, w->wd, I, 0.f, m->dh, I, 0);    /* dh = dres wd */
-    k->matmul(1, 0, D, I, t, 1.f, dres, D, a->h, I, 1.f, gw->wd, I, 1);    /* dwd += dres^T h */
-    k->swiglu_bwd(m->dg, m->du, m->dh, a->g, a->u, t * I);
-    k->matmul(0, 0, t, D, I, 1.f, m->dg, I, w->wg, D, 0.f, dxn, D, 0);     /* dxn2 = dg wg + du wu */
-    k->matmul(0, 0, t, D, I, 1.f, m->du, I, w->wu, D, 1.f, dxn, D, 0);
-    k->matmul(1, 0, I, D, t, 1.f, m->dg, I, a->xn2, D, 1.f, gw->wg, D, 1); /* dwg += dg^T xn2 */
-    k->matmul(1, 0, I, D, t, 1.f, m->du, I, a->xn2, D, 1.f, gw->wu, D, 1);
+    /* MLP: TiledMLP recomputes each tile's g, u, h before its backward */
+    int64_t tile = m->mlp_tile ? m->mlp_tile : t;
+    for (int64_t i0 = 0; i0 < t; i0 += tile) {
+        int64_t n = t - i0 < tile ? t - i0 : tile;
+        const void *xn2 = AO(a->xn2, i0 * D);
+        if (m->mlp_tile) {
+            k->matmul(0, 1, n, I, D, 1.f, xn2, D, w->wg, D, 0.f, m->tg, I, 0);
+            k->matmul(0, 1, n, I, D, 1.f, xn2, D, w->wu, D, 0.f, m->tu, I, 0);
+            k->swiglu_fwd(m->th, m->tg, m->tu, n * I);
+            mlp_bwd_rows(m, w, gw, xn2, AO(dres, i0 * D), AO(dxn, i0 * D), n, m->tg, m->tu, m->th);
+        } else {
+            mlp_bwd_rows(m, w, gw, xn2, dres, dxn, n, a->g, a->u, a->h);
+        }
+    }
     k->rmsnorm_bwd(dres, gw->ln2, dxn, a->xmid, w->ln2, a->rstd2, t, D);
 
     /* attention */

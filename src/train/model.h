@@ -47,6 +47,8 @@ typedef struct {
     int64_t Hq_l, Hkv_l, W_l; /* heads per rank after the exchange (copies of x's) */
     int recompute;   /* per-layer activation checkpointing: keep only layer inputs */
     int no_exchange; /* debug: attend only inside the local shard (the control experiment) */
+    int64_t mlp_tile; /* TiledMLP: rows per MLP tile (0 = off); [t, I] activations never exist */
+    void *tg, *tu, *th; /* [mlp_tile, I] the current tile's gate, up, silu(g)*u */
 
     /* Parameters (flat, order of core/params.h), all in backend memory: */
     int64_t n_params;
@@ -94,6 +96,9 @@ typedef struct {
 
 /* sp_g may be NULL for a single process. Allocates everything for samples up to T_max. */
 void model_init(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *sp_g, int64_t T_max, int recompute);
+/* ... with TiledMLP over tiles of mlp_tile rows (0 = off; ALST §TiledMLP). */
+void model_init_ex(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *sp_g, int64_t T_max, int recompute,
+                   int64_t mlp_tile);
 void model_free(Model *m);
 /* Parameters: normal(0, initializer_range) for matrices, 1 for norm weights, from seed. */
 void model_init_random(Model *m, uint64_t seed);

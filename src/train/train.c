@@ -146,6 +146,7 @@ static int validate(const TrainOptions *o, const ModelConfig *c, int world, UlEr
                       o->resume ? " (on --resume the batch must stay the checkpoint's: choose a mesh whose dp divides it)"
                                 : "");
     if (o->steps < 0) return ul_err(e, "--steps %lld: must be >= 0", (long long)o->steps);
+    if (o->mlp_tile < 0) return ul_err(e, "--tiled-mlp %lld: must be >= 0", (long long)o->mlp_tile);
     if (!(o->lr >= 0)) return ul_err(e, "--lr: must be >= 0");
     if (strcmp(o->save_dtype, "f32") != 0 && strcmp(o->save_dtype, "bf16") != 0)
         return ul_err(e, "--save-dtype %s: expected f32 or bf16", o->save_dtype);
@@ -270,7 +271,7 @@ int train_run(const TrainOptions *o_in, UlError *e) {
     int64_t pad = o->sp;
     int64_t T_max = (o->seq_len + pad - 1) / pad * pad;
     Model m;
-    model_init(&m, &c, k, mesh.dev_sp, T_max, o->checkpoint);
+    model_init_ex(&m, &c, k, mesh.dev_sp, T_max, o->checkpoint, o->mlp_tile);
     m.no_exchange = o->no_exchange;
     rc = 0;
     if (resume[0])

@@ -40,6 +40,7 @@ typedef struct {
     const char *device;    /* "cpu" | "cuda" | NULL: cuda when built with it and a GPU is visible */
     /* memory */
     int checkpoint;        /* per-layer activation checkpointing (recompute in backward) */
+    int64_t mlp_tile;      /* TiledMLP: rows per MLP tile, 0 = off */
     /* outputs */
     const char *out;
     const char *save_dtype; /* "f32" | "bf16" */
