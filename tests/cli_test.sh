@@ -4,13 +4,14 @@
 #   badinput  bad flags and files: one clear message naming the flag/file, non-zero exit, no output
 #   mesh      10 steps on meshes (sp, dp) equal the single-process run (losses within 1e-4)
 set -u
+HERE=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")") # before any cd
 BIN=$(readlink -f "$1")
 CASE=$2
 MPIRUN=${MPIRUN:-mpirun}
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 cd "$W"
-. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/testlib.sh"
+. "$HERE/testlib.sh"
 
 tiny_config() {
   cat > tiny.json <<JSON
@@ -95,7 +96,7 @@ mesh)
     check $? "train np=$np $* failed"
   }
   run 1 ref.jsonl
-  for mesh in "2 --sp 2" "2 --dp-shard 2" "4 --sp 2 --dp-shard 2" "4 --sp 4" "4 --sp 2 --dp-replicate 2" "2 --sp 2 --checkpoint 1" "2 --sp 2 --tiled-mlp 16 --checkpoint 1"; do
+  for mesh in "2 --sp 2" "2 --dp-shard 2" "4 --sp 2 --dp-shard 2" "4 --sp 4" "4 --sp 2 --dp-replicate 2" "2 --sp 2 --checkpoint 1" "2 --sp 2 --tiled-mlp 16 --checkpoint 1" "4 --sp 4 --checkpoint 2"; do
     set -- $mesh
     np=$1; shift
     run "$np" got.jsonl "$@"

@@ -3,12 +3,13 @@
 # rises well above chance (1/8); with --debug-no-exchange (each rank attends only inside
 # its own shard) it stays near chance. Usage: demo_test.sh BIN
 set -u
+HERE=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")") # before any cd
 BIN=$(readlink -f "$1")
 MPIRUN=${MPIRUN:-mpirun}
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 cd "$W"
-. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/testlib.sh"
+. "$HERE/testlib.sh"
 A="--seq-len 1024 --steps 400 --eval-every 400 --eval-samples 16 --quiet"
 $MPIRUN -np 2 "$BIN" demo $A --dir x > x.out 2>&1
 check $? "demo with the exchange failed: $(tail -3 x.out)"

@@ -3,11 +3,12 @@
 # steps 151..200 within 25 % and the final answer accuracy within 0.15. Exits 77 (skipped)
 # without a GPU. Usage: gpu_demo_test.sh BIN
 set -u
+HERE=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")") # before any cd
 BIN=$(readlink -f "$1")
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 cd "$W"
-. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/testlib.sh"
+. "$HERE/testlib.sh"
 A="--steps 200 --eval-every 200 --quiet"
 "$BIN" demo $A --device cuda --dir g > g.out 2>&1
 rc=$?

@@ -13,6 +13,7 @@
 #   rope    --init HF_DIR with --rope-theta / --rope-scaling / --max-position-embeddings:
 #           applied to training, written into config.json, checked on resume
 set -u
+HERE=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")") # before any cd
 BIN=$(readlink -f "$1")
 CASE=$2
 FIX=$(readlink -f "${3:-.}")
@@ -21,7 +22,7 @@ export OMP_NUM_THREADS=1 # bit-exact comparisons need the same thread count in e
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 cd "$W"
-. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/testlib.sh"
+. "$HERE/testlib.sh"
 
 tiny_config() { # tiny_config FILE ROPE_THETA HIDDEN
   cat > "$1" <<JSON

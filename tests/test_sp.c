@@ -100,9 +100,10 @@ int main(int argc, char **argv) {
     double ref_loss = ref_sum / (double)ref_cnt;
 
     /* distributed, with the memory features that must not change anything: per-layer
-     * recompute for odd dp, TiledMLP (tiles of 3 rows) for sp >= 2 */
+     * recompute for odd dp (keeping attention outputs when sp = 2), TiledMLP (tiles of 3 rows)
+     * for sp >= 2 */
     Model m;
-    model_init_ex(&m, &c, k, &mesh.sp_g, T_max, dp % 2 == 1, sp >= 2 ? 3 : 0);
+    model_init_ex(&m, &c, k, &mesh.sp_g, T_max, dp % 2 == 1 ? (sp == 2 ? 2 : 1) : 0, sp >= 2 ? 3 : 0);
     model_init_random(&m, 7);
     int64_t per = B / dp;
     double cnt = 0;

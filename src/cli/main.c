@@ -70,7 +70,9 @@ static int cmd_train(int argc, char **argv) {
         {"--tiled-mlp", FLAG_INT, &o.mlp_tile, "ROWS",
          "TiledMLP: run the MLP over tiles of ROWS tokens, recomputed in backward; no [tokens, intermediate] "
          "buffer (default 0: off)"},
-        {"--checkpoint", FLAG_INT, &checkpoint, "0|1", "per-layer activation checkpointing: keep only layer inputs, recompute in backward (default 0)"},
+        {"--checkpoint", FLAG_INT, &checkpoint, "0|1|2",
+         "per-layer activation checkpointing: 1 keeps only layer inputs and recomputes each layer in backward; 2 "
+         "also keeps each layer's attention output + lse so the recompute skips the attention (default 0: off)"},
         {"--out", FLAG_STRING, &o.out, "DIR", "write the trained model here (config.json + model.safetensors)"},
         {"--save-dtype", FLAG_STRING, &o.save_dtype, "f32|bf16", "dtype of the written weights (default f32)"},
         {"--save-every", FLAG_INT, &o.save_every, "N",
@@ -98,7 +100,7 @@ static int cmd_train(int argc, char **argv) {
         return finish(0);
     }
     if (rc == 0 && checkpoint >= 0) {
-        if (checkpoint > 1) rc = ul_err(&e, "--checkpoint %lld: expected 0 or 1", (long long)checkpoint);
+        if (checkpoint > 2) rc = ul_err(&e, "--checkpoint %lld: expected 0, 1 or 2", (long long)checkpoint);
         o.checkpoint = (int)checkpoint;
     }
     if (rc) return fail(&e);

@@ -20,8 +20,10 @@ static void acts_alloc(Model *m, LayerActs *a) {
     a->rstd1 = F32(t);
     a->qkv = ACT(t * (H + 2 * Hkv) * d);
     a->qkvh = m->sp > 1 ? ACT(T * m->W_l * d) : a->qkv;
-    a->oh = ACT(T * m->Hq_l * d);
-    a->lse = F32(T * m->Hq_l);
+    if (m->recompute != 2) { /* with recompute == 2 they are kept per layer (m->keep_oh, keep_lse) */
+        a->oh = ACT(T * m->Hq_l * d);
+        a->lse = F32(T * m->Hq_l);
+    }
     a->o = m->sp > 1 ? ACT(t * H * d) : a->oh;
     a->xmid = ACT(t * D);
     a->xn2 = ACT(t * D);
@@ -37,6 +39,7 @@ static void acts_free(Model *m, LayerActs *a) {
     const KernelOps *k = m->k;
     if (a->qkvh != a->qkv) k->free(a->qkvh);
     if (a->o != a->oh) k->free(a->o);
+    if (m->recompute == 2) a->oh = a->lse = NULL; /* owned by keep_oh / keep_lse */
     void *bufs[] = {a->xn1, a->rstd1, a->qkv, a->oh, a->lse, a->xmid, a->xn2, a->rstd2, a->g, a->u, a->h};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) k->free(bufs[i]);
@@ -55,6 +58,7 @@ void model_init_ex(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup
     m->sp = sp_g ? sp_g->size : 1;
     m->sp_rank = sp_g ? sp_g->rank : 0;
     m->recompute = recompute;
+    UL_ASSERT(recompute >= 0 && recompute <= 2, "recompute mode %d", recompute);
     int64_t H = c->num_heads, Hkv = c->num_kv_heads, d = c->head_dim, D = c->hidden_size;
     int64_t I = c->intermediate_size, V = c->vocab_size, L = c->num_layers, S = m->sp;
     UL_ASSERT(T_max % S == 0, "T_max %lld not a multiple of sp", (long long)T_max);
@@ -94,6 +98,14 @@ void model_init_ex(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup
     int64_t nacts = recompute ? 1 : L;
     m->acts = ul_calloc((size_t)nacts, sizeof(LayerActs));
     for (int64_t l = 0; l < nacts; l++) acts_alloc(m, &m->acts[l]);
+    if (recompute == 2) { /* keep every layer's attention output and lse: backward skips the attention */
+        m->keep_oh = ul_calloc((size_t)L, sizeof(void *));
+        m->keep_lse = ul_calloc((size_t)L, sizeof(float *));
+        for (int64_t l = 0; l < L; l++) {
+            m->keep_oh[l] = ACT(T_max * m->Hq_l * d);
+            m->keep_lse[l] = F32(T_max * m->Hq_l);
+        }
+    }
     m->xnf = ACT(t * D);
     m->rstdf = F32(t);
     m->logits = ACT(m->loss_tile * V);
@@ -126,6 +138,12 @@ void model_free(Model *m) {
     int64_t nacts = m->recompute ? 1 : m->c.num_layers;
     for (int64_t l = 0; l < nacts; l++) acts_free(m, &m->acts[l]);
     free(m->acts);
+    for (int64_t l = 0; m->keep_oh && l < m->c.num_layers; l++) {
+        k->free(m->keep_oh[l]);
+        k->free(m->keep_lse[l]);
+    }
+    free(m->keep_oh);
+    free(m->keep_lse);
     for (int64_t l = 0; l <= m->c.num_layers; l++) k->free(m->xin[l]);
     free(m->xin);
     if (m->doh != m->dout) k->free(m->doh);
@@ -212,19 +230,23 @@ typedef struct {
     int64_t n_local; /* no_exchange only */
 } StepCtx;
 
-static void attn_fwd(Model *m, const StepCtx *sc, LayerActs *a) {
+/* reuse: the attention output and lse of this layer are kept from the forward pass
+ * (recompute == 2): the exchange still runs (backward needs q, k, v), the kernel does not. */
+static void attn_fwd(Model *m, const StepCtx *sc, LayerActs *a, int reuse) {
     const KernelOps *k = m->k;
     const ModelConfig *c = &m->c;
     int64_t d = c->head_dim, H = c->num_heads, Hkv = c->num_kv_heads, rs = (H + 2 * Hkv) * d;
     float scale = (float)(1.0 / sqrt((double)d));
     if (m->no_exchange) {
-        k->attention_fwd(a->o, H * d, a->lse, a->qkv, rs, AO(a->qkv, H * d), rs, AO(a->qkv, (H + Hkv) * d), rs, sc->t,
+        if (!reuse)
+            k->attention_fwd(a->o, H * d, a->lse, a->qkv, rs, AO(a->qkv, H * d), rs, AO(a->qkv, (H + Hkv) * d), rs, sc->t,
                          H, Hkv, d, m->d_cul, sc->n_local, scale);
         return;
     }
     if (m->sp > 1) exchange_qkv(&m->x, sc->t, a->qkv, a->qkvh);
     int64_t ws = m->W_l * d;
-    k->attention_fwd(a->oh, m->Hq_l * d, a->lse, a->qkvh, ws, AO(a->qkvh, m->Hq_l * d), ws,
+    if (!reuse)
+        k->attention_fwd(a->oh, m->Hq_l * d, a->lse, a->qkvh, ws, AO(a->qkvh, m->Hq_l * d), ws,
                      AO(a->qkvh, (m->Hq_l + m->Hkv_l) * d), ws, sc->T, m->Hq_l, m->Hkv_l, d, m->d_cu, sc->s->n_docs,
                      scale);
     if (m->sp > 1) exchange_o(&m->x, sc->t, a->oh, a->o);
@@ -275,8 +297,14 @@ static void mlp_bwd_rows(Model *m, const LayerTensors *w, LayerTensors *gw, cons
     k->matmul(1, 0, I, D, n, 1.f, m->du, I, xn2, D, 1.f, gw->wu, D, 1);
 }
 
-/* x [t, D] -> y [t, D], saving activations in a. */
-static void layer_fwd(Model *m, const StepCtx *sc, int64_t l, const void *x, void *y, LayerActs *a) {
+/* x [t, D] -> y [t, D], saving activations in a; recomputing: the backward's second
+ * forward of this layer (per-layer checkpointing). */
+static void layer_fwd(Model *m, const StepCtx *sc, int64_t l, const void *x, void *y, LayerActs *a, int recomputing) {
+    if (m->recompute == 2) { /* this layer's kept attention output and lse */
+        a->oh = m->keep_oh[l];
+        a->lse = m->keep_lse[l];
+        if (m->sp == 1) a->o = a->oh;
+    }
     const KernelOps *k = m->k;
     const ModelConfig *c = &m->c;
     const LayerTensors *w = &m->P.layers[l];
@@ -290,7 +318,7 @@ static void layer_fwd(Model *m, const StepCtx *sc, int64_t l, const void *x, voi
     k->matmul(0, 1, t, Hkv * d, D, 1.f, a->xn1, D, w->wv, D, 0.f, AO(a->qkv, Hd + Hkv * d), rs, 0);  /* v */
     k->rope(a->qkv, rs, t, H, d, m->d_pos, m->inv_freq, 0);
     k->rope(AO(a->qkv, Hd), rs, t, Hkv, d, m->d_pos, m->inv_freq, 0);
-    attn_fwd(m, sc, a);
+    attn_fwd(m, sc, a, recomputing && m->recompute == 2);
     k->copy2d(a->xmid, D, x, D, t, D);
     k->matmul(0, 1, t, D, Hd, 1.f, a->o, Hd, w->wo, Hd, 1.f, a->xmid, D, 0); /* xmid = x + o wo^T */
     k->rmsnorm_fwd(a->xn2, a->rstd2, a->xmid, w->ln2, t, D, eps);
@@ -350,7 +378,7 @@ static void forward_layers(Model *m, const StepCtx *sc) {
     const ModelConfig *c = &m->c;
     m->k->embedding_fwd(m->xin[0], m->d_tok, m->P.wte, sc->t, c->hidden_size);
     for (int64_t l = 0; l < c->num_layers; l++)
-        layer_fwd(m, sc, l, m->xin[l], m->xin[l + 1], &m->acts[m->recompute ? 0 : l]);
+        layer_fwd(m, sc, l, m->xin[l], m->xin[l + 1], &m->acts[m->recompute ? 0 : l], 0);
     m->k->rmsnorm_fwd(m->xnf, m->rstdf, m->xin[c->num_layers], m->P.lnf, sc->t, c->hidden_size,
                       (float)c->rms_norm_eps);
 }
@@ -399,7 +427,7 @@ void model_step(Model *m, const LocalSeq *s, float dscale, int backward, double 
         k->rmsnorm_bwd(m->dres, m->G.lnf, m->dxn, m->xin[L], m->P.lnf, m->rstdf, t, D);
         for (int64_t l = L - 1; l >= 0; l--) {
             LayerActs *a = &m->acts[m->recompute ? 0 : l];
-            if (m->recompute) layer_fwd(m, &sc, l, m->xin[l], m->xscr, a);
+            if (m->recompute) layer_fwd(m, &sc, l, m->xin[l], m->xscr, a, 1);
             layer_bwd(m, &sc, l, m->xin[l], a);
         }
         k->embedding_bwd(m->G.wte, m->dres, m->d_tok, t, D);

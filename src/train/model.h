@@ -45,7 +45,10 @@ typedef struct {
     int sp, sp_rank;
     Exchange x;      /* the Ulysses all-to-all (sp > 1) */
     int64_t Hq_l, Hkv_l, W_l; /* heads per rank after the exchange (copies of x's) */
-    int recompute;   /* per-layer activation checkpointing: keep only layer inputs */
+    int recompute;   /* per-layer activation checkpointing: 0 off; 1 keep only layer inputs;
+                        2 also keep each layer's attention output + lse (backward skips the attention) */
+    void **keep_oh;  /* [L] x [T, Hq_l, d] (recompute == 2) */
+    float **keep_lse; /* [L] x [T, Hq_l] (recompute == 2) */
     int no_exchange; /* debug: attend only inside the local shard (the control experiment) */
     int64_t mlp_tile; /* TiledMLP: rows per MLP tile (0 = off); [t, I] activations never exist */
     void *tg, *tu, *th; /* [mlp_tile, I] the current tile's gate, up, silu(g)*u */

@@ -147,6 +147,8 @@ static int validate(const TrainOptions *o, const ModelConfig *c, int world, UlEr
                                 : "");
     if (o->steps < 0) return ul_err(e, "--steps %lld: must be >= 0", (long long)o->steps);
     if (o->mlp_tile < 0) return ul_err(e, "--tiled-mlp %lld: must be >= 0", (long long)o->mlp_tile);
+    if (o->no_exchange && o->checkpoint == 2)
+        return ul_err(e, "--debug-no-exchange: not supported with --checkpoint 2 (use 0 or 1)");
     if (!(o->lr >= 0)) return ul_err(e, "--lr: must be >= 0");
     if (strcmp(o->save_dtype, "f32") != 0 && strcmp(o->save_dtype, "bf16") != 0)
         return ul_err(e, "--save-dtype %s: expected f32 or bf16", o->save_dtype);
