@@ -141,6 +141,18 @@ __device__ float block_sum(float x) {
     return ul_warp_sum(s);
 }
 
+/* block_sum in double (same fixed order of additions). */
+__device__ double block_sum_d(double x) {
+    __shared__ double red[32];
+    __syncthreads();
+    x = ul_warp_sum_d(x);
+    int w = threadIdx.x >> 5, l = threadIdx.x & 31, nw = blockDim.x >> 5;
+    if (l == 0) red[w] = x;
+    __syncthreads();
+    double s = l < nw ? red[l] : 0.0;
+    return ul_warp_sum_d(s);
+}
+
 __global__ void k_rmsnorm_fwd(bf16 *__restrict__ y, float *__restrict__ rstd, const bf16 *__restrict__ x,
                               const bf16 *__restrict__ w, int64_t D, float eps) {
     const int64_t i = blockIdx.x;
@@ -295,33 +307,19 @@ void ul_cuda_swiglu_bwd(void *dg, void *du, const void *dh, const void *g, const
 /* Deterministic: a fixed grid, per-block partials in double, then one block sums them in
  * a fixed order. */
 __global__ void k_sumsq_part(double *__restrict__ part, const float *__restrict__ x, int64_t n) {
-    __shared__ double red[32];
     double s = 0;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         double v = x[i];
         s += v * v;
     }
-    s = ul_warp_sum_d(s);
-    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = s;
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        double r = threadIdx.x < (blockDim.x >> 5) ? red[threadIdx.x] : 0.0;
-        r = ul_warp_sum_d(r);
-        if (threadIdx.x == 0) part[blockIdx.x] = r;
-    }
+    s = block_sum_d(s);
+    if (threadIdx.x == 0) part[blockIdx.x] = s;
 }
 __global__ void k_sumsq_final(double *__restrict__ out, const double *__restrict__ part, int np) {
-    __shared__ double red[32];
     double s = 0;
     for (int i = threadIdx.x; i < np; i += blockDim.x) s += part[i];
-    s = ul_warp_sum_d(s);
-    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = s;
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        double r = threadIdx.x < (blockDim.x >> 5) ? red[threadIdx.x] : 0.0;
-        r = ul_warp_sum_d(r);
-        if (threadIdx.x == 0) out[0] = r;
-    }
+    s = block_sum_d(s);
+    if (threadIdx.x == 0) out[0] = s;
 }
 
 double ul_cuda_sumsq(const float *x, int64_t n) {
