@@ -329,35 +329,25 @@ int train_run(const TrainOptions *o_in, UlError *e) {
         if (resume[0]) rc = ckpt_jsonl_truncate(o->eval_out, first, NULL, NULL, e);
         if (rc == 0) ef = fopen(o->eval_out, resume[0] ? "a" : "w");
     }
+    ParamInfo *pinfo = NULL;
+    Sample *smp = NULL;
+    int64_t per_rank = 0;
     if (ul_agree(rc, e)) {
         if (mf) fclose(mf);
         if (ef) fclose(ef);
-        free(h_step);
-        free(h_loss);
-        free(h_estep);
-        free(h_acc);
-        k->free(mom1);
-        k->free(mom2);
-        if (on_gpu) {
-            free(hp);
-            free(hm1);
-            free(hm2);
-        }
-        model_free(&m);
-        ul_mesh_free(&mesh);
-        data_close(&dl);
-        return -1;
+        rc = -1;
+        goto release;
     }
     if (rank == 0 && !o->quiet && resume[0])
         fprintf(stderr, "ulysses: resuming from %s at step %lld\n", resume, (long long)first);
     /* the plot starts at the first step whose loss is known */
     int64_t plot_first = resume[0] && hist.n_known < first ? first : 0;
-    ParamInfo *pinfo = ul_malloc((size_t)nt * sizeof(ParamInfo));
+    pinfo = ul_malloc((size_t)nt * sizeof(ParamInfo));
     for (int64_t i = 0; i < nt; i++) ul_param_info(&c, i, &pinfo[i]);
 
-    int64_t per_rank = o->batch / mesh.dp; /* sequences per step on this DP index */
+    per_rank = o->batch / mesh.dp; /* sequences per step on this DP index */
     int64_t per_micro = per_rank / o->grad_accum;
-    Sample *smp = ul_calloc((size_t)per_rank, sizeof(Sample));
+    smp = ul_calloc((size_t)per_rank, sizeof(Sample));
     int tty = isatty(2);
     double t_start = ul_now(), train_time = 0, last_acc = -1;
     int64_t n_eval = hist.n_eval;
@@ -472,12 +462,13 @@ int train_run(const TrainOptions *o_in, UlError *e) {
         rc = plot_png(o->plot, panels, n_eval > 0 ? 2 : 1, e);
         if (rc == 0 && !o->quiet) fprintf(stderr, "ulysses: plot written to %s\n", o->plot);
     }
+    rc = ul_agree(rc, e);
+
+release:
     free(h_step);
     free(h_loss);
     free(h_estep);
     free(h_acc);
-    rc = ul_agree(rc, e);
-
     for (int64_t i = 0; i < per_rank; i++) sample_free(&smp[i]);
     free(smp);
     free(pinfo);
