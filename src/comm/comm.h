@@ -49,6 +49,10 @@ typedef struct {
     CommGroup *dev_world, *dev_sp, *dev_dp;
 } Mesh;
 
+/* This process's rank among the ranks of its node, and their number (collective over
+ * MPI_COMM_WORLD). */
+void ul_node_rank(int *rank, int *size);
+
 /* MPI backend. ul_mesh_init_mpi splits MPI_COMM_WORLD; the caller has validated
  * world == R*S*N. */
 const CommOps *ul_comm_mpi(void);

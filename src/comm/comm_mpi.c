@@ -88,6 +88,14 @@ static const CommOps MPI_OPS = {
 
 const CommOps *ul_comm_mpi(void) { return &MPI_OPS; }
 
+void ul_node_rank(int *rank, int *size) {
+    MPI_Comm node;
+    MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+    MPI_CHECK(MPI_Comm_rank(node, rank));
+    MPI_CHECK(MPI_Comm_size(node, size));
+    MPI_CHECK(MPI_Comm_free(&node));
+}
+
 static void group_from_split(CommGroup *g, int color, int key) {
     MPI_Comm *c = ul_malloc(sizeof(MPI_Comm));
     MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, color, key, c));

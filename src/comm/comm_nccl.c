@@ -152,11 +152,8 @@ int ul_cuda_select_device(void) {
         cudaGetLastError(); /* clear the sticky "no device" error */
         return -1;
     }
-    MPI_Comm node;
-    int local = 0;
-    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
-    MPI_Comm_rank(node, &local);
-    MPI_Comm_free(&node);
+    int local = 0, node_size = 1;
+    ul_node_rank(&local, &node_size);
     CUDA_CHECK(cudaSetDevice(local % n));
     return local % n;
 }

@@ -1,17 +1,15 @@
 #include "core/threads.h"
 
 #include <cblas.h>
-#include <mpi.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "comm/comm.h"
+
 int ul_threads_setup(void) {
-    MPI_Comm node;
-    int local = 1;
-    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
-    MPI_Comm_size(node, &local);
-    MPI_Comm_free(&node);
+    int node_rank = 0, local = 1;
+    ul_node_rank(&node_rank, &local);
     int n;
     const char *env = getenv("OMP_NUM_THREADS");
     if (env && atoi(env) > 0) {
