@@ -84,6 +84,12 @@ badinput)
   expect 1 "no-such-dir" $T --model tiny.json --init no-such-dir
   expect 3 "attention heads" $T --model tiny.json --sp 3 --batch 3
   expect 2 "kv heads" train --model kv3.json --data data.tok --seq-len 64 --steps 2 --sp 2 --batch 2
+  # --plot without a working gnuplot: refused before training (UL_GNUPLOT names a stand-in
+  # that fails; PATH cannot be used: mpirun started by absolute path puts its own bin first)
+  printf '#!/bin/sh\nexit 1\n' > nognuplot && chmod +x nognuplot
+  export UL_GNUPLOT=$PWD/nognuplot
+  expect 2 "\-\-plot: the plot needs gnuplot" $T --model tiny.json --plot p.png
+  unset UL_GNUPLOT
   echo "badinput: $checks checks"
   ;;
 mesh)

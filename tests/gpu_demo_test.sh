@@ -19,7 +19,9 @@ check $? "CPU demo failed: $(tail -3 c.out)"
 tail_loss() { sed -e 's/.*"loss": \([-0-9.e+]*\).*/\1/' "$1/metrics.jsonl" | awk 'NR > 150 { s += $1; n++ } END { print s / n }'; }
 acc() { tail -n 1 "$1/metrics.jsonl" | sed -e 's/.*"answer_acc": \([-0-9.e+]*\).*/\1/'; }
 lg=$(tail_loss g); lc=$(tail_loss c); ag=$(acc g); ac=$(acc c)
-echo "steps 151-200 mean loss: GPU $lg, CPU $lc; answer accuracy at 200: GPU $ag, CPU $ac"
+line="gpu demo: steps 151-200 mean loss: GPU $lg, CPU $lc; answer accuracy at 200: GPU $ag, CPU $ac"
+echo "$line"
+[ -n "${UL_TEST_REPORT:-}" ] && echo "$line" >> "$UL_TEST_REPORT"
 awk -v a="$lg" -v b="$lc" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 0.25 * b) }'
 check $? "GPU loss $lg does not track the CPU loss $lc"
 awk -v a="$ag" -v b="$ac" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 0.15) }'

@@ -6,6 +6,7 @@
  * the CUDA backend. */
 #include <math.h>
 #include <mpi.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "fixture.h"
@@ -95,9 +96,19 @@ int main(int argc, char **argv) {
     }
     double all = cosine(g, ref.grads, m.n_params);
     CHECK(all >= 0.999, "whole gradient: cosine %.6f", all);
-    if (rank == 0)
-        printf("gpu sp=%d %s: loss %.6f (CPU %.6f, transformers %.6f), gradient cosine %.6f, worst %.6f (%s)\n", world,
-               argv[1], loss, rloss, f.loss, all, worst, worst_name);
+    if (rank == 0) {
+        char line[1024];
+        snprintf(line, sizeof line,
+                 "gpu sp=%d %s: loss %.6f (CPU %.6f, transformers %.6f), gradient cosine %.6f, worst %.6f (%s)\n", world,
+                 argv[1], loss, rloss, f.loss, all, worst, worst_name);
+        fputs(line, stdout);
+        const char *rp = getenv("UL_TEST_REPORT"); /* scripts/gpu_test.sh's table */
+        FILE *rf = rp ? fopen(rp, "a") : NULL;
+        if (rf) {
+            fputs(line, rf);
+            fclose(rf);
+        }
+    }
     int fails = tu_failures;
     MPI_Allreduce(MPI_IN_PLACE, &fails, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     free(g);

@@ -7,6 +7,7 @@
 #include "core/threads.h"
 #include "formats/tokens.h"
 #include "train/eval.h"
+#include "train/plot.h"
 #include "train/task_kv.h"
 #include "train/train.h"
 #include <sys/stat.h>
@@ -195,6 +196,15 @@ static int cmd_demo(int argc, char **argv) {
     o.metrics = metrics;
     o.eval_out = evals;
     o.plot = plot;
+    /* the plot is a convenience: without gnuplot the demo still trains and writes the rest */
+    int can_plot = 1;
+    if (g_rank == 0) can_plot = plot_check("demo.png", &e) == 0;
+    MPI_Bcast(&can_plot, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (!can_plot) {
+        if (g_rank == 0) fprintf(stderr, "ulysses: note: %s; the demo runs without it\n", e.msg);
+        o.plot = NULL;
+        snprintf(plot, sizeof plot, "(none: gnuplot missing)");
+    }
     if (g_rank == 0) {
         char cmd[4200];
         snprintf(cmd, sizeof cmd, "%s", dir);

@@ -128,6 +128,9 @@ int eval_command(const EvalOptions *o, UlError *e) {
         else if (o->seq_len % sp) rc = ul_err(e, "--seq-len %lld: must be a multiple of --sp", (long long)o->seq_len);
         else rc = kv_validate(&kv, e);
     }
+    int wrank;
+    MPI_Comm_rank(MPI_COMM_WORLD, &wrank);
+    if (rc == 0 && o->plot && wrank == 0) rc = plot_check("--plot", e); /* before the work, not after */
     if (ul_agree(rc, e)) return -1;
     DataLoader dl;
     memset(&dl, 0, sizeof dl);

@@ -1,13 +1,31 @@
 #include "train/plot.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+/* gnuplot, or the program UL_GNUPLOT names */
+static const char *gnuplot_cmd(void) {
+    const char *g = getenv("UL_GNUPLOT");
+    return g && g[0] ? g : "gnuplot";
+}
+
+int plot_check(const char *what, UlError *e) {
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "'%s' -e 'set terminal pngcairo' >/dev/null 2>&1", gnuplot_cmd());
+    FILE *g = popen(cmd, "w");
+    if (!g || pclose(g) != 0)
+        return ul_err(e, "%s: the plot needs gnuplot with the pngcairo terminal (Debian: gnuplot-nox)", what);
+    return 0;
+}
 
 int plot_png(const char *path, const PlotPanel *panels, int n_panels, UlError *e) {
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp.png", path);
-    FILE *g = popen("gnuplot 2>/dev/null", "w");
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "'%s' 2>/dev/null", gnuplot_cmd());
+    FILE *g = popen(cmd, "w");
     if (!g) return ul_err(e, "%s: cannot start gnuplot (install gnuplot-nox)", path);
     fprintf(g, "set terminal pngcairo size %d,420 noenhanced font 'sans,10'\n", 520 * n_panels);
     fprintf(g, "set output '%s'\nset multiplot layout 1,%d\nset grid\n", tmp, n_panels);

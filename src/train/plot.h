@@ -1,4 +1,5 @@
-/* PNG plots through gnuplot (Debian's gnuplot-nox, pngcairo or png terminal). */
+/* PNG plots through gnuplot (Debian's gnuplot-nox, pngcairo terminal); the environment
+ * variable UL_GNUPLOT may name another gnuplot executable. */
 #ifndef UL_PLOT_H
 #define UL_PLOT_H
 
@@ -19,6 +20,10 @@ typedef struct {
     const PlotLine *lines;
     int n_lines;
 } PlotPanel;
+
+/* 0 when gnuplot with the pngcairo terminal is installed; otherwise an error naming
+ * `what` (the flag or file that asked for the plot). Cheap: run it before long work. */
+int plot_check(const char *what, UlError *e);
 
 /* Panels side by side in one PNG (written to PATH.tmp.png, then renamed). */
 int plot_png(const char *path, const PlotPanel *panels, int n_panels, UlError *e);

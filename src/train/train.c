@@ -236,6 +236,8 @@ int train_run(const TrainOptions *o_in, UlError *e) {
     if (rc == 0) rc = ckpt_apply_rope_flags(&c, o->rope_theta, o->rope_scaling, o->max_position_embeddings, e);
     if (rc == 0 && resume[0]) rc = ckpt_check_config(resume, &c, e);
     if (rc == 0) rc = validate(o, &c, world, e);
+    /* the plot is drawn after training: find out now whether it can be */
+    if (rc == 0 && rank == 0 && o->plot) rc = plot_check("--plot", e);
     if (ul_agree(rc, e)) return -1;
     DataLoader dl;
     memset(&dl, 0, sizeof dl);
