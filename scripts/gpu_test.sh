@@ -20,7 +20,7 @@ t0=$(date +%s)
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DUL_CUDA=ON -DUL_SANITIZE_TESTS=OFF \
       -DUL_CUDA_PTXAS_VERBOSE=ON >"$LOG/configure.log" 2>&1 || { tail -40 "$LOG/configure.log"; exit 1; }
 # only what the gpu-labelled tests need (UL_GPU_BUILD_ALL=1 builds everything)
-targets="--target test_cuda_kernels test_gpu_model ulysses"; [ "${UL_GPU_BUILD_ALL:-0}" = 1 ] && targets=""
+targets="--target test_cuda_kernels test_gpu_model ulysses bench_attention"; [ "${UL_GPU_BUILD_ALL:-0}" = 1 ] && targets=""
 cmake --build build-gpu -j"$(nproc)" $targets >"$LOG/build.log" 2>&1 || { grep -E "error|Error" -A3 "$LOG/build.log" | head -80; exit 1; }
 grep -E "spill|stack frame" "$LOG/build.log" | grep -v " 0 bytes spill stores, 0 bytes spill loads" | grep -v "0 bytes stack frame" | head -20
 echo "build: $(( $(date +%s) - t0 )) s"

@@ -9,16 +9,16 @@
  * padded with zeros to DP in {32, 64, 96, 128} (zero columns change no dot product).
  *
  * Tiling is uniform in the token index (no alignment to documents, so the grid is known
- * without reading cu_seqlens on the host): a query block [r0, r0 + 64) visits keys
- * [docstart(r0), min(r0 + 64, T)); a key block [k0, k0 + 64) visits queries
- * [k0, docend(k0 + 63)). Element masks (j <= i and same document) apply only to tiles
+ * without reading cu_seqlens on the host): a query block [r0, r0 + BM) visits keys
+ * [docstart(r0), min(r0 + BM, T)); a key block [k0, k0 + BK) visits queries
+ * [k0, docend(k0 + BK - 1)). Element masks (j <= i and same document) apply only to tiles
  * that are not entirely valid. Softmax works in log2 units: s2 = s * scale * log2(e).
  *
- *   forward  (4 warps x 16 query rows): online softmax, O and lse = (m2 + log2 l) ln 2.
+ *   forward  (4 warps x 16 MT query rows): online softmax, O and lse = (m2 + log2 l) ln 2.
  *   backward (FlashAttention-2):  D = rowsum(dO * O)   (k_attn_dot)
- *            dK, dV (4 warps x 16 keys; loops over the query heads of the kv group and
+ *            dK, dV (4 warps x 16 MT keys; loops over the query heads of the kv group and
  *                    the query tiles; no atomics, deterministic)
- *            dQ     (4 warps x 16 query rows; loops over key tiles)
+ *            dQ     (4 warps x 16 MT query rows; loops over key tiles)
  *   P = exp2(s2 - lse2), dS = P (dP - D), dQ = scale dS K, dK = scale dS^T Q, dV = P^T dO. */
 #include <string.h>
 
@@ -26,8 +26,6 @@
 
 #define AT_NW 4
 #define AT_NT (AT_NW * 32)
-#define AT_BM 64  /* query rows per CTA (forward, dQ) */
-#define AT_BN 64  /* key rows per step (forward, dQ) and per CTA (dK/dV) */
 #define AT_LOG2E 1.4426950408889634f
 #define AT_LN2 0.6931471805599453f
 
@@ -190,9 +188,13 @@ typedef struct {
 
 /* ---------------------------------------------------------------- forward */
 
-template <int DP>
+/* MT m-tiles of 16 query rows per warp (BM = 4 warps x 16 MT rows per CTA): every K and V
+ * fragment read from shared memory feeds MT tensor-core products, which is what bounds
+ * this kernel (ldmatrix bandwidth). Q fragments are re-read from shared memory per key
+ * block, so registers hold only the MT x DP output and MT x BN score accumulators. */
+template <int DP, int MT, int BN>
 __global__ void __launch_bounds__(AT_NT) k_attn_fwd(const AttnArgs a) {
-    constexpr int LD = DP + 8, BM = AT_BM, BN = AT_BN;
+    constexpr int LD = DP + 8, BM = AT_NW * 16 * MT;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16 *sQ = (bf16 *)smem_raw;      // [BM][LD]
     bf16 *sK = sQ + BM * LD;          // [2][BN][LD]
@@ -207,10 +209,15 @@ __global__ void __launch_bounds__(AT_NT) k_attn_fwd(const AttnArgs a) {
     const int64_t kend = r0 + BM < T ? r0 + BM : T;
     const int64_t kstart = __ldg(a.cu + doc_of(a.cu, a.n_docs, r0));
     const int64_t ds_last = __ldg(a.cu + doc_of(a.cu, a.n_docs, kend - 1));
-    const int64_t ia = r0 + w * 16 + g, ib = ia + 8;
-    const int64_t dsa = __ldg(a.cu + doc_of(a.cu, a.n_docs, ia < T ? ia : T - 1));
-    const int64_t dsb = __ldg(a.cu + doc_of(a.cu, a.n_docs, ib < T ? ib : T - 1));
-    const int ir = w * 16 + g, dsra = (int)(dsa - r0), dsrb = (int)(dsb - r0);
+    const int wr0 = w * 16 * MT; /* this warp's first row inside the block */
+    int dsr[MT][2];              /* document start of rows (g, g + 8) of each m-tile, relative to r0 */
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) {
+            const int64_t i = r0 + wr0 + mt * 16 + g + hf * 8;
+            dsr[mt][hf] = (int)(__ldg(a.cu + doc_of(a.cu, a.n_docs, i < T ? i : T - 1)) - r0);
+        }
 
     const bf16 *qg = a.q + h * a.d, *kg = a.k + hk * a.d, *vg = a.v + hk * a.d;
     const int nkb = (int)((kend - kstart + BN - 1) / BN);
@@ -220,11 +227,14 @@ __global__ void __launch_bounds__(AT_NT) k_attn_fwd(const AttnArgs a) {
     load_tile<BN, DP>(sV, vg, a.vs, kstart, kend, a.d, a.vv);
     cp_async_commit();
 
-    unsigned qf[DP / 16][4];
-    float oacc[DP / 8][4];
+    float oacc[MT][DP / 8][4];
 #pragma unroll
-    for (int i = 0; i < DP / 8; i++) oacc[i][0] = oacc[i][1] = oacc[i][2] = oacc[i][3] = 0.0f;
-    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int i = 0; i < DP / 8; i++) oacc[mt][i][0] = oacc[mt][i][1] = oacc[mt][i][2] = oacc[mt][i][3] = 0.0f;
+    float mrow[MT][2], lrow[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) mrow[mt][0] = mrow[mt][1] = -INFINITY, lrow[mt][0] = lrow[mt][1] = 0.0f;
 
     for (int kb = 0; kb < nkb; kb++) {
         const int st = kb & 1;
@@ -238,104 +248,127 @@ __global__ void __launch_bounds__(AT_NT) k_attn_fwd(const AttnArgs a) {
             cp_async_wait<0>();
         }
         __syncthreads();
-        if (kb == 0) {
-#pragma unroll
-            for (int ks = 0; ks < DP / 16; ks++)
-                ldsm_x4(qf[ks][0], qf[ks][1], qf[ks][2], qf[ks][3], frag_a<LD>(sQ, w * 16, ks * 16, lane));
-        }
         const bf16 *cK = sK + st * BN * LD, *cV = sV + st * BN * LD;
         const int64_t j0 = kstart + (int64_t)kb * BN;
 
-        float sc[BN / 8][4];
+        float sc[MT][BN / 8][4];
 #pragma unroll
-        for (int i = 0; i < BN / 8; i++) sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.0f;
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int i = 0; i < BN / 8; i++) sc[mt][i][0] = sc[mt][i][1] = sc[mt][i][2] = sc[mt][i][3] = 0.0f;
 #pragma unroll
         for (int ks = 0; ks < DP / 16; ks++) {
+            unsigned qa[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+                ldsm_x4(qa[mt][0], qa[mt][1], qa[mt][2], qa[mt][3], frag_a<LD>(sQ, wr0 + mt * 16, ks * 16, lane));
 #pragma unroll
             for (int np = 0; np < BN / 16; np++) {
                 unsigned b0, b1, b2, b3;
                 ldsm_x4(b0, b1, b2, b3, frag_b_nk<LD>(cK, np * 16, ks * 16, lane));
-                mma16816(sc[2 * np], qf[ks], b0, b1);
-                mma16816(sc[2 * np + 1], qf[ks], b2, b3);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma16816(sc[mt][2 * np], qa[mt], b0, b1);
+                    mma16816(sc[mt][2 * np + 1], qa[mt], b2, b3);
+                }
             }
         }
         const bool full = j0 >= ds_last && j0 + BN - 1 <= r0;
         const int jr = (int)(j0 - r0);
-        float mx0 = -INFINITY, mx1 = -INFINITY;
+        float al[MT][2];
 #pragma unroll
-        for (int nt = 0; nt < BN / 8; nt++) {
+        for (int mt = 0; mt < MT; mt++) {
+            const int ir = wr0 + mt * 16 + g;
+            float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float x = sc[nt][e] * a.scale2;
-                if (!full) { /* offsets relative to r0 fit in int (T < 2^31) */
-                    const int j = jr + nt * 8 + 2 * t4 + (e & 1);
-                    const int i = e < 2 ? ir : ir + 8, ds = e < 2 ? dsra : dsrb;
-                    if (!(j <= i && j >= ds)) x = -INFINITY;
+            for (int nt = 0; nt < BN / 8; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float x = sc[mt][nt][e];
+                    if (!full) { /* offsets relative to r0 fit in int (T < 2^31) */
+                        const int j = jr + nt * 8 + 2 * t4 + (e & 1);
+                        const int i = e < 2 ? ir : ir + 8, ds = dsr[mt][e >> 1];
+                        if (!(j <= i && j >= ds)) x = -INFINITY;
+                    }
+                    sc[mt][nt][e] = x;
                 }
-                sc[nt][e] = x;
+                mx0 = fmaxf(mx0, fmaxf(sc[mt][nt][0], sc[mt][nt][1]));
+                mx1 = fmaxf(mx1, fmaxf(sc[mt][nt][2], sc[mt][nt][3]));
             }
-            mx0 = fmaxf(mx0, fmaxf(sc[nt][0], sc[nt][1]));
-            mx1 = fmaxf(mx1, fmaxf(sc[nt][2], sc[nt][3]));
-        }
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-        const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
-        const float mu0 = mn0 == -INFINITY ? 0.0f : mn0, mu1 = mn1 == -INFINITY ? 0.0f : mn1;
-        const float al0 = ex2(m0 - mu0), al1 = ex2(m1 - mu1);
-        m0 = mn0;
-        m1 = mn1;
-        float rs0 = 0.0f, rs1 = 0.0f;
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            /* raw scores; the running max m is kept in scaled log2 units: m = max(s) * scale2 */
+            const float mn0 = fmaxf(mrow[mt][0], mx0 * a.scale2), mn1 = fmaxf(mrow[mt][1], mx1 * a.scale2);
+            const float mu0 = mn0 == -INFINITY ? 0.0f : mn0, mu1 = mn1 == -INFINITY ? 0.0f : mn1;
+            al[mt][0] = ex2(mrow[mt][0] - mu0);
+            al[mt][1] = ex2(mrow[mt][1] - mu1);
+            mrow[mt][0] = mn0;
+            mrow[mt][1] = mn1;
+            float rs0 = 0.0f, rs1 = 0.0f;
 #pragma unroll
-        for (int nt = 0; nt < BN / 8; nt++) {
-            sc[nt][0] = ex2(sc[nt][0] - mu0);
-            sc[nt][1] = ex2(sc[nt][1] - mu0);
-            sc[nt][2] = ex2(sc[nt][2] - mu1);
-            sc[nt][3] = ex2(sc[nt][3] - mu1);
-            rs0 += sc[nt][0] + sc[nt][1];
-            rs1 += sc[nt][2] + sc[nt][3];
-        }
-        l0 = l0 * al0 + rs0;
-        l1 = l1 * al1 + rs1;
+            for (int nt = 0; nt < BN / 8; nt++) { /* exp2(s * scale2 - m): one FFMA + ex2 per score */
+                sc[mt][nt][0] = ex2(fmaf(sc[mt][nt][0], a.scale2, -mu0));
+                sc[mt][nt][1] = ex2(fmaf(sc[mt][nt][1], a.scale2, -mu0));
+                sc[mt][nt][2] = ex2(fmaf(sc[mt][nt][2], a.scale2, -mu1));
+                sc[mt][nt][3] = ex2(fmaf(sc[mt][nt][3], a.scale2, -mu1));
+                rs0 += sc[mt][nt][0] + sc[mt][nt][1];
+                rs1 += sc[mt][nt][2] + sc[mt][nt][3];
+            }
+            lrow[mt][0] = lrow[mt][0] * al[mt][0] + rs0;
+            lrow[mt][1] = lrow[mt][1] * al[mt][1] + rs1;
 #pragma unroll
-        for (int nt = 0; nt < DP / 8; nt++) {
-            oacc[nt][0] *= al0;
-            oacc[nt][1] *= al0;
-            oacc[nt][2] *= al1;
-            oacc[nt][3] *= al1;
+            for (int nt = 0; nt < DP / 8; nt++) {
+                oacc[mt][nt][0] *= al[mt][0];
+                oacc[mt][nt][1] *= al[mt][0];
+                oacc[mt][nt][2] *= al[mt][1];
+                oacc[mt][nt][3] *= al[mt][1];
+            }
         }
 #pragma unroll
         for (int kk = 0; kk < BN / 16; kk++) {
-            unsigned pa[4];
-            pa[0] = pack_bf16(sc[2 * kk][0], sc[2 * kk][1]);
-            pa[1] = pack_bf16(sc[2 * kk][2], sc[2 * kk][3]);
-            pa[2] = pack_bf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
-            pa[3] = pack_bf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+            unsigned pa[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                pa[mt][0] = pack_bf16(sc[mt][2 * kk][0], sc[mt][2 * kk][1]);
+                pa[mt][1] = pack_bf16(sc[mt][2 * kk][2], sc[mt][2 * kk][3]);
+                pa[mt][2] = pack_bf16(sc[mt][2 * kk + 1][0], sc[mt][2 * kk + 1][1]);
+                pa[mt][3] = pack_bf16(sc[mt][2 * kk + 1][2], sc[mt][2 * kk + 1][3]);
+            }
 #pragma unroll
             for (int np = 0; np < DP / 16; np++) {
                 unsigned b0, b1, b2, b3;
                 ldsm_x4_t(b0, b1, b2, b3, frag_b_kn<LD>(cV, kk * 16, np * 16, lane));
-                mma16816(oacc[2 * np], pa, b0, b1);
-                mma16816(oacc[2 * np + 1], pa, b2, b3);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma16816(oacc[mt][2 * np], pa[mt], b0, b1);
+                    mma16816(oacc[mt][2 * np + 1], pa[mt], b2, b3);
+                }
             }
         }
         __syncthreads(); /* the next iteration refills this stage */
     }
 
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
-    if (t4 == 0) {
-        if (ia < T) a.lse[ia * a.Hq + h] = l0 > 0.0f ? (m0 + __log2f(l0)) * AT_LN2 : -INFINITY;
-        if (ib < T) a.lse[ib * a.Hq + h] = l1 > 0.0f ? (m1 + __log2f(l1)) * AT_LN2 : -INFINITY;
+    /* this warp's rows of sQ are read by this warp only: stage the output there */
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        float l0 = lrow[mt][0], l1 = lrow[mt][1];
+        l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+        l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+        const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
+        const int64_t ia = r0 + wr0 + mt * 16 + g, ib = ia + 8;
+        if (t4 == 0) {
+            if (ia < T) a.lse[ia * a.Hq + h] = l0 > 0.0f ? (mrow[mt][0] + __log2f(l0)) * AT_LN2 : -INFINITY;
+            if (ib < T) a.lse[ib * a.Hq + h] = l1 > 0.0f ? (mrow[mt][1] + __log2f(l1)) * AT_LN2 : -INFINITY;
+        }
+        stage_acc<DP>(sQ, wr0 + mt * 16, oacc[mt], inv0, inv1, lane);
     }
-    /* this warp's rows of sQ were last read at kb == 0 (by this warp only) */
-    stage_acc<DP>(sQ, w * 16, oacc, inv0, inv1, lane);
     __syncwarp();
-    store_rows<DP>(a.o + h * a.d, a.os, sQ, w * 16, r0, T, a.d, a.vo, lane);
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) store_rows<DP>(a.o + h * a.d, a.os, sQ, wr0 + mt * 16, r0, T, a.d, a.vo, lane);
 }
 
 /* ---------------------------------------------------------------- backward: D = rowsum(dO * O) */
@@ -354,9 +387,9 @@ __global__ void k_attn_dot(const AttnArgs a) {
 
 /* ---------------------------------------------------------------- backward: dQ */
 
-template <int DP>
+template <int DP, int MT, int BN>
 __global__ void __launch_bounds__(AT_NT) k_attn_bwd_dq(const AttnArgs a) {
-    constexpr int LD = DP + 8, BM = AT_BM, BN = AT_BN;
+    constexpr int LD = DP + 8, BM = AT_NW * 16 * MT;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16 *sQ = (bf16 *)smem_raw;   // [BM][LD]
     bf16 *sO = sQ + BM * LD;       // [BM][LD]   dO
@@ -372,14 +405,18 @@ __global__ void __launch_bounds__(AT_NT) k_attn_bwd_dq(const AttnArgs a) {
     const int64_t kend = r0 + BM < T ? r0 + BM : T;
     const int64_t kstart = __ldg(a.cu + doc_of(a.cu, a.n_docs, r0));
     const int64_t ds_last = __ldg(a.cu + doc_of(a.cu, a.n_docs, kend - 1));
-    const int64_t ia = r0 + w * 16 + g, ib = ia + 8;
-    const int64_t dsa = __ldg(a.cu + doc_of(a.cu, a.n_docs, ia < T ? ia : T - 1));
-    const int64_t dsb = __ldg(a.cu + doc_of(a.cu, a.n_docs, ib < T ? ib : T - 1));
-    const int ir = w * 16 + g, dsra = (int)(dsa - r0), dsrb = (int)(dsb - r0);
-    const float lsa = ia < T ? a.lsec[ia * a.Hq + h] * AT_LOG2E : 0.0f;
-    const float lsb = ib < T ? a.lsec[ib * a.Hq + h] * AT_LOG2E : 0.0f;
-    const float Da = ia < T ? a.D[ia * a.Hq + h] : 0.0f;
-    const float Db = ib < T ? a.D[ib * a.Hq + h] : 0.0f;
+    const int wr0 = w * 16 * MT;
+    int dsr[MT][2];       /* document start of rows (g, g + 8) of each m-tile, relative to r0 */
+    float lsr[MT][2], Dr[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) {
+            const int64_t i = r0 + wr0 + mt * 16 + g + hf * 8;
+            dsr[mt][hf] = (int)(__ldg(a.cu + doc_of(a.cu, a.n_docs, i < T ? i : T - 1)) - r0);
+            lsr[mt][hf] = i < T ? a.lsec[i * a.Hq + h] * AT_LOG2E : 0.0f;
+            Dr[mt][hf] = i < T ? a.D[i * a.Hq + h] : 0.0f;
+        }
 
     const bf16 *kg = a.k + hk * a.d, *vg = a.v + hk * a.d;
     const int nkb = (int)((kend - kstart + BN - 1) / BN);
@@ -390,9 +427,11 @@ __global__ void __launch_bounds__(AT_NT) k_attn_bwd_dq(const AttnArgs a) {
     load_tile<BN, DP>(sV, vg, a.vs, kstart, kend, a.d, a.vv);
     cp_async_commit();
 
-    float acc[DP / 8][4];
+    float acc[MT][DP / 8][4];
 #pragma unroll
-    for (int i = 0; i < DP / 8; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int i = 0; i < DP / 8; i++) acc[mt][i][0] = acc[mt][i][1] = acc[mt][i][2] = acc[mt][i][3] = 0.0f;
 
     for (int kb = 0; kb < nkb; kb++) {
         const int st = kb & 1;
@@ -409,65 +448,87 @@ __global__ void __launch_bounds__(AT_NT) k_attn_bwd_dq(const AttnArgs a) {
         const bf16 *cK = sK + st * BN * LD, *cV = sV + st * BN * LD;
         const int64_t j0 = kstart + (int64_t)kb * BN;
 
-        float sc[BN / 8][4], dp[BN / 8][4];
+        float sc[MT][BN / 8][4], dp[MT][BN / 8][4];
 #pragma unroll
-        for (int i = 0; i < BN / 8; i++) {
-            sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.0f;
-            dp[i][0] = dp[i][1] = dp[i][2] = dp[i][3] = 0.0f;
-        }
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int i = 0; i < BN / 8; i++) {
+                sc[mt][i][0] = sc[mt][i][1] = sc[mt][i][2] = sc[mt][i][3] = 0.0f;
+                dp[mt][i][0] = dp[mt][i][1] = dp[mt][i][2] = dp[mt][i][3] = 0.0f;
+            }
 #pragma unroll
         for (int ks = 0; ks < DP / 16; ks++) {
-            unsigned qa[4], oa[4];
-            ldsm_x4(qa[0], qa[1], qa[2], qa[3], frag_a<LD>(sQ, w * 16, ks * 16, lane));
-            ldsm_x4(oa[0], oa[1], oa[2], oa[3], frag_a<LD>(sO, w * 16, ks * 16, lane));
+            unsigned qa[MT][4], oa[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                ldsm_x4(qa[mt][0], qa[mt][1], qa[mt][2], qa[mt][3], frag_a<LD>(sQ, wr0 + mt * 16, ks * 16, lane));
+                ldsm_x4(oa[mt][0], oa[mt][1], oa[mt][2], oa[mt][3], frag_a<LD>(sO, wr0 + mt * 16, ks * 16, lane));
+            }
 #pragma unroll
             for (int np = 0; np < BN / 16; np++) {
                 unsigned b0, b1, b2, b3;
                 ldsm_x4(b0, b1, b2, b3, frag_b_nk<LD>(cK, np * 16, ks * 16, lane));
-                mma16816(sc[2 * np], qa, b0, b1);
-                mma16816(sc[2 * np + 1], qa, b2, b3);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma16816(sc[mt][2 * np], qa[mt], b0, b1);
+                    mma16816(sc[mt][2 * np + 1], qa[mt], b2, b3);
+                }
                 ldsm_x4(b0, b1, b2, b3, frag_b_nk<LD>(cV, np * 16, ks * 16, lane));
-                mma16816(dp[2 * np], oa, b0, b1);
-                mma16816(dp[2 * np + 1], oa, b2, b3);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma16816(dp[mt][2 * np], oa[mt], b0, b1);
+                    mma16816(dp[mt][2 * np + 1], oa[mt], b2, b3);
+                }
             }
         }
         const bool full = j0 >= ds_last && j0 + BN - 1 <= r0;
         const int jr = (int)(j0 - r0);
 #pragma unroll
-        for (int nt = 0; nt < BN / 8; nt++) {
+        for (int mt = 0; mt < MT; mt++) {
+            const int ir = wr0 + mt * 16 + g;
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const float ls = e < 2 ? lsa : lsb, Dv = e < 2 ? Da : Db;
-                float p = ex2(sc[nt][e] * a.scale2 - ls);
-                if (!full) {
-                    const int j = jr + nt * 8 + 2 * t4 + (e & 1);
-                    const int i = e < 2 ? ir : ir + 8, ds = e < 2 ? dsra : dsrb;
-                    if (!(j <= i && j >= ds)) p = 0.0f;
+            for (int nt = 0; nt < BN / 8; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float p = ex2(fmaf(sc[mt][nt][e], a.scale2, -lsr[mt][e >> 1]));
+                    if (!full) {
+                        const int j = jr + nt * 8 + 2 * t4 + (e & 1);
+                        const int i = e < 2 ? ir : ir + 8, ds = dsr[mt][e >> 1];
+                        if (!(j <= i && j >= ds)) p = 0.0f;
+                    }
+                    sc[mt][nt][e] = p * (dp[mt][nt][e] - Dr[mt][e >> 1]); /* dS */
                 }
-                sc[nt][e] = p * (dp[nt][e] - Dv); /* dS */
             }
         }
 #pragma unroll
         for (int kk = 0; kk < BN / 16; kk++) {
-            unsigned pa[4];
-            pa[0] = pack_bf16(sc[2 * kk][0], sc[2 * kk][1]);
-            pa[1] = pack_bf16(sc[2 * kk][2], sc[2 * kk][3]);
-            pa[2] = pack_bf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
-            pa[3] = pack_bf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+            unsigned pa[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                pa[mt][0] = pack_bf16(sc[mt][2 * kk][0], sc[mt][2 * kk][1]);
+                pa[mt][1] = pack_bf16(sc[mt][2 * kk][2], sc[mt][2 * kk][3]);
+                pa[mt][2] = pack_bf16(sc[mt][2 * kk + 1][0], sc[mt][2 * kk + 1][1]);
+                pa[mt][3] = pack_bf16(sc[mt][2 * kk + 1][2], sc[mt][2 * kk + 1][3]);
+            }
 #pragma unroll
             for (int np = 0; np < DP / 16; np++) {
                 unsigned b0, b1, b2, b3;
                 ldsm_x4_t(b0, b1, b2, b3, frag_b_kn<LD>(cK, kk * 16, np * 16, lane));
-                mma16816(acc[2 * np], pa, b0, b1);
-                mma16816(acc[2 * np + 1], pa, b2, b3);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma16816(acc[mt][2 * np], pa[mt], b0, b1);
+                    mma16816(acc[mt][2 * np + 1], pa[mt], b2, b3);
+                }
             }
         }
         __syncthreads();
     }
     /* every warp is past its last read of sQ (the loop ends with a barrier) */
-    stage_acc<DP>(sQ, w * 16, acc, a.scale, a.scale, lane);
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) stage_acc<DP>(sQ, wr0 + mt * 16, acc[mt], a.scale, a.scale, lane);
     __syncwarp();
-    store_rows<DP>(a.dq + h * a.d, a.dqs, sQ, w * 16, r0, T, a.d, a.vdq, lane);
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) store_rows<DP>(a.dq + h * a.d, a.dqs, sQ, wr0 + mt * 16, r0, T, a.d, a.vdq, lane);
 }
 
 /* ---------------------------------------------------------------- backward: dK, dV */
@@ -489,9 +550,9 @@ __device__ __forceinline__ void load_q_tile(const AttnArgs &a, bf16 *sQ, bf16 *s
     }
 }
 
-template <int DP, int BQ>
+template <int DP, int MT, int BQ>
 __global__ void __launch_bounds__(AT_NT) k_attn_bwd_dkv(const AttnArgs a) {
-    constexpr int LD = DP + 8, BK = AT_BN;
+    constexpr int LD = DP + 8, BK = AT_NW * 16 * MT;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16 *sK = (bf16 *)smem_raw;   // [BK][LD]
     bf16 *sV = sK + BK * LD;       // [BK][LD]
@@ -509,10 +570,15 @@ __global__ void __launch_bounds__(AT_NT) k_attn_bwd_dkv(const AttnArgs a) {
     const int64_t qend = __ldg(a.cu + doc_of(a.cu, a.n_docs, klast) + 1);
     const int64_t de_first = __ldg(a.cu + doc_of(a.cu, a.n_docs, k0) + 1);
     const bool keys_in = k0 + BK <= T;
-    const int64_t ja = k0 + w * 16 + g, jb = ja + 8;
-    const int64_t dea = ja < T ? __ldg(a.cu + doc_of(a.cu, a.n_docs, ja) + 1) : 0; /* 0: no valid query */
-    const int64_t deb = jb < T ? __ldg(a.cu + doc_of(a.cu, a.n_docs, jb) + 1) : 0;
-    const int jra = w * 16 + g, dera = (int)(dea - k0), derb = (int)(deb - k0); /* de <= k0: none valid */
+    const int wk0 = w * 16 * MT; /* this warp's first key inside the block */
+    int der[MT][2]; /* document end of keys (g, g + 8) of each m-tile, relative to k0 (<= 0: none valid) */
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) {
+            const int64_t j = k0 + wk0 + mt * 16 + g + hf * 8;
+            der[mt][hf] = (int)((j < T ? __ldg(a.cu + doc_of(a.cu, a.n_docs, j) + 1) : 0) - k0);
+        }
 
     const bf16 *kg = a.k + hk * a.d, *vg = a.v + hk * a.d;
     const int nqt = (int)((qend - k0 + BQ - 1) / BQ);
@@ -524,12 +590,14 @@ __global__ void __launch_bounds__(AT_NT) k_attn_bwd_dkv(const AttnArgs a) {
     load_q_tile<DP, BQ>(a, sQ, sO, sL, sD, hk, k0, qend, nqt, 0, 0);
     cp_async_commit();
 
-    float dka[DP / 8][4], dva[DP / 8][4];
+    float dka[MT][DP / 8][4], dva[MT][DP / 8][4];
 #pragma unroll
-    for (int i = 0; i < DP / 8; i++) {
-        dka[i][0] = dka[i][1] = dka[i][2] = dka[i][3] = 0.0f;
-        dva[i][0] = dva[i][1] = dva[i][2] = dva[i][3] = 0.0f;
-    }
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int i = 0; i < DP / 8; i++) {
+            dka[mt][i][0] = dka[mt][i][1] = dka[mt][i][2] = dka[mt][i][3] = 0.0f;
+            dva[mt][i][0] = dva[mt][i][1] = dva[mt][i][2] = dva[mt][i][3] = 0.0f;
+        }
 
     for (int it = 0; it < nit; it++) {
         const int st = it & 1;
@@ -546,101 +614,186 @@ __global__ void __launch_bounds__(AT_NT) k_attn_bwd_dkv(const AttnArgs a) {
         const int64_t i0 = k0 + (int64_t)(it % nqt) * BQ;
         const int ir = (int)(i0 - k0);
 
-        /* S^T = K Q^T and dP^T = V dO^T: 16 keys x BQ queries per warp */
-        float sc[BQ / 8][4], dp[BQ / 8][4];
+        /* S^T = K Q^T and dP^T = V dO^T: 16 MT keys x BQ queries per warp */
+        float sc[MT][BQ / 8][4], dp[MT][BQ / 8][4];
 #pragma unroll
-        for (int i = 0; i < BQ / 8; i++) {
-            sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.0f;
-            dp[i][0] = dp[i][1] = dp[i][2] = dp[i][3] = 0.0f;
-        }
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int i = 0; i < BQ / 8; i++) {
+                sc[mt][i][0] = sc[mt][i][1] = sc[mt][i][2] = sc[mt][i][3] = 0.0f;
+                dp[mt][i][0] = dp[mt][i][1] = dp[mt][i][2] = dp[mt][i][3] = 0.0f;
+            }
 #pragma unroll
         for (int ks = 0; ks < DP / 16; ks++) {
-            unsigned ka[4], va[4];
-            ldsm_x4(ka[0], ka[1], ka[2], ka[3], frag_a<LD>(sK, w * 16, ks * 16, lane));
-            ldsm_x4(va[0], va[1], va[2], va[3], frag_a<LD>(sV, w * 16, ks * 16, lane));
+            unsigned ka[MT][4], va[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                ldsm_x4(ka[mt][0], ka[mt][1], ka[mt][2], ka[mt][3], frag_a<LD>(sK, wk0 + mt * 16, ks * 16, lane));
+                ldsm_x4(va[mt][0], va[mt][1], va[mt][2], va[mt][3], frag_a<LD>(sV, wk0 + mt * 16, ks * 16, lane));
+            }
 #pragma unroll
             for (int np = 0; np < BQ / 16; np++) {
                 unsigned b0, b1, b2, b3;
                 ldsm_x4(b0, b1, b2, b3, frag_b_nk<LD>(cQ, np * 16, ks * 16, lane));
-                mma16816(sc[2 * np], ka, b0, b1);
-                mma16816(sc[2 * np + 1], ka, b2, b3);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma16816(sc[mt][2 * np], ka[mt], b0, b1);
+                    mma16816(sc[mt][2 * np + 1], ka[mt], b2, b3);
+                }
                 ldsm_x4(b0, b1, b2, b3, frag_b_nk<LD>(cO, np * 16, ks * 16, lane));
-                mma16816(dp[2 * np], va, b0, b1);
-                mma16816(dp[2 * np + 1], va, b2, b3);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma16816(dp[mt][2 * np], va[mt], b0, b1);
+                    mma16816(dp[mt][2 * np + 1], va[mt], b2, b3);
+                }
             }
         }
         const bool full = keys_in && i0 >= k0 + BK - 1 && i0 + BQ - 1 < de_first && i0 + BQ <= qend;
 #pragma unroll
-        for (int nt = 0; nt < BQ / 8; nt++) {
+        for (int mt = 0; mt < MT; mt++) {
+            const int jr = wk0 + mt * 16 + g;
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int c = nt * 8 + 2 * t4 + (e & 1);
-                float p = ex2(sc[nt][e] * a.scale2 - cL[c]);
-                if (!full) { /* offsets relative to k0 */
-                    const int i = ir + c;
-                    const int j = e < 2 ? jra : jra + 8, de = e < 2 ? dera : derb;
-                    if (!(i >= j && i < de)) p = 0.0f;
+            for (int nt = 0; nt < BQ / 8; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int c = nt * 8 + 2 * t4 + (e & 1);
+                    float p = ex2(fmaf(sc[mt][nt][e], a.scale2, -cL[c]));
+                    if (!full) { /* offsets relative to k0 */
+                        const int i = ir + c;
+                        const int j = e < 2 ? jr : jr + 8, de = der[mt][e >> 1];
+                        if (!(i >= j && i < de)) p = 0.0f;
+                    }
+                    sc[mt][nt][e] = p;                           /* P^T */
+                    dp[mt][nt][e] = p * (dp[mt][nt][e] - cD[c]); /* dS^T */
                 }
-                sc[nt][e] = p;                       /* P^T */
-                dp[nt][e] = p * (dp[nt][e] - cD[c]); /* dS^T */
             }
         }
         /* dV += P^T dO, dK += dS^T Q */
 #pragma unroll
         for (int kk = 0; kk < BQ / 16; kk++) {
-            unsigned pa[4], sa[4];
-            pa[0] = pack_bf16(sc[2 * kk][0], sc[2 * kk][1]);
-            pa[1] = pack_bf16(sc[2 * kk][2], sc[2 * kk][3]);
-            pa[2] = pack_bf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
-            pa[3] = pack_bf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
-            sa[0] = pack_bf16(dp[2 * kk][0], dp[2 * kk][1]);
-            sa[1] = pack_bf16(dp[2 * kk][2], dp[2 * kk][3]);
-            sa[2] = pack_bf16(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
-            sa[3] = pack_bf16(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
+            unsigned pa[MT][4], sa[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                pa[mt][0] = pack_bf16(sc[mt][2 * kk][0], sc[mt][2 * kk][1]);
+                pa[mt][1] = pack_bf16(sc[mt][2 * kk][2], sc[mt][2 * kk][3]);
+                pa[mt][2] = pack_bf16(sc[mt][2 * kk + 1][0], sc[mt][2 * kk + 1][1]);
+                pa[mt][3] = pack_bf16(sc[mt][2 * kk + 1][2], sc[mt][2 * kk + 1][3]);
+                sa[mt][0] = pack_bf16(dp[mt][2 * kk][0], dp[mt][2 * kk][1]);
+                sa[mt][1] = pack_bf16(dp[mt][2 * kk][2], dp[mt][2 * kk][3]);
+                sa[mt][2] = pack_bf16(dp[mt][2 * kk + 1][0], dp[mt][2 * kk + 1][1]);
+                sa[mt][3] = pack_bf16(dp[mt][2 * kk + 1][2], dp[mt][2 * kk + 1][3]);
+            }
 #pragma unroll
             for (int np = 0; np < DP / 16; np++) {
                 unsigned b0, b1, b2, b3;
                 ldsm_x4_t(b0, b1, b2, b3, frag_b_kn<LD>(cO, kk * 16, np * 16, lane));
-                mma16816(dva[2 * np], pa, b0, b1);
-                mma16816(dva[2 * np + 1], pa, b2, b3);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma16816(dva[mt][2 * np], pa[mt], b0, b1);
+                    mma16816(dva[mt][2 * np + 1], pa[mt], b2, b3);
+                }
                 ldsm_x4_t(b0, b1, b2, b3, frag_b_kn<LD>(cQ, kk * 16, np * 16, lane));
-                mma16816(dka[2 * np], sa, b0, b1);
-                mma16816(dka[2 * np + 1], sa, b2, b3);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma16816(dka[mt][2 * np], sa[mt], b0, b1);
+                    mma16816(dka[mt][2 * np + 1], sa[mt], b2, b3);
+                }
             }
         }
         __syncthreads();
     }
     /* nit >= 1 (qend > k0): the last iteration waited for every copy and ended with a barrier */
-    stage_acc<DP>(sK, w * 16, dka, a.scale, a.scale, lane);
-    stage_acc<DP>(sV, w * 16, dva, 1.0f, 1.0f, lane);
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        stage_acc<DP>(sK, wk0 + mt * 16, dka[mt], a.scale, a.scale, lane);
+        stage_acc<DP>(sV, wk0 + mt * 16, dva[mt], 1.0f, 1.0f, lane);
+    }
     __syncwarp();
-    store_rows<DP>(a.dk + hk * a.d, a.dks, sK, w * 16, k0, T, a.d, a.vdk, lane);
-    store_rows<DP>(a.dv + hk * a.d, a.dvs, sV, w * 16, k0, T, a.d, a.vdv, lane);
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        store_rows<DP>(a.dk + hk * a.d, a.dks, sK, wk0 + mt * 16, k0, T, a.d, a.vdk, lane);
+        store_rows<DP>(a.dv + hk * a.d, a.dvs, sV, wk0 + mt * 16, k0, T, a.d, a.vdv, lane);
+    }
 }
 
 /* ---------------------------------------------------------------- host side */
 
-static size_t fwd_smem(int DP) { return (size_t)(AT_BM + 4 * AT_BN) * (DP + 8) * sizeof(bf16); }
-static size_t dq_smem(int DP) { return (size_t)(2 * AT_BM + 4 * AT_BN) * (DP + 8) * sizeof(bf16); }
-static int dkv_bq(int DP) { return DP <= 64 ? 64 : 32; }
-static size_t dkv_smem(int DP) {
-    int BQ = dkv_bq(DP);
-    return (size_t)(2 * AT_BN + 4 * BQ) * (DP + 8) * sizeof(bf16) + (size_t)4 * BQ * sizeof(float);
+/* forward: MT = 2 m-tiles per warp (128 query rows per CTA) */
+#define AT_FWD_MT 2
+/* keys per step: 32 for head dims above 64 (the score and output accumulators of two
+ * m-tiles must fit in registers without spilling), else 64 */
+#define AT_FWD_BN(DP) ((DP) > 64 ? 32 : 64)
+
+static size_t fwd_smem_v(int DP, int MT, int BN) { return (size_t)(AT_NW * 16 * MT + 4 * BN) * (DP + 8) * sizeof(bf16); }
+
+template <int DP, int MT, int BN>
+static void fwd_attr(void) {
+    CUDA_CHECK(cudaFuncSetAttribute(k_attn_fwd<DP, MT, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    (int)fwd_smem_v(DP, MT, BN)));
+}
+
+template <int DP>
+static void launch_fwd(AttnArgs &a, cudaStream_t s) {
+    constexpr int MT = AT_FWD_MT, BN = AT_FWD_BN(DP);
+    const int64_t BM = AT_NW * 16 * MT;
+    a.nblk = (a.T + BM - 1) / BM;
+    const int64_t grid = a.nblk * a.Hq;
+    UL_ASSERT(grid <= 0x7fffffff, "attention: grid too large");
+    k_attn_fwd<DP, MT, BN><<<(unsigned)grid, AT_NT, fwd_smem_v(DP, MT, BN), s>>>(a);
+}
+
+/* backward tiles (measured on H200, T = 32K: the best of MT 1/2 x BN/BQ 16/32/64 without spills):
+ * head dim <= 64: dQ with 2 m-tiles per warp and 64 keys per step, dK/dV with 2 m-tiles of keys
+ * per warp and 32 queries per step; above 64 the dK/dV accumulators of 2 m-tiles do not fit
+ * in registers: dQ 2 m-tiles x 32 keys, dK/dV 1 m-tile x 32 queries. */
+#define AT_DQ_MT 2
+#define AT_DQ_BN(DP) ((DP) <= 64 ? 64 : 32)
+#define AT_DKV_MT(DP) ((DP) <= 64 ? 2 : 1)
+#define AT_DKV_BQ 32
+static size_t dq_smem_v(int DP, int MT, int BN) { return (size_t)(2 * AT_NW * 16 * MT + 4 * BN) * (DP + 8) * sizeof(bf16); }
+static size_t dkv_smem_v(int DP, int MT, int BQ) {
+    return (size_t)(2 * AT_NW * 16 * MT + 4 * BQ) * (DP + 8) * sizeof(bf16) + (size_t)4 * BQ * sizeof(float);
+}
+template <int DP, int MT, int BN>
+static void dq_attr(void) {
+    CUDA_CHECK(cudaFuncSetAttribute(k_attn_bwd_dq<DP, MT, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    (int)dq_smem_v(DP, MT, BN)));
+}
+template <int DP, int MT, int BQ>
+static void dkv_attr(void) {
+    CUDA_CHECK(cudaFuncSetAttribute(k_attn_bwd_dkv<DP, MT, BQ>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    (int)dkv_smem_v(DP, MT, BQ)));
+}
+template <int DP, int MT, int BN>
+static void launch_dq(AttnArgs a, cudaStream_t s) {
+    const int64_t BM = AT_NW * 16 * MT;
+    a.nblk = (a.T + BM - 1) / BM;
+    const int64_t gq = a.nblk * a.Hq;
+    UL_ASSERT(gq <= 0x7fffffff, "attention: grid too large");
+    k_attn_bwd_dq<DP, MT, BN><<<(unsigned)gq, AT_NT, dq_smem_v(DP, MT, BN), s>>>(a);
+    CUDA_LAUNCH_CHECK();
+}
+template <int DP, int MT, int BQ>
+static void launch_dkv(const AttnArgs &a, cudaStream_t s) {
+    const int64_t BK = AT_NW * 16 * MT;
+    const int64_t gk = ((a.T + BK - 1) / BK) * a.Hkv;
+    UL_ASSERT(gk <= 0x7fffffff, "attention: grid too large");
+    k_attn_bwd_dkv<DP, MT, BQ><<<(unsigned)gk, AT_NT, dkv_smem_v(DP, MT, BQ), s>>>(a);
+    CUDA_LAUNCH_CHECK();
 }
 
 template <int DP>
 static void set_smem_attrs(void) {
-    CUDA_CHECK(cudaFuncSetAttribute(k_attn_fwd<DP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)fwd_smem(DP)));
-    CUDA_CHECK(cudaFuncSetAttribute(k_attn_bwd_dq<DP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dq_smem(DP)));
-    constexpr int BQ = DP <= 64 ? 64 : 32; /* = dkv_bq(DP) */
-    CUDA_CHECK(cudaFuncSetAttribute(k_attn_bwd_dkv<DP, BQ>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    (int)dkv_smem(DP)));
+    fwd_attr<DP, AT_FWD_MT, AT_FWD_BN(DP)>();
+    dq_attr<DP, AT_DQ_MT, AT_DQ_BN(DP)>();
+    dkv_attr<DP, AT_DKV_MT(DP), AT_DKV_BQ>();
 }
 
 void ul_cuda_attention_init(void) {
-    UL_ASSERT(dq_smem(128) <= ul_cuda_state.smem_optin,
+    const size_t need = dq_smem_v(128, AT_DQ_MT, AT_DQ_BN(128));
+    UL_ASSERT(need <= ul_cuda_state.smem_optin,
               "attention: device allows %zu bytes of shared memory per block, the kernels need %zu",
-              ul_cuda_state.smem_optin, dq_smem(128));
+              ul_cuda_state.smem_optin, need);
     set_smem_attrs<32>();
     set_smem_attrs<64>();
     set_smem_attrs<96>();
@@ -691,30 +844,20 @@ void ul_cuda_attention_fwd(void *o, int64_t os, float *lse, const void *q, int64
     a.vk = vec_ok(k, ks, d);
     a.vv = vec_ok(v, vs, d);
     a.vo = vec_ok(o, os, d);
-    a.nblk = (T + AT_BM - 1) / AT_BM;
-    const int64_t grid = a.nblk * Hq;
-    UL_ASSERT(grid <= 0x7fffffff, "attention: grid too large");
-    const int DP = pad_dim(d);
     cudaStream_t s = ul_cuda_state.stream;
-    switch (DP) {
-    case 32: k_attn_fwd<32><<<(unsigned)grid, AT_NT, fwd_smem(32), s>>>(a); break;
-    case 64: k_attn_fwd<64><<<(unsigned)grid, AT_NT, fwd_smem(64), s>>>(a); break;
-    case 96: k_attn_fwd<96><<<(unsigned)grid, AT_NT, fwd_smem(96), s>>>(a); break;
-    default: k_attn_fwd<128><<<(unsigned)grid, AT_NT, fwd_smem(128), s>>>(a); break;
+    switch (pad_dim(d)) {
+    case 32: launch_fwd<32>(a, s); break;
+    case 64: launch_fwd<64>(a, s); break;
+    case 96: launch_fwd<96>(a, s); break;
+    default: launch_fwd<128>(a, s); break;
     }
     CUDA_LAUNCH_CHECK();
 }
 
 template <int DP>
 static void launch_bwd(const AttnArgs &a, cudaStream_t s) {
-    const int64_t gq = a.nblk * a.Hq;
-    const int64_t gk = ((a.T + AT_BN - 1) / AT_BN) * a.Hkv;
-    UL_ASSERT(gq <= 0x7fffffff && gk <= 0x7fffffff, "attention: grid too large");
-    k_attn_bwd_dq<DP><<<(unsigned)gq, AT_NT, dq_smem(DP), s>>>(a);
-    CUDA_LAUNCH_CHECK();
-    constexpr int BQ = DP <= 64 ? 64 : 32;
-    k_attn_bwd_dkv<DP, BQ><<<(unsigned)gk, AT_NT, dkv_smem(DP), s>>>(a);
-    CUDA_LAUNCH_CHECK();
+    launch_dq<DP, AT_DQ_MT, AT_DQ_BN(DP)>(a, s);
+    launch_dkv<DP, AT_DKV_MT(DP), AT_DKV_BQ>(a, s);
 }
 
 void ul_cuda_attention_bwd(void *dq, int64_t dqs, void *dk, int64_t dks, void *dv, int64_t dvs, const void *dout,
@@ -758,7 +901,6 @@ void ul_cuda_attention_bwd(void *dq, int64_t dqs, void *dk, int64_t dks, void *d
     a.vdq = vec_ok(dq, dqs, d);
     a.vdk = vec_ok(dk, dks, d);
     a.vdv = vec_ok(dv, dvs, d);
-    a.nblk = (T + AT_BM - 1) / AT_BM;
     a.D = (float *)ul_cuda_scratch((size_t)(T * Hq) * sizeof(float));
     cudaStream_t s = ul_cuda_state.stream;
     const int64_t nw = T * Hq, gd = (nw + 3) / 4;
