@@ -276,4 +276,11 @@ extern "C" double ul_cuda_mem_used_gib(void) {
     return (double)(total_b - free_b) / (1024.0 * 1024.0 * 1024.0);
 }
 
+extern "C" long long ul_cuda_mem_total_bytes(void) {
+    size_t free_b = 0, total_b = 0;
+    if (g_inited != 1) return 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    return (long long)total_b;
+}
+
 extern "C" void *ul_cuda_stream(void) { return g_inited == 1 ? (void *)ul_cuda_state.stream : NULL; }
