@@ -1,10 +1,10 @@
 # End-to-end through the CLI (issues 2 and 3).
 set(UL_CLI_ENV "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMPI_MCA_rmaps_base_oversubscribe=1;MPIRUN=${MPIEXEC_EXECUTABLE} --oversubscribe")
-foreach(case overfit badinput mesh)
+foreach(case overfit badinput mesh plan)
   add_test(NAME cli_${case} COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/cli_test.sh $<TARGET_FILE:ulysses> ${case})
   set_tests_properties(cli_${case} PROPERTIES ENVIRONMENT "${UL_CLI_ENV}")
 endforeach()
-set_tests_properties(cli_mesh PROPERTIES PROCESSORS 2)
+set_tests_properties(cli_mesh cli_plan PROPERTIES PROCESSORS 2)
 # one kv head: sp = 2 and 4 replicate it (replica gradients summed)
 add_test(NAME cli_mesh_hkv1 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/cli_test.sh $<TARGET_FILE:ulysses> mesh)
 set_tests_properties(cli_mesh_hkv1 PROPERTIES ENVIRONMENT "${UL_CLI_ENV};HKV=1" PROCESSORS 2)

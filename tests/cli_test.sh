@@ -3,6 +3,9 @@
 #   overfit   a tiny model overfits a tiny batch: the metrics file ends with loss < 0.1
 #   badinput  bad flags and files: one clear message naming the flag/file, non-zero exit, no output
 #   mesh      10 steps on meshes (sp, dp) equal the single-process run (losses within 1e-4)
+#   plan      `ulysses plan`: the table, the largest seq_len monotone in --gpu-mem, bad flags;
+#             train's allocation equals its plan; train refuses a plan over --gpu-mem up front;
+#             --offload-checkpoints gives the same 10 steps as without
 set -u
 HERE=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")") # before any cd
 BIN=$(readlink -f "$1")
@@ -90,6 +93,9 @@ badinput)
   export UL_GNUPLOT=$PWD/nognuplot
   expect 2 "\-\-plot: the plot needs gnuplot" $T --model tiny.json --plot p.png
   unset UL_GNUPLOT
+  expect 1 "\-\-offload-checkpoints" $T --model tiny.json --offload-checkpoints
+  expect 2 "\-\-gpu-mem" $T --model tiny.json --gpu-mem 0.0001 --sp 2 --batch 2
+  expect 1 "\-\-gpu-mem" $T --model tiny.json --gpu-mem -1
   echo "badinput: $checks checks"
   ;;
 mesh)
@@ -114,6 +120,72 @@ mesh)
     check $([ "$n" -eq 10 ]; echo $?) "np=$np $*: $n metric lines"
     awk -v w="$worst" 'BEGIN { exit !(w <= 1e-4) }'
     check $? "np=$np $*: losses differ by $worst > 1e-4"
+  done
+  ;;
+plan)
+  tiny_config 2
+  "$BIN" plan --model tiny.json --gpus 2 --sp 2 --seq-len 4096 --checkpoint 1 --device cpu --gpu-mem 1 > p.txt 2> e.txt
+  check $? "plan failed: $(cat e.txt)"
+  for k in "layer inputs" "master weights fp32" "AdamW m + v" "per GPU total" "largest seq_len that fits"; do
+    grep -q "$k" p.txt; check $? "plan output lacks '$k'"
+  done
+  prev=0
+  for g in 0.001 0.01 0.1 1; do
+    n=$("$BIN" plan --model tiny.json --gpus 2 --sp 2 --seq-len 64 --checkpoint 2 --offload-checkpoints --device cpu --gpu-mem $g |
+        sed -n 's/^largest seq_len that fits: //p')
+    echo "plan: --gpu-mem $g GiB -> largest seq_len $n"
+    check $([ -n "$n" ] && [ "$n" -gt "$prev" ]; echo $?) "largest seq_len $n at --gpu-mem $g is not above $prev"
+    prev=${n:-0}
+  done
+  check $([ "$prev" -gt 0 ]; echo $?) "nothing fits 1 GiB"
+  # bad input: one clear error naming the flag, non-zero exit
+  pexpect() {
+    local pat=$1; shift
+    "$BIN" plan "$@" > o.txt 2> e.txt
+    local rc=$? n
+    n=$(grep -c "ulysses: error" e.txt)
+    checks=$((checks + 1))
+    if [ $rc -eq 0 ] || [ "$n" -ne 1 ] || ! grep -q -- "$pat" e.txt; then
+      echo "FAIL: plan $* -> rc $rc, $n error lines, want '$pat':"; cat e.txt; fail=$((fail + 1))
+    fi
+  }
+  pexpect "\-\-bogus" --model tiny.json --bogus 1
+  pexpect "\-\-zero 4" --model tiny.json --zero 4
+  pexpect "\-\-gpus 3" --model tiny.json --gpus 3 --sp 2
+  pexpect "\-\-checkpoint 3" --model tiny.json --checkpoint 3
+  pexpect "\-\-offload-checkpoints" --model tiny.json --offload-checkpoints
+  pexpect "\-\-model" --sp 1
+  # train: what model and optimizer allocate equals the plan's exact items, byte for byte
+  corpus 200
+  for opts in "--checkpoint 0" "--checkpoint 2 --offload-checkpoints --tiled-mlp 16"; do
+    OMP_NUM_THREADS=1 $MPIRUN -np 2 "$BIN" train --model tiny.json --data data.tok --seq-len 96 --batch 2 --steps 1 \
+      --sp 2 --device cpu $opts > o.txt 2> e.txt
+    check $? "train $opts failed: $(cat e.txt)"
+    line=$(grep "memory plan" e.txt)
+    echo "plan: train $opts: ${line#*; }"
+    got=$(echo "$line" | sed -n 's/.*allocated \([0-9]*\) device + \([0-9]*\) host bytes (plan: \([0-9]*\) + \([0-9]*\)).*/\1 \2 \3 \4/p')
+    set -- $got
+    check $([ $# -eq 4 ] && [ "$1" = "$3" ] && [ "$2" = "$4" ]; echo $?) "train $opts: allocated vs plan: '$got'"
+  done
+  grep -q "checkpoint offload: [1-9][0-9]* bytes" e.txt
+  check $? "the offload run does not report the bytes sent to the host"
+  # the same 10 steps with and without --offload-checkpoints
+  run() {
+    local np=$1 out=$2; shift 2
+    OMP_NUM_THREADS=1 $MPIRUN -np "$np" "$BIN" train --model tiny.json --data data.tok --seq-len 96 --batch 4 \
+      --grad-accum 2 --steps 10 --lr 3e-3 --warmup 2 --seed 11 --metrics "$out" --quiet "$@"
+    check $? "train np=$np $* failed"
+  }
+  for m in "1 --checkpoint 1" "2 --sp 2 --checkpoint 2"; do
+    set -- $m
+    np=$1; shift
+    run "$np" a.jsonl "$@"
+    run "$np" b.jsonl "$@" --offload-checkpoints
+    la=$(sed -e 's/.*"loss": \([-0-9.e+]*\).*/\1/' a.jsonl | tr '\n' ' ')
+    lb=$(sed -e 's/.*"loss": \([-0-9.e+]*\).*/\1/' b.jsonl | tr '\n' ' ')
+    echo "plan: np=$np $* 10 losses without/with offload equal: $([ "$la" = "$lb" ] && echo yes || echo no)"
+    check $([ "$la" = "$lb" ] && [ $(wc -l < b.jsonl) -eq 10 ]; echo $?) "np=$np $*: offload changes the losses"
+    grep -q '"offload_s": ' b.jsonl; check $? "metrics lack offload_s"
   done
   ;;
 *) echo "unknown case $CASE"; exit 2 ;;

@@ -34,12 +34,14 @@ int main(int argc, char **argv) {
     float *grads0 = malloc((size_t)ul_param_numel(c) * sizeof(float)); /* variant 0's gradients */
     double loss0 = 0;
     /* variant 0: plain; 1: per-layer recompute; 2: TiledMLP (tiles of 7 rows) + recompute;
-     * 3: recompute keeping the attention outputs. The memory features must give the same
-     * loss and gradients as variant 0 (rel <= 1e-5). */
-    for (int variant = 0; variant <= 3; variant++) {
-        int recompute = variant == 3 ? 2 : variant >= 1;
+     * 3: recompute keeping the attention outputs; 4, 5: 1 and 3 with the saved activations
+     * offloaded to host memory (a ring of 2 device slots). The memory features must give
+     * the same loss and gradients as variant 0 (rel <= 1e-5). */
+    for (int variant = 0; variant <= 5; variant++) {
+        int recompute = variant == 3 || variant == 5 ? 2 : variant >= 1;
+        ModelMemOpts mo = {recompute, variant == 2 ? 7 : 0, variant >= 4};
         Model m;
-        model_init_ex(&m, c, ul_kernels_cpu(), NULL, f.T, recompute, variant == 2 ? 7 : 0);
+        model_init_opts(&m, c, ul_kernels_cpu(), NULL, f.T, &mo);
         model_set_params(&m, f.weights);
         LocalSeq ls = {.T = f.T, .tokens = f.tokens, .labels = f.labels, .pos = f.pos, .cu_seqlens = f.cu,
                        .n_docs = f.n_docs};
@@ -50,8 +52,18 @@ int main(int argc, char **argv) {
         CHECK(cnt == f.n_valid, "valid labels %lld vs %lld", (long long)cnt, (long long)f.n_valid);
         double le = fabs(loss - f.loss) / fabs(f.loss);
         CHECK(le <= 1e-5, "loss %.9g vs transformers %.9g (rel err %.3g)", loss, f.loss, le);
-        printf("%s variant %d (recompute %d, tiled MLP %lld): loss %.9g vs transformers %.9g (rel err %.2e)\n",
-               argv[1], variant, recompute, (long long)m.mlp_tile, loss, f.loss, le);
+        printf("%s variant %d (recompute %d, tiled MLP %lld, offload %d): loss %.9g vs transformers %.9g (rel err "
+               "%.2e)\n",
+               argv[1], variant, recompute, (long long)m.mlp_tile, m.offload, loss, f.loss, le);
+        if (m.offload) { /* everything saved went to the host and only the ring stayed on the device */
+            int64_t L = c->num_layers, host = actstore_host_bytes(&m.xin) + actstore_host_bytes(&m.keep_oh) +
+                                                 actstore_host_bytes(&m.keep_lse);
+            int64_t want = (L + 1) * f.T * c->hidden_size * 4 +
+                           (recompute == 2 ? L * f.T * c->num_heads * (c->head_dim + 1) * 4 : 0);
+            CHECK(host == want && actstore_dev_bytes(&m.xin) == 2 * f.T * c->hidden_size * 4,
+                  "offload: %lld bytes on the host, expected %lld", (long long)host, (long long)want);
+            CHECK(model_offload_seconds(&m) >= 0, "offload copy time");
+        }
         if (variant == 0) {
             loss0 = loss;
             memcpy(grads0, m.grads, (size_t)m.n_params * sizeof(float));

@@ -74,6 +74,15 @@ static int cmd_train(int argc, char **argv) {
         {"--checkpoint", FLAG_INT, &checkpoint, "0|1|2",
          "per-layer activation checkpointing: 1 keeps only layer inputs and recomputes each layer in backward; 2 "
          "also keeps each layer's attention output + lse so the recompute skips the attention (default 0: off)"},
+        {"--offload-checkpoints", FLAG_BOOL, &o.offload_checkpoints, NULL,
+         "keep the checkpointed layer inputs (and --checkpoint 2's attention outputs) in pinned host memory, "
+         "copied on a side stream and prefetched one layer ahead in backward (needs --checkpoint 1|2)"},
+        {"--gpu-mem", FLAG_DOUBLE, &o.gpu_mem, "GiB",
+         "memory per GPU the plan must fit, else train refuses up front (default: the GPU's total on CUDA, "
+         "no limit on CPU); see `ulysses plan`"},
+        {"--host-mem", FLAG_DOUBLE, &o.host_mem, "GiB", "host memory per node the plan must fit (default: no check)"},
+        {"--reserve-gib", FLAG_DOUBLE, &o.reserve_gib, "GiB",
+         "CUDA context + cuBLASLt + NCCL reserve counted in the plan (default 2)"},
         {"--out", FLAG_STRING, &o.out, "DIR", "write the trained model here (config.json + model.safetensors)"},
         {"--save-dtype", FLAG_STRING, &o.save_dtype, "f32|bf16", "dtype of the written weights (default f32)"},
         {"--save-every", FLAG_INT, &o.save_every, "N",
@@ -106,6 +115,94 @@ static int cmd_train(int argc, char **argv) {
     }
     if (rc) return fail(&e);
     if (train_run(&o, &e) != 0) return fail(&e);
+    return finish(0);
+}
+
+static const char *ABOUT_PLAN =
+    "The memory plan of a training run, without running it (one process, no GPU needed): every\n"
+    "buffer per GPU and per host by name, and the largest --seq-len that fits --gpu-mem (and\n"
+    "--host-mem). train computes the same plan and refuses up front what does not fit.\n"
+    "Line items and formulas: docs/memory.md.";
+
+static int cmd_plan(int argc, char **argv) {
+    TrainOptions o;
+    train_options_default(&o);
+    int64_t gpus = 0, checkpoint = 0, zero = 0, per_host = 0;
+    const char *device = "cuda";
+    int offload_opt = 0;
+    double gpu_mem = 139.0;
+    Flag flags[] = {
+        {"--model", FLAG_STRING, &o.model, "CONFIG|DIR", "model architecture: a config.json or a directory holding one"},
+        {"--gpus", FLAG_INT, &gpus, "N", "GPUs (ranks) of the job (default: sp x dp-replicate x dp-shard)"},
+        {"--gpus-per-host", FLAG_INT, &per_host, "G", "GPUs per host, for the per-host total (default: min(N, 8))"},
+        {"--sp", FLAG_INT, &o.sp, "S", "sequence-parallel degree (default 1)"},
+        {"--dp-replicate", FLAG_INT, &o.dp_replicate, "R", "data-parallel replicas (default 1)"},
+        {"--dp-shard", FLAG_INT, &o.dp_shard, "K", "data-parallel shard degree (default: N / (sp x R))"},
+        {"--seq-len", FLAG_INT, &o.seq_len, "T", "tokens per sample (default 2048)"},
+        {"--checkpoint", FLAG_INT, &checkpoint, "0|1|2", "per-layer activation checkpointing, as in train (default 0)"},
+        {"--offload-checkpoints", FLAG_BOOL, &o.offload_checkpoints, NULL, "saved activations in pinned host memory"},
+        {"--tiled-mlp", FLAG_INT, &o.mlp_tile, "ROWS", "TiledMLP rows per tile (default 0: off)"},
+        {"--zero", FLAG_INT, &zero, "0|1|2|3", "ZeRO stage over the shard group (dp-shard x sp ranks) (default 0)"},
+        {"--offload-optimizer", FLAG_BOOL, &offload_opt, NULL, "fp32 master weights and AdamW moments in host memory"},
+        {"--device", FLAG_STRING, &device, "cuda|cpu",
+         "cuda: bf16 activations, the CUDA buffers and context reserve; cpu: fp32 (default cuda)"},
+        {"--gpu-mem", FLAG_DOUBLE, &gpu_mem, "GiB", "memory per GPU (default 139: an H200 as cudaMemGetInfo reports it)"},
+        {"--host-mem", FLAG_DOUBLE, &o.host_mem, "GiB", "host memory per host (default: no limit)"},
+        {"--reserve-gib", FLAG_DOUBLE, &o.reserve_gib, "GiB", "CUDA context + cuBLASLt + NCCL reserve (default 2)"},
+    };
+    UlError e = {{0}};
+    int rc = flags_parse(flags, NFLAGS(flags), argc, argv, &e);
+    if (rc == 1) {
+        if (g_rank == 0)
+            flags_help(stdout, "ulysses plan --model CONFIG --gpus N --sp S --seq-len T [flags]", ABOUT_PLAN, flags,
+                       NFLAGS(flags));
+        return finish(0);
+    }
+    ModelConfig c;
+    if (rc == 0) rc = ul_load_model_config(o.model, NULL, NULL, &c, &e);
+    if (rc == 0 && (checkpoint < 0 || checkpoint > 2))
+        rc = ul_err(&e, "--checkpoint %lld: expected 0, 1 or 2", (long long)checkpoint);
+    if (rc == 0 && (zero < 0 || zero > 3)) rc = ul_err(&e, "--zero %lld: expected 0, 1, 2 or 3", (long long)zero);
+    int cuda = strcmp(device, "cuda") == 0;
+    if (rc == 0 && !cuda && strcmp(device, "cpu") != 0) rc = ul_err(&e, "--device %s: expected cuda or cpu", device);
+    if (rc == 0 && !(gpu_mem > 0)) rc = ul_err(&e, "--gpu-mem: must be > 0 GiB");
+    if (rc == 0 && !(o.host_mem >= 0)) rc = ul_err(&e, "--host-mem: must be >= 0 GiB");
+    if (rc == 0 && !(o.reserve_gib >= 0)) rc = ul_err(&e, "--reserve-gib: must be >= 0 GiB");
+    if (rc == 0 && o.mlp_tile < 0) rc = ul_err(&e, "--tiled-mlp %lld: must be >= 0", (long long)o.mlp_tile);
+    if (rc == 0 && o.offload_checkpoints && checkpoint < 1)
+        rc = ul_err(&e, "--offload-checkpoints: needs --checkpoint 1 or 2");
+    if (rc == 0 && o.dp_shard == 0) {
+        int64_t q = o.sp * o.dp_replicate;
+        o.dp_shard = gpus <= 0 ? 1 : q > 0 && gpus % q == 0 ? gpus / q : -1;
+        if (o.dp_shard < 1)
+            rc = ul_err(&e, "--gpus %lld: not divisible by --sp %lld x --dp-replicate %lld", (long long)gpus,
+                        (long long)o.sp, (long long)o.dp_replicate);
+    }
+    if (rc == 0 && gpus <= 0) gpus = o.sp * o.dp_replicate * o.dp_shard;
+    if (rc == 0) rc = ul_check_mesh(o.sp, o.dp_replicate, o.dp_shard, o.seq_len, &c, (int)gpus, &e);
+    if (rc == 0 && per_host < 0) rc = ul_err(&e, "--gpus-per-host %lld: must be >= 1", (long long)per_host);
+    if (rc) return fail(&e);
+    if (per_host == 0) per_host = gpus < 8 ? gpus : 8;
+    o.checkpoint = (int)checkpoint;
+    PlanInput in;
+    ul_plan_input(&o, &c, cuda ? 2 : 4, cuda, &in);
+    in.zero = (int)zero;
+    in.offload_optimizer = offload_opt;
+    Plan p;
+    plan_compute(&in, &p);
+    if (g_rank == 0) {
+        printf("memory plan: %lld GPUs (sp %lld, dp_replicate %lld, dp_shard %lld), seq_len %lld (%lld tokens per GPU), "
+               "%s, checkpoint %lld%s, tiled-mlp %lld, zero %lld%s\n\n",
+               (long long)gpus, (long long)o.sp, (long long)o.dp_replicate, (long long)o.dp_shard, (long long)p.T,
+               (long long)p.t, cuda ? "CUDA bf16" : "CPU fp32", (long long)checkpoint,
+               o.offload_checkpoints ? " (offloaded)" : "", (long long)p.mlp_tile, (long long)zero,
+               offload_opt ? ", optimizer offloaded" : "");
+        plan_print(stdout, &p, per_host);
+        int64_t lim = (int64_t)(gpu_mem * PLAN_GIB), hlim = (int64_t)(o.host_mem * PLAN_GIB);
+        int fits = p.dev_total <= lim && (hlim <= 0 || p.host_total * per_host <= hlim);
+        printf("fits %.1f GiB per GPU%s: %s\n", gpu_mem, hlim > 0 ? " and --host-mem" : "", fits ? "yes" : "NO");
+        printf("largest seq_len that fits: %lld\n", (long long)plan_max_seq_len(&in, lim, hlim, per_host));
+    }
     return finish(0);
 }
 
@@ -268,6 +365,7 @@ static void usage(FILE *f) {
             "  demo       train on the built-in long-context task (mpirun -np 2 ulysses demo)\n"
             "  train      train a model (see `ulysses train --help`)\n"
             "  eval       loss and answer accuracy of a trained model\n"
+            "  plan       memory plan of a run: per-GPU and per-host buffers, largest seq_len that fits\n"
             "  tokenize   turn text files into a token shard\n"
             "  help       this text\n");
 }
@@ -284,6 +382,7 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "demo") == 0) return cmd_demo(argc - 2, argv + 2);
     if (strcmp(argv[1], "train") == 0) return cmd_train(argc - 2, argv + 2);
     if (strcmp(argv[1], "eval") == 0) return cmd_eval(argc - 2, argv + 2);
+    if (strcmp(argv[1], "plan") == 0) return cmd_plan(argc - 2, argv + 2);
     if (strcmp(argv[1], "tokenize") == 0) return cmd_tokenize(argc - 2, argv + 2);
     if (g_rank == 0) fprintf(stderr, "ulysses: error: unknown command '%s' (see `ulysses help`)\n", argv[1]);
     return finish(2);

@@ -24,6 +24,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Streams named by the event/copy operations below. */
+enum { UL_STREAM_COMPUTE = 0, UL_STREAM_COPY = 1 };
+
+/* Bytes allocated through a backend's alloc (device) and host_alloc (pinned host):
+ * now, and the peak since the last mem_reset_peak. Requested sizes (no rounding). */
+typedef struct {
+    int64_t dev_cur, dev_peak, host_cur, host_peak;
+} UlMemStats;
+
 typedef struct KernelOps {
     const char *name;
     size_t act_bytes; /* bytes per act element: 4 (fp32) or 2 (bf16) */
@@ -42,6 +51,27 @@ typedef struct KernelOps {
     /* act <-> f32 conversion of n elements (backend memory on both sides). */
     void (*to_act)(void *dst, const float *src, int64_t n);
     void (*to_f32)(float *dst, const void *src, int64_t n);
+
+    /* ---- host memory, copy stream and events (activation-checkpoint offload) ----
+     * Two streams: UL_STREAM_COMPUTE (every kernel above and below) and UL_STREAM_COPY
+     * (copy_async only), so copies to and from host memory overlap compute. Ordering is by
+     * events, never by a device-wide sync. The CPU backend does everything synchronously
+     * (copy_async is a memcpy, waits are no-ops, events hold the wall-clock time of their
+     * record so event_elapsed still measures the copies). */
+    void *(*host_alloc)(size_t bytes); /* page-locked host memory (cudaHostAlloc), zero-filled; aborts on failure */
+    void (*host_free)(void *p);        /* waits for both streams first */
+    void *(*event_create)(void);       /* aborts on failure */
+    void (*event_destroy)(void *ev);
+    void (*event_record)(void *ev, int stream);  /* ev marks the work queued on `stream` so far */
+    void (*event_wait)(int stream, void *ev);    /* later work on `stream` waits for ev (device-side) */
+    double (*event_elapsed)(void *start, void *end); /* seconds between two records; waits for `end` */
+    /* bytes from src to dst on UL_STREAM_COPY: to_host = 1 device -> host_alloc memory,
+     * 0 host_alloc memory -> device. Returns at once (GPU); order it with events. */
+    void (*copy_async)(void *dst, const void *src, size_t bytes, int to_host);
+
+    /* ---- accounting (the memory planner's check, train/plan.h) ---- */
+    void (*mem_stats)(UlMemStats *s);
+    void (*mem_reset_peak)(void); /* peak := current */
 
     /* ---- dense ---- */
     /* C[M,N] = alpha * op(A) @ op(B) + beta * C ; op(A) is [M,K], op(B) is [K,N]; A and B act.

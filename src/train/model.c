@@ -6,6 +6,7 @@
 
 #include "core/common.h"
 #include "formats/hf_model.h"
+#include "train/plan.h"
 
 /* act buffer of n elements; fp32 buffer of n elements; element offset into an act buffer */
 #define ACT(n) (m->k->alloc((size_t)(n) * m->k->act_bytes))
@@ -51,6 +52,16 @@ void model_init(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *s
 
 void model_init_ex(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *sp_g, int64_t T_max, int recompute,
                    int64_t mlp_tile) {
+    ModelMemOpts o = {recompute, mlp_tile, 0};
+    model_init_opts(m, c, k, sp_g, T_max, &o);
+}
+
+/* Every backend allocation here has its line in train/plan.c (plan_model_items), which
+ * tests/test_plan.c checks against the backend's accounting. */
+void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *sp_g, int64_t T_max,
+                     const ModelMemOpts *o) {
+    int recompute = o->recompute;
+    int64_t mlp_tile = o->mlp_tile;
     memset(m, 0, sizeof *m);
     m->c = *c;
     m->k = k;
@@ -59,6 +70,8 @@ void model_init_ex(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup
     m->sp_rank = sp_g ? sp_g->rank : 0;
     m->recompute = recompute;
     UL_ASSERT(recompute >= 0 && recompute <= 2, "recompute mode %d", recompute);
+    UL_ASSERT(!o->offload || recompute >= 1, "checkpoint offload needs recompute >= 1");
+    m->offload = o->offload;
     int64_t H = c->num_heads, Hkv = c->num_kv_heads, d = c->head_dim, D = c->hidden_size;
     int64_t I = c->intermediate_size, V = c->vocab_size, L = c->num_layers, S = m->sp;
     UL_ASSERT(T_max % S == 0, "T_max %lld not a multiple of sp", (long long)T_max);
@@ -69,7 +82,7 @@ void model_init_ex(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup
     m->T_max = T_max;
     m->t_max = T_max / S;
     int64_t t = m->t_max;
-    m->mlp_tile = mlp_tile > 0 && mlp_tile < t ? mlp_tile : 0;
+    m->mlp_tile = plan_mlp_tile(mlp_tile, t);
     int64_t rows_I = m->mlp_tile ? m->mlp_tile : t; /* rows of the [*, I] buffers */
 
     m->n_params = ul_param_numel(c);
@@ -88,23 +101,15 @@ void model_init_ex(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup
     free(invd);
     free(invf);
 
-    /* a loss tile holds at most ~8M logits */
-    int64_t tile = ((int64_t)8 << 20) / V;
-    if (tile < 16) tile = 16;
-    m->loss_tile = tile < t ? tile : t;
+    m->loss_tile = plan_loss_tile(V, t);
 
-    m->xin = ul_calloc((size_t)(L + 1), sizeof(void *));
-    for (int64_t l = 0; l <= L; l++) m->xin[l] = ACT(t * D);
+    actstore_init(&m->xin, k, L + 1, (size_t)(t * D) * k->act_bytes, m->offload);
     int64_t nacts = recompute ? 1 : L;
     m->acts = ul_calloc((size_t)nacts, sizeof(LayerActs));
     for (int64_t l = 0; l < nacts; l++) acts_alloc(m, &m->acts[l]);
     if (recompute == 2) { /* keep every layer's attention output and lse: backward skips the attention */
-        m->keep_oh = ul_calloc((size_t)L, sizeof(void *));
-        m->keep_lse = ul_calloc((size_t)L, sizeof(float *));
-        for (int64_t l = 0; l < L; l++) {
-            m->keep_oh[l] = ACT(T_max * m->Hq_l * d);
-            m->keep_lse[l] = F32(T_max * m->Hq_l);
-        }
+        actstore_init(&m->keep_oh, k, L, (size_t)(T_max * m->Hq_l * d) * k->act_bytes, m->offload);
+        actstore_init(&m->keep_lse, k, L, (size_t)(T_max * m->Hq_l) * sizeof(float), m->offload);
     }
     m->xnf = ACT(t * D);
     m->rstdf = F32(t);
@@ -138,14 +143,9 @@ void model_free(Model *m) {
     int64_t nacts = m->recompute ? 1 : m->c.num_layers;
     for (int64_t l = 0; l < nacts; l++) acts_free(m, &m->acts[l]);
     free(m->acts);
-    for (int64_t l = 0; m->keep_oh && l < m->c.num_layers; l++) {
-        k->free(m->keep_oh[l]);
-        k->free(m->keep_lse[l]);
-    }
-    free(m->keep_oh);
-    free(m->keep_lse);
-    for (int64_t l = 0; l <= m->c.num_layers; l++) k->free(m->xin[l]);
-    free(m->xin);
+    actstore_free(&m->keep_oh);
+    actstore_free(&m->keep_lse);
+    actstore_free(&m->xin);
     if (m->doh != m->dout) k->free(m->doh);
     if (m->dqkvh != m->dqkv) k->free(m->dqkvh);
     if (m->wact != (void *)m->params) k->free(m->wact);
@@ -161,6 +161,12 @@ void model_free(Model *m) {
     ul_tensors_free(&m->P);
     ul_tensors_free(&m->G);
     memset(m, 0, sizeof *m);
+}
+
+double model_offload_seconds(Model *m) {
+    return actstore_copy_seconds(&m->xin) + (m->recompute == 2 ? actstore_copy_seconds(&m->keep_oh) +
+                                                                     actstore_copy_seconds(&m->keep_lse)
+                                                               : 0);
 }
 
 void model_params_updated(Model *m) {
@@ -300,9 +306,9 @@ static void mlp_bwd_rows(Model *m, const LayerTensors *w, LayerTensors *gw, cons
 /* x [t, D] -> y [t, D], saving activations in a; recomputing: the backward's second
  * forward of this layer (per-layer checkpointing). */
 static void layer_fwd(Model *m, const StepCtx *sc, int64_t l, const void *x, void *y, LayerActs *a, int recomputing) {
-    if (m->recompute == 2) { /* this layer's kept attention output and lse */
-        a->oh = m->keep_oh[l];
-        a->lse = m->keep_lse[l];
+    if (m->recompute == 2) { /* this layer's kept attention output and lse (written now, or read back) */
+        a->oh = recomputing ? actstore_read(&m->keep_oh, l) : actstore_write(&m->keep_oh, l);
+        a->lse = recomputing ? actstore_read(&m->keep_lse, l) : actstore_write(&m->keep_lse, l);
         if (m->sp == 1) a->o = a->oh;
     }
     const KernelOps *k = m->k;
@@ -374,13 +380,26 @@ static void layer_bwd(Model *m, const StepCtx *sc, int64_t l, const void *x, Lay
     k->rmsnorm_bwd(dres, gw->ln1, dxn, x, w->ln1, a->rstd1, t, D);
 }
 
-static void forward_layers(Model *m, const StepCtx *sc) {
+/* save: a backward follows, so the saved activations must reach the host (offload). */
+static void forward_layers(Model *m, const StepCtx *sc, int save) {
     const ModelConfig *c = &m->c;
-    m->k->embedding_fwd(m->xin[0], m->d_tok, m->P.wte, sc->t, c->hidden_size);
-    for (int64_t l = 0; l < c->num_layers; l++)
-        layer_fwd(m, sc, l, m->xin[l], m->xin[l + 1], &m->acts[m->recompute ? 0 : l], 0);
-    m->k->rmsnorm_fwd(m->xnf, m->rstdf, m->xin[c->num_layers], m->P.lnf, sc->t, c->hidden_size,
-                      (float)c->rms_norm_eps);
+    int64_t L = c->num_layers;
+    void *x = actstore_write(&m->xin, 0);
+    m->k->embedding_fwd(x, m->d_tok, m->P.wte, sc->t, c->hidden_size);
+    if (save) actstore_saved(&m->xin, 0);
+    for (int64_t l = 0; l < L; l++) {
+        void *y = actstore_write(&m->xin, l + 1); /* with offload: slot (l+1) % ring, once xin[l-1] is out */
+        layer_fwd(m, sc, l, x, y, &m->acts[m->recompute ? 0 : l], 0);
+        if (save) {
+            actstore_saved(&m->xin, l + 1);
+            if (m->recompute == 2) {
+                actstore_saved(&m->keep_oh, l);
+                actstore_saved(&m->keep_lse, l);
+            }
+        }
+        x = y;
+    }
+    m->k->rmsnorm_fwd(m->xnf, m->rstdf, x, m->P.lnf, sc->t, c->hidden_size, (float)c->rms_norm_eps);
 }
 
 /* Validates the shard and uploads its inputs. */
@@ -404,7 +423,7 @@ void model_step(Model *m, const LocalSeq *s, float dscale, int backward, double 
     StepCtx sc;
     step_ctx(m, s, &sc);
     int64_t t = sc.t, D = c->hidden_size, V = c->vocab_size, L = c->num_layers;
-    forward_layers(m, &sc);
+    forward_layers(m, &sc, backward);
     k->zero(m->acc, 2 * sizeof(double));
 
     /* tiled logits + CE, the head's backward right away: never a [t, V] buffer */
@@ -424,11 +443,24 @@ void model_step(Model *m, const LocalSeq *s, float dscale, int backward, double 
     }
     if (backward) {
         k->zero(m->dres, (size_t)(t * D) * k->act_bytes);
-        k->rmsnorm_bwd(m->dres, m->G.lnf, m->dxn, m->xin[L], m->P.lnf, m->rstdf, t, D);
+        k->rmsnorm_bwd(m->dres, m->G.lnf, m->dxn, actstore_read(&m->xin, L), m->P.lnf, m->rstdf, t, D);
+        actstore_release(&m->xin, L);
         for (int64_t l = L - 1; l >= 0; l--) {
             LayerActs *a = &m->acts[m->recompute ? 0 : l];
-            if (m->recompute) layer_fwd(m, &sc, l, m->xin[l], m->xscr, a, 1);
-            layer_bwd(m, &sc, l, m->xin[l], a);
+            const void *x = actstore_read(&m->xin, l);
+            /* offload: the next layer's saved activations come back while this one runs */
+            actstore_prefetch(&m->xin, l - 1);
+            if (m->recompute == 2) { /* layer l's own are read back in layer_fwd */
+                actstore_prefetch(&m->keep_oh, l - 1);
+                actstore_prefetch(&m->keep_lse, l - 1);
+            }
+            if (m->recompute) layer_fwd(m, &sc, l, x, m->xscr, a, 1);
+            layer_bwd(m, &sc, l, x, a);
+            actstore_release(&m->xin, l);
+            if (m->recompute == 2) {
+                actstore_release(&m->keep_oh, l);
+                actstore_release(&m->keep_lse, l);
+            }
         }
         k->embedding_bwd(m->G.wte, m->dres, m->d_tok, t, D);
     }
@@ -448,7 +480,7 @@ void model_eval(Model *m, const LocalSeq *s, LogitsFn fn, void *user) {
         m->logits32 = F32(m->loss_tile * V);
         m->logits_host = ul_malloc((size_t)(m->loss_tile * V) * sizeof(float));
     }
-    forward_layers(m, &sc);
+    forward_layers(m, &sc, 0);
     for (int64_t i0 = 0; i0 < t; i0 += m->loss_tile) {
         int64_t n = t - i0 < m->loss_tile ? t - i0 : m->loss_tile;
         k->matmul(0, 1, n, V, D, 1.f, AO(m->xnf, i0 * D), D, m->P.lm_head, D, 0.f, m->logits, V, 0);

@@ -19,6 +19,7 @@
 #include "core/params.h"
 #include "kernels/kernels.h"
 #include "train/exchange.h"
+#include "train/offload.h"
 
 /* Activations are "act" buffers (the backend's dtype: fp32 on CPU, bf16 on CUDA);
  * rstd and lse are fp32. */
@@ -47,8 +48,10 @@ typedef struct {
     int64_t Hq_l, Hkv_l, W_l; /* heads per rank after the exchange (copies of x's) */
     int recompute;   /* per-layer activation checkpointing: 0 off; 1 keep only layer inputs;
                         2 also keep each layer's attention output + lse (backward skips the attention) */
-    void **keep_oh;  /* [L] x [T, Hq_l, d] (recompute == 2) */
-    float **keep_lse; /* [L] x [T, Hq_l] (recompute == 2) */
+    ActStore keep_oh;  /* [L] x [T, Hq_l, d] act (recompute == 2) */
+    ActStore keep_lse; /* [L] x [T, Hq_l] f32 (recompute == 2) */
+    int offload;     /* the saved activations (xin, keep_oh, keep_lse) live in host memory
+                        (train/offload.h); requires recompute >= 1 */
     int no_exchange; /* debug: attend only inside the local shard (the control experiment) */
     int64_t mlp_tile; /* TiledMLP: rows per MLP tile (0 = off); [t, I] activations never exist */
     void *tg, *tu, *th; /* [mlp_tile, I] the current tile's gate, up, silu(g)*u */
@@ -63,7 +66,7 @@ typedef struct {
     float *inv_freq; /* [d/2] */
 
     int64_t T_max, t_max, loss_tile;
-    void **xin;      /* [L + 1] x [t, D] residual stream at each layer input; xin[L] = final */
+    ActStore xin;    /* [L + 1] x [t, D] act: residual stream at each layer input; item L = final */
     LayerActs *acts; /* [L], or [1] with recompute */
     void *xnf;       /* [t, D] */
     float *rstdf;    /* [t] */
@@ -102,7 +105,17 @@ void model_init(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *s
 /* ... with TiledMLP over tiles of mlp_tile rows (0 = off; ALST §TiledMLP). */
 void model_init_ex(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *sp_g, int64_t T_max, int recompute,
                    int64_t mlp_tile);
+/* Every memory option at once. */
+typedef struct {
+    int recompute;    /* 0, 1, 2 (see Model.recompute) */
+    int64_t mlp_tile; /* TiledMLP rows, 0 = off */
+    int offload;      /* checkpoint offload to host memory (needs recompute >= 1) */
+} ModelMemOpts;
+void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *sp_g, int64_t T_max,
+                     const ModelMemOpts *o);
 void model_free(Model *m);
+/* Device time of the offload copies since the last call (waits for them; 0 without offload). */
+double model_offload_seconds(Model *m);
 /* Parameters: normal(0, initializer_range) for matrices, 1 for norm weights, from seed. */
 void model_init_random(Model *m, uint64_t seed);
 /* Host <-> model parameters (fp32, [n_params]); setting also refreshes the working copy. */

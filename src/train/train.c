@@ -147,6 +147,11 @@ static int validate(const TrainOptions *o, const ModelConfig *c, int world, UlEr
                                 : "");
     if (o->steps < 0) return ul_err(e, "--steps %lld: must be >= 0", (long long)o->steps);
     if (o->mlp_tile < 0) return ul_err(e, "--tiled-mlp %lld: must be >= 0", (long long)o->mlp_tile);
+    if (o->offload_checkpoints && o->checkpoint < 1)
+        return ul_err(e, "--offload-checkpoints: needs --checkpoint 1 or 2 (the saved layer inputs are what goes to host)");
+    if (!(o->gpu_mem >= 0)) return ul_err(e, "--gpu-mem: must be >= 0 GiB");
+    if (!(o->host_mem >= 0)) return ul_err(e, "--host-mem: must be >= 0 GiB");
+    if (!(o->reserve_gib >= 0)) return ul_err(e, "--reserve-gib: must be >= 0 GiB");
     if (o->no_exchange && o->checkpoint == 2)
         return ul_err(e, "--debug-no-exchange: not supported with --checkpoint 2 (use 0 or 1)");
     if (!(o->lr >= 0)) return ul_err(e, "--lr: must be >= 0");
@@ -269,13 +274,22 @@ int train_run(const TrainOptions *o_in, UlError *e) {
         return -1;
     }
     int on_gpu = k != ul_kernels_cpu();
+    /* the memory plan (train/plan.h), before anything is allocated: refuse what will not fit */
+    Plan plan;
+    if (ul_agree(ul_plan_check(o, &c, k, on_gpu, &plan, e), e)) {
+        data_close(&dl);
+        return -1;
+    }
+    UlMemStats mem0;
+    k->mem_stats(&mem0);
     Mesh mesh;
     ul_mesh_init_mpi(&mesh, (int)o->sp, (int)o->dp_replicate, (int)o->dp_shard);
     if (on_gpu) ul_mesh_init_nccl(&mesh, ul_cuda_stream());
     int64_t pad = o->sp;
     int64_t T_max = (o->seq_len + pad - 1) / pad * pad;
     Model m;
-    model_init_ex(&m, &c, k, mesh.dev_sp, T_max, o->checkpoint, o->mlp_tile);
+    ModelMemOpts mo = {o->checkpoint, o->mlp_tile, o->offload_checkpoints};
+    model_init_opts(&m, &c, k, mesh.dev_sp, T_max, &mo);
     m.no_exchange = o->no_exchange;
     rc = 0;
     if (resume[0])
@@ -295,6 +309,8 @@ int train_run(const TrainOptions *o_in, UlError *e) {
     int64_t N = m.n_params, nt = ul_param_tensor_count(&c);
     float *mom1 = k->alloc((size_t)N * sizeof(float)); /* [N] */
     float *mom2 = k->alloc((size_t)N * sizeof(float)); /* [N] */
+    UlMemStats mem1;
+    k->mem_stats(&mem1);
     double *h_step = ul_calloc((size_t)o->steps + 1, sizeof(double)), *h_loss = ul_calloc((size_t)o->steps + 1, sizeof(double));
     double *h_estep = ul_calloc((size_t)o->steps + 1, sizeof(double)), *h_acc = ul_calloc((size_t)o->steps + 1, sizeof(double));
     TrainHist hist = {h_step, h_loss, h_estep, h_acc, 0, 0, o->steps};
@@ -359,6 +375,19 @@ int train_run(const TrainOptions *o_in, UlError *e) {
                 "sequences (seq_len %lld)\n",
                 (long long)N, (long long)c.num_layers, (long long)o->dp_replicate, (long long)o->dp_shard,
                 (long long)o->sp, (long long)o->steps, (long long)o->batch, (long long)o->seq_len);
+    if (rank == 0 && !o->quiet) {
+        char sum[512];
+        plan_summary(&plan, sum, sizeof sum);
+        /* allocated: what model and optimizer took through the backend; the plan's exact items must equal it */
+        fprintf(stderr, "ulysses: memory plan %s; allocated %lld device + %lld host bytes (plan: %lld + %lld)\n", sum,
+                (long long)(mem1.dev_cur - mem0.dev_cur), (long long)(mem1.host_cur - mem0.host_cur),
+                (long long)plan.dev_exact, (long long)plan.host_exact);
+        if (o->offload_checkpoints)
+            fprintf(stderr, "ulysses: checkpoint offload: %lld bytes of saved activations in pinned host memory\n",
+                    (long long)(actstore_host_bytes(&m.xin) + actstore_host_bytes(&m.keep_oh) +
+                                actstore_host_bytes(&m.keep_lse)));
+    }
+    k->mem_reset_peak();
 
     for (int64_t step = first; step < end; step++) {
         double t0 = ul_now();
@@ -404,6 +433,7 @@ int train_run(const TrainOptions *o_in, UlError *e) {
                          p->decay ? (float)o->weight_decay : 0.f, step + 1);
             }
         model_params_updated(&m);
+        double offload_s = o->offload_checkpoints ? model_offload_seconds(&m) : 0; /* device time of the copies */
         double now = ul_now(), dt = now - t0, a2a_s = m.x.a2a_seconds - a2a0;
         double tok_s = dt > 0 ? cnt[1] / dt : 0;
         train_time += dt;
@@ -426,6 +456,11 @@ int train_run(const TrainOptions *o_in, UlError *e) {
                         (long long)(step + 1), loss, gn, lr, cnt[1], n_global, tok_s, dt, a2a_s, elapsed);
                 if (do_eval) fprintf(mf, ", \"eval_loss\": %.6g, \"answer_acc\": %.6g", ev.loss, ev.acc);
                 if (on_gpu) fprintf(mf, ", \"gpu_mem_gib\": %.3f", ul_cuda_mem_used_gib());
+                UlMemStats ms;
+                k->mem_stats(&ms);
+                fprintf(mf, ", \"alloc_peak_gib\": %.4f, \"plan_gib\": %.4f", (double)ms.dev_peak / PLAN_GIB,
+                        (double)plan.dev_total / PLAN_GIB);
+                if (o->offload_checkpoints) fprintf(mf, ", \"offload_s\": %.6f", offload_s);
                 fprintf(mf, "}\n");
                 fflush(mf);
             }

@@ -10,6 +10,7 @@
 #include "core/config.h"
 #include "kernels/kernels.h"
 #include "train/data.h"
+#include "train/plan.h"
 
 typedef struct {
     /* model */
@@ -41,6 +42,10 @@ typedef struct {
     /* memory */
     int checkpoint;        /* per-layer activation checkpointing (recompute in backward) */
     int64_t mlp_tile;      /* TiledMLP: rows per MLP tile, 0 = off */
+    int offload_checkpoints; /* saved layer inputs (and kept attention) in pinned host memory */
+    double gpu_mem;        /* GiB per GPU to plan against (0: the GPU's total on CUDA, no limit on CPU) */
+    double host_mem;       /* GiB of host memory per node to plan against (0: no check) */
+    double reserve_gib;    /* CUDA context + cuBLASLt + NCCL reserve in the plan (0: the default) */
     /* outputs */
     const char *out;
     const char *save_dtype; /* "f32" | "bf16" */
@@ -85,5 +90,12 @@ const KernelOps *ul_select_backend(const char *device, UlError *e);
 /* Collective agreement on an error: if any rank of the world has rc != 0, every rank
  * gets the message of the lowest such rank in e and -1 is returned. */
 int ul_agree(int rc, UlError *e);
+
+/* The memory plan of a training run (train/plan.h) from its options. */
+void ul_plan_input(const TrainOptions *o, const ModelConfig *c, size_t act_bytes, int cuda, PlanInput *in);
+/* Plans the run and checks it against --gpu-mem (or the GPU's total memory) and --host-mem:
+ * 0 when it fits; else -1 with e naming the flag, the largest items and what to change.
+ * Identical on every rank. */
+int ul_plan_check(const TrainOptions *o, const ModelConfig *c, const KernelOps *k, int on_gpu, Plan *p, UlError *e);
 
 #endif

@@ -207,7 +207,7 @@ void ul_cpu_attention_fwd(float *o, int64_t os, float *lse, const float *q, int6
             int64_t r0 = ds + (b - pre[di]) * AT_B, nq = de - r0 < AT_B ? de - r0 : AT_B;
             impl.fwd(&a, &w, h, r0, nq, ds);
         }
-        free(w.mem);
+        ul_cpu_free(w.mem);
     }
     free(pre);
 }
@@ -257,9 +257,9 @@ void ul_cpu_attention_bwd(float *dq, int64_t dqs, float *dk, int64_t dks, float 
             int64_t k0 = ds + (b - prek[di]) * AT_B, nk = de - k0 < AT_B ? de - k0 : AT_B;
             impl.dkv(&a, &w, g, k0, nk, de);
         }
-        free(w.mem);
+        ul_cpu_free(w.mem);
     }
     free(preq);
     free(prek);
-    free(D);
+    ul_cpu_free(D);
 }

@@ -4,6 +4,7 @@
 #include <cblas.h>
 #include <limits.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,17 +13,53 @@
 
 /* ---------------------------------------------------------------- memory */
 
-void *ul_cpu_alloc(size_t bytes) {
+/* Accounting of the backend's memory (UlMemStats). Allocations may come from OpenMP
+ * threads (attention scratch), hence atomics. Every block carries a 64-byte header with
+ * its requested size and kind, so free() knows what to subtract. */
+typedef struct {
+    _Atomic int64_t cur[2], peak[2]; /* [0] "device" (alloc), [1] host (host_alloc) */
+} CpuMem;
+static CpuMem g_cpu_mem;
+
+#define CPU_HDR 64
+
+static void *cpu_alloc_kind(size_t bytes, int kind) {
     size_t n = (bytes + 63) & ~(size_t)63; /* aligned_alloc wants a multiple of the alignment */
-    if (n < bytes) UL_FATAL("allocation size overflow (%zu bytes)", bytes);
-    if (n == 0) n = 64;
-    void *p = aligned_alloc(64, n);
+    if (n < bytes || n + CPU_HDR < n) UL_FATAL("allocation size overflow (%zu bytes)", bytes);
+    char *p = aligned_alloc(64, n + CPU_HDR);
     if (!p) UL_FATAL("out of host memory allocating %zu bytes", bytes);
-    memset(p, 0, n);
-    return p;
+    memset(p + CPU_HDR, 0, n);
+    ((int64_t *)p)[0] = (int64_t)bytes;
+    ((int64_t *)p)[1] = kind;
+    int64_t now = atomic_fetch_add(&g_cpu_mem.cur[kind], (int64_t)bytes) + (int64_t)bytes;
+    int64_t pk = atomic_load(&g_cpu_mem.peak[kind]);
+    while (now > pk && !atomic_compare_exchange_weak(&g_cpu_mem.peak[kind], &pk, now)) {
+    }
+    return p + CPU_HDR;
 }
 
-void ul_cpu_free(void *p) { free(p); }
+static void cpu_free_kind(void *q) {
+    if (!q) return;
+    char *p = (char *)q - CPU_HDR;
+    atomic_fetch_sub(&g_cpu_mem.cur[((int64_t *)p)[1]], ((int64_t *)p)[0]);
+    free(p);
+}
+
+void *ul_cpu_alloc(size_t bytes) { return cpu_alloc_kind(bytes, 0); }
+void ul_cpu_free(void *p) { cpu_free_kind(p); }
+void *ul_cpu_host_alloc(size_t bytes) { return cpu_alloc_kind(bytes, 1); }
+void ul_cpu_host_free(void *p) { cpu_free_kind(p); }
+
+void ul_cpu_mem_stats(UlMemStats *s) {
+    s->dev_cur = atomic_load(&g_cpu_mem.cur[0]);
+    s->dev_peak = atomic_load(&g_cpu_mem.peak[0]);
+    s->host_cur = atomic_load(&g_cpu_mem.cur[1]);
+    s->host_peak = atomic_load(&g_cpu_mem.peak[1]);
+}
+
+void ul_cpu_mem_reset_peak(void) {
+    for (int i = 0; i < 2; i++) atomic_store(&g_cpu_mem.peak[i], atomic_load(&g_cpu_mem.cur[i]));
+}
 
 void ul_cpu_zero(float *x, int64_t n) {
     if (n <= 0) return;

@@ -12,6 +12,10 @@
 /* cpu_basic.c */
 void *ul_cpu_alloc(size_t bytes);
 void ul_cpu_free(void *p);
+void *ul_cpu_host_alloc(size_t bytes);
+void ul_cpu_host_free(void *p);
+void ul_cpu_mem_stats(UlMemStats *s);
+void ul_cpu_mem_reset_peak(void);
 void ul_cpu_zero(float *x, int64_t n);
 void ul_cpu_copy2d(float *dst, int64_t dst_stride, const float *src, int64_t src_stride, int64_t rows,
                    int64_t cols);

@@ -1,6 +1,9 @@
 /* The CPU backend's KernelOps table: act = fp32, so every void* buffer is a float*.
  * Thin adapters from the interface's types to the fp32 kernels of this folder. */
+#include <stdlib.h>
 #include <string.h>
+
+#include "core/common.h"
 
 #include "kernels/cpu/cpu_internal.h"
 
@@ -60,6 +63,22 @@ static void cpu_attention_bwd(void *dq, int64_t dqs, void *dk, int64_t dks, void
     ul_cpu_attention_bwd(dq, dqs, dk, dks, dv, dvs, dout, dos, q, qs, k, ks, v, vs, o, os, lse, T, Hq, Hkv, d, cu,
                          n_docs, scale);
 }
+/* Synchronous stand-ins for the copy stream: an event is the wall-clock time of its record. */
+static void *cpu_event_create(void) { return ul_calloc(1, sizeof(double)); }
+static void cpu_event_destroy(void *ev) { free(ev); }
+static void cpu_event_record(void *ev, int stream) {
+    (void)stream;
+    *(double *)ev = ul_now();
+}
+static void cpu_event_wait(int stream, void *ev) {
+    (void)stream;
+    (void)ev;
+}
+static double cpu_event_elapsed(void *a, void *b) { return *(double *)b - *(double *)a; }
+static void cpu_copy_async(void *dst, const void *src, size_t bytes, int to_host) {
+    (void)to_host;
+    if (bytes) memcpy(dst, src, bytes);
+}
 static void cpu_cross_entropy(void *logits, const int32_t *labels, int64_t n, int64_t V, float dscale, double *acc) {
     int64_t cnt = 0;
     ul_cpu_cross_entropy(logits, labels, n, V, dscale, &acc[0], &cnt);
@@ -79,6 +98,16 @@ static const KernelOps g_cpu_ops = {
     .add2d = cpu_add2d,
     .to_act = cpu_convert,
     .to_f32 = cpu_convert_back,
+    .host_alloc = ul_cpu_host_alloc,
+    .host_free = ul_cpu_host_free,
+    .event_create = cpu_event_create,
+    .event_destroy = cpu_event_destroy,
+    .event_record = cpu_event_record,
+    .event_wait = cpu_event_wait,
+    .event_elapsed = cpu_event_elapsed,
+    .copy_async = cpu_copy_async,
+    .mem_stats = ul_cpu_mem_stats,
+    .mem_reset_peak = ul_cpu_mem_reset_peak,
     .matmul = cpu_matmul,
     .embedding_fwd = cpu_embedding_fwd,
     .embedding_bwd = cpu_embedding_bwd,

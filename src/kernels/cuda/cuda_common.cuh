@@ -45,6 +45,13 @@ typedef struct {
     void *scratch;   /* grown on demand: attention D, sumsq partials */
     size_t scratch_bytes;
     double *host_dbl; /* pinned [1024] for sumsq results */
+    cudaStream_t copy_stream; /* UL_STREAM_COPY: host <-> device copies of the checkpoint offload */
+    /* accounting of alloc / host_alloc (UlMemStats): the size of every live block */
+    void **blk_ptr;      /* [blk_cap] open-addressing table, NULL = empty, (void*)1 = deleted */
+    size_t *blk_bytes;   /* [blk_cap] */
+    int *blk_host;       /* [blk_cap] 1: host_alloc */
+    size_t blk_cap, blk_used;
+    int64_t cur[2], peak[2]; /* [0] device, [1] pinned host */
 } UlCudaState;
 
 extern UlCudaState ul_cuda_state;

@@ -8,3 +8,4 @@
 const KernelOps *ul_kernels_cuda(void) { return NULL; }
 void *ul_cuda_stream(void) { return NULL; }
 double ul_cuda_mem_used_gib(void) { return 0; }
+long long ul_cuda_mem_total_bytes(void) { return 0; }

@@ -11,4 +11,7 @@ void *ul_cuda_stream(void);
  * CUDA context included, so an upper bound of this process's own); 0 without the backend. */
 double ul_cuda_mem_used_gib(void);
 
+/* Total memory of this process's GPU in bytes (cudaMemGetInfo); 0 without the backend. */
+long long ul_cuda_mem_total_bytes(void);
+
 #endif

@@ -1,0 +1,224 @@
+#include "train/plan.h"
+
+#include <stdarg.h>
+#include <string.h>
+
+#include "core/params.h"
+
+#define CUDA_WORKSPACE_BYTES ((int64_t)32 << 20) /* UL_CUDA_WORKSPACE_BYTES (kernels/cuda) */
+
+void plan_input_default(PlanInput *in) {
+    memset(in, 0, sizeof *in);
+    in->sp = in->dp_replicate = in->dp_shard = 1;
+    in->seq_len = 2048;
+    in->act_bytes = 4;
+    in->reserve_gib = PLAN_DEFAULT_RESERVE_GIB;
+}
+
+const char *plan_group_name(PlanGroup g) {
+    static const char *names[PG_COUNT] = {"weights",     "master",    "grads",     "optimizer", "checkpoints",
+                                          "activations", "attention", "loss tile", "workspace"};
+    return g < PG_COUNT ? names[g] : "?";
+}
+
+int64_t plan_loss_tile(int64_t V, int64_t t) {
+    int64_t tile = ((int64_t)8 << 20) / V;
+    if (tile < 16) tile = 16;
+    return tile < t ? tile : t;
+}
+
+int64_t plan_mlp_tile(int64_t req, int64_t t) { return req > 0 && req < t ? req : 0; }
+
+static void add(Plan *p, PlanGroup g, int host, int exact, int64_t bytes, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+static void add(Plan *p, PlanGroup g, int host, int exact, int64_t bytes, const char *fmt, ...) {
+    if (bytes <= 0) return;
+    if (p->n >= PLAN_MAX_ITEMS) return; /* cannot happen: fewer lines than that below */
+    PlanItem *it = &p->items[p->n++];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(it->name, sizeof it->name, fmt, ap);
+    va_end(ap);
+    it->group = g;
+    it->host = host;
+    it->exact = exact;
+    it->bytes = bytes;
+    if (host) {
+        p->host_total += bytes;
+        p->host_group[g] += bytes;
+        if (exact) p->host_exact += bytes;
+    } else {
+        p->dev_total += bytes;
+        p->dev_group[g] += bytes;
+        if (exact) p->dev_exact += bytes;
+    }
+}
+
+static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* Parameters of one decoder layer (the ZeRO-3 gather unit). */
+static int64_t layer_numel(const ModelConfig *c) {
+    int64_t n = 0;
+#define UL_X(f, nm, r, k, dcy) n += (int64_t)(r) * (int64_t)(k);
+    UL_PARAMS_LAYER(UL_X)
+#undef UL_X
+    return n;
+}
+
+/* A saved-activation store (train/offload.h): n items of `bytes`, on the device or (offload)
+ * in pinned host memory behind a ring of 2 device slots. */
+static void add_store(Plan *p, int offload, int64_t n, int64_t bytes, const char *what) {
+    if (!offload) {
+        add(p, PG_CKPT, 0, 1, n * bytes, "%s (%lld)", what, (long long)n);
+        return;
+    }
+    int64_t ring = n < 2 ? n : 2;
+    add(p, PG_CKPT, 0, 1, ring * bytes, "%s: device ring (%lld)", what, (long long)ring);
+    add(p, PG_CKPT, 1, 1, n * bytes, "%s: pinned host (%lld)", what, (long long)n);
+}
+
+/* The order follows model_init_opts (train/model.c), exchange_init and train_run. */
+void plan_compute(const PlanInput *in, Plan *p) {
+    memset(p, 0, sizeof *p);
+    const ModelConfig *c = &in->c;
+    int64_t S = in->sp > 0 ? in->sp : 1, A = in->act_bytes, F = 4;
+    int64_t H = c->num_heads, Hkv = c->num_kv_heads, d = c->head_dim, D = c->hidden_size;
+    int64_t I = c->intermediate_size, V = c->vocab_size, L = c->num_layers;
+    int64_t T = ceil_div(in->seq_len, S) * S, t = T / S;
+    /* heads per rank after the exchange (exchange_init) */
+    int64_t Hq_l = H / S, Hkv_l = Hkv % S == 0 ? Hkv / S : 1, W_l = Hq_l + 2 * Hkv_l;
+    int recompute = in->checkpoint, off = in->offload_checkpoints && recompute >= 1;
+    int64_t mlp_tile = plan_mlp_tile(in->mlp_tile, t), rows_I = mlp_tile ? mlp_tile : t;
+    int64_t loss_tile = plan_loss_tile(V, t);
+    p->T = T;
+    p->t = t;
+    p->loss_tile = loss_tile;
+    p->mlp_tile = mlp_tile;
+
+    /* ---- parameters, gradients, optimizer (ZeRO over the shard group of dp_shard x sp ranks) ---- */
+    int64_t N = ul_param_numel(c), nsh = (in->dp_shard > 0 ? in->dp_shard : 1) * S;
+    int z = in->zero, oo = in->offload_optimizer;
+    int64_t Nst = z >= 1 ? ceil_div(N, nsh) : N; /* master and moments */
+    int64_t Ngr = z >= 2 ? ceil_div(N, nsh) : N;
+    const char *shard = z >= 1 ? " (shard)" : "";
+    add(p, PG_MASTER, oo, 1, Nst * F, "master weights fp32%s", shard);
+    add(p, PG_GRADS, 0, 1, Ngr * F, "gradients fp32%s", z >= 2 ? " (shard)" : "");
+    if (z >= 2) add(p, PG_GRADS, 0, 0, layer_numel(c) * F, "gradient reduce-scatter bucket (1 layer)");
+    if (z >= 3) {
+        add(p, PG_WEIGHTS, 0, 1, ceil_div(N, nsh) * A, "weights working copy (shard)");
+        add(p, PG_WEIGHTS, 0, 0, 2 * layer_numel(c) * A, "gathered layer weights (x2, prefetch)");
+    } else if (A != F || z >= 1) { /* CPU zero 0: the kernels use the fp32 master copy itself */
+        add(p, PG_WEIGHTS, 0, 1, N * A, "weights working copy");
+    }
+    add(p, PG_WORK, 0, 1, (d / 2) * F, "rope inv_freq");
+
+    /* ---- the Ulysses exchange: staging for the all-to-alls ---- */
+    if (S > 1) add(p, PG_ATTN, 0, 1, 2 * T * W_l * d * A, "all-to-all send + recv [T, W_l, d] x2");
+
+    /* ---- saved activations ---- */
+    add_store(p, off, L + 1, t * D * A, "layer inputs [t, D]");
+    int64_t nacts = recompute ? 1 : L;
+    const char *per = recompute ? "1 layer" : "all layers";
+    add(p, PG_ACTS, 0, 1, nacts * (3 * t * D * A + 2 * t * F), "xn1, xmid, xn2 + rstd (%s)", per);
+    add(p, PG_ATTN, 0, 1, nacts * t * (H + 2 * Hkv) * d * A, "qkv [t, H+2Hkv, d] (%s)", per);
+    if (S > 1) add(p, PG_ATTN, 0, 1, nacts * T * W_l * d * A, "qkv head-sharded [T, W_l, d] (%s)", per);
+    if (recompute != 2) add(p, PG_ATTN, 0, 1, nacts * (T * Hq_l * d * A + T * Hq_l * F), "attention out + lse (%s)", per);
+    if (S > 1) add(p, PG_ATTN, 0, 1, nacts * t * H * d * A, "attention out [t, H*d] (%s)", per);
+    if (!mlp_tile) add(p, PG_ACTS, 0, 1, nacts * 3 * t * I * A, "MLP g, u, h [t, I] (%s)", per);
+    if (recompute == 2) {
+        add_store(p, off, L, T * Hq_l * d * A, "kept attention out [T, Hq_l, d]");
+        add_store(p, off, L, T * Hq_l * F, "kept lse [T, Hq_l]");
+    }
+    add(p, PG_ACTS, 0, 1, t * D * A + t * F, "final norm out + rstd");
+    add(p, PG_LOSS, 0, 1, loss_tile * V * A, "logits tile [%lld, V]", (long long)loss_tile);
+    add(p, PG_ACTS, 0, 1, 3 * t * D * A, "dres, dxn, recompute scratch [t, D]");
+    add(p, PG_ACTS, 0, 1, 3 * rows_I * I * A, "MLP grads dh, dg, du [%lld, I]", (long long)rows_I);
+    if (mlp_tile) add(p, PG_ACTS, 0, 1, 3 * rows_I * I * A, "TiledMLP tile g, u, h [%lld, I]", (long long)rows_I);
+    add(p, PG_ATTN, 0, 1, t * H * d * A + t * (H + 2 * Hkv) * d * A, "dout, dqkv [t, *]");
+    if (S > 1) add(p, PG_ATTN, 0, 1, T * Hq_l * d * A + T * W_l * d * A, "dout, dqkv head-sharded [T, *]");
+    add(p, PG_WORK, 0, 1, 3 * t * 4 + (T + 2) * 8 + (t + 2) * 8 + 2 * 8, "tokens, labels, positions, cu_seqlens");
+
+    /* ---- optimizer state (train_run) ---- */
+    add(p, PG_OPTIM, oo, 1, 2 * Nst * F, "AdamW m + v fp32%s", shard);
+
+    /* ---- allocated later or outside KernelOps (not part of the exact check) ---- */
+    if (in->eval) {
+        add(p, PG_LOSS, 0, 0, loss_tile * V * F, "eval logits fp32 (first evaluation)");
+        add(p, PG_LOSS, 1, 0, loss_tile * V * F, "eval logits host copy");
+    }
+    if (in->cuda) {
+        add(p, PG_WORK, 1, 0, 3 * N * F, "host mirrors for checkpoints (params, m, v)");
+        add(p, PG_WORK, 0, 0, CUDA_WORKSPACE_BYTES, "cuBLASLt workspace");
+        /* ul_cuda_scratch: the attention backward's D [T, Hq_l] f32, grown by 1/4 */
+        int64_t D_bytes = T * Hq_l * F;
+        add(p, PG_WORK, 0, 0, D_bytes + D_bytes / 4 + 4096, "attention scratch D [T, Hq_l]");
+        add(p, PG_WORK, 0, 0, (int64_t)(in->reserve_gib * PLAN_GIB), "CUDA context + cuBLASLt + NCCL reserve");
+    } else {
+        add(p, PG_WORK, 0, 0, T * Hq_l * F, "attention backward D [T, Hq_l] (transient)");
+    }
+}
+
+int64_t plan_max_seq_len(const PlanInput *in, int64_t dev_limit, int64_t host_limit, int64_t ranks_per_host) {
+    PlanInput q = *in;
+    int64_t S = in->sp > 0 ? in->sp : 1;
+    int64_t lo = 0, hi = INT32_MAX / S; /* in units of sp tokens; lo fits (or is 0) */
+    Plan p;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo + 1) / 2;
+        q.seq_len = mid * S;
+        plan_compute(&q, &p);
+        int fits = p.dev_total <= dev_limit && (host_limit <= 0 || p.host_total * ranks_per_host <= host_limit);
+        if (fits)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo * S;
+}
+
+static double gib(int64_t b) { return (double)b / PLAN_GIB; }
+
+void plan_print(FILE *f, const Plan *p, int64_t ranks_per_host) {
+    fprintf(f, "%-52s %6s %14s %10s\n", "buffer", "where", "bytes", "GiB");
+    for (int where = 0; where < 2; where++)
+        for (int g = 0; g < PG_COUNT; g++)
+            for (int i = 0; i < p->n; i++) {
+                const PlanItem *it = &p->items[i];
+                if (it->host != where || (int)it->group != g) continue;
+                fprintf(f, "%-52s %6s %14lld %10.3f\n", it->name, where ? "host" : "gpu", (long long)it->bytes,
+                        gib(it->bytes));
+            }
+    fprintf(f, "\nper GPU, by group:");
+    for (int g = 0; g < PG_COUNT; g++)
+        if (p->dev_group[g]) fprintf(f, "  %s %.3f", plan_group_name((PlanGroup)g), gib(p->dev_group[g]));
+    fprintf(f, "\nper GPU total:  %.3f GiB (%lld bytes)\n", gib(p->dev_total), (long long)p->dev_total);
+    fprintf(f, "per rank host:  %.3f GiB;  per host (%lld ranks): %.3f GiB\n", gib(p->host_total),
+            (long long)ranks_per_host, gib(p->host_total * ranks_per_host));
+}
+
+void plan_summary(const Plan *p, char *buf, size_t n) {
+    size_t o = (size_t)snprintf(buf, n, "per GPU %.3f GiB (", gib(p->dev_total));
+    int first = 1;
+    for (int g = 0; g < PG_COUNT && o < n; g++)
+        if (p->dev_group[g]) {
+            o += (size_t)snprintf(buf + o, n - o, "%s%s %.3f", first ? "" : ", ", plan_group_name((PlanGroup)g),
+                                  gib(p->dev_group[g]));
+            first = 0;
+        }
+    if (o < n) snprintf(buf + o, n - o, "), host %.3f GiB per rank", gib(p->host_total));
+}
+
+void plan_top_items(const Plan *p, int k, char *buf, size_t n) {
+    int used[PLAN_MAX_ITEMS] = {0};
+    size_t o = 0;
+    buf[0] = 0;
+    for (int j = 0; j < k && o < n; j++) {
+        int best = -1;
+        for (int i = 0; i < p->n; i++)
+            if (!used[i] && !p->items[i].host && (best < 0 || p->items[i].bytes > p->items[best].bytes)) best = i;
+        if (best < 0) break;
+        used[best] = 1;
+        o += (size_t)snprintf(buf + o, n - o, "%s%s %.2f GiB", j ? ", " : "", p->items[best].name,
+                              gib(p->items[best].bytes));
+    }
+}

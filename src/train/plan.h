@@ -1,0 +1,90 @@
+/* The memory planner (DESIGN §6, docs/memory.md): every buffer the model, the optimizer
+ * and the backend allocate for one rank, by name, from (model, mesh, seq_len, options),
+ * before anything is allocated. `ulysses plan` prints it with the largest seq_len that
+ * fits; `train` refuses up front what does not fit.
+ *
+ * One source of truth: model_init takes its tile sizes from plan_loss_tile and
+ * plan_mlp_tile, and tests/test_plan.c checks the items marked `exact` against the
+ * bytes the backend actually allocated (KernelOps.mem_stats), byte for byte on the CPU. */
+#ifndef UL_PLAN_H
+#define UL_PLAN_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "core/config.h"
+
+typedef enum {
+    PG_WEIGHTS,   /* working copy of the weights used by the kernels */
+    PG_MASTER,    /* fp32 master weights */
+    PG_GRADS,     /* fp32 gradients */
+    PG_OPTIM,     /* AdamW moments */
+    PG_CKPT,      /* saved activations of the per-layer checkpointing (layer inputs, kept attention) */
+    PG_ACTS,      /* activations and their gradients of the layer being computed */
+    PG_ATTN,      /* attention and Ulysses exchange buffers */
+    PG_LOSS,      /* the logits tile */
+    PG_WORK,      /* inputs, workspace, scratch, the CUDA context reserve */
+    PG_COUNT
+} PlanGroup;
+
+typedef struct {
+    char name[64];
+    PlanGroup group;
+    int host;      /* 1: host memory of this rank, 0: device (GPU; backend memory on the CPU) */
+    int exact;     /* allocated through KernelOps alloc/host_alloc at init: checked byte for byte */
+    int64_t bytes;
+} PlanItem;
+
+#define PLAN_MAX_ITEMS 64
+
+typedef struct {
+    ModelConfig c;
+    int64_t sp, dp_replicate, dp_shard; /* the mesh (DESIGN §2) */
+    int64_t seq_len;          /* padded up to a multiple of sp */
+    int64_t act_bytes;        /* 2: CUDA (bf16), 4: CPU (fp32) */
+    int cuda;                 /* add the CUDA backend's own buffers and the context reserve */
+    int checkpoint;           /* 0, 1, 2 (train --checkpoint) */
+    int64_t mlp_tile;         /* TiledMLP rows requested (0 = off) */
+    int offload_checkpoints;  /* saved activations in pinned host memory */
+    int zero;                 /* ZeRO stage 0..3 over the shard group (dp_shard x sp ranks) */
+    int offload_optimizer;    /* fp32 master weights and AdamW moments in host memory */
+    int eval;                 /* evaluation during training (model_eval's fp32 logits) */
+    double reserve_gib;       /* CUDA context + cuBLASLt + NCCL (cuda only) */
+} PlanInput;
+
+typedef struct {
+    PlanItem items[PLAN_MAX_ITEMS];
+    int n;
+    int64_t T, t;             /* padded sample length, tokens per rank */
+    int64_t loss_tile, mlp_tile;
+    int64_t dev_total, host_total;     /* per rank */
+    int64_t dev_exact, host_exact;     /* the items with exact = 1 */
+    int64_t dev_group[PG_COUNT], host_group[PG_COUNT];
+} Plan;
+
+/* Default CUDA context + cuBLASLt + NCCL reserve (GiB per GPU), docs/memory.md. */
+#define PLAN_DEFAULT_RESERVE_GIB 2.0
+
+void plan_input_default(PlanInput *in);
+void plan_compute(const PlanInput *in, Plan *p);
+const char *plan_group_name(PlanGroup g);
+
+/* Rows of the logits tile for vocabulary V and t tokens per rank (at most ~8M logits). */
+int64_t plan_loss_tile(int64_t V, int64_t t);
+/* TiledMLP rows actually used for a request of `req` rows (0 = off; >= t also off). */
+int64_t plan_mlp_tile(int64_t req, int64_t t);
+
+/* Largest seq_len (a multiple of sp) whose plan fits dev_limit bytes per GPU and
+ * host_limit bytes per host (ranks_per_host ranks; <= 0: no host limit); 0 if none does. */
+int64_t plan_max_seq_len(const PlanInput *in, int64_t dev_limit, int64_t host_limit, int64_t ranks_per_host);
+
+/* The breakdown table (per GPU and per host). */
+void plan_print(FILE *f, const Plan *p, int64_t ranks_per_host);
+/* One line: "per GPU X GiB (weights .., ...), host Y GiB". */
+void plan_summary(const Plan *p, char *buf, size_t n);
+/* Fills buf with the plan's largest device items ("name X GiB, ..."). */
+void plan_top_items(const Plan *p, int k, char *buf, size_t n);
+
+#define PLAN_GIB (1024.0 * 1024.0 * 1024.0)
+
+#endif

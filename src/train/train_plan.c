@@ -1,0 +1,83 @@
+/* train's memory plan (train/plan.h): its inputs from the options, and the up-front
+ * refusal of a run that will not fit, with what to change. */
+#include <string.h>
+
+#include "comm/comm.h"
+#include "kernels/cuda/ul_cuda.h"
+#include "train/train.h"
+
+void ul_plan_input(const TrainOptions *o, const ModelConfig *c, size_t act_bytes, int cuda, PlanInput *in) {
+    plan_input_default(in);
+    in->c = *c;
+    in->sp = o->sp;
+    in->dp_replicate = o->dp_replicate;
+    in->dp_shard = o->dp_shard;
+    in->seq_len = o->seq_len;
+    in->act_bytes = (int64_t)act_bytes;
+    in->cuda = cuda;
+    in->checkpoint = o->checkpoint;
+    in->mlp_tile = o->mlp_tile;
+    in->offload_checkpoints = o->offload_checkpoints;
+    in->eval = o->task && o->eval_every > 0;
+    if (o->reserve_gib > 0) in->reserve_gib = o->reserve_gib;
+}
+
+static double gib(int64_t b) { return (double)b / PLAN_GIB; }
+
+/* ", FLAG (X GiB)" when the changed input fits the limit. */
+static size_t suggest(char *buf, size_t o, size_t n, const PlanInput *in, int64_t lim, const char *flag) {
+    Plan p;
+    plan_compute(in, &p);
+    if (p.dev_total > lim || o >= n) return o;
+    return o + (size_t)snprintf(buf + o, n - o, "%s%s (%.2f GiB)", o ? ", " : "", flag, gib(p.dev_total));
+}
+
+int ul_plan_check(const TrainOptions *o, const ModelConfig *c, const KernelOps *k, int on_gpu, Plan *p, UlError *e) {
+    PlanInput in;
+    ul_plan_input(o, c, k->act_bytes, on_gpu, &in);
+    plan_compute(&in, p);
+    int node_rank = 0, node_size = 1;
+    ul_node_rank(&node_rank, &node_size);
+    if (o->host_mem > 0 && gib(p->host_total) * node_size > o->host_mem)
+        return ul_err(e,
+                      "memory plan: %.2f GiB of host memory per rank x %d ranks on this node is more than --host-mem "
+                      "%.2f GiB (leave out --offload-checkpoints, or use more nodes)",
+                      gib(p->host_total), node_size, o->host_mem);
+    int64_t lim = o->gpu_mem > 0 ? (int64_t)(o->gpu_mem * PLAN_GIB) : on_gpu ? (int64_t)ul_cuda_mem_total_bytes() : 0;
+    if (lim <= 0 || p->dev_total <= lim) return 0;
+    char lim_s[96], top[320], fix[400] = "";
+    if (o->gpu_mem > 0)
+        snprintf(lim_s, sizeof lim_s, "--gpu-mem %.2f GiB", o->gpu_mem);
+    else
+        snprintf(lim_s, sizeof lim_s, "the GPU's %.2f GiB (set --gpu-mem to plan for another)", gib(lim));
+    plan_top_items(p, 3, top, sizeof top);
+    size_t f = 0;
+    PlanInput q = in;
+    if (in.checkpoint == 0) {
+        q.checkpoint = 1;
+        f = suggest(fix, f, sizeof fix, &q, lim, "--checkpoint 1");
+    }
+    if (!in.offload_checkpoints) {
+        q.offload_checkpoints = 1;
+        f = suggest(fix, f, sizeof fix, &q, lim, in.checkpoint ? "--offload-checkpoints" : "--checkpoint 1 --offload-checkpoints");
+    }
+    if (q.mlp_tile == 0) {
+        q.mlp_tile = 1024;
+        f = suggest(fix, f, sizeof fix, &q, lim, "... --tiled-mlp 1024");
+    }
+    PlanInput s2 = in;
+    s2.sp = in.sp * 2;
+    if (c->num_heads % s2.sp == 0 && (c->num_kv_heads % s2.sp == 0 || s2.sp % c->num_kv_heads == 0)) {
+        char flag[64];
+        snprintf(flag, sizeof flag, "--sp %lld on twice the GPUs", (long long)s2.sp);
+        f = suggest(fix, f, sizeof fix, &s2, lim, flag);
+    }
+    int64_t T = plan_max_seq_len(&in, lim, 0, 1);
+    if (f < sizeof fix)
+        snprintf(fix + f, sizeof fix - f, "%s%s", f ? ", or " : "",
+                 T > 0 ? "" : "nothing at this mesh: more GPUs (--sp)");
+    char tmax[64] = "";
+    if (T > 0) snprintf(tmax, sizeof tmax, "--seq-len <= %lld", (long long)T);
+    return ul_err(e, "memory plan: %.2f GiB per GPU does not fit %s; largest: %s; to fit: %s%s", gib(p->dev_total),
+                  lim_s, top, fix, tmax);
+}

@@ -1,0 +1,188 @@
+/* Activation-checkpoint offload and the memory planner (issue 8, DESIGN §6), CPU backend.
+ * Run as one process or under mpirun -np 2 (then sp = 2 over the two ranks):
+ *  - every combination of --checkpoint 0/1/2, TiledMLP on/off and offload on/off gives
+ *    the same loss and gradients as the plain model (rel <= 1e-5), and offload gives
+ *    bitwise the same as the same configuration without it; two steps in a row agree
+ *    (the offload ring carries no state between steps). 5 layers: the ring of 2 slots
+ *    wraps several times in forward and backward.
+ *  - the planner's exact items equal the bytes model_init allocated through the backend
+ *    (device and host, byte for byte; KernelOps.mem_stats);
+ *  - plan_max_seq_len: the answer fits, one more sp step does not, monotone in the limit. */
+#include <math.h>
+#include <mpi.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+#include "train/data.h"
+#include "train/model.h"
+#include "train/plan.h"
+
+static ModelConfig small(void) {
+    ModelConfig c = {0};
+    c.vocab_size = 40;
+    c.hidden_size = 24;
+    c.intermediate_size = 36;
+    c.num_layers = 5;
+    c.num_heads = 4;
+    c.num_kv_heads = 2;
+    c.head_dim = 6;
+    c.max_position_embeddings = 256;
+    c.rms_norm_eps = 1e-5;
+    c.initializer_range = 0.2;
+    c.rope_theta = 10000;
+    c.bos_token_id = c.eos_token_id = -1;
+    return c;
+}
+
+typedef struct {
+    double loss;
+    float *grads; /* [n_params] */
+} Result;
+
+/* Two steps on the same sample; checks the plan against the allocation on the way. */
+static Result run(const ModelConfig *c, CommGroup *sp_g, const Sample *s, int sp, int r_sp, const ModelMemOpts *mo) {
+    const KernelOps *k = ul_kernels_cpu();
+    UlMemStats a, b;
+    k->mem_stats(&a);
+    Model m;
+    model_init_opts(&m, c, k, sp_g, s->T, mo);
+    k->mem_stats(&b);
+    PlanInput in;
+    plan_input_default(&in);
+    in.c = *c;
+    in.sp = sp;
+    in.seq_len = s->T;
+    in.checkpoint = mo->recompute;
+    in.mlp_tile = mo->mlp_tile;
+    in.offload_checkpoints = mo->offload;
+    Plan p;
+    plan_compute(&in, &p);
+    int64_t dev = b.dev_cur - a.dev_cur, host = b.host_cur - a.host_cur;
+    int64_t want_dev = p.dev_exact - p.dev_group[PG_OPTIM]; /* the optimizer is train_run's */
+    CHECK(dev == want_dev && host == p.host_exact,
+          "recompute %d tile %lld offload %d sp %d: model_init allocated %lld device + %lld host bytes, the plan "
+          "says %lld + %lld",
+          mo->recompute, (long long)mo->mlp_tile, mo->offload, sp, (long long)dev, (long long)host,
+          (long long)want_dev, (long long)p.host_exact);
+    CHECK(m.loss_tile == p.loss_tile && m.mlp_tile == p.mlp_tile, "tiles: model %lld/%lld, plan %lld/%lld",
+          (long long)m.loss_tile, (long long)m.mlp_tile, (long long)p.loss_tile, (long long)p.mlp_tile);
+
+    model_init_random(&m, 5);
+    int64_t t = s->T / sp, off = r_sp * t;
+    LocalSeq ls = {.T = s->T, .tokens = s->tokens + off, .labels = s->labels + off, .pos = s->pos + off,
+                   .cu_seqlens = s->cu_seqlens, .n_docs = s->n_docs, .offset = off};
+    Result res = {0, malloc((size_t)m.n_params * sizeof(float))};
+    for (int step = 0; step < 2; step++) {
+        k->zero(m.grads, (size_t)m.n_params * sizeof(float));
+        double acc[2] = {0, 0};
+        int64_t cnt = 0;
+        model_step(&m, &ls, 1.0f / (float)s->n_real, 1, &acc[0], &cnt);
+        acc[1] = (double)cnt;
+        if (sp_g) {
+            MPI_Allreduce(MPI_IN_PLACE, acc, 2, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+            MPI_Allreduce(MPI_IN_PLACE, m.grads, (int)m.n_params, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        }
+        double loss = acc[0] / acc[1];
+        if (step == 0) {
+            res.loss = loss;
+            memcpy(res.grads, m.grads, (size_t)m.n_params * sizeof(float));
+        } else {
+            CHECK(loss == res.loss && memcmp(res.grads, m.grads, (size_t)m.n_params * sizeof(float)) == 0,
+                  "recompute %d offload %d: the second step differs from the first", mo->recompute, mo->offload);
+        }
+    }
+    if (mo->offload) {
+        CHECK(actstore_host_bytes(&m.xin) == (c->num_layers + 1) * t * c->hidden_size * 4, "offloaded bytes");
+        CHECK(model_offload_seconds(&m) >= 0, "offload copy time");
+    }
+    model_free(&m);
+    UlMemStats z;
+    k->mem_stats(&z);
+    CHECK(z.dev_cur == a.dev_cur && z.host_cur == a.host_cur, "model_free left %lld device + %lld host bytes",
+          (long long)(z.dev_cur - a.dev_cur), (long long)(z.host_cur - a.host_cur));
+    return res;
+}
+
+static void check_max_seq(const ModelConfig *c, int sp) {
+    PlanInput in;
+    plan_input_default(&in);
+    in.c = *c;
+    in.sp = sp;
+    in.checkpoint = 1;
+    int64_t prev = 0;
+    for (int64_t mib = 1; mib <= 64; mib *= 2) {
+        int64_t lim = mib << 20;
+        int64_t T = plan_max_seq_len(&in, lim, 0, 1);
+        CHECK(T >= prev && T % sp == 0, "max seq_len %lld at %lld MiB (previous %lld)", (long long)T, (long long)mib,
+              (long long)prev);
+        Plan p;
+        in.seq_len = T;
+        plan_compute(&in, &p);
+        CHECK(T == 0 || p.dev_total <= lim, "max seq_len %lld does not fit %lld MiB", (long long)T, (long long)mib);
+        in.seq_len = T + sp;
+        plan_compute(&in, &p);
+        CHECK(p.dev_total > lim, "seq_len %lld also fits %lld MiB", (long long)(T + sp), (long long)mib);
+        prev = T;
+    }
+    CHECK(prev > 0, "nothing fits 64 MiB");
+}
+
+int main(int argc, char **argv) {
+    MPI_Init(&argc, &argv);
+    int world, rank;
+    MPI_Comm_size(MPI_COMM_WORLD, &world);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    Mesh mesh;
+    ul_mesh_init_mpi(&mesh, world, 1, 1);
+    ModelConfig c = small();
+    /* one sample of 3 documents, 20 * world tokens */
+    UlRng r;
+    ul_rng_seed(&r, 9);
+    int64_t lens[3] = {7 * world, 9 * world, 4 * world};
+    int32_t *docs[3];
+    for (int j = 0; j < 3; j++) {
+        docs[j] = malloc((size_t)lens[j] * sizeof(int32_t));
+        for (int64_t q = 0; q < lens[j]; q++) docs[j][q] = (int32_t)(ul_rng_u64(&r) % (uint64_t)c.vocab_size);
+    }
+    Sample s;
+    memset(&s, 0, sizeof s);
+    sample_from_docs(&s, (const int32_t *const *)docs, lens, 3, world, 0);
+    CommGroup *g = world > 1 ? &mesh.sp_g : NULL;
+
+    ModelMemOpts plain = {0, 0, 0};
+    Result ref = run(&c, g, &s, world, mesh.r_sp, &plain);
+    int64_t N = ul_param_numel(&c);
+    for (int rc = 0; rc <= 2; rc++)
+        for (int tile = 0; tile <= 1; tile++) {
+            ModelMemOpts mo = {rc, tile ? 5 : 0, 0};
+            Result a = run(&c, g, &s, world, mesh.r_sp, &mo);
+            double gl = fabs(a.loss - ref.loss) / fabs(ref.loss), ge = tu_rel_err_f32(a.grads, ref.grads, N, 1e-30);
+            CHECK(gl <= 1e-5 && ge <= 1e-5, "recompute %d tile %d vs plain: loss rel %.3g, gradients rel %.3g", rc,
+                  tile, gl, ge);
+            if (rc >= 1) {
+                mo.offload = 1;
+                Result b = run(&c, g, &s, world, mesh.r_sp, &mo);
+                CHECK(b.loss == a.loss && memcmp(a.grads, b.grads, (size_t)N * sizeof(float)) == 0,
+                      "recompute %d tile %d: offload changes the result (loss %.9g vs %.9g, gradients rel %.3g)", rc,
+                      tile, b.loss, a.loss, tu_rel_err_f32(b.grads, a.grads, N, 1e-30));
+                free(b.grads);
+            }
+            free(a.grads);
+        }
+    free(ref.grads);
+    check_max_seq(&c, world);
+
+    int fails = tu_failures;
+    MPI_Allreduce(MPI_IN_PLACE, &fails, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    if (rank == 0) {
+        printf("test_memory (sp %d): offload and plan checks done\n", world);
+        tu_failures = fails;
+        tu_finish("test_memory");
+    }
+    for (int j = 0; j < 3; j++) free(docs[j]);
+    sample_free(&s);
+    ul_mesh_free(&mesh);
+    MPI_Finalize();
+    return fails ? 1 : 0;
+}
