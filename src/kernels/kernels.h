@@ -106,6 +106,12 @@ typedef struct KernelOps {
      * p -= lr * (mhat / (sqrt(vhat) + eps) + wd * p) */
     void (*adamw)(float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1, float b2, float eps,
                   float wd, int64_t t);
+
+    /* ---- host memory for offloaded state (ZeRO --offload-optimizer) ----
+     * zero-filled host memory the CPU can read and write directly: page-locked on CUDA
+     * (cudaHostAlloc, fast upload/download), ordinary on the CPU. Aborts on failure. */
+    void *(*host_alloc)(size_t bytes);
+    void (*host_free)(void *p);
 } KernelOps;
 
 /* The CPU backend (always built). */

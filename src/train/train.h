@@ -41,6 +41,8 @@ typedef struct {
     /* memory */
     int checkpoint;        /* per-layer activation checkpointing (recompute in backward) */
     int64_t mlp_tile;      /* TiledMLP: rows per MLP tile, 0 = off */
+    int64_t zero;          /* ZeRO stage over the shard group: 0 (replicated), 1, 2 (train/zero.h) */
+    int offload_optimizer; /* fp32 master slice and AdamW moments in host memory, CPU AdamW (zero >= 1) */
     /* outputs */
     const char *out;
     const char *save_dtype; /* "f32" | "bf16" */

@@ -93,6 +93,8 @@ static const KernelOps g_cpu_ops = {
     .sumsq = ul_cpu_sumsq,
     .scale = ul_cpu_scale,
     .adamw = ul_cpu_adamw,
+    .host_alloc = ul_cpu_alloc,
+    .host_free = ul_cpu_free,
 };
 
 const KernelOps *ul_kernels_cpu(void) { return &g_cpu_ops; }
