@@ -86,6 +86,9 @@ badinput)
   expect 2 "shorter than --sp" train --model tiny.json --data data.tok --seq-len 1 --steps 2 --sp 2 --batch 2
   expect 1 "no-such-dir" $T --model tiny.json --init no-such-dir
   expect 3 "attention heads" $T --model tiny.json --sp 3 --batch 3
+  expect 2 "\-\-zero 3: parameter sharding" $T --model tiny.json --zero 3
+  expect 2 "\-\-zero 5: expected 0, 1, 2 or 3" $T --model tiny.json --zero 5
+  expect 2 "\-\-offload-optimizer: needs \-\-zero 1 or 2" $T --model tiny.json --offload-optimizer
   expect 2 "kv heads" train --model kv3.json --data data.tok --seq-len 64 --steps 2 --sp 2 --batch 2
   # --plot without a working gnuplot: refused before training (UL_GNUPLOT names a stand-in
   # that fails; PATH cannot be used: mpirun started by absolute path puts its own bin first)

@@ -23,3 +23,8 @@ endforeach()
 add_test(NAME gpu_demo_tracks_cpu COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/gpu_demo_test.sh $<TARGET_FILE:ulysses>)
 set_tests_properties(gpu_demo_tracks_cpu PROPERTIES LABELS "gpu" SKIP_RETURN_CODE 77 TIMEOUT 600
                      ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMP_NUM_THREADS=8")
+# ZeRO 1/2 and optimizer offload on CUDA against --zero 0 (1 GPU; sp = 2 and dp_shard = 2 on
+# two GPUs when present); skipped without a GPU.
+add_test(NAME gpu_zero COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/zero_test.sh $<TARGET_FILE:ulysses> gpu)
+set_tests_properties(gpu_zero PROPERTIES LABELS "gpu" SKIP_RETURN_CODE 77 TIMEOUT 600
+                     ENVIRONMENT "${UL_GPU_MPI_ENV};MPIRUN=${MPIEXEC_EXECUTABLE} --oversubscribe")

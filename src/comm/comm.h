@@ -9,7 +9,8 @@
 
 typedef struct CommGroup CommGroup;
 
-typedef enum { UL_F32 = 0, UL_F64 = 1, UL_I64 = 2 } UlCommType;
+/* UL_BF16: 2-byte elements, for all-gathers of bf16 act buffers (no sums on it). */
+typedef enum { UL_F32 = 0, UL_F64 = 1, UL_I64 = 2, UL_BF16 = 3 } UlCommType;
 
 typedef struct CommOps {
     const char *name;
@@ -43,10 +44,11 @@ typedef struct {
     CommGroup world_g; /* all ranks */
     CommGroup sp_g;    /* same (r_rep, r_shard) */
     CommGroup dp_g;    /* same r_sp */
-    CommGroup shard_g; /* same r_rep: the ZeRO shard group (dp_shard * sp ranks) */
+    CommGroup shard_g; /* same r_rep: the ZeRO shard group (dp_shard * sp ranks), rank r_shard * sp + r_sp */
+    CommGroup rep_g;   /* same (r_shard, r_sp): one rank of each replica, the ones holding the same ZeRO slice */
     /* Groups for buffers in the backend's memory: the MPI groups above on the CPU, NCCL
      * groups with the CUDA backend (ul_mesh_init_nccl). Host scalars always use MPI. */
-    CommGroup *dev_world, *dev_sp, *dev_dp;
+    CommGroup *dev_world, *dev_sp, *dev_dp, *dev_shard, *dev_rep;
 } Mesh;
 
 /* This process's rank among the ranks of its node, and their number (collective over
@@ -59,7 +61,7 @@ const CommOps *ul_comm_mpi(void);
 void ul_mesh_init_mpi(Mesh *m, int sp, int dp_replicate, int dp_shard);
 void ul_mesh_free(Mesh *m);
 
-/* NCCL groups for device buffers (CUDA backend builds only): world, sp and dp groups
+/* NCCL groups for device buffers (CUDA backend builds only): world, sp, dp, shard and rep groups
  * split like the MPI ones; compute_stream is the backend's compute stream. */
 int ul_nccl_available(void);
 /* Binds this process to GPU (local rank % GPUs on the node); -1 if none (or no CUDA build). */

@@ -24,6 +24,7 @@ static MPI_Datatype T(UlCommType t) {
     case UL_F32: return MPI_FLOAT;
     case UL_F64: return MPI_DOUBLE;
     case UL_I64: return MPI_INT64_T;
+    case UL_BF16: return MPI_UINT16_T; /* moved, never summed */
     }
     UL_FATAL("bad comm type %d", (int)t);
 }
@@ -45,9 +46,10 @@ static void mpi_alltoall(CommGroup *g, const void *send, void *recv, size_t byte
     MPI_CHECK(MPI_Type_free(&kb));
 }
 
-static size_t tsize(UlCommType t) { return t == UL_F32 ? 4 : 8; }
+static size_t tsize(UlCommType t) { return t == UL_BF16 ? 2 : t == UL_F32 ? 4 : 8; }
 
 static void mpi_allreduce_sum(CommGroup *g, void *buf, int64_t n, UlCommType t) {
+    UL_ASSERT(t != UL_BF16, "all-reduce of bf16 is not supported");
     if (g->size == 1) return;
     for (int64_t off = 0; off < n; off += UL_MPI_CHUNK) {
         int64_t k = n - off < UL_MPI_CHUNK ? n - off : UL_MPI_CHUNK;
@@ -57,6 +59,7 @@ static void mpi_allreduce_sum(CommGroup *g, void *buf, int64_t n, UlCommType t) 
 
 static void mpi_reduce_scatter_sum(CommGroup *g, const void *send, void *recv, int64_t n, UlCommType t) {
     UL_ASSERT(n % g->size == 0, "reduce-scatter of %lld elements over %d ranks", (long long)n, g->size);
+    UL_ASSERT(t != UL_BF16, "reduce-scatter of bf16 is not supported");
     int64_t per = n / g->size;
     UL_ASSERT(per <= INT32_MAX, "reduce-scatter chunk too large");
     MPI_CHECK(MPI_Reduce_scatter_block(send, recv, (int)per, T(t), MPI_SUM, C(g)));
@@ -122,9 +125,12 @@ void ul_mesh_init_mpi(Mesh *m, int sp, int dp_replicate, int dp_shard) {
     group_from_split(&m->sp_g, m->r_dp, m->r_sp);
     group_from_split(&m->dp_g, m->r_sp, m->r_dp);
     group_from_split(&m->shard_g, m->r_rep, m->r_shard * sp + m->r_sp);
+    group_from_split(&m->rep_g, m->r_shard * sp + m->r_sp, m->r_rep);
     m->dev_world = &m->world_g;
     m->dev_sp = &m->sp_g;
     m->dev_dp = &m->dp_g;
+    m->dev_shard = &m->shard_g;
+    m->dev_rep = &m->rep_g;
 }
 
 static void group_free(CommGroup *g) {
@@ -140,4 +146,5 @@ void ul_mesh_free(Mesh *m) {
     group_free(&m->sp_g);
     group_free(&m->dp_g);
     group_free(&m->shard_g);
+    group_free(&m->rep_g);
 }

@@ -52,6 +52,7 @@ static ncclDataType_t T(UlCommType t) {
     case UL_F32: return ncclFloat32;
     case UL_F64: return ncclFloat64;
     case UL_I64: return ncclInt64;
+    case UL_BF16: return ncclBfloat16;
     }
     UL_FATAL("bad comm type %d", (int)t);
 }
@@ -165,20 +166,27 @@ void ul_mesh_init_nccl(Mesh *m, void *compute_stream) {
     MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
     ncclComm_t world;
     NCCL_CHECK(ncclCommInitRank(&world, m->world, id, m->rank));
-    ncclComm_t sp, dp;
+    ncclComm_t sp, dp, shard, rep;
+    int r_in_shard = m->r_shard * m->sp + m->r_sp; /* as the MPI shard_g / rep_g */
     NCCL_CHECK(ncclCommSplit(world, m->r_dp, m->r_sp, &sp, NULL));
     NCCL_CHECK(ncclCommSplit(world, m->r_sp, m->r_dp, &dp, NULL));
+    NCCL_CHECK(ncclCommSplit(world, m->r_rep, r_in_shard, &shard, NULL));
+    NCCL_CHECK(ncclCommSplit(world, r_in_shard, m->r_rep, &rep, NULL));
     m->dev_world = ul_calloc(1, sizeof(CommGroup));
     m->dev_sp = ul_calloc(1, sizeof(CommGroup));
     m->dev_dp = ul_calloc(1, sizeof(CommGroup));
+    m->dev_shard = ul_calloc(1, sizeof(CommGroup));
+    m->dev_rep = ul_calloc(1, sizeof(CommGroup));
     group_init(m->dev_world, world, cs);
     group_init(m->dev_sp, sp, cs);
     group_init(m->dev_dp, dp, cs);
+    group_init(m->dev_shard, shard, cs);
+    group_init(m->dev_rep, rep, cs);
 }
 
 void ul_mesh_free_nccl(Mesh *m) {
-    CommGroup **gs[] = {&m->dev_world, &m->dev_sp, &m->dev_dp};
-    for (int i = 0; i < 3; i++) {
+    CommGroup **gs[] = {&m->dev_world, &m->dev_sp, &m->dev_dp, &m->dev_shard, &m->dev_rep};
+    for (int i = 0; i < 5; i++) {
         if (*gs[i] && (*gs[i])->ops == &NCCL_OPS) {
             group_free(*gs[i]);
             free(*gs[i]);

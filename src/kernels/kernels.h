@@ -58,7 +58,9 @@ typedef struct KernelOps {
      * events, never by a device-wide sync. The CPU backend does everything synchronously
      * (copy_async is a memcpy, waits are no-ops, events hold the wall-clock time of their
      * record so event_elapsed still measures the copies). */
-    void *(*host_alloc)(size_t bytes); /* page-locked host memory (cudaHostAlloc), zero-filled; aborts on failure */
+    /* page-locked host memory (cudaHostAlloc; plain memory on the CPU), zero-filled, that the CPU
+     * reads and writes directly: offloaded checkpoints and ZeRO --offload-optimizer state. Aborts on failure. */
+    void *(*host_alloc)(size_t bytes);
     void (*host_free)(void *p);        /* waits for both streams first */
     void *(*event_create)(void);       /* aborts on failure */
     void (*event_destroy)(void *ev);
@@ -136,6 +138,7 @@ typedef struct KernelOps {
      * p -= lr * (mhat / (sqrt(vhat) + eps) + wd * p) */
     void (*adamw)(float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1, float b2, float eps,
                   float wd, int64_t t);
+
 } KernelOps;
 
 /* The CPU backend (always built). */

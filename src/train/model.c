@@ -86,9 +86,10 @@ void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGro
     int64_t rows_I = m->mlp_tile ? m->mlp_tile : t; /* rows of the [*, I] buffers */
 
     m->n_params = ul_param_numel(c);
-    m->params = F32(m->n_params);
-    m->grads = F32(m->n_params);
-    m->wact = k->act_bytes == sizeof(float) ? (void *)m->params : ACT(m->n_params);
+    m->n_alloc = m->n_params;
+    m->params = F32(m->n_alloc);
+    m->grads = F32(m->n_alloc);
+    m->wact = k->act_bytes == sizeof(float) ? (void *)m->params : ACT(m->n_alloc);
     ul_tensors_bind(&m->P, c, m->wact, k->act_bytes);
     ul_tensors_bind(&m->G, c, m->grads, sizeof(float));
 
@@ -170,15 +171,40 @@ double model_offload_seconds(Model *m) {
 }
 
 void model_params_updated(Model *m) {
-    if (m->wact != (void *)m->params) m->k->to_act(m->wact, m->params, m->n_params);
+    if (m->params && m->wact != (void *)m->params) m->k->to_act(m->wact, m->params, m->n_params);
+}
+
+void model_pad_params(Model *m, int64_t n_alloc) {
+    UL_ASSERT(n_alloc >= m->n_params && m->params, "model_pad_params: %lld < %lld params", (long long)n_alloc,
+              (long long)m->n_params);
+    const KernelOps *k = m->k;
+    if (m->wact != (void *)m->params) k->free(m->wact);
+    k->free(m->params);
+    k->free(m->grads);
+    ul_tensors_free(&m->P);
+    ul_tensors_free(&m->G);
+    m->n_alloc = n_alloc;
+    m->params = F32(n_alloc);
+    m->grads = F32(n_alloc);
+    m->wact = k->act_bytes == sizeof(float) ? (void *)m->params : ACT(n_alloc);
+    ul_tensors_bind(&m->P, &m->c, m->wact, k->act_bytes);
+    ul_tensors_bind(&m->G, &m->c, m->grads, sizeof(float));
+}
+
+void model_drop_master(Model *m) {
+    if (!m->params || m->wact == (void *)m->params) return;
+    m->k->free(m->params);
+    m->params = NULL;
 }
 
 void model_set_params(Model *m, const float *host) {
+    UL_ASSERT(m->params, "model_set_params: the fp32 master is sharded (ZeRO)");
     m->k->upload(m->params, host, (size_t)m->n_params * sizeof(float));
     model_params_updated(m);
 }
 
 void model_get_params(const Model *m, float *host) {
+    UL_ASSERT(m->params, "model_get_params: the fp32 master is sharded (ZeRO)");
     m->k->download(host, m->params, (size_t)m->n_params * sizeof(float));
 }
 

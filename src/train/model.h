@@ -58,9 +58,11 @@ typedef struct {
 
     /* Parameters (flat, order of core/params.h), all in backend memory: */
     int64_t n_params;
-    float *params;   /* [n_params] fp32 master weights (what the optimizer updates) */
-    float *grads;    /* [n_params] fp32, accumulated over the samples of a step */
-    void *wact;      /* [n_params] act working copy used by the kernels (== params on CPU) */
+    int64_t n_alloc; /* elements of params/grads/wact: n_params, or padded for ZeRO (zero tail) */
+    float *params;   /* [n_alloc] fp32 master weights (what the optimizer updates); NULL after
+                        model_drop_master (ZeRO >= 1 on CUDA: the master is sharded) */
+    float *grads;    /* [n_alloc] fp32, accumulated over the samples of a step */
+    void *wact;      /* [n_alloc] act working copy used by the kernels (== params on CPU) */
     ModelTensors P;  /* act pointers into wact */
     ModelTensors G;  /* fp32 pointers into grads */
     float *inv_freq; /* [d/2] */
@@ -126,6 +128,14 @@ void model_get_grads(const Model *m, float *host);
 int model_load_weights(Model *m, const char *dir, UlError *e);
 /* After the optimizer changed m->params: refresh the act working copy. */
 void model_params_updated(Model *m);
+/* ZeRO (train/zero.h): reallocates params, grads and wact with n_alloc >= n_params
+ * elements (the tail stays zero: padding to a multiple of the shard group, so that
+ * reduce-scatter and all-gather move equal chunks). Before the parameters are set. */
+void model_pad_params(Model *m, int64_t n_alloc);
+/* ZeRO >= 1, once the sharded optimizer holds its slice of the fp32 master: frees the
+ * full fp32 master where it is not also the act copy (CUDA: params = NULL; the CPU keeps
+ * it, it is the act copy). The optimizer then writes wact directly (all-gather). */
+void model_drop_master(Model *m);
 
 /* Forward + loss on one sequence shard; with backward = 1 also the backward, adding
  * d(dscale * sum CE)/dparams into m->grads. Adds this shard's CE sum / valid count. */

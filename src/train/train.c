@@ -17,6 +17,7 @@
 #include "train/plot.h"
 #include "train/source.h"
 #include "train/task_kv.h"
+#include "train/zero.h"
 
 int ul_open_data(const char *glob, int64_t seq_len, int pack, int shuffle, uint64_t seed, const ModelConfig *c,
                  DataLoader *dl, UlError *e) {
@@ -152,6 +153,12 @@ static int validate(const TrainOptions *o, const ModelConfig *c, int world, UlEr
     if (!(o->gpu_mem >= 0)) return ul_err(e, "--gpu-mem: must be >= 0 GiB");
     if (!(o->host_mem >= 0)) return ul_err(e, "--host-mem: must be >= 0 GiB");
     if (!(o->reserve_gib >= 0)) return ul_err(e, "--reserve-gib: must be >= 0 GiB");
+    if (o->zero < 0 || o->zero > 3) return ul_err(e, "--zero %lld: expected 0, 1, 2 or 3", (long long)o->zero);
+    if (o->zero == 3)
+        return ul_err(e, "--zero 3: parameter sharding (stage 3) is not implemented yet; --zero 2 shards the "
+                         "optimizer state, the fp32 master weights and the reduced gradients");
+    if (o->offload_optimizer && o->zero < 1)
+        return ul_err(e, "--offload-optimizer: needs --zero 1 or 2 (the offloaded state is the rank's ZeRO slice)");
     if (o->no_exchange && o->checkpoint == 2)
         return ul_err(e, "--debug-no-exchange: not supported with --checkpoint 2 (use 0 or 1)");
     if (!(o->lr >= 0)) return ul_err(e, "--lr: must be >= 0");
@@ -163,6 +170,37 @@ static int validate(const TrainOptions *o, const ModelConfig *c, int world, UlEr
     if (o->save_every > 0 && !o->ckpt_dir && !o->out)
         return ul_err(e, "--save-every: needs --ckpt-dir DIR (or --out DIR) for the checkpoints");
     return 0;
+}
+
+/* The full training state in host memory, for a checkpoint or --out: in place on the CPU
+ * without ZeRO (the model's params and the moments are host memory already), else host
+ * buffers of n_pad floats allocated around each use (with ZeRO they hold the gathered
+ * state, which no rank keeps otherwise). */
+typedef struct {
+    float *p, *m1, *m2; /* [n_pad] each; m1, m2 NULL unless asked for */
+    int owned;
+} HostState;
+
+static void host_state_get(HostState *h, const ZeroOpt *z, const Model *m, int on_gpu, int moments) {
+    h->owned = on_gpu || z->stage > 0;
+    if (!h->owned) {
+        h->p = m->params;
+        h->m1 = moments ? z->m1 : NULL;
+        h->m2 = moments ? z->m2 : NULL;
+        return;
+    }
+    h->p = ul_malloc((size_t)z->n_pad * sizeof(float));
+    h->m1 = moments ? ul_malloc((size_t)z->n_pad * sizeof(float)) : NULL;
+    h->m2 = moments ? ul_malloc((size_t)z->n_pad * sizeof(float)) : NULL;
+}
+
+static void host_state_put(HostState *h) {
+    if (h->owned) {
+        free(h->p);
+        free(h->m1);
+        free(h->m2);
+    }
+    memset(h, 0, sizeof *h);
 }
 
 /* Warmup (linear, from lr/W at the first step) then cosine down to lr * min_lr_ratio. */
@@ -291,6 +329,8 @@ int train_run(const TrainOptions *o_in, UlError *e) {
     ModelMemOpts mo = {o->checkpoint, o->mlp_tile, o->offload_checkpoints};
     model_init_opts(&m, &c, k, mesh.dev_sp, T_max, &mo);
     m.no_exchange = o->no_exchange;
+    ZeroOpt zo; /* the optimizer state, sharded with --zero (train/zero.h); pads the model: before the weights */
+    zero_init(&zo, (int)o->zero, o->offload_optimizer, &m, &mesh);
     rc = 0;
     if (resume[0])
         ; /* the weights (fp32 master copy) come from the checkpoint's state, below */
@@ -299,17 +339,15 @@ int train_run(const TrainOptions *o_in, UlError *e) {
     else
         model_init_random(&m, (uint64_t)o->seed);
     if (ul_agree(rc, e)) {
+        zero_free(&zo);
         model_free(&m);
         ul_mesh_free(&mesh);
         data_close(&dl);
         return -1;
     }
 
-    /* optimizer state */
-    int64_t N = m.n_params, nt = ul_param_tensor_count(&c);
-    float *mom1 = k->alloc((size_t)N * sizeof(float)); /* [N] */
-    float *mom2 = k->alloc((size_t)N * sizeof(float)); /* [N] */
-    UlMemStats mem1;
+    int64_t N = m.n_params;
+    UlMemStats mem1; /* after the model and the optimizer state (zero_init) */
     k->mem_stats(&mem1);
     double *h_step = ul_calloc((size_t)o->steps + 1, sizeof(double)), *h_loss = ul_calloc((size_t)o->steps + 1, sizeof(double));
     double *h_estep = ul_calloc((size_t)o->steps + 1, sizeof(double)), *h_acc = ul_calloc((size_t)o->steps + 1, sizeof(double));
@@ -319,18 +357,16 @@ int train_run(const TrainOptions *o_in, UlError *e) {
      * resume keep the metrics of the steps before the checkpoint */
     const char *ckpt_root = o->ckpt_dir ? o->ckpt_dir : o->out;
     CkptRun crun = {o, &c, o->task ? NULL : &dl, &mesh};
-    /* the checkpoint code reads and writes host memory: on a GPU it works on host mirrors */
-    float *hp = on_gpu ? ul_malloc((size_t)N * sizeof(float)) : m.params; /* [N] */
-    float *hm1 = on_gpu ? ul_malloc((size_t)N * sizeof(float)) : mom1;    /* [N] */
-    float *hm2 = on_gpu ? ul_malloc((size_t)N * sizeof(float)) : mom2;    /* [N] */
-    CkptState cst = {hp, hm1, hm2, N};
+    /* the checkpoint code reads and writes the full state in host memory (HostState) */
     int64_t first = 0, end = o->stop_at > 0 && o->stop_at < o->steps ? o->stop_at : o->steps;
-    if (resume[0]) rc = ckpt_load(resume, &crun, &cst, &first, e);
-    if (resume[0] && rc == 0 && on_gpu) {
-        model_set_params(&m, hp);
-        k->upload(mom1, hm1, (size_t)N * sizeof(float));
-        k->upload(mom2, hm2, (size_t)N * sizeof(float));
+    HostState hs = {0};
+    if (resume[0]) {
+        host_state_get(&hs, &zo, &m, on_gpu, 1);
+        CkptState cst = {hs.p, hs.m1, hs.m2, N};
+        rc = ckpt_load(resume, &crun, &cst, &first, e);
     }
+    if (rc == 0) zero_start(&zo, &m, hs.p, hs.m1, hs.m2); /* the optimizer takes its slice; NULLs: fresh */
+    host_state_put(&hs);
     if (rc == 0 && first > end)
         rc = ul_agree(ul_err(e, "--stop-at %lld: the checkpoint %s is already at step %lld", (long long)o->stop_at,
                              resume, (long long)first),
@@ -347,7 +383,6 @@ int train_run(const TrainOptions *o_in, UlError *e) {
         if (resume[0]) rc = ckpt_jsonl_truncate(o->eval_out, first, NULL, NULL, e);
         if (rc == 0) ef = fopen(o->eval_out, resume[0] ? "a" : "w");
     }
-    ParamInfo *pinfo = NULL;
     Sample *smp = NULL;
     int64_t per_rank = 0;
     if (ul_agree(rc, e)) {
@@ -360,8 +395,6 @@ int train_run(const TrainOptions *o_in, UlError *e) {
         fprintf(stderr, "ulysses: resuming from %s at step %lld\n", resume, (long long)first);
     /* the plot starts at the first step whose loss is known */
     int64_t plot_first = resume[0] && hist.n_known < first ? first : 0;
-    pinfo = ul_malloc((size_t)nt * sizeof(ParamInfo));
-    for (int64_t i = 0; i < nt; i++) ul_param_info(&c, i, &pinfo[i]);
 
     per_rank = o->batch / mesh.dp; /* sequences per step on this DP index */
     int64_t per_micro = per_rank / o->grad_accum;
@@ -388,6 +421,13 @@ int train_run(const TrainOptions *o_in, UlError *e) {
                                 actstore_host_bytes(&m.keep_lse)));
     }
     k->mem_reset_peak();
+    if (rank == 0 && !o->quiet) /* tests assert on these numbers (tests/zero_test.sh) */
+        fprintf(stderr,
+                "ulysses: zero %d%s: shard group of %d ranks, slice %lld of %lld params (padded %lld); per-rank "
+                "state bytes: weights=%lld master=%lld grads=%lld moments=%lld host=%lld\n",
+                zo.stage, zo.offload ? " offload-optimizer" : "", zo.stage ? mesh.shard_g.size : 1, (long long)zo.per,
+                (long long)N, (long long)zo.n_pad, (long long)zo.bytes.weights, (long long)zo.bytes.master,
+                (long long)zo.bytes.grads, (long long)zo.bytes.moments, (long long)zo.bytes.host);
 
     for (int64_t step = first; step < end; step++) {
         double t0 = ul_now();
@@ -407,7 +447,7 @@ int train_run(const TrainOptions *o_in, UlError *e) {
         float dscale = n_global > 0 ? (float)(1.0 / n_global) : 0.f;
 
         double a2a0 = m.x.a2a_seconds;
-        k->zero(m.grads, (size_t)N * sizeof(float));
+        k->zero(m.grads, (size_t)m.n_alloc * sizeof(float));
         double loss_acc[2] = {0, 0}; /* [CE sum, count] */
         for (int64_t i = 0; i < per_rank; i++) {
             Sample *s = &smp[i];
@@ -419,20 +459,11 @@ int train_run(const TrainOptions *o_in, UlError *e) {
             loss_acc[1] += (double)cnt_i;
         }
         mesh.world_g.ops->allreduce_sum(&mesh.world_g, loss_acc, 2, UL_F64);
-        mesh.dev_world->ops->allreduce_sum(mesh.dev_world, m.grads, N, UL_F32);
         double loss = loss_acc[1] > 0 ? loss_acc[0] / loss_acc[1] : 0.0;
-
-        double gn = sqrt(k->sumsq(m.grads, N));
-        if (o->clip > 0 && gn > o->clip) k->scale(m.grads, N, (float)(o->clip / (gn + 1e-6)));
         double lr = lr_at(o, step);
-        if (n_global > 0)
-            for (int64_t i = 0; i < nt; i++) {
-                const ParamInfo *p = &pinfo[i];
-                k->adamw(m.params + p->offset, m.grads + p->offset, mom1 + p->offset, mom2 + p->offset, p->numel,
-                         (float)lr, (float)o->beta1, (float)o->beta2, (float)o->adam_eps,
-                         p->decay ? (float)o->weight_decay : 0.f, step + 1);
-            }
-        model_params_updated(&m);
+        /* gradient reduction (all-reduce or reduce-scatter), clipping, AdamW, new weights */
+        ZeroHyper hy = {lr, o->beta1, o->beta2, o->adam_eps, o->weight_decay, o->clip, step + 1};
+        double gn = zero_step(&zo, &m, &mesh, &hy, n_global > 0);
         double offload_s = o->offload_checkpoints ? model_offload_seconds(&m) : 0; /* device time of the copies */
         double now = ul_now(), dt = now - t0, a2a_s = m.x.a2a_seconds - a2a0;
         double tok_s = dt > 0 ? cnt[1] / dt : 0;
@@ -468,12 +499,12 @@ int train_run(const TrainOptions *o_in, UlError *e) {
             progress(o, tty, first, end, step, loss, gn, lr, tok_s, train_time, last_acc);
         }
         if (o->save_every > 0 && ((step + 1) % o->save_every == 0 || step + 1 == end)) {
-            if (on_gpu) {
-                model_get_params(&m, hp);
-                k->download(hm1, mom1, (size_t)N * sizeof(float));
-                k->download(hm2, mom2, (size_t)N * sizeof(float));
-            }
-            if ((rc = ckpt_save(ckpt_root, &crun, &cst, step + 1, o->keep_last, e))) break; /* agreed */
+            host_state_get(&hs, &zo, &m, on_gpu, 1);
+            zero_gather_host(&zo, &m, &mesh, hs.p, hs.m1, hs.m2);
+            CkptState cst = {hs.p, hs.m1, hs.m2, N};
+            rc = ckpt_save(ckpt_root, &crun, &cst, step + 1, o->keep_last, e);
+            host_state_put(&hs);
+            if (rc) break; /* agreed */
             if (rank == 0 && !o->quiet) {
                 char dir[4200];
                 ckpt_step_dir(dir, sizeof dir, ckpt_root, step + 1);
@@ -482,13 +513,17 @@ int train_run(const TrainOptions *o_in, UlError *e) {
         }
     }
 
-    if (rc == 0 && on_gpu && o->out) model_get_params(&m, hp);
+    if (rc == 0 && o->out) {
+        host_state_get(&hs, &zo, &m, on_gpu, 0);
+        zero_gather_host(&zo, &m, &mesh, hs.p, NULL, NULL); /* collective */
+    }
     if (rc == 0 && rank == 0 && o->out) {
         UlDtype dt = strcmp(o->save_dtype, "bf16") == 0 ? UL_DT_BF16 : UL_DT_F32;
         /* with checkpoints on, --out may hold them: write its files in place, never replace it */
-        rc = o->save_every > 0 ? ckpt_write_hf_files(o->out, &c, hp, dt, e) : ul_save_hf_dir(o->out, &c, hp, dt, e);
+        rc = o->save_every > 0 ? ckpt_write_hf_files(o->out, &c, hs.p, dt, e) : ul_save_hf_dir(o->out, &c, hs.p, dt, e);
         if (rc == 0 && !o->quiet) fprintf(stderr, "ulysses: model written to %s\n", o->out);
     }
+    host_state_put(&hs);
     if (mf) fclose(mf);
     if (ef) fclose(ef);
     if (rc == 0 && rank == 0 && o->plot) {
@@ -508,14 +543,7 @@ release:
     free(h_acc);
     for (int64_t i = 0; i < per_rank; i++) sample_free(&smp[i]);
     free(smp);
-    free(pinfo);
-    k->free(mom1);
-    k->free(mom2);
-    if (on_gpu) {
-        free(hp);
-        free(hm1);
-        free(hm2);
-    }
+    zero_free(&zo);
     model_free(&m);
     ul_mesh_free(&mesh);
     data_close(&dl);

@@ -46,6 +46,8 @@ typedef struct {
     double gpu_mem;        /* GiB per GPU to plan against (0: the GPU's total on CUDA, no limit on CPU) */
     double host_mem;       /* GiB of host memory per node to plan against (0: no check) */
     double reserve_gib;    /* CUDA context + cuBLASLt + NCCL reserve in the plan (0: the default) */
+    int64_t zero;          /* ZeRO stage over the shard group: 0 (replicated), 1, 2 (train/zero.h) */
+    int offload_optimizer; /* fp32 master slice and AdamW moments in host memory, CPU AdamW (zero >= 1) */
     /* outputs */
     const char *out;
     const char *save_dtype; /* "f32" | "bf16" */

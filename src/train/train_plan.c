@@ -18,6 +18,8 @@ void ul_plan_input(const TrainOptions *o, const ModelConfig *c, size_t act_bytes
     in->checkpoint = o->checkpoint;
     in->mlp_tile = o->mlp_tile;
     in->offload_checkpoints = o->offload_checkpoints;
+    in->zero = (int)o->zero;
+    in->offload_optimizer = o->offload_optimizer;
     in->eval = o->task && o->eval_every > 0;
     if (o->reserve_gib > 0) in->reserve_gib = o->reserve_gib;
 }
