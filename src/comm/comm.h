@@ -25,12 +25,18 @@ typedef struct CommOps {
     void (*allgather)(CommGroup *g, const void *send, void *recv, int64_t n, UlCommType type);
     void (*broadcast)(CommGroup *g, void *buf, size_t bytes, int root);
     void (*barrier)(CommGroup *g);
+    /* Seconds this group's collectives took since the previous call (0 at first): wall
+     * time inside the calls (MPI); device time on the communication stream between the
+     * start and end of each collective, waiting for its peers included (NCCL; waits for
+     * the collectives queued so far). */
+    double (*take_seconds)(CommGroup *g);
 } CommOps;
 
 struct CommGroup {
     const CommOps *ops;
     int size, rank;
     void *impl; /* backend handle (an MPI_Comm*, an ncclComm_t, ...) */
+    double seconds; /* MPI: wall time in collectives not yet taken (take_seconds) */
 };
 
 /* Mesh (DESIGN §2): world = dp_replicate x dp_shard x sp, sp fastest:

@@ -32,7 +32,7 @@ static MPI_Datatype T(UlCommType t) {
 /* MPI counts are int: large transfers go in chunks (DESIGN: 64-bit sizes everywhere). */
 #define UL_MPI_CHUNK ((int64_t)1 << 30)
 
-static void mpi_alltoall(CommGroup *g, const void *send, void *recv, size_t bytes) {
+static void mpi_alltoall_raw(CommGroup *g, const void *send, void *recv, size_t bytes) {
     if (bytes <= (size_t)INT32_MAX) {
         MPI_CHECK(MPI_Alltoall(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, C(g)));
         return;
@@ -48,7 +48,7 @@ static void mpi_alltoall(CommGroup *g, const void *send, void *recv, size_t byte
 
 static size_t tsize(UlCommType t) { return t == UL_BF16 ? 2 : t == UL_F32 ? 4 : 8; }
 
-static void mpi_allreduce_sum(CommGroup *g, void *buf, int64_t n, UlCommType t) {
+static void mpi_allreduce_sum_raw(CommGroup *g, void *buf, int64_t n, UlCommType t) {
     UL_ASSERT(t != UL_BF16, "all-reduce of bf16 is not supported");
     if (g->size == 1) return;
     for (int64_t off = 0; off < n; off += UL_MPI_CHUNK) {
@@ -57,7 +57,7 @@ static void mpi_allreduce_sum(CommGroup *g, void *buf, int64_t n, UlCommType t) 
     }
 }
 
-static void mpi_reduce_scatter_sum(CommGroup *g, const void *send, void *recv, int64_t n, UlCommType t) {
+static void mpi_reduce_scatter_sum_raw(CommGroup *g, const void *send, void *recv, int64_t n, UlCommType t) {
     UL_ASSERT(n % g->size == 0, "reduce-scatter of %lld elements over %d ranks", (long long)n, g->size);
     UL_ASSERT(t != UL_BF16, "reduce-scatter of bf16 is not supported");
     int64_t per = n / g->size;
@@ -65,19 +65,44 @@ static void mpi_reduce_scatter_sum(CommGroup *g, const void *send, void *recv, i
     MPI_CHECK(MPI_Reduce_scatter_block(send, recv, (int)per, T(t), MPI_SUM, C(g)));
 }
 
-static void mpi_allgather(CommGroup *g, const void *send, void *recv, int64_t n, UlCommType t) {
+static void mpi_allgather_raw(CommGroup *g, const void *send, void *recv, int64_t n, UlCommType t) {
     UL_ASSERT(n <= INT32_MAX, "all-gather chunk too large");
     MPI_CHECK(MPI_Allgather(send, (int)n, T(t), recv, (int)n, T(t), C(g)));
 }
 
-static void mpi_broadcast(CommGroup *g, void *buf, size_t bytes, int root) {
+static void mpi_broadcast_raw(CommGroup *g, void *buf, size_t bytes, int root) {
     for (size_t off = 0; off < bytes; off += (size_t)UL_MPI_CHUNK) {
         size_t k = bytes - off < (size_t)UL_MPI_CHUNK ? bytes - off : (size_t)UL_MPI_CHUNK;
         MPI_CHECK(MPI_Bcast((char *)buf + off, (int)k, MPI_BYTE, root, C(g)));
     }
 }
 
-static void mpi_barrier(CommGroup *g) { MPI_CHECK(MPI_Barrier(C(g))); }
+static void mpi_barrier_raw(CommGroup *g) { MPI_CHECK(MPI_Barrier(C(g))); }
+
+/* the same calls, timed (take_seconds) */
+#define TIMED(call)                  \
+    do {                             \
+        double t0_ = MPI_Wtime();    \
+        call;                        \
+        g->seconds += MPI_Wtime() - t0_; \
+    } while (0)
+static void mpi_alltoall(CommGroup *g, const void *send, void *recv, size_t bytes) {
+    TIMED(mpi_alltoall_raw(g, send, recv, bytes));
+}
+static void mpi_allreduce_sum(CommGroup *g, void *buf, int64_t n, UlCommType t) { TIMED(mpi_allreduce_sum_raw(g, buf, n, t)); }
+static void mpi_reduce_scatter_sum(CommGroup *g, const void *send, void *recv, int64_t n, UlCommType t) {
+    TIMED(mpi_reduce_scatter_sum_raw(g, send, recv, n, t));
+}
+static void mpi_allgather(CommGroup *g, const void *send, void *recv, int64_t n, UlCommType t) {
+    TIMED(mpi_allgather_raw(g, send, recv, n, t));
+}
+static void mpi_broadcast(CommGroup *g, void *buf, size_t bytes, int root) { TIMED(mpi_broadcast_raw(g, buf, bytes, root)); }
+static void mpi_barrier(CommGroup *g) { TIMED(mpi_barrier_raw(g)); }
+static double mpi_take_seconds(CommGroup *g) {
+    double s = g->seconds;
+    g->seconds = 0;
+    return s;
+}
 
 static const CommOps MPI_OPS = {
     .name = "mpi",
@@ -87,6 +112,7 @@ static const CommOps MPI_OPS = {
     .allgather = mpi_allgather,
     .broadcast = mpi_broadcast,
     .barrier = mpi_barrier,
+    .take_seconds = mpi_take_seconds,
 };
 
 const CommOps *ul_comm_mpi(void) { return &MPI_OPS; }

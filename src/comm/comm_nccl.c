@@ -32,19 +32,60 @@ typedef struct {
     cudaStream_t stream;  /* communication stream */
     cudaStream_t compute; /* the backend's compute stream */
     cudaEvent_t ready, done;
+    /* timing (take_seconds): a start and an end event around every collective */
+    cudaEvent_t *tev; /* [2 * tcap] */
+    int tn, tcap;     /* pairs recorded since the last take, pairs created */
+    double tacc;      /* seconds folded in when the pairs ran out */
 } NcclGroup;
 
 static NcclGroup *G(CommGroup *g) { return (NcclGroup *)g->impl; }
 
-/* compute -> comm ordering before a collective, comm -> compute after it */
+/* seconds of the recorded pairs (waits for them); the pairs become free again */
+static double fold_pairs(NcclGroup *n) {
+    double s = 0;
+    for (int i = 0; i < n->tn; i++) {
+        float ms = 0;
+        CUDA_CHECK(cudaEventSynchronize(n->tev[2 * i + 1]));
+        CUDA_CHECK(cudaEventElapsedTime(&ms, n->tev[2 * i], n->tev[2 * i + 1]));
+        s += ms * 1e-3;
+    }
+    n->tn = 0;
+    return s;
+}
+
+#define UL_NCCL_TIMING_PAIRS 1024
+
+/* compute -> comm ordering before a collective, comm -> compute after it; the
+ * collective's start and end are timed on the communication stream */
 static cudaStream_t enter(NcclGroup *n) {
     CUDA_CHECK(cudaEventRecord(n->ready, n->compute));
     CUDA_CHECK(cudaStreamWaitEvent(n->stream, n->ready, 0));
+    if (n->tn == n->tcap) {
+        if (n->tcap < UL_NCCL_TIMING_PAIRS) {
+            int cap = n->tcap ? 2 * n->tcap : 16;
+            n->tev = realloc(n->tev, (size_t)(2 * cap) * sizeof(cudaEvent_t));
+            UL_ASSERT(n->tev, "out of host memory");
+            for (int i = 2 * n->tcap; i < 2 * cap; i++) CUDA_CHECK(cudaEventCreate(&n->tev[i]));
+            n->tcap = cap;
+        } else {
+            n->tacc += fold_pairs(n); /* more collectives than pairs between two takes */
+        }
+    }
+    CUDA_CHECK(cudaEventRecord(n->tev[2 * n->tn], n->stream));
     return n->stream;
 }
 static void leave(NcclGroup *n) {
+    CUDA_CHECK(cudaEventRecord(n->tev[2 * n->tn + 1], n->stream));
+    n->tn++;
     CUDA_CHECK(cudaEventRecord(n->done, n->stream));
     CUDA_CHECK(cudaStreamWaitEvent(n->compute, n->done, 0));
+}
+
+static double nccl_take_seconds(CommGroup *g) {
+    NcclGroup *n = G(g);
+    double s = n->tacc + fold_pairs(n);
+    n->tacc = 0;
+    return s;
 }
 
 static ncclDataType_t T(UlCommType t) {
@@ -118,6 +159,7 @@ static const CommOps NCCL_OPS = {
     .allgather = nccl_allgather,
     .broadcast = nccl_broadcast,
     .barrier = nccl_barrier,
+    .take_seconds = nccl_take_seconds,
 };
 
 static void group_init(CommGroup *g, ncclComm_t comm, cudaStream_t compute) {
@@ -141,6 +183,8 @@ static void group_free(CommGroup *g) {
     cudaStreamDestroy(n->stream);
     cudaEventDestroy(n->ready);
     cudaEventDestroy(n->done);
+    for (int i = 0; i < 2 * n->tcap; i++) cudaEventDestroy(n->tev[i]);
+    free(n->tev);
     free(n);
     g->impl = NULL;
 }

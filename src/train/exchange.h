@@ -23,7 +23,6 @@ typedef struct {
     int64_t H, Hkv, d;  /* model heads */
     int64_t Hq_l, Hkv_l, kv_rep, W_l; /* per rank after the exchange */
     void *send, *recv;  /* staging, [T_max, W_l, d] act each */
-    double a2a_seconds; /* wall time spent inside all-to-all calls (accumulates) */
 } Exchange;
 
 /* Sets the per-rank head counts (requires H % S == 0 and Hkv % S == 0 or S % Hkv == 0). */

@@ -446,7 +446,9 @@ int train_run(const TrainOptions *o_in, UlError *e) {
         double n_global = cnt[0];
         float dscale = n_global > 0 ? (float)(1.0 / n_global) : 0.f;
 
-        double a2a0 = m.x.a2a_seconds;
+        /* all-to-all time of this step: the SP group's collectives (device time with NCCL) */
+        CommGroup *spg = mesh.sp > 1 ? mesh.dev_sp : NULL;
+        if (spg) spg->ops->take_seconds(spg); /* drop what eval or setup did */
         k->zero(m.grads, (size_t)m.n_alloc * sizeof(float));
         double loss_acc[2] = {0, 0}; /* [CE sum, count] */
         for (int64_t i = 0; i < per_rank; i++) {
@@ -465,7 +467,7 @@ int train_run(const TrainOptions *o_in, UlError *e) {
         ZeroHyper hy = {lr, o->beta1, o->beta2, o->adam_eps, o->weight_decay, o->clip, step + 1};
         double gn = zero_step(&zo, &m, &mesh, &hy, n_global > 0);
         double offload_s = o->offload_checkpoints ? model_offload_seconds(&m) : 0; /* device time of the copies */
-        double now = ul_now(), dt = now - t0, a2a_s = m.x.a2a_seconds - a2a0;
+        double now = ul_now(), dt = now - t0, a2a_s = spg ? spg->ops->take_seconds(spg) : 0;
         double tok_s = dt > 0 ? cnt[1] / dt : 0;
         train_time += dt;
         EvalResult ev;
