@@ -48,6 +48,18 @@ overfit)
   done
   test -f model/config.json && test -f model/model.safetensors
   check $? "model directory incomplete"
+  # --profile: the phase times are there and, being disjoint intervals inside the step,
+  # add up to no more than the step time
+  OMP_NUM_THREADS=1 "$BIN" train --model tiny.json --data one.tok --seq-len 64 --batch 1 --steps 3 --profile \
+    --metrics p.jsonl --quiet
+  check $? "train --profile exited non-zero"
+  awk '{ for (i = 1; i <= NF; i++) { gsub(/[",{}]/, "", $i) } print }' p.jsonl | awk '
+    { for (i = 1; i < NF; i++) v[$i] = $(i + 1); n++
+      if (!("attn_s:" in v) || !("loss_s:" in v) || !("optim_s:" in v)) bad = 1
+      else if (v["attn_s:"] < 0 || v["loss_s:"] < 0 || v["optim_s:"] < 0 ||
+               v["attn_s:"] + v["loss_s:"] + v["optim_s:"] > v["step_s:"]) bad = 1 }
+    END { exit !(n == 3 && !bad) }'
+  check $? "--profile metrics missing or inconsistent: $(head -1 p.jsonl)"
   ;;
 badinput)
   corpus 40

@@ -106,6 +106,9 @@ static int cmd_train(int argc, char **argv) {
         {"--eval-out", FLAG_STRING, &o.eval_out, "FILE", "kv task: JSONL of every evaluation, with distance buckets"},
         {"--log-every", FLAG_INT, &o.log_every, "N", "progress line every N steps when not on a TTY (default 1)"},
         {"--quiet", FLAG_BOOL, &o.quiet, NULL, "no progress output"},
+        {"--profile", FLAG_BOOL, &o.profile, NULL,
+         "metrics get attn_s, loss_s, optim_s: device time of the attention kernels, the tiled loss head and the "
+         "optimizer step (events, no synchronization inside the step)"},
         {"--debug-no-exchange", FLAG_BOOL, &o.no_exchange, NULL,
          "debug: skip the all-to-all, each rank attends within its own shard only"},
     };

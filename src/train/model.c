@@ -139,7 +139,16 @@ void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGro
     m->acc = k->alloc(2 * sizeof(double));
 }
 
+void model_set_timing(Model *m, int on) {
+    phase_free(&m->t_attn);
+    phase_free(&m->t_loss);
+    phase_init(&m->t_attn, m->k, on);
+    phase_init(&m->t_loss, m->k, on);
+}
+
 void model_free(Model *m) {
+    phase_free(&m->t_attn);
+    phase_free(&m->t_loss);
     const KernelOps *k = m->k;
     int64_t nacts = m->recompute ? 1 : m->c.num_layers;
     for (int64_t l = 0; l < nacts; l++) acts_free(m, &m->acts[l]);
@@ -277,10 +286,13 @@ static void attn_fwd(Model *m, const StepCtx *sc, LayerActs *a, int reuse) {
     }
     if (m->sp > 1) exchange_qkv(&m->x, sc->t, a->qkv, a->qkvh);
     int64_t ws = m->W_l * d;
-    if (!reuse)
+    if (!reuse) {
+        phase_begin(&m->t_attn);
         k->attention_fwd(a->oh, m->Hq_l * d, a->lse, a->qkvh, ws, AO(a->qkvh, m->Hq_l * d), ws,
-                     AO(a->qkvh, (m->Hq_l + m->Hkv_l) * d), ws, sc->T, m->Hq_l, m->Hkv_l, d, m->d_cu, sc->s->n_docs,
-                     scale);
+                         AO(a->qkvh, (m->Hq_l + m->Hkv_l) * d), ws, sc->T, m->Hq_l, m->Hkv_l, d, m->d_cu,
+                         sc->s->n_docs, scale);
+        phase_end(&m->t_attn);
+    }
     if (m->sp > 1) exchange_o(&m->x, sc->t, a->oh, a->o);
 }
 
@@ -297,9 +309,11 @@ static void attn_bwd(Model *m, const StepCtx *sc, LayerActs *a) {
     }
     if (m->sp > 1) exchange_dout(&m->x, sc->t, m->dout, m->doh);
     int64_t ws = m->W_l * d, qo = m->Hq_l * d, vo = (m->Hq_l + m->Hkv_l) * d;
+    phase_begin(&m->t_attn);
     k->attention_bwd(m->dqkvh, ws, AO(m->dqkvh, qo), ws, AO(m->dqkvh, vo), ws, m->doh, m->Hq_l * d, a->qkvh, ws,
                      AO(a->qkvh, qo), ws, AO(a->qkvh, vo), ws, a->oh, m->Hq_l * d, a->lse, sc->T, m->Hq_l, m->Hkv_l, d,
                      m->d_cu, sc->s->n_docs, scale);
+    phase_end(&m->t_attn);
     if (m->sp > 1) exchange_dqkv(&m->x, sc->t, m->dqkvh, m->dqkv);
 }
 
@@ -453,6 +467,7 @@ void model_step(Model *m, const LocalSeq *s, float dscale, int backward, double 
     k->zero(m->acc, 2 * sizeof(double));
 
     /* tiled logits + CE, the head's backward right away: never a [t, V] buffer */
+    phase_begin(&m->t_loss);
     for (int64_t i0 = 0; i0 < t; i0 += m->loss_tile) {
         int64_t n = t - i0 < m->loss_tile ? t - i0 : m->loss_tile;
         int any = 0;
@@ -467,6 +482,7 @@ void model_step(Model *m, const LocalSeq *s, float dscale, int backward, double 
         k->matmul(0, 0, n, D, V, 1.f, m->logits, V, m->P.lm_head, D, 0.f, AO(m->dxn, i0 * D), D, 0); /* dxnf */
         k->matmul(1, 0, V, D, n, 1.f, m->logits, V, AO(m->xnf, i0 * D), D, 1.f, m->G.lm_head, D, 1);  /* dlm_head */
     }
+    phase_end(&m->t_loss);
     if (backward) {
         k->zero(m->dres, (size_t)(t * D) * k->act_bytes);
         k->rmsnorm_bwd(m->dres, m->G.lnf, m->dxn, actstore_read(&m->xin, L), m->P.lnf, m->rstdf, t, D);

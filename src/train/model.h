@@ -19,6 +19,7 @@
 #include "core/params.h"
 #include "kernels/kernels.h"
 #include "train/exchange.h"
+#include "train/phase.h"
 #include "train/offload.h"
 
 /* Activations are "act" buffers (the backend's dtype: fp32 on CPU, bf16 on CUDA);
@@ -89,6 +90,7 @@ typedef struct {
     int64_t *d_cul;  /* [t_max + 2] document bounds inside the local shard (no_exchange) */
     int64_t *cu_local; /* [t_max + 2] host copy of d_cul */
     double *acc;     /* [2] CE sum and count (backend memory) */
+    PhaseTimer t_attn, t_loss; /* device time of the attention kernels and of the loss head (model_set_timing) */
 } Model;
 
 /* This rank's part of one sample. */
@@ -116,6 +118,9 @@ typedef struct {
 void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *sp_g, int64_t T_max,
                      const ModelMemOpts *o);
 void model_free(Model *m);
+/* on = 1: time the attention kernels (m->t_attn) and the tiled loss head (m->t_loss) with
+ * events; read with phase_take. Off by default. */
+void model_set_timing(Model *m, int on);
 /* Device time of the offload copies since the last call (waits for them; 0 without offload). */
 double model_offload_seconds(Model *m);
 /* Parameters: normal(0, initializer_range) for matrices, 1 for norm weights, from seed. */

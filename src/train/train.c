@@ -14,6 +14,7 @@
 #include "train/data.h"
 #include "train/eval.h"
 #include "train/model.h"
+#include "train/phase.h"
 #include "train/plot.h"
 #include "train/source.h"
 #include "train/task_kv.h"
@@ -384,6 +385,7 @@ int train_run(const TrainOptions *o_in, UlError *e) {
         if (rc == 0) ef = fopen(o->eval_out, resume[0] ? "a" : "w");
     }
     Sample *smp = NULL;
+    PhaseTimer t_opt = {0}; /* --profile: the optimizer step's device time */
     int64_t per_rank = 0;
     if (ul_agree(rc, e)) {
         if (mf) fclose(mf);
@@ -429,8 +431,12 @@ int train_run(const TrainOptions *o_in, UlError *e) {
                 (long long)N, (long long)zo.n_pad, (long long)zo.bytes.weights, (long long)zo.bytes.master,
                 (long long)zo.bytes.grads, (long long)zo.bytes.moments, (long long)zo.bytes.host);
 
+    phase_init(&t_opt, k, o->profile);
+    model_set_timing(&m, o->profile);
     for (int64_t step = first; step < end; step++) {
         double t0 = ul_now();
+        phase_take(&m.t_attn); /* drop what evaluation did between steps */
+        phase_take(&m.t_loss);
         /* this DP index's samples of the global batch, and the valid-label count */
         double cnt[2] = {0, 0}; /* [valid labels in local shards, real tokens] */
         for (int64_t a = 0; a < o->grad_accum; a++)
@@ -465,7 +471,10 @@ int train_run(const TrainOptions *o_in, UlError *e) {
         double lr = lr_at(o, step);
         /* gradient reduction (all-reduce or reduce-scatter), clipping, AdamW, new weights */
         ZeroHyper hy = {lr, o->beta1, o->beta2, o->adam_eps, o->weight_decay, o->clip, step + 1};
+        phase_begin(&t_opt);
         double gn = zero_step(&zo, &m, &mesh, &hy, n_global > 0);
+        phase_end(&t_opt);
+        double attn_s = phase_take(&m.t_attn), loss_s = phase_take(&m.t_loss), optim_s = phase_take(&t_opt);
         double offload_s = o->offload_checkpoints ? model_offload_seconds(&m) : 0; /* device time of the copies */
         double now = ul_now(), dt = now - t0, a2a_s = spg ? spg->ops->take_seconds(spg) : 0;
         double tok_s = dt > 0 ? cnt[1] / dt : 0;
@@ -494,6 +503,8 @@ int train_run(const TrainOptions *o_in, UlError *e) {
                 fprintf(mf, ", \"alloc_peak_gib\": %.4f, \"plan_gib\": %.4f", (double)ms.dev_peak / PLAN_GIB,
                         (double)plan.dev_total / PLAN_GIB);
                 if (o->offload_checkpoints) fprintf(mf, ", \"offload_s\": %.6f", offload_s);
+                if (o->profile)
+                    fprintf(mf, ", \"attn_s\": %.6f, \"loss_s\": %.6f, \"optim_s\": %.6f", attn_s, loss_s, optim_s);
                 fprintf(mf, "}\n");
                 fflush(mf);
             }
@@ -545,6 +556,7 @@ release:
     free(h_acc);
     for (int64_t i = 0; i < per_rank; i++) sample_free(&smp[i]);
     free(smp);
+    phase_free(&t_opt);
     zero_free(&zo);
     model_free(&m);
     ul_mesh_free(&mesh);

@@ -61,6 +61,7 @@ typedef struct {
     int64_t stop_at;       /* end this run after optimizer step N (0: --steps), as if preempted */
     int64_t log_every;
     int quiet;
+    int profile;           /* metrics get the step's attention, loss-head and optimizer times */
     /* synthetic task instead of --data (the demo): "kv" */
     const char *task;
     /* evaluation during training: answer accuracy on held-out samples */
