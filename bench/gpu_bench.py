@@ -52,11 +52,14 @@ def run_ours(args, work, cfg):
     cmd = ["mpirun", "-np", str(args.sp), "-x", "NCCL_NVLS_ENABLE=0", args.bin, "train", "--device", "cuda",
            "--model", cfg_path, "--data", shard, "--seq-len", str(args.seq_len), "--fixed-len",
            "--doc-per-sample", "--no-shuffle", "--sp", str(args.sp), "--batch", "1", "--steps", str(steps),
-           "--lr", "1e-5", "--checkpoint", "1", "--metrics", metrics, "--quiet"]
+           "--lr", "1e-5", "--checkpoint", "1", "--metrics", metrics, "--quiet", "--profile"] + args.ours_args
     subprocess.run(cmd, check=True)
     rows = [json.loads(l) for l in open(metrics)][args.warmup_steps:]
-    step_s = statistics.median(r["step_s"] for r in rows)
-    return {"step_s": step_s, "mem_gib": max(r.get("gpu_mem_gib", 0) for r in rows)}
+    med = lambda k: statistics.median(r.get(k, 0.0) for r in rows)
+    # the step's breakdown (--profile): attention kernels, all-to-all (communication stream),
+    # loss head, optimizer; "other" = the rest of the step (GEMMs, norms, RoPE, SwiGLU, ...)
+    br = {k: med(k) for k in ("attn_s", "a2a_s", "loss_s", "optim_s")}
+    return {"step_s": med("step_s"), "mem_gib": max(r.get("gpu_mem_gib", 0) for r in rows), "breakdown_s": br}
 
 
 def run_peer(args, work):
@@ -81,7 +84,9 @@ def main():
     p.add_argument("--attn", default="cudnn", help="the peer's SDPA backend")
     p.add_argument("--bin", default="build-gpu/ulysses")
     p.add_argument("--json", help="append the result here")
+    p.add_argument("--ours-args", default="", help="extra flags for ulysses train (e.g. \"--zero 2\")")
     args = p.parse_args()
+    args.ours_args = args.ours_args.split()
     cfg = peer.make_config(args.model_shape, "sdpa")
     flops = peer.config_flops(cfg, args.seq_len)
     with tempfile.TemporaryDirectory() as work:
@@ -96,6 +101,9 @@ def main():
           f"{res['ours']['mem_gib']:.1f} GiB | peer {res['peer']['tok_s']:.0f} tok/s "
           f"{res['peer']['tflops_per_gpu']:.0f} TFLOP/s/GPU {res['peer']['mem_gib']:.1f} GiB | "
           f"ratio {res['ratio_tok_s']:.2f}x")
+    b = res["ours"]["breakdown_s"]
+    print("ours step breakdown (median s): " + ", ".join(f"{k[:-2]} {v:.3f}" for k, v in b.items()) +
+          f", step {res['ours']['step_s']:.3f}")
     if args.json:
         with open(args.json, "a") as f:
             f.write(json.dumps(res) + "\n")
