@@ -179,9 +179,12 @@ class Bench:
     def plan(self, seq_len, extra=()):
         cmd = [self.a.bin, "plan", "--model", self.cfg, "--gpus", str(self.sp), "--sp", str(self.sp),
                "--seq-len", str(seq_len), "--device", self.a.device] + self.opts + self.mem + list(extra)
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=max(5, min(60, self.clock.left())))
+        try:  # a pure calculation: seconds, but give a loaded machine its time
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=max(30, min(120, self.clock.left())))
+        except subprocess.TimeoutExpired:
+            raise OutOfTime()
         if r.returncode != 0:
-            sys.exit(f"maxseq: {' '.join(cmd)}: {r.stderr.strip()}")
+            raise RuntimeError(f"{' '.join(cmd)}: {r.stderr.strip()}")
         m = re.search(r"^largest seq_len that fits: (\d+)", r.stdout, re.M)
         tot = re.search(r"^per GPU total: +([\d.]+) GiB", r.stdout, re.M)
         mlp = re.search(r"tiled-mlp ([^,]+),", r.stdout)
@@ -401,6 +404,8 @@ def main(argv=None):
             b.run_peer()
     except (OutOfTime, KeyboardInterrupt):
         stopped = "out of time"
+    except Exception as e:  # still the table and the JSON of what was measured
+        stopped = f"error: {e!r}"
     b.res["stopped"] = stopped
     b.res["elapsed_s"] = round(time.monotonic() - clock.t0, 1)
     print(table(b.res), flush=True)
@@ -411,7 +416,7 @@ def main(argv=None):
         for name in os.listdir(work):
             os.remove(os.path.join(work, name))
         os.rmdir(work)
-    return 0
+    return 1 if stopped.startswith("error") else 0
 
 
 if __name__ == "__main__":
