@@ -5,7 +5,9 @@
 #   mesh      10 steps on meshes (sp, dp) equal the single-process run (losses within 1e-4)
 #   plan      `ulysses plan`: the table, the largest seq_len monotone in --gpu-mem, bad flags;
 #             train's allocation equals its plan; train refuses a plan over --gpu-mem up front;
-#             --offload-checkpoints gives the same 10 steps as without
+#             --offload-checkpoints gives the same 10 steps as without; --tiled-mlp auto under a
+#             --gpu-mem the untiled plan does not fit picks a tile, fits, and trains the same 10
+#             losses as the untiled run (rel 1e-5), where --tiled-mlp off is refused
 set -u
 HERE=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")") # before any cd
 BIN=$(readlink -f "$1")
@@ -111,6 +113,8 @@ badinput)
   expect 1 "\-\-offload-checkpoints" $T --model tiny.json --offload-checkpoints
   expect 2 "\-\-gpu-mem" $T --model tiny.json --gpu-mem 0.0001 --sp 2 --batch 2
   expect 1 "\-\-gpu-mem" $T --model tiny.json --gpu-mem -1
+  expect 2 "\-\-tiled-mlp 12x: expected auto, off" $T --model tiny.json --tiled-mlp 12x --sp 2 --batch 2
+  expect 1 "\-\-tiled-mlp \-3: expected auto, off" $T --model tiny.json --tiled-mlp -3
   echo "badinput: $checks checks"
   ;;
 mesh)
@@ -170,6 +174,7 @@ plan)
   pexpect "\-\-checkpoint 3" --model tiny.json --checkpoint 3
   pexpect "\-\-offload-checkpoints" --model tiny.json --offload-checkpoints
   pexpect "\-\-model" --sp 1
+  pexpect "\-\-tiled-mlp sometimes" --model tiny.json --tiled-mlp sometimes
   # train: what model and optimizer allocate equals the plan's exact items, byte for byte
   corpus 200
   for opts in "--checkpoint 0" "--checkpoint 2 --offload-checkpoints --tiled-mlp 16"; do
@@ -202,6 +207,32 @@ plan)
     check $([ "$la" = "$lb" ] && [ $(wc -l < b.jsonl) -eq 10 ]; echo $?) "np=$np $*: offload changes the losses"
     grep -q '"offload_s": ' b.jsonl; check $? "metrics lack offload_s"
   done
+  # --tiled-mlp auto: a --gpu-mem 1 KiB under the untiled plan (seq_len 512: tiles of 64..448 rows)
+  P="--model tiny.json --seq-len 512 --device cpu"
+  B=$("$BIN" plan $P --tiled-mlp off | sed -n 's/^per GPU total: .*(\([0-9]*\) bytes)$/\1/p')
+  G=$(awk -v b="$B" 'BEGIN { printf "%.12f", (b - 1024) / 1073741824 }')
+  "$BIN" plan $P --gpu-mem "$G" > pa.txt
+  "$BIN" plan $P --gpu-mem "$G" --tiled-mlp off > po.txt
+  tile=$(sed -n 's/.*tiled-mlp auto: \([0-9]*\) rows.*/\1/p' pa.txt)
+  echo "plan: untiled $B bytes; --gpu-mem $G: auto tile ${tile:-none}, fits: $(sed -n 's/^fits.*: //p' pa.txt), off fits: $(sed -n 's/^fits.*: //p' po.txt)"
+  check $([ -n "$B" ] && [ -n "$tile" ] && [ "$tile" -gt 0 ] && [ "$tile" -lt 512 ] && [ $((tile % 64)) -eq 0 ]; echo $?) "plan: auto tile '$tile' under --gpu-mem $G"
+  grep -q "^fits .*: yes" pa.txt; check $? "plan: --tiled-mlp auto does not fit --gpu-mem $G"
+  grep -q "^fits .*: NO" po.txt; check $? "plan: --tiled-mlp off fits --gpu-mem $G"
+  "$BIN" plan --model tiny.json --seq-len 512 --device cpu > pf.txt
+  grep -q "tiled-mlp auto: untiled" pf.txt; check $? "plan: auto tiles with plenty of memory: $(head -n 1 pf.txt)"
+  T="--model tiny.json --data data.tok --seq-len 512 --batch 2 --steps 10 --lr 3e-3 --warmup 2 --seed 5 --device cpu --quiet"
+  OMP_NUM_THREADS=1 "$BIN" train $T --tiled-mlp off --metrics off.jsonl 2> e.txt
+  check $? "train --tiled-mlp off (no limit) failed: $(cat e.txt)"
+  OMP_NUM_THREADS=1 "$BIN" train $T --gpu-mem "$G" --metrics auto.jsonl 2> e.txt
+  check $? "train --tiled-mlp auto --gpu-mem $G failed: $(cat e.txt)"
+  OMP_NUM_THREADS=1 "$BIN" train ${T% --quiet} --gpu-mem "$G" --steps 1 2> e.txt
+  grep -q "tiled-mlp auto: $tile rows;" e.txt; check $? "train's plan line lacks 'tiled-mlp auto: $tile rows': $(grep 'memory plan' e.txt)"
+  OMP_NUM_THREADS=1 "$BIN" train $T --gpu-mem "$G" --tiled-mlp off --metrics no.jsonl 2> e.txt
+  check $([ $? -ne 0 ] && grep -q "does not fit \-\-gpu-mem" e.txt && [ ! -s no.jsonl ]; echo $?) "train --tiled-mlp off --gpu-mem $G is not refused: $(cat e.txt)"
+  worst=$(paste -d' ' <(sed -e 's/.*"loss": \([-0-9.e+]*\).*/\1/' off.jsonl) <(sed -e 's/.*"loss": \([-0-9.e+]*\).*/\1/' auto.jsonl) |
+          awk '{ d = $1 - $2; if (d < 0) d = -d; r = d / ($1 < 0 ? -$1 : $1); if (r > w) w = r; n++ } END { printf "%.3g %d", w, n }')
+  echo "plan: 10 losses untiled vs --tiled-mlp auto ($tile rows): max rel diff ${worst% *}"
+  check $(awk -v w="$worst" 'BEGIN { split(w, a, " "); exit !(a[2] == 10 && a[1] <= 1e-5) }'; echo $?) "auto tile changes the losses: $worst"
   ;;
 *) echo "unknown case $CASE"; exit 2 ;;
 esac

@@ -7,7 +7,10 @@
  *    wraps several times in forward and backward.
  *  - the planner's exact items equal the bytes model_init allocated through the backend
  *    (device and host, byte for byte; KernelOps.mem_stats);
- *  - plan_max_seq_len: the answer fits, one more sp step does not, monotone in the limit. */
+ *  - plan_max_seq_len: the answer fits, one more sp step does not, monotone in the limit;
+ *  - --tiled-mlp auto: untiled when the plan fits; under a tighter limit the largest
+ *    multiple of 64 rows within half the headroom, which fits where the untiled plan does
+ *    not, shrinking with the limit (training with it: tests/cli_test.sh plan). */
 #include <math.h>
 #include <mpi.h>
 #include <stdlib.h>
@@ -128,6 +131,62 @@ static void check_max_seq(const ModelConfig *c, int sp) {
     CHECK(prev > 0, "nothing fits 64 MiB");
 }
 
+/* --tiled-mlp auto (plan.h PLAN_MLP_AUTO) at t = 1000 tokens per rank. */
+static void check_auto_tile(const ModelConfig *c, int sp) {
+    PlanInput in;
+    plan_input_default(&in);
+    in.c = *c;
+    in.sp = sp;
+    in.seq_len = 1000 * sp;
+    in.checkpoint = 1;
+    Plan full, p, q;
+    plan_compute(&in, &full); /* mlp_tile 0: untiled */
+    in.mlp_tile = PLAN_MLP_AUTO;
+    in.dev_limit = 0;
+    plan_compute(&in, &p);
+    CHECK(p.mlp_auto && p.mlp_tile == 0 && p.dev_total == full.dev_total, "auto, no limit: tile %lld",
+          (long long)p.mlp_tile);
+    in.dev_limit = full.dev_total;
+    plan_compute(&in, &p);
+    CHECK(p.mlp_tile == 0, "auto, limit = the untiled plan: tile %lld", (long long)p.mlp_tile);
+    int64_t per_row = 6 * c->intermediate_size * in.act_bytes, prev = 1000;
+    int64_t mlp_full = 6 * 1000 * c->intermediate_size * in.act_bytes; /* [t, I] x 6 with recompute */
+    for (int64_t cut = 1; cut < mlp_full; cut += mlp_full / 7) {
+        in.dev_limit = full.dev_total - cut;
+        plan_compute(&in, &p);
+        int64_t r = p.mlp_tile, rest = p.dev_total - r * per_row, head = in.dev_limit - rest;
+        CHECK(r > 0 && r < 1000 && r % PLAN_MLP_ALIGN == 0 && r <= prev,
+              "auto, limit %lld below the untiled plan: tile %lld (previous %lld)", (long long)cut, (long long)r,
+              (long long)prev);
+        if (head >= 2 * PLAN_MLP_ALIGN * per_row) /* half the headroom, the largest such multiple of 64 */
+            CHECK(2 * r * per_row <= head && (2 * (r + PLAN_MLP_ALIGN) * per_row > head || r == 960),
+                  "auto tile %lld: headroom %lld bytes, %lld per row", (long long)r, (long long)head,
+                  (long long)per_row);
+        CHECK(p.dev_total <= in.dev_limit || r == PLAN_MLP_ALIGN, "auto tile %lld: %lld bytes over limit %lld",
+              (long long)r, (long long)p.dev_total, (long long)in.dev_limit);
+        in.mlp_tile = r; /* the same plan when asked for explicitly */
+        plan_compute(&in, &q);
+        in.mlp_tile = PLAN_MLP_AUTO;
+        CHECK(q.dev_total == p.dev_total && !q.mlp_auto, "tile %lld: auto %lld bytes, explicit %lld", (long long)r,
+              (long long)p.dev_total, (long long)q.dev_total);
+        prev = r;
+    }
+    CHECK(prev < 1000 / 2, "the tightest limit still gave tile %lld", (long long)prev);
+    /* nothing fits: the smallest tile, and the plan says so */
+    in.dev_limit = full.dev_total - mlp_full - 1;
+    plan_compute(&in, &p);
+    CHECK(p.mlp_tile == PLAN_MLP_ALIGN && p.dev_total > in.dev_limit, "auto, nothing fits: tile %lld, %lld bytes",
+          (long long)p.mlp_tile, (long long)p.dev_total);
+    /* the largest seq_len with auto is at least the untiled one */
+    int64_t lim = full.dev_total;
+    in.mlp_tile = 0;
+    int64_t T0 = plan_max_seq_len(&in, lim, 0, 1);
+    in.mlp_tile = PLAN_MLP_AUTO;
+    int64_t Ta = plan_max_seq_len(&in, lim, 0, 1);
+    CHECK(T0 == 1000 * sp && Ta > T0, "largest seq_len at the untiled plan's bytes: untiled %lld, auto %lld",
+          (long long)T0, (long long)Ta);
+}
+
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     int world, rank;
@@ -172,6 +231,7 @@ int main(int argc, char **argv) {
         }
     free(ref.grads);
     check_max_seq(&c, world);
+    check_auto_tile(&c, world);
 
     int fails = tu_failures;
     MPI_Allreduce(MPI_IN_PLACE, &fails, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);

@@ -38,6 +38,7 @@ static int cmd_train(int argc, char **argv) {
     TrainOptions o;
     train_options_default(&o);
     int64_t checkpoint = -1;
+    const char *tiled = NULL;
     Flag flags[] = {
         {"--model", FLAG_STRING, &o.model, "CONFIG|DIR", "model architecture: a config.json or a directory holding one"},
         {"--init", FLAG_STRING, &o.init, "DIR", "start from the weights of this HF model directory (else random init)"},
@@ -68,9 +69,10 @@ static int cmd_train(int argc, char **argv) {
         {"--dp-shard", FLAG_INT, &o.dp_shard, "S", "data-parallel shard degree (default: world / (sp x R))"},
         {"--device", FLAG_STRING, &o.device, "cpu|cuda",
          "backend (default: cuda when built with it and a GPU is visible, else cpu)"},
-        {"--tiled-mlp", FLAG_INT, &o.mlp_tile, "ROWS",
+        {"--tiled-mlp", FLAG_STRING, &tiled, "auto|off|ROWS",
          "TiledMLP: run the MLP over tiles of ROWS tokens, recomputed in backward; no [tokens, intermediate] "
-         "buffer (default 0: off)"},
+         "buffer. auto (default): untiled when the memory plan fits --gpu-mem, else the largest tile (a multiple "
+         "of 64 rows) taking at most half of the memory the rest of the plan leaves; 0 or off: never"},
         {"--checkpoint", FLAG_INT, &checkpoint, "0|1|2",
          "per-layer activation checkpointing: 1 keeps only layer inputs and recomputes each layer in backward; 2 "
          "also keeps each layer's attention output + lse so the recompute skips the attention (default 0: off)"},
@@ -122,6 +124,7 @@ static int cmd_train(int argc, char **argv) {
         if (checkpoint > 2) rc = ul_err(&e, "--checkpoint %lld: expected 0, 1 or 2", (long long)checkpoint);
         o.checkpoint = (int)checkpoint;
     }
+    if (rc == 0) rc = ul_parse_tiled_mlp(tiled, &o.mlp_tile, &e);
     if (rc) return fail(&e);
     if (train_run(&o, &e) != 0) return fail(&e);
     return finish(0);
@@ -137,7 +140,7 @@ static int cmd_plan(int argc, char **argv) {
     TrainOptions o;
     train_options_default(&o);
     int64_t gpus = 0, checkpoint = 0, zero = 0, per_host = 0;
-    const char *device = "cuda";
+    const char *device = "cuda", *tiled = NULL;
     int offload_opt = 0;
     double gpu_mem = 139.0;
     Flag flags[] = {
@@ -150,7 +153,8 @@ static int cmd_plan(int argc, char **argv) {
         {"--seq-len", FLAG_INT, &o.seq_len, "T", "tokens per sample (default 2048)"},
         {"--checkpoint", FLAG_INT, &checkpoint, "0|1|2", "per-layer activation checkpointing, as in train (default 0)"},
         {"--offload-checkpoints", FLAG_BOOL, &o.offload_checkpoints, NULL, "saved activations in pinned host memory"},
-        {"--tiled-mlp", FLAG_INT, &o.mlp_tile, "ROWS", "TiledMLP rows per tile (default 0: off)"},
+        {"--tiled-mlp", FLAG_STRING, &tiled, "auto|off|ROWS",
+         "TiledMLP rows per tile; auto (default): chosen from --gpu-mem as train does (untiled when it fits)"},
         {"--zero", FLAG_INT, &zero, "0|1|2|3", "ZeRO stage over the shard group (dp-shard x sp ranks) (default 0)"},
         {"--offload-optimizer", FLAG_BOOL, &offload_opt, NULL, "fp32 master weights and AdamW moments in host memory"},
         {"--device", FLAG_STRING, &device, "cuda|cpu",
@@ -177,7 +181,7 @@ static int cmd_plan(int argc, char **argv) {
     if (rc == 0 && !(gpu_mem > 0)) rc = ul_err(&e, "--gpu-mem: must be > 0 GiB");
     if (rc == 0 && !(o.host_mem >= 0)) rc = ul_err(&e, "--host-mem: must be >= 0 GiB");
     if (rc == 0 && !(o.reserve_gib >= 0)) rc = ul_err(&e, "--reserve-gib: must be >= 0 GiB");
-    if (rc == 0 && o.mlp_tile < 0) rc = ul_err(&e, "--tiled-mlp %lld: must be >= 0", (long long)o.mlp_tile);
+    if (rc == 0) rc = ul_parse_tiled_mlp(tiled, &o.mlp_tile, &e);
     if (rc == 0 && o.offload_checkpoints && checkpoint < 1)
         rc = ul_err(&e, "--offload-checkpoints: needs --checkpoint 1 or 2");
     if (rc == 0 && o.dp_shard == 0) {
@@ -197,17 +201,20 @@ static int cmd_plan(int argc, char **argv) {
     ul_plan_input(&o, &c, cuda ? 2 : 4, cuda, &in);
     in.zero = (int)zero;
     in.offload_optimizer = offload_opt;
+    int64_t lim = (int64_t)(gpu_mem * PLAN_GIB), hlim = (int64_t)(o.host_mem * PLAN_GIB);
+    in.dev_limit = lim; /* --tiled-mlp auto chooses its tile for it */
     Plan p;
     plan_compute(&in, &p);
     if (g_rank == 0) {
+        char mlp[64];
+        plan_mlp_desc(&p, mlp, sizeof mlp);
         printf("memory plan: %lld GPUs (sp %lld, dp_replicate %lld, dp_shard %lld), seq_len %lld (%lld tokens per GPU), "
-               "%s, checkpoint %lld%s, tiled-mlp %lld, zero %lld%s\n\n",
+               "%s, checkpoint %lld%s, tiled-mlp %s, zero %lld%s\n\n",
                (long long)gpus, (long long)o.sp, (long long)o.dp_replicate, (long long)o.dp_shard, (long long)p.T,
                (long long)p.t, cuda ? "CUDA bf16" : "CPU fp32", (long long)checkpoint,
-               o.offload_checkpoints ? " (offloaded)" : "", (long long)p.mlp_tile, (long long)zero,
+               o.offload_checkpoints ? " (offloaded)" : "", mlp, (long long)zero,
                offload_opt ? ", optimizer offloaded" : "");
         plan_print(stdout, &p, per_host);
-        int64_t lim = (int64_t)(gpu_mem * PLAN_GIB), hlim = (int64_t)(o.host_mem * PLAN_GIB);
         int fits = p.dev_total <= lim && (hlim <= 0 || p.host_total * per_host <= hlim);
         printf("fits %.1f GiB per GPU%s: %s\n", gpu_mem, hlim > 0 ? " and --host-mem" : "", fits ? "yes" : "NO");
         printf("largest seq_len that fits: %lld\n", (long long)plan_max_seq_len(&in, lim, hlim, per_host));

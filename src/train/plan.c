@@ -77,8 +77,9 @@ static void add_store(Plan *p, int offload, int64_t n, int64_t bytes, const char
     add(p, PG_CKPT, 1, 1, n * bytes, "%s: pinned host (%lld)", what, (long long)n);
 }
 
-/* The order follows model_init_opts (train/model.c), exchange_init and train_run. */
-void plan_compute(const PlanInput *in, Plan *p) {
+/* The order follows model_init_opts (train/model.c), exchange_init and train_run.
+ * mlp_req: the TiledMLP rows requested (0 = off), never PLAN_MLP_AUTO here. */
+static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     memset(p, 0, sizeof *p);
     const ModelConfig *c = &in->c;
     int64_t S = in->sp > 0 ? in->sp : 1, A = in->act_bytes, F = 4;
@@ -88,7 +89,7 @@ void plan_compute(const PlanInput *in, Plan *p) {
     /* heads per rank after the exchange (exchange_init) */
     int64_t Hq_l = H / S, Hkv_l = Hkv % S == 0 ? Hkv / S : 1, W_l = Hq_l + 2 * Hkv_l;
     int recompute = in->checkpoint, off = in->offload_checkpoints && recompute >= 1;
-    int64_t mlp_tile = plan_mlp_tile(in->mlp_tile, t), rows_I = mlp_tile ? mlp_tile : t;
+    int64_t mlp_tile = plan_mlp_tile(mlp_req, t), rows_I = mlp_tile ? mlp_tile : t;
     int64_t loss_tile = plan_loss_tile(V, t);
     p->T = T;
     p->t = t;
@@ -146,8 +147,21 @@ void plan_compute(const PlanInput *in, Plan *p) {
         add(p, PG_LOSS, 0, 0, loss_tile * V * F, "eval logits fp32 (first evaluation)");
         add(p, PG_LOSS, 1, 0, loss_tile * V * F, "eval logits host copy");
     }
+    /* Host copies of the full state exist only around their use (train.c HostState), one
+     * at a time: the largest is the host peak above the rest. In place (none) on the CPU
+     * backend without ZeRO; with ZeRO >= 1 the gather (and zero_start) add a [per] staging. */
+    int64_t h_slice = z >= 1 ? ceil_div(N, nsh) : N, h_pad = z >= 1 ? h_slice * nsh : N;
+    int64_t h_stage = z >= 1 ? h_slice * F : 0;
+    int h_owned = in->cuda || z >= 1;
+    int64_t h_init = N * F, h_state = in->save_state && h_owned ? 3 * h_pad * F + h_stage : 0;
+    int64_t h_out = in->save_out && h_owned ? h_pad * F + h_stage : 0;
+    if (h_state >= h_init && h_state >= h_out)
+        add(p, PG_WORK, 1, 0, h_state, "state host copy: params, m, v (checkpoint save/resume)");
+    else if (h_out > h_init)
+        add(p, PG_WORK, 1, 0, h_out, "weights host copy (--out, at the end)");
+    else
+        add(p, PG_WORK, 1, 0, h_init, "initial weights host staging (start-up)");
     if (in->cuda) {
-        add(p, PG_WORK, 1, 0, 3 * N * F, "host mirrors for checkpoints (params, m, v)");
         add(p, PG_WORK, 0, 0, CUDA_WORKSPACE_BYTES, "cuBLASLt workspace");
         /* ul_cuda_scratch: the attention backward's D [T, Hq_l] f32, grown by 1/4 */
         int64_t D_bytes = T * Hq_l * F;
@@ -158,8 +172,40 @@ void plan_compute(const PlanInput *in, Plan *p) {
     }
 }
 
+/* PLAN_MLP_AUTO (plan.h): with TiledMLP the [*, I] buffers cost 6 rows I act bytes (the
+ * tile's g, u, h and the grads dh, dg, du); everything else does not depend on the tile. */
+void plan_compute(const PlanInput *in, Plan *p) {
+    if (in->mlp_tile != PLAN_MLP_AUTO) {
+        plan_fixed(in, in->mlp_tile, p);
+        return;
+    }
+    plan_fixed(in, 0, p);
+    p->mlp_auto = 1;
+    int64_t t = p->t, rmax = (t - 1) / PLAN_MLP_ALIGN * PLAN_MLP_ALIGN; /* largest tile below t */
+    if (in->dev_limit <= 0 || p->dev_total <= in->dev_limit || rmax < PLAN_MLP_ALIGN) return;
+    Plan q;
+    plan_fixed(in, PLAN_MLP_ALIGN, &q);
+    int64_t per_row = 6 * in->c.intermediate_size * in->act_bytes;   /* [1, I] x 6 */
+    int64_t rest = q.dev_total - PLAN_MLP_ALIGN * per_row;              /* everything but the tile */
+    int64_t head = in->dev_limit - rest > 0 ? in->dev_limit - rest : 0; /* what the tile may take */
+    int64_t r = head / 2 / per_row / PLAN_MLP_ALIGN * PLAN_MLP_ALIGN;   /* half of it: slack */
+    if (r < PLAN_MLP_ALIGN) r = head / per_row / PLAN_MLP_ALIGN * PLAN_MLP_ALIGN;
+    if (r < PLAN_MLP_ALIGN) r = PLAN_MLP_ALIGN; /* does not fit: the smallest tile, for the message */
+    if (r > rmax) r = rmax;
+    plan_fixed(in, r, p);
+    p->mlp_auto = 1;
+}
+
+void plan_mlp_desc(const Plan *p, char *buf, size_t n) {
+    if (p->mlp_tile)
+        snprintf(buf, n, "%s%lld rows", p->mlp_auto ? "auto: " : "", (long long)p->mlp_tile);
+    else
+        snprintf(buf, n, "%s", p->mlp_auto ? "auto: untiled" : "off");
+}
+
 int64_t plan_max_seq_len(const PlanInput *in, int64_t dev_limit, int64_t host_limit, int64_t ranks_per_host) {
     PlanInput q = *in;
+    q.dev_limit = dev_limit;
     int64_t S = in->sp > 0 ? in->sp : 1;
     int64_t lo = 0, hi = INT32_MAX / S; /* in units of sp tokens; lo fits (or is 0) */
     Plan p;

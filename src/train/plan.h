@@ -44,28 +44,45 @@ typedef struct {
     int64_t act_bytes;        /* 2: CUDA (bf16), 4: CPU (fp32) */
     int cuda;                 /* add the CUDA backend's own buffers and the context reserve */
     int checkpoint;           /* 0, 1, 2 (train --checkpoint) */
-    int64_t mlp_tile;         /* TiledMLP rows requested (0 = off) */
+    int64_t mlp_tile;         /* TiledMLP rows requested (0 = off, PLAN_MLP_AUTO: chosen from dev_limit) */
     int offload_checkpoints;  /* saved activations in pinned host memory */
     int zero;                 /* ZeRO stage 0..3 over the shard group (dp_shard x sp ranks) */
     int offload_optimizer;    /* fp32 master weights and AdamW moments in host memory */
     int eval;                 /* evaluation during training (model_eval's fp32 logits) */
     double reserve_gib;       /* CUDA context + cuBLASLt + NCCL (cuda only) */
+    int64_t dev_limit;        /* bytes per GPU the auto TiledMLP tile is chosen for (<= 0: no limit) */
+    /* host copies of the full training state, allocated around their use (train.c HostState) */
+    int save_state;           /* --save-every or --resume: params, m, v [n_pad] fp32 */
+    int save_out;             /* --out: params [n_pad] fp32 at the end */
 } PlanInput;
 
 typedef struct {
     PlanItem items[PLAN_MAX_ITEMS];
     int n;
     int64_t T, t;             /* padded sample length, tokens per rank */
-    int64_t loss_tile, mlp_tile;
+    int64_t loss_tile, mlp_tile;  /* mlp_tile: rows actually used (0 = not tiled) */
+    int mlp_auto;                 /* mlp_tile was chosen by PLAN_MLP_AUTO */
     int64_t dev_total, host_total;     /* per rank */
     int64_t dev_exact, host_exact;     /* the items with exact = 1 */
     int64_t dev_group[PG_COUNT], host_group[PG_COUNT];
 } Plan;
 
+/* --tiled-mlp auto: the planner picks the tile (plan_compute). */
+#define PLAN_MLP_AUTO ((int64_t)-1)
+/* Auto tiles are multiples of this many rows. */
+#define PLAN_MLP_ALIGN ((int64_t)64)
+
 /* Default CUDA context + cuBLASLt + NCCL reserve (GiB per GPU), docs/memory.md. */
 #define PLAN_DEFAULT_RESERVE_GIB 2.0
 
 void plan_input_default(PlanInput *in);
+/* With in->mlp_tile == PLAN_MLP_AUTO the TiledMLP tile is chosen here, a pure function of
+ * the input (the same on every rank): no tiling when the whole plan fits in->dev_limit
+ * (or there is no limit); else the largest multiple of PLAN_MLP_ALIGN rows (below t)
+ * whose [tile, I] buffers (g, u, h and dh, dg, du: 6 tile I act bytes) take at most half
+ * of the headroom the rest of the plan leaves, or, when that is under PLAN_MLP_ALIGN
+ * rows, all of it; PLAN_MLP_ALIGN rows when not even that fits (the plan then does not
+ * fit either). p->mlp_tile is the result, p->mlp_auto = 1. */
 void plan_compute(const PlanInput *in, Plan *p);
 const char *plan_group_name(PlanGroup g);
 
@@ -75,8 +92,12 @@ int64_t plan_loss_tile(int64_t V, int64_t t);
 int64_t plan_mlp_tile(int64_t req, int64_t t);
 
 /* Largest seq_len (a multiple of sp) whose plan fits dev_limit bytes per GPU and
- * host_limit bytes per host (ranks_per_host ranks; <= 0: no host limit); 0 if none does. */
+ * host_limit bytes per host (ranks_per_host ranks; <= 0: no host limit); 0 if none does.
+ * With PLAN_MLP_AUTO the tile is chosen for dev_limit at every length tried. */
 int64_t plan_max_seq_len(const PlanInput *in, int64_t dev_limit, int64_t host_limit, int64_t ranks_per_host);
+
+/* "auto: 1024 rows", "auto: untiled", "1024 rows", "off": the TiledMLP choice. */
+void plan_mlp_desc(const Plan *p, char *buf, size_t n);
 
 /* The breakdown table (per GPU and per host). */
 void plan_print(FILE *f, const Plan *p, int64_t ranks_per_host);

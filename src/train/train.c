@@ -72,6 +72,7 @@ void train_options_default(TrainOptions *o) {
     o->save_dtype = "f32";
     o->log_every = 1;
     o->eval_samples = 16;
+    o->mlp_tile = PLAN_MLP_AUTO;
 }
 
 int ul_agree(int rc, UlError *e) {
@@ -148,7 +149,8 @@ static int validate(const TrainOptions *o, const ModelConfig *c, int world, UlEr
                       o->resume ? " (on --resume the batch must stay the checkpoint's: choose a mesh whose dp divides it)"
                                 : "");
     if (o->steps < 0) return ul_err(e, "--steps %lld: must be >= 0", (long long)o->steps);
-    if (o->mlp_tile < 0) return ul_err(e, "--tiled-mlp %lld: must be >= 0", (long long)o->mlp_tile);
+    if (o->mlp_tile < 0 && o->mlp_tile != PLAN_MLP_AUTO)
+        return ul_err(e, "--tiled-mlp %lld: must be >= 0 (or auto)", (long long)o->mlp_tile);
     if (o->offload_checkpoints && o->checkpoint < 1)
         return ul_err(e, "--offload-checkpoints: needs --checkpoint 1 or 2 (the saved layer inputs are what goes to host)");
     if (!(o->gpu_mem >= 0)) return ul_err(e, "--gpu-mem: must be >= 0 GiB");
@@ -327,7 +329,7 @@ int train_run(const TrainOptions *o_in, UlError *e) {
     int64_t pad = o->sp;
     int64_t T_max = (o->seq_len + pad - 1) / pad * pad;
     Model m;
-    ModelMemOpts mo = {o->checkpoint, o->mlp_tile, o->offload_checkpoints};
+    ModelMemOpts mo = {o->checkpoint, plan.mlp_tile, o->offload_checkpoints}; /* the plan's tile (auto resolved) */
     model_init_opts(&m, &c, k, mesh.dev_sp, T_max, &mo);
     m.no_exchange = o->no_exchange;
     ZeroOpt zo; /* the optimizer state, sharded with --zero (train/zero.h); pads the model: before the weights */
@@ -411,10 +413,13 @@ int train_run(const TrainOptions *o_in, UlError *e) {
                 (long long)N, (long long)c.num_layers, (long long)o->dp_replicate, (long long)o->dp_shard,
                 (long long)o->sp, (long long)o->steps, (long long)o->batch, (long long)o->seq_len);
     if (rank == 0 && !o->quiet) {
-        char sum[512];
+        char sum[512], mlp[64];
         plan_summary(&plan, sum, sizeof sum);
+        plan_mlp_desc(&plan, mlp, sizeof mlp);
         /* allocated: what model and optimizer took through the backend; the plan's exact items must equal it */
-        fprintf(stderr, "ulysses: memory plan %s; allocated %lld device + %lld host bytes (plan: %lld + %lld)\n", sum,
+        fprintf(stderr,
+                "ulysses: memory plan %s, tiled-mlp %s; allocated %lld device + %lld host bytes (plan: %lld + %lld)\n",
+                sum, mlp,
                 (long long)(mem1.dev_cur - mem0.dev_cur), (long long)(mem1.host_cur - mem0.host_cur),
                 (long long)plan.dev_exact, (long long)plan.host_exact);
         if (o->offload_checkpoints)
@@ -526,9 +531,9 @@ int train_run(const TrainOptions *o_in, UlError *e) {
         }
     }
 
-    if (rc == 0 && o->out) {
+    if (rc == 0 && o->out && (rank == 0 || zo.stage > 0)) { /* stage 0: rank 0's copy alone, no collective */
         host_state_get(&hs, &zo, &m, on_gpu, 0);
-        zero_gather_host(&zo, &m, &mesh, hs.p, NULL, NULL); /* collective */
+        zero_gather_host(&zo, &m, &mesh, hs.p, NULL, NULL); /* collective for stages >= 1 */
     }
     if (rc == 0 && rank == 0 && o->out) {
         UlDtype dt = strcmp(o->save_dtype, "bf16") == 0 ? UL_DT_BF16 : UL_DT_F32;

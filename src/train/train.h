@@ -41,7 +41,7 @@ typedef struct {
     const char *device;    /* "cpu" | "cuda" | NULL: cuda when built with it and a GPU is visible */
     /* memory */
     int checkpoint;        /* per-layer activation checkpointing (recompute in backward) */
-    int64_t mlp_tile;      /* TiledMLP: rows per MLP tile, 0 = off */
+    int64_t mlp_tile;      /* TiledMLP: rows per MLP tile, 0 = off, PLAN_MLP_AUTO (default): the planner's */
     int offload_checkpoints; /* saved layer inputs (and kept attention) in pinned host memory */
     double gpu_mem;        /* GiB per GPU to plan against (0: the GPU's total on CUDA, no limit on CPU) */
     double host_mem;       /* GiB of host memory per node to plan against (0: no check) */
@@ -96,7 +96,12 @@ int ul_agree(int rc, UlError *e);
 
 /* The memory plan of a training run (train/plan.h) from its options. */
 void ul_plan_input(const TrainOptions *o, const ModelConfig *c, size_t act_bytes, int cuda, PlanInput *in);
-/* Plans the run and checks it against --gpu-mem (or the GPU's total memory) and --host-mem:
+/* --tiled-mlp S: "auto" (PLAN_MLP_AUTO), "off" (0) or rows >= 0 into *rows; NULL: unchanged.
+ * The error names the flag. */
+int ul_parse_tiled_mlp(const char *s, int64_t *rows, UlError *e);
+/* Plans the run and checks it against --gpu-mem (or the smallest GPU's total memory,
+ * agreed over the job: collective on CUDA) and --host-mem; an auto TiledMLP tile is
+ * chosen for that limit (p->mlp_tile):
  * 0 when it fits; else -1 with e naming the flag, the largest items and what to change.
  * Identical on every rank. */
 int ul_plan_check(const TrainOptions *o, const ModelConfig *c, const KernelOps *k, int on_gpu, Plan *p, UlError *e);

@@ -1,5 +1,7 @@
 /* train's memory plan (train/plan.h): its inputs from the options, and the up-front
  * refusal of a run that will not fit, with what to change. */
+#include <mpi.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "comm/comm.h"
@@ -21,7 +23,27 @@ void ul_plan_input(const TrainOptions *o, const ModelConfig *c, size_t act_bytes
     in->zero = (int)o->zero;
     in->offload_optimizer = o->offload_optimizer;
     in->eval = o->task && o->eval_every > 0;
+    in->save_state = o->save_every > 0 || o->resume;
+    in->save_out = o->out != NULL;
     if (o->reserve_gib > 0) in->reserve_gib = o->reserve_gib;
+}
+
+int ul_parse_tiled_mlp(const char *s, int64_t *rows, UlError *e) {
+    if (!s) return 0;
+    if (strcmp(s, "auto") == 0) {
+        *rows = PLAN_MLP_AUTO;
+        return 0;
+    }
+    if (strcmp(s, "off") == 0) {
+        *rows = 0;
+        return 0;
+    }
+    char *end = NULL;
+    long long v = strtoll(s, &end, 10);
+    if (!*s || *end || v < 0)
+        return ul_err(e, "--tiled-mlp %s: expected auto, off, or rows per tile (an integer >= 0; 0 = off)", s);
+    *rows = v;
+    return 0;
 }
 
 static double gib(int64_t b) { return (double)b / PLAN_GIB; }
@@ -37,6 +59,18 @@ static size_t suggest(char *buf, size_t o, size_t n, const PlanInput *in, int64_
 int ul_plan_check(const TrainOptions *o, const ModelConfig *c, const KernelOps *k, int on_gpu, Plan *p, UlError *e) {
     PlanInput in;
     ul_plan_input(o, c, k->act_bytes, on_gpu, &in);
+    /* the limit: --gpu-mem, else the smallest GPU of the job (the auto TiledMLP tile is
+     * chosen from it: every rank must choose the same) */
+    int64_t lim = 0;
+    if (o->gpu_mem > 0)
+        lim = (int64_t)(o->gpu_mem * PLAN_GIB);
+    else if (on_gpu) {
+        long long mine = (long long)ul_cuda_mem_total_bytes(), least = 0;
+        int mrc = MPI_Allreduce(&mine, &least, 1, MPI_LONG_LONG, MPI_MIN, MPI_COMM_WORLD);
+        UL_ASSERT(mrc == MPI_SUCCESS, "MPI_Allreduce (the smallest GPU memory of the job) failed: %d", mrc);
+        lim = (int64_t)least;
+    }
+    in.dev_limit = lim;
     plan_compute(&in, p);
     int node_rank = 0, node_size = 1;
     ul_node_rank(&node_rank, &node_size);
@@ -45,7 +79,6 @@ int ul_plan_check(const TrainOptions *o, const ModelConfig *c, const KernelOps *
                       "memory plan: %.2f GiB of host memory per rank x %d ranks on this node is more than --host-mem "
                       "%.2f GiB (leave out --offload-checkpoints, or use more nodes)",
                       gib(p->host_total), node_size, o->host_mem);
-    int64_t lim = o->gpu_mem > 0 ? (int64_t)(o->gpu_mem * PLAN_GIB) : on_gpu ? (int64_t)ul_cuda_mem_total_bytes() : 0;
     if (lim <= 0 || p->dev_total <= lim) return 0;
     char lim_s[96], top[320], fix[400] = "";
     if (o->gpu_mem > 0)
@@ -63,9 +96,9 @@ int ul_plan_check(const TrainOptions *o, const ModelConfig *c, const KernelOps *
         q.offload_checkpoints = 1;
         f = suggest(fix, f, sizeof fix, &q, lim, in.checkpoint ? "--offload-checkpoints" : "--checkpoint 1 --offload-checkpoints");
     }
-    if (q.mlp_tile == 0) {
-        q.mlp_tile = 1024;
-        f = suggest(fix, f, sizeof fix, &q, lim, "... --tiled-mlp 1024");
+    if (q.mlp_tile != PLAN_MLP_AUTO) {
+        q.mlp_tile = PLAN_MLP_AUTO;
+        f = suggest(fix, f, sizeof fix, &q, lim, "... --tiled-mlp auto");
     }
     PlanInput s2 = in;
     s2.sp = in.sp * 2;
