@@ -57,7 +57,7 @@ void model_init(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *s
 
 void model_init_ex(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *sp_g, int64_t T_max, int recompute,
                    int64_t mlp_tile) {
-    ModelMemOpts o = {recompute, mlp_tile, 0};
+    ModelMemOpts o = {recompute, mlp_tile, 0, 0};
     model_init_opts(m, c, k, sp_g, T_max, &o);
 }
 
@@ -423,11 +423,13 @@ static void forward_layers(Model *m, const StepCtx *sc, int save) {
     int64_t L = c->num_layers;
     void *x = actstore_write(&m->xin, 0);
     SHARDS(fetch, 0);
+    SHARDS(prefetch, 1); /* layer 0's gather overlaps the embedding (and so on) */
     m->k->embedding_fwd(x, m->d_tok, m->P.wte, sc->t, c->hidden_size);
     if (save) actstore_saved(&m->xin, 0);
     for (int64_t l = 0; l < L; l++) {
         void *y = actstore_write(&m->xin, l + 1); /* with offload: slot (l+1) % ring, once xin[l-1] is out */
         SHARDS(fetch, 1 + l);
+        SHARDS(prefetch, 2 + l); /* the next layer, or the tail after the last */
         layer_fwd(m, sc, l, x, y, &m->acts[m->recompute ? 0 : l], 0);
         if (save) {
             actstore_saved(&m->xin, l + 1);
@@ -504,6 +506,7 @@ void model_step(Model *m, const LocalSeq *s, float dscale, int backward, double 
                 actstore_prefetch(&m->keep_lse, l - 1);
             }
             SHARDS(fetch, 1 + l); /* ZeRO-3: the layer's weights again, its gradient buffer */
+            if (l > 0) SHARDS(prefetch, l); /* the layer below, during this one's backward */
             SHARDS(grad_begin, 1 + l);
             if (m->recompute) layer_fwd(m, &sc, l, x, m->xscr, a, 1);
             layer_bwd(m, &sc, l, x, a);

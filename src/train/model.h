@@ -49,6 +49,9 @@ struct ModelShards {
     /* unit u's act weights gathered; binds m->P's tensors of unit u into them. They stay
      * valid until the second fetch of another unit (two gathered buffers). */
     void (*fetch)(ModelShards *s, Model *m, int64_t u);
+    /* unit u will be fetched next: its gather may start now, into the buffer that does not
+     * hold the unit fetched last (so only where the other buffer's unit is done with) */
+    void (*prefetch)(ModelShards *s, Model *m, int64_t u);
     /* binds m->G's tensors of unit u to an fp32 buffer to accumulate unit u's gradients of
      * this sample into (one buffer: one unit open at a time) */
     void (*grad_begin)(ModelShards *s, Model *m, int64_t u);

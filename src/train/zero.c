@@ -23,17 +23,35 @@ static void copy_f32(const KernelOps *k, float *dst, const float *src, int64_t n
 
 static ZeroOpt *zopt(ModelShards *s) { return (ZeroOpt *)(void *)((char *)s - offsetof(ZeroOpt, hooks)); }
 
+/* Unit u into the least recently used buffer, unless it is in one: [S * per_u] = the unit in
+ * flat order (+ padding). start: without the compute's wait (a prefetch). Returns the buffer. */
+static int z3_gather(ZeroOpt *z, int64_t u, int start) {
+    int b = z->wunit[0] == u ? 0 : z->wunit[1] == u ? 1 : -1;
+    if (b >= 0) return b;
+    const ZeroUnit *un = &z->units[u];
+    CommGroup *g = z->dev_shard;
+    b = z->wuse[0] <= z->wuse[1] ? 0 : 1;
+    (start ? g->ops->allgather_start : g->ops->allgather)(g, AOFF(z, z->wsl, un->so), z->wbuf[b], un->per,
+                                                          act_type(z->k));
+    z->wunit[b] = u;
+    z->wpend[b] = start;
+    return b;
+}
+
 static void z3_fetch(ModelShards *s, Model *m, int64_t u) {
     ZeroOpt *z = zopt(s);
-    const ZeroUnit *un = &z->units[u];
-    int b = z->wunit[0] == u ? 0 : z->wunit[1] == u ? 1 : -1;
-    if (b < 0) { /* refill the least recently used buffer: [S * per_u] = the unit in flat order (+ padding) */
-        b = z->wuse[0] <= z->wuse[1] ? 0 : 1;
-        z->dev_shard->ops->allgather(z->dev_shard, AOFF(z, z->wsl, un->so), z->wbuf[b], un->per, act_type(z->k));
-        z->wunit[b] = u;
+    int b = z3_gather(z, u, 0);
+    if (z->wpend[b]) { /* prefetched: the compute waits for it now */
+        z->dev_shard->ops->wait(z->dev_shard);
+        z->wpend[b] = 0;
     }
     z->wuse[b] = ++z->clock;
     ul_tensors_bind_unit(&m->P, &m->c, u, z->wbuf[b], z->k->act_bytes);
+}
+
+static void z3_prefetch(ModelShards *s, Model *m, int64_t u) {
+    (void)m;
+    z3_gather(zopt(s), u, 1); /* the buffer's last use stays older than the current unit's */
 }
 
 static void z3_grad_begin(ModelShards *s, Model *m, int64_t u) {
@@ -161,6 +179,7 @@ void zero_init(ZeroOpt *z, int stage, int offload, Model *m, const Mesh *mesh) {
         }
         z->gbuf = k->alloc(F32B(z->umax)); /* [umax] */
         z->hooks.fetch = z3_fetch;
+        z->hooks.prefetch = z3_prefetch;
         z->hooks.grad_begin = z3_grad_begin;
         z->hooks.grad_end = z3_grad_end;
         z->hooks.set_params = z3_set_params;

@@ -97,6 +97,7 @@ typedef struct {
     void *wbuf[2];     /* [umax] act: two gathered units */
     int64_t wunit[2];  /* the unit each holds (-1: none) */
     int64_t wuse[2], clock; /* last use of each: the least recently used one is refilled */
+    int wpend[2];      /* a prefetch gather into it the compute has not waited for yet */
     float *gbuf;       /* [umax] fp32: the open unit's gradients */
     int64_t umax;      /* the largest padded unit, S * per_u */
     ZeroBytes bytes;
