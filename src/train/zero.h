@@ -60,9 +60,11 @@
 
 /* Per-rank bytes of the training state (printed at startup; tests assert on them). */
 typedef struct {
-    int64_t weights; /* the act working copy of the weights (on the CPU also the stage-0 master) */
+    int64_t weights; /* the act working copy of the weights (on the CPU also the stage-0 master);
+                        stage 3: the act slice + 2 gathered units */
     int64_t master;  /* a separate fp32 master copy (stage 0 on CUDA: full; stages >= 1: the slice) */
-    int64_t grads;   /* fp32 gradient buffers: the accumulation buffer (+ the stage-2 slice) */
+    int64_t grads;   /* fp32 gradient buffers: the accumulation buffer (+ the stage-2 slice);
+                        stage 3: the slice + one unit's buffer */
     int64_t moments; /* AdamW m and v */
     int64_t host;    /* the part of the above in host memory (offload) */
 } ZeroBytes;
@@ -116,11 +118,14 @@ void zero_init(ZeroOpt *z, int stage, int offload, Model *m, const Mesh *mesh);
 /* Once, after the weights were set (random init or --init): the optimizer takes its
  * master slice from the model's fp32 master, and with hp/hm1/hm2 (full host buffers of
  * n elements, a resumed checkpoint; any may be NULL) the weights and moments come from
- * there. Stages >= 1 then drop the model's full fp32 master where it is separate. */
+ * there. Stages 1, 2 then drop the model's full fp32 master where it is separate. Stage 3:
+ * fresh weights already came through model_set_params (the set_params hook); hp is sliced
+ * per unit. */
 void zero_start(ZeroOpt *z, Model *m, const float *hp, const float *hm1, const float *hm2);
 /* Zeroes the step's gradient accumulation (the model's grads; stage 3: the slice). */
 void zero_clear_grads(ZeroOpt *z, Model *m);
-/* Reduction of m->grads (summed over the step's samples on this rank), clipping, AdamW
+/* Reduction of m->grads (summed over the step's samples on this rank; stage 3: the slice,
+ * reduce-scattered during the backward, is only all-reduced over the replicas), clipping, AdamW
  * (update = 0: skip the update, e.g. a step with no valid label), publication of the new
  * weights to the model's act copy. Returns the gradient norm before clipping. Collective
  * over the mesh. */
