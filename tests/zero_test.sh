@@ -56,37 +56,35 @@ compare() {
   check $? "$what: loss ($wl) or grad_norm ($wg) differ by more than ${TOL:-1e-5}"
 }
 
+# vs_zero0 LABEL "ZERO FLAGS|ZERO FLAGS|..." NP ARGS...: 10 steps with each set of ZeRO flags
+# against 10 steps with --zero 0 (MODEL: the config)
+vs_zero0() {
+  local label=$1 zs=$2 np=$3 z
+  shift 3
+  train "$np" "$@" --zero 0 --metrics ref.jsonl
+  check $? "$label np=$np $* --zero 0 failed"
+  IFS='|' read -r -a zl <<< "$zs"
+  for z in "${zl[@]}"; do
+    rm -f got.jsonl
+    train "$np" "$@" $z --metrics got.jsonl
+    check $? "$label np=$np $* $z failed"
+    compare ref.jsonl got.jsonl "$label np=$np $* $z vs --zero 0" 10
+  done
+}
+MESHES=("2 --sp 2" "4 --sp 2 --dp-shard 2" "4 --dp-shard 2 --dp-replicate 2" "3 --dp-shard 3")
+T="--batch 24 --grad-accum 2 --steps 10 --quiet"
+
 case "$CASE" in
 trajectory)
-  for mesh in "2 --sp 2" "4 --sp 2 --dp-shard 2" "4 --dp-shard 2 --dp-replicate 2" "3 --dp-shard 3"; do
-    set -- $mesh
-    np=$1; shift
-    T="--batch 24 --grad-accum 2 --steps 10 --quiet"
-    train "$np" $T "$@" --zero 0 --metrics ref.jsonl
-    check $? "np=$np $* --zero 0 failed"
-    for z in "--zero 1" "--zero 2" "--zero 1 --offload-optimizer" "--zero 2 --offload-optimizer"; do
-      rm -f got.jsonl
-      train "$np" $T "$@" $z --metrics got.jsonl
-      check $? "np=$np $* $z failed"
-      compare ref.jsonl got.jsonl "np=$np $* $z vs --zero 0" 10
-    done
+  for mesh in "${MESHES[@]}"; do
+    vs_zero0 "" "--zero 1|--zero 2|--zero 1 --offload-optimizer|--zero 2 --offload-optimizer" $mesh $T
   done
   ;;
 stage3)
-  for mesh in "2 --sp 2" "4 --sp 2 --dp-shard 2" "4 --dp-shard 2 --dp-replicate 2" "3 --dp-shard 3"; do
+  for mesh in "${MESHES[@]}"; do
     for MODEL in tiny.json tied.json; do
       for ck in 0 1; do
-        set -- $mesh
-        np=$1; shift
-        T="--batch 24 --grad-accum 2 --steps 10 --quiet --checkpoint $ck"
-        train "$np" $T "$@" --zero 0 --metrics ref.jsonl
-        check $? "$MODEL np=$np $* --zero 0 failed"
-        for z in "--zero 3" "--zero 3 --offload-optimizer"; do
-          rm -f got.jsonl
-          train "$np" $T "$@" $z --metrics got.jsonl
-          check $? "$MODEL np=$np $* $z failed"
-          compare ref.jsonl got.jsonl "$MODEL ck=$ck np=$np $* $z vs --zero 0" 10
-        done
+        vs_zero0 "$MODEL" "--zero 3|--zero 3 --offload-optimizer" $mesh $T --checkpoint $ck
       done
     done
   done
@@ -227,26 +225,12 @@ gpu)
   ngpu=$(nvidia-smi -L 2>/dev/null | wc -l)
   [ "$ngpu" -ge 2 ] && meshes="1|2 --sp 2|2 --dp-shard 2"
   IFS='|' read -r -a ms <<< "$meshes"
+  T="--batch 8 --grad-accum 2 --steps 10 --quiet --device cuda"
   for mesh in "${ms[@]}"; do
-    set -- $mesh
-    np=$1; shift
-    T="--batch 8 --grad-accum 2 --steps 10 --quiet --device cuda"
-    train "$np" $T "$@" --zero 0 --metrics ref.jsonl
-    check $? "np=$np $* --zero 0 failed"
-    for z in "--zero 1" "--zero 2" "--zero 1 --offload-optimizer" "--zero 2 --offload-optimizer" "--zero 3" \
-             "--zero 3 --offload-optimizer"; do
-      rm -f got.jsonl
-      train "$np" $T "$@" $z --metrics got.jsonl
-      check $? "np=$np $* $z failed"
-      compare ref.jsonl got.jsonl "cuda np=$np $* $z vs --zero 0" 10
-    done
+    vs_zero0 cuda "--zero 1|--zero 2|--zero 1 --offload-optimizer|--zero 2 --offload-optimizer|--zero 3|--zero 3 --offload-optimizer" \
+      $mesh $T
     # stage 3 with the tied embedding (gathered at both ends) and per-layer recompute
-    MODEL=tied.json train "$np" $T "$@" --checkpoint 1 --zero 0 --metrics ref.jsonl
-    check $? "tied np=$np $* --zero 0 failed"
-    rm -f got.jsonl
-    MODEL=tied.json train "$np" $T "$@" --checkpoint 1 --zero 3 --metrics got.jsonl
-    check $? "tied np=$np $* --zero 3 failed"
-    compare ref.jsonl got.jsonl "cuda tied --checkpoint 1 np=$np $* --zero 3 vs --zero 0" 10
+    MODEL=tied.json vs_zero0 "cuda tied" "--zero 3" $mesh $T --checkpoint 1
   done
   ;;
 *) echo "unknown case $CASE"; exit 2 ;;
