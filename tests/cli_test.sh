@@ -100,9 +100,8 @@ badinput)
   expect 2 "shorter than --sp" train --model tiny.json --data data.tok --seq-len 1 --steps 2 --sp 2 --batch 2
   expect 1 "no-such-dir" $T --model tiny.json --init no-such-dir
   expect 3 "attention heads" $T --model tiny.json --sp 3 --batch 3
-  expect 2 "\-\-zero 3: parameter sharding" $T --model tiny.json --zero 3
   expect 2 "\-\-zero 5: expected 0, 1, 2 or 3" $T --model tiny.json --zero 5
-  expect 2 "\-\-offload-optimizer: needs \-\-zero 1 or 2" $T --model tiny.json --offload-optimizer
+  expect 2 "\-\-offload-optimizer: needs \-\-zero 1, 2 or 3" $T --model tiny.json --offload-optimizer
   expect 2 "kv heads" train --model kv3.json --data data.tok --seq-len 64 --steps 2 --sp 2 --batch 2
   # --plot without a working gnuplot: refused before training (UL_GNUPLOT names a stand-in
   # that fails; PATH cannot be used: mpirun started by absolute path puts its own bin first)
@@ -148,6 +147,18 @@ plan)
   for k in "layer inputs" "master weights fp32" "AdamW m + v" "per GPU total" "largest seq_len that fits"; do
     grep -q "$k" p.txt; check $? "plan output lacks '$k'"
   done
+  # stage 3: sharded weights, two gathered units, one unit's gradients; less per GPU than stage 2
+  for z in 2 3; do
+    "$BIN" plan --model tiny.json --gpus 2 --sp 2 --seq-len 4096 --checkpoint 1 --device cpu --zero $z > pz$z.txt 2> e.txt
+    check $? "plan --zero $z failed: $(cat e.txt)"
+  done
+  for k in "weights working copy (shard)" "gathered unit weights (x2)" "gradients of one unit fp32"; do
+    grep -q "$k" pz3.txt; check $? "plan --zero 3 output lacks '$k'"
+  done
+  t2=$(sed -n 's/^per GPU total: .*(\([0-9]*\) bytes)/\1/p' pz2.txt)
+  t3=$(sed -n 's/^per GPU total: .*(\([0-9]*\) bytes)/\1/p' pz3.txt)
+  echo "plan: per GPU --zero 2 $t2 bytes, --zero 3 $t3 bytes"
+  check $([ -n "$t3" ] && [ "$t3" -lt "$t2" ]; echo $?) "plan: --zero 3 ($t3) not below --zero 2 ($t2)"
   prev=0
   for g in 0.001 0.01 0.1 1; do
     n=$("$BIN" plan --model tiny.json --gpus 2 --sp 2 --seq-len 64 --checkpoint 2 --offload-checkpoints --device cpu --gpu-mem $g |

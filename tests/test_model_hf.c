@@ -39,7 +39,7 @@ int main(int argc, char **argv) {
      * the same loss and gradients as variant 0 (rel <= 1e-5). */
     for (int variant = 0; variant <= 5; variant++) {
         int recompute = variant == 3 || variant == 5 ? 2 : variant >= 1;
-        ModelMemOpts mo = {recompute, variant == 2 ? 7 : 0, variant >= 4};
+        ModelMemOpts mo = {recompute, variant == 2 ? 7 : 0, variant >= 4, 0};
         Model m;
         model_init_opts(&m, c, ul_kernels_cpu(), NULL, f.T, &mo);
         model_set_params(&m, f.weights);

@@ -3,11 +3,17 @@
 #   trajectory  --zero 1 / 2, with and without --offload-optimizer, give the 10-step trajectory
 #               of --zero 0 on the same mesh (loss and grad_norm per step within 1e-5 relative),
 #               on sp=2; sp=2 x dp_shard=2; dp_shard=2 x dp_replicate=2; dp_shard=3 (padded slices)
-#   memory      the per-rank state bytes of the startup log shrink as the stage says
+#   stage3      the same for --zero 3 with and without --offload-optimizer, on the same meshes,
+#               with --checkpoint 0 and 1, untied and tied embeddings
+#   memory      the per-rank state bytes of the startup log shrink as the stage says, and what
+#               model and optimizer allocated equals the memory plan's exact items (stages 0-3)
 #   resume      a checkpoint saved with --zero 2 resumes with --zero 0 (and the other ways round,
-#               on other meshes, with offload) and continues the uninterrupted run
-#   gpu         the trajectory check on CUDA (bf16 weights, NCCL; within 2e-3): 1 GPU, and
-#               sp=2 on 2 GPUs when present; exits 77 (skipped) without a GPU
+#               on other meshes, with offload, and with --zero 3) and continues the uninterrupted run
+#   eval3       --zero 3 with --task kv evaluations (a number of eval samples that the DP
+#               indices do not divide) and --out: the evaluations of --zero 0, and a model
+#               that continues like --zero 0's
+#   gpu         the trajectory check on CUDA (bf16 weights, NCCL; within 2e-3), stages 1-3: 1 GPU,
+#               and sp=2, dp_shard=2 on 2 GPUs when present; exits 77 (skipped) without a GPU
 set -u
 HERE=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")") # before any cd
 BIN=$(readlink -f "$1")
@@ -23,12 +29,13 @@ cat > tiny.json <<JSON
  "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
  "rms_norm_eps": 1e-5, "tie_word_embeddings": false, "rope_theta": 10000.0}
 JSON
+sed -e 's/"tie_word_embeddings": false/"tie_word_embeddings": true/' tiny.json > tied.json
 corpus 200
 
-train() { # train NP ARGS...
+train() { # train NP ARGS... (MODEL: the config, default tiny.json)
   local np=$1; shift
-  OMP_NUM_THREADS=1 $MPIRUN -np "$np" "$BIN" train --model tiny.json --data data.tok --seq-len 96 --lr 3e-3 \
-    --warmup 2 --seed 11 "$@"
+  OMP_NUM_THREADS=1 $MPIRUN -np "$np" "$BIN" train --model "${MODEL:-tiny.json}" --data data.tok --seq-len 96 \
+    --lr 3e-3 --warmup 2 --seed 11 "$@"
 }
 field() { sed -e "s/.*\"$2\": \([-0-9.e+]*\).*/\1/" "$1"; }
 # worst relative difference of field K between two metrics files (same number of lines)
@@ -49,19 +56,36 @@ compare() {
   check $? "$what: loss ($wl) or grad_norm ($wg) differ by more than ${TOL:-1e-5}"
 }
 
+# vs_zero0 LABEL "ZERO FLAGS|ZERO FLAGS|..." NP ARGS...: 10 steps with each set of ZeRO flags
+# against 10 steps with --zero 0 (MODEL: the config)
+vs_zero0() {
+  local label=$1 zs=$2 np=$3 z
+  shift 3
+  train "$np" "$@" --zero 0 --metrics ref.jsonl
+  check $? "$label np=$np $* --zero 0 failed"
+  IFS='|' read -r -a zl <<< "$zs"
+  for z in "${zl[@]}"; do
+    rm -f got.jsonl
+    train "$np" "$@" $z --metrics got.jsonl
+    check $? "$label np=$np $* $z failed"
+    compare ref.jsonl got.jsonl "$label np=$np $* $z vs --zero 0" 10
+  done
+}
+MESHES=("2 --sp 2" "4 --sp 2 --dp-shard 2" "4 --dp-shard 2 --dp-replicate 2" "3 --dp-shard 3")
+T="--batch 24 --grad-accum 2 --steps 10 --quiet"
+
 case "$CASE" in
 trajectory)
-  for mesh in "2 --sp 2" "4 --sp 2 --dp-shard 2" "4 --dp-shard 2 --dp-replicate 2" "3 --dp-shard 3"; do
-    set -- $mesh
-    np=$1; shift
-    T="--batch 24 --grad-accum 2 --steps 10 --quiet"
-    train "$np" $T "$@" --zero 0 --metrics ref.jsonl
-    check $? "np=$np $* --zero 0 failed"
-    for z in "--zero 1" "--zero 2" "--zero 1 --offload-optimizer" "--zero 2 --offload-optimizer"; do
-      rm -f got.jsonl
-      train "$np" $T "$@" $z --metrics got.jsonl
-      check $? "np=$np $* $z failed"
-      compare ref.jsonl got.jsonl "np=$np $* $z vs --zero 0" 10
+  for mesh in "${MESHES[@]}"; do
+    vs_zero0 "" "--zero 1|--zero 2|--zero 1 --offload-optimizer|--zero 2 --offload-optimizer" $mesh $T
+  done
+  ;;
+stage3)
+  for mesh in "${MESHES[@]}"; do
+    for MODEL in tiny.json tied.json; do
+      for ck in 0 1; do
+        vs_zero0 "$MODEL" "--zero 3|--zero 3 --offload-optimizer" $mesh $T --checkpoint $ck
+      done
     done
   done
   ;;
@@ -71,11 +95,17 @@ memory)
   for mesh in "4 --sp 2 --dp-shard 2" "3 --dp-shard 3"; do
     set -- $mesh
     np=$1; shift
-    for z in 0 1 2 2o; do
+    for z in 0 1 2 2o 3 3o; do
       zf="--zero ${z%o}"
-      [ "$z" = 2o ] && zf="$zf --offload-optimizer"
+      [ "$z" != "${z%o}" ] && zf="$zf --offload-optimizer"
       train "$np" --batch 12 --steps 1 "$@" $zf --metrics m.jsonl 2> log$z.txt
       check $? "np=$np $* $zf failed"
+      # what model_init + zero_init allocated through the backend = the plan's exact items
+      got=$(sed -n 's/.*allocated \([0-9]*\) device + \([0-9]*\) host bytes (plan: \([0-9]*\) + \([0-9]*\)).*/\1 \2 \3 \4/p' log$z.txt)
+      set -- $got
+      check $([ $# -eq 4 ] && [ "$1" = "$3" ] && [ "$2" = "$4" ]; echo $?) "np=$np $zf: allocated vs plan: '$got'"
+      set -- $mesh
+      shift
     done
     N=$(sed -n -e 's/.*slice [0-9]* of \([0-9]*\) params.*/\1/p' log0.txt)
     S=$np
@@ -97,6 +127,33 @@ memory)
     chk "zero 2 grads" "$(bytes grads log2.txt)" $((4 * per * S + 4 * per))
     chk "zero 1 host" "$(bytes host log1.txt)" 0
     chk "zero 2 offload host (master, m, v, gradient slice)" "$(bytes host log2o.txt)" $((16 * per))
+    # stage 3: the gather units of tiny.json (core/params.h; V 256, D 32, I 64, 4 heads and 2 kv
+    # heads of 8): the embedding V*D; each of the 2 layers 2 norms D, q and o D*32, k and v
+    # D*16, the MLP 3*D*I; the tail D + V*D (untied lm_head). Each unit is padded to a multiple
+    # of S and split: the slice is the sum of the chunks, umax the largest padded unit.
+    V=256 D=32 I=64
+    units="$((V * D)) $((2 * D + 2 * D * 32 + 2 * D * 16 + 3 * D * I))"
+    units="$units ${units#* } $((D + V * D))"
+    sum=0 per3=0 umax=0
+    for n in $units; do
+      pu=$(( (n + S - 1) / S ))
+      sum=$((sum + n)) per3=$((per3 + pu))
+      [ $((pu * S)) -gt $umax ] && umax=$((pu * S))
+    done
+    echo "np=$np $*: stage-3 units $units, slice $per3, largest padded unit $umax"
+    chk "the units' sum (the parameter count)" $sum "$N"
+    chk "zero 3 slice" "$(sed -n -e 's/.*zero 3: .* slice \([0-9]*\) of.*/\1/p' log3.txt)" $per3
+    for z in 3 3o; do
+      chk "zero $z weights (act slice + 2 gathered units)" "$(bytes weights log$z.txt)" $((4 * (per3 + 2 * umax)))
+      chk "zero $z master" "$(bytes master log$z.txt)" $((4 * per3))
+      chk "zero $z grads (slice + one unit's buffer)" "$(bytes grads log$z.txt)" $((4 * (per3 + umax)))
+      chk "zero $z moments" "$(bytes moments log$z.txt)" $((8 * per3))
+    done
+    chk "zero 3 host" "$(bytes host log3.txt)" 0
+    chk "zero 3 offload host (master, m, v, gradient slice)" "$(bytes host log3o.txt)" $((16 * per3))
+    w2=$(bytes weights log2.txt) w3=$(bytes weights log3.txt) g2=$(bytes grads log2.txt) g3=$(bytes grads log3.txt)
+    check $([ "$w3" -lt "$w2" ] && [ "$g3" -lt "$g2" ]; echo $?) \
+      "np=$np $*: zero 3 weights/grads ($w3/$g3) not below zero 2's ($w2/$g2)"
     # the optimizer state per rank shrinks S-fold (up to the padding)
     m0=$(bytes moments log0.txt)
     m1=$(bytes moments log1.txt)
@@ -111,7 +168,10 @@ resume)
   for pair in "2 --sp 2 --zero 2|2 --sp 2 --zero 0" \
               "2 --sp 2 --zero 0|4 --sp 2 --dp-shard 2 --zero 2 --offload-optimizer" \
               "3 --dp-shard 3 --zero 1 --offload-optimizer|2 --dp-shard 2 --zero 2" \
-              "4 --dp-shard 2 --dp-replicate 2 --zero 2|1 --zero 0"; do
+              "4 --dp-shard 2 --dp-replicate 2 --zero 2|1 --zero 0" \
+              "2 --sp 2 --zero 3|2 --sp 2 --zero 0" \
+              "2 --sp 2 --zero 0|4 --sp 2 --dp-shard 2 --zero 3 --offload-optimizer" \
+              "3 --dp-shard 3 --zero 3 --checkpoint 1|4 --dp-shard 2 --dp-replicate 2 --zero 3"; do
     save=${pair%|*}
     res=${pair#*|}
     rm -rf ck m.jsonl
@@ -129,6 +189,32 @@ resume)
     compare straight.jsonl m.jsonl "save [$save] -> resume [$res], steps 1..10 vs straight" 10
   done
   ;;
+eval3)
+  sed -e 's/"vocab_size": 256/"vocab_size": 200/' tiny.json > kv.json
+  sed -e 's/"tie_word_embeddings": false/"tie_word_embeddings": true/' kv.json > kvt.json
+  for MODEL in kv.json kvt.json; do
+    # 3 DP indices, 4 eval samples: the ZeRO-3 gathers need every rank to run as many forwards
+    K="--model $MODEL --task kv --seq-len 256 --batch 3 --steps 4 --lr 3e-3 --eval-every 2 --eval-samples 4 --seed 3 --quiet"
+    for z in 0 3; do
+      rm -rf out$z
+      OMP_NUM_THREADS=1 $MPIRUN -np 3 "$BIN" train $K --dp-shard 3 --zero $z --metrics e$z.jsonl --out out$z
+      check $? "$MODEL kv --zero $z failed"
+    done
+    check $([ "$(grep -c eval_loss e3.jsonl)" -eq 2 ]; echo $?) "$MODEL: --zero 3 ran $(grep -c eval_loss e3.jsonl) evaluations, expected 2"
+    grep eval_loss e0.jsonl > a.jsonl
+    grep eval_loss e3.jsonl > b.jsonl
+    wl=$(worst a.jsonl b.jsonl eval_loss)
+    echo "$MODEL kv eval --zero 3 vs --zero 0: eval_loss worst rel diff $wl"
+    awk -v l="$wl" 'BEGIN { exit !(l <= 1e-5) }'
+    check $? "$MODEL: --zero 3 evaluations differ from --zero 0's by $wl"
+    # --out: the written models continue alike (one more step from each, --zero 0)
+    for z in 0 3; do
+      OMP_NUM_THREADS=1 $MPIRUN -np 1 "$BIN" train $K --steps 1 --init out$z --metrics i$z.jsonl
+      check $? "$MODEL: training from --out of --zero $z failed"
+    done
+    compare i0.jsonl i3.jsonl "$MODEL: one step from --zero 3's --out vs --zero 0's" 1
+  done
+  ;;
 gpu)
   train 1 --batch 4 --steps 1 --device cuda --quiet > g.out 2>&1
   rc=$?
@@ -139,18 +225,12 @@ gpu)
   ngpu=$(nvidia-smi -L 2>/dev/null | wc -l)
   [ "$ngpu" -ge 2 ] && meshes="1|2 --sp 2|2 --dp-shard 2"
   IFS='|' read -r -a ms <<< "$meshes"
+  T="--batch 8 --grad-accum 2 --steps 10 --quiet --device cuda"
   for mesh in "${ms[@]}"; do
-    set -- $mesh
-    np=$1; shift
-    T="--batch 8 --grad-accum 2 --steps 10 --quiet --device cuda"
-    train "$np" $T "$@" --zero 0 --metrics ref.jsonl
-    check $? "np=$np $* --zero 0 failed"
-    for z in "--zero 1" "--zero 2" "--zero 1 --offload-optimizer" "--zero 2 --offload-optimizer"; do
-      rm -f got.jsonl
-      train "$np" $T "$@" $z --metrics got.jsonl
-      check $? "np=$np $* $z failed"
-      compare ref.jsonl got.jsonl "cuda np=$np $* $z vs --zero 0" 10
-    done
+    vs_zero0 cuda "--zero 1|--zero 2|--zero 1 --offload-optimizer|--zero 2 --offload-optimizer|--zero 3|--zero 3 --offload-optimizer" \
+      $mesh $T
+    # stage 3 with the tied embedding (gathered at both ends) and per-layer recompute
+    MODEL=tied.json vs_zero0 "cuda tied" "--zero 3" $mesh $T --checkpoint 1
   done
   ;;
 *) echo "unknown case $CASE"; exit 2 ;;

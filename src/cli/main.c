@@ -85,11 +85,12 @@ static int cmd_train(int argc, char **argv) {
         {"--host-mem", FLAG_DOUBLE, &o.host_mem, "GiB", "host memory per node the plan must fit (default: no check)"},
         {"--reserve-gib", FLAG_DOUBLE, &o.reserve_gib, "GiB",
          "CUDA context + cuBLASLt + NCCL reserve counted in the plan (default 2)"},
-        {"--zero", FLAG_INT, &o.zero, "0|1|2",
+        {"--zero", FLAG_INT, &o.zero, "0|1|2|3",
          "ZeRO over the shard group (dp-shard x sp ranks): 1 shards the fp32 master weights and AdamW moments, 2 "
-         "also reduce-scatters the gradients (default 0: replicated; 3 is not implemented)"},
+         "also reduce-scatters the gradients, 3 also shards the weights (gathered per layer, gradients "
+         "reduce-scattered per layer) (default 0: replicated)"},
         {"--offload-optimizer", FLAG_BOOL, &o.offload_optimizer, NULL,
-         "with --zero 1|2: keep the fp32 master slice and AdamW moments in (pinned) host memory, updated by a "
+         "with --zero 1|2|3: keep the fp32 master slice and AdamW moments in (pinned) host memory, updated by a "
          "multithreaded CPU AdamW"},
         {"--out", FLAG_STRING, &o.out, "DIR", "write the trained model here (config.json + model.safetensors)"},
         {"--save-dtype", FLAG_STRING, &o.save_dtype, "f32|bf16", "dtype of the written weights (default f32)"},

@@ -23,6 +23,12 @@ typedef struct CommOps {
     void (*reduce_scatter_sum)(CommGroup *g, const void *send, void *recv, int64_t n, UlCommType type);
     /* recv[n*size] = concat over ranks of send[n]. */
     void (*allgather)(CommGroup *g, const void *send, void *recv, int64_t n, UlCommType type);
+    /* allgather whose result later work does not wait for until wait(g): NCCL runs it on the
+     * group's stream after the compute queued so far and returns, so compute issued next
+     * overlaps it (a prefetch); MPI runs it at once. */
+    void (*allgather_start)(CommGroup *g, const void *send, void *recv, int64_t n, UlCommType type);
+    /* the compute issued from now on waits for every collective issued on g so far */
+    void (*wait)(CommGroup *g);
     void (*broadcast)(CommGroup *g, void *buf, size_t bytes, int root);
     void (*barrier)(CommGroup *g);
     /* Seconds this group's collectives took since the previous call (0 at first): wall

@@ -70,6 +70,8 @@ static void mpi_allgather_raw(CommGroup *g, const void *send, void *recv, int64_
     MPI_CHECK(MPI_Allgather(send, (int)n, T(t), recv, (int)n, T(t), C(g)));
 }
 
+static void mpi_wait(CommGroup *g) { (void)g; } /* MPI collectives complete when they return */
+
 static void mpi_broadcast_raw(CommGroup *g, void *buf, size_t bytes, int root) {
     for (size_t off = 0; off < bytes; off += (size_t)UL_MPI_CHUNK) {
         size_t k = bytes - off < (size_t)UL_MPI_CHUNK ? bytes - off : (size_t)UL_MPI_CHUNK;
@@ -110,6 +112,8 @@ static const CommOps MPI_OPS = {
     .allreduce_sum = mpi_allreduce_sum,
     .reduce_scatter_sum = mpi_reduce_scatter_sum,
     .allgather = mpi_allgather,
+    .allgather_start = mpi_allgather,
+    .wait = mpi_wait,
     .broadcast = mpi_broadcast,
     .barrier = mpi_barrier,
     .take_seconds = mpi_take_seconds,

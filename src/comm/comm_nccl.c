@@ -74,10 +74,14 @@ static cudaStream_t enter(NcclGroup *n) {
     CUDA_CHECK(cudaEventRecord(n->tev[2 * n->tn], n->stream));
     return n->stream;
 }
-static void leave(NcclGroup *n) {
+/* the end of the collective enter() started: its timing pair, and `done` */
+static void mark_end(NcclGroup *n) {
     CUDA_CHECK(cudaEventRecord(n->tev[2 * n->tn + 1], n->stream));
     n->tn++;
     CUDA_CHECK(cudaEventRecord(n->done, n->stream));
+}
+static void leave(NcclGroup *n) {
+    mark_end(n);
     CUDA_CHECK(cudaStreamWaitEvent(n->compute, n->done, 0));
 }
 
@@ -137,6 +141,17 @@ static void nccl_allgather(CommGroup *g, const void *send, void *recv, int64_t c
     leave(n);
 }
 
+/* as nccl_allgather without the compute stream's wait: nccl_wait adds it */
+static void nccl_allgather_start(CommGroup *g, const void *send, void *recv, int64_t count, UlCommType t) {
+    NcclGroup *n = G(g);
+    cudaStream_t s = enter(n);
+    NCCL_CHECK(ncclAllGather(send, recv, (size_t)count, T(t), n->comm, s));
+    mark_end(n);
+}
+
+/* done marks the group stream's last collective; the stream runs them in order */
+static void nccl_wait(CommGroup *g) { CUDA_CHECK(cudaStreamWaitEvent(G(g)->compute, G(g)->done, 0)); }
+
 static void nccl_broadcast(CommGroup *g, void *buf, size_t bytes, int root) {
     NcclGroup *n = G(g);
     cudaStream_t s = enter(n);
@@ -157,6 +172,8 @@ static const CommOps NCCL_OPS = {
     .allreduce_sum = nccl_allreduce_sum,
     .reduce_scatter_sum = nccl_reduce_scatter_sum,
     .allgather = nccl_allgather,
+    .allgather_start = nccl_allgather_start,
+    .wait = nccl_wait,
     .broadcast = nccl_broadcast,
     .barrier = nccl_barrier,
     .take_seconds = nccl_take_seconds,

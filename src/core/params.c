@@ -76,3 +76,53 @@ void ul_tensors_free(ModelTensors *t) {
     free(t->layers);
     t->layers = NULL;
 }
+
+int64_t ul_param_unit_count(const ModelConfig *c) { return c->num_layers + 2; }
+
+void ul_param_unit(const ModelConfig *c, int64_t u, int64_t *offset, int64_t *numel) {
+    int64_t L = c->num_layers;
+    UL_ASSERT(u >= 0 && u <= L + 1, "parameter unit %lld out of range", (long long)u);
+    int64_t head = 0, layer = 0, tail = 0;
+#define UL_X(f, n, r, k, dcy) head += (int64_t)(r) * (int64_t)(k);
+    UL_PARAMS_HEAD(UL_X)
+#undef UL_X
+#define UL_X(f, n, r, k, dcy) layer += (int64_t)(r) * (int64_t)(k);
+    UL_PARAMS_LAYER(UL_X)
+#undef UL_X
+#define UL_X(f, n, r, k, dcy) tail += (int64_t)(r) * (int64_t)(k);
+    UL_PARAMS_TAIL(UL_X)
+#undef UL_X
+    if (u == 0) {
+        *offset = 0;
+        *numel = head;
+    } else if (u <= L) {
+        *offset = head + (u - 1) * layer;
+        *numel = layer;
+    } else {
+        *offset = head + L * layer;
+        *numel = tail;
+    }
+}
+
+void ul_tensors_bind_unit(ModelTensors *t, const ModelConfig *c, int64_t u, void *unit_base, size_t eb) {
+    int64_t L = c->num_layers, off = 0;
+    UL_ASSERT(u >= 0 && u <= L + 1, "parameter unit %lld out of range", (long long)u);
+#define UL_U(dst, r, k)                                 \
+    dst = (char *)unit_base + (size_t)off * eb;         \
+    off += (int64_t)(r) * (int64_t)(k);
+#define UL_G(f, n, r, k, dcy) UL_U(t->f, r, k)
+#define UL_L(f, n, r, k, dcy) UL_U(t->layers[u - 1].f, r, k)
+    if (u == 0) {
+        UL_PARAMS_HEAD(UL_G)
+        if (c->tie_word_embeddings) t->lm_head = t->wte;
+    } else if (u <= L) {
+        UL_PARAMS_LAYER(UL_L)
+    } else {
+        void *lm = t->lm_head;
+        UL_PARAMS_TAIL(UL_G)
+        if (c->tie_word_embeddings) t->lm_head = lm;
+    }
+#undef UL_G
+#undef UL_L
+#undef UL_U
+}

@@ -72,4 +72,14 @@ void ul_param_info(const ModelConfig *c, int64_t i, ParamInfo *out);
 void ul_tensors_bind(ModelTensors *t, const ModelConfig *c, void *base, size_t elem_bytes);
 void ul_tensors_free(ModelTensors *t);
 
+/* Units (the ZeRO-3 gather units, train/zero.h): contiguous ranges of the flat order.
+ * Unit 0 is the embedding, unit 1 + l decoder layer l, unit L + 1 the tail (final norm and,
+ * when untied, lm_head). ul_param_unit gives unit u's [offset, offset + numel) range. */
+int64_t ul_param_unit_count(const ModelConfig *c);
+void ul_param_unit(const ModelConfig *c, int64_t u, int64_t *offset, int64_t *numel);
+/* Points the tensors of unit u in t (bound with ul_tensors_bind, any base) into unit_base,
+ * which holds the unit's range alone ([numel] elements of elem_bytes). With a tied embedding
+ * unit 0 also sets lm_head (= wte), and unit L + 1 leaves it. */
+void ul_tensors_bind_unit(ModelTensors *t, const ModelConfig *c, int64_t u, void *unit_base, size_t elem_bytes);
+
 #endif

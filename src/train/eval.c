@@ -44,18 +44,28 @@ static void row(void *u, int64_t i, const float *lg, int64_t V) {
     }
 }
 
+static void skip_row(void *u, int64_t i, const float *lg, int64_t V) {
+    (void)u;
+    (void)i;
+    (void)lg;
+    (void)V;
+}
+
 void eval_run(Model *m, Mesh *mesh, const SampleSource *src, int64_t T, int64_t first_g, int64_t n,
               EvalResult *r) {
     memset(r, 0, sizeof *r);
     int32_t *dist = malloc((size_t)T * sizeof(int32_t)); /* [T] */
     Sample s = {0};
-    for (int64_t j = mesh->r_dp; j < n; j += mesh->dp) {
-        source_sample(src, first_g + j, &s, dist);
+    /* ZeRO-3: the forward gathers the weights over the shard group (several DP indices), so
+     * every rank runs the same number of forwards: the ones past n repeat a sample, unscored */
+    int64_t end = m->shards && n > 0 ? (n + mesh->dp - 1) / mesh->dp * mesh->dp : n;
+    for (int64_t j = mesh->r_dp; j < end; j += mesh->dp) {
+        source_sample(src, first_g + j % n, &s, dist);
         int64_t t = s.T / mesh->sp, off = mesh->r_sp * t;
         LocalSeq ls = {.T = s.T, .tokens = s.tokens + off, .labels = s.labels + off, .pos = s.pos + off,
                        .cu_seqlens = s.cu_seqlens, .n_docs = s.n_docs, .offset = off};
         RowCtx c = {ls.labels, dist, off, T, r};
-        model_eval(m, &ls, row, &c);
+        model_eval(m, &ls, j < n ? row : skip_row, &c);
     }
     /* sum everything over the world: the struct is doubles up to T */
     double *all = (double *)r;

@@ -12,6 +12,11 @@
 #define ACT(n) (m->k->alloc((size_t)(n) * m->k->act_bytes))
 #define F32(n) ((float *)m->k->alloc((size_t)(n) * sizeof(float)))
 #define AO(p, n) ((void *)((char *)(p) + (size_t)(n) * m->k->act_bytes))
+/* ZeRO-3 unit hooks (ModelShards); nothing without sharding */
+#define SHARDS(fn, u)                                          \
+    do {                                                       \
+        if (m->shards) m->shards->fn(m->shards, m, (int64_t)(u)); \
+    } while (0)
 
 static void acts_alloc(Model *m, LayerActs *a) {
     const ModelConfig *c = &m->c;
@@ -52,7 +57,7 @@ void model_init(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *s
 
 void model_init_ex(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *sp_g, int64_t T_max, int recompute,
                    int64_t mlp_tile) {
-    ModelMemOpts o = {recompute, mlp_tile, 0};
+    ModelMemOpts o = {recompute, mlp_tile, 0, 0};
     model_init_opts(m, c, k, sp_g, T_max, &o);
 }
 
@@ -86,10 +91,12 @@ void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGro
     int64_t rows_I = m->mlp_tile ? m->mlp_tile : t; /* rows of the [*, I] buffers */
 
     m->n_params = ul_param_numel(c);
-    m->n_alloc = m->n_params;
-    m->params = F32(m->n_alloc);
-    m->grads = F32(m->n_alloc);
-    m->wact = k->act_bytes == sizeof(float) ? (void *)m->params : ACT(m->n_alloc);
+    m->n_alloc = o->sharded ? 0 : m->n_params; /* ZeRO-3: the parameters live in train/zero.c's units */
+    if (!o->sharded) {
+        m->params = F32(m->n_alloc);
+        m->grads = F32(m->n_alloc);
+        m->wact = k->act_bytes == sizeof(float) ? (void *)m->params : ACT(m->n_alloc);
+    }
     ul_tensors_bind(&m->P, c, m->wact, k->act_bytes);
     ul_tensors_bind(&m->G, c, m->grads, sizeof(float));
 
@@ -207,6 +214,10 @@ void model_drop_master(Model *m) {
 }
 
 void model_set_params(Model *m, const float *host) {
+    if (m->shards) {
+        m->shards->set_params(m->shards, m, host);
+        return;
+    }
     UL_ASSERT(m->params, "model_set_params: the fp32 master is sharded (ZeRO)");
     m->k->upload(m->params, host, (size_t)m->n_params * sizeof(float));
     model_params_updated(m);
@@ -425,10 +436,14 @@ static void forward_layers(Model *m, const StepCtx *sc, int save) {
     const ModelConfig *c = &m->c;
     int64_t L = c->num_layers;
     void *x = actstore_write(&m->xin, 0);
+    SHARDS(fetch, 0);
+    SHARDS(prefetch, 1); /* layer 0's gather overlaps the embedding (and so on) */
     m->k->embedding_fwd(x, m->d_tok, m->P.wte, sc->t, c->hidden_size);
     if (save) actstore_saved(&m->xin, 0);
     for (int64_t l = 0; l < L; l++) {
         void *y = actstore_write(&m->xin, l + 1); /* with offload: slot (l+1) % ring, once xin[l-1] is out */
+        SHARDS(fetch, 1 + l);
+        SHARDS(prefetch, 2 + l); /* the next layer, or the tail after the last */
         layer_fwd(m, sc, l, x, y, &m->acts[m->recompute ? 0 : l], 0);
         if (save) {
             actstore_saved(&m->xin, l + 1);
@@ -439,6 +454,10 @@ static void forward_layers(Model *m, const StepCtx *sc, int save) {
         }
         x = y;
     }
+    SHARDS(fetch, L + 1);
+    /* the head's weights: lm_head is the embedding's when tied (unconditionally, before any
+     * tile is skipped for lack of labels: the fetches are collective) */
+    if (c->tie_word_embeddings) SHARDS(fetch, 0);
     m->k->rmsnorm_fwd(m->xnf, m->rstdf, x, m->P.lnf, sc->t, c->hidden_size, (float)c->rms_norm_eps);
 }
 
@@ -465,6 +484,7 @@ void model_step(Model *m, const LocalSeq *s, float dscale, int backward, double 
     int64_t t = sc.t, D = c->hidden_size, V = c->vocab_size, L = c->num_layers;
     forward_layers(m, &sc, backward);
     k->zero(m->acc, 2 * sizeof(double));
+    if (backward) SHARDS(grad_begin, c->tie_word_embeddings ? 0 : L + 1); /* lm_head's gradient */
 
     /* tiled logits + CE, the head's backward right away: never a [t, V] buffer */
     phase_begin(&m->t_loss);
@@ -484,9 +504,14 @@ void model_step(Model *m, const LocalSeq *s, float dscale, int backward, double 
     }
     phase_end(&m->t_loss);
     if (backward) {
+        if (c->tie_word_embeddings) { /* lm_head (= wte) done: its part of the embedding's gradient */
+            SHARDS(grad_end, 0);
+            SHARDS(grad_begin, L + 1);
+        }
         k->zero(m->dres, (size_t)(t * D) * k->act_bytes);
         k->rmsnorm_bwd(m->dres, m->G.lnf, m->dxn, actstore_read(&m->xin, L), m->P.lnf, m->rstdf, t, D);
         actstore_release(&m->xin, L);
+        SHARDS(grad_end, L + 1);
         for (int64_t l = L - 1; l >= 0; l--) {
             LayerActs *a = &m->acts[m->recompute ? 0 : l];
             const void *x = actstore_read(&m->xin, l);
@@ -496,15 +521,21 @@ void model_step(Model *m, const LocalSeq *s, float dscale, int backward, double 
                 actstore_prefetch(&m->keep_oh, l - 1);
                 actstore_prefetch(&m->keep_lse, l - 1);
             }
+            SHARDS(fetch, 1 + l); /* ZeRO-3: the layer's weights again, its gradient buffer */
+            if (l > 0) SHARDS(prefetch, l); /* the layer below, during this one's backward */
+            SHARDS(grad_begin, 1 + l);
             if (m->recompute) layer_fwd(m, &sc, l, x, m->xscr, a, 1);
             layer_bwd(m, &sc, l, x, a);
+            SHARDS(grad_end, 1 + l);
             actstore_release(&m->xin, l);
             if (m->recompute == 2) {
                 actstore_release(&m->keep_oh, l);
                 actstore_release(&m->keep_lse, l);
             }
         }
+        SHARDS(grad_begin, 0);
         k->embedding_bwd(m->G.wte, m->dres, m->d_tok, t, D);
+        SHARDS(grad_end, 0);
     }
     double acc[2];
     k->download(acc, m->acc, sizeof acc);

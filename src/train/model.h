@@ -40,7 +40,29 @@ typedef struct {
     void *h;      /* [t, I]  silu(g) * u */
 } LayerActs;
 
-typedef struct {
+/* ZeRO stage 3 (train/zero.h): the parameters live sharded outside the model, which asks
+ * for them per unit (core/params.h: 0 embedding, 1 + l layer l, L + 1 final norm + untied
+ * lm_head). Every rank of the shard group makes the same calls in the same order (they are
+ * collective): the model never makes them depend on local data. */
+typedef struct Model Model;
+typedef struct ModelShards ModelShards;
+struct ModelShards {
+    /* unit u's act weights gathered; binds m->P's tensors of unit u into them. They stay
+     * valid until the second fetch of another unit (two gathered buffers). */
+    void (*fetch)(ModelShards *s, Model *m, int64_t u);
+    /* unit u will be fetched next: its gather may start now, into the buffer that does not
+     * hold the unit fetched last (so only where the other buffer's unit is done with) */
+    void (*prefetch)(ModelShards *s, Model *m, int64_t u);
+    /* binds m->G's tensors of unit u to an fp32 buffer to accumulate unit u's gradients of
+     * this sample into (one buffer: one unit open at a time) */
+    void (*grad_begin)(ModelShards *s, Model *m, int64_t u);
+    /* unit u's gradients of this sample are complete: reduced into the rank's slice */
+    void (*grad_end)(ModelShards *s, Model *m, int64_t u);
+    /* model_set_params: the full fp32 parameters [n_params] from host memory */
+    void (*set_params)(ModelShards *s, Model *m, const float *host);
+};
+
+struct Model {
     ModelConfig c;
     const KernelOps *k;
     CommGroup *sp_g;
@@ -91,7 +113,9 @@ typedef struct {
     int64_t *cu_local; /* [t_max + 2] host copy of d_cul */
     double *acc;     /* [2] CE sum and count (backend memory) */
     PhaseTimer t_attn, t_loss; /* device time of the attention kernels and of the loss head (model_set_timing) */
-} Model;
+    ModelShards *shards; /* ZeRO-3 (set by zero_init): params, grads, wact are NULL, P and G
+                            point into the units the hooks bind; NULL otherwise */
+};
 
 /* This rank's part of one sample. */
 typedef struct {
@@ -114,6 +138,7 @@ typedef struct {
     int recompute;    /* 0, 1, 2 (see Model.recompute) */
     int64_t mlp_tile; /* TiledMLP rows, 0 = off */
     int offload;      /* checkpoint offload to host memory (needs recompute >= 1) */
+    int sharded;      /* ZeRO-3: no full params, grads, act weights (zero_init installs the hooks) */
 } ModelMemOpts;
 void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *sp_g, int64_t T_max,
                      const ModelMemOpts *o);

@@ -56,13 +56,18 @@ static void add(Plan *p, PlanGroup g, int host, int exact, int64_t bytes, const 
 
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-/* Parameters of one decoder layer (the ZeRO-3 gather unit). */
-static int64_t layer_numel(const ModelConfig *c) {
-    int64_t n = 0;
-#define UL_X(f, nm, r, k, dcy) n += (int64_t)(r) * (int64_t)(k);
-    UL_PARAMS_LAYER(UL_X)
-#undef UL_X
-    return n;
+/* ZeRO-3's layout (train/zero.h): each gather unit padded to a multiple of the shard group
+ * size nsh and split evenly; *per: the rank's slice (sum of the unit chunks), *umax: the
+ * largest padded unit (the gathered-weights and unit-gradient buffers). */
+static void zero3_sizes(const ModelConfig *c, int64_t nsh, int64_t *per, int64_t *umax) {
+    *per = *umax = 0;
+    for (int64_t u = 0; u < ul_param_unit_count(c); u++) {
+        int64_t off, n;
+        ul_param_unit(c, u, &off, &n);
+        int64_t pu = ceil_div(n, nsh);
+        *per += pu;
+        if (pu * nsh > *umax) *umax = pu * nsh;
+    }
 }
 
 /* A saved-activation store (train/offload.h): n items of `bytes`, on the device or (offload)
@@ -98,18 +103,25 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
 
     /* ---- parameters, gradients, optimizer (ZeRO over the shard group of dp_shard x sp ranks) ---- */
     int64_t N = ul_param_numel(c), nsh = (in->dp_shard > 0 ? in->dp_shard : 1) * S;
-    int z = in->zero, oo = in->offload_optimizer;
-    int64_t Nst = z >= 1 ? ceil_div(N, nsh) : N; /* master and moments */
-    int64_t Ngr = z >= 2 ? ceil_div(N, nsh) : N;
+    int z = in->zero, oo = in->offload_optimizer && z >= 1;
+    /* the rank's slice (stages >= 1): stages 1, 2 one range of the vector padded to n_pad;
+     * stage 3 per gather unit (zero3_sizes) */
+    int64_t zper = z >= 1 ? ceil_div(N, nsh) : N, umax = 0;
+    if (z >= 3) zero3_sizes(c, nsh, &zper, &umax);
+    int64_t n_pad = z >= 1 ? zper * nsh : N;
     const char *shard = z >= 1 ? " (shard)" : "";
-    add(p, PG_MASTER, oo, 1, Nst * F, "master weights fp32%s", shard);
-    add(p, PG_GRADS, 0, 1, Ngr * F, "gradients fp32%s", z >= 2 ? " (shard)" : "");
-    if (z >= 2) add(p, PG_GRADS, 0, 0, layer_numel(c) * F, "gradient reduce-scatter bucket (1 layer)");
+    add(p, PG_MASTER, oo, 1, zper * F, "master weights fp32%s", shard);
+    if (z <= 2) /* the accumulation buffer of the backward passes (zero_init pads it) */
+        add(p, PG_GRADS, 0, 1, n_pad * F, "gradients fp32");
+    if (z >= 2 || oo) add(p, PG_GRADS, 0, 1, zper * F, "reduced gradients fp32 (shard)");
+    if (z >= 3) add(p, PG_GRADS, 0, 1, umax * F, "gradients of one unit fp32 (reduce-scatter)");
+    if (oo) add(p, PG_GRADS, 1, 1, zper * F, "gradient copy for the CPU AdamW (shard)");
     if (z >= 3) {
-        add(p, PG_WEIGHTS, 0, 1, ceil_div(N, nsh) * A, "weights working copy (shard)");
-        add(p, PG_WEIGHTS, 0, 0, 2 * layer_numel(c) * A, "gathered layer weights (x2, prefetch)");
+        add(p, PG_WEIGHTS, 0, 1, zper * A, "weights working copy (shard)");
+        add(p, PG_WEIGHTS, 0, 1, 2 * umax * A, "gathered unit weights (x2)");
     } else if (A != F || z >= 1) { /* CPU zero 0: the kernels use the fp32 master copy itself */
-        add(p, PG_WEIGHTS, 0, 1, N * A, "weights working copy");
+        add(p, PG_WEIGHTS, 0, 1, n_pad * A, "weights working copy");
+        if (z >= 1 && A != F) add(p, PG_WEIGHTS, 0, 1, zper * A, "all-gather send slice (shard)");
     }
     add(p, PG_WORK, 0, 1, (d / 2) * F, "rope inv_freq");
 
@@ -140,7 +152,7 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     add(p, PG_WORK, 0, 1, 3 * t * 4 + (T + 2) * 8 + (t + 2) * 8 + 2 * 8, "tokens, labels, positions, cu_seqlens");
 
     /* ---- optimizer state (train_run) ---- */
-    add(p, PG_OPTIM, oo, 1, 2 * Nst * F, "AdamW m + v fp32%s", shard);
+    add(p, PG_OPTIM, oo, 1, 2 * zper * F, "AdamW m + v fp32%s", shard);
 
     /* ---- allocated later or outside KernelOps (not part of the exact check) ---- */
     if (in->eval) {

@@ -157,11 +157,8 @@ static int validate(const TrainOptions *o, const ModelConfig *c, int world, UlEr
     if (!(o->host_mem >= 0)) return ul_err(e, "--host-mem: must be >= 0 GiB");
     if (!(o->reserve_gib >= 0)) return ul_err(e, "--reserve-gib: must be >= 0 GiB");
     if (o->zero < 0 || o->zero > 3) return ul_err(e, "--zero %lld: expected 0, 1, 2 or 3", (long long)o->zero);
-    if (o->zero == 3)
-        return ul_err(e, "--zero 3: parameter sharding (stage 3) is not implemented yet; --zero 2 shards the "
-                         "optimizer state, the fp32 master weights and the reduced gradients");
     if (o->offload_optimizer && o->zero < 1)
-        return ul_err(e, "--offload-optimizer: needs --zero 1 or 2 (the offloaded state is the rank's ZeRO slice)");
+        return ul_err(e, "--offload-optimizer: needs --zero 1, 2 or 3 (the offloaded state is the rank's ZeRO slice)");
     if (o->no_exchange && o->checkpoint == 2)
         return ul_err(e, "--debug-no-exchange: not supported with --checkpoint 2 (use 0 or 1)");
     if (!(o->lr >= 0)) return ul_err(e, "--lr: must be >= 0");
@@ -329,7 +326,7 @@ int train_run(const TrainOptions *o_in, UlError *e) {
     int64_t pad = o->sp;
     int64_t T_max = (o->seq_len + pad - 1) / pad * pad;
     Model m;
-    ModelMemOpts mo = {o->checkpoint, plan.mlp_tile, o->offload_checkpoints}; /* the plan's tile (auto resolved) */
+    ModelMemOpts mo = {o->checkpoint, plan.mlp_tile, o->offload_checkpoints, o->zero == 3}; /* the plan's tile (auto resolved) */
     model_init_opts(&m, &c, k, mesh.dev_sp, T_max, &mo);
     m.no_exchange = o->no_exchange;
     ZeroOpt zo; /* the optimizer state, sharded with --zero (train/zero.h); pads the model: before the weights */
@@ -460,7 +457,7 @@ int train_run(const TrainOptions *o_in, UlError *e) {
         /* all-to-all time of this step: the SP group's collectives (device time with NCCL) */
         CommGroup *spg = mesh.sp > 1 ? mesh.dev_sp : NULL;
         if (spg) spg->ops->take_seconds(spg); /* drop what eval or setup did */
-        k->zero(m.grads, (size_t)m.n_alloc * sizeof(float));
+        zero_clear_grads(&zo, &m);
         double loss_acc[2] = {0, 0}; /* [CE sum, count] */
         for (int64_t i = 0; i < per_rank; i++) {
             Sample *s = &smp[i];

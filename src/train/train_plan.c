@@ -100,6 +100,11 @@ int ul_plan_check(const TrainOptions *o, const ModelConfig *c, const KernelOps *
         q.mlp_tile = PLAN_MLP_AUTO;
         f = suggest(fix, f, sizeof fix, &q, lim, "... --tiled-mlp auto");
     }
+    if (in.zero < 3) { /* the weights and gradients sharded as well */
+        PlanInput z3 = in;
+        z3.zero = 3;
+        f = suggest(fix, f, sizeof fix, &z3, lim, "--zero 3");
+    }
     PlanInput s2 = in;
     s2.sp = in.sp * 2;
     if (c->num_heads % s2.sp == 0 && (c->num_kv_heads % s2.sp == 0 || s2.sp % c->num_kv_heads == 0)) {

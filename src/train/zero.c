@@ -1,61 +1,94 @@
 #include "train/zero.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/common.h"
 
 #define F32B(n) ((size_t)(n) * sizeof(float))
+/* element offset into an act buffer */
+#define AOFF(z, p, n) ((void *)((char *)(p) + (size_t)(n) * (z)->k->act_bytes))
 
-void zero_init(ZeroOpt *z, int stage, int offload, Model *m, const Mesh *mesh) {
-    UL_ASSERT(stage >= 0 && stage <= 2, "zero stage %d", stage);
-    UL_ASSERT(!offload || stage >= 1, "optimizer offload needs a ZeRO stage >= 1");
-    memset(z, 0, sizeof *z);
-    const KernelOps *k = m->k;
-    z->stage = stage;
-    z->offload = offload;
-    z->k = k;
-    z->n = m->n_params;
-    z->nt = ul_param_tensor_count(&m->c);
-    z->pinfo = ul_malloc((size_t)z->nt * sizeof(ParamInfo));
-    for (int64_t i = 0; i < z->nt; i++) ul_param_info(&m->c, i, &z->pinfo[i]);
-    if (stage == 0) { /* replicated: the model's master, full moments */
-        z->n_pad = z->per = z->n;
-        z->lo = 0;
-        z->hi = z->n;
-        z->master = m->params;
-        z->m1 = k->alloc(F32B(z->n)); /* [n] */
-        z->m2 = k->alloc(F32B(z->n)); /* [n] */
-        z->bytes.weights = m->n_alloc * (int64_t)k->act_bytes;
-        z->bytes.master = k->act_bytes == sizeof(float) ? 0 : F32B(z->n); /* on the CPU the act copy IS the master */
-        z->bytes.grads = F32B(m->n_alloc);
-        z->bytes.moments = 2 * F32B(z->n);
-        return;
+static UlCommType act_type(const KernelOps *k) { return k->act_bytes == 2 ? UL_BF16 : UL_F32; }
+
+/* dst[0 : n) = src (fp32, backend memory): a byte copy through the act copy kernel */
+static void copy_f32(const KernelOps *k, float *dst, const float *src, int64_t n) {
+    int64_t cols = n * (int64_t)(sizeof(float) / k->act_bytes);
+    if (n > 0) k->copy2d(dst, cols, src, cols, 1, cols);
+}
+
+/* ---------------- stage 3: the model's unit hooks (ModelShards) ---------------- */
+
+static ZeroOpt *zopt(ModelShards *s) { return (ZeroOpt *)(void *)((char *)s - offsetof(ZeroOpt, hooks)); }
+
+/* Unit u into the least recently used buffer, unless it is in one: [S * per_u] = the unit in
+ * flat order (+ padding). start: without the compute's wait (a prefetch). Returns the buffer. */
+static int z3_gather(ZeroOpt *z, int64_t u, int start) {
+    int b = z->wunit[0] == u ? 0 : z->wunit[1] == u ? 1 : -1;
+    if (b >= 0) return b;
+    const ZeroUnit *un = &z->units[u];
+    CommGroup *g = z->dev_shard;
+    b = z->wuse[0] <= z->wuse[1] ? 0 : 1;
+    (start ? g->ops->allgather_start : g->ops->allgather)(g, AOFF(z, z->wsl, un->so), z->wbuf[b], un->per,
+                                                          act_type(z->k));
+    z->wunit[b] = u;
+    z->wpend[b] = start;
+    return b;
+}
+
+static void z3_fetch(ModelShards *s, Model *m, int64_t u) {
+    ZeroOpt *z = zopt(s);
+    int b = z3_gather(z, u, 0);
+    if (z->wpend[b]) { /* prefetched: the compute waits for it now */
+        z->dev_shard->ops->wait(z->dev_shard);
+        z->wpend[b] = 0;
     }
-    int64_t S = mesh->shard_g.size, q = mesh->shard_g.rank;
-    z->n_pad = (z->n + S - 1) / S * S;
-    z->per = z->n_pad / S;
-    z->lo = q * z->per < z->n ? q * z->per : z->n;
-    z->hi = (q + 1) * z->per < z->n ? (q + 1) * z->per : z->n;
-    model_pad_params(m, z->n_pad);
-    if (offload) {
-        z->master = k->host_alloc(F32B(z->per)); /* [per] */
-        z->m1 = k->host_alloc(F32B(z->per));     /* [per] */
-        z->m2 = k->host_alloc(F32B(z->per));     /* [per] */
-        z->h_g = k->host_alloc(F32B(z->per));    /* [per] */
-    } else {
-        z->master = k->alloc(F32B(z->per)); /* [per] */
-        z->m1 = k->alloc(F32B(z->per));     /* [per] */
-        z->m2 = k->alloc(F32B(z->per));     /* [per] */
+    z->wuse[b] = ++z->clock;
+    ul_tensors_bind_unit(&m->P, &m->c, u, z->wbuf[b], z->k->act_bytes);
+}
+
+static void z3_prefetch(ModelShards *s, Model *m, int64_t u) {
+    (void)m;
+    z3_gather(zopt(s), u, 1); /* the buffer's last use stays older than the current unit's */
+}
+
+static void z3_grad_begin(ModelShards *s, Model *m, int64_t u) {
+    ZeroOpt *z = zopt(s);
+    const ZeroUnit *un = &z->units[u];
+    z->k->zero(z->gbuf, F32B(z->S * un->per));
+    /* the slice's sum so far in this rank's chunk: the reduce-scatter then adds the new part */
+    copy_f32(z->k, z->gbuf + z->q * un->per, z->gslice + un->so, un->per);
+    ul_tensors_bind_unit(&m->G, &m->c, u, z->gbuf, sizeof(float));
+}
+
+static void z3_grad_end(ModelShards *s, Model *m, int64_t u) {
+    (void)m;
+    ZeroOpt *z = zopt(s);
+    const ZeroUnit *un = &z->units[u];
+    z->dev_shard->ops->reduce_scatter_sum(z->dev_shard, z->gbuf, z->gslice + un->so, z->S * un->per, UL_F32);
+}
+
+/* the updated master slice -> the act slice the gathers read; the gathered units are stale */
+static void z3_publish(ZeroOpt *z) {
+    const float *src = z->master;
+    if (z->offload) { /* through the device gradient slice: the step's gradients are consumed */
+        z->k->upload(z->gslice, z->master, F32B(z->per));
+        src = z->gslice;
     }
-    if (stage == 2 || offload) z->gslice = k->alloc(F32B(z->per)); /* [per] */
-    if (k->act_bytes != sizeof(float)) z->act_send = k->alloc((size_t)z->per * k->act_bytes); /* [per] act */
-    z->bytes.weights = (m->n_alloc + (z->act_send ? z->per : 0)) * (int64_t)k->act_bytes;
-    z->bytes.master = F32B(z->per);
-    z->bytes.grads = F32B(m->n_alloc) + (z->gslice ? F32B(z->per) : 0);
-    z->bytes.moments = 2 * F32B(z->per);
-    z->bytes.host = offload ? 4 * F32B(z->per) : 0; /* master, m, v, gradient copy */
+    z->k->to_act(z->wsl, src, z->per);
+    z->wunit[0] = z->wunit[1] = -1;
+}
+
+/* out[per] (host) = this rank's slice of the full host vector full[n] (zero padding) */
+static void slice_host(const ZeroOpt *z, const float *full, float *out) {
+    memset(out, 0, F32B(z->per));
+    for (int64_t u = 0; u < z->nu; u++) {
+        const ZeroUnit *un = &z->units[u];
+        int64_t a = un->off + z->q * un->per, b = a + un->per < un->off + un->numel ? a + un->per : un->off + un->numel;
+        if (b > a) memcpy(out + un->so, full + a, F32B(b - a));
+    }
 }
 
 /* dst[0 : n) (optimizer memory: host with offload, else backend) = src (host) */
@@ -66,8 +99,121 @@ static void put(const ZeroOpt *z, float *dst, const float *src, int64_t n) {
         z->k->upload(dst, src, F32B(n));
 }
 
+static void z3_set_params(ModelShards *s, Model *m, const float *host) {
+    (void)m;
+    ZeroOpt *z = zopt(s);
+    float *tmp = ul_malloc(F32B(z->per)); /* [per] host */
+    slice_host(z, host, tmp);
+    put(z, z->master, tmp, z->per);
+    free(tmp);
+    z3_publish(z);
+}
+
+/* ---------------- all stages ---------------- */
+
+void zero_init(ZeroOpt *z, int stage, int offload, Model *m, const Mesh *mesh) {
+    UL_ASSERT(stage >= 0 && stage <= 3, "zero stage %d", stage);
+    UL_ASSERT((stage == 3) == (m->params == NULL), "zero stage %d: the model must be made %s", stage,
+              stage == 3 ? "sharded (ModelMemOpts.sharded)" : "with its parameters");
+    UL_ASSERT(!offload || stage >= 1, "optimizer offload needs a ZeRO stage >= 1");
+    memset(z, 0, sizeof *z);
+    const KernelOps *k = m->k;
+    z->stage = stage;
+    z->offload = offload;
+    z->k = k;
+    z->n = m->n_params;
+    z->nt = ul_param_tensor_count(&m->c);
+    z->pinfo = ul_malloc((size_t)z->nt * sizeof(ParamInfo));
+    for (int64_t i = 0; i < z->nt; i++) ul_param_info(&m->c, i, &z->pinfo[i]);
+    z->S = stage ? mesh->shard_g.size : 1;
+    z->q = stage ? mesh->shard_g.rank : 0;
+    z->dev_shard = mesh->dev_shard;
+    int64_t S = z->S, q = z->q;
+    z->nu = stage == 3 ? ul_param_unit_count(&m->c) : 1;
+    z->units = ul_calloc((size_t)z->nu, sizeof(ZeroUnit));
+    for (int64_t u = 0; u < z->nu; u++) {
+        ZeroUnit *un = &z->units[u];
+        if (stage == 3)
+            ul_param_unit(&m->c, u, &un->off, &un->numel);
+        else
+            un->numel = z->n;
+        un->per = (un->numel + S - 1) / S;
+        un->so = z->per;
+        z->per += un->per;
+        if (S * un->per > z->umax) z->umax = S * un->per;
+    }
+    z->n_pad = S * z->per;
+    if (stage == 3) {
+        z->lo = z->hi = 0; /* no single range: the units' chunks */
+    } else {
+        z->lo = q * z->per < z->n ? q * z->per : z->n;
+        z->hi = (q + 1) * z->per < z->n ? (q + 1) * z->per : z->n;
+    }
+    if (stage == 0) { /* replicated: the model's master, full moments */
+        z->master = m->params;
+        z->m1 = k->alloc(F32B(z->n)); /* [n] */
+        z->m2 = k->alloc(F32B(z->n)); /* [n] */
+        z->bytes.weights = m->n_alloc * (int64_t)k->act_bytes;
+        z->bytes.master = k->act_bytes == sizeof(float) ? 0 : F32B(z->n); /* on the CPU the act copy IS the master */
+        z->bytes.grads = F32B(m->n_alloc);
+        z->bytes.moments = 2 * F32B(z->n);
+        return;
+    }
+    if (stage < 3) model_pad_params(m, z->n_pad);
+    if (offload) {
+        z->master = k->host_alloc(F32B(z->per)); /* [per] */
+        z->m1 = k->host_alloc(F32B(z->per));     /* [per] */
+        z->m2 = k->host_alloc(F32B(z->per));     /* [per] */
+        z->h_g = k->host_alloc(F32B(z->per));    /* [per] */
+    } else {
+        z->master = k->alloc(F32B(z->per)); /* [per] */
+        z->m1 = k->alloc(F32B(z->per));     /* [per] */
+        z->m2 = k->alloc(F32B(z->per));     /* [per] */
+    }
+    if (stage >= 2 || offload) z->gslice = k->alloc(F32B(z->per)); /* [per] */
+    if (stage == 3) {
+        z->wsl = k->alloc((size_t)z->per * k->act_bytes); /* [per] act */
+        for (int b = 0; b < 2; b++) {
+            z->wbuf[b] = k->alloc((size_t)z->umax * k->act_bytes); /* [umax] act */
+            z->wunit[b] = -1;
+        }
+        z->gbuf = k->alloc(F32B(z->umax)); /* [umax] */
+        z->hooks.fetch = z3_fetch;
+        z->hooks.prefetch = z3_prefetch;
+        z->hooks.grad_begin = z3_grad_begin;
+        z->hooks.grad_end = z3_grad_end;
+        z->hooks.set_params = z3_set_params;
+        m->shards = &z->hooks;
+        z->bytes.weights = (z->per + 2 * z->umax) * (int64_t)k->act_bytes;
+        z->bytes.master = F32B(z->per);
+        z->bytes.grads = F32B(z->per + z->umax);
+        z->bytes.moments = 2 * F32B(z->per);
+        z->bytes.host = offload ? 4 * F32B(z->per) : 0;
+        return;
+    }
+    if (k->act_bytes != sizeof(float)) z->act_send = k->alloc((size_t)z->per * k->act_bytes); /* [per] act */
+    z->bytes.weights = (m->n_alloc + (z->act_send ? z->per : 0)) * (int64_t)k->act_bytes;
+    z->bytes.master = F32B(z->per);
+    z->bytes.grads = F32B(m->n_alloc) + (z->gslice ? F32B(z->per) : 0);
+    z->bytes.moments = 2 * F32B(z->per);
+    z->bytes.host = offload ? 4 * F32B(z->per) : 0; /* master, m, v, gradient copy */
+}
+
 void zero_start(ZeroOpt *z, Model *m, const float *hp, const float *hm1, const float *hm2) {
     const KernelOps *k = z->k;
+    if (z->stage == 3) { /* fresh weights came through model_set_params (z3_set_params) */
+        if (hp) z3_set_params(&z->hooks, m, hp);
+        float *tmp = ul_malloc(F32B(z->per)); /* [per] host */
+        const float *hm[2] = {hm1, hm2};
+        float *dst[2] = {z->m1, z->m2};
+        for (int i = 0; i < 2; i++)
+            if (hm[i]) {
+                slice_host(z, hm[i], tmp);
+                put(z, dst[i], tmp, z->per);
+            }
+        free(tmp);
+        return;
+    }
     if (hp && hp != m->params) model_set_params(m, hp);
     else if (hp) model_params_updated(m);
     int64_t own = z->hi - z->lo;
@@ -86,17 +232,25 @@ void zero_start(ZeroOpt *z, Model *m, const float *hp, const float *hm1, const f
     model_drop_master(m);
 }
 
+void zero_clear_grads(ZeroOpt *z, Model *m) {
+    if (z->stage == 3)
+        z->k->zero(z->gslice, F32B(z->per));
+    else
+        z->k->zero(m->grads, (size_t)m->n_alloc * sizeof(float));
+}
+
 double zero_step(ZeroOpt *z, Model *m, Mesh *mesh, const ZeroHyper *h, int update) {
     const KernelOps *k = z->k;
-    int64_t own = z->hi - z->lo;
+    int64_t own = z->stage == 3 ? z->per : z->hi - z->lo; /* the slice's elements to clip and update */
     float *g; /* this rank's reduced gradient slice [own] (backend memory) */
     double gn;
     if (z->stage <= 1) {
         mesh->dev_world->ops->allreduce_sum(mesh->dev_world, m->grads, z->n, UL_F32);
         gn = sqrt(k->sumsq(m->grads, z->n));
         g = m->grads + z->lo;
-    } else {
-        mesh->dev_shard->ops->reduce_scatter_sum(mesh->dev_shard, m->grads, z->gslice, z->n_pad, UL_F32);
+    } else { /* stage 3: reduce-scattered per unit during the backward already */
+        if (z->stage == 2)
+            mesh->dev_shard->ops->reduce_scatter_sum(mesh->dev_shard, m->grads, z->gslice, z->n_pad, UL_F32);
         if (mesh->dev_rep->size > 1) mesh->dev_rep->ops->allreduce_sum(mesh->dev_rep, z->gslice, z->per, UL_F32);
         double ss = k->sumsq(z->gslice, z->per); /* the padding is zero */
         mesh->shard_g.ops->allreduce_sum(&mesh->shard_g, &ss, 1, UL_F64); /* not over replicas: same slices */
@@ -114,17 +268,27 @@ double zero_step(ZeroOpt *z, Model *m, Mesh *mesh, const ZeroHyper *h, int updat
         g = z->h_g;
         ok = ul_kernels_cpu();
     }
-    for (int64_t i = 0; i < z->nt; i++) {
-        const ParamInfo *p = &z->pinfo[i];
-        int64_t a = p->offset > z->lo ? p->offset : z->lo;
-        int64_t b = p->offset + p->numel < z->hi ? p->offset + p->numel : z->hi;
-        if (a >= b) continue;
-        int64_t o = a - z->lo;
-        ok->adamw(z->master + o, g + o, z->m1 + o, z->m2 + o, b - a, (float)h->lr, (float)h->beta1, (float)h->beta2,
-                  (float)h->eps, p->decay ? (float)h->weight_decay : 0.f, h->t);
+    /* per tensor (its weight-decay flag) on its intersection with each of this rank's chunks */
+    for (int64_t u = 0; u < z->nu; u++) {
+        const ZeroUnit *un = &z->units[u];
+        int64_t lo = un->off + z->q * un->per, end = un->off + un->numel;
+        int64_t hi = lo + un->per < end ? lo + un->per : end;
+        for (int64_t i = 0; i < z->nt && lo < hi; i++) {
+            const ParamInfo *p = &z->pinfo[i];
+            int64_t a = p->offset > lo ? p->offset : lo;
+            int64_t b = p->offset + p->numel < hi ? p->offset + p->numel : hi;
+            if (a >= b) continue;
+            int64_t o = un->so + a - lo;
+            ok->adamw(z->master + o, g + o, z->m1 + o, z->m2 + o, b - a, (float)h->lr, (float)h->beta1,
+                      (float)h->beta2, (float)h->eps, p->decay ? (float)h->weight_decay : 0.f, h->t);
+        }
     }
     if (z->stage == 0) {
         model_params_updated(m);
+        return gn;
+    }
+    if (z->stage == 3) { /* the next forward gathers the new weights unit by unit */
+        z3_publish(z);
         return gn;
     }
     /* publish: the updated slice (act) is all-gathered into every rank's act copy */
@@ -152,6 +316,7 @@ void zero_gather_host(ZeroOpt *z, const Model *m, Mesh *mesh, float *hp, float *
     }
     float *dst[3] = {hp, hm1, hm2}, *src[3] = {z->master, z->m1, z->m2};
     float *tmp = z->offload ? NULL : ul_malloc(F32B(z->per)); /* [per] host */
+    float *ut = z->stage == 3 ? ul_malloc(F32B(z->umax)) : NULL; /* [umax] host: one gathered unit */
     CommGroup *g = &mesh->shard_g;
     for (int i = 0; i < 3; i++) {
         if (!dst[i]) continue;
@@ -160,11 +325,19 @@ void zero_gather_host(ZeroOpt *z, const Model *m, Mesh *mesh, float *hp, float *
             k->download(tmp, src[i], F32B(z->per));
             s = tmp;
         }
-        if (g->size == 1)
+        if (z->stage == 3) { /* unit by unit: [S * per_u] in flat order, then its n_u elements */
+            for (int64_t u = 0; u < z->nu; u++) {
+                const ZeroUnit *un = &z->units[u];
+                g->ops->allgather(g, s + un->so, ut, un->per, UL_F32);
+                memcpy(dst[i] + un->off, ut, F32B(un->numel));
+            }
+        } else if (g->size == 1) {
             memcpy(dst[i], s, F32B(z->per));
-        else
+        } else {
             g->ops->allgather(g, s, dst[i], z->per, UL_F32);
+        }
     }
+    free(ut);
     free(tmp);
 }
 
@@ -183,6 +356,10 @@ void zero_free(ZeroOpt *z) {
     }
     if (z->gslice) k->free(z->gslice);
     if (z->act_send) k->free(z->act_send);
+    void *z3[4] = {z->wsl, z->wbuf[0], z->wbuf[1], z->gbuf};
+    for (int i = 0; i < 4; i++)
+        if (z3[i]) k->free(z3[i]);
+    free(z->units);
     free(z->pinfo);
     memset(z, 0, sizeof *z);
 }

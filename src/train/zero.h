@@ -19,14 +19,34 @@
  *   stage 2  as 1, but the gradients are reduce-scattered (fp32) over the shard group into
  *            a [per] slice, then all-reduced over the replicas. This first version keeps
  *            the full [n_pad] gradient buffer as the accumulation buffer during backward.
- *   stage 3  (parameters sharded too, gathered per layer) is not implemented.
+ *   stage 3  parameters sharded too, in a layout of their own (below): each rank keeps
+ *            only its slices (act weights, fp32 master, moments, reduced gradients); the
+ *            model gathers each unit's act weights before using them and reduce-scatters
+ *            each unit's gradients right after its backward.
  *   offload  (stages >= 1) master slice and moments live in host memory (pinned on CUDA);
  *            the reduced, clipped gradient slice is copied to host, the CPU backend's
  *            AdamW (OpenMP, the same arithmetic) updates there, and the updated slice is
  *            uploaded and converted to act before the all-gather.
  *
+ * Stage-3 layout. The gather units are the contiguous ranges of core/params.h's flat order
+ * (ul_param_unit): u = 0 the embedding, 1 + l layer l, L + 1 the final norm (+ lm_head if
+ * untied). EACH unit u of n_u elements is padded to a multiple of S and split evenly:
+ * per_u = ceil(n_u / S), and rank q holds elements [q * per_u, (q + 1) * per_u) of the unit
+ * (the part beyond n_u is zero padding). The rank's slice is the concatenation of its unit
+ * chunks: unit u at offset so_u = sum_{v < u} per_v, per = sum_u per_u, n_pad = S * per.
+ * So a unit's gather is one equal-chunk all-gather of [per_u] from every rank into a
+ * working buffer [S * per_u] that holds the unit in flat order, and its gradient reduction
+ * is one reduce-scatter of [S * per_u]. Stages 0-2 are the same description with a single
+ * unit [0, n) (so the same code slices, gathers and updates all of them).
+ *
+ * Stage-3 gradient accumulation: the per-unit fp32 buffer is zeroed at the unit's
+ * grad_begin and this rank's slice so far (earlier samples, and for a tied embedding the
+ * lm_head part) is copied into this rank's chunk of it; the backward accumulates; at
+ * grad_end a reduce-scatter writes the sum over the shard group back into the slice. So the
+ * slice carries the running sum over the samples of the step without an extra buffer.
+ *
  * Gradient norm for clipping: the norm of the full reduced gradient; with stage 2 the
- * per-slice sums of squares are summed over the shard group only (replicas hold the same
+ * per-slice sums of squares (stage 2 and 3) are summed over the shard group only (replicas hold the same
  * slices and are not counted twice). */
 #ifndef UL_ZERO_H
 #define UL_ZERO_H
@@ -40,26 +60,48 @@
 
 /* Per-rank bytes of the training state (printed at startup; tests assert on them). */
 typedef struct {
-    int64_t weights; /* the act working copy of the weights (on the CPU also the stage-0 master) */
+    int64_t weights; /* the act working copy of the weights (on the CPU also the stage-0 master);
+                        stage 3: the act slice + 2 gathered units */
     int64_t master;  /* a separate fp32 master copy (stage 0 on CUDA: full; stages >= 1: the slice) */
-    int64_t grads;   /* fp32 gradient buffers: the accumulation buffer (+ the stage-2 slice) */
+    int64_t grads;   /* fp32 gradient buffers: the accumulation buffer (+ the stage-2 slice);
+                        stage 3: the slice + one unit's buffer */
     int64_t moments; /* AdamW m and v */
     int64_t host;    /* the part of the above in host memory (offload) */
 } ZeroBytes;
 
+/* A range of the flat vector that is sharded as one piece (stage 3: a gather unit). */
 typedef struct {
+    int64_t off, numel; /* [off, off + numel) in the flat vector */
+    int64_t per;        /* elements per rank: ceil(numel / S) */
+    int64_t so;         /* offset of this unit's chunk in the rank's slice */
+} ZeroUnit;
+
+typedef struct {
+    ModelShards hooks; /* stage 3: the model's unit hooks (m->shards points here) */
     int stage, offload;
     const KernelOps *k;  /* the model's backend */
     int64_t n, n_pad, per; /* parameters, padded length, slice length (stage 0: n, n, n) */
     int64_t lo, hi;      /* this rank's slice inside [0, n) (stage 0: [0, n)) */
     ParamInfo *pinfo;    /* [nt] the tensors (weight decay flags, offsets) */
     int64_t nt;
+    int64_t S, q;        /* shard group size and this rank's index in it (stage 0: 1, 0) */
+    int64_t nu;          /* units: L + 2 with stage 3, else 1 (the whole vector) */
+    ZeroUnit *units;     /* [nu] */
+    CommGroup *dev_shard; /* the shard group for backend buffers (stage 3's hooks) */
     float *master;  /* [per] fp32 master slice (device, or host with offload); stage 0: the model's params */
     float *m1, *m2; /* [per] AdamW moments (device, or host with offload) */
     float *gslice;  /* [per] device fp32: the stage-2 reduce-scatter target, and the offload's
                        upload staging for the updated slice; NULL when neither */
     float *h_g;     /* [per] host: the offload's gradient copy */
-    void *act_send; /* [per] act: the all-gather's source (stages >= 1) */
+    void *act_send; /* [per] act: the all-gather's source (stages 1, 2) */
+    /* stage 3 */
+    void *wsl;         /* [per] act: this rank's act weights, the source of every unit gather */
+    void *wbuf[2];     /* [umax] act: two gathered units */
+    int64_t wunit[2];  /* the unit each holds (-1: none) */
+    int64_t wuse[2], clock; /* last use of each: the least recently used one is refilled */
+    int wpend[2];      /* a prefetch gather into it the compute has not waited for yet */
+    float *gbuf;       /* [umax] fp32: the open unit's gradients */
+    int64_t umax;      /* the largest padded unit, S * per_u */
     ZeroBytes bytes;
 } ZeroOpt;
 
@@ -70,14 +112,20 @@ typedef struct {
 } ZeroHyper;
 
 /* After model_init, before the weights are set (pads the model's flat buffers for
- * stages >= 1). Collective over nothing; allocates the optimizer state. */
+ * stages 1, 2; stage 3 needs a model made with ModelMemOpts.sharded, and installs the unit
+ * hooks in it). Collective over nothing; allocates the optimizer state. */
 void zero_init(ZeroOpt *z, int stage, int offload, Model *m, const Mesh *mesh);
 /* Once, after the weights were set (random init or --init): the optimizer takes its
  * master slice from the model's fp32 master, and with hp/hm1/hm2 (full host buffers of
  * n elements, a resumed checkpoint; any may be NULL) the weights and moments come from
- * there. Stages >= 1 then drop the model's full fp32 master where it is separate. */
+ * there. Stages 1, 2 then drop the model's full fp32 master where it is separate. Stage 3:
+ * fresh weights already came through model_set_params (the set_params hook); hp is sliced
+ * per unit. */
 void zero_start(ZeroOpt *z, Model *m, const float *hp, const float *hm1, const float *hm2);
-/* Reduction of m->grads (summed over the step's samples on this rank), clipping, AdamW
+/* Zeroes the step's gradient accumulation (the model's grads; stage 3: the slice). */
+void zero_clear_grads(ZeroOpt *z, Model *m);
+/* Reduction of m->grads (summed over the step's samples on this rank; stage 3: the slice,
+ * reduce-scattered during the backward, is only all-reduced over the replicas), clipping, AdamW
  * (update = 0: skip the update, e.g. a step with no valid label), publication of the new
  * weights to the model's act copy. Returns the gradient norm before clipping. Collective
  * over the mesh. */
