@@ -91,6 +91,11 @@ def main():
     flops = peer.config_flops(cfg, args.seq_len)
     with tempfile.TemporaryDirectory() as work:
         ours = run_ours(args, work, cfg)
+        # printed at once: a peer run cut short by a time limit must not lose ours
+        print(f"ours: {args.seq_len / ours['step_s']:.0f} tok/s "
+              f"{flops / ours['step_s'] / args.sp / 1e12:.0f} TFLOP/s/GPU {ours['mem_gib']:.1f} GiB; breakdown (median s): " +
+              ", ".join(f"{k[:-2]} {v:.3f}" for k, v in ours["breakdown_s"].items()) + f", step {ours['step_s']:.3f}",
+              flush=True)
         theirs = run_peer(args, work)
     res = {"shape": args.model_shape, "seq_len": args.seq_len, "sp": args.sp, "peer_attn": args.attn}
     for name, r in (("ours", ours), ("peer", theirs)):
