@@ -73,6 +73,18 @@ const CommOps *ul_comm_mpi(void);
 void ul_mesh_init_mpi(Mesh *m, int sp, int dp_replicate, int dp_shard);
 void ul_mesh_free(Mesh *m);
 
+/* One message of a host exchange: bytes at buf to or from group rank peer. */
+typedef struct {
+    int peer;
+    void *buf;
+    int64_t bytes;
+} UlHostMsg;
+/* Point-to-point exchange of host buffers on an MPI group (g: one of the Mesh's MPI groups,
+ * e.g. shard_g): posts every receive recv[0 : nr) and send send[0 : ns), then waits for all.
+ * Messages between two ranks match in the order they are listed on each side (64-bit sizes,
+ * sent in chunks). Collective over the ranks that exchange messages. */
+void ul_mpi_exchange(CommGroup *g, const UlHostMsg *send, int64_t ns, const UlHostMsg *recv, int64_t nr);
+
 /* NCCL groups for device buffers (CUDA backend builds only): world, sp, dp, shard and rep groups
  * split like the MPI ones; compute_stream is the backend's compute stream. */
 int ul_nccl_available(void);

@@ -121,6 +121,34 @@ static const CommOps MPI_OPS = {
 
 const CommOps *ul_comm_mpi(void) { return &MPI_OPS; }
 
+/* Messages of one list as MPI requests of at most UL_MPI_CHUNK bytes each: how many. */
+static int64_t chunk_count(const UlHostMsg *v, int64_t n) {
+    int64_t k = 0;
+    for (int64_t i = 0; i < n; i++) k += (v[i].bytes + UL_MPI_CHUNK - 1) / UL_MPI_CHUNK;
+    return k;
+}
+
+void ul_mpi_exchange(CommGroup *g, const UlHostMsg *send, int64_t ns, const UlHostMsg *recv, int64_t nr) {
+    UL_ASSERT(g->ops == &MPI_OPS, "ul_mpi_exchange: not an MPI group");
+    int64_t nreq = chunk_count(send, ns) + chunk_count(recv, nr), k = 0;
+    MPI_Request *req = ul_malloc((size_t)(nreq > 0 ? nreq : 1) * sizeof(MPI_Request)); /* [nreq] */
+    const int tag = 7301;
+    double t0 = MPI_Wtime();
+    for (int64_t i = 0; i < nr; i++)
+        for (int64_t off = 0; off < recv[i].bytes; off += UL_MPI_CHUNK) {
+            int64_t b = recv[i].bytes - off < UL_MPI_CHUNK ? recv[i].bytes - off : UL_MPI_CHUNK;
+            MPI_CHECK(MPI_Irecv((char *)recv[i].buf + off, (int)b, MPI_BYTE, recv[i].peer, tag, C(g), &req[k++]));
+        }
+    for (int64_t i = 0; i < ns; i++)
+        for (int64_t off = 0; off < send[i].bytes; off += UL_MPI_CHUNK) {
+            int64_t b = send[i].bytes - off < UL_MPI_CHUNK ? send[i].bytes - off : UL_MPI_CHUNK;
+            MPI_CHECK(MPI_Isend((char *)send[i].buf + off, (int)b, MPI_BYTE, send[i].peer, tag, C(g), &req[k++]));
+        }
+    if (k > 0) MPI_CHECK(MPI_Waitall((int)k, req, MPI_STATUSES_IGNORE));
+    g->seconds += MPI_Wtime() - t0;
+    free(req);
+}
+
 void ul_node_rank(int *rank, int *size) {
     MPI_Comm node;
     MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));

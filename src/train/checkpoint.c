@@ -146,6 +146,11 @@ static void crash_point(const char *stage) {
 /* Rank r's slice [begin, end) of n elements over w ranks: floor(n*r/w) without overflow. */
 static int64_t slice_at(int64_t n, int64_t w, int64_t r) { return n / w * r + n % w * r / w; }
 
+void ckpt_part_range(int64_t n, int64_t world, int64_t rank, int64_t *begin, int64_t *end) {
+    *begin = slice_at(n, world, rank);
+    *end = slice_at(n, world, rank + 1);
+}
+
 /* ---------------------------------------------------------------- JSON helpers */
 
 /* A double as the shortest text that reads back to exactly the same value. */
@@ -699,14 +704,14 @@ int ckpt_resolve(const char *resume, char *path, size_t cap, UlError *e) {
 
 /* ---------------------------------------------------------------- load */
 
-/* Copies [lo, hi) of the three buffers from part i into s. */
-static int read_part(const char *path, const Parts *pa, int64_t i, int64_t lo, int64_t hi, CkptState *s, UlError *e) {
+/* Copies flat [lo, hi) of the three buffers from part i into dst[k][0 : hi - lo). */
+static int read_part(const char *path, const Parts *pa, int64_t i, int64_t lo, int64_t hi, float *const dst[3],
+                     UlError *e) {
     char fp[PATH_CAP];
     if (pfmt(fp, sizeof fp, e, "%s/%s", path, pa->file[i])) return -1;
     StFile f;
     if (st_open(&f, fp, e)) return -1;
     const char *names[3] = {"params", "exp_avg", "exp_avg_sq"};
-    float *dst[3] = {s->params, s->mom1, s->mom2};
     int64_t len = pa->end[i] - pa->begin[i];
     int rc = 0;
     for (int k = 0; k < 3 && rc == 0; k++) {
@@ -716,41 +721,61 @@ static int read_part(const char *path, const Parts *pa, int64_t i, int64_t lo, i
             rc = ul_err(e, "%s: tensor \"%s\" must be F32 of shape [%lld] (the part's slice)", fp, names[k],
                         (long long)len);
         else
-            memcpy(dst[k] + lo, (const char *)st_data(&f, t) + (size_t)(lo - pa->begin[i]) * sizeof(float),
+            memcpy(dst[k], (const char *)st_data(&f, t) + (size_t)(lo - pa->begin[i]) * sizeof(float),
                    (size_t)(hi - lo) * sizeof(float)); /* the data may be unaligned */
     }
     st_close(&f);
     return rc;
 }
 
-int ckpt_load(const char *path, const CkptRun *r, CkptState *s, int64_t *step, UlError *e) {
+/* Everything but the tensors: marker, sizes, state.json against the run; fills pa. Agreed. */
+static int load_validate(const char *path, const CkptRun *r, Parts *pa, int64_t *step, UlError *e) {
     cJSON *files = NULL, *st = NULL;
-    Parts pa = {0};
     int64_t mstep = -1;
     char sp[PATH_CAP];
     int rc = check_marker(path, &files, &mstep, e);
     if (rc == 0) rc = pfmt(sp, sizeof sp, e, "%s/" CKPT_STATE, path);
     if (rc == 0) rc = load_json(sp, &st, e);
-    if (rc == 0) rc = check_state(sp, st, r, mstep, &pa, step, e);
-    for (int64_t i = 0; i < pa.n && rc == 0; i++)
-        if (!jget(files, pa.file[i]))
-            rc = ul_err(e, "%s/" CKPT_MARKER ": does not list the state part %s", path, pa.file[i]);
+    if (rc == 0) rc = check_state(sp, st, r, mstep, pa, step, e);
+    for (int64_t i = 0; i < pa->n && rc == 0; i++)
+        if (!jget(files, pa->file[i]))
+            rc = ul_err(e, "%s/" CKPT_MARKER ": does not list the state part %s", path, pa->file[i]);
     cJSON_Delete(files);
     cJSON_Delete(st);
     if (ul_agree(rc, e)) {
-        parts_free(&pa);
+        parts_free(pa);
         return -1;
     }
+    return 0;
+}
+
+/* Reads the ranges rg[nrg] from the parts that overlap them (pa: validated). Not agreed. */
+static int read_ranges(const char *path, const Parts *pa, const CkptRange *rg, int64_t nrg, UlError *e) {
+    int rc = 0;
+    for (int64_t j = 0; j < nrg && rc == 0; j++) {
+        const CkptRange *g = &rg[j];
+        for (int64_t i = 0; i < pa->n && rc == 0; i++) {
+            int64_t a = pa->begin[i] > g->begin ? pa->begin[i] : g->begin;
+            int64_t b = pa->end[i] < g->end ? pa->end[i] : g->end;
+            if (a >= b) continue;
+            float *const dst[3] = {g->params + (a - g->begin), g->mom1 + (a - g->begin), g->mom2 + (a - g->begin)};
+            rc = read_part(path, pa, i, a, b, dst, e);
+        }
+    }
+    return rc;
+}
+
+int ckpt_load(const char *path, const CkptRun *r, CkptState *s, int64_t *step, UlError *e) {
+    Parts pa = {0};
+    if (load_validate(path, r, &pa, step, e)) return -1;
     /* this rank reads its slice of the new mesh from the parts that overlap it ... */
     Mesh *m = r->mesh;
     int64_t n = s->n, lo = slice_at(n, m->world, m->rank), hi = slice_at(n, m->world, m->rank + 1);
-    for (int64_t i = 0; i < pa.n && rc == 0; i++) {
-        int64_t a = pa.begin[i] > lo ? pa.begin[i] : lo, b = pa.end[i] < hi ? pa.end[i] : hi;
-        if (a < b) rc = read_part(path, &pa, i, a, b, s, e);
-    }
+    CkptRange mine = {lo, hi, s->params + lo, s->mom1 + lo, s->mom2 + lo};
+    int rc = read_ranges(path, &pa, &mine, 1, e);
     parts_free(&pa);
     if (ul_agree(rc, e)) return -1;
-    /* ... and every rank gets every slice (the state is replicated until ZeRO). */
+    /* ... and every rank gets every slice (the state is replicated: ZeRO stage 0). */
     CommGroup *g = &m->world_g;
     float *bufs[3] = {s->params, s->mom1, s->mom2};
     for (int k = 0; k < 3; k++)
@@ -759,6 +784,17 @@ int ckpt_load(const char *path, const CkptRun *r, CkptState *s, int64_t *step, U
             if (b > a) g->ops->broadcast(g, bufs[k] + a, (size_t)(b - a) * sizeof(float), q);
         }
     return 0;
+}
+
+int ckpt_load_ranges(const char *path, const CkptRun *r, int64_t n, const CkptRange *rg, int64_t nrg, int64_t *step,
+                     UlError *e) {
+    for (int64_t j = 0; j < nrg; j++)
+        UL_ASSERT(rg[j].begin >= 0 && rg[j].begin <= rg[j].end && rg[j].end <= n, "ckpt_load_ranges: bad range");
+    Parts pa = {0};
+    if (load_validate(path, r, &pa, step, e)) return -1;
+    int rc = read_ranges(path, &pa, rg, nrg, e);
+    parts_free(&pa);
+    return ul_agree(rc, e);
 }
 
 /* ---------------------------------------------------------------- save, rotate */
@@ -787,24 +823,24 @@ static void rotate(const char *root, int64_t keep_last, int64_t step) {
     free(v);
 }
 
-static int write_part(const char *tmp, const CkptState *s, int64_t r, int64_t w, UlError *e) {
+static int write_part(const char *tmp, const CkptPart *s, int64_t r, int64_t w, UlError *e) {
     char nm[96], fp[PATH_CAP];
     if (pfmt(fp, sizeof fp, e, "%s/%s", tmp, part_name(nm, sizeof nm, r, w))) return -1;
     int64_t a = slice_at(s->n, w, r), b = slice_at(s->n, w, r + 1);
     StWriteItem it[3] = {
-        {.name = "params", .dtype = UL_DT_F32, .ndim = 1, .shape = {b - a}, .data = s->params + a},
-        {.name = "exp_avg", .dtype = UL_DT_F32, .ndim = 1, .shape = {b - a}, .data = s->mom1 + a},
-        {.name = "exp_avg_sq", .dtype = UL_DT_F32, .ndim = 1, .shape = {b - a}, .data = s->mom2 + a},
+        {.name = "params", .dtype = UL_DT_F32, .ndim = 1, .shape = {b - a}, .data = s->params},
+        {.name = "exp_avg", .dtype = UL_DT_F32, .ndim = 1, .shape = {b - a}, .data = s->mom1},
+        {.name = "exp_avg_sq", .dtype = UL_DT_F32, .ndim = 1, .shape = {b - a}, .data = s->mom2},
     };
     return st_write(fp, it, 3, e); /* fsyncs and renames */
 }
 
 /* Rank 0, after every part is on disk: HF files, state.json, marker, rename, rotation. */
-static int finish_save(const char *root, const char *tmp, const char *final, const CkptRun *r, const CkptState *s,
+static int finish_save(const char *root, const char *tmp, const char *final, const CkptRun *r, const CkptPart *s,
                        int64_t step, int64_t keep_last, UlError *e) {
     const TrainOptions *o = r->o;
     char p[PATH_CAP];
-    int rc = ul_write_hf_files(tmp, r->c, s->params, strcmp(o->save_dtype, "bf16") == 0 ? UL_DT_BF16 : UL_DT_F32, e);
+    int rc = ul_write_hf_files(tmp, r->c, s->model, strcmp(o->save_dtype, "bf16") == 0 ? UL_DT_BF16 : UL_DT_F32, e);
     if (rc == 0) {
         char *txt = state_json(r, step, s->n);
         rc = pfmt(p, sizeof p, e, "%s/" CKPT_STATE, tmp);
@@ -858,6 +894,12 @@ static int finish_save(const char *root, const char *tmp, const char *final, con
 }
 
 int ckpt_save(const char *root, const CkptRun *r, const CkptState *s, int64_t step, int64_t keep_last, UlError *e) {
+    int64_t a = slice_at(s->n, r->mesh->world, r->mesh->rank);
+    CkptPart p = {s->params + a, s->mom1 + a, s->mom2 + a, s->params, s->n};
+    return ckpt_save_part(root, r, &p, step, keep_last, e);
+}
+
+int ckpt_save_part(const char *root, const CkptRun *r, const CkptPart *s, int64_t step, int64_t keep_last, UlError *e) {
     const Mesh *m = r->mesh;
     char final[PATH_CAP], tmp[PATH_CAP] = {0}, sub[PATH_CAP];
     ckpt_step_dir(final, sizeof final, root, step);

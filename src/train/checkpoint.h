@@ -12,8 +12,9 @@
  * agrees that every rank succeeded, then rank 0 writes the HF files, state.json and the
  * marker (all fsynced) and renames the directory to its final name: a name step-N only
  * ever appears complete, and a directory without a valid marker is never loaded.
- * Loading reassembles the flat buffers from all parts, so any mesh can resume any
- * checkpoint. Every function here is collective (every rank calls it) and agrees on
+ * Saving needs in host memory only the rank's part (and on rank 0 the full fp32 weights
+ * for model.safetensors); loading reads, on each rank, only the parts that overlap the
+ * ranges it asks for, so any mesh can resume any checkpoint. Every function here is collective (every rank calls it) and agrees on
  * errors with ul_agree: one message naming the file or flag on every rank. */
 #ifndef UL_CHECKPOINT_H
 #define UL_CHECKPOINT_H
@@ -45,6 +46,24 @@ typedef struct {
     int64_t n;
 } CkptState;
 
+/* What one rank saves: its part [begin, end) = ckpt_part_range(n, world, rank) of the
+ * three flat vectors, and on rank 0 the full fp32 weights for model.safetensors. */
+typedef struct {
+    const float *params, *mom1, *mom2; /* [end - begin] each */
+    const float *model;                /* [n] on rank 0; unused elsewhere */
+    int64_t n;
+} CkptPart;
+
+/* What one rank loads: flat elements [begin, end) of the three vectors into
+ * params/mom1/mom2[0 : end - begin) (host). */
+typedef struct {
+    int64_t begin, end;
+    float *params, *mom1, *mom2;
+} CkptRange;
+
+/* The part of rank `rank` of `world`: [floor(n*rank/world), floor(n*(rank+1)/world)). */
+void ckpt_part_range(int64_t n, int64_t world, int64_t rank, int64_t *begin, int64_t *end);
+
 /* --rope-theta X (0: keep), --rope-scaling SPEC (NULL: keep), --max-position-embeddings N
  * (0: keep) applied to c. SPEC: "default" (no scaling) or
  * "llama3:factor=F[,low_freq_factor=L][,high_freq_factor=H][,original_max_position_embeddings=N]";
@@ -66,6 +85,11 @@ int ckpt_check_config(const char *path, const ModelConfig *c, UlError *e);
  * the optimizer steps done. Nothing is modified unless everything validates... except s,
  * which is left undefined on error (the caller aborts the run). */
 int ckpt_load(const char *path, const CkptRun *r, CkptState *s, int64_t *step, UlError *e);
+/* The same validation, then each rank reads its ranges rg[nrg] (disjoint, inside [0, n);
+ * n = the model's parameters) from the parts that overlap them: no full buffers, no
+ * exchange between ranks (ZeRO slices). */
+int ckpt_load_ranges(const char *path, const CkptRun *r, int64_t n, const CkptRange *rg, int64_t nrg, int64_t *step,
+                     UlError *e);
 
 /* Before training with checkpoints on: creates root, removes temporaries of interrupted
  * saves (step-*.tmp-*, step-*.del-*). A fresh run (resuming = 0) refuses a root that
@@ -76,6 +100,8 @@ int ckpt_prepare(const char *root, int resuming, UlError *e);
  * then, with keep_last > 0, removes the oldest complete checkpoints of steps <= step
  * beyond the keep_last newest. */
 int ckpt_save(const char *root, const CkptRun *r, const CkptState *s, int64_t step, int64_t keep_last, UlError *e);
+/* The same from each rank's part only (CkptPart). */
+int ckpt_save_part(const char *root, const CkptRun *r, const CkptPart *p, int64_t step, int64_t keep_last, UlError *e);
 
 /* Writes dir/config.json and dir/model.safetensors in place (dir created if missing;
  * each file atomically; other entries of dir are kept). Not collective. */

@@ -172,35 +172,118 @@ static int validate(const TrainOptions *o, const ModelConfig *c, int world, UlEr
     return 0;
 }
 
-/* The full training state in host memory, for a checkpoint or --out: in place on the CPU
- * without ZeRO (the model's params and the moments are host memory already), else host
- * buffers of n_pad floats allocated around each use (with ZeRO they hold the gathered
- * state, which no rank keeps otherwise). */
-typedef struct {
-    float *p, *m1, *m2; /* [n_pad] each; m1, m2 NULL unless asked for */
-    int owned;
-} HostState;
+#define F32B(n) ((size_t)(n) * sizeof(float))
 
-static void host_state_get(HostState *h, const ZeroOpt *z, const Model *m, int on_gpu, int moments) {
-    h->owned = on_gpu || z->stage > 0;
-    if (!h->owned) {
-        h->p = m->params;
-        h->m1 = moments ? z->m1 : NULL;
-        h->m2 = moments ? z->m2 : NULL;
-        return;
+/* The full fp32 weights [n] in host memory on world rank 0 for model.safetensors (NULL
+ * elsewhere; *owned: free it): the model's own on the CPU backend without ZeRO, else a
+ * copy (stages >= 1: gathered from replica 0's shard group, which this is collective over). */
+static float *full_weights(ZeroOpt *z, Model *m, Mesh *mesh, int on_gpu, int *owned) {
+    int64_t N = m->n_params;
+    float *w = NULL;
+    *owned = 0;
+    if (z->stage == 0) {
+        if (mesh->rank != 0) return NULL;
+        if (!on_gpu) return m->params;
+        w = ul_malloc(F32B(N)); /* [N] */
+        model_get_params(m, w);
+        *owned = 1;
+        return w;
     }
-    h->p = ul_malloc((size_t)z->n_pad * sizeof(float));
-    h->m1 = moments ? ul_malloc((size_t)z->n_pad * sizeof(float)) : NULL;
-    h->m2 = moments ? ul_malloc((size_t)z->n_pad * sizeof(float)) : NULL;
+    if (mesh->r_rep != 0) return NULL;
+    int64_t *want = ul_calloc((size_t)(2 * z->S), sizeof(int64_t)); /* [2 S]: shard rank 0 wants [0, N) */
+    want[1] = N;
+    if (z->q == 0) {
+        w = ul_malloc(F32B(N)); /* [N] */
+        *owned = 1;
+    }
+    float *const out[3] = {w, NULL, NULL};
+    zero_host_range(z, m, mesh, want, 1, out);
+    free(want);
+    return w;
 }
 
-static void host_state_put(HostState *h) {
-    if (h->owned) {
-        free(h->p);
-        free(h->m1);
-        free(h->m2);
+/* --resume: the checkpoint's state becomes the optimizer's (and the model's weights).
+ * Stage 0: the full vectors on every rank (in place on the CPU backend; each rank reads
+ * its share of the parts, then broadcasts). Stages >= 1: each rank reads only its slice
+ * ([per] x 3 host) from the parts that overlap it. Agreed. */
+static int resume_state(const char *path, const CkptRun *cr, ZeroOpt *z, Model *m, Mesh *mesh, int on_gpu,
+                        int64_t *first, UlError *e) {
+    const int64_t N = m->n_params;
+    int rc;
+    if (z->stage == 0) {
+        float *b[3] = {m->params, z->m1, z->m2};
+        for (int i = 0; i < 3 && on_gpu; i++) b[i] = ul_malloc(F32B(N)); /* [N] each */
+        CkptState s = {b[0], b[1], b[2], N};
+        rc = ckpt_load(path, cr, &s, first, e);
+        if (rc == 0) zero_start(z, m, b[0], b[1], b[2]);
+        for (int i = 0; i < 3 && on_gpu; i++) free(b[i]);
+        return rc;
     }
-    memset(h, 0, sizeof *h);
+    float *b[3];
+    for (int i = 0; i < 3; i++) b[i] = ul_calloc((size_t)z->per, sizeof(float)); /* [per] each, zero padding */
+    ZeroPiece *pc = ul_malloc((size_t)z->nu * sizeof *pc);                           /* [nu] */
+    int64_t np = zero_slice_pieces(z, z->q, 0, N, pc);
+    CkptRange *rg = ul_malloc((size_t)(np > 0 ? np : 1) * sizeof *rg); /* [np] */
+    for (int64_t j = 0; j < np; j++)
+        rg[j] = (CkptRange){pc[j].begin, pc[j].end, b[0] + pc[j].so, b[1] + pc[j].so, b[2] + pc[j].so};
+    rc = ckpt_load_ranges(path, cr, N, rg, np, first, e);
+    if (rc == 0) zero_start_slice(z, m, mesh, b[0], b[1], b[2]);
+    free(rg);
+    free(pc);
+    for (int i = 0; i < 3; i++) free(b[i]);
+    return rc;
+}
+
+/* A checkpoint after `step` steps. In host memory: this rank's part [a, b) of params, m, v
+ * (in place on the CPU backend without ZeRO; with ZeRO moved between the shard group's
+ * ranks, zero_host_range), and on rank 0 the full weights for model.safetensors. Unless
+ * quiet, rank 0 prints every rank's host bytes (tests/zero_test.sh asserts them). Agreed. */
+static int save_state(const char *root, const CkptRun *cr, ZeroOpt *z, Model *m, Mesh *mesh, int on_gpu, int64_t step,
+                      UlError *e) {
+    const TrainOptions *o = cr->o;
+    const int64_t N = m->n_params;
+    int64_t a, b;
+    ckpt_part_range(N, mesh->world, mesh->rank, &a, &b);
+    const int in_place = !on_gpu && z->stage == 0;
+    float *part[3] = {NULL, NULL, NULL};
+    int64_t bytes[3] = {0, 0, 0}; /* host bytes on this rank: the part, the staging, the full weights */
+    if (in_place) {
+        part[0] = m->params + a;
+        part[1] = z->m1 + a;
+        part[2] = z->m2 + a;
+    } else {
+        for (int i = 0; i < 3; i++) part[i] = ul_malloc(F32B(b > a ? b - a : 1)); /* [b - a] each */
+        bytes[0] = 3 * (int64_t)F32B(b - a);
+        int64_t S = z->stage ? z->S : 1;
+        int64_t *want = ul_malloc((size_t)(2 * S) * sizeof(int64_t)); /* [2 S]: the parts of this replica's ranks */
+        for (int64_t p = 0; p < S; p++)
+            ckpt_part_range(N, mesh->world, z->stage ? (int64_t)mesh->r_rep * S + p : mesh->rank, &want[2 * p],
+                            &want[2 * p + 1]);
+        bytes[1] = zero_host_range(z, m, mesh, want, 7, part);
+        free(want);
+    }
+    int owned = 0;
+    float *w = full_weights(z, m, mesh, on_gpu, &owned);
+    if (owned) bytes[2] = (int64_t)F32B(N);
+    CkptPart cp = {part[0], part[1], part[2], w, N};
+    int rc = ckpt_save_part(root, cr, &cp, step, o->keep_last, e);
+    if (owned) free(w);
+    if (!in_place)
+        for (int i = 0; i < 3; i++) free(part[i]);
+    if (!o->quiet) {
+        CommGroup *g = &mesh->world_g;
+        int64_t *all = ul_malloc((size_t)(3 * mesh->world) * sizeof(int64_t)); /* [world, 3] */
+        g->ops->allgather(g, bytes, all, 3, UL_I64);
+        if (mesh->rank == 0) {
+            fprintf(stderr, "ulysses: checkpoint host bytes (part+staging+weights):");
+            for (int r = 0; r < mesh->world; r++)
+                fprintf(stderr, " rank%d=%lld+%lld+%lld", r, (long long)all[3 * r], (long long)all[3 * r + 1],
+                        (long long)all[3 * r + 2]);
+            fprintf(stderr, "\n");
+        }
+        free(all);
+    }
+    return rc;
 }
 
 /* Warmup (linear, from lr/W at the first step) then cosine down to lr * min_lr_ratio. */
@@ -357,16 +440,11 @@ int train_run(const TrainOptions *o_in, UlError *e) {
      * resume keep the metrics of the steps before the checkpoint */
     const char *ckpt_root = o->ckpt_dir ? o->ckpt_dir : o->out;
     CkptRun crun = {o, &c, o->task ? NULL : &dl, &mesh};
-    /* the checkpoint code reads and writes the full state in host memory (HostState) */
     int64_t first = 0, end = o->stop_at > 0 && o->stop_at < o->steps ? o->stop_at : o->steps;
-    HostState hs = {0};
-    if (resume[0]) {
-        host_state_get(&hs, &zo, &m, on_gpu, 1);
-        CkptState cst = {hs.p, hs.m1, hs.m2, N};
-        rc = ckpt_load(resume, &crun, &cst, &first, e);
-    }
-    if (rc == 0) zero_start(&zo, &m, hs.p, hs.m1, hs.m2); /* the optimizer takes its slice; NULLs: fresh */
-    host_state_put(&hs);
+    if (resume[0])
+        rc = resume_state(resume, &crun, &zo, &m, &mesh, on_gpu, &first, e);
+    else
+        zero_start(&zo, &m, NULL, NULL, NULL); /* the optimizer takes its slice of the fresh weights */
     if (rc == 0 && first > end)
         rc = ul_agree(ul_err(e, "--stop-at %lld: the checkpoint %s is already at step %lld", (long long)o->stop_at,
                              resume, (long long)first),
@@ -514,11 +592,7 @@ int train_run(const TrainOptions *o_in, UlError *e) {
             progress(o, tty, first, end, step, loss, gn, lr, tok_s, train_time, last_acc);
         }
         if (o->save_every > 0 && ((step + 1) % o->save_every == 0 || step + 1 == end)) {
-            host_state_get(&hs, &zo, &m, on_gpu, 1);
-            zero_gather_host(&zo, &m, &mesh, hs.p, hs.m1, hs.m2);
-            CkptState cst = {hs.p, hs.m1, hs.m2, N};
-            rc = ckpt_save(ckpt_root, &crun, &cst, step + 1, o->keep_last, e);
-            host_state_put(&hs);
+            rc = save_state(ckpt_root, &crun, &zo, &m, &mesh, on_gpu, step + 1, e);
             if (rc) break; /* agreed */
             if (rank == 0 && !o->quiet) {
                 char dir[4200];
@@ -528,17 +602,17 @@ int train_run(const TrainOptions *o_in, UlError *e) {
         }
     }
 
-    if (rc == 0 && o->out && (rank == 0 || zo.stage > 0)) { /* stage 0: rank 0's copy alone, no collective */
-        host_state_get(&hs, &zo, &m, on_gpu, 0);
-        zero_gather_host(&zo, &m, &mesh, hs.p, NULL, NULL); /* collective for stages >= 1 */
+    if (rc == 0 && o->out) {
+        int owned = 0;
+        float *w = full_weights(&zo, &m, &mesh, on_gpu, &owned); /* collective for stages >= 1 */
+        if (rank == 0) {
+            UlDtype dt = strcmp(o->save_dtype, "bf16") == 0 ? UL_DT_BF16 : UL_DT_F32;
+            /* with checkpoints on, --out may hold them: write its files in place, never replace it */
+            rc = o->save_every > 0 ? ckpt_write_hf_files(o->out, &c, w, dt, e) : ul_save_hf_dir(o->out, &c, w, dt, e);
+            if (rc == 0 && !o->quiet) fprintf(stderr, "ulysses: model written to %s\n", o->out);
+        }
+        if (owned) free(w);
     }
-    if (rc == 0 && rank == 0 && o->out) {
-        UlDtype dt = strcmp(o->save_dtype, "bf16") == 0 ? UL_DT_BF16 : UL_DT_F32;
-        /* with checkpoints on, --out may hold them: write its files in place, never replace it */
-        rc = o->save_every > 0 ? ckpt_write_hf_files(o->out, &c, hs.p, dt, e) : ul_save_hf_dir(o->out, &c, hs.p, dt, e);
-        if (rc == 0 && !o->quiet) fprintf(stderr, "ulysses: model written to %s\n", o->out);
-    }
-    host_state_put(&hs);
     if (mf) fclose(mf);
     if (ef) fclose(ef);
     if (rc == 0 && rank == 0 && o->plot) {

@@ -239,6 +239,22 @@ void zero_clear_grads(ZeroOpt *z, Model *m) {
         z->k->zero(m->grads, (size_t)m->n_alloc * sizeof(float));
 }
 
+/* stages 1, 2: the master slice (act) is all-gathered into every rank's act copy */
+static void publish12(ZeroOpt *z, Model *m, Mesh *mesh) {
+    const KernelOps *k = z->k;
+    const float *src = z->master;
+    if (z->offload) {
+        k->upload(z->gslice, z->master, F32B(z->per));
+        src = z->gslice;
+    }
+    void *send = (void *)src;
+    if (z->act_send) {
+        k->to_act(z->act_send, src, z->per);
+        send = z->act_send;
+    }
+    mesh->dev_shard->ops->allgather(mesh->dev_shard, send, m->wact, z->per, act_type(k));
+}
+
 double zero_step(ZeroOpt *z, Model *m, Mesh *mesh, const ZeroHyper *h, int update) {
     const KernelOps *k = z->k;
     int64_t own = z->stage == 3 ? z->per : z->hi - z->lo; /* the slice's elements to clip and update */
@@ -291,54 +307,75 @@ double zero_step(ZeroOpt *z, Model *m, Mesh *mesh, const ZeroHyper *h, int updat
         z3_publish(z);
         return gn;
     }
-    /* publish: the updated slice (act) is all-gathered into every rank's act copy */
-    const float *src = z->master;
-    if (z->offload) {
-        k->upload(z->gslice, z->master, F32B(z->per));
-        src = z->gslice;
-    }
-    void *send = (void *)src;
-    if (z->act_send) {
-        k->to_act(z->act_send, src, z->per);
-        send = z->act_send;
-    }
-    mesh->dev_shard->ops->allgather(mesh->dev_shard, send, m->wact, z->per, k->act_bytes == 2 ? UL_BF16 : UL_F32);
+    publish12(z, m, mesh);
     return gn;
 }
 
-void zero_gather_host(ZeroOpt *z, const Model *m, Mesh *mesh, float *hp, float *hm1, float *hm2) {
-    const KernelOps *k = z->k;
-    if (z->stage == 0) {
-        if (hp && hp != m->params) model_get_params(m, hp);
-        if (hm1 && hm1 != z->m1) k->download(hm1, z->m1, F32B(z->n));
-        if (hm2 && hm2 != z->m2) k->download(hm2, z->m2, F32B(z->n));
+int64_t zero_slice_pieces(const ZeroOpt *z, int64_t q, int64_t a, int64_t b, ZeroPiece *out) {
+    int64_t k = 0;
+    for (int64_t u = 0; u < z->nu; u++) {
+        const ZeroUnit *un = &z->units[u];
+        int64_t lo = un->off + q * un->per, end = un->off + un->numel;
+        int64_t hi = lo + un->per < end ? lo + un->per : end;
+        int64_t x = lo > a ? lo : a, y = hi < b ? hi : b;
+        if (x < y) out[k++] = (ZeroPiece){x, y, un->so + x - lo};
+    }
+    return k;
+}
+
+void zero_start_slice(ZeroOpt *z, Model *m, Mesh *mesh, const float *sp, const float *sm1, const float *sm2) {
+    UL_ASSERT(z->stage >= 1, "zero_start_slice: stage %d has no slices", z->stage);
+    put(z, z->master, sp, z->per);
+    put(z, z->m1, sm1, z->per);
+    put(z, z->m2, sm2, z->per);
+    if (z->stage == 3) {
+        z3_publish(z);
         return;
     }
-    float *dst[3] = {hp, hm1, hm2}, *src[3] = {z->master, z->m1, z->m2};
-    float *tmp = z->offload ? NULL : ul_malloc(F32B(z->per)); /* [per] host */
-    float *ut = z->stage == 3 ? ul_malloc(F32B(z->umax)) : NULL; /* [umax] host: one gathered unit */
-    CommGroup *g = &mesh->shard_g;
+    publish12(z, m, mesh); /* the model's act copy; its full fp32 master is not needed */
+    model_drop_master(m);
+}
+
+int64_t zero_host_range(ZeroOpt *z, const Model *m, Mesh *mesh, const int64_t *want, int which, float *const out[3]) {
+    const KernelOps *k = z->k;
+    if (z->stage == 0) { /* replicated: this rank's own copy */
+        const float *src[3] = {m->params, z->m1, z->m2};
+        int64_t a = want[0], b = want[1];
+        for (int i = 0; i < 3; i++)
+            if ((which >> i & 1) && b > a) k->download(out[i], src[i] + a, F32B(b - a));
+        return 0;
+    }
+    const int64_t S = z->S, q = z->q, ma = want[2 * q], mb = want[2 * q + 1];
+    const float *src[3] = {z->master, z->m1, z->m2};
+    float *tmp = z->offload ? NULL : ul_malloc(F32B(z->per)); /* [per] host staging of one vector */
+    ZeroPiece *pc = ul_malloc((size_t)z->nu * sizeof *pc);     /* [nu] */
+    UlHostMsg *snd = ul_malloc((size_t)(S * z->nu) * sizeof *snd), *rcv = ul_malloc((size_t)(S * z->nu) * sizeof *rcv);
     for (int i = 0; i < 3; i++) {
-        if (!dst[i]) continue;
+        if (!(which >> i & 1)) continue;
         const float *s = src[i];
-        if (!z->offload) {
+        if (tmp) {
             k->download(tmp, src[i], F32B(z->per));
             s = tmp;
         }
-        if (z->stage == 3) { /* unit by unit: [S * per_u] in flat order, then its n_u elements */
-            for (int64_t u = 0; u < z->nu; u++) {
-                const ZeroUnit *un = &z->units[u];
-                g->ops->allgather(g, s + un->so, ut, un->per, UL_F32);
-                memcpy(dst[i] + un->off, ut, F32B(un->numel));
-            }
-        } else if (g->size == 1) {
-            memcpy(dst[i], s, F32B(z->per));
-        } else {
-            g->ops->allgather(g, s, dst[i], z->per, UL_F32);
+        int64_t ns = 0, nr = 0;
+        for (int64_t p = 0; p < S; p++) { /* what p wants of this rank's slice, in flat order */
+            int64_t np = zero_slice_pieces(z, q, want[2 * p], want[2 * p + 1], pc);
+            for (int64_t j = 0; j < np; j++)
+                snd[ns++] = (UlHostMsg){(int)p, (void *)(s + pc[j].so), F32B(pc[j].end - pc[j].begin)};
         }
+        for (int64_t p = 0; p < S; p++) { /* what p holds of this rank's range, in flat order */
+            int64_t np = zero_slice_pieces(z, p, ma, mb, pc);
+            for (int64_t j = 0; j < np; j++)
+                rcv[nr++] = (UlHostMsg){(int)p, out[i] + (pc[j].begin - ma), F32B(pc[j].end - pc[j].begin)};
+        }
+        ul_mpi_exchange(&mesh->shard_g, snd, ns, rcv, nr);
     }
-    free(ut);
+    int64_t staging = tmp ? (int64_t)F32B(z->per) : 0;
+    free(snd);
+    free(rcv);
+    free(pc);
     free(tmp);
+    return staging;
 }
 
 void zero_free(ZeroOpt *z) {

@@ -130,9 +130,30 @@ void zero_clear_grads(ZeroOpt *z, Model *m);
  * weights to the model's act copy. Returns the gradient norm before clipping. Collective
  * over the mesh. */
 double zero_step(ZeroOpt *z, Model *m, Mesh *mesh, const ZeroHyper *h, int update);
-/* The full state in host memory (for checkpoints and --out): hp, hm1, hm2 [n_pad] (any
- * may be NULL); stage >= 1 all-gathers the slices over the shard group. Collective. */
-void zero_gather_host(ZeroOpt *z, const Model *m, Mesh *mesh, float *hp, float *hm1, float *hm2);
+/* A piece of a flat range that one shard rank holds: flat [begin, end), at offset so of
+ * that rank's slice. */
+typedef struct {
+    int64_t begin, end, so;
+} ZeroPiece;
+/* The pieces of flat [a, b) that shard rank q holds, in flat order, into out[nu] (stages
+ * 0-2: at most one; stage 3: one per unit). Returns their count. */
+int64_t zero_slice_pieces(const ZeroOpt *z, int64_t q, int64_t a, int64_t b, ZeroPiece *out);
+/* Stages >= 1, once, instead of zero_start, on --resume: this rank's slices sp, sm1, sm2
+ * ([per] host each, the master weights and moments in the slice layout, zero padding)
+ * become the optimizer state, and the weights are published to the model (stages 1, 2:
+ * all-gathered over the shard group into the act copy; stage 3: the act slice). Collective
+ * over the shard group. */
+void zero_start_slice(ZeroOpt *z, Model *m, Mesh *mesh, const float *sp, const float *sm1, const float *sm2);
+/* Host copies of flat ranges of the state (checkpoints, --out) without full-size buffers.
+ * want[2 * p], want[2 * p + 1] ([2 * S], the same on every rank of the shard group): the
+ * range [a_p, b_p) inside [0, n) that shard rank p wants (empty: nothing). which: bit i
+ * asks for vector i (0 the fp32 master weights, 1 AdamW m, 2 v), the same on every rank;
+ * out[i] ([b - a] host, this rank's range; unused where it is empty). Stage 0: copied
+ * from this rank's replicated state (want[0 : 2] only). Stages >= 1: each rank stages its
+ * slice on the host ([per], one vector at a time; none with offload: it is there) and sends
+ * every rank the pieces of its range that it holds, point to point over the MPI shard group.
+ * Collective over the shard group for stages >= 1. Returns the host staging bytes it used. */
+int64_t zero_host_range(ZeroOpt *z, const Model *m, Mesh *mesh, const int64_t *want, int which, float *const out[3]);
 void zero_free(ZeroOpt *z);
 
 #endif
