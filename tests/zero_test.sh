@@ -9,6 +9,10 @@
 #               model and optimizer allocated equals the memory plan's exact items (stages 0-3)
 #   resume      a checkpoint saved with --zero 2 resumes with --zero 0 (and the other ways round,
 #               on other meshes, with offload, and with --zero 3) and continues the uninterrupted run
+#   savemem     with ZeRO a checkpoint save holds in host memory only the rank's part of
+#               params, m, v (12 bytes per element of its file slice), the staging of its ZeRO
+#               slice (4 per; none with offload) and on rank 0 the full weights (4 N), as the
+#               save's log line of every rank's host bytes says; stages 1-3, replicas
 #   eval3       --zero 3 with --task kv evaluations (a number of eval samples that the DP
 #               indices do not divide) and --out: the evaluations of --zero 0, and a model
 #               that continues like --zero 0's
@@ -187,6 +191,29 @@ resume)
     train "$np" $T "$@" --resume ck --metrics m.jsonl --quiet
     check $? "resume np=$np $* failed"
     compare straight.jsonl m.jsonl "save [$save] -> resume [$res], steps 1..10 vs straight" 10
+  done
+  ;;
+savemem)
+  for run in "3 --dp-shard 3 --zero 2" "4 --sp 2 --dp-shard 2 --zero 3" \
+             "4 --dp-shard 2 --dp-replicate 2 --zero 1 --offload-optimizer" "2 --sp 2 --zero 0"; do
+    set -- $run
+    np=$1; shift
+    rm -rf ck
+    train "$np" --batch 12 --steps 2 --save-every 2 --ckpt-dir ck "$@" 2> log.txt
+    check $? "np=$np $*: save failed ($(tail -3 log.txt))"
+    N=$(sed -n -e 's/.*ulysses: zero .* slice [0-9]* of \([0-9]*\) params.*/\1/p' log.txt)
+    per=$(sed -n -e 's/.*ulysses: zero .* slice \([0-9]*\) of.*/\1/p' log.txt)
+    line=$(grep -m1 "checkpoint host bytes" log.txt)
+    echo "np=$np $*: N=$N per=$per; $line"
+    for r in $(seq 0 $((np - 1))); do
+      got=$(echo "$line" | sed -n -e "s/.* rank$r=\([0-9+]*\).*/\1/p")
+      part=$((12 * (N * (r + 1) / np - N * r / np))) stg=$((4 * per)) w=0
+      case "$*" in *offload*) stg=0 ;; *"--zero 0"*) stg=0 part=0 ;; esac # zero 0 on the CPU: in place
+      [ "$r" -eq 0 ] && w=$((4 * N))
+      [ "$r" -eq 0 ] && case "$*" in *"--zero 0"*) w=0 ;; esac
+      check $([ "$got" = "$part+$stg+$w" ]; echo $?) \
+        "np=$np $*: rank $r held $got host bytes at the save, expected part+staging+weights $part+$stg+$w"
+    done
   done
   ;;
 eval3)
