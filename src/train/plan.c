@@ -159,16 +159,23 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
         add(p, PG_LOSS, 0, 0, loss_tile * V * F, "eval logits fp32 (first evaluation)");
         add(p, PG_LOSS, 1, 0, loss_tile * V * F, "eval logits host copy");
     }
-    /* Host copies of the full state exist only around their use (train.c HostState), one
-     * at a time: the largest is the host peak above the rest. In place (none) on the CPU
-     * backend without ZeRO; with ZeRO >= 1 the gather (and zero_start) add a [per] staging. */
-    int64_t h_slice = z >= 1 ? ceil_div(N, nsh) : N, h_pad = z >= 1 ? h_slice * nsh : N;
-    int64_t h_stage = z >= 1 ? h_slice * F : 0;
+    /* Host copies of the state exist only around their use (train.c save_state,
+     * resume_state, full_weights), one at a time; the largest is the host peak above the
+     * rest, charged for rank 0 (the largest). A save: the rank's part of params, m, v
+     * [ceil(N / W)] x 3 (none on the CPU backend without ZeRO: in place), the full weights
+     * [N] for model.safetensors (rank 0; in place likewise), and with ZeRO >= 1 without
+     * offload a [per] staging of one vector while pieces move. A resume: the slice [per] x 3
+     * with ZeRO >= 1, the full [N] x 3 on CUDA without ZeRO (then broadcast). --out: the
+     * weights [N] on rank 0 (+ the staging). */
+    int64_t W = S * (in->dp_shard > 0 ? in->dp_shard : 1) * (in->dp_replicate > 0 ? in->dp_replicate : 1);
     int h_owned = in->cuda || z >= 1;
-    int64_t h_init = N * F, h_state = in->save_state && h_owned ? 3 * h_pad * F + h_stage : 0;
-    int64_t h_out = in->save_out && h_owned ? h_pad * F + h_stage : 0;
+    int64_t h_stage = z >= 1 && !in->offload_optimizer ? zper * F : 0;
+    int64_t h_save = h_owned ? 3 * ceil_div(N, W) * F + N * F + h_stage : 0;
+    int64_t h_resume = z >= 1 ? 3 * zper * F : in->cuda ? 3 * N * F : 0;
+    int64_t h_init = N * F, h_state = in->save_state ? (h_save > h_resume ? h_save : h_resume) : 0;
+    int64_t h_out = in->save_out && h_owned ? N * F + h_stage : 0;
     if (h_state >= h_init && h_state >= h_out)
-        add(p, PG_WORK, 1, 0, h_state, "state host copy: params, m, v (checkpoint save/resume)");
+        add(p, PG_WORK, 1, 0, h_state, "state host copy: the rank's part or slice of params, m, v (checkpoint save/resume)");
     else if (h_out > h_init)
         add(p, PG_WORK, 1, 0, h_out, "weights host copy (--out, at the end)");
     else

@@ -51,9 +51,10 @@ typedef struct {
     int eval;                 /* evaluation during training (model_eval's fp32 logits) */
     double reserve_gib;       /* CUDA context + cuBLASLt + NCCL (cuda only) */
     int64_t dev_limit;        /* bytes per GPU the auto TiledMLP tile is chosen for (<= 0: no limit) */
-    /* host copies of the full training state, allocated around their use (train.c HostState) */
-    int save_state;           /* --save-every or --resume: params, m, v [n_pad] fp32 */
-    int save_out;             /* --out: params [n_pad] fp32 at the end */
+    /* host copies of the training state, allocated around their use (train.c save_state,
+     * resume_state, full_weights) */
+    int save_state;           /* --save-every or --resume: the rank's part or slice of params, m, v */
+    int save_out;             /* --out: the weights [N] fp32 on rank 0 at the end */
 } PlanInput;
 
 typedef struct {
