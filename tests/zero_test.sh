@@ -12,7 +12,8 @@
 #   savemem     with ZeRO a checkpoint save holds in host memory only the rank's part of
 #               params, m, v (12 bytes per element of its file slice), the staging of its ZeRO
 #               slice (4 per; none with offload) and on rank 0 the full weights (4 N), as the
-#               save's log line of every rank's host bytes says; stages 1-3, replicas
+#               save's log line of every rank's host bytes says; stages 1-3, replicas; and
+#               a save + resume on the same mesh and stage gives the straight run exactly
 #   eval3       --zero 3 with --task kv evaluations (a number of eval samples that the DP
 #               indices do not divide) and --out: the evaluations of --zero 0, and a model
 #               that continues like --zero 0's
@@ -214,6 +215,19 @@ savemem)
       check $([ "$got" = "$part+$stg+$w" ]; echo $?) \
         "np=$np $*: rank $r held $got host bytes at the save, expected part+staging+weights $part+$stg+$w"
     done
+  done
+  # a save and resume on the same mesh and stage continues exactly (the slices moved intact)
+  T="--batch 12 --steps 8"
+  for run in "2 --sp 2 --zero 3" "4 --dp-shard 2 --dp-replicate 2 --zero 2" "3 --dp-shard 3 --zero 1 --offload-optimizer"; do
+    set -- $run
+    np=$1; shift
+    rm -rf ck m.jsonl
+    train "$np" $T "$@" --metrics straight.jsonl --quiet
+    check $? "straight np=$np $* failed"
+    train "$np" $T "$@" --stop-at 4 --save-every 4 --ckpt-dir ck --metrics m.jsonl --quiet &&
+      train "$np" $T "$@" --resume ck --metrics m.jsonl --quiet
+    check $? "save/resume np=$np $* failed"
+    TOL=0 compare straight.jsonl m.jsonl "np=$np $*: save at 4 + resume vs straight (exact)" 8
   done
   ;;
 eval3)
