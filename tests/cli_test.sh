@@ -71,19 +71,7 @@ badinput)
   mkdir -p badmodel && printf '{"vocab_size": 256' > badmodel/config.json
   sed -e "s/\"num_attention_heads\": 4, \"num_key_value_heads\": 2/\"num_attention_heads\": 6, \"num_key_value_heads\": 3, \"head_dim\": 8/" tiny.json > kv3.json
   sed -e 's/"hidden_act": *"[a-z]*"//' tiny.json | sed -e 's/"model_type": "llama"/"model_type": "llama", "hidden_act": "gelu"/' > gelu.json
-  # expect NP PATTERN ARGS...: exits non-zero, prints exactly one error line containing PATTERN, writes no output
-  expect() {
-    local np=$1 pat=$2; shift 2
-    rm -rf out m.jsonl
-    $MPIRUN -np "$np" "$BIN" "$@" --out out --metrics m.jsonl > o.txt 2> e.txt
-    local rc=$?
-    local n
-    n=$(grep -c "ulysses: error" e.txt)
-    checks=$((checks + 1))
-    if [ $rc -eq 0 ] || [ "$n" -ne 1 ] || ! grep -q -- "$pat" e.txt || [ -e out ] || [ -e m.jsonl ]; then
-      echo "FAIL: np=$np '$*' -> rc $rc, $n error lines, want '$pat':"; cat e.txt; fail=$((fail + 1))
-    fi
-  }
+  expect() { expect_error "$@"; } # testlib.sh
   T="train --data data.tok --seq-len 64 --steps 2 --batch 2 --quiet"
   expect 1 "no-such.json" $T --model no-such.json
   expect 2 "badmodel/config.json" $T --model badmodel

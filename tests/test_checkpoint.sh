@@ -151,21 +151,7 @@ bad)
   mk badstate2; truncate -s 100 badstate2/state.json; sed -i -e "/state.json/s/:[[:space:]]*[0-9]*/: 100/" badstate2/COMPLETE
   mk world; sed -i -e 's/"world":\([[:space:]]*\)2/"world":\13/' world/state.json
   mkdir -p onlybroken/step-00000005 empty
-  # expect NP PATTERN ARGS...: exits non-zero, prints exactly one error line containing PATTERN, writes no output
-  expect() {
-    local np=$1 pat=$2; shift 2
-    rm -rf out m.jsonl
-    $MPIRUN -np "$np" "$BIN" train "$@" --out out --metrics m.jsonl > o.txt 2> e.txt
-    local rc=$?
-    local n
-    n=$(grep -c "ulysses: error" e.txt)
-    checks=$((checks + 1))
-    if [ $rc -eq 0 ] || [ "$n" -ne 1 ] || ! grep -q -- "$pat" e.txt || [ -e out ] || [ -e m.jsonl ]; then
-      echo "FAIL: np=$np '$*' -> rc $rc, $n error lines, want '$pat':"; cat e.txt; fail=$((fail + 1))
-    else
-      grep "ulysses: error" e.txt | cut -c1-200
-    fi
-  }
+  expect() { local np=$1 pat=$2; shift 2; expect_error "$np" "$pat" train "$@"; } # testlib.sh
   S="$T --sp 2"
   expect 2 "nomark/COMPLETE: missing" $S --resume nomark
   expect 2 "trunc/$P1: 1000 bytes" $S --resume trunc
