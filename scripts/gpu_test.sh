@@ -24,11 +24,12 @@ targets="--target test_cuda_kernels test_gpu_model ulysses bench_attention"; [ "
 cmake --build build-gpu -j"$(nproc)" $targets >"$LOG/build.log" 2>&1 || { grep -E "error|Error" -A3 "$LOG/build.log" | head -80; exit 1; }
 grep -E "spill|stack frame" "$LOG/build.log" | grep -v " 0 bytes spill stores, 0 bytes spill loads" | grep -v "0 bytes stack frame" | head -20
 echo "build: $(( $(date +%s) - t0 )) s"
-# tensor-core instructions per attention kernel (HMMA = mma.sync)
-att=$(find build-gpu -name "cuda_attention.cu.o" | head -1)
-if command -v cuobjdump >/dev/null && [ -n "$att" ]; then
-  cuobjdump -sass "$att" | awk '/Function :/{if(f)printf "%-48s HMMA %4d LDSM %4d LDL/STL %d\n",f,h,l,s; f=$3;h=0;l=0;s=0;next}
-    /HMMA/{h++} /LDSM/{l++} /LDL|STL/{s++} END{if(f)printf "%-48s HMMA %4d LDSM %4d LDL/STL %d\n",f,h,l,s}'
+# tensor-core instructions per attention kernel (HMMA = mma.sync, HGMMA = wgmma)
+if command -v cuobjdump >/dev/null; then
+  for att in $(find build-gpu -name "cuda_attention*.cu.o"); do
+    cuobjdump -sass "$att" | awk '/Function :/{if(f)printf "%-52s HMMA %4d HGMMA %4d LDSM %4d LDL/STL %d\n",f,h,w,l,s; f=$3;h=0;w=0;l=0;s=0;next}
+      /HGMMA/{w++;next} /HMMA/{h++} /LDSM/{l++} /LDL|STL/{s++} END{if(f)printf "%-52s HMMA %4d HGMMA %4d LDSM %4d LDL/STL %d\n",f,h,w,l,s}'
+  done
 fi
 export UL_TEST_REPORT="$LOG/gpu_report.txt"
 rm -f "$UL_TEST_REPORT"

@@ -62,17 +62,6 @@ __device__ __forceinline__ void mma16816(float *c, const unsigned *a, unsigned b
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *(unsigned *)&v;
-}
-
-__device__ __forceinline__ float ex2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
-}
-
 /* Fragment addresses inside a row-major smem tile with LD elements per row (lane = 0..31).
  *  A operand, rows [r0, r0+16) x cols [c0, c0+16)                   -> a[0..3]
  *  B operand from a tile stored [n][k] (rows n0..n0+15, cols k0..k0+15) -> b0,b1 of n-tile n0,
@@ -89,21 +78,6 @@ __device__ __forceinline__ const bf16 *frag_b_nk(const bf16 *s, int n0, int k0, 
 template <int LD>
 __device__ __forceinline__ const bf16 *frag_b_kn(const bf16 *s, int k0, int n0, int lane) {
     return s + (k0 + (lane & 15)) * LD + n0 + (lane >> 4) * 8;
-}
-
-/* ---------------------------------------------------------------- documents */
-
-/* index of the document holding token i: the largest di < n_docs with cu[di] <= i */
-__device__ __forceinline__ int64_t doc_of(const int64_t *__restrict__ cu, int64_t n_docs, int64_t i) {
-    int64_t lo = 0, hi = n_docs - 1;
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo + 1) / 2;
-        if (__ldg(cu + mid) <= i)
-            lo = mid;
-        else
-            hi = mid - 1;
-    }
-    return lo;
 }
 
 /* ---------------------------------------------------------------- tiles */
@@ -164,8 +138,8 @@ __device__ __forceinline__ void stage_acc(bf16 *s, int r0w, const float (*acc)[4
 #pragma unroll
     for (int nt = 0; nt < DP / 8; nt++) {
         int c = nt * 8 + 2 * t4;
-        *(unsigned *)(s + (r0w + g) * LD + c) = pack_bf16(acc[nt][0] * mul0, acc[nt][1] * mul0);
-        *(unsigned *)(s + (r0w + g + 8) * LD + c) = pack_bf16(acc[nt][2] * mul1, acc[nt][3] * mul1);
+        *(unsigned *)(s + (r0w + g) * LD + c) = ul_pack_bf16(acc[nt][0] * mul0, acc[nt][1] * mul0);
+        *(unsigned *)(s + (r0w + g + 8) * LD + c) = ul_pack_bf16(acc[nt][2] * mul1, acc[nt][3] * mul1);
     }
 }
 
@@ -207,8 +181,8 @@ __global__ void __launch_bounds__(AT_NT) k_attn_fwd(const AttnArgs a) {
     const int64_t r0 = qb * BM;
     const int64_t T = a.T;
     const int64_t kend = r0 + BM < T ? r0 + BM : T;
-    const int64_t kstart = __ldg(a.cu + doc_of(a.cu, a.n_docs, r0));
-    const int64_t ds_last = __ldg(a.cu + doc_of(a.cu, a.n_docs, kend - 1));
+    const int64_t kstart = __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, r0));
+    const int64_t ds_last = __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, kend - 1));
     const int wr0 = w * 16 * MT; /* this warp's first row inside the block */
     int dsr[MT][2];              /* document start of rows (g, g + 8) of each m-tile, relative to r0 */
 #pragma unroll
@@ -216,7 +190,7 @@ __global__ void __launch_bounds__(AT_NT) k_attn_fwd(const AttnArgs a) {
 #pragma unroll
         for (int hf = 0; hf < 2; hf++) {
             const int64_t i = r0 + wr0 + mt * 16 + g + hf * 8;
-            dsr[mt][hf] = (int)(__ldg(a.cu + doc_of(a.cu, a.n_docs, i < T ? i : T - 1)) - r0);
+            dsr[mt][hf] = (int)(__ldg(a.cu + ul_doc_of(a.cu, a.n_docs, i < T ? i : T - 1)) - r0);
         }
 
     const bf16 *qg = a.q + h * a.d, *kg = a.k + hk * a.d, *vg = a.v + hk * a.d;
@@ -302,17 +276,17 @@ __global__ void __launch_bounds__(AT_NT) k_attn_fwd(const AttnArgs a) {
             /* raw scores; the running max m is kept in scaled log2 units: m = max(s) * scale2 */
             const float mn0 = fmaxf(mrow[mt][0], mx0 * a.scale2), mn1 = fmaxf(mrow[mt][1], mx1 * a.scale2);
             const float mu0 = mn0 == -INFINITY ? 0.0f : mn0, mu1 = mn1 == -INFINITY ? 0.0f : mn1;
-            al[mt][0] = ex2(mrow[mt][0] - mu0);
-            al[mt][1] = ex2(mrow[mt][1] - mu1);
+            al[mt][0] = ul_ex2(mrow[mt][0] - mu0);
+            al[mt][1] = ul_ex2(mrow[mt][1] - mu1);
             mrow[mt][0] = mn0;
             mrow[mt][1] = mn1;
             float rs0 = 0.0f, rs1 = 0.0f;
 #pragma unroll
             for (int nt = 0; nt < BN / 8; nt++) { /* exp2(s * scale2 - m): one FFMA + ex2 per score */
-                sc[mt][nt][0] = ex2(fmaf(sc[mt][nt][0], a.scale2, -mu0));
-                sc[mt][nt][1] = ex2(fmaf(sc[mt][nt][1], a.scale2, -mu0));
-                sc[mt][nt][2] = ex2(fmaf(sc[mt][nt][2], a.scale2, -mu1));
-                sc[mt][nt][3] = ex2(fmaf(sc[mt][nt][3], a.scale2, -mu1));
+                sc[mt][nt][0] = ul_ex2(fmaf(sc[mt][nt][0], a.scale2, -mu0));
+                sc[mt][nt][1] = ul_ex2(fmaf(sc[mt][nt][1], a.scale2, -mu0));
+                sc[mt][nt][2] = ul_ex2(fmaf(sc[mt][nt][2], a.scale2, -mu1));
+                sc[mt][nt][3] = ul_ex2(fmaf(sc[mt][nt][3], a.scale2, -mu1));
                 rs0 += sc[mt][nt][0] + sc[mt][nt][1];
                 rs1 += sc[mt][nt][2] + sc[mt][nt][3];
             }
@@ -331,10 +305,10 @@ __global__ void __launch_bounds__(AT_NT) k_attn_fwd(const AttnArgs a) {
             unsigned pa[MT][4];
 #pragma unroll
             for (int mt = 0; mt < MT; mt++) {
-                pa[mt][0] = pack_bf16(sc[mt][2 * kk][0], sc[mt][2 * kk][1]);
-                pa[mt][1] = pack_bf16(sc[mt][2 * kk][2], sc[mt][2 * kk][3]);
-                pa[mt][2] = pack_bf16(sc[mt][2 * kk + 1][0], sc[mt][2 * kk + 1][1]);
-                pa[mt][3] = pack_bf16(sc[mt][2 * kk + 1][2], sc[mt][2 * kk + 1][3]);
+                pa[mt][0] = ul_pack_bf16(sc[mt][2 * kk][0], sc[mt][2 * kk][1]);
+                pa[mt][1] = ul_pack_bf16(sc[mt][2 * kk][2], sc[mt][2 * kk][3]);
+                pa[mt][2] = ul_pack_bf16(sc[mt][2 * kk + 1][0], sc[mt][2 * kk + 1][1]);
+                pa[mt][3] = ul_pack_bf16(sc[mt][2 * kk + 1][2], sc[mt][2 * kk + 1][3]);
             }
 #pragma unroll
             for (int np = 0; np < DP / 16; np++) {
@@ -403,8 +377,8 @@ __global__ void __launch_bounds__(AT_NT) k_attn_bwd_dq(const AttnArgs a) {
     const int64_t r0 = qb * BM;
     const int64_t T = a.T;
     const int64_t kend = r0 + BM < T ? r0 + BM : T;
-    const int64_t kstart = __ldg(a.cu + doc_of(a.cu, a.n_docs, r0));
-    const int64_t ds_last = __ldg(a.cu + doc_of(a.cu, a.n_docs, kend - 1));
+    const int64_t kstart = __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, r0));
+    const int64_t ds_last = __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, kend - 1));
     const int wr0 = w * 16 * MT;
     int dsr[MT][2];       /* document start of rows (g, g + 8) of each m-tile, relative to r0 */
     float lsr[MT][2], Dr[MT][2];
@@ -413,7 +387,7 @@ __global__ void __launch_bounds__(AT_NT) k_attn_bwd_dq(const AttnArgs a) {
 #pragma unroll
         for (int hf = 0; hf < 2; hf++) {
             const int64_t i = r0 + wr0 + mt * 16 + g + hf * 8;
-            dsr[mt][hf] = (int)(__ldg(a.cu + doc_of(a.cu, a.n_docs, i < T ? i : T - 1)) - r0);
+            dsr[mt][hf] = (int)(__ldg(a.cu + ul_doc_of(a.cu, a.n_docs, i < T ? i : T - 1)) - r0);
             lsr[mt][hf] = i < T ? a.lsec[i * a.Hq + h] * AT_LOG2E : 0.0f;
             Dr[mt][hf] = i < T ? a.D[i * a.Hq + h] : 0.0f;
         }
@@ -490,7 +464,7 @@ __global__ void __launch_bounds__(AT_NT) k_attn_bwd_dq(const AttnArgs a) {
             for (int nt = 0; nt < BN / 8; nt++) {
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
-                    float p = ex2(fmaf(sc[mt][nt][e], a.scale2, -lsr[mt][e >> 1]));
+                    float p = ul_ex2(fmaf(sc[mt][nt][e], a.scale2, -lsr[mt][e >> 1]));
                     if (!full) {
                         const int j = jr + nt * 8 + 2 * t4 + (e & 1);
                         const int i = e < 2 ? ir : ir + 8, ds = dsr[mt][e >> 1];
@@ -505,10 +479,10 @@ __global__ void __launch_bounds__(AT_NT) k_attn_bwd_dq(const AttnArgs a) {
             unsigned pa[MT][4];
 #pragma unroll
             for (int mt = 0; mt < MT; mt++) {
-                pa[mt][0] = pack_bf16(sc[mt][2 * kk][0], sc[mt][2 * kk][1]);
-                pa[mt][1] = pack_bf16(sc[mt][2 * kk][2], sc[mt][2 * kk][3]);
-                pa[mt][2] = pack_bf16(sc[mt][2 * kk + 1][0], sc[mt][2 * kk + 1][1]);
-                pa[mt][3] = pack_bf16(sc[mt][2 * kk + 1][2], sc[mt][2 * kk + 1][3]);
+                pa[mt][0] = ul_pack_bf16(sc[mt][2 * kk][0], sc[mt][2 * kk][1]);
+                pa[mt][1] = ul_pack_bf16(sc[mt][2 * kk][2], sc[mt][2 * kk][3]);
+                pa[mt][2] = ul_pack_bf16(sc[mt][2 * kk + 1][0], sc[mt][2 * kk + 1][1]);
+                pa[mt][3] = ul_pack_bf16(sc[mt][2 * kk + 1][2], sc[mt][2 * kk + 1][3]);
             }
 #pragma unroll
             for (int np = 0; np < DP / 16; np++) {
@@ -567,8 +541,8 @@ __global__ void __launch_bounds__(AT_NT) k_attn_bwd_dkv(const AttnArgs a) {
     const int64_t k0 = kb * BK;
     const int64_t T = a.T;
     const int64_t klast = (k0 + BK < T ? k0 + BK : T) - 1;
-    const int64_t qend = __ldg(a.cu + doc_of(a.cu, a.n_docs, klast) + 1);
-    const int64_t de_first = __ldg(a.cu + doc_of(a.cu, a.n_docs, k0) + 1);
+    const int64_t qend = __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, klast) + 1);
+    const int64_t de_first = __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, k0) + 1);
     const bool keys_in = k0 + BK <= T;
     const int wk0 = w * 16 * MT; /* this warp's first key inside the block */
     int der[MT][2]; /* document end of keys (g, g + 8) of each m-tile, relative to k0 (<= 0: none valid) */
@@ -577,7 +551,7 @@ __global__ void __launch_bounds__(AT_NT) k_attn_bwd_dkv(const AttnArgs a) {
 #pragma unroll
         for (int hf = 0; hf < 2; hf++) {
             const int64_t j = k0 + wk0 + mt * 16 + g + hf * 8;
-            der[mt][hf] = (int)((j < T ? __ldg(a.cu + doc_of(a.cu, a.n_docs, j) + 1) : 0) - k0);
+            der[mt][hf] = (int)((j < T ? __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, j) + 1) : 0) - k0);
         }
 
     const bf16 *kg = a.k + hk * a.d, *vg = a.v + hk * a.d;
@@ -657,7 +631,7 @@ __global__ void __launch_bounds__(AT_NT) k_attn_bwd_dkv(const AttnArgs a) {
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     const int c = nt * 8 + 2 * t4 + (e & 1);
-                    float p = ex2(fmaf(sc[mt][nt][e], a.scale2, -cL[c]));
+                    float p = ul_ex2(fmaf(sc[mt][nt][e], a.scale2, -cL[c]));
                     if (!full) { /* offsets relative to k0 */
                         const int i = ir + c;
                         const int j = e < 2 ? jr : jr + 8, de = der[mt][e >> 1];
@@ -674,14 +648,14 @@ __global__ void __launch_bounds__(AT_NT) k_attn_bwd_dkv(const AttnArgs a) {
             unsigned pa[MT][4], sa[MT][4];
 #pragma unroll
             for (int mt = 0; mt < MT; mt++) {
-                pa[mt][0] = pack_bf16(sc[mt][2 * kk][0], sc[mt][2 * kk][1]);
-                pa[mt][1] = pack_bf16(sc[mt][2 * kk][2], sc[mt][2 * kk][3]);
-                pa[mt][2] = pack_bf16(sc[mt][2 * kk + 1][0], sc[mt][2 * kk + 1][1]);
-                pa[mt][3] = pack_bf16(sc[mt][2 * kk + 1][2], sc[mt][2 * kk + 1][3]);
-                sa[mt][0] = pack_bf16(dp[mt][2 * kk][0], dp[mt][2 * kk][1]);
-                sa[mt][1] = pack_bf16(dp[mt][2 * kk][2], dp[mt][2 * kk][3]);
-                sa[mt][2] = pack_bf16(dp[mt][2 * kk + 1][0], dp[mt][2 * kk + 1][1]);
-                sa[mt][3] = pack_bf16(dp[mt][2 * kk + 1][2], dp[mt][2 * kk + 1][3]);
+                pa[mt][0] = ul_pack_bf16(sc[mt][2 * kk][0], sc[mt][2 * kk][1]);
+                pa[mt][1] = ul_pack_bf16(sc[mt][2 * kk][2], sc[mt][2 * kk][3]);
+                pa[mt][2] = ul_pack_bf16(sc[mt][2 * kk + 1][0], sc[mt][2 * kk + 1][1]);
+                pa[mt][3] = ul_pack_bf16(sc[mt][2 * kk + 1][2], sc[mt][2 * kk + 1][3]);
+                sa[mt][0] = ul_pack_bf16(dp[mt][2 * kk][0], dp[mt][2 * kk][1]);
+                sa[mt][1] = ul_pack_bf16(dp[mt][2 * kk][2], dp[mt][2 * kk][3]);
+                sa[mt][2] = ul_pack_bf16(dp[mt][2 * kk + 1][0], dp[mt][2 * kk + 1][1]);
+                sa[mt][3] = ul_pack_bf16(dp[mt][2 * kk + 1][2], dp[mt][2 * kk + 1][3]);
             }
 #pragma unroll
             for (int np = 0; np < DP / 16; np++) {
@@ -820,6 +794,7 @@ void ul_cuda_attention_fwd(void *o, int64_t os, float *lse, const void *q, int64
                            const int64_t *cu_seqlens, int64_t n_docs, float scale) {
     check_shape(T, Hq, Hkv, d, n_docs);
     if (T == 0) return;
+    if (ul_cuda_attention_fwd_sm90(o, os, lse, q, qs, k, ks, v, vs, T, Hq, Hkv, d, cu_seqlens, n_docs, scale)) return;
     AttnArgs a;
     memset(&a, 0, sizeof a);
     a.o = (bf16 *)o;

@@ -33,11 +33,38 @@ extern "C" {
 
 typedef __nv_bfloat16 bf16;
 
+__device__ __forceinline__ unsigned ul_pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *(unsigned *)&v;
+}
+
+/* 2^x (ex2.approx.ftz: 2 ulp, -inf -> 0) */
+__device__ __forceinline__ float ul_ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+/* Index of the document holding token i: the largest di < n_docs with cu[di] <= i
+ * (cu: [n_docs + 1] document offsets in device memory, as in attention's cu_seqlens). */
+__device__ __forceinline__ int64_t ul_doc_of(const int64_t *__restrict__ cu, int64_t n_docs, int64_t i) {
+    int64_t lo = 0, hi = n_docs - 1;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo + 1) / 2;
+        if (__ldg(cu + mid) <= i)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
 #define UL_CUDA_WORKSPACE_BYTES ((size_t)32 << 20)
 
 typedef struct {
     int device;
     int n_sm;
+    int cc; /* compute capability, major * 10 + minor */
     size_t smem_optin; /* max dynamic shared memory per block (opt-in) */
     cudaStream_t stream;
     cublasLtHandle_t lt;
@@ -91,6 +118,11 @@ void ul_cuda_attention_bwd(void *dq, int64_t dqs, void *dk, int64_t dks, void *d
                            int64_t dos, const void *q, int64_t qs, const void *k, int64_t ks, const void *v,
                            int64_t vs, const void *o, int64_t os, const float *lse, int64_t T, int64_t Hq,
                            int64_t Hkv, int64_t d, const int64_t *cu_seqlens, int64_t n_docs, float scale);
+/* Hopper forward (cuda_attention_sm90.cu): returns 1 when it ran, 0 when the device, the
+ * build or the shape needs the portable kernel (or UL_ATTN_KERNEL=simple asks for it). */
+int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, int64_t qs, const void *k, int64_t ks,
+                               const void *v, int64_t vs, int64_t T, int64_t Hq, int64_t Hkv, int64_t d,
+                               const int64_t *cu_seqlens, int64_t n_docs, float scale);
 void ul_cuda_cross_entropy(void *logits, const int32_t *labels, int64_t n, int64_t V, float dscale, double *acc);
 double ul_cuda_sumsq(const float *x, int64_t n);
 void ul_cuda_scale(float *x, int64_t n, float s);

@@ -257,6 +257,7 @@ extern "C" const KernelOps *ul_kernels_cuda(void) {
         UL_FATAL("CUDA backend needs compute capability >= 8.0 (bf16 tensor cores); device %d is %d.%d",
                  S->device, prop.major, prop.minor);
     S->n_sm = prop.multiProcessorCount;
+    S->cc = prop.major * 10 + prop.minor;
     S->smem_optin = prop.sharedMemPerBlockOptin;
     CUDA_CHECK(cudaStreamCreate(&S->stream)); /* blocking: ordered with the legacy default stream */
     /* the copy stream must not wait for the compute stream implicitly: only its events order it */

@@ -1,0 +1,310 @@
+/* Flash attention forward for Hopper (sm_90a): TMA, mbarriers, wgmma, warp specialization.
+ * Same contract as k_attn_fwd in cuda_attention.cu (causal within documents, GQA, THD rows,
+ * O in bf16 and lse in fp32), for head dims 64 and 128 with 16-byte aligned rows; the
+ * launcher returns 0 for anything else and the portable mma.sync kernel runs instead.
+ *
+ * One CTA = 128 query rows of one head, 9 warps:
+ *   warp 8        producer: one thread issues the TMA copies (Q once; K and V tiles of
+ *                 128 keys into a 2-stage ring) and waits for a stage to be released
+ *                 before refilling it;
+ *   warps 0-3, 4-7  two consumer warpgroups, 64 query rows each: S = Q K^T
+ *                 (wgmma m64n128k16, both operands from shared memory), the online
+ *                 softmax in registers (fp32, log2 units), O += P V (wgmma with P from
+ *                 registers, V read N-major), then release the stage.
+ * The key tiles end at the block's diagonal: tile kb covers keys
+ * [r0 - (nkb - 1 - kb) * 128, +128); the first may start before the document (or before
+ * token 0: the TMA fills out-of-range rows with zeros) and is masked like any tile that
+ * is not entirely visible. Tiles in shared memory use the 128-byte swizzle (sm90.cuh). */
+#include <cuda.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/sm90.cuh"
+
+#define H_BM 128 /* query rows per CTA: two consumer warpgroups of 64 */
+#define H_BN 128 /* keys per tile */
+#define H_ST 2   /* K/V stages */
+#define H_NT 288 /* 2 consumer warpgroups + 1 producer warp */
+#define H_LN2 0.6931471805599453f
+
+typedef struct {
+    bf16 *o;    /* [T, os] rows, head h at column h * d */
+    float *lse; /* [T, Hq] */
+    int64_t os, T, Hq, group, nblk;
+    const int64_t *cu; /* [n_docs + 1] */
+    int64_t n_docs;
+    float scale2; /* scale * log2(e) */
+} HFwdArgs;
+
+static size_t hfwd_smem(int DP) {
+    return 1024 /* alignment slack */ + (size_t)H_BM * DP * 2 + (size_t)2 * H_ST * H_BN * DP * 2 + 8 * sizeof(uint64_t);
+}
+
+template <int DP>
+__global__ void __launch_bounds__(H_NT, 1)
+    k_attn_fwd_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
+                    const __grid_constant__ CUtensorMap tv, const HFwdArgs a) {
+#ifdef UL_SM90A_DEVICE
+    constexpr int NA = DP / 64; /* 64-column atoms per row */
+    constexpr unsigned QB = H_BM * DP * 2, KB = H_BN * DP * 2;
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    unsigned char *sQ = smem_raw + ((1024u - (sm90_addr(smem_raw) & 1023u)) & 1023u); /* [NA][BM][64] */
+    unsigned char *sK = sQ + QB;                                                       /* [ST][NA][BN][64] */
+    unsigned char *sV = sK + H_ST * KB;                                                /* [ST][NA][BN][64] */
+    uint64_t *bar = (uint64_t *)(sV + H_ST * KB); /* [0] Q, [1+s] K full, [3+s] V full, [5+s] empty */
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int64_t task = blockIdx.x;
+    const int64_t h = task % a.Hq, qb = a.nblk - 1 - task / a.Hq; /* longest blocks first */
+    const int64_t hk = h / a.group, r0 = qb * H_BM, T = a.T;
+    const int64_t kstart = __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, r0));
+    const int nkb = 1 + (int)((r0 - kstart + H_BN - 1) / H_BN);
+
+    if (tid == 0) {
+        mbar_init(&bar[0], 1);
+        for (int s = 0; s < H_ST; s++) {
+            mbar_init(&bar[1 + s], 1);
+            mbar_init(&bar[3 + s], 1);
+            mbar_init(&bar[5 + s], 8); /* one arrival per consumer warp */
+        }
+        mbar_fence_init();
+    }
+    __syncthreads();
+
+    if (warp == 8) { /* ---- producer */
+        if (lane == 0) {
+            mbar_expect_tx(&bar[0], QB);
+            for (int at = 0; at < NA; at++) tma_load_3d(sQ + at * H_BM * 128, &tq, at * 64, (int)h, (int)r0, &bar[0]);
+            for (int kb = 0; kb < nkb; kb++) {
+                const int st = kb & 1;
+                if (kb >= H_ST) mbar_wait(&bar[5 + st], ((kb >> 1) - 1) & 1);
+                const int j0 = (int)(r0 - (int64_t)(nkb - 1 - kb) * H_BN);
+                mbar_expect_tx(&bar[1 + st], KB);
+                for (int at = 0; at < NA; at++)
+                    tma_load_3d(sK + st * KB + at * H_BN * 128, &tk, at * 64, (int)hk, j0, &bar[1 + st]);
+                mbar_expect_tx(&bar[3 + st], KB);
+                for (int at = 0; at < NA; at++)
+                    tma_load_3d(sV + st * KB + at * H_BN * 128, &tv, at * 64, (int)hk, j0, &bar[3 + st]);
+            }
+        }
+        return;
+    }
+
+    /* ---- consumers: warpgroup cw owns rows [i0, i0 + 64); warp wq of it rows i0 + 16 wq + (g, g + 8) */
+    const int cw = warp >> 2, wq = warp & 3, g = lane >> 2, t4 = lane & 3;
+    const int64_t i0 = r0 + cw * 64;
+    const int64_t ilast = i0 + 63 < T ? i0 + 63 : T - 1;
+    const int64_t ds_last = __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, ilast < i0 ? T - 1 : ilast));
+    int irel[2], dsr[2]; /* this thread's two rows and their document starts, relative to r0 */
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        const int64_t i = i0 + wq * 16 + g + hf * 8;
+        irel[hf] = (int)(i - r0);
+        dsr[hf] = (int)(__ldg(a.cu + ul_doc_of(a.cu, a.n_docs, i < T ? i : T - 1)) - r0);
+    }
+    const unsigned qaddr = sm90_addr(sQ) + cw * 64 * 128;
+
+    float oacc[DP / 8][4];
+    float sc[H_BN / 8][4];
+#pragma unroll
+    for (int i = 0; i < DP / 8; i++) oacc[i][0] = oacc[i][1] = oacc[i][2] = oacc[i][3] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < H_BN / 8; i++) sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.0f;
+    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
+
+    mbar_wait(&bar[0], 0);
+    for (int kb = 0; kb < nkb; kb++) {
+        const int st = kb & 1;
+        const unsigned ph = (kb >> 1) & 1;
+        const int64_t j0 = r0 - (int64_t)(nkb - 1 - kb) * H_BN;
+
+        /* S = Q K^T over DP / 16 k-steps */
+        mbar_wait(&bar[1 + st], ph);
+        const unsigned kaddr = sm90_addr(sK + st * KB);
+        wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < DP / 16; ks++) {
+            const uint64_t da = wgmma_desc(qaddr + (ks >> 2) * (H_BM * 128) + (ks & 3) * 32, 16, 1024);
+            const uint64_t db = wgmma_desc(kaddr + (ks >> 2) * (H_BN * 128) + (ks & 3) * 32, 16, 1024);
+            wgmma_ss_n128(&sc[0][0], da, db, ks > 0);
+        }
+        wgmma_commit();
+        wgmma_wait<0>();
+        reg_fence<H_BN / 2>(&sc[0][0]);
+
+        /* mask, online softmax (raw scores; m in scaled log2 units) */
+        const bool full = j0 >= ds_last && j0 + H_BN - 1 <= i0;
+        const int jr = (int)(j0 - r0);
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int nt = 0; nt < H_BN / 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float x = sc[nt][e];
+                if (!full) {
+                    const int j = jr + nt * 8 + 2 * t4 + (e & 1), hf = e >> 1;
+                    if (!(j <= irel[hf] && j >= dsr[hf])) x = -INFINITY;
+                }
+                sc[nt][e] = x;
+                mx[e >> 1] = fmaxf(mx[e >> 1], x);
+            }
+        }
+        float al[2], mu[2];
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) {
+            mx[hf] = fmaxf(mx[hf], __shfl_xor_sync(0xffffffffu, mx[hf], 1));
+            mx[hf] = fmaxf(mx[hf], __shfl_xor_sync(0xffffffffu, mx[hf], 2));
+            const float mn = fmaxf(mrow[hf], mx[hf] * a.scale2);
+            mu[hf] = mn == -INFINITY ? 0.0f : mn;
+            al[hf] = ul_ex2(mrow[hf] - mu[hf]);
+            mrow[hf] = mn;
+        }
+        float rs[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int nt = 0; nt < H_BN / 8; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const float p = ul_ex2(fmaf(sc[nt][e], a.scale2, -mu[e >> 1]));
+                sc[nt][e] = p;
+                rs[e >> 1] += p;
+            }
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) lrow[hf] = lrow[hf] * al[hf] + rs[hf];
+#pragma unroll
+        for (int nt = 0; nt < DP / 8; nt++) {
+            oacc[nt][0] *= al[0];
+            oacc[nt][1] *= al[0];
+            oacc[nt][2] *= al[1];
+            oacc[nt][3] *= al[1];
+        }
+        unsigned pa[H_BN / 16][4]; /* P as the A fragments of H_BN / 16 k-steps */
+#pragma unroll
+        for (int kk = 0; kk < H_BN / 16; kk++) {
+            pa[kk][0] = ul_pack_bf16(sc[2 * kk][0], sc[2 * kk][1]);
+            pa[kk][1] = ul_pack_bf16(sc[2 * kk][2], sc[2 * kk][3]);
+            pa[kk][2] = ul_pack_bf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+            pa[kk][3] = ul_pack_bf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+        }
+
+        /* O += P V over H_BN / 16 k-steps; V tile [keys][DP] read N-major */
+        mbar_wait(&bar[3 + st], ph);
+        const unsigned vaddr = sm90_addr(sV + st * KB);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < H_BN / 16; kk++) {
+            const uint64_t db = wgmma_desc(vaddr + kk * 16 * 128, H_BN * 128, 1024);
+            if (DP == 128)
+                wgmma_rs_n128_tb(&oacc[0][0], pa[kk], db);
+            else
+                wgmma_rs_n64_tb(&oacc[0][0], pa[kk], db);
+        }
+        wgmma_commit();
+        wgmma_wait<0>();
+        reg_fence<DP / 2>(&oacc[0][0]);
+        reg_fence_u<H_BN / 4>(&pa[0][0]);
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&bar[5 + st]); /* this warp is done with the stage */
+    }
+
+    /* epilogue: O / l in bf16, lse = (m + log2 l) ln 2 */
+    float inv[2];
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        float l = lrow[hf];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        inv[hf] = l > 0.0f ? 1.0f / l : 0.0f;
+        const int64_t i = r0 + irel[hf];
+        if (t4 == 0 && i < T) a.lse[i * a.Hq + h] = l > 0.0f ? (mrow[hf] + __log2f(l)) * H_LN2 : -INFINITY;
+    }
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        const int64_t i = r0 + irel[hf];
+        if (i >= T) continue;
+        bf16 *orow = a.o + i * a.os + h * DP;
+#pragma unroll
+        for (int nt = 0; nt < DP / 8; nt++)
+            *(unsigned *)(orow + nt * 8 + 2 * t4) =
+                ul_pack_bf16(oacc[nt][2 * hf] * inv[hf], oacc[nt][2 * hf + 1] * inv[hf]);
+    }
+#endif
+}
+
+/* ---------------------------------------------------------------- host */
+
+#ifdef UL_SM90A
+/* 3-D map over [T][H][d] rows of `stride` elements (head h at column h * d): boxes of
+ * 64 columns x 1 head x 128 rows, 128-byte swizzle, zeros outside the tensor. */
+static void make_map(CUtensorMap *m, const void *base, int64_t T, int64_t H, int64_t d, int64_t stride) {
+    cuuint64_t dims[3] = {(cuuint64_t)d, (cuuint64_t)H, (cuuint64_t)T};
+    cuuint64_t strides[2] = {(cuuint64_t)d * 2, (cuuint64_t)stride * 2};
+    cuuint32_t box[3] = {64, 1, 128};
+    cuuint32_t es[3] = {1, 1, 1};
+    const CUresult r = cuTensorMapEncodeTiled(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, (void *)base, dims, strides, box,
+                                              es, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                              CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS) {
+        const char *msg = NULL;
+        cuGetErrorString(r, &msg);
+        UL_FATAL("attention: cuTensorMapEncodeTiled failed: %s (T %lld H %lld d %lld stride %lld)", msg ? msg : "?",
+                 (long long)T, (long long)H, (long long)d, (long long)stride);
+    }
+}
+
+static int g_sm90 = -1; /* 1: this device runs the sm_90a kernels */
+
+static int sm90_enabled(void) {
+    if (g_sm90 < 0) {
+        g_sm90 = ul_cuda_state.cc == 90 && ul_cuda_state.smem_optin >= hfwd_smem(128);
+        if (g_sm90) {
+            CUDA_CHECK(cudaFuncSetAttribute(k_attn_fwd_sm90<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            (int)hfwd_smem(64)));
+            CUDA_CHECK(cudaFuncSetAttribute(k_attn_fwd_sm90<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            (int)hfwd_smem(128)));
+        }
+    }
+    const char *e = getenv("UL_ATTN_KERNEL"); /* "simple": the portable mma.sync kernels only */
+    return g_sm90 && !(e && strcmp(e, "simple") == 0);
+}
+
+static int aligned16(const void *p, int64_t stride) { return ((uintptr_t)p & 15u) == 0 && stride % 8 == 0; }
+#endif
+
+int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, int64_t qs, const void *k,
+                               int64_t ks, const void *v, int64_t vs, int64_t T, int64_t Hq, int64_t Hkv,
+                                          int64_t d, const int64_t *cu_seqlens, int64_t n_docs, float scale) {
+#ifdef UL_SM90A
+    if (!sm90_enabled() || (d != 64 && d != 128) || T > 0x7fffff00LL || Hq > 0x7fffffffLL) return 0;
+    if (!aligned16(o, os) || !aligned16(q, qs) || !aligned16(k, ks) || !aligned16(v, vs)) return 0;
+    CUtensorMap tq, tk, tv;
+    make_map(&tq, q, T, Hq, d, qs);
+    make_map(&tk, k, T, Hkv, d, ks);
+    make_map(&tv, v, T, Hkv, d, vs);
+    HFwdArgs a;
+    memset(&a, 0, sizeof a);
+    a.o = (bf16 *)o;
+    a.lse = lse;
+    a.os = os;
+    a.T = T;
+    a.Hq = Hq;
+    a.group = Hq / Hkv;
+    a.nblk = (T + H_BM - 1) / H_BM;
+    a.cu = cu_seqlens;
+    a.n_docs = n_docs;
+    a.scale2 = scale * 1.4426950408889634f;
+    const int64_t grid = a.nblk * Hq;
+    UL_ASSERT(grid <= 0x7fffffff, "attention: grid too large");
+    cudaStream_t s = ul_cuda_state.stream;
+    if (d == 128)
+        k_attn_fwd_sm90<128><<<(unsigned)grid, H_NT, hfwd_smem(128), s>>>(tq, tk, tv, a);
+    else
+        k_attn_fwd_sm90<64><<<(unsigned)grid, H_NT, hfwd_smem(64), s>>>(tq, tk, tv, a);
+    CUDA_LAUNCH_CHECK();
+    return 1;
+#else
+    (void)o, (void)os, (void)lse, (void)q, (void)qs, (void)k, (void)ks, (void)v, (void)vs, (void)T, (void)Hq;
+    (void)Hkv, (void)d, (void)cu_seqlens, (void)n_docs, (void)scale;
+    return 0;
+#endif
+}
