@@ -182,9 +182,10 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
         add(p, PG_WORK, 1, 0, h_init, "initial weights host staging (start-up)");
     if (in->cuda) {
         add(p, PG_WORK, 0, 0, CUDA_WORKSPACE_BYTES, "cuBLASLt workspace");
-        /* ul_cuda_scratch: the attention backward's D [T, Hq_l] f32, grown by 1/4 */
-        int64_t D_bytes = T * Hq_l * F;
-        add(p, PG_WORK, 0, 0, D_bytes + D_bytes / 4 + 4096, "attention scratch D [T, Hq_l]");
+        /* ul_cuda_scratch, grown by 1/4: the attention backward's rowsum(dO * O) and, for the
+         * Hopper kernels, lse in log2 units, both f32 [Hq_l][T rounded up to 64] */
+        int64_t D_bytes = 2 * Hq_l * ((T + 63) / 64 * 64) * F;
+        add(p, PG_WORK, 0, 0, D_bytes + D_bytes / 4 + 4096, "attention scratch D, lse [2][Hq_l][T]");
         add(p, PG_WORK, 0, 0, (int64_t)(in->reserve_gib * PLAN_GIB), "CUDA context + cuBLASLt + NCCL reserve");
     } else {
         add(p, PG_WORK, 0, 0, T * Hq_l * F, "attention backward D [T, Hq_l] (transient)");

@@ -841,6 +841,9 @@ void ul_cuda_attention_bwd(void *dq, int64_t dqs, void *dk, int64_t dks, void *d
                            int64_t Hkv, int64_t d, const int64_t *cu_seqlens, int64_t n_docs, float scale) {
     check_shape(T, Hq, Hkv, d, n_docs);
     if (T == 0) return;
+    if (ul_cuda_attention_bwd_sm90(dq, dqs, dk, dks, dv, dvs, dout, dos, q, qs, k, ks, v, vs, o, os, lse, T, Hq, Hkv, d,
+                                   cu_seqlens, n_docs, scale))
+        return;
     AttnArgs a;
     memset(&a, 0, sizeof a);
     a.dq = (bf16 *)dq;

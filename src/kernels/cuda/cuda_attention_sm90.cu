@@ -231,9 +231,421 @@ __global__ void __launch_bounds__(H_NT, 1)
 #endif
 }
 
+/* ---------------------------------------------------------------- backward */
+
+/* Backward (FlashAttention-2 split, as in cuda_attention.cu: no atomics, deterministic):
+ *   k_attn_prep_sm90: DT[h][i] = rowsum(dO * O), L2T[h][i] = lse * log2(e), transposed
+ *                     ([Hq][Tp], Tp = T rounded up to 64) so that a tile's values are one
+ *                     contiguous TMA box;
+ *   k_attn_dkv_sm90:  128 keys per CTA (2 consumer warpgroups x 64, 240 registers each
+ *                     through setmaxnreg; one producer warpgroup at 24), loops over the
+ *                     query heads of the kv group and the query tiles of 64 rows:
+ *                     S^T = K Q^T, dP^T = V dO^T (wgmma SS), P^T, dS^T in registers,
+ *                     dV += P^T dO, dK += dS^T Q (wgmma RS, dO and Q read N-major);
+ *   k_attn_dq_sm90:   128 query rows per CTA (2 consumer warpgroups + producer warp), key
+ *                     tiles of 64: S = Q K^T, dP = dO V^T, dQ += dS K. */
+#define B_BK 128 /* dK/dV: keys per CTA */
+#define B_BQ 64  /* dK/dV: queries per tile */
+#define B_NT 384
+#define Q_BN 64 /* dQ: keys per tile */
+
+typedef struct {
+    bf16 *dq, *dk, *dv;
+    const bf16 *o, *dout;
+    const float *lse;
+    float *DT, *L2T; /* [Hq][Tp] */
+    int64_t dqs, dks, dvs, os, dos, Tp;
+    int64_t T, Hq, group, nblk;
+    const int64_t *cu; /* [n_docs + 1] */
+    int64_t n_docs;
+    float scale, scale2;
+} HBwdArgs;
+
+__global__ void k_attn_prep_sm90(const HBwdArgs a, int d) {
+    const int lane = threadIdx.x & 31;
+    const int64_t u = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (u >= a.T * a.Hq) return;
+    const int64_t i = u / a.Hq, h = u - i * a.Hq;
+    const bf16 *o = a.o + i * a.os + h * d, *g = a.dout + i * a.dos + h * d;
+    float s = 0.0f;
+    for (int e = lane; e < d; e += 32) s += __bfloat162float(o[e]) * __bfloat162float(g[e]);
+    s = ul_warp_sum(s);
+    if (lane == 0) {
+        a.DT[h * a.Tp + i] = s;
+        a.L2T[h * a.Tp + i] = a.lse[u] * 1.4426950408889634f;
+    }
+}
+
+static size_t hdkv_smem(int DP) {
+    return 1024 + (size_t)2 * B_BK * DP * 2 + (size_t)2 * 2 * B_BQ * DP * 2 + (size_t)2 * 2 * B_BQ * 4 + 8 * 8;
+}
+
+template <int DP>
+__global__ void __launch_bounds__(B_NT, 1)
+    k_attn_dkv_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
+                    const __grid_constant__ CUtensorMap tv, const __grid_constant__ CUtensorMap tdo,
+                    const __grid_constant__ CUtensorMap tl, const __grid_constant__ CUtensorMap tdd,
+                    const HBwdArgs a) {
+#ifdef UL_SM90A_DEVICE
+    constexpr int NA = DP / 64;
+    constexpr unsigned KB = B_BK * DP * 2, QB = B_BQ * DP * 2;
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    unsigned char *sK = smem_raw + ((1024u - (sm90_addr(smem_raw) & 1023u)) & 1023u); /* [NA][BK][64] */
+    unsigned char *sV = sK + KB;                                                       /* [NA][BK][64] */
+    unsigned char *sQ = sV + KB;                                                       /* [2][NA][BQ][64] */
+    unsigned char *sO = sQ + 2 * QB;                                                   /* [2][NA][BQ][64] dO */
+    float *sL = (float *)(sO + 2 * QB);                                                /* [2][BQ] lse2 */
+    float *sD = sL + 2 * B_BQ;                                                         /* [2][BQ] D */
+    uint64_t *bar = (uint64_t *)(sD + 2 * B_BQ); /* [0] K,V  [1+s] Q,lse  [3+s] dO,D  [5+s] empty */
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int64_t nkblk = (a.T + B_BK - 1) / B_BK;
+    const int64_t hk = blockIdx.x % (a.Hq / a.group), kblk = nkblk - 1 - blockIdx.x / (a.Hq / a.group);
+    const int64_t k0 = kblk * B_BK, T = a.T;
+    const int64_t klast = k0 + B_BK - 1 < T ? k0 + B_BK - 1 : T - 1;
+    const int64_t qend = __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, klast) + 1);
+    const int nqt = (int)((qend - k0 + B_BQ - 1) / B_BQ);
+    const int nit = nqt * (int)a.group;
+
+    if (tid == 0) {
+        mbar_init(&bar[0], 1);
+        for (int s = 0; s < 2; s++) {
+            mbar_init(&bar[1 + s], 1);
+            mbar_init(&bar[3 + s], 1);
+            mbar_init(&bar[5 + s], 8);
+        }
+        mbar_fence_init();
+    }
+    __syncthreads();
+
+    if (warp < 4) { /* ---- producer warpgroup */
+        reg_dealloc<24>();
+        if (tid == 0) {
+            mbar_expect_tx(&bar[0], 2 * KB);
+            for (int at = 0; at < NA; at++) {
+                tma_load_3d(sK + at * B_BK * 128, &tk, at * 64, (int)hk, (int)k0, &bar[0]);
+                tma_load_3d(sV + at * B_BK * 128, &tv, at * 64, (int)hk, (int)k0, &bar[0]);
+            }
+            for (int it = 0; it < nit; it++) {
+                const int st = it & 1;
+                if (it >= 2) mbar_wait(&bar[5 + st], ((it >> 1) - 1) & 1);
+                const int h = (int)(hk * a.group) + it / nqt, q0 = (int)k0 + (it % nqt) * B_BQ;
+                mbar_expect_tx(&bar[1 + st], QB + B_BQ * 4);
+                for (int at = 0; at < NA; at++)
+                    tma_load_3d(sQ + st * QB + at * B_BQ * 128, &tq, at * 64, h, q0, &bar[1 + st]);
+                tma_load_2d(sL + st * B_BQ, &tl, q0, h, &bar[1 + st]);
+                mbar_expect_tx(&bar[3 + st], QB + B_BQ * 4);
+                for (int at = 0; at < NA; at++)
+                    tma_load_3d(sO + st * QB + at * B_BQ * 128, &tdo, at * 64, h, q0, &bar[3 + st]);
+                tma_load_2d(sD + st * B_BQ, &tdd, q0, h, &bar[3 + st]);
+            }
+        }
+        return;
+    }
+    reg_alloc<240>();
+
+    /* ---- consumers: warpgroup cw owns keys [kw, kw + 64); this thread rows kw + 16 wq + (g, g + 8) */
+    const int cw = (warp >> 2) - 1, wq = warp & 3, g = lane >> 2, t4 = lane & 3;
+    const int64_t kw = k0 + cw * 64;
+    const int64_t kwl = kw + 63 < T ? kw + 63 : T - 1;
+    const int64_t de_first = kw < T ? __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, kw) + 1) : 0;
+    int jrel[2], derel[2]; /* this thread's two keys and their document ends, relative to k0 */
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        const int64_t j = kw + wq * 16 + g + hf * 8;
+        jrel[hf] = (int)(j - k0);
+        derel[hf] = (int)((j < T ? __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, j) + 1) : 0) - k0);
+    }
+    const unsigned kaddr = sm90_addr(sK) + cw * 64 * 128, vaddr = sm90_addr(sV) + cw * 64 * 128;
+
+    float dk[DP / 8][4], dv[DP / 8][4];
+    float sc[B_BQ / 8][4], dp[B_BQ / 8][4];
+#pragma unroll
+    for (int i = 0; i < DP / 8; i++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) dk[i][e] = dv[i][e] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < B_BQ / 8; i++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) sc[i][e] = dp[i][e] = 0.0f;
+
+    mbar_wait(&bar[0], 0);
+    for (int it = 0; it < nit; it++) {
+        const int st = it & 1;
+        const unsigned ph = (it >> 1) & 1;
+        const int64_t q0 = k0 + (int64_t)(it % nqt) * B_BQ;
+        const bool skip = q0 + B_BQ - 1 < kw || kw >= T; /* every query precedes every key of this warpgroup */
+        mbar_wait(&bar[1 + st], ph);
+        mbar_wait(&bar[3 + st], ph);
+        if (!skip) {
+            const unsigned qaddr = sm90_addr(sQ + st * QB), oaddr = sm90_addr(sO + st * QB);
+            wgmma_fence();
+#pragma unroll
+            for (int ks = 0; ks < DP / 16; ks++) {
+                const uint64_t da = wgmma_desc(kaddr + (ks >> 2) * (B_BK * 128) + (ks & 3) * 32, 16, 1024);
+                const uint64_t db = wgmma_desc(qaddr + (ks >> 2) * (B_BQ * 128) + (ks & 3) * 32, 16, 1024);
+                wgmma_ss_n64(&sc[0][0], da, db, ks > 0);
+            }
+#pragma unroll
+            for (int ks = 0; ks < DP / 16; ks++) {
+                const uint64_t da = wgmma_desc(vaddr + (ks >> 2) * (B_BK * 128) + (ks & 3) * 32, 16, 1024);
+                const uint64_t db = wgmma_desc(oaddr + (ks >> 2) * (B_BQ * 128) + (ks & 3) * 32, 16, 1024);
+                wgmma_ss_n64(&dp[0][0], da, db, ks > 0);
+            }
+            wgmma_commit();
+            wgmma_wait<0>();
+            reg_fence<B_BQ / 2>(&sc[0][0]);
+            reg_fence<B_BQ / 2>(&dp[0][0]);
+
+            /* P^T = exp2(s * scale2 - lse2[i]) where key j sees query i, dS^T = P^T (dP^T - D[i]) */
+            const bool full = q0 >= kwl && q0 + B_BQ - 1 < de_first;
+            const int qr = (int)(q0 - k0);
+            const float *L = sL + st * B_BQ, *Dd = sD + st * B_BQ;
+            unsigned pa[B_BQ / 16][4], sa[B_BQ / 16][4];
+#pragma unroll
+            for (int nt = 0; nt < B_BQ / 8; nt++) {
+                float p[4], ds[4];
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int c = nt * 8 + 2 * t4 + (e & 1), hf = e >> 1;
+                    bool ok = true;
+                    if (!full) {
+                        const int i = qr + c;
+                        ok = i >= jrel[hf] && i < derel[hf];
+                    }
+                    p[e] = ok ? ul_ex2(fmaf(sc[nt][e], a.scale2, -L[c])) : 0.0f;
+                    ds[e] = p[e] * (dp[nt][e] - Dd[c]);
+                }
+                const int kk = nt >> 1, hi = (nt & 1) * 2;
+                pa[kk][hi] = ul_pack_bf16(p[0], p[1]);
+                pa[kk][hi + 1] = ul_pack_bf16(p[2], p[3]);
+                sa[kk][hi] = ul_pack_bf16(ds[0], ds[1]);
+                sa[kk][hi + 1] = ul_pack_bf16(ds[2], ds[3]);
+            }
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < B_BQ / 16; kk++) {
+                const uint64_t bo = wgmma_desc(oaddr + kk * 16 * 128, B_BQ * 128, 1024);
+                const uint64_t bq = wgmma_desc(qaddr + kk * 16 * 128, B_BQ * 128, 1024);
+                if (DP == 128) {
+                    wgmma_rs_n128_tb(&dv[0][0], pa[kk], bo);
+                    wgmma_rs_n128_tb(&dk[0][0], sa[kk], bq);
+                } else {
+                    wgmma_rs_n64_tb(&dv[0][0], pa[kk], bo);
+                    wgmma_rs_n64_tb(&dk[0][0], sa[kk], bq);
+                }
+            }
+            wgmma_commit();
+            wgmma_wait<0>();
+            reg_fence<DP / 2>(&dv[0][0]);
+            reg_fence<DP / 2>(&dk[0][0]);
+            reg_fence_u<B_BQ / 4>(&pa[0][0]);
+            reg_fence_u<B_BQ / 4>(&sa[0][0]);
+        }
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&bar[5 + st]);
+    }
+
+    /* epilogue: dK = scale * sum dS^T Q, dV = sum P^T dO (bf16) */
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        const int64_t j = k0 + jrel[hf];
+        if (j >= T) continue;
+        bf16 *krow = a.dk + j * a.dks + hk * DP, *vrow = a.dv + j * a.dvs + hk * DP;
+#pragma unroll
+        for (int nt = 0; nt < DP / 8; nt++) {
+            *(unsigned *)(krow + nt * 8 + 2 * t4) =
+                ul_pack_bf16(dk[nt][2 * hf] * a.scale, dk[nt][2 * hf + 1] * a.scale);
+            *(unsigned *)(vrow + nt * 8 + 2 * t4) = ul_pack_bf16(dv[nt][2 * hf], dv[nt][2 * hf + 1]);
+        }
+    }
+#endif
+}
+
+static size_t hdq_smem(int DP) {
+    return 1024 + (size_t)2 * H_BM * DP * 2 + (size_t)2 * 2 * Q_BN * DP * 2 + 8 * 8;
+}
+
+template <int DP>
+__global__ void __launch_bounds__(H_NT, 1)
+    k_attn_dq_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
+                   const __grid_constant__ CUtensorMap tv, const __grid_constant__ CUtensorMap tdo,
+                   const HBwdArgs a) {
+#ifdef UL_SM90A_DEVICE
+    constexpr int NA = DP / 64;
+    constexpr unsigned QB = H_BM * DP * 2, KB = Q_BN * DP * 2;
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    unsigned char *sQ = smem_raw + ((1024u - (sm90_addr(smem_raw) & 1023u)) & 1023u); /* [NA][BM][64] */
+    unsigned char *sO = sQ + QB;                                                       /* [NA][BM][64] dO */
+    unsigned char *sK = sO + QB;                                                       /* [2][NA][BN][64] */
+    unsigned char *sV = sK + 2 * KB;                                                   /* [2][NA][BN][64] */
+    uint64_t *bar = (uint64_t *)(sV + 2 * KB); /* [0] Q,dO  [1+s] K  [3+s] V  [5+s] empty */
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int64_t task = blockIdx.x;
+    const int64_t h = task % a.Hq, qb = a.nblk - 1 - task / a.Hq;
+    const int64_t hk = h / a.group, r0 = qb * H_BM, T = a.T;
+    const int64_t kstart = __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, r0));
+    /* key tiles of 64 ending at r0 + 128: tile kb starts at r0 + 128 - (nkb - kb) * 64 */
+    const int nkb = 2 + (int)((r0 - kstart + Q_BN - 1) / Q_BN);
+
+    if (tid == 0) {
+        mbar_init(&bar[0], 1);
+        for (int s = 0; s < 2; s++) {
+            mbar_init(&bar[1 + s], 1);
+            mbar_init(&bar[3 + s], 1);
+            mbar_init(&bar[5 + s], 8);
+        }
+        mbar_fence_init();
+    }
+    __syncthreads();
+
+    if (warp == 8) {
+        if (lane == 0) {
+            mbar_expect_tx(&bar[0], 2 * QB);
+            for (int at = 0; at < NA; at++) {
+                tma_load_3d(sQ + at * H_BM * 128, &tq, at * 64, (int)h, (int)r0, &bar[0]);
+                tma_load_3d(sO + at * H_BM * 128, &tdo, at * 64, (int)h, (int)r0, &bar[0]);
+            }
+            for (int kb = 0; kb < nkb; kb++) {
+                const int st = kb & 1;
+                if (kb >= 2) mbar_wait(&bar[5 + st], ((kb >> 1) - 1) & 1);
+                const int j0 = (int)(r0 + H_BM - (int64_t)(nkb - kb) * Q_BN);
+                mbar_expect_tx(&bar[1 + st], KB);
+                for (int at = 0; at < NA; at++)
+                    tma_load_3d(sK + st * KB + at * Q_BN * 128, &tk, at * 64, (int)hk, j0, &bar[1 + st]);
+                mbar_expect_tx(&bar[3 + st], KB);
+                for (int at = 0; at < NA; at++)
+                    tma_load_3d(sV + st * KB + at * Q_BN * 128, &tv, at * 64, (int)hk, j0, &bar[3 + st]);
+            }
+        }
+        return;
+    }
+
+    const int cw = warp >> 2, wq = warp & 3, g = lane >> 2, t4 = lane & 3;
+    const int64_t i0 = r0 + cw * 64;
+    const int64_t ilast = i0 + 63 < T ? i0 + 63 : T - 1;
+    const int64_t ds_last = __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, ilast < i0 ? T - 1 : ilast));
+    int irel[2], dsr[2];
+    float l2[2], dd[2];
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        const int64_t i = i0 + wq * 16 + g + hf * 8, ic = i < T ? i : T - 1;
+        irel[hf] = (int)(i - r0);
+        dsr[hf] = (int)(__ldg(a.cu + ul_doc_of(a.cu, a.n_docs, ic)) - r0);
+        l2[hf] = a.L2T[h * a.Tp + ic];
+        dd[hf] = a.DT[h * a.Tp + ic];
+    }
+    const unsigned qaddr = sm90_addr(sQ) + cw * 64 * 128, oaddr = sm90_addr(sO) + cw * 64 * 128;
+
+    float dq[DP / 8][4], sc[Q_BN / 8][4], dp[Q_BN / 8][4];
+#pragma unroll
+    for (int i = 0; i < DP / 8; i++) dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < Q_BN / 8; i++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) sc[i][e] = dp[i][e] = 0.0f;
+
+    mbar_wait(&bar[0], 0);
+    for (int kb = 0; kb < nkb; kb++) {
+        const int st = kb & 1;
+        const unsigned ph = (kb >> 1) & 1;
+        const int64_t j0 = r0 + H_BM - (int64_t)(nkb - kb) * Q_BN;
+        const bool skip = j0 > ilast || i0 >= T; /* every key follows every query of this warpgroup */
+        mbar_wait(&bar[1 + st], ph);
+        mbar_wait(&bar[3 + st], ph);
+        if (!skip) {
+            const unsigned kaddr = sm90_addr(sK + st * KB), vaddr = sm90_addr(sV + st * KB);
+            wgmma_fence();
+#pragma unroll
+            for (int ks = 0; ks < DP / 16; ks++) {
+                const uint64_t da = wgmma_desc(qaddr + (ks >> 2) * (H_BM * 128) + (ks & 3) * 32, 16, 1024);
+                const uint64_t db = wgmma_desc(kaddr + (ks >> 2) * (Q_BN * 128) + (ks & 3) * 32, 16, 1024);
+                wgmma_ss_n64(&sc[0][0], da, db, ks > 0);
+            }
+#pragma unroll
+            for (int ks = 0; ks < DP / 16; ks++) {
+                const uint64_t da = wgmma_desc(oaddr + (ks >> 2) * (H_BM * 128) + (ks & 3) * 32, 16, 1024);
+                const uint64_t db = wgmma_desc(vaddr + (ks >> 2) * (Q_BN * 128) + (ks & 3) * 32, 16, 1024);
+                wgmma_ss_n64(&dp[0][0], da, db, ks > 0);
+            }
+            wgmma_commit();
+            wgmma_wait<0>();
+            reg_fence<Q_BN / 2>(&sc[0][0]);
+            reg_fence<Q_BN / 2>(&dp[0][0]);
+
+            const bool full = j0 >= ds_last && j0 + Q_BN - 1 <= i0;
+            const int jr = (int)(j0 - r0);
+            unsigned sa[Q_BN / 16][4];
+#pragma unroll
+            for (int nt = 0; nt < Q_BN / 8; nt++) {
+                float ds[4];
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int hf = e >> 1;
+                    bool ok = true;
+                    if (!full) {
+                        const int j = jr + nt * 8 + 2 * t4 + (e & 1);
+                        ok = j <= irel[hf] && j >= dsr[hf];
+                    }
+                    const float p = ok ? ul_ex2(fmaf(sc[nt][e], a.scale2, -l2[hf])) : 0.0f;
+                    ds[e] = p * (dp[nt][e] - dd[hf]);
+                }
+                const int kk = nt >> 1, hi = (nt & 1) * 2;
+                sa[kk][hi] = ul_pack_bf16(ds[0], ds[1]);
+                sa[kk][hi + 1] = ul_pack_bf16(ds[2], ds[3]);
+            }
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < Q_BN / 16; kk++) {
+                const uint64_t bk = wgmma_desc(kaddr + kk * 16 * 128, Q_BN * 128, 1024);
+                if (DP == 128)
+                    wgmma_rs_n128_tb(&dq[0][0], sa[kk], bk);
+                else
+                    wgmma_rs_n64_tb(&dq[0][0], sa[kk], bk);
+            }
+            wgmma_commit();
+            wgmma_wait<0>();
+            reg_fence<DP / 2>(&dq[0][0]);
+            reg_fence_u<Q_BN / 4>(&sa[0][0]);
+        }
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&bar[5 + st]);
+    }
+
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        const int64_t i = r0 + irel[hf];
+        if (i >= T) continue;
+        bf16 *row = a.dq + i * a.dqs + h * DP;
+#pragma unroll
+        for (int nt = 0; nt < DP / 8; nt++)
+            *(unsigned *)(row + nt * 8 + 2 * t4) =
+                ul_pack_bf16(dq[nt][2 * hf] * a.scale, dq[nt][2 * hf + 1] * a.scale);
+    }
+#endif
+}
+
 /* ---------------------------------------------------------------- host */
 
 #ifdef UL_SM90A
+/* 2-D map over f32 [H][Tp]: boxes of 64 consecutive tokens of one head */
+static void make_map_f32(CUtensorMap *m, const float *base, int64_t Tp, int64_t H) {
+    cuuint64_t dims[2] = {(cuuint64_t)Tp, (cuuint64_t)H};
+    cuuint64_t strides[1] = {(cuuint64_t)Tp * 4};
+    cuuint32_t box[2] = {64, 1};
+    cuuint32_t es[2] = {1, 1};
+    const CUresult r = cuTensorMapEncodeTiled(m, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, (void *)base, dims, strides, box,
+                                              es, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
+                                              CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS) {
+        const char *msg = NULL;
+        cuGetErrorString(r, &msg);
+        UL_FATAL("attention: cuTensorMapEncodeTiled (f32) failed: %s (Tp %lld H %lld)", msg ? msg : "?",
+                 (long long)Tp, (long long)H);
+    }
+}
+
 /* 3-D map over [T][H][d] rows of `stride` elements (head h at column h * d): boxes of
  * 64 columns x 1 head x 128 rows, 128-byte swizzle, zeros outside the tensor. */
 static void make_map(CUtensorMap *m, const void *base, int64_t T, int64_t H, int64_t d, int64_t stride) {
@@ -262,6 +674,14 @@ static int sm90_enabled(void) {
                                             (int)hfwd_smem(64)));
             CUDA_CHECK(cudaFuncSetAttribute(k_attn_fwd_sm90<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             (int)hfwd_smem(128)));
+            CUDA_CHECK(cudaFuncSetAttribute(k_attn_dkv_sm90<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            (int)hdkv_smem(64)));
+            CUDA_CHECK(cudaFuncSetAttribute(k_attn_dkv_sm90<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            (int)hdkv_smem(128)));
+            CUDA_CHECK(cudaFuncSetAttribute(k_attn_dq_sm90<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            (int)hdq_smem(64)));
+            CUDA_CHECK(cudaFuncSetAttribute(k_attn_dq_sm90<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            (int)hdq_smem(128)));
         }
     }
     const char *e = getenv("UL_ATTN_KERNEL"); /* "simple": the portable mma.sync kernels only */
@@ -305,6 +725,70 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
 #else
     (void)o, (void)os, (void)lse, (void)q, (void)qs, (void)k, (void)ks, (void)v, (void)vs, (void)T, (void)Hq;
     (void)Hkv, (void)d, (void)cu_seqlens, (void)n_docs, (void)scale;
+    return 0;
+#endif
+}
+
+int ul_cuda_attention_bwd_sm90(void *dq, int64_t dqs, void *dk, int64_t dks, void *dv, int64_t dvs, const void *dout,
+                               int64_t dos, const void *q, int64_t qs, const void *k, int64_t ks, const void *v,
+                               int64_t vs, const void *o, int64_t os, const float *lse, int64_t T, int64_t Hq,
+                               int64_t Hkv, int64_t d, const int64_t *cu_seqlens, int64_t n_docs, float scale) {
+#ifdef UL_SM90A
+    if (!sm90_enabled() || (d != 64 && d != 128) || T > 0x7fffff00LL || Hq > 0x7fffffffLL) return 0;
+    if (!aligned16(dq, dqs) || !aligned16(dk, dks) || !aligned16(dv, dvs) || !aligned16(dout, dos) ||
+        !aligned16(q, qs) || !aligned16(k, ks) || !aligned16(v, vs))
+        return 0;
+    HBwdArgs a;
+    memset(&a, 0, sizeof a);
+    a.dq = (bf16 *)dq;
+    a.dk = (bf16 *)dk;
+    a.dv = (bf16 *)dv;
+    a.o = (const bf16 *)o;
+    a.dout = (const bf16 *)dout;
+    a.lse = lse;
+    a.dqs = dqs;
+    a.dks = dks;
+    a.dvs = dvs;
+    a.os = os;
+    a.dos = dos;
+    a.T = T;
+    a.Tp = (T + 63) / 64 * 64;
+    a.Hq = Hq;
+    a.group = Hq / Hkv;
+    a.nblk = (T + H_BM - 1) / H_BM;
+    a.cu = cu_seqlens;
+    a.n_docs = n_docs;
+    a.scale = scale;
+    a.scale2 = scale * 1.4426950408889634f;
+    a.DT = (float *)ul_cuda_scratch((size_t)(2 * Hq * a.Tp) * sizeof(float));
+    a.L2T = a.DT + Hq * a.Tp;
+    CUtensorMap tq, tk, tv, tdo, tl, tdd;
+    make_map(&tq, q, T, Hq, d, qs);
+    make_map(&tk, k, T, Hkv, d, ks);
+    make_map(&tv, v, T, Hkv, d, vs);
+    make_map(&tdo, dout, T, Hq, d, dos);
+    make_map_f32(&tl, a.L2T, a.Tp, Hq);
+    make_map_f32(&tdd, a.DT, a.Tp, Hq);
+    cudaStream_t s = ul_cuda_state.stream;
+    const int64_t gp = (T * Hq + 3) / 4, gk = (T + B_BK - 1) / B_BK * Hkv, gq = a.nblk * Hq;
+    UL_ASSERT(gp <= 0x7fffffff && gq <= 0x7fffffff, "attention: grid too large");
+    k_attn_prep_sm90<<<(unsigned)gp, 128, 0, s>>>(a, (int)d);
+    CUDA_LAUNCH_CHECK();
+    if (d == 128) {
+        k_attn_dkv_sm90<128><<<(unsigned)gk, B_NT, hdkv_smem(128), s>>>(tq, tk, tv, tdo, tl, tdd, a);
+        CUDA_LAUNCH_CHECK();
+        k_attn_dq_sm90<128><<<(unsigned)gq, H_NT, hdq_smem(128), s>>>(tq, tk, tv, tdo, a);
+    } else {
+        k_attn_dkv_sm90<64><<<(unsigned)gk, B_NT, hdkv_smem(64), s>>>(tq, tk, tv, tdo, tl, tdd, a);
+        CUDA_LAUNCH_CHECK();
+        k_attn_dq_sm90<64><<<(unsigned)gq, H_NT, hdq_smem(64), s>>>(tq, tk, tv, tdo, a);
+    }
+    CUDA_LAUNCH_CHECK();
+    return 1;
+#else
+    (void)dq, (void)dqs, (void)dk, (void)dks, (void)dv, (void)dvs, (void)dout, (void)dos, (void)q, (void)qs, (void)k;
+    (void)ks, (void)v, (void)vs, (void)o, (void)os, (void)lse, (void)T, (void)Hq, (void)Hkv, (void)d, (void)cu_seqlens;
+    (void)n_docs, (void)scale;
     return 0;
 #endif
 }

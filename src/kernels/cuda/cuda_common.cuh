@@ -123,6 +123,10 @@ void ul_cuda_attention_bwd(void *dq, int64_t dqs, void *dk, int64_t dks, void *d
 int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, int64_t qs, const void *k, int64_t ks,
                                const void *v, int64_t vs, int64_t T, int64_t Hq, int64_t Hkv, int64_t d,
                                const int64_t *cu_seqlens, int64_t n_docs, float scale);
+int ul_cuda_attention_bwd_sm90(void *dq, int64_t dqs, void *dk, int64_t dks, void *dv, int64_t dvs, const void *dout,
+                               int64_t dos, const void *q, int64_t qs, const void *k, int64_t ks, const void *v,
+                               int64_t vs, const void *o, int64_t os, const float *lse, int64_t T, int64_t Hq,
+                               int64_t Hkv, int64_t d, const int64_t *cu_seqlens, int64_t n_docs, float scale);
 void ul_cuda_cross_entropy(void *logits, const int32_t *labels, int64_t n, int64_t V, float dscale, double *acc);
 double ul_cuda_sumsq(const float *x, int64_t n);
 void ul_cuda_scale(float *x, int64_t n, float s);

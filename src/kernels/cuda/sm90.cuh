@@ -60,6 +60,26 @@ __device__ __forceinline__ void tma_load_3d(void *dst, const void *tmap, int c0,
         : "memory");
 }
 
+/* 2-D box at coordinates (c0, c1) */
+__device__ __forceinline__ void tma_load_2d(void *dst, const void *tmap, int c0, int c1, uint64_t *b) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::
+            "r"(sm90_addr(dst)),
+        "l"((uint64_t)tmap), "r"(c0), "r"(c1), "r"(sm90_addr(b))
+        : "memory");
+}
+
+/* ---- register budget of a warpgroup (all 128 threads execute it; the kernel needs a
+ * register cap at entry: __launch_bounds__(threads, 1)) */
+template <int R>
+__device__ __forceinline__ void reg_dealloc(void) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(R));
+}
+template <int R>
+__device__ __forceinline__ void reg_alloc(void) {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(R));
+}
+
 /* ---- wgmma */
 __device__ __forceinline__ void wgmma_fence(void) { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit(void) { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
