@@ -647,11 +647,11 @@ static void make_map_f32(CUtensorMap *m, const float *base, int64_t Tp, int64_t 
 }
 
 /* 3-D map over [T][H][d] rows of `stride` elements (head h at column h * d): boxes of
- * 64 columns x 1 head x 128 rows, 128-byte swizzle, zeros outside the tensor. */
-static void make_map(CUtensorMap *m, const void *base, int64_t T, int64_t H, int64_t d, int64_t stride) {
+ * 64 columns x 1 head x `rows` rows, 128-byte swizzle, zeros outside the tensor. */
+static void make_map(CUtensorMap *m, const void *base, int64_t T, int64_t H, int64_t d, int64_t stride, int rows) {
     cuuint64_t dims[3] = {(cuuint64_t)d, (cuuint64_t)H, (cuuint64_t)T};
     cuuint64_t strides[2] = {(cuuint64_t)d * 2, (cuuint64_t)stride * 2};
-    cuuint32_t box[3] = {64, 1, 128};
+    cuuint32_t box[3] = {64, 1, (cuuint32_t)rows};
     cuuint32_t es[3] = {1, 1, 1};
     const CUresult r = cuTensorMapEncodeTiled(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, (void *)base, dims, strides, box,
                                               es, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
@@ -666,7 +666,9 @@ static void make_map(CUtensorMap *m, const void *base, int64_t T, int64_t H, int
 
 static int g_sm90 = -1; /* 1: this device runs the sm_90a kernels */
 
-static int sm90_enabled(void) {
+/* UL_ATTN_KERNEL: unset or "default": the Hopper kernels where they apply; "simple": the
+ * portable mma.sync kernels only; "simple-bwd": the Hopper forward, the portable backward */
+static int sm90_enabled(int bwd) {
     if (g_sm90 < 0) {
         g_sm90 = ul_cuda_state.cc == 90 && ul_cuda_state.smem_optin >= hfwd_smem(128);
         if (g_sm90) {
@@ -684,8 +686,9 @@ static int sm90_enabled(void) {
                                             (int)hdq_smem(128)));
         }
     }
-    const char *e = getenv("UL_ATTN_KERNEL"); /* "simple": the portable mma.sync kernels only */
-    return g_sm90 && !(e && strcmp(e, "simple") == 0);
+    const char *e = getenv("UL_ATTN_KERNEL");
+    if (e && (strcmp(e, "simple") == 0 || (bwd && strcmp(e, "simple-bwd") == 0))) return 0;
+    return g_sm90;
 }
 
 static int aligned16(const void *p, int64_t stride) { return ((uintptr_t)p & 15u) == 0 && stride % 8 == 0; }
@@ -695,12 +698,12 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
                                int64_t ks, const void *v, int64_t vs, int64_t T, int64_t Hq, int64_t Hkv,
                                           int64_t d, const int64_t *cu_seqlens, int64_t n_docs, float scale) {
 #ifdef UL_SM90A
-    if (!sm90_enabled() || (d != 64 && d != 128) || T > 0x7fffff00LL || Hq > 0x7fffffffLL) return 0;
+    if (!sm90_enabled(0) || (d != 64 && d != 128) || T > 0x7fffff00LL || Hq > 0x7fffffffLL) return 0;
     if (!aligned16(o, os) || !aligned16(q, qs) || !aligned16(k, ks) || !aligned16(v, vs)) return 0;
     CUtensorMap tq, tk, tv;
-    make_map(&tq, q, T, Hq, d, qs);
-    make_map(&tk, k, T, Hkv, d, ks);
-    make_map(&tv, v, T, Hkv, d, vs);
+    make_map(&tq, q, T, Hq, d, qs, H_BM);
+    make_map(&tk, k, T, Hkv, d, ks, H_BN);
+    make_map(&tv, v, T, Hkv, d, vs, H_BN);
     HFwdArgs a;
     memset(&a, 0, sizeof a);
     a.o = (bf16 *)o;
@@ -734,7 +737,7 @@ int ul_cuda_attention_bwd_sm90(void *dq, int64_t dqs, void *dk, int64_t dks, voi
                                int64_t vs, const void *o, int64_t os, const float *lse, int64_t T, int64_t Hq,
                                int64_t Hkv, int64_t d, const int64_t *cu_seqlens, int64_t n_docs, float scale) {
 #ifdef UL_SM90A
-    if (!sm90_enabled() || (d != 64 && d != 128) || T > 0x7fffff00LL || Hq > 0x7fffffffLL) return 0;
+    if (!sm90_enabled(1) || (d != 64 && d != 128) || T > 0x7fffff00LL || Hq > 0x7fffffffLL) return 0;
     if (!aligned16(dq, dqs) || !aligned16(dk, dks) || !aligned16(dv, dvs) || !aligned16(dout, dos) ||
         !aligned16(q, qs) || !aligned16(k, ks) || !aligned16(v, vs))
         return 0;
@@ -762,11 +765,16 @@ int ul_cuda_attention_bwd_sm90(void *dq, int64_t dqs, void *dk, int64_t dks, voi
     a.scale2 = scale * 1.4426950408889634f;
     a.DT = (float *)ul_cuda_scratch((size_t)(2 * Hq * a.Tp) * sizeof(float));
     a.L2T = a.DT + Hq * a.Tp;
-    CUtensorMap tq, tk, tv, tdo, tl, tdd;
-    make_map(&tq, q, T, Hq, d, qs);
-    make_map(&tk, k, T, Hkv, d, ks);
-    make_map(&tv, v, T, Hkv, d, vs);
-    make_map(&tdo, dout, T, Hq, d, dos);
+    /* boxes: dK/dV reads K, V in 128-row blocks and Q, dO in 64-row tiles; dQ the other way */
+    CUtensorMap tq64, tdo64, tk128, tv128, tq128, tdo128, tk64, tv64, tl, tdd;
+    make_map(&tq64, q, T, Hq, d, qs, B_BQ);
+    make_map(&tdo64, dout, T, Hq, d, dos, B_BQ);
+    make_map(&tk128, k, T, Hkv, d, ks, B_BK);
+    make_map(&tv128, v, T, Hkv, d, vs, B_BK);
+    make_map(&tq128, q, T, Hq, d, qs, H_BM);
+    make_map(&tdo128, dout, T, Hq, d, dos, H_BM);
+    make_map(&tk64, k, T, Hkv, d, ks, Q_BN);
+    make_map(&tv64, v, T, Hkv, d, vs, Q_BN);
     make_map_f32(&tl, a.L2T, a.Tp, Hq);
     make_map_f32(&tdd, a.DT, a.Tp, Hq);
     cudaStream_t s = ul_cuda_state.stream;
@@ -775,13 +783,13 @@ int ul_cuda_attention_bwd_sm90(void *dq, int64_t dqs, void *dk, int64_t dks, voi
     k_attn_prep_sm90<<<(unsigned)gp, 128, 0, s>>>(a, (int)d);
     CUDA_LAUNCH_CHECK();
     if (d == 128) {
-        k_attn_dkv_sm90<128><<<(unsigned)gk, B_NT, hdkv_smem(128), s>>>(tq, tk, tv, tdo, tl, tdd, a);
+        k_attn_dkv_sm90<128><<<(unsigned)gk, B_NT, hdkv_smem(128), s>>>(tq64, tk128, tv128, tdo64, tl, tdd, a);
         CUDA_LAUNCH_CHECK();
-        k_attn_dq_sm90<128><<<(unsigned)gq, H_NT, hdq_smem(128), s>>>(tq, tk, tv, tdo, a);
+        k_attn_dq_sm90<128><<<(unsigned)gq, H_NT, hdq_smem(128), s>>>(tq128, tk64, tv64, tdo128, a);
     } else {
-        k_attn_dkv_sm90<64><<<(unsigned)gk, B_NT, hdkv_smem(64), s>>>(tq, tk, tv, tdo, tl, tdd, a);
+        k_attn_dkv_sm90<64><<<(unsigned)gk, B_NT, hdkv_smem(64), s>>>(tq64, tk128, tv128, tdo64, tl, tdd, a);
         CUDA_LAUNCH_CHECK();
-        k_attn_dq_sm90<64><<<(unsigned)gq, H_NT, hdq_smem(64), s>>>(tq, tk, tv, tdo, a);
+        k_attn_dq_sm90<64><<<(unsigned)gq, H_NT, hdq_smem(64), s>>>(tq128, tk64, tv64, tdo128, a);
     }
     CUDA_LAUNCH_CHECK();
     return 1;
