@@ -95,6 +95,11 @@ __device__ __forceinline__ void reg_fence(float *r) {
 }
 
 template <int N>
+__device__ __forceinline__ void reg_fence_l(uint64_t *r) {
+#pragma unroll
+    for (int i = 0; i < N; i++) asm volatile("" : "+l"(r[i])::"memory");
+}
+template <int N>
 __device__ __forceinline__ void reg_fence_u(unsigned *r) {
 #pragma unroll
     for (int i = 0; i < N; i++) asm volatile("" : "+r"(r[i])::"memory");
