@@ -3,14 +3,15 @@
  * O in bf16 and lse in fp32), for head dims 64 and 128 with 16-byte aligned rows; the
  * launcher returns 0 for anything else and the portable mma.sync kernel runs instead.
  *
- * One CTA = 128 query rows of one head, 9 warps:
- *   warp 8        producer: one thread issues the TMA copies (Q once; K and V tiles of
- *                 128 keys into a 2-stage ring) and waits for a stage to be released
- *                 before refilling it;
- *   warps 0-3, 4-7  two consumer warpgroups, 64 query rows each: S = Q K^T
- *                 (wgmma m64n128k16, both operands from shared memory), the online
- *                 softmax in registers (fp32, log2 units), O += P V (wgmma with P from
- *                 registers, V read N-major), then release the stage.
+ * Forward: one CTA = 128 query rows of one head, 3 warpgroups:
+ *   warpgroup 0   producer (24 registers via setmaxnreg): one thread issues the TMA copies
+ *                 (Q once; K and V tiles of 128 keys into a 2-stage ring), refilling a
+ *                 stage's K once S no longer needs it and its V once P V is done;
+ *   warpgroups 1, 2  consumers (240 registers), 64 query rows each: S = Q K^T (wgmma
+ *                 m64n128k16, both operands from shared memory) and O += P V (P from
+ *                 registers, V read N-major) are issued together, S for the next tile and
+ *                 P V for this one, and the online softmax (fp32, log2 units) of the next
+ *                 tile runs while P V does (FlashAttention-3's intra-warpgroup overlap).
  * The key tiles end at the block's diagonal: tile kb covers keys
  * [r0 - (nkb - 1 - kb) * 128, +128); the first may start before the document (or before
  * token 0: the TMA fills out-of-range rows with zeros) and is masked like any tile that
@@ -39,7 +40,7 @@ typedef struct {
 } HFwdArgs;
 
 static size_t hfwd_smem(int DP) {
-    return 1024 /* alignment slack */ + (size_t)H_BM * DP * 2 + (size_t)2 * H_ST * H_BN * DP * 2 + 8 * sizeof(uint64_t);
+    return 1024 /* alignment slack */ + (size_t)H_BM * DP * 2 + (size_t)2 * H_ST * H_BN * DP * 2 + 16 * sizeof(uint64_t);
 }
 
 #ifdef UL_SM90A_DEVICE
@@ -144,13 +145,15 @@ __device__ __forceinline__ void fwd_step(int kb, int nkb, float (*sc)[4], float 
     fwd_pv<DP>(oacc, pc, dv);
     wgmma_wait<1>(); /* S_{kb+1} is done, P_kb V_kb may still run */
     reg_fence<H_BN / 2>(&sc[0][0]);
+    __syncwarp();
+    if (lane == 0) mbar_arrive(&bar[7 + (st ^ 1)]); /* K_{kb+1} is no longer needed */
     const int64_t j0 = r0 - (int64_t)(nkb - 2 - kb) * H_BN;
     float al[2];
     fwd_softmax(sc, pnx, mrow, lrow, al, j0 >= ds_last && j0 + H_BN - 1 <= i0, (int)(j0 - r0), irel, dsr, t4, scale2);
     wgmma_wait<0>();
     reg_fence<DP / 2>(&oacc[0][0]);
     __syncwarp();
-    if (lane == 0) mbar_arrive(&bar[5 + st]); /* this warp is done with K_kb and V_kb */
+    if (lane == 0) mbar_arrive(&bar[5 + st]); /* this warp is done with V_kb */
 #pragma unroll
     for (int nt = 0; nt < DP / 8; nt++) {
         oacc[nt][0] *= al[0];
@@ -187,7 +190,9 @@ __global__ void __launch_bounds__(H_NTF, 1)
     unsigned char *sQ = smem_raw + ((1024u - (sm90_addr(smem_raw) & 1023u)) & 1023u); /* [NA][BM][64] */
     unsigned char *sK = sQ + QB;                                                       /* [ST][NA][BN][64] */
     unsigned char *sV = sK + H_ST * KB;                                                /* [ST][NA][BN][64] */
-    uint64_t *bar = (uint64_t *)(sV + H_ST * KB); /* [0] Q, [1+s] K full, [3+s] V full, [5+s] empty */
+    /* barriers: [0] Q; [1+s] K full, [3+s] V full, [5+s] V empty, [7+s] K empty (stage s).
+     * K_kb is free once S_kb is done (a step before P_kb V_kb), so K and V are released apart. */
+    uint64_t *bar = (uint64_t *)(sV + H_ST * KB);
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int64_t task = blockIdx.x;
@@ -202,6 +207,7 @@ __global__ void __launch_bounds__(H_NTF, 1)
             mbar_init(&bar[1 + s], 1);
             mbar_init(&bar[3 + s], 1);
             mbar_init(&bar[5 + s], 8); /* one arrival per consumer warp */
+            mbar_init(&bar[7 + s], 8);
         }
         mbar_fence_init();
     }
@@ -214,11 +220,12 @@ __global__ void __launch_bounds__(H_NTF, 1)
             for (int at = 0; at < NA; at++) tma_load_3d(sQ + at * H_BM * 128, &tq, at * 64, (int)h, (int)r0, &bar[0]);
             for (int kb = 0; kb < nkb; kb++) {
                 const int st = kb & 1;
-                if (kb >= H_ST) mbar_wait(&bar[5 + st], ((kb >> 1) - 1) & 1);
                 const int j0 = (int)(r0 - (int64_t)(nkb - 1 - kb) * H_BN);
+                if (kb >= H_ST) mbar_wait(&bar[7 + st], ((kb >> 1) - 1) & 1);
                 mbar_expect_tx(&bar[1 + st], KB);
                 for (int at = 0; at < NA; at++)
                     tma_load_3d(sK + st * KB + at * H_BN * 128, &tk, at * 64, (int)hk, j0, &bar[1 + st]);
+                if (kb >= H_ST) mbar_wait(&bar[5 + st], ((kb >> 1) - 1) & 1);
                 mbar_expect_tx(&bar[3 + st], KB);
                 for (int at = 0; at < NA; at++)
                     tma_load_3d(sV + st * KB + at * H_BN * 128, &tv, at * 64, (int)hk, j0, &bar[3 + st]);
@@ -257,6 +264,8 @@ __global__ void __launch_bounds__(H_NTF, 1)
     fwd_qk<DP>(sc, qaddr, sm90_addr(sK));
     wgmma_wait<0>();
     reg_fence<H_BN / 2>(&sc[0][0]);
+    __syncwarp();
+    if (lane == 0) mbar_arrive(&bar[7]); /* K_0 is no longer needed */
     {
         const int64_t j0 = r0 - (int64_t)(nkb - 1) * H_BN;
         fwd_softmax(sc, pa, mrow, lrow, al, j0 >= ds_last && j0 + H_BN - 1 <= i0, (int)(j0 - r0), irel, dsr, t4,
