@@ -3,15 +3,17 @@
  * O in bf16 and lse in fp32), for head dims 64 and 128 with 16-byte aligned rows; the
  * launcher returns 0 for anything else and the portable mma.sync kernel runs instead.
  *
- * Forward: one CTA = 128 query rows of one head, 3 warpgroups:
- *   warpgroup 0   producer (24 registers via setmaxnreg): one thread issues the TMA copies
- *                 (Q once; K and V tiles of 128 keys into a 2-stage ring), refilling a
- *                 stage's K once S no longer needs it and its V once P V is done;
- *   warpgroups 1, 2  consumers (240 registers), 64 query rows each: S = Q K^T (wgmma
- *                 m64n128k16, both operands from shared memory) and O += P V (P from
- *                 registers, V read N-major) are issued together, S for the next tile and
- *                 P V for this one, and the online softmax (fp32, log2 units) of the next
- *                 tile runs while P V does (FlashAttention-3's intra-warpgroup overlap).
+ * Forward: one CTA = 128 query rows of one head, 9 warps:
+ *   warp 8        producer: one thread issues the TMA copies (Q once; K and V tiles of
+ *                 128 keys into a 2-stage ring) and waits for a stage to be released
+ *                 before refilling it;
+ *   warps 0-3, 4-7  two consumer warpgroups, 64 query rows each: S = Q K^T
+ *                 (wgmma m64n128k16, both operands from shared memory), the online
+ *                 softmax in registers (fp32, log2 units), O += P V (wgmma with P from
+ *                 registers, V read N-major), then release the stage. The two warpgroups
+ *                 overlap each other's softmax and matrix work. (A FlashAttention-3 style
+ *                 intra-warpgroup pipeline, S of the next tile issued with P V of this one,
+ *                 measured 0.55x of this on H200 without inter-warpgroup scheduling.)
  * The key tiles end at the block's diagonal: tile kb covers keys
  * [r0 - (nkb - 1 - kb) * 128, +128); the first may start before the document (or before
  * token 0: the TMA fills out-of-range rows with zeros) and is masked like any tile that
@@ -26,8 +28,7 @@
 #define H_BM 128 /* query rows per CTA: two consumer warpgroups of 64 */
 #define H_BN 128 /* keys per tile */
 #define H_ST 2   /* K/V stages */
-#define H_NT 288 /* dQ: 2 consumer warpgroups + 1 producer warp */
-#define H_NTF 384 /* forward: 2 consumer warpgroups + 1 producer warpgroup */
+#define H_NT 288 /* forward, dQ: 2 consumer warpgroups + 1 producer warp */
 #define H_LN2 0.6931471805599453f
 
 typedef struct {
@@ -40,147 +41,11 @@ typedef struct {
 } HFwdArgs;
 
 static size_t hfwd_smem(int DP) {
-    return 1024 /* alignment slack */ + (size_t)H_BM * DP * 2 + (size_t)2 * H_ST * H_BN * DP * 2 + 16 * sizeof(uint64_t);
+    return 1024 /* alignment slack */ + (size_t)H_BM * DP * 2 + (size_t)2 * H_ST * H_BN * DP * 2 + 8 * sizeof(uint64_t);
 }
-
-#ifdef UL_SM90A_DEVICE
-/* Masked online softmax of one S tile (raw scores in sc, this thread's rows irel[0..1]):
- * updates m (scaled log2 units) and l, returns the O rescale factors in al and P in bf16 as
- * the wgmma A fragments of the H_BN / 16 k-steps of P V. */
-__device__ __forceinline__ void fwd_softmax(const float (*sc)[4], unsigned (*pa)[4], float *mrow, float *lrow,
-                                            float *al, bool full, int jr, const int *irel, const int *dsr, int t4,
-                                            float scale2) {
-    /* sc is only read: its registers are the accumulators of the next S while P V runs */
-#define FWD_VISIBLE(nt, e) \
-    (full || ((jr + (nt) * 8 + 2 * t4 + ((e) & 1)) <= irel[(e) >> 1] && (jr + (nt) * 8 + 2 * t4 + ((e) & 1)) >= dsr[(e) >> 1]))
-    float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int nt = 0; nt < H_BN / 8; nt++)
-#pragma unroll
-        for (int e = 0; e < 4; e++)
-            if (FWD_VISIBLE(nt, e)) mx[e >> 1] = fmaxf(mx[e >> 1], sc[nt][e]);
-    float mu[2];
-#pragma unroll
-    for (int hf = 0; hf < 2; hf++) {
-        mx[hf] = fmaxf(mx[hf], __shfl_xor_sync(0xffffffffu, mx[hf], 1));
-        mx[hf] = fmaxf(mx[hf], __shfl_xor_sync(0xffffffffu, mx[hf], 2));
-        const float mn = fmaxf(mrow[hf], mx[hf] * scale2);
-        mu[hf] = mn == -INFINITY ? 0.0f : mn;
-        al[hf] = ul_ex2(mrow[hf] - mu[hf]);
-        mrow[hf] = mn;
-    }
-    float rs[2] = {0.0f, 0.0f};
-#pragma unroll
-    for (int nt = 0; nt < H_BN / 8; nt++) {
-        float p[4];
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            p[e] = FWD_VISIBLE(nt, e) ? ul_ex2(fmaf(sc[nt][e], scale2, -mu[e >> 1])) : 0.0f;
-            rs[e >> 1] += p[e];
-        }
-        /* P as the A fragment of k-step nt / 2: n-tile 2kk -> registers 0, 1; 2kk + 1 -> 2, 3 */
-        pa[nt >> 1][(nt & 1) * 2] = ul_pack_bf16(p[0], p[1]);
-        pa[nt >> 1][(nt & 1) * 2 + 1] = ul_pack_bf16(p[2], p[3]);
-    }
-#undef FWD_VISIBLE
-#pragma unroll
-    for (int hf = 0; hf < 2; hf++) lrow[hf] = lrow[hf] * al[hf] + rs[hf];
-}
-
-/* S = Q K^T of one warpgroup: DP / 16 wgmma k-steps, issued and committed (not waited) */
-template <int DP>
-__device__ __forceinline__ void fwd_qk(float (*sc)[4], unsigned qaddr, unsigned kaddr) {
-    /* descriptors first: no instruction may define a wgmma input inside the batch */
-    uint64_t da[DP / 16], db[DP / 16];
-#pragma unroll
-    for (int ks = 0; ks < DP / 16; ks++) {
-        da[ks] = wgmma_desc(qaddr + (ks >> 2) * (H_BM * 128) + (ks & 3) * 32, 16, 1024);
-        db[ks] = wgmma_desc(kaddr + (ks >> 2) * (H_BN * 128) + (ks & 3) * 32, 16, 1024);
-    }
-    reg_fence_l<DP / 16>(da);
-    reg_fence_l<DP / 16>(db);
-    wgmma_fence();
-#pragma unroll
-    for (int ks = 0; ks < DP / 16; ks++) wgmma_ss_n128(&sc[0][0], da[ks], db[ks], ks > 0);
-    wgmma_commit();
-}
-
-/* the H_BN / 16 descriptors of a V tile [keys][DP], read N-major as the B of P V */
-__device__ __forceinline__ void fwd_v_desc(uint64_t *db, unsigned vaddr) {
-#pragma unroll
-    for (int kk = 0; kk < H_BN / 16; kk++) db[kk] = wgmma_desc(vaddr + kk * 16 * 128, H_BN * 128, 1024);
-}
-
-/* O += P V of one warpgroup: H_BN / 16 k-steps with P from registers; issued and committed
- * (not waited). Its inputs (pa, db) must be final before the batch it joins starts. */
-template <int DP>
-__device__ __forceinline__ void fwd_pv(float (*oacc)[4], const unsigned (*pa)[4], const uint64_t *db) {
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < H_BN / 16; kk++) {
-        if (DP == 128)
-            wgmma_rs_n128_tb(&oacc[0][0], pa[kk], db[kk]);
-        else
-            wgmma_rs_n64_tb(&oacc[0][0], pa[kk], db[kk]);
-    }
-    wgmma_commit();
-}
-
-/* One key tile kb < nkb - 1 of the forward: S_{kb+1} = Q K_{kb+1}^T and O += P_kb V_kb go
- * to the tensor cores together; the softmax of S_{kb+1} (into pnx) runs while P V does;
- * then O is rescaled for tile kb + 1 and the stage of tile kb released. */
-template <int DP>
-__device__ __forceinline__ void fwd_step(int kb, int nkb, float (*sc)[4], float (*oacc)[4], const unsigned (*pc)[4],
-                                         unsigned (*pnx)[4], float *mrow, float *lrow, unsigned char *sK,
-                                         unsigned char *sV, uint64_t *bar, unsigned qaddr, int64_t r0, int64_t ds_last,
-                                         int64_t i0, const int *irel, const int *dsr, int t4, float scale2, int lane) {
-    constexpr unsigned KB = H_BN * DP * 2;
-    const int st = kb & 1;
-    uint64_t dv[H_BN / 16];
-    fwd_v_desc(dv, sm90_addr(sV + st * KB));
-    reg_fence_l<H_BN / 16>(dv);
-    mbar_wait(&bar[1 + (st ^ 1)], ((kb + 1) >> 1) & 1);
-    mbar_wait(&bar[3 + st], (kb >> 1) & 1);
-    fwd_qk<DP>(sc, qaddr, sm90_addr(sK + (st ^ 1) * KB));
-    fwd_pv<DP>(oacc, pc, dv);
-    wgmma_wait<1>(); /* S_{kb+1} is done, P_kb V_kb may still run */
-    reg_fence<H_BN / 2>(&sc[0][0]);
-    __syncwarp();
-    if (lane == 0) mbar_arrive(&bar[7 + (st ^ 1)]); /* K_{kb+1} is no longer needed */
-    const int64_t j0 = r0 - (int64_t)(nkb - 2 - kb) * H_BN;
-    float al[2];
-    fwd_softmax(sc, pnx, mrow, lrow, al, j0 >= ds_last && j0 + H_BN - 1 <= i0, (int)(j0 - r0), irel, dsr, t4, scale2);
-    wgmma_wait<0>();
-    reg_fence<DP / 2>(&oacc[0][0]);
-    __syncwarp();
-    if (lane == 0) mbar_arrive(&bar[5 + st]); /* this warp is done with V_kb */
-#pragma unroll
-    for (int nt = 0; nt < DP / 8; nt++) {
-        oacc[nt][0] *= al[0];
-        oacc[nt][1] *= al[0];
-        oacc[nt][2] *= al[1];
-        oacc[nt][3] *= al[1];
-    }
-    reg_fence<DP / 2>(&oacc[0][0]);
-}
-
-/* the last tile: O += P V */
-template <int DP>
-__device__ __forceinline__ void fwd_last(float (*oacc)[4], const unsigned (*pc)[4], unsigned char *sV, uint64_t *bar,
-                                         int kb) {
-    constexpr unsigned KB = H_BN * DP * 2;
-    const int st = kb & 1;
-    uint64_t dv[H_BN / 16];
-    fwd_v_desc(dv, sm90_addr(sV + st * KB));
-    mbar_wait(&bar[3 + st], (kb >> 1) & 1);
-    fwd_pv<DP>(oacc, pc, dv);
-    wgmma_wait<0>();
-    reg_fence<DP / 2>(&oacc[0][0]);
-}
-#endif
 
 template <int DP>
-__global__ void __launch_bounds__(H_NTF, 1)
+__global__ void __launch_bounds__(H_NT, 1)
     k_attn_fwd_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                     const __grid_constant__ CUtensorMap tv, const HFwdArgs a) {
 #ifdef UL_SM90A_DEVICE
@@ -190,9 +55,7 @@ __global__ void __launch_bounds__(H_NTF, 1)
     unsigned char *sQ = smem_raw + ((1024u - (sm90_addr(smem_raw) & 1023u)) & 1023u); /* [NA][BM][64] */
     unsigned char *sK = sQ + QB;                                                       /* [ST][NA][BN][64] */
     unsigned char *sV = sK + H_ST * KB;                                                /* [ST][NA][BN][64] */
-    /* barriers: [0] Q; [1+s] K full, [3+s] V full, [5+s] V empty, [7+s] K empty (stage s).
-     * K_kb is free once S_kb is done (a step before P_kb V_kb), so K and V are released apart. */
-    uint64_t *bar = (uint64_t *)(sV + H_ST * KB);
+    uint64_t *bar = (uint64_t *)(sV + H_ST * KB); /* [0] Q, [1+s] K full, [3+s] V full, [5+s] empty */
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int64_t task = blockIdx.x;
@@ -207,25 +70,22 @@ __global__ void __launch_bounds__(H_NTF, 1)
             mbar_init(&bar[1 + s], 1);
             mbar_init(&bar[3 + s], 1);
             mbar_init(&bar[5 + s], 8); /* one arrival per consumer warp */
-            mbar_init(&bar[7 + s], 8);
         }
         mbar_fence_init();
     }
     __syncthreads();
 
-    if (warp < 4) { /* ---- producer warpgroup: one thread issues every copy */
-        reg_dealloc<24>();
-        if (tid == 0) {
+    if (warp == 8) { /* ---- producer */
+        if (lane == 0) {
             mbar_expect_tx(&bar[0], QB);
             for (int at = 0; at < NA; at++) tma_load_3d(sQ + at * H_BM * 128, &tq, at * 64, (int)h, (int)r0, &bar[0]);
             for (int kb = 0; kb < nkb; kb++) {
                 const int st = kb & 1;
+                if (kb >= H_ST) mbar_wait(&bar[5 + st], ((kb >> 1) - 1) & 1);
                 const int j0 = (int)(r0 - (int64_t)(nkb - 1 - kb) * H_BN);
-                if (kb >= H_ST) mbar_wait(&bar[7 + st], ((kb >> 1) - 1) & 1);
                 mbar_expect_tx(&bar[1 + st], KB);
                 for (int at = 0; at < NA; at++)
                     tma_load_3d(sK + st * KB + at * H_BN * 128, &tk, at * 64, (int)hk, j0, &bar[1 + st]);
-                if (kb >= H_ST) mbar_wait(&bar[5 + st], ((kb >> 1) - 1) & 1);
                 mbar_expect_tx(&bar[3 + st], KB);
                 for (int at = 0; at < NA; at++)
                     tma_load_3d(sV + st * KB + at * H_BN * 128, &tv, at * 64, (int)hk, j0, &bar[3 + st]);
@@ -233,10 +93,9 @@ __global__ void __launch_bounds__(H_NTF, 1)
         }
         return;
     }
-    reg_alloc<240>();
 
     /* ---- consumers: warpgroup cw owns rows [i0, i0 + 64); warp wq of it rows i0 + 16 wq + (g, g + 8) */
-    const int cw = (warp >> 2) - 1, wq = warp & 3, g = lane >> 2, t4 = lane & 3;
+    const int cw = warp >> 2, wq = warp & 3, g = lane >> 2, t4 = lane & 3;
     const int64_t i0 = r0 + cw * 64;
     const int64_t ilast = i0 + 63 < T ? i0 + 63 : T - 1;
     const int64_t ds_last = __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, ilast < i0 ? T - 1 : ilast));
@@ -255,37 +114,100 @@ __global__ void __launch_bounds__(H_NTF, 1)
     for (int i = 0; i < DP / 8; i++) oacc[i][0] = oacc[i][1] = oacc[i][2] = oacc[i][3] = 0.0f;
 #pragma unroll
     for (int i = 0; i < H_BN / 8; i++) sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.0f;
-    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f}, al[2];
-    unsigned pa[H_BN / 16][4], pn[H_BN / 16][4]; /* P of alternate tiles */
+    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
 
-    /* prologue: S_0 and its softmax */
     mbar_wait(&bar[0], 0);
-    mbar_wait(&bar[1], 0);
-    fwd_qk<DP>(sc, qaddr, sm90_addr(sK));
-    wgmma_wait<0>();
-    reg_fence<H_BN / 2>(&sc[0][0]);
-    __syncwarp();
-    if (lane == 0) mbar_arrive(&bar[7]); /* K_0 is no longer needed */
-    {
-        const int64_t j0 = r0 - (int64_t)(nkb - 1) * H_BN;
-        fwd_softmax(sc, pa, mrow, lrow, al, j0 >= ds_last && j0 + H_BN - 1 <= i0, (int)(j0 - r0), irel, dsr, t4,
-                    a.scale2);
-    }
-    /* P_kb alternates between pa and pn (no register copies: a copy could land in the
-     * registers that an in-flight P V reads, and ptxas would then serialize the wgmmas) */
-    for (int kb = 0;; kb += 2) {
-        if (kb == nkb - 1) {
-            fwd_last<DP>(oacc, pa, sV, bar, kb);
-            break;
+    for (int kb = 0; kb < nkb; kb++) {
+        const int st = kb & 1;
+        const unsigned ph = (kb >> 1) & 1;
+        const int64_t j0 = r0 - (int64_t)(nkb - 1 - kb) * H_BN;
+
+        /* S = Q K^T over DP / 16 k-steps */
+        mbar_wait(&bar[1 + st], ph);
+        const unsigned kaddr = sm90_addr(sK + st * KB);
+        wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < DP / 16; ks++) {
+            const uint64_t da = wgmma_desc(qaddr + (ks >> 2) * (H_BM * 128) + (ks & 3) * 32, 16, 1024);
+            const uint64_t db = wgmma_desc(kaddr + (ks >> 2) * (H_BN * 128) + (ks & 3) * 32, 16, 1024);
+            wgmma_ss_n128(&sc[0][0], da, db, ks > 0);
         }
-        fwd_step<DP>(kb, nkb, sc, oacc, pa, pn, mrow, lrow, sK, sV, bar, qaddr, r0, ds_last, i0, irel, dsr, t4,
-                     a.scale2, lane);
-        if (kb + 1 == nkb - 1) {
-            fwd_last<DP>(oacc, pn, sV, bar, kb + 1);
-            break;
+        wgmma_commit();
+        wgmma_wait<0>();
+        reg_fence<H_BN / 2>(&sc[0][0]);
+
+        /* mask, online softmax (raw scores; m in scaled log2 units) */
+        const bool full = j0 >= ds_last && j0 + H_BN - 1 <= i0;
+        const int jr = (int)(j0 - r0);
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int nt = 0; nt < H_BN / 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float x = sc[nt][e];
+                if (!full) {
+                    const int j = jr + nt * 8 + 2 * t4 + (e & 1), hf = e >> 1;
+                    if (!(j <= irel[hf] && j >= dsr[hf])) x = -INFINITY;
+                }
+                sc[nt][e] = x;
+                mx[e >> 1] = fmaxf(mx[e >> 1], x);
+            }
         }
-        fwd_step<DP>(kb + 1, nkb, sc, oacc, pn, pa, mrow, lrow, sK, sV, bar, qaddr, r0, ds_last, i0, irel, dsr, t4,
-                     a.scale2, lane);
+        float al[2], mu[2];
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) {
+            mx[hf] = fmaxf(mx[hf], __shfl_xor_sync(0xffffffffu, mx[hf], 1));
+            mx[hf] = fmaxf(mx[hf], __shfl_xor_sync(0xffffffffu, mx[hf], 2));
+            const float mn = fmaxf(mrow[hf], mx[hf] * a.scale2);
+            mu[hf] = mn == -INFINITY ? 0.0f : mn;
+            al[hf] = ul_ex2(mrow[hf] - mu[hf]);
+            mrow[hf] = mn;
+        }
+        float rs[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int nt = 0; nt < H_BN / 8; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const float p = ul_ex2(fmaf(sc[nt][e], a.scale2, -mu[e >> 1]));
+                sc[nt][e] = p;
+                rs[e >> 1] += p;
+            }
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) lrow[hf] = lrow[hf] * al[hf] + rs[hf];
+#pragma unroll
+        for (int nt = 0; nt < DP / 8; nt++) {
+            oacc[nt][0] *= al[0];
+            oacc[nt][1] *= al[0];
+            oacc[nt][2] *= al[1];
+            oacc[nt][3] *= al[1];
+        }
+        unsigned pa[H_BN / 16][4]; /* P as the A fragments of H_BN / 16 k-steps */
+#pragma unroll
+        for (int kk = 0; kk < H_BN / 16; kk++) {
+            pa[kk][0] = ul_pack_bf16(sc[2 * kk][0], sc[2 * kk][1]);
+            pa[kk][1] = ul_pack_bf16(sc[2 * kk][2], sc[2 * kk][3]);
+            pa[kk][2] = ul_pack_bf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+            pa[kk][3] = ul_pack_bf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+        }
+
+        /* O += P V over H_BN / 16 k-steps; V tile [keys][DP] read N-major */
+        mbar_wait(&bar[3 + st], ph);
+        const unsigned vaddr = sm90_addr(sV + st * KB);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < H_BN / 16; kk++) {
+            const uint64_t db = wgmma_desc(vaddr + kk * 16 * 128, H_BN * 128, 1024);
+            if (DP == 128)
+                wgmma_rs_n128_tb(&oacc[0][0], pa[kk], db);
+            else
+                wgmma_rs_n64_tb(&oacc[0][0], pa[kk], db);
+        }
+        wgmma_commit();
+        wgmma_wait<0>();
+        reg_fence<DP / 2>(&oacc[0][0]);
+        reg_fence_u<H_BN / 4>(&pa[0][0]);
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&bar[5 + st]); /* this warp is done with the stage */
     }
 
     /* epilogue: O / l in bf16, lse = (m + log2 l) ln 2 */
@@ -819,9 +741,9 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
     UL_ASSERT(grid <= 0x7fffffff, "attention: grid too large");
     cudaStream_t s = ul_cuda_state.stream;
     if (d == 128)
-        k_attn_fwd_sm90<128><<<(unsigned)grid, H_NTF, hfwd_smem(128), s>>>(tq, tk, tv, a);
+        k_attn_fwd_sm90<128><<<(unsigned)grid, H_NT, hfwd_smem(128), s>>>(tq, tk, tv, a);
     else
-        k_attn_fwd_sm90<64><<<(unsigned)grid, H_NTF, hfwd_smem(64), s>>>(tq, tk, tv, a);
+        k_attn_fwd_sm90<64><<<(unsigned)grid, H_NT, hfwd_smem(64), s>>>(tq, tk, tv, a);
     CUDA_LAUNCH_CHECK();
     return 1;
 #else
