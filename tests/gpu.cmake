@@ -28,3 +28,7 @@ set_tests_properties(gpu_demo_tracks_cpu PROPERTIES LABELS "gpu" SKIP_RETURN_COD
 add_test(NAME gpu_zero COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/zero_test.sh $<TARGET_FILE:ulysses> gpu)
 set_tests_properties(gpu_zero PROPERTIES LABELS "gpu" SKIP_RETURN_CODE 77 TIMEOUT 600
                      ENVIRONMENT "${UL_GPU_MPI_ENV};MPIRUN=${MPIEXEC_EXECUTABLE} --oversubscribe")
+# Checkpoint save + resume on CUDA (1 GPU; sp = 2 and sp = 2 with ZeRO 3 on two GPUs).
+add_test(NAME gpu_checkpoint COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/test_checkpoint.sh $<TARGET_FILE:ulysses> gpu ${UL_FIXTURES})
+set_tests_properties(gpu_checkpoint PROPERTIES LABELS "gpu" SKIP_RETURN_CODE 77 TIMEOUT 600
+                     ENVIRONMENT "${UL_GPU_MPI_ENV};MPIRUN=${MPIEXEC_EXECUTABLE} --oversubscribe")

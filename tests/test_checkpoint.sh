@@ -10,6 +10,8 @@
 #   crash   a save killed at each stage never leaves a complete-looking checkpoint; the next
 #           run resumes from the previous one and ends bit-identical to an uninterrupted run
 #   rotate  --keep-last K keeps the K newest; leftovers of interrupted saves are cleaned
+#   gpu     on CUDA (1 GPU; sp=2 and sp=2 with ZeRO 3 on two): 10 steps + save + resume +
+#           10 steps track 20 straight steps (losses within 2e-3: CUDA reductions use atomics)
 #   rope    --init HF_DIR with --rope-theta / --rope-scaling / --max-position-embeddings:
 #           applied to training, written into config.json, checked on resume
 set -u
@@ -262,6 +264,37 @@ rope)
   $MPIRUN -np 2 "$BIN" train $I0 --sp 2 --resume rk --metrics r.jsonl
   check $? "resume with the checkpoint's own config failed"
   check $([ "$(wc -l < r.jsonl)" -eq 6 ]; echo $?) "r.jsonl should hold 6 steps"
+  ;;
+gpu)
+  corpus 200
+  tiny_config tiny.json 10000.0 64
+  train 1 --steps 1 --device cuda > g.out 2>&1
+  rc=$?
+  if grep -q "no GPU is visible\|no CUDA backend" g.out; then echo "no GPU: skipped"; exit 77; fi
+  check $rc "GPU run failed: $(tail -3 g.out)"
+  meshes="1"
+  [ "$(nvidia-smi -L 2>/dev/null | wc -l)" -ge 2 ] && meshes="1|2 --sp 2|2 --sp 2 --zero 3"
+  IFS='|' read -r -a ms <<< "$meshes"
+  for mesh in "${ms[@]}"; do
+    set -- $mesh
+    np=$1; shift
+    rm -rf straight ck m.jsonl s.jsonl
+    train "$np" "$@" --device cuda --metrics s.jsonl --out straight &&
+      train "$np" "$@" --device cuda --metrics m.jsonl --save-every 10 --ckpt-dir ck --stop-at 10 &&
+      train "$np" "$@" --device cuda --metrics m.jsonl --save-every 10 --ckpt-dir ck --resume ck
+    check $? "cuda np=$np $*: runs failed"
+    field s.jsonl loss > a.txt
+    field m.jsonl loss > b.txt
+    [ "$(wc -l < a.txt)" -eq 20 ] && [ "$(wc -l < b.txt)" -eq 20 ]
+    check $? "cuda np=$np $*: 20 metric lines each expected ($(wc -l < a.txt), $(wc -l < b.txt))"
+    w=$(worst_diff a.txt b.txt)
+    echo "cuda np=$np $*: worst |loss(resumed) - loss(straight)| = $w"
+    awk -v w="$w" 'BEGIN { exit !(w <= 2e-3) }'
+    check $? "cuda np=$np $*: resumed losses differ from the straight run by $w (> 2e-3)"
+    # the loss must have moved: a resume that restarted from the initial weights would not track
+    awk 'NR == 1 { a = $1 } END { exit !(a - $1 > 0.05) }' a.txt
+    check $? "cuda np=$np $*: the straight run did not learn ($(head -1 a.txt) -> $(tail -1 a.txt))"
+  done
   ;;
 *) echo "unknown case $CASE"; exit 2 ;;
 esac

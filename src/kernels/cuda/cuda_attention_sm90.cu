@@ -19,6 +19,7 @@
  * token 0: the TMA fills out-of-range rows with zeros) and is masked like any tile that
  * is not entirely visible. Tiles in shared memory use the 128-byte swizzle (sm90.cuh). */
 #include <cuda.h>
+#include <cudaTypedefs.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -650,21 +651,35 @@ __global__ void __launch_bounds__(H_NT, 1)
 /* ---------------------------------------------------------------- host */
 
 #ifdef UL_SM90A
+/* cuTensorMapEncodeTiled, looked up through the runtime (linking libcuda would tie every
+ * binary, CPU runs included, to the GPU driver's library) */
+static PFN_cuTensorMapEncodeTiled_v12000 g_encode;
+
+static CUresult encode_tiled(CUtensorMap *m, CUtensorMapDataType type, cuuint32_t rank, void *base,
+                             const cuuint64_t *dims, const cuuint64_t *strides, const cuuint32_t *box,
+                             const cuuint32_t *es, CUtensorMapSwizzle swizzle, CUtensorMapL2promotion l2) {
+    if (!g_encode) {
+        cudaDriverEntryPointQueryResult q;
+        void *fn = NULL;
+        CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q));
+        UL_ASSERT(q == cudaDriverEntryPointSuccess && fn, "attention: the driver has no cuTensorMapEncodeTiled");
+        g_encode = (PFN_cuTensorMapEncodeTiled_v12000)fn;
+    }
+    return g_encode(m, type, rank, base, dims, strides, box, es, CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, l2,
+                    CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+}
+
 /* 2-D map over f32 [H][Tp]: boxes of 64 consecutive tokens of one head */
 static void make_map_f32(CUtensorMap *m, const float *base, int64_t Tp, int64_t H) {
     cuuint64_t dims[2] = {(cuuint64_t)Tp, (cuuint64_t)H};
     cuuint64_t strides[1] = {(cuuint64_t)Tp * 4};
     cuuint32_t box[2] = {64, 1};
     cuuint32_t es[2] = {1, 1};
-    const CUresult r = cuTensorMapEncodeTiled(m, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, (void *)base, dims, strides, box,
-                                              es, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
-                                              CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-    if (r != CUDA_SUCCESS) {
-        const char *msg = NULL;
-        cuGetErrorString(r, &msg);
-        UL_FATAL("attention: cuTensorMapEncodeTiled (f32) failed: %s (Tp %lld H %lld)", msg ? msg : "?",
+    const CUresult r = encode_tiled(m, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, (void *)base, dims, strides, box, es,
+                                    CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_128B);
+    if (r != CUDA_SUCCESS)
+        UL_FATAL("attention: cuTensorMapEncodeTiled (f32) failed: CUresult %d (Tp %lld H %lld)", (int)r,
                  (long long)Tp, (long long)H);
-    }
 }
 
 /* 3-D map over [T][H][d] rows of `stride` elements (head h at column h * d): boxes of
@@ -674,15 +689,11 @@ static void make_map(CUtensorMap *m, const void *base, int64_t T, int64_t H, int
     cuuint64_t strides[2] = {(cuuint64_t)d * 2, (cuuint64_t)stride * 2};
     cuuint32_t box[3] = {64, 1, (cuuint32_t)rows};
     cuuint32_t es[3] = {1, 1, 1};
-    const CUresult r = cuTensorMapEncodeTiled(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, (void *)base, dims, strides, box,
-                                              es, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                                              CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-    if (r != CUDA_SUCCESS) {
-        const char *msg = NULL;
-        cuGetErrorString(r, &msg);
-        UL_FATAL("attention: cuTensorMapEncodeTiled failed: %s (T %lld H %lld d %lld stride %lld)", msg ? msg : "?",
+    const CUresult r = encode_tiled(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, (void *)base, dims, strides, box, es,
+                                    CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B);
+    if (r != CUDA_SUCCESS)
+        UL_FATAL("attention: cuTensorMapEncodeTiled failed: CUresult %d (T %lld H %lld d %lld stride %lld)", (int)r,
                  (long long)T, (long long)H, (long long)d, (long long)stride);
-    }
 }
 
 static int g_sm90 = -1; /* 1: this device runs the sm_90a kernels */
