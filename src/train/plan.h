@@ -87,7 +87,7 @@ void plan_input_default(PlanInput *in);
 void plan_compute(const PlanInput *in, Plan *p);
 const char *plan_group_name(PlanGroup g);
 
-/* Rows of the logits tile for vocabulary V and t tokens per rank (at most ~8M logits). */
+/* Rows of the logits tile for vocabulary V and t tokens per rank (at most ~128M logits). */
 int64_t plan_loss_tile(int64_t V, int64_t t);
 /* TiledMLP rows actually used for a request of `req` rows (0 = off; >= t also off). */
 int64_t plan_mlp_tile(int64_t req, int64_t t);
