@@ -1,8 +1,7 @@
-/* Flash attention for Hopper (sm_90a), forward and backward: TMA, mbarriers, wgmma, warp
- * specialization. Same contract as the kernels of cuda_attention.cu (causal within
- * documents, GQA, THD rows, O in bf16 and lse in fp32; deterministic backward), for head
- * dims 64 and 128 with 16-byte aligned rows; the launchers return 0 for anything else (or
- * on another device, or with UL_ATTN_KERNEL=simple) and the portable mma.sync kernels run.
+/* Flash attention forward for Hopper (sm_90a): TMA, mbarriers, wgmma, warp specialization.
+ * Same contract as k_attn_fwd in cuda_attention.cu (causal within documents, GQA, THD rows,
+ * O in bf16 and lse in fp32), for head dims 64 and 128 with 16-byte aligned rows; the
+ * launcher returns 0 for anything else and the portable mma.sync kernel runs instead.
  *
  * Forward: one CTA = 128 query rows of one head, 9 warps:
  *   warp 8        producer: one thread issues the TMA copies (Q once; K and V tiles of
@@ -46,38 +45,6 @@ static size_t hfwd_smem(int DP) {
     return 1024 /* alignment slack */ + (size_t)H_BM * DP * 2 + (size_t)2 * H_ST * H_BN * DP * 2 + 8 * sizeof(uint64_t);
 }
 
-#ifdef UL_SM90A_DEVICE
-/* The kernels' barriers: [0] the CTA's fixed tiles; per stage s of the 2-stage ring
- * [1+s], [3+s] its two operands landed (TMA transaction counts), [5+s] the 8 consumer
- * warps are done with it. */
-__device__ __forceinline__ void attn_bars_init(uint64_t *bar) {
-    mbar_init(&bar[0], 1);
-    for (int s = 0; s < 2; s++) {
-        mbar_init(&bar[1 + s], 1);
-        mbar_init(&bar[3 + s], 1);
-        mbar_init(&bar[5 + s], 8);
-    }
-    mbar_fence_init();
-}
-
-/* acc[DP/2] += A (registers) B (N-major shared-memory tile), N = DP */
-template <int DP>
-__device__ __forceinline__ void wgmma_rs_tb(float *acc, const unsigned *a, uint64_t db) {
-    if (DP == 128)
-        wgmma_rs_n128_tb(acc, a, db);
-    else
-        wgmma_rs_n64_tb(acc, a, db);
-}
-
-/* One accumulator row of this thread (hf: rows g, g + 8 of the warp) times mul, in bf16. */
-template <int DP>
-__device__ __forceinline__ void store_acc_row(bf16 *row, const float (*acc)[4], int hf, float mul, int t4) {
-#pragma unroll
-    for (int nt = 0; nt < DP / 8; nt++)
-        *(unsigned *)(row + nt * 8 + 2 * t4) = ul_pack_bf16(acc[nt][2 * hf] * mul, acc[nt][2 * hf + 1] * mul);
-}
-#endif
-
 template <int DP>
 __global__ void __launch_bounds__(H_NT, 1)
     k_attn_fwd_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
@@ -98,7 +65,15 @@ __global__ void __launch_bounds__(H_NT, 1)
     const int64_t kstart = __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, r0));
     const int nkb = 1 + (int)((r0 - kstart + H_BN - 1) / H_BN);
 
-    if (tid == 0) attn_bars_init(bar);
+    if (tid == 0) {
+        mbar_init(&bar[0], 1);
+        for (int s = 0; s < H_ST; s++) {
+            mbar_init(&bar[1 + s], 1);
+            mbar_init(&bar[3 + s], 1);
+            mbar_init(&bar[5 + s], 8); /* one arrival per consumer warp */
+        }
+        mbar_fence_init();
+    }
     __syncthreads();
 
     if (warp == 8) { /* ---- producer */
@@ -223,7 +198,10 @@ __global__ void __launch_bounds__(H_NT, 1)
 #pragma unroll
         for (int kk = 0; kk < H_BN / 16; kk++) {
             const uint64_t db = wgmma_desc(vaddr + kk * 16 * 128, H_BN * 128, 1024);
-            wgmma_rs_tb<DP>(&oacc[0][0], pa[kk], db);
+            if (DP == 128)
+                wgmma_rs_n128_tb(&oacc[0][0], pa[kk], db);
+            else
+                wgmma_rs_n64_tb(&oacc[0][0], pa[kk], db);
         }
         wgmma_commit();
         wgmma_wait<0>();
@@ -248,7 +226,11 @@ __global__ void __launch_bounds__(H_NT, 1)
     for (int hf = 0; hf < 2; hf++) {
         const int64_t i = r0 + irel[hf];
         if (i >= T) continue;
-        store_acc_row<DP>(a.o + i * a.os + h * DP, oacc, hf, inv[hf], t4);
+        bf16 *orow = a.o + i * a.os + h * DP;
+#pragma unroll
+        for (int nt = 0; nt < DP / 8; nt++)
+            *(unsigned *)(orow + nt * 8 + 2 * t4) =
+                ul_pack_bf16(oacc[nt][2 * hf] * inv[hf], oacc[nt][2 * hf + 1] * inv[hf]);
     }
 #endif
 }
@@ -329,7 +311,15 @@ __global__ void __launch_bounds__(B_NT, 1)
     const int nqt = (int)((qend - k0 + B_BQ - 1) / B_BQ);
     const int nit = nqt * (int)a.group;
 
-    if (tid == 0) attn_bars_init(bar);
+    if (tid == 0) {
+        mbar_init(&bar[0], 1);
+        for (int s = 0; s < 2; s++) {
+            mbar_init(&bar[1 + s], 1);
+            mbar_init(&bar[3 + s], 1);
+            mbar_init(&bar[5 + s], 8);
+        }
+        mbar_fence_init();
+    }
     __syncthreads();
 
     if (warp < 4) { /* ---- producer warpgroup */
@@ -437,7 +427,10 @@ __global__ void __launch_bounds__(B_NT, 1)
 #pragma unroll
             for (int kk = 0; kk < B_BQ / 16; kk++) {
                 const uint64_t bo = wgmma_desc(oaddr + kk * 16 * 128, B_BQ * 128, 1024);
-                wgmma_rs_tb<DP>(&dv[0][0], pa[kk], bo);
+                if (DP == 128)
+                    wgmma_rs_n128_tb(&dv[0][0], pa[kk], bo);
+                else
+                    wgmma_rs_n64_tb(&dv[0][0], pa[kk], bo);
             }
             wgmma_commit();
             wgmma_wait<1>(); /* dP^T done; dV may still run */
@@ -455,7 +448,10 @@ __global__ void __launch_bounds__(B_NT, 1)
 #pragma unroll
             for (int kk = 0; kk < B_BQ / 16; kk++) {
                 const uint64_t bq = wgmma_desc(qaddr + kk * 16 * 128, B_BQ * 128, 1024);
-                wgmma_rs_tb<DP>(&dk[0][0], sa[kk], bq);
+                if (DP == 128)
+                    wgmma_rs_n128_tb(&dk[0][0], sa[kk], bq);
+                else
+                    wgmma_rs_n64_tb(&dk[0][0], sa[kk], bq);
             }
             wgmma_commit();
             wgmma_wait<0>();
@@ -473,8 +469,13 @@ __global__ void __launch_bounds__(B_NT, 1)
     for (int hf = 0; hf < 2; hf++) {
         const int64_t j = k0 + jrel[hf];
         if (j >= T) continue;
-        store_acc_row<DP>(a.dk + j * a.dks + hk * DP, dk, hf, a.scale, t4);
-        store_acc_row<DP>(a.dv + j * a.dvs + hk * DP, dv, hf, 1.0f, t4);
+        bf16 *krow = a.dk + j * a.dks + hk * DP, *vrow = a.dv + j * a.dvs + hk * DP;
+#pragma unroll
+        for (int nt = 0; nt < DP / 8; nt++) {
+            *(unsigned *)(krow + nt * 8 + 2 * t4) =
+                ul_pack_bf16(dk[nt][2 * hf] * a.scale, dk[nt][2 * hf + 1] * a.scale);
+            *(unsigned *)(vrow + nt * 8 + 2 * t4) = ul_pack_bf16(dv[nt][2 * hf], dv[nt][2 * hf + 1]);
+        }
     }
 #endif
 }
@@ -506,7 +507,15 @@ __global__ void __launch_bounds__(H_NT, 1)
     /* key tiles of 64 ending at r0 + 128: tile kb starts at r0 + 128 - (nkb - kb) * 64 */
     const int nkb = 2 + (int)((r0 - kstart + Q_BN - 1) / Q_BN);
 
-    if (tid == 0) attn_bars_init(bar);
+    if (tid == 0) {
+        mbar_init(&bar[0], 1);
+        for (int s = 0; s < 2; s++) {
+            mbar_init(&bar[1 + s], 1);
+            mbar_init(&bar[3 + s], 1);
+            mbar_init(&bar[5 + s], 8);
+        }
+        mbar_fence_init();
+    }
     __syncthreads();
 
     if (warp == 8) {
@@ -612,7 +621,10 @@ __global__ void __launch_bounds__(H_NT, 1)
 #pragma unroll
             for (int kk = 0; kk < Q_BN / 16; kk++) {
                 const uint64_t bk = wgmma_desc(kaddr + kk * 16 * 128, Q_BN * 128, 1024);
-                wgmma_rs_tb<DP>(&dq[0][0], sa[kk], bk);
+                if (DP == 128)
+                    wgmma_rs_n128_tb(&dq[0][0], sa[kk], bk);
+                else
+                    wgmma_rs_n64_tb(&dq[0][0], sa[kk], bk);
             }
             wgmma_commit();
             wgmma_wait<0>();
@@ -627,7 +639,11 @@ __global__ void __launch_bounds__(H_NT, 1)
     for (int hf = 0; hf < 2; hf++) {
         const int64_t i = r0 + irel[hf];
         if (i >= T) continue;
-        store_acc_row<DP>(a.dq + i * a.dqs + h * DP, dq, hf, a.scale, t4);
+        bf16 *row = a.dq + i * a.dqs + h * DP;
+#pragma unroll
+        for (int nt = 0; nt < DP / 8; nt++)
+            *(unsigned *)(row + nt * 8 + 2 * t4) =
+                ul_pack_bf16(dq[nt][2 * hf] * a.scale, dq[nt][2 * hf + 1] * a.scale);
     }
 #endif
 }
