@@ -1,7 +1,8 @@
-/* Flash attention forward for Hopper (sm_90a): TMA, mbarriers, wgmma, warp specialization.
- * Same contract as k_attn_fwd in cuda_attention.cu (causal within documents, GQA, THD rows,
- * O in bf16 and lse in fp32), for head dims 64 and 128 with 16-byte aligned rows; the
- * launcher returns 0 for anything else and the portable mma.sync kernel runs instead.
+/* Flash attention for Hopper (sm_90a), forward and backward: TMA, mbarriers, wgmma, warp
+ * specialization. Same contract as the kernels of cuda_attention.cu (causal within
+ * documents, GQA, THD rows, O in bf16 and lse in fp32; deterministic backward), for head
+ * dims 64 and 128 with 16-byte aligned rows; the launchers return 0 for anything else (or
+ * on another device, or with UL_ATTN_KERNEL=simple) and the portable mma.sync kernels run.
  *
  * Forward: one CTA = 128 query rows of one head, 9 warps:
  *   warp 8        producer: one thread issues the TMA copies (Q once; K and V tiles of
