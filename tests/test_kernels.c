@@ -981,6 +981,31 @@ static void test_optimizer(Ctx *c) {
     free(x), free(y), free(p), free(g), free(m), free(v), free(p0), free(rp), free(rm), free(rv), free(dp), free(rdp);
 }
 
+/* ul_normal_at (random initialization): the moments of 2^20 draws against N(0, 1), far
+ * outside their sampling error only if the generator is wrong (mean: sd 0.001, variance:
+ * 0.0014, P(|x| < 1): 0.0005, kurtosis: 0.005); a pure function of (seed, index). */
+static void test_normal_at(void) {
+    const int64_t n = (int64_t)1 << 20;
+    double s1 = 0, s2 = 0, s4 = 0, in1 = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const double x = ul_normal_at(3, (uint64_t)i);
+        s1 += x, s2 += x * x, s4 += x * x * x * x;
+        in1 += fabs(x) < 1.0;
+    }
+    const double mean = s1 / n, var = s2 / n - mean * mean, kurt = (s4 / n) / (var * var);
+    CHECK(fabs(mean) < 0.005, "normal_at: mean %.5f", mean);
+    CHECK(fabs(var - 1.0) < 0.01, "normal_at: variance %.5f", var);
+    CHECK(fabs(in1 / n - 0.682689) < 0.003, "normal_at: P(|x| < 1) = %.5f", in1 / n);
+    CHECK(fabs(kurt - 3.0) < 0.05, "normal_at: kurtosis %.4f", kurt);
+    CHECK(ul_normal_at(3, 12345) == ul_normal_at(3, 12345), "normal_at: not a function of (seed, i)");
+    int same = 0;
+    for (uint64_t i = 0; i < 1000; i++) same += ul_normal_at(3, i) == ul_normal_at(4, i);
+    CHECK(same < 5, "normal_at: seeds 3 and 4 agree on %d of 1000 draws", same);
+    double c = 0; /* neighbours uncorrelated */
+    for (int64_t i = 0; i + 1 < n; i++) c += (double)ul_normal_at(3, (uint64_t)i) * ul_normal_at(3, (uint64_t)i + 1);
+    CHECK(fabs(c / (n - 1)) < 0.005, "normal_at: lag-1 correlation %.5f", c / (n - 1));
+}
+
 int main(int argc, char **argv) {
     Ctx c = {.K = ul_kernels_cpu(), .small = 0};
     ul_rng_seed(&c.rng, 20240611);
@@ -993,6 +1018,7 @@ int main(int argc, char **argv) {
         if (strcmp(argv[i], "--seed") == 0) ul_rng_seed(&c.rng, (uint64_t)atoll(argv[i + 1]));
     CHECK(c.K && strcmp(c.K->name, "cpu") == 0, "backend name");
     double t0 = ul_now();
+    test_normal_at();
     test_memory(&c);
     test_matmul(&c);
     test_embedding(&c);

@@ -73,12 +73,13 @@ double ul_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+static uint64_t mix64(uint64_t z) { /* splitmix64's finalizer */
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     return z ^ (z >> 31);
 }
+
+static uint64_t splitmix64(uint64_t *x) { return mix64(*x += 0x9e3779b97f4a7c15ULL); }
 
 void ul_rng_seed(UlRng *r, uint64_t seed) {
     uint64_t x = seed;
@@ -106,6 +107,15 @@ double ul_rng_normal(UlRng *r) {
     double u1 = ul_rng_uniform(r), u2 = ul_rng_uniform(r);
     if (u1 < 1e-300) u1 = 1e-300;
     return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+}
+
+float ul_normal_at(uint64_t seed, uint64_t i) {
+    const uint64_t key = mix64(seed + 0x9e3779b97f4a7c15ULL);
+    const uint64_t a = mix64(key + (2 * i + 1) * 0x9e3779b97f4a7c15ULL);
+    const uint64_t b = mix64(key + (2 * i + 2) * 0x9e3779b97f4a7c15ULL);
+    const float u1 = (float)((a >> 40) + 1) * 0x1.0p-24f; /* (0, 1] */
+    const float u2 = (float)(b >> 40) * 0x1.0p-24f;       /* [0, 1) */
+    return sqrtf(-2.0f * logf(u1)) * cosf(6.2831853071795865f * u2);
 }
 
 uint16_t ul_f32_to_bf16(float f) {

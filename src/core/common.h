@@ -54,6 +54,10 @@ void ul_rng_seed(UlRng *r, uint64_t seed);
 uint64_t ul_rng_u64(UlRng *r);
 double ul_rng_uniform(UlRng *r);  /* [0, 1) */
 double ul_rng_normal(UlRng *r);   /* N(0, 1), Box-Muller */
+/* Counter-based N(0, 1): element i of stream `seed`, a pure function of both (so any
+ * number of threads or ranks fill any slice of an array identically); float Box-Muller
+ * over two splitmix64 hashes. */
+float ul_normal_at(uint64_t seed, uint64_t i);
 
 /* bf16 <-> f32 (round to nearest even, NaN preserved). */
 uint16_t ul_f32_to_bf16(float f);

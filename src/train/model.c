@@ -242,19 +242,18 @@ int model_load_weights(Model *m, const char *dir, UlError *e) {
 
 void model_init_random(Model *m, uint64_t seed) {
     const ModelConfig *c = &m->c;
-    UlRng r;
-    ul_rng_seed(&r, seed);
     int64_t n = ul_param_tensor_count(c);
     float *host = ul_malloc((size_t)m->n_params * sizeof(float)); /* [n_params] */
+    /* element j of the parameter vector is ul_normal_at(seed, j): the same on every rank and
+     * for any thread count, and parallel (an 8B model is 8e9 draws) */
     for (int64_t i = 0; i < n; i++) {
         ParamInfo pi;
         ul_param_info(c, i, &pi);
         float *p = host + pi.offset;
-        if (pi.cols == 1) { /* norm weights */
-            for (int64_t j = 0; j < pi.numel; j++) p[j] = 1.0f;
-        } else {
-            for (int64_t j = 0; j < pi.numel; j++) p[j] = (float)(c->initializer_range * ul_rng_normal(&r));
-        }
+        const float range = (float)c->initializer_range, one = pi.cols == 1; /* norm weights: 1 */
+        const uint64_t off = (uint64_t)pi.offset;
+#pragma omp parallel for schedule(static)
+        for (int64_t j = 0; j < pi.numel; j++) p[j] = one ? 1.0f : range * ul_normal_at(seed, off + (uint64_t)j);
     }
     model_set_params(m, host);
     free(host);
