@@ -36,8 +36,6 @@ tiny_config() { # tiny_config FILE ROPE_THETA HIDDEN
 JSON
 }
 
-# field FILE KEY: the values of "KEY": in a JSONL file, one per line
-field() { sed -e "s/.*\"$2\": \([-0-9.e+a-z]*\).*/\1/" "$1"; }
 # worst |a - b| over two files of numbers, line by line
 worst_diff() { paste -d' ' "$1" "$2" | awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > w) w = d } END { printf "%.3g", w + 0 }'; }
 # the float32 data of a safetensors file (after its header), one value per line

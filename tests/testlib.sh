@@ -7,6 +7,9 @@ check() { # check CONDITION-EXIT-CODE MESSAGE
   if [ "$1" -ne 0 ]; then echo "FAIL: $2"; fail=$((fail + 1)); fi
 }
 
+# field FILE KEY: the values of "KEY": in a JSONL file, one per line (numbers, nan, inf)
+field() { sed -e "s/.*\"$2\": \([-0-9.e+a-z]*\).*/\1/" "$1"; }
+
 # corpus N: N documents of 20..199 random lowercase letters, blank-line separated,
 # tokenized to data.tok (deterministic)
 corpus() {

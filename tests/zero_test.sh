@@ -42,7 +42,6 @@ train() { # train NP ARGS... (MODEL: the config, default tiny.json)
   OMP_NUM_THREADS=1 $MPIRUN -np "$np" "$BIN" train --model "${MODEL:-tiny.json}" --data data.tok --seq-len 96 \
     --lr 3e-3 --warmup 2 --seed 11 "$@"
 }
-field() { sed -e "s/.*\"$2\": \([-0-9.e+]*\).*/\1/" "$1"; }
 # worst relative difference of field K between two metrics files (same number of lines)
 worst() {
   paste -d' ' <(field "$1" "$3") <(field "$2" "$3") |
