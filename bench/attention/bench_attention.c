@@ -66,10 +66,10 @@ int main(int argc, char **argv) {
     const double Td = (double)(T / docs);
     const double ff = 2.0 * Td * Td * (double)H * (double)d * (double)docs; /* causal: half of 4 T^2 H d */
     const char *kern = getenv("UL_ATTN_KERNEL");
-    printf("{\"impl\": \"ulysses\", \"kernel\": \"%s\", \"T\": %lld, \"H\": %lld, \"Hkv\": %lld, \"d\": %lld, \"docs\": %lld, "
-           "\"fwd_ms\": %.4f, \"bwd_ms\": %.4f, \"fwd_tflops\": %.1f, \"bwd_tflops\": %.1f}\n",
-           kern && *kern ? kern : "default", (long long)T, (long long)H, (long long)Hkv, (long long)d, (long long)docs, tf * 1e3, tb * 1e3,
-           ff / tf * 1e-12, 2.5 * ff / tb * 1e-12);
+    printf("{\"impl\": \"ulysses\", \"kernel\": \"%s\", \"T\": %lld, \"H\": %lld, \"Hkv\": %lld, \"d\": %lld, "
+           "\"docs\": %lld, \"fwd_ms\": %.4f, \"bwd_ms\": %.4f, \"fwd_tflops\": %.1f, \"bwd_tflops\": %.1f}\n",
+           kern && *kern ? kern : "default", (long long)T, (long long)H, (long long)Hkv, (long long)d,
+           (long long)docs, tf * 1e3, tb * 1e3, ff / tf * 1e-12, 2.5 * ff / tb * 1e-12);
     G->free(xf), G->free(q), G->free(k), G->free(v), G->free(dout), G->free(o), G->free(dq), G->free(dk);
     G->free(dv), G->free(lse), G->free(gcu);
     free(x);

@@ -250,10 +250,14 @@ void model_init_random(Model *m, uint64_t seed) {
         ParamInfo pi;
         ul_param_info(c, i, &pi);
         float *p = host + pi.offset;
-        const float range = (float)c->initializer_range, one = pi.cols == 1; /* norm weights: 1 */
+        if (pi.cols == 1) { /* norm weights */
+            for (int64_t j = 0; j < pi.numel; j++) p[j] = 1.0f;
+            continue;
+        }
+        const float range = (float)c->initializer_range;
         const uint64_t off = (uint64_t)pi.offset;
 #pragma omp parallel for schedule(static)
-        for (int64_t j = 0; j < pi.numel; j++) p[j] = one ? 1.0f : range * ul_normal_at(seed, off + (uint64_t)j);
+        for (int64_t j = 0; j < pi.numel; j++) p[j] = range * ul_normal_at(seed, off + (uint64_t)j);
     }
     model_set_params(m, host);
     free(host);
