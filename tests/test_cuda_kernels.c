@@ -429,6 +429,20 @@ static void test_attention_case(const AttnCase *c, const char *kernel) {
         snprintf(name, sizeof name, "attn[%s] %s row gaps untouched", kernel, c->name);
         row(name, eg, 0);
     }
+    if (strcmp(kernel, "deterministic") == 0 || strcmp(kernel, "simple") == 0) {
+        /* deterministic kernels: a second backward is bitwise the same */
+        void *gd2 = up_act(fillv, nqkv);
+        char *db2 = gd2;
+        G->attention_bwd(db2 + qoff * 2, qs, db2 + koff * 2, ks, db2 + voff * 2, vs, gdo, dos, b + qoff * 2, qs,
+                         b + koff * 2, ks, b + voff * 2, vs, go, os, glse, T, Hq, Hkv, d, gcu, c->n_docs, scale);
+        float *gd2_h = down_act(gd2, nqkv);
+        double ed = 0;
+        for (int64_t i = 0; i < nqkv; i++) ed = fmax(ed, fabs((double)gd2_h[i] - gd_h[i]));
+        snprintf(name, sizeof name, "attn[%s] %s backward repeated: bitwise equal", kernel, c->name);
+        row(name, ed, 0);
+        free(gd2_h);
+        G->free(gd2);
+    }
     free(qkv), free(dout), free(o), free(lse), free(dqkv), free(fillv), free(go_h), free(glse_h), free(gd_h);
     G->free(gqkv), G->free(gdo), G->free(go), G->free(glse), G->free(gdqkv), G->free(gcu);
 }
@@ -448,9 +462,11 @@ static void test_attention(void) {
         {"T2600 GQA6/2 d128 2 docs interleaved", 2600, 6, 2, 128, 1, 0, 2, {0, 1100, 2600}},
     };
     /* default: the Hopper kernels where the device, the build and the shape allow (head dims
-     * 64 and 128, aligned rows), the portable ones elsewhere; "simple": the portable ones only */
-    const char *kernels[2] = {"default", "simple"};
-    for (int kv = 0; kv < 2; kv++) {
+     * 64 and 128, aligned rows), the portable ones elsewhere; "fused": the Hopper backward
+     * in one kernel (dQ accumulated with atomics) at both head dims; "deterministic": the
+     * two-kernel Hopper backward; "simple": the portable ones only */
+    const char *kernels[4] = {"default", "fused", "deterministic", "simple"};
+    for (int kv = 0; kv < 4; kv++) {
         setenv("UL_ATTN_KERNEL", kernels[kv], 1);
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_attention_case(&cases[i], kernels[kv]);
     }

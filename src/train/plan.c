@@ -187,9 +187,12 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     if (in->cuda) {
         add(p, PG_WORK, 0, 0, CUDA_WORKSPACE_BYTES, "cuBLASLt workspace");
         /* ul_cuda_scratch, grown by 1/4: the attention backward's rowsum(dO * O) and, for the
-         * Hopper kernels, lse in log2 units, both f32 [Hq_l][T rounded up to 64] */
-        int64_t D_bytes = 2 * Hq_l * ((T + 63) / 64 * 64) * F;
-        add(p, PG_WORK, 0, 0, D_bytes + D_bytes / 4 + 4096, "attention scratch D, lse [2][Hq_l][T]");
+         * Hopper kernels, lse in log2 units, both f32 [Hq_l][T rounded up to 64], and at
+         * d = 64 the fused Hopper backward's fp32 dQ accumulator [T, Hq_l, d] (its default
+         * there; the two-kernel default at d = 128 needs none) */
+        int64_t D_bytes = 2 * Hq_l * ((T + 63) / 64 * 64) * F + (d == 64 ? T * Hq_l * d * F : 0);
+        add(p, PG_WORK, 0, 0, D_bytes + D_bytes / 4 + 4096,
+            d == 64 ? "attention scratch D, lse [2][Hq_l][T], dQ fp32 [T, Hq_l, d]" : "attention scratch D, lse [2][Hq_l][T]");
         add(p, PG_WORK, 0, 0, (int64_t)(in->reserve_gib * PLAN_GIB), "CUDA context + cuBLASLt + NCCL reserve");
     } else {
         add(p, PG_WORK, 0, 0, T * Hq_l * F, "attention backward D [T, Hq_l] (transient)");

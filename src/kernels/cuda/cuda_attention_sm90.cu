@@ -1,24 +1,30 @@
 /* Flash attention for Hopper (sm_90a), forward and backward: TMA, mbarriers, wgmma, warp
  * specialization. Same contract as the kernels of cuda_attention.cu (causal within
- * documents, GQA, THD rows, O in bf16 and lse in fp32; deterministic backward), for head
- * dims 64 and 128 with 16-byte aligned rows; the launchers return 0 for anything else (or
- * on another device, or with UL_ATTN_KERNEL=simple) and the portable mma.sync kernels run.
+ * documents, GQA, THD rows, O in bf16 and lse in fp32), for head dims 64 and 128 with
+ * 16-byte aligned rows; the launchers return 0 for anything else (or on another device, or
+ * with UL_ATTN_KERNEL=simple) and the portable mma.sync kernels run.
  *
- * Forward: one CTA = 128 query rows of one head, 9 warps:
- *   warp 8        producer: one thread issues the TMA copies (Q once; K and V tiles of
- *                 128 keys into a 2-stage ring) and waits for a stage to be released
- *                 before refilling it;
- *   warps 0-3, 4-7  two consumer warpgroups, 64 query rows each: S = Q K^T
- *                 (wgmma m64n128k16, both operands from shared memory), the online
- *                 softmax in registers (fp32, log2 units), O += P V (wgmma with P from
- *                 registers, V read N-major), then release the stage. The two warpgroups
- *                 overlap each other's softmax and matrix work. (A FlashAttention-3 style
- *                 intra-warpgroup pipeline, S of the next tile issued with P V of this one,
- *                 measured 0.55x of this on H200 without inter-warpgroup scheduling.)
- * The key tiles end at the block's diagonal: tile kb covers keys
- * [r0 - (nkb - 1 - kb) * 128, +128); the first may start before the document (or before
+ * Forward: one CTA = BM = 64 NW query rows of one head (NW = 2 at d = 128, 3 at d = 64):
+ *   producer      one thread issues the TMA copies (Q once; K and V tiles of 128 keys into
+ *                 a 2-stage ring) and waits for a stage to be released before refilling it
+ *                 (NW = 2: one warp; NW = 3: a warpgroup that hands its registers to the
+ *                 consumers with setmaxnreg);
+ *   NW consumer   warpgroups of 64 query rows each: S = Q K^T (wgmma m64n128k16, both
+ *                 operands from shared memory), the online softmax in registers (fp32, log2
+ *                 units), O += P V (wgmma with P from registers, V read N-major), then
+ *                 release the stage. The warpgroups overlap each other's softmax and matrix
+ *                 work. (A FlashAttention-3 style intra-warpgroup pipeline, S of the next
+ *                 tile issued with P V of this one, measured 0.55x of this on H200 without
+ *                 inter-warpgroup scheduling; a ping-pong schedule of two warpgroups 0.93x.)
+ * The key tiles end at the block's last row: tile kb covers keys
+ * [r0 + BM - (nkb - kb) * 128, +128); the first may start before the document (or before
  * token 0: the TMA fills out-of-range rows with zeros) and is masked like any tile that
- * is not entirely visible. Tiles in shared memory use the 128-byte swizzle (sm90.cuh). */
+ * is not entirely visible. Tiles in shared memory use the 128-byte swizzle (sm90.cuh).
+ *
+ * Backward: see the comment above k_attn_prep_sm90. Two forms: the fused one (dK, dV and
+ * dQ in one kernel, dQ added to an fp32 accumulator with atomics: not bitwise
+ * reproducible) and the deterministic one (dK, dV in one kernel, dQ in a second). The
+ * default is the faster of the two at each head dim (UL_ATTN_KERNEL, below). */
 #include <cuda.h>
 #include <cudaTypedefs.h>
 #include <stdlib.h>
@@ -42,17 +48,22 @@ typedef struct {
     float scale2; /* scale * log2(e) */
 } HFwdArgs;
 
-static size_t hfwd_smem(int DP) {
-    return 1024 /* alignment slack */ + (size_t)H_BM * DP * 2 + (size_t)2 * H_ST * H_BN * DP * 2 + 8 * sizeof(uint64_t);
+static size_t hfwd_smem(int DP, int NW) {
+    return 1024 /* alignment slack */ + (size_t)64 * NW * DP * 2 + (size_t)2 * H_ST * H_BN * DP * 2 + 8 * sizeof(uint64_t);
 }
 
-template <int DP>
-__global__ void __launch_bounds__(H_NT, 1)
+/* NW consumer warpgroups of 64 query rows each (BM = 64 NW rows per CTA) + the producer:
+ * NW = 2: one warp (288 threads, 168 registers each); NW = 3: a warpgroup that gives its
+ * registers to the consumers (setmaxnreg 24 / 160; 13 warps would leave 128 each) */
+#define HFWD_NT(NW) ((NW) == 2 ? 288 : 512)
+template <int DP, int NW>
+__global__ void __launch_bounds__(HFWD_NT(NW), 1)
     k_attn_fwd_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                     const __grid_constant__ CUtensorMap tv, const HFwdArgs a) {
 #ifdef UL_SM90A_DEVICE
     constexpr int NA = DP / 64; /* 64-column atoms per row */
-    constexpr unsigned QB = H_BM * DP * 2, KB = H_BN * DP * 2;
+    constexpr int BM = 64 * NW; /* query rows per CTA */
+    constexpr unsigned QB = BM * DP * 2, KB = H_BN * DP * 2;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     unsigned char *sQ = smem_raw + ((1024u - (sm90_addr(smem_raw) & 1023u)) & 1023u); /* [NA][BM][64] */
     unsigned char *sK = sQ + QB;                                                       /* [ST][NA][BN][64] */
@@ -62,29 +73,30 @@ __global__ void __launch_bounds__(H_NT, 1)
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int64_t task = blockIdx.x;
     const int64_t h = task % a.Hq, qb = a.nblk - 1 - task / a.Hq; /* longest blocks first */
-    const int64_t hk = h / a.group, r0 = qb * H_BM, T = a.T;
+    const int64_t hk = h / a.group, r0 = qb * BM, T = a.T;
     const int64_t kstart = __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, r0));
-    const int nkb = 1 + (int)((r0 - kstart + H_BN - 1) / H_BN);
+    const int nkb = (int)((r0 + BM - kstart + H_BN - 1) / H_BN); /* key tiles ending at r0 + BM */
 
     if (tid == 0) {
         mbar_init(&bar[0], 1);
         for (int s = 0; s < H_ST; s++) {
             mbar_init(&bar[1 + s], 1);
             mbar_init(&bar[3 + s], 1);
-            mbar_init(&bar[5 + s], 8); /* one arrival per consumer warp */
+            mbar_init(&bar[5 + s], 4 * NW); /* one arrival per consumer warp */
         }
         mbar_fence_init();
     }
     __syncthreads();
 
-    if (warp == 8) { /* ---- producer */
-        if (lane == 0) {
+    if (warp >= 4 * NW) { /* ---- producer */
+        if (NW == 3) reg_dealloc<24>();
+        if (warp == 4 * NW && lane == 0) {
             mbar_expect_tx(&bar[0], QB);
-            for (int at = 0; at < NA; at++) tma_load_3d(sQ + at * H_BM * 128, &tq, at * 64, (int)h, (int)r0, &bar[0]);
+            for (int at = 0; at < NA; at++) tma_load_3d(sQ + at * BM * 128, &tq, at * 64, (int)h, (int)r0, &bar[0]);
             for (int kb = 0; kb < nkb; kb++) {
                 const int st = kb & 1;
                 if (kb >= H_ST) mbar_wait(&bar[5 + st], ((kb >> 1) - 1) & 1);
-                const int j0 = (int)(r0 - (int64_t)(nkb - 1 - kb) * H_BN);
+                const int j0 = (int)(r0 + BM - (int64_t)(nkb - kb) * H_BN);
                 mbar_expect_tx(&bar[1 + st], KB);
                 for (int at = 0; at < NA; at++)
                     tma_load_3d(sK + st * KB + at * H_BN * 128, &tk, at * 64, (int)hk, j0, &bar[1 + st]);
@@ -96,6 +108,7 @@ __global__ void __launch_bounds__(H_NT, 1)
         return;
     }
 
+    if (NW == 3) reg_alloc<160>();
     /* ---- consumers: warpgroup cw owns rows [i0, i0 + 64); warp wq of it rows i0 + 16 wq + (g, g + 8) */
     const int cw = warp >> 2, wq = warp & 3, g = lane >> 2, t4 = lane & 3;
     const int64_t i0 = r0 + cw * 64;
@@ -122,7 +135,7 @@ __global__ void __launch_bounds__(H_NT, 1)
     for (int kb = 0; kb < nkb; kb++) {
         const int st = kb & 1;
         const unsigned ph = (kb >> 1) & 1;
-        const int64_t j0 = r0 - (int64_t)(nkb - 1 - kb) * H_BN;
+        const int64_t j0 = r0 + BM - (int64_t)(nkb - kb) * H_BN;
 
         /* S = Q K^T over DP / 16 k-steps */
         mbar_wait(&bar[1 + st], ph);
@@ -130,7 +143,7 @@ __global__ void __launch_bounds__(H_NT, 1)
         wgmma_fence();
 #pragma unroll
         for (int ks = 0; ks < DP / 16; ks++) {
-            const uint64_t da = wgmma_desc(qaddr + (ks >> 2) * (H_BM * 128) + (ks & 3) * 32, 16, 1024);
+            const uint64_t da = wgmma_desc(qaddr + (ks >> 2) * (BM * 128) + (ks & 3) * 32, 16, 1024);
             const uint64_t db = wgmma_desc(kaddr + (ks >> 2) * (H_BN * 128) + (ks & 3) * 32, 16, 1024);
             wgmma_ss_n128(&sc[0][0], da, db, ks > 0);
         }
@@ -238,7 +251,7 @@ __global__ void __launch_bounds__(H_NT, 1)
 
 /* ---------------------------------------------------------------- backward */
 
-/* Backward (FlashAttention-2 split, as in cuda_attention.cu: no atomics, deterministic):
+/* Backward:
  *   k_attn_prep_sm90: DT[h][i] = rowsum(dO * O), L2T[h][i] = lse * log2(e), transposed
  *                     ([Hq][Tp], Tp = T rounded up to 64) so that a tile's values are one
  *                     contiguous TMA box;
@@ -247,8 +260,12 @@ __global__ void __launch_bounds__(H_NT, 1)
  *                     query heads of the kv group and the query tiles of 64 rows:
  *                     S^T = K Q^T, dP^T = V dO^T (wgmma SS), P^T, dS^T in registers,
  *                     dV += P^T dO, dK += dS^T Q (wgmma RS, dO and Q read N-major);
+ *                     fused form: also dQ += dS K into an fp32 accumulator (below);
+ *                     CTAs ordered kv head major, longest key block first;
+ *   deterministic form (FlashAttention-2 split, as in cuda_attention.cu, no atomics):
  *   k_attn_dq_sm90:   128 query rows per CTA (2 consumer warpgroups + producer warp), key
- *                     tiles of 64: S = Q K^T, dP = dO V^T, dQ += dS K. */
+ *                     tiles of 64: S = Q K^T, dP = dO V^T, dQ += dS K;
+ *   fused form: k_attn_dq_convert scales the accumulator to bf16 dQ. */
 #define B_BK 128 /* dK/dV: keys per CTA */
 #define B_BQ 64  /* dK/dV: queries per tile */
 #define B_NT 384
@@ -259,6 +276,7 @@ typedef struct {
     const bf16 *o, *dout;
     const float *lse;
     float *DT, *L2T; /* [Hq][Tp] */
+    float *dqacc;    /* [T][Hq][d] fp32: dQ accumulated by the fused kernel (atomics), then scaled to bf16 */
     int64_t dqs, dks, dvs, os, dos, Tp;
     int64_t T, Hq, group, nblk;
     const int64_t *cu; /* [n_docs + 1] */
@@ -281,11 +299,18 @@ __global__ void k_attn_prep_sm90(const HBwdArgs a, int d) {
     }
 }
 
-static size_t hdkv_smem(int DP) {
-    return 1024 + (size_t)2 * B_BK * DP * 2 + (size_t)2 * 2 * B_BQ * DP * 2 + (size_t)2 * 2 * B_BQ * 4 + 8 * 8;
+/* fq: the fused form also keeps dS^T [2][BK][BQ] bf16 in shared memory */
+static size_t hdkv_smem(int DP, int fq) {
+    return 1024 + (size_t)2 * B_BK * DP * 2 + (size_t)2 * 2 * B_BQ * DP * 2 + (size_t)(fq ? 2 * B_BK * B_BQ * 2 : 0) +
+           (size_t)2 * 2 * B_BQ * 4 + 8 * 8;
 }
 
-template <int DP>
+/* FQ = false: dK, dV only (the deterministic form; dQ by k_attn_dq_sm90). FQ = true: also
+ * dQ += dS K for the tile: both warpgroups write dS^T to shared memory, then warpgroup cw
+ * multiplies it by the columns [cw d/2, (cw + 1) d/2) of K and adds the 64 x d/2 result to
+ * the fp32 accumulator a.dqacc with atomics (the order across key blocks varies: dQ is not
+ * bitwise reproducible). */
+template <int DP, bool FQ>
 __global__ void __launch_bounds__(B_NT, 1)
     k_attn_dkv_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                     const __grid_constant__ CUtensorMap tv, const __grid_constant__ CUtensorMap tdo,
@@ -299,13 +324,17 @@ __global__ void __launch_bounds__(B_NT, 1)
     unsigned char *sV = sK + KB;                                                       /* [NA][BK][64] */
     unsigned char *sQ = sV + KB;                                                       /* [2][NA][BQ][64] */
     unsigned char *sO = sQ + 2 * QB;                                                   /* [2][NA][BQ][64] dO */
-    float *sL = (float *)(sO + 2 * QB);                                                /* [2][BQ] lse2 */
+    unsigned char *sS = sO + 2 * QB;                            /* FQ: [2][BK][BQ] dS^T, 128-byte swizzle */
+    float *sL = (float *)(sS + (FQ ? 2 * B_BK * B_BQ * 2 : 0)); /* [2][BQ] lse2 */
     float *sD = sL + 2 * B_BQ;                                                         /* [2][BQ] D */
     uint64_t *bar = (uint64_t *)(sD + 2 * B_BQ); /* [0] K,V  [1+s] Q,lse  [3+s] dO,D  [5+s] empty */
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int64_t nkblk = (a.T + B_BK - 1) / B_BK;
-    const int64_t hk = blockIdx.x % (a.Hq / a.group), kblk = nkblk - 1 - blockIdx.x / (a.Hq / a.group);
+    /* kv head major, the key blocks of a head longest first (block 0 sees every query of its
+     * document): CTAs running together work on one or two heads, so the rows of dO, Q (and,
+     * fused, of the dQ accumulator) they touch stay in L2, and the long blocks do not trail */
+    const int64_t hk = blockIdx.x / nkblk, kblk = blockIdx.x % nkblk;
     const int64_t k0 = kblk * B_BK, T = a.T;
     const int64_t klast = k0 + B_BK - 1 < T ? k0 + B_BK - 1 : T - 1;
     const int64_t qend = __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, klast) + 1);
@@ -380,8 +409,12 @@ __global__ void __launch_bounds__(B_NT, 1)
         const unsigned ph = (it >> 1) & 1;
         const int64_t q0 = k0 + (int64_t)(it % nqt) * B_BQ;
         const bool skip = q0 + B_BQ - 1 < kw || kw >= T; /* every query precedes every key of this warpgroup */
+        /* FQ: this thread's dS^T rows cw 64 + 16 wq + g (+ 8) of stage st: 4 bytes per (row, query pair),
+         * 16-byte chunk nt of a row stored at chunk nt ^ g (the 128-byte swizzle; rows % 8 = g) */
+        unsigned char *srow = sS + st * (B_BK * B_BQ * 2) + (cw * 64 + wq * 16 + g) * 128 + t4 * 4;
         mbar_wait(&bar[1 + st], ph);
         mbar_wait(&bar[3 + st], ph);
+        unsigned pa[B_BQ / 16][4], sa[B_BQ / 16][4]; /* P^T, dS^T as A fragments (read by the wgmma in flight) */
         if (!skip) {
             const unsigned qaddr = sm90_addr(sQ + st * QB), oaddr = sm90_addr(sO + st * QB);
             wgmma_fence();
@@ -407,7 +440,6 @@ __global__ void __launch_bounds__(B_NT, 1)
             const bool full = q0 >= kwl && q0 + B_BQ - 1 < de_first;
             const int qr = (int)(q0 - k0);
             const float *L = sL + st * B_BQ, *Dd = sD + st * B_BQ;
-            unsigned pa[B_BQ / 16][4], sa[B_BQ / 16][4];
 #pragma unroll
             for (int nt = 0; nt < B_BQ / 8; nt++) {
 #pragma unroll
@@ -444,6 +476,10 @@ __global__ void __launch_bounds__(B_NT, 1)
                 const int kk = nt >> 1, hi = (nt & 1) * 2;
                 sa[kk][hi] = ul_pack_bf16(ds[0], ds[1]);
                 sa[kk][hi + 1] = ul_pack_bf16(ds[2], ds[3]);
+                if (FQ) {
+                    *(unsigned *)(srow + ((nt ^ g) << 4)) = sa[kk][hi];
+                    *(unsigned *)(srow + 8 * 128 + ((nt ^ g) << 4)) = sa[kk][hi + 1];
+                }
             }
             wgmma_fence();
 #pragma unroll
@@ -455,7 +491,33 @@ __global__ void __launch_bounds__(B_NT, 1)
                     wgmma_rs_n64_tb(&dk[0][0], sa[kk], bq);
             }
             wgmma_commit();
-            wgmma_wait<0>();
+        } else if (FQ) { /* no key of this warpgroup sees the tile: its dS^T rows are zero */
+#pragma unroll
+            for (int nt = 0; nt < B_BQ / 8; nt++) {
+                *(unsigned *)(srow + ((nt ^ g) << 4)) = 0u;
+                *(unsigned *)(srow + 8 * 128 + ((nt ^ g) << 4)) = 0u;
+            }
+        }
+        float dqp[DP / 16][4]; /* FQ: dQ of the tile's 64 queries, columns [cw d/2, (cw + 1) d/2) */
+        if (FQ) {
+            fence_proxy_async_smem();
+            named_bar_sync(1, 256); /* both halves of dS^T written (and the stage's last reads done) */
+            const unsigned saddr = sm90_addr(sS + st * (B_BK * B_BQ * 2));
+            const unsigned kb = sm90_addr(sK) + (DP == 128 ? cw * B_BK * 128 : cw * 64);
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < B_BK / 16; kk++) {
+                const uint64_t da = wgmma_desc(saddr + kk * 16 * 128, B_BK * 128, 1024);
+                const uint64_t db = wgmma_desc(kb + kk * 16 * 128, B_BK * 128, 1024);
+                if (DP == 128)
+                    wgmma_ss_n64_tt(&dqp[0][0], da, db, kk > 0);
+                else
+                    wgmma_ss_n32_tt(&dqp[0][0], da, db, kk > 0);
+            }
+            wgmma_commit();
+        }
+        wgmma_wait<0>();
+        if (!skip) {
             reg_fence<DP / 2>(&dv[0][0]);
             reg_fence<DP / 2>(&dk[0][0]);
             reg_fence_u<B_BQ / 4>(&pa[0][0]);
@@ -463,6 +525,18 @@ __global__ void __launch_bounds__(B_NT, 1)
         }
         __syncwarp();
         if (lane == 0) mbar_arrive(&bar[5 + st]);
+        if (FQ) {
+            reg_fence<DP / 4>(&dqp[0][0]);
+            const int64_t h = hk * a.group + it / nqt;
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++) {
+                const int64_t i = q0 + wq * 16 + g + hf * 8;
+                if (i >= qend) continue;
+                float *row = a.dqacc + (i * a.Hq + h) * DP + cw * (DP / 2) + 2 * t4;
+#pragma unroll
+                for (int nt = 0; nt < DP / 16; nt++) red_add_v2(row + nt * 8, dqp[nt][2 * hf], dqp[nt][2 * hf + 1]);
+            }
+        }
     }
 
     /* epilogue: dK = scale * sum dS^T Q, dV = sum P^T dO (bf16) */
@@ -649,6 +723,18 @@ __global__ void __launch_bounds__(H_NT, 1)
 #endif
 }
 
+/* dq[i, h d + c] = bf16(scale * dqacc[i][h][c]), four columns per thread (the fused backward) */
+__global__ void k_attn_dq_convert(const HBwdArgs a, int64_t d) {
+    const int64_t e = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 4, hd = a.Hq * d;
+    if (e >= a.T * hd) return;
+    const int64_t i = e / hd, c = e - i * hd;
+    const float4 x = *(const float4 *)(a.dqacc + e);
+    uint2 y;
+    y.x = ul_pack_bf16(x.x * a.scale, x.y * a.scale);
+    y.y = ul_pack_bf16(x.z * a.scale, x.w * a.scale);
+    *(uint2 *)(a.dq + i * a.dqs + c) = y;
+}
+
 /* ---------------------------------------------------------------- host */
 
 #ifdef UL_SM90A
@@ -699,20 +785,34 @@ static void make_map(CUtensorMap *m, const void *base, int64_t T, int64_t H, int
 
 static int g_sm90 = -1; /* 1: this device runs the sm_90a kernels */
 
-/* UL_ATTN_KERNEL: unset or "default": the Hopper kernels where they apply; "simple": the
- * portable mma.sync kernels only; "simple-bwd": the Hopper forward, the portable backward */
+/* UL_ATTN_KERNEL: unset or "default": the Hopper kernels where they apply, the backward
+ * fused (dQ by atomics) at d = 64 and two kernels at d = 128 (measured the faster form at
+ * each: bench/RESULTS.md); "fused": the fused backward at both; "deterministic": the
+ * two-kernel backward at both (bitwise reproducible); "simple": the portable mma.sync
+ * kernels only; "simple-bwd": the Hopper forward, the portable backward */
+static int sm90_fused_bwd(int64_t d) {
+    const char *e = getenv("UL_ATTN_KERNEL");
+    if (e && strcmp(e, "fused") == 0) return 1;
+    if (e && strcmp(e, "deterministic") == 0) return 0;
+    return d == 64;
+}
+
 static int sm90_enabled(int bwd) {
     if (g_sm90 < 0) {
-        g_sm90 = ul_cuda_state.cc == 90 && ul_cuda_state.smem_optin >= hfwd_smem(128);
+        g_sm90 = ul_cuda_state.cc == 90 && ul_cuda_state.smem_optin >= hdkv_smem(128, 1);
         if (g_sm90) {
-            CUDA_CHECK(cudaFuncSetAttribute(k_attn_fwd_sm90<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            (int)hfwd_smem(64)));
-            CUDA_CHECK(cudaFuncSetAttribute(k_attn_fwd_sm90<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            (int)hfwd_smem(128)));
-            CUDA_CHECK(cudaFuncSetAttribute(k_attn_dkv_sm90<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            (int)hdkv_smem(64)));
-            CUDA_CHECK(cudaFuncSetAttribute(k_attn_dkv_sm90<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            (int)hdkv_smem(128)));
+            CUDA_CHECK(cudaFuncSetAttribute(k_attn_fwd_sm90<64, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            (int)hfwd_smem(64, 3)));
+            CUDA_CHECK(cudaFuncSetAttribute(k_attn_fwd_sm90<128, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            (int)hfwd_smem(128, 2)));
+            CUDA_CHECK(cudaFuncSetAttribute(k_attn_dkv_sm90<64, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            (int)hdkv_smem(64, 0)));
+            CUDA_CHECK(cudaFuncSetAttribute(k_attn_dkv_sm90<128, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            (int)hdkv_smem(128, 0)));
+            CUDA_CHECK(cudaFuncSetAttribute(k_attn_dkv_sm90<64, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            (int)hdkv_smem(64, 1)));
+            CUDA_CHECK(cudaFuncSetAttribute(k_attn_dkv_sm90<128, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            (int)hdkv_smem(128, 1)));
             CUDA_CHECK(cudaFuncSetAttribute(k_attn_dq_sm90<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             (int)hdq_smem(64)));
             CUDA_CHECK(cudaFuncSetAttribute(k_attn_dq_sm90<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -734,7 +834,10 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
     if (!sm90_enabled(0) || (d != 64 && d != 128) || T > 0x7fffff00LL || Hq > 0x7fffffffLL) return 0;
     if (!aligned16(o, os) || !aligned16(q, qs) || !aligned16(k, ks) || !aligned16(v, vs)) return 0;
     CUtensorMap tq, tk, tv;
-    make_map(&tq, q, T, Hq, d, qs, H_BM);
+    /* query rows per CTA: three consumer warpgroups at d = 64 (1.27x the rate of two on
+     * H200), two at d = 128 (the registers of three do not fit) */
+    const int nw = d == 64 ? 3 : 2;
+    make_map(&tq, q, T, Hq, d, qs, 64 * nw);
     make_map(&tk, k, T, Hkv, d, ks, H_BN);
     make_map(&tv, v, T, Hkv, d, vs, H_BN);
     HFwdArgs a;
@@ -745,7 +848,7 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
     a.T = T;
     a.Hq = Hq;
     a.group = Hq / Hkv;
-    a.nblk = (T + H_BM - 1) / H_BM;
+    a.nblk = (T + 64 * nw - 1) / (64 * nw);
     a.cu = cu_seqlens;
     a.n_docs = n_docs;
     a.scale2 = scale * 1.4426950408889634f;
@@ -753,9 +856,9 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
     UL_ASSERT(grid <= 0x7fffffff, "attention: grid too large");
     cudaStream_t s = ul_cuda_state.stream;
     if (d == 128)
-        k_attn_fwd_sm90<128><<<(unsigned)grid, H_NT, hfwd_smem(128), s>>>(tq, tk, tv, a);
+        k_attn_fwd_sm90<128, 2><<<(unsigned)grid, HFWD_NT(2), hfwd_smem(128, 2), s>>>(tq, tk, tv, a);
     else
-        k_attn_fwd_sm90<64><<<(unsigned)grid, H_NT, hfwd_smem(64), s>>>(tq, tk, tv, a);
+        k_attn_fwd_sm90<64, 3><<<(unsigned)grid, HFWD_NT(3), hfwd_smem(64, 3), s>>>(tq, tk, tv, a);
     CUDA_LAUNCH_CHECK();
     return 1;
 #else
@@ -796,8 +899,10 @@ int ul_cuda_attention_bwd_sm90(void *dq, int64_t dqs, void *dk, int64_t dks, voi
     a.n_docs = n_docs;
     a.scale = scale;
     a.scale2 = scale * 1.4426950408889634f;
-    a.DT = (float *)ul_cuda_scratch((size_t)(2 * Hq * a.Tp) * sizeof(float));
+    const int fused = sm90_fused_bwd(d);
+    a.DT = (float *)ul_cuda_scratch((size_t)(2 * Hq * a.Tp + (fused ? T * Hq * d : 0)) * sizeof(float));
     a.L2T = a.DT + Hq * a.Tp;
+    a.dqacc = fused ? a.L2T + Hq * a.Tp : NULL; /* [T][Hq][d] */
     /* boxes: dK/dV reads K, V in 128-row blocks and Q, dO in 64-row tiles; dQ the other way */
     CUtensorMap tq64, tdo64, tk128, tv128, tq128, tdo128, tk64, tv64, tl, tdd;
     make_map(&tq64, q, T, Hq, d, qs, B_BQ);
@@ -815,12 +920,24 @@ int ul_cuda_attention_bwd_sm90(void *dq, int64_t dqs, void *dk, int64_t dks, voi
     UL_ASSERT(gp <= 0x7fffffff && gq <= 0x7fffffff, "attention: grid too large");
     k_attn_prep_sm90<<<(unsigned)gp, 128, 0, s>>>(a, (int)d);
     CUDA_LAUNCH_CHECK();
-    if (d == 128) {
-        k_attn_dkv_sm90<128><<<(unsigned)gk, B_NT, hdkv_smem(128), s>>>(tq64, tk128, tv128, tdo64, tl, tdd, a);
+    if (fused) {
+        const int64_t n4 = T * Hq * d / 4, gc = (n4 + 255) / 256;
+        UL_ASSERT(gc <= 0x7fffffff, "attention: grid too large");
+        CUDA_CHECK(cudaMemsetAsync(a.dqacc, 0, (size_t)(T * Hq * d) * sizeof(float), s));
+        if (d == 128)
+            k_attn_dkv_sm90<128, true>
+                <<<(unsigned)gk, B_NT, hdkv_smem(128, 1), s>>>(tq64, tk128, tv128, tdo64, tl, tdd, a);
+        else
+            k_attn_dkv_sm90<64, true><<<(unsigned)gk, B_NT, hdkv_smem(64, 1), s>>>(tq64, tk128, tv128, tdo64, tl, tdd, a);
+        CUDA_LAUNCH_CHECK();
+        k_attn_dq_convert<<<(unsigned)gc, 256, 0, s>>>(a, d);
+    } else if (d == 128) {
+        k_attn_dkv_sm90<128, false>
+            <<<(unsigned)gk, B_NT, hdkv_smem(128, 0), s>>>(tq64, tk128, tv128, tdo64, tl, tdd, a);
         CUDA_LAUNCH_CHECK();
         k_attn_dq_sm90<128><<<(unsigned)gq, H_NT, hdq_smem(128), s>>>(tq128, tk64, tv64, tdo128, a);
     } else {
-        k_attn_dkv_sm90<64><<<(unsigned)gk, B_NT, hdkv_smem(64), s>>>(tq64, tk128, tv128, tdo64, tl, tdd, a);
+        k_attn_dkv_sm90<64, false><<<(unsigned)gk, B_NT, hdkv_smem(64, 0), s>>>(tq64, tk128, tv128, tdo64, tl, tdd, a);
         CUDA_LAUNCH_CHECK();
         k_attn_dq_sm90<64><<<(unsigned)gq, H_NT, hdq_smem(64), s>>>(tq128, tk64, tv64, tdo128, a);
     }
