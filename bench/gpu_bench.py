@@ -11,7 +11,9 @@ For each point it (1) writes the shape's config.json and a token shard of random
 checkpointing and a fixed-length sample, (3) runs bench/peer/ulysses_peer.py under
 torchrun on the same GPUs, and prints tokens/s, model TFLOP/s per GPU (causal attention
 counted once, recompute not counted — the peer's train_flops_per_sample, one formula for
-both), GPU memory, and the ratio ours/peer. --json appends one object per point.
+both; and "with recompute": the forward each side reruns, per ours' --checkpoint and the
+peer's checkpointing and chunked loss), GPU memory, and the ratio ours/peer. Ours runs
+with --checkpoint 1 unless --ours-args says otherwise (e.g. --ours-args="--checkpoint 2"). --json appends one object per point.
 """
 import argparse
 import json
@@ -71,7 +73,8 @@ def run_peer(args, work):
     r = json.load(open(out))
     # the peer's peak is torch.cuda.max_memory_reserved (what its allocator holds); ours is
     # the device's used memory (cudaMemGetInfo: context and NCCL buffers included)
-    return {"step_s": r["step_s_median"], "mem_gib": r["peak_reserved_gib_max"]}
+    return {"step_s": r["step_s_median"], "mem_gib": r["peak_reserved_gib_max"],
+            "tflops_per_gpu_hw": r["flops_per_sample_hw"] / r["step_s_median"] / args.sp / 1e12}
 
 
 def main():
@@ -89,6 +92,16 @@ def main():
     args.ours_args = args.ours_args.split()
     cfg = peer.make_config(args.model_shape, "sdpa")
     flops = peer.config_flops(cfg, args.seq_len)
+    # "with recompute" (hardware) FLOPs: --checkpoint 1 reruns each layer's forward,
+    # attention included; --checkpoint 2 keeps the attention output, so only the dense part;
+    # our fused logits + loss runs the lm_head forward once
+    ck = 1
+    for i, a in enumerate(args.ours_args[:-1]):
+        if a == "--checkpoint":
+            ck = int(args.ours_args[i + 1])
+    rec = peer.config_flops(cfg, args.seq_len, recompute_layers=True) - flops  # dense + attention forward
+    attn_fwd = cfg.num_hidden_layers * 2 * args.seq_len ** 2 * cfg.num_attention_heads * cfg.head_dim
+    hw_ours = flops + (rec if ck == 1 else rec - attn_fwd if ck == 2 else 0)
     with tempfile.TemporaryDirectory() as work:
         ours = run_ours(args, work, cfg)
         # printed at once: a peer run cut short by a time limit must not lose ours
@@ -100,11 +113,14 @@ def main():
     res = {"shape": args.model_shape, "seq_len": args.seq_len, "sp": args.sp, "peer_attn": args.attn}
     for name, r in (("ours", ours), ("peer", theirs)):
         res[name] = dict(r, tok_s=args.seq_len / r["step_s"], tflops_per_gpu=flops / r["step_s"] / args.sp / 1e12)
+    res["ours"]["tflops_per_gpu_hw"] = hw_ours / ours["step_s"] / args.sp / 1e12
+    res["ours"]["checkpoint"] = ck
     res["ratio_tok_s"] = res["ours"]["tok_s"] / res["peer"]["tok_s"]
     print(f"{args.model_shape} T={args.seq_len} sp={args.sp}: "
           f"ours {res['ours']['tok_s']:.0f} tok/s {res['ours']['tflops_per_gpu']:.0f} TFLOP/s/GPU "
-          f"{res['ours']['mem_gib']:.1f} GiB | peer {res['peer']['tok_s']:.0f} tok/s "
-          f"{res['peer']['tflops_per_gpu']:.0f} TFLOP/s/GPU {res['peer']['mem_gib']:.1f} GiB | "
+          f"({res['ours']['tflops_per_gpu_hw']:.0f} with recompute) {res['ours']['mem_gib']:.1f} GiB | "
+          f"peer {res['peer']['tok_s']:.0f} tok/s {res['peer']['tflops_per_gpu']:.0f} TFLOP/s/GPU "
+          f"({res['peer']['tflops_per_gpu_hw']:.0f} with recompute) {res['peer']['mem_gib']:.1f} GiB | "
           f"ratio {res['ratio_tok_s']:.2f}x")
     b = res["ours"]["breakdown_s"]
     print("ours step breakdown (median s): " + ", ".join(f"{k[:-2]} {v:.3f}" for k, v in b.items()) +
