@@ -5,8 +5,14 @@
 #               on sp=2; sp=2 x dp_shard=2; dp_shard=2 x dp_replicate=2; dp_shard=3 (padded slices)
 #   stage3      the same for --zero 3 with and without --offload-optimizer, on the same meshes,
 #               with --checkpoint 0 and 1, untied and tied embeddings
+#               (--offload-optimizer also with small gradient staging chunks: many chunks per step)
 #   memory      the per-rank state bytes of the startup log shrink as the stage says, and what
-#               model and optimizer allocated equals the memory plan's exact items (stages 0-3)
+#               model and optimizer allocated equals the memory plan's exact items (stages 0-3,
+#               the offload's gradient staging: one [per] chunk, or 2 chunks of --debug-offload-chunk)
+#   init        the initial weights (--out after 0 steps) are bitwise those of --zero 0 on one rank
+#               for stages 1-3 with and without offload, on sp=2, sp=2 x dp_shard=2, dp_shard=3; each
+#               rank stages on the host only its slice (none with offload), as its log line and the
+#               plan say; --init DIR keeps the full staging and trains like --zero 0
 #   resume      a checkpoint saved with --zero 2 resumes with --zero 0 (and the other ways round,
 #               on other meshes, with offload, and with --zero 3) and continues the uninterrupted run
 #   savemem     with ZeRO a checkpoint save holds in host memory only the rank's part of
@@ -81,14 +87,14 @@ T="--batch 24 --grad-accum 2 --steps 10 --quiet"
 case "$CASE" in
 trajectory)
   for mesh in "${MESHES[@]}"; do
-    vs_zero0 "" "--zero 1|--zero 2|--zero 1 --offload-optimizer|--zero 2 --offload-optimizer" $mesh $T
+    vs_zero0 "" "--zero 1|--zero 2|--zero 1 --offload-optimizer|--zero 2 --offload-optimizer|--zero 1 --offload-optimizer --debug-offload-chunk 100|--zero 2 --offload-optimizer --debug-offload-chunk 1000" $mesh $T
   done
   ;;
 stage3)
   for mesh in "${MESHES[@]}"; do
     for MODEL in tiny.json tied.json; do
       for ck in 0 1; do
-        vs_zero0 "$MODEL" "--zero 3|--zero 3 --offload-optimizer" $mesh $T --checkpoint $ck
+        vs_zero0 "$MODEL" "--zero 3|--zero 3 --offload-optimizer|--zero 3 --offload-optimizer --debug-offload-chunk 77" $mesh $T --checkpoint $ck
       done
     done
   done
@@ -99,9 +105,11 @@ memory)
   for mesh in "4 --sp 2 --dp-shard 2" "3 --dp-shard 3"; do
     set -- $mesh
     np=$1; shift
-    for z in 0 1 2 2o 3 3o; do
-      zf="--zero ${z%o}"
-      [ "$z" != "${z%o}" ] && zf="$zf --offload-optimizer"
+    C=100 # the staging chunk of the 'c' runs: 2 pinned buffers of C floats
+    for z in 0 1 2 2o 2oc 3 3o 3oc; do
+      zf="--zero ${z:0:1}"
+      case $z in *o*) zf="$zf --offload-optimizer" ;; esac
+      case $z in *c) zf="$zf --debug-offload-chunk $C" ;; esac
       train "$np" --batch 12 --steps 1 "$@" $zf --metrics m.jsonl 2> log$z.txt
       check $? "np=$np $* $zf failed"
       # what model_init + zero_init allocated through the backend = the plan's exact items
@@ -121,7 +129,7 @@ memory)
     chk "zero 0 moments" "$(bytes moments log0.txt)" $((8 * N))
     chk "zero 0 grads" "$(bytes grads log0.txt)" $((4 * N))
     chk "zero 0 master (the CPU's act copy is the master)" "$(bytes master log0.txt)" 0
-    for z in 1 2 2o; do
+    for z in 1 2 2o 2oc; do
       chk "zero $z moments" "$(bytes moments log$z.txt)" $((8 * per))
       chk "zero $z master" "$(bytes master log$z.txt)" $((4 * per))
       chk "zero $z weights" "$(bytes weights log$z.txt)" $((4 * per * S))
@@ -130,7 +138,10 @@ memory)
     # stage 2: the full accumulation buffer (first version) plus the reduced slice
     chk "zero 2 grads" "$(bytes grads log2.txt)" $((4 * per * S + 4 * per))
     chk "zero 1 host" "$(bytes host log1.txt)" 0
-    chk "zero 2 offload host (master, m, v, gradient slice)" "$(bytes host log2o.txt)" $((16 * per))
+    # offload: master, m, v, and the gradient staging: the whole slice is one chunk (the default
+    # chunk, 64 Mi floats, is more than per), or 2 buffers of C floats
+    chk "zero 2 offload host (master, m, v, one [per] staging chunk)" "$(bytes host log2o.txt)" $((16 * per))
+    chk "zero 2 offload host (master, m, v, 2 staging chunks of $C)" "$(bytes host log2oc.txt)" $((12 * per + 8 * C))
     # stage 3: the gather units of tiny.json (core/params.h; V 256, D 32, I 64, 4 heads and 2 kv
     # heads of 8): the embedding V*D; each of the 2 layers 2 norms D, q and o D*32, k and v
     # D*16, the MLP 3*D*I; the tail D + V*D (untied lm_head). Each unit is padded to a multiple
@@ -147,14 +158,15 @@ memory)
     echo "np=$np $*: stage-3 units $units, slice $per3, largest padded unit $umax"
     chk "the units' sum (the parameter count)" $sum "$N"
     chk "zero 3 slice" "$(sed -n -e 's/.*zero 3: .* slice \([0-9]*\) of.*/\1/p' log3.txt)" $per3
-    for z in 3 3o; do
+    for z in 3 3o 3oc; do
       chk "zero $z weights (act slice + 2 gathered units)" "$(bytes weights log$z.txt)" $((4 * (per3 + 2 * umax)))
       chk "zero $z master" "$(bytes master log$z.txt)" $((4 * per3))
       chk "zero $z grads (slice + one unit's buffer)" "$(bytes grads log$z.txt)" $((4 * (per3 + umax)))
       chk "zero $z moments" "$(bytes moments log$z.txt)" $((8 * per3))
     done
     chk "zero 3 host" "$(bytes host log3.txt)" 0
-    chk "zero 3 offload host (master, m, v, gradient slice)" "$(bytes host log3o.txt)" $((16 * per3))
+    chk "zero 3 offload host (master, m, v, one [per] staging chunk)" "$(bytes host log3o.txt)" $((16 * per3))
+    chk "zero 3 offload host (master, m, v, 2 staging chunks of $C)" "$(bytes host log3oc.txt)" $((12 * per3 + 8 * C))
     w2=$(bytes weights log2.txt) w3=$(bytes weights log3.txt) g2=$(bytes grads log2.txt) g3=$(bytes grads log3.txt)
     check $([ "$w3" -lt "$w2" ] && [ "$g3" -lt "$g2" ]; echo $?) \
       "np=$np $*: zero 3 weights/grads ($w3/$g3) not below zero 2's ($w2/$g2)"
@@ -164,6 +176,63 @@ memory)
     check $([ $((m1 * S)) -ge "$m0" ] && [ $((m1 * S)) -lt $((m0 + 8 * S)) ]; echo $?) \
       "np=$np $*: zero 1 moments $m1 x $S is not zero 0's $m0 (+ padding)"
   done
+  ;;
+init)
+  # the --out of 0 steps: the initial weights as written (f32), compared byte for byte
+  rm -rf ref
+  train 1 --batch 6 --steps 0 --zero 0 --out ref --quiet
+  check $? "np=1 --zero 0 --steps 0 failed"
+  V=256 D=32 I=64
+  for mesh in "2 --sp 2" "4 --sp 2 --dp-shard 2" "3 --dp-shard 3"; do
+    set -- $mesh
+    np=$1; shift
+    for z in 1 2 3 1o 2o 3o; do
+      zf="--zero ${z:0:1}"
+      case $z in *o) zf="$zf --offload-optimizer" ;; esac
+      rm -rf out
+      train "$np" --batch 6 --steps 0 "$@" $zf --out out 2> log.txt
+      check $? "np=$np $* $zf --steps 0 failed ($(tail -2 log.txt))"
+      cmp -s ref/model.safetensors out/model.safetensors
+      check $? "np=$np $* $zf: the initial weights differ from --zero 0's"
+      # every rank's host staging: its slice [per] (stages 1, 2: ceil(N / S); stage 3: the
+      # units' chunks), none with offload
+      N=$(sed -n -e 's/.*ulysses: zero .* slice [0-9]* of \([0-9]*\) params.*/\1/p' log.txt)
+      S=$np
+      per=$(( (N + S - 1) / S ))
+      if [ "${z:0:1}" = 3 ]; then
+        units="$((V * D)) $((2 * D + 2 * D * 32 + 2 * D * 16 + 3 * D * I))"
+        units="$units ${units#* } $((D + V * D))"
+        per=0
+        for n in $units; do per=$((per + (n + S - 1) / S)); done
+      fi
+      want=$((4 * per))
+      case $z in *o) want=0 ;; esac
+      line=$(grep -m1 "initial weights (random) host staging bytes" log.txt)
+      for r in $(seq 0 $((np - 1))); do
+        got=$(echo "$line" | sed -n -e "s/.* rank$r=\([0-9]*\).*/\1/p")
+        check $([ "$got" = "$want" ]; echo $?) "np=$np $* $zf: rank $r staged $got host bytes for the initial weights, expected $want"
+      done
+      # the plan's line says the same (none: no line)
+      pl=$("$BIN" plan --model tiny.json --gpus "$np" "$@" $zf --seq-len 96 --device cpu |
+        sed -n -e 's/^initial weights host staging .* host *\([0-9]*\) .*/\1/p')
+      check $([ "${pl:-0}" = "$want" ]; echo $?) "np=$np $* $zf: the plan stages '${pl:-0}' bytes, train $want"
+    done
+  done
+  echo "initial weights: stages 1-3 (and offload) wrote --zero 0's bytes on 3 meshes"
+  # --init DIR: still the full [N] staging (+ stage 3's [per] slice copy), and the same training
+  N=$(sed -n -e 's/.*ulysses: zero .* slice [0-9]* of \([0-9]*\) params.*/\1/p' log.txt)
+  train 2 --batch 12 --steps 3 --sp 2 --init ref --zero 0 --metrics a.jsonl --quiet
+  check $? "--init --zero 0 failed"
+  train 2 --batch 12 --steps 3 --sp 2 --init ref --zero 3 --offload-optimizer --metrics b.jsonl 2> log.txt
+  check $? "--init --zero 3 --offload-optimizer failed ($(tail -2 log.txt))"
+  compare a.jsonl b.jsonl "--init ref: --zero 3 --offload-optimizer vs --zero 0" 3
+  per=$(sed -n -e 's/.*ulysses: zero .* slice \([0-9]*\) of.*/\1/p' log.txt)
+  line=$(grep -m1 "initial weights (--init) host staging bytes" log.txt)
+  check $([ "$line" = "ulysses: initial weights (--init) host staging bytes: rank0=$((4 * N + 4 * per)) rank1=$((4 * N + 4 * per))" ]; echo $?) \
+    "--init --zero 3: '$line', expected 4N + 4per = $((4 * N + 4 * per)) on each rank"
+  pl=$("$BIN" plan --model tiny.json --gpus 2 --sp 2 --zero 3 --offload-optimizer --seq-len 96 --device cpu --init ref |
+    sed -n -e 's/^initial weights host staging .* host *\([0-9]*\) .*/\1/p')
+  check $([ "$pl" = $((4 * N + 4 * per)) ]; echo $?) "--init --zero 3: the plan stages '$pl' bytes"
   ;;
 resume)
   T="--batch 12 --steps 10"

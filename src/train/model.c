@@ -240,25 +240,30 @@ int model_load_weights(Model *m, const char *dir, UlError *e) {
     return rc;
 }
 
-void model_init_random(Model *m, uint64_t seed) {
-    const ModelConfig *c = &m->c;
+void model_random_range(const ModelConfig *c, uint64_t seed, int64_t a, int64_t b, float *out) {
     int64_t n = ul_param_tensor_count(c);
-    float *host = ul_malloc((size_t)m->n_params * sizeof(float)); /* [n_params] */
+    const float range = (float)c->initializer_range;
     /* element j of the parameter vector is ul_normal_at(seed, j): the same on every rank and
-     * for any thread count, and parallel (an 8B model is 8e9 draws) */
+     * for any thread count or range, and parallel (an 8B model is 8e9 draws) */
     for (int64_t i = 0; i < n; i++) {
         ParamInfo pi;
         ul_param_info(c, i, &pi);
-        float *p = host + pi.offset;
+        int64_t x = pi.offset > a ? pi.offset : a, y = pi.offset + pi.numel < b ? pi.offset + pi.numel : b;
+        if (x >= y) continue;
+        float *p = out + (x - a); /* [y - x]: flat elements [x, y) */
         if (pi.cols == 1) { /* norm weights */
-            for (int64_t j = 0; j < pi.numel; j++) p[j] = 1.0f;
+            for (int64_t j = 0; j < y - x; j++) p[j] = 1.0f;
             continue;
         }
-        const float range = (float)c->initializer_range;
-        const uint64_t off = (uint64_t)pi.offset;
+        const uint64_t off = (uint64_t)x;
 #pragma omp parallel for schedule(static)
-        for (int64_t j = 0; j < pi.numel; j++) p[j] = range * ul_normal_at(seed, off + (uint64_t)j);
+        for (int64_t j = 0; j < y - x; j++) p[j] = range * ul_normal_at(seed, off + (uint64_t)j);
     }
+}
+
+void model_init_random(Model *m, uint64_t seed) {
+    float *host = ul_malloc((size_t)m->n_params * sizeof(float)); /* [n_params] */
+    model_random_range(&m->c, seed, 0, m->n_params, host);
     model_set_params(m, host);
     free(host);
 }

@@ -150,6 +150,9 @@ void model_set_timing(Model *m, int on);
 double model_offload_seconds(Model *m);
 /* Parameters: normal(0, initializer_range) for matrices, 1 for norm weights, from seed. */
 void model_init_random(Model *m, uint64_t seed);
+/* The same values for flat elements [a, b) of the parameter vector only: out[b - a] (host).
+ * Any rank draws any range (ZeRO: its slice, train/zero.c zero_start_random). */
+void model_random_range(const ModelConfig *c, uint64_t seed, int64_t a, int64_t b, float *out);
 /* Host <-> model parameters (fp32, [n_params]); setting also refreshes the working copy. */
 void model_set_params(Model *m, const float *host);
 void model_get_params(const Model *m, float *host);

@@ -33,6 +33,13 @@ int64_t plan_loss_tile(int64_t V, int64_t t) {
 
 int64_t plan_mlp_tile(int64_t req, int64_t t) { return req > 0 && req < t ? req : 0; }
 
+int64_t plan_offload_chunk(int64_t per, int64_t req, int *nbuf) {
+    int64_t c = req > 0 ? req : PLAN_OFFLOAD_CHUNK;
+    if (c > per) c = per;
+    *nbuf = per > c ? 2 : 1;
+    return c;
+}
+
 static void add(Plan *p, PlanGroup g, int host, int exact, int64_t bytes, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
 static void add(Plan *p, PlanGroup g, int host, int exact, int64_t bytes, const char *fmt, ...) {
@@ -119,7 +126,12 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
         add(p, PG_GRADS, 0, 1, n_pad * F, "gradients fp32");
     if (z >= 2 || oo) add(p, PG_GRADS, 0, 1, zper * F, "reduced gradients fp32 (shard)");
     if (z >= 3) add(p, PG_GRADS, 0, 1, umax * F, "gradients of one unit fp32 (reduce-scatter)");
-    if (oo) add(p, PG_GRADS, 1, 1, zper * F, "gradient copy for the CPU AdamW (shard)");
+    if (oo) { /* the reduced slice goes to the CPU AdamW through pinned chunks, never whole */
+        int nbuf;
+        int64_t chunk = plan_offload_chunk(zper, in->offload_chunk, &nbuf);
+        add(p, PG_GRADS, 1, 1, nbuf * chunk * F, "gradient staging for the CPU AdamW [%lld] x%d", (long long)chunk,
+            nbuf);
+    }
     if (z >= 3) {
         add(p, PG_WEIGHTS, 0, 1, zper * A, "weights working copy (shard)");
         add(p, PG_WEIGHTS, 0, 1, 2 * umax * A, "gathered unit weights (x2)");
@@ -170,20 +182,27 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
      * [N] for model.safetensors (rank 0; in place likewise), and with ZeRO >= 1 without
      * offload a [per] staging of one vector while pieces move. A resume: the slice [per] x 3
      * with ZeRO >= 1, the full [N] x 3 on CUDA without ZeRO (then broadcast). --out: the
-     * weights [N] on rank 0 (+ the staging). */
+     * weights [N] on rank 0 (+ the staging). The initial weights (train.c): random with
+     * ZeRO >= 1, each rank draws only its slice (zero_start_random), straight into the host
+     * master with offload (no staging), else into a [per] staging that is uploaded; ZeRO 0
+     * and --init (the safetensors loader reads whole tensors) stage all [N] on the host, and
+     * stage 3 slices them through a [per] copy meanwhile (z3_set_params). */
     int64_t W = S * (in->dp_shard > 0 ? in->dp_shard : 1) * (in->dp_replicate > 0 ? in->dp_replicate : 1);
     int h_owned = in->cuda || z >= 1;
     int64_t h_stage = z >= 1 && !in->offload_optimizer ? zper * F : 0;
     int64_t h_save = h_owned ? 3 * ceil_div(N, W) * F + N * F + h_stage : 0;
     int64_t h_resume = z >= 1 ? 3 * zper * F : in->cuda ? 3 * N * F : 0;
-    int64_t h_init = N * F, h_state = in->save_state ? (h_save > h_resume ? h_save : h_resume) : 0;
+    int init_full = z == 0 || in->init_weights;
+    int64_t h_init = in->resume ? 0 : init_full ? N * F + (z >= 3 ? zper * F : 0) : oo ? 0 : zper * F;
+    int64_t h_state = in->save_state ? (h_save > h_resume ? h_save : h_resume) : 0;
     int64_t h_out = in->save_out && h_owned ? N * F + h_stage : 0;
     if (h_state >= h_init && h_state >= h_out)
         add(p, PG_WORK, 1, 0, h_state, "state host copy: the rank's part or slice of params, m, v (checkpoint save/resume)");
     else if (h_out > h_init)
         add(p, PG_WORK, 1, 0, h_out, "weights host copy (--out, at the end)");
     else
-        add(p, PG_WORK, 1, 0, h_init, "initial weights host staging (start-up)");
+        add(p, PG_WORK, 1, 0, h_init, init_full ? "initial weights host staging [N] (start-up)"
+                                                : "initial weights host staging [per] (start-up)");
     if (in->cuda) {
         add(p, PG_WORK, 0, 0, CUDA_WORKSPACE_BYTES, "cuBLASLt workspace");
         /* ul_cuda_scratch, grown by 1/4: the attention backward's rowsum(dO * O) and, for the

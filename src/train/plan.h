@@ -48,6 +48,9 @@ typedef struct {
     int offload_checkpoints;  /* saved activations in pinned host memory */
     int zero;                 /* ZeRO stage 0..3 over the shard group (dp_shard x sp ranks) */
     int offload_optimizer;    /* fp32 master weights and AdamW moments in host memory */
+    int64_t offload_chunk;    /* elements per chunk of the offload's gradient staging (0: PLAN_OFFLOAD_CHUNK) */
+    int init_weights;         /* --init DIR: the weights are read in full [N] on the host at start-up */
+    int resume;               /* --resume: the weights come from the checkpoint (no initial weights) */
     int eval;                 /* evaluation during training (model_eval's fp32 logits) */
     double reserve_gib;       /* CUDA context + cuBLASLt + NCCL (cuda only) */
     int64_t dev_limit;        /* bytes per GPU the auto TiledMLP tile is chosen for (<= 0: no limit) */
@@ -72,6 +75,14 @@ typedef struct {
 #define PLAN_MLP_AUTO ((int64_t)-1)
 /* Auto tiles are multiples of this many rows. */
 #define PLAN_MLP_ALIGN ((int64_t)64)
+
+/* The optimizer offload's gradient staging (train/zero.c): the reduced gradient slice
+ * [per] goes to host memory in chunks of at most this many elements. */
+#define PLAN_OFFLOAD_CHUNK ((int64_t)64 << 20)
+/* The chunk for a slice of per elements and a request of req (0: PLAN_OFFLOAD_CHUNK):
+ * min(per, req); *nbuf: the pinned host buffers of that many elements, 2 when there is more
+ * than one chunk (the next chunk's download overlaps the CPU AdamW on this one), else 1. */
+int64_t plan_offload_chunk(int64_t per, int64_t req, int *nbuf);
 
 /* Default CUDA context + cuBLASLt + NCCL reserve (GiB per GPU), docs/memory.md. */
 #define PLAN_DEFAULT_RESERVE_GIB 2.0

@@ -165,6 +165,8 @@ static int validate(const TrainOptions *o, const ModelConfig *c, int world, UlEr
     if (strcmp(o->save_dtype, "f32") != 0 && strcmp(o->save_dtype, "bf16") != 0)
         return ul_err(e, "--save-dtype %s: expected f32 or bf16", o->save_dtype);
     if (o->save_every < 0) return ul_err(e, "--save-every %lld: must be >= 0", (long long)o->save_every);
+    if (o->offload_chunk < 0)
+        return ul_err(e, "--debug-offload-chunk %lld: must be >= 0 (0: the default)", (long long)o->offload_chunk);
     if (o->keep_last < 0) return ul_err(e, "--keep-last %lld: must be >= 0", (long long)o->keep_last);
     if (o->stop_at < 0) return ul_err(e, "--stop-at %lld: must be >= 0", (long long)o->stop_at);
     if (o->save_every > 0 && !o->ckpt_dir && !o->out)
@@ -413,14 +415,22 @@ int train_run(const TrainOptions *o_in, UlError *e) {
     model_init_opts(&m, &c, k, mesh.dev_sp, T_max, &mo);
     m.no_exchange = o->no_exchange;
     ZeroOpt zo; /* the optimizer state, sharded with --zero (train/zero.h); pads the model: before the weights */
-    zero_init(&zo, (int)o->zero, o->offload_optimizer, &m, &mesh);
+    zero_init(&zo, (int)o->zero, o->offload_optimizer, o->offload_chunk, &m, &mesh);
     rc = 0;
-    if (resume[0])
-        ; /* the weights (fp32 master copy) come from the checkpoint's state, below */
-    else if (o->init)
-        rc = model_load_weights(&m, o->init, e);
-    else
-        model_init_random(&m, (uint64_t)o->seed);
+    /* the initial weights: with ZeRO >= 1 and random init each rank draws only its slice
+     * (zero_start_random, below); --init (whole tensors from safetensors) and ZeRO 0 stage
+     * all [N] on the host here (train/plan.c, "initial weights host staging") */
+    const int init_slices = !resume[0] && !o->init && zo.stage >= 1;
+    int64_t init_staging = 0; /* host bytes of it (logged; tests/zero_test.sh init) */
+    if (resume[0] || init_slices)
+        ; /* the weights (fp32 master copy) come from the checkpoint's state, or zero_start_random, below */
+    else {
+        init_staging = (int64_t)F32B(m.n_params) + (zo.stage == 3 ? (int64_t)F32B(zo.per) : 0); /* + z3_set_params' slice */
+        if (o->init)
+            rc = model_load_weights(&m, o->init, e);
+        else
+            model_init_random(&m, (uint64_t)o->seed);
+    }
     if (ul_agree(rc, e)) {
         zero_free(&zo);
         model_free(&m);
@@ -443,6 +453,8 @@ int train_run(const TrainOptions *o_in, UlError *e) {
     int64_t first = 0, end = o->stop_at > 0 && o->stop_at < o->steps ? o->stop_at : o->steps;
     if (resume[0])
         rc = resume_state(resume, &crun, &zo, &m, &mesh, on_gpu, &first, e);
+    else if (init_slices)
+        init_staging = zero_start_random(&zo, &m, &mesh, (uint64_t)o->seed);
     else
         zero_start(&zo, &m, NULL, NULL, NULL); /* the optimizer takes its slice of the fresh weights */
     if (rc == 0 && first > end)
@@ -510,6 +522,17 @@ int train_run(const TrainOptions *o_in, UlError *e) {
                 zo.stage, zo.offload ? " offload-optimizer" : "", zo.stage ? mesh.shard_g.size : 1, (long long)zo.per,
                 (long long)N, (long long)zo.n_pad, (long long)zo.bytes.weights, (long long)zo.bytes.master,
                 (long long)zo.bytes.grads, (long long)zo.bytes.moments, (long long)zo.bytes.host);
+    if (!o->quiet && !resume[0]) { /* every rank's start-up host staging of the initial weights */
+        CommGroup *g = &mesh.world_g;
+        int64_t *all = ul_malloc((size_t)mesh.world * sizeof(int64_t)); /* [world] */
+        g->ops->allgather(g, &init_staging, all, 1, UL_I64);
+        if (rank == 0) {
+            fprintf(stderr, "ulysses: initial weights (%s) host staging bytes:", o->init ? "--init" : "random");
+            for (int r = 0; r < mesh.world; r++) fprintf(stderr, " rank%d=%lld", r, (long long)all[r]);
+            fprintf(stderr, "\n");
+        }
+        free(all);
+    }
 
     phase_init(&t_opt, k, o->profile);
     model_set_timing(&m, o->profile);

@@ -69,6 +69,7 @@ typedef struct {
     const char *eval_out;  /* JSONL of every evaluation (buckets included) */
     /* debug */
     int no_exchange;       /* attend only within the local shard (control experiment) */
+    int64_t offload_chunk; /* --offload-optimizer: elements per gradient staging chunk (0: the default, 64 Mi) */
 } TrainOptions;
 
 void train_options_default(TrainOptions *o);

@@ -22,6 +22,9 @@ void ul_plan_input(const TrainOptions *o, const ModelConfig *c, size_t act_bytes
     in->offload_checkpoints = o->offload_checkpoints;
     in->zero = (int)o->zero;
     in->offload_optimizer = o->offload_optimizer;
+    in->offload_chunk = o->offload_chunk;
+    in->init_weights = o->init != NULL;
+    in->resume = o->resume != NULL; /* the weights come from the checkpoint */
     in->eval = o->task && o->eval_every > 0;
     in->save_state = o->save_every > 0 || o->resume;
     in->save_out = o->out != NULL;

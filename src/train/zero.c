@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/common.h"
+#include "train/plan.h"
 
 #define F32B(n) ((size_t)(n) * sizeof(float))
 /* element offset into an act buffer */
@@ -111,7 +112,7 @@ static void z3_set_params(ModelShards *s, Model *m, const float *host) {
 
 /* ---------------- all stages ---------------- */
 
-void zero_init(ZeroOpt *z, int stage, int offload, Model *m, const Mesh *mesh) {
+void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, Model *m, const Mesh *mesh) {
     UL_ASSERT(stage >= 0 && stage <= 3, "zero stage %d", stage);
     UL_ASSERT((stage == 3) == (m->params == NULL), "zero stage %d: the model must be made %s", stage,
               stage == 3 ? "sharded (ModelMemOpts.sharded)" : "with its parameters");
@@ -164,7 +165,13 @@ void zero_init(ZeroOpt *z, int stage, int offload, Model *m, const Mesh *mesh) {
         z->master = k->host_alloc(F32B(z->per)); /* [per] */
         z->m1 = k->host_alloc(F32B(z->per));     /* [per] */
         z->m2 = k->host_alloc(F32B(z->per));     /* [per] */
-        z->h_g = k->host_alloc(F32B(z->per));    /* [per] */
+        z->gchunk = plan_offload_chunk(z->per, offload_chunk, &z->nbuf);
+        for (int b = 0; b < z->nbuf; b++) {
+            z->h_g[b] = k->host_alloc(F32B(z->gchunk)); /* [gchunk] */
+            z->ev_c0[b] = k->event_create();
+            z->ev_c1[b] = k->event_create();
+        }
+        z->ev_grad = k->event_create();
     } else {
         z->master = k->alloc(F32B(z->per)); /* [per] */
         z->m1 = k->alloc(F32B(z->per));     /* [per] */
@@ -188,7 +195,7 @@ void zero_init(ZeroOpt *z, int stage, int offload, Model *m, const Mesh *mesh) {
         z->bytes.master = F32B(z->per);
         z->bytes.grads = F32B(z->per + z->umax);
         z->bytes.moments = 2 * F32B(z->per);
-        z->bytes.host = offload ? 4 * F32B(z->per) : 0;
+        z->bytes.host = offload ? 3 * F32B(z->per) + z->nbuf * F32B(z->gchunk) : 0;
         return;
     }
     if (k->act_bytes != sizeof(float)) z->act_send = k->alloc((size_t)z->per * k->act_bytes); /* [per] act */
@@ -196,7 +203,7 @@ void zero_init(ZeroOpt *z, int stage, int offload, Model *m, const Mesh *mesh) {
     z->bytes.master = F32B(z->per);
     z->bytes.grads = F32B(m->n_alloc) + (z->gslice ? F32B(z->per) : 0);
     z->bytes.moments = 2 * F32B(z->per);
-    z->bytes.host = offload ? 4 * F32B(z->per) : 0; /* master, m, v, gradient copy */
+    z->bytes.host = offload ? 3 * F32B(z->per) + z->nbuf * F32B(z->gchunk) : 0; /* master, m, v, gradient staging */
 }
 
 void zero_start(ZeroOpt *z, Model *m, const float *hp, const float *hm1, const float *hm2) {
@@ -255,6 +262,64 @@ static void publish12(ZeroOpt *z, Model *m, Mesh *mesh) {
     mesh->dev_shard->ops->allgather(mesh->dev_shard, send, m->wact, z->per, act_type(k));
 }
 
+/* AdamW by ok on the slice's elements [c0, c1) (offsets in the rank's slice; g[0] is the
+ * gradient of element c0): per tensor (its weight-decay flag), on the tensor's intersection
+ * with each of this rank's unit chunks and with [c0, c1). Elementwise, so any split of the
+ * slice gives the same bits. */
+static void adamw_range(const ZeroOpt *z, const KernelOps *ok, const float *g, int64_t c0, int64_t c1,
+                        const ZeroHyper *h) {
+    for (int64_t u = 0; u < z->nu; u++) {
+        const ZeroUnit *un = &z->units[u];
+        int64_t lo = un->off + z->q * un->per, end = un->off + un->numel;
+        int64_t hi = lo + un->per < end ? lo + un->per : end;
+        if (un->so >= c1 || un->so + (hi - lo) <= c0) continue; /* the unit's chunk is outside [c0, c1) */
+        for (int64_t i = 0; i < z->nt && lo < hi; i++) {
+            const ParamInfo *p = &z->pinfo[i];
+            int64_t a = p->offset > lo ? p->offset : lo;
+            int64_t b = p->offset + p->numel < hi ? p->offset + p->numel : hi;
+            if (a >= b) continue;
+            int64_t o0 = un->so + a - lo, o1 = un->so + b - lo; /* the piece in the slice */
+            if (o0 < c0) o0 = c0;
+            if (o1 > c1) o1 = c1;
+            if (o0 >= o1) continue;
+            ok->adamw(z->master + o0, g + (o0 - c0), z->m1 + o0, z->m2 + o0, o1 - o0, (float)h->lr, (float)h->beta1,
+                      (float)h->beta2, (float)h->eps, p->decay ? (float)h->weight_decay : 0.f, h->t);
+        }
+    }
+}
+
+/* Offload: the clipped gradient slice g[own] (device) reaches the CPU AdamW in chunks of
+ * gchunk elements through the pinned buffers h_g: chunk c + 1 is copied on the copy stream
+ * (after the compute stream finished g) while the CPU updates chunk c; the CPU reads a
+ * buffer only after waiting for its copy's end event (event_elapsed waits for it), and a
+ * buffer is refilled only after the (synchronous) CPU update of its previous chunk. */
+static void queue_chunk(ZeroOpt *z, const float *g, int64_t own, int64_t c) {
+    const KernelOps *k = z->k;
+    int b = (int)(c % z->nbuf);
+    int64_t c0 = c * z->gchunk, n = own - c0 < z->gchunk ? own - c0 : z->gchunk;
+    k->event_record(z->ev_c0[b], UL_STREAM_COPY);
+    k->copy_async(z->h_g[b], g + c0, F32B(n), 1);
+    k->event_record(z->ev_c1[b], UL_STREAM_COPY);
+}
+
+static void adamw_offload(ZeroOpt *z, const float *g, int64_t own, const ZeroHyper *h) {
+    const KernelOps *k = z->k;
+    const int64_t C = z->gchunk, nc = (own + C - 1) / C;
+    UL_ASSERT(nc <= 1 || z->nbuf == 2, "offload: %lld chunks through %d buffer", (long long)nc, z->nbuf);
+    if (nc == 0) return;
+    k->event_record(z->ev_grad, UL_STREAM_COMPUTE);
+    k->event_wait(UL_STREAM_COPY, z->ev_grad);
+    queue_chunk(z, g, own, 0);
+    for (int64_t c = 0; c < nc; c++) {
+        /* chunk c + 1 goes into the buffer of chunk c - 1, whose update is done */
+        if (c + 1 < nc) queue_chunk(z, g, own, c + 1);
+        int b = (int)(c % z->nbuf);
+        int64_t c0 = c * C, c1 = own - c0 < C ? own : c0 + C;
+        (void)k->event_elapsed(z->ev_c0[b], z->ev_c1[b]); /* returns once the copy has ended */
+        adamw_range(z, ul_kernels_cpu(), z->h_g[b], c0, c1, h);
+    }
+}
+
 double zero_step(ZeroOpt *z, Model *m, Mesh *mesh, const ZeroHyper *h, int update) {
     const KernelOps *k = z->k;
     int64_t own = z->stage == 3 ? z->per : z->hi - z->lo; /* the slice's elements to clip and update */
@@ -278,27 +343,10 @@ double zero_step(ZeroOpt *z, Model *m, Mesh *mesh, const ZeroHyper *h, int updat
         if (z->stage == 0) model_params_updated(m);
         return gn;
     }
-    const KernelOps *ok = k; /* who runs AdamW: the backend, or the CPU on the offloaded state */
-    if (z->offload) {
-        k->download(z->h_g, g, F32B(own));
-        g = z->h_g;
-        ok = ul_kernels_cpu();
-    }
-    /* per tensor (its weight-decay flag) on its intersection with each of this rank's chunks */
-    for (int64_t u = 0; u < z->nu; u++) {
-        const ZeroUnit *un = &z->units[u];
-        int64_t lo = un->off + z->q * un->per, end = un->off + un->numel;
-        int64_t hi = lo + un->per < end ? lo + un->per : end;
-        for (int64_t i = 0; i < z->nt && lo < hi; i++) {
-            const ParamInfo *p = &z->pinfo[i];
-            int64_t a = p->offset > lo ? p->offset : lo;
-            int64_t b = p->offset + p->numel < hi ? p->offset + p->numel : hi;
-            if (a >= b) continue;
-            int64_t o = un->so + a - lo;
-            ok->adamw(z->master + o, g + o, z->m1 + o, z->m2 + o, b - a, (float)h->lr, (float)h->beta1,
-                      (float)h->beta2, (float)h->eps, p->decay ? (float)h->weight_decay : 0.f, h->t);
-        }
-    }
+    if (z->offload)
+        adamw_offload(z, g, own, h);
+    else
+        adamw_range(z, k, g, 0, own, h);
     if (z->stage == 0) {
         model_params_updated(m);
         return gn;
@@ -323,17 +371,44 @@ int64_t zero_slice_pieces(const ZeroOpt *z, int64_t q, int64_t a, int64_t b, Zer
     return k;
 }
 
+/* Stages >= 1: the master slice is set; the weights go to the model (stages 1, 2: all-gathered
+ * into its act copy, and its full fp32 master is not needed; stage 3: the act slice). */
+static void publish_start(ZeroOpt *z, Model *m, Mesh *mesh) {
+    if (z->stage == 3) {
+        z3_publish(z);
+        return;
+    }
+    publish12(z, m, mesh);
+    model_drop_master(m);
+}
+
 void zero_start_slice(ZeroOpt *z, Model *m, Mesh *mesh, const float *sp, const float *sm1, const float *sm2) {
     UL_ASSERT(z->stage >= 1, "zero_start_slice: stage %d has no slices", z->stage);
     put(z, z->master, sp, z->per);
     put(z, z->m1, sm1, z->per);
     put(z, z->m2, sm2, z->per);
-    if (z->stage == 3) {
-        z3_publish(z);
-        return;
+    publish_start(z, m, mesh);
+}
+
+int64_t zero_start_random(ZeroOpt *z, Model *m, Mesh *mesh, uint64_t seed) {
+    UL_ASSERT(z->stage >= 1, "zero_start_random: stage %d has no slices", z->stage);
+    /* the moments stay as allocated: zero */
+    float *dst = z->offload ? z->master : ul_malloc(F32B(z->per)); /* [per] host: the master itself, or a staging */
+    for (int64_t u = 0; u < z->nu; u++) { /* this rank's chunk of each unit, then its zero padding */
+        const ZeroUnit *un = &z->units[u];
+        int64_t a = un->off + z->q * un->per, end = un->off + un->numel;
+        int64_t b = a + un->per < end ? a + un->per : end, got = b > a ? b - a : 0;
+        if (got) model_random_range(&m->c, seed, a, b, dst + un->so);
+        memset(dst + un->so + got, 0, F32B(un->per - got));
     }
-    publish12(z, m, mesh); /* the model's act copy; its full fp32 master is not needed */
-    model_drop_master(m);
+    int64_t staging = 0;
+    if (!z->offload) {
+        put(z, z->master, dst, z->per); /* upload reads pageable memory before it returns */
+        free(dst);
+        staging = (int64_t)F32B(z->per);
+    }
+    publish_start(z, m, mesh);
+    return staging;
 }
 
 int64_t zero_host_range(ZeroOpt *z, const Model *m, Mesh *mesh, const int64_t *want, int which, float *const out[3]) {
@@ -385,7 +460,12 @@ void zero_free(ZeroOpt *z) {
         k->host_free(z->master);
         k->host_free(z->m1);
         k->host_free(z->m2);
-        k->host_free(z->h_g);
+        for (int b = 0; b < z->nbuf; b++) {
+            k->host_free(z->h_g[b]);
+            k->event_destroy(z->ev_c0[b]);
+            k->event_destroy(z->ev_c1[b]);
+        }
+        k->event_destroy(z->ev_grad);
     } else {
         if (z->stage > 0) k->free(z->master); /* stage 0: the model's */
         k->free(z->m1);

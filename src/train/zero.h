@@ -24,9 +24,11 @@
  *            model gathers each unit's act weights before using them and reduce-scatters
  *            each unit's gradients right after its backward.
  *   offload  (stages >= 1) master slice and moments live in host memory (pinned on CUDA);
- *            the reduced, clipped gradient slice is copied to host, the CPU backend's
- *            AdamW (OpenMP, the same arithmetic) updates there, and the updated slice is
- *            uploaded and converted to act before the all-gather.
+ *            the reduced, clipped gradient slice is copied to host in chunks (at most
+ *            PLAN_OFFLOAD_CHUNK elements, two pinned buffers: the next chunk's copy overlaps
+ *            the update of this one), the CPU backend's AdamW (OpenMP, the same arithmetic)
+ *            updates each chunk there, and the updated slice is uploaded and converted to
+ *            act before the all-gather.
  *
  * Stage-3 layout. The gather units are the contiguous ranges of core/params.h's flat order
  * (ul_param_unit): u = 0 the embedding, 1 + l layer l, L + 1 the final norm (+ lm_head if
@@ -92,7 +94,14 @@ typedef struct {
     float *m1, *m2; /* [per] AdamW moments (device, or host with offload) */
     float *gslice;  /* [per] device fp32: the stage-2 reduce-scatter target, and the offload's
                        upload staging for the updated slice; NULL when neither */
-    float *h_g;     /* [per] host: the offload's gradient copy */
+    /* offload: the reduced gradient slice goes to the CPU AdamW in chunks of gchunk elements
+     * through nbuf pinned host buffers (2 when there is more than one chunk: the download of
+     * chunk c + 1 on the copy stream overlaps AdamW on chunk c) */
+    int64_t gchunk;
+    int nbuf;
+    float *h_g[2];   /* [gchunk] host each (pinned on CUDA) */
+    void *ev_grad;   /* compute stream: the clipped gradient slice is complete */
+    void *ev_c0[2], *ev_c1[2]; /* copy stream: around buffer b's download (the CPU waits for ev_c1) */
     void *act_send; /* [per] act: the all-gather's source (stages 1, 2) */
     /* stage 3 */
     void *wsl;         /* [per] act: this rank's act weights, the source of every unit gather */
@@ -113,15 +122,24 @@ typedef struct {
 
 /* After model_init, before the weights are set (pads the model's flat buffers for
  * stages 1, 2; stage 3 needs a model made with ModelMemOpts.sharded, and installs the unit
- * hooks in it). Collective over nothing; allocates the optimizer state. */
-void zero_init(ZeroOpt *z, int stage, int offload, Model *m, const Mesh *mesh);
-/* Once, after the weights were set (random init or --init): the optimizer takes its
+ * hooks in it). Collective over nothing; allocates the optimizer state. offload_chunk:
+ * elements per chunk of the offload's gradient staging (0: PLAN_OFFLOAD_CHUNK; the sizes
+ * are plan_offload_chunk's). */
+void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, Model *m, const Mesh *mesh);
+/* Once, after the weights were set (--init, or random init at stage 0; stages >= 1 draw
+ * random weights per slice with zero_start_random instead): the optimizer takes its
  * master slice from the model's fp32 master, and with hp/hm1/hm2 (full host buffers of
  * n elements, a resumed checkpoint; any may be NULL) the weights and moments come from
  * there. Stages 1, 2 then drop the model's full fp32 master where it is separate. Stage 3:
  * fresh weights already came through model_set_params (the set_params hook); hp is sliced
  * per unit. */
 void zero_start(ZeroOpt *z, Model *m, const float *hp, const float *hm1, const float *hm2);
+/* Stages >= 1, once, instead of zero_start after model_init_random: the random initial
+ * weights of seed (model_random_range, the values model_init_random gives) are drawn for
+ * this rank's slice only, straight into the host master with offload, else into a [per]
+ * host staging that is uploaded; then published as zero_start_slice does (moments zero).
+ * Collective over the shard group. Returns the host staging bytes it used. */
+int64_t zero_start_random(ZeroOpt *z, Model *m, Mesh *mesh, uint64_t seed);
 /* Zeroes the step's gradient accumulation (the model's grads; stage 3: the slice). */
 void zero_clear_grads(ZeroOpt *z, Model *m);
 /* Reduction of m->grads (summed over the step's samples on this rank; stage 3: the slice,
