@@ -51,7 +51,7 @@ def run_ours(args, work, cfg):
     shard = os.path.join(work, "rand.tok")
     write_shard(shard, cfg.vocab_size, args.seq_len, steps, 0)
     metrics = os.path.join(work, "ours.jsonl")
-    cmd = ["mpirun", "-np", str(args.sp), "-x", "NCCL_NVLS_ENABLE=0", args.bin, "train", "--device", "cuda",
+    cmd = ["mpirun", "-np", str(args.sp), "--bind-to", "none", "-x", "NCCL_NVLS_ENABLE=0", args.bin, "train", "--device", "cuda",
            "--model", cfg_path, "--data", shard, "--seq-len", str(args.seq_len), "--fixed-len",
            "--doc-per-sample", "--no-shuffle", "--sp", str(args.sp), "--batch", "1", "--steps", str(steps),
            "--lr", "1e-5", "--checkpoint", "1", "--metrics", metrics, "--quiet", "--profile"] + args.ours_args

@@ -205,7 +205,7 @@ class Bench:
         tag = f"ours-{self.n}"
         shard, metrics = os.path.join(self.work, "tokens.tok"), os.path.join(self.work, tag + ".jsonl")
         write_tokens(shard, self.shape["vocab_size"], T, self.a.steps)
-        launch = shlex.split(self.a.mpirun) + ["-np", str(self.sp)]
+        launch = shlex.split(self.a.mpirun) + ["-np", str(self.sp), "--bind-to", "none"]  # the CPU AdamW's threads
         if self.a.device == "cuda":
             launch += ["-x", "NCCL_NVLS_ENABLE=0"]
         cmd = launch + [self.a.bin, "train", "--device", self.a.device, "--model", self.cfg, "--data", shard,

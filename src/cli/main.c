@@ -84,7 +84,7 @@ static int cmd_train(int argc, char **argv) {
          "no limit on CPU); see `ulysses plan`"},
         {"--host-mem", FLAG_DOUBLE, &o.host_mem, "GiB", "host memory per node the plan must fit (default: no check)"},
         {"--reserve-gib", FLAG_DOUBLE, &o.reserve_gib, "GiB",
-         "CUDA context + cuBLASLt + NCCL reserve counted in the plan (default 2)"},
+         "CUDA context + cuBLASLt + NCCL reserve counted in the plan (default 3)"},
         {"--zero", FLAG_INT, &o.zero, "0|1|2|3",
          "ZeRO over the shard group (dp-shard x sp ranks): 1 shards the fp32 master weights and AdamW moments, 2 "
          "also reduce-scatters the gradients, 3 also shards the weights (gathered per layer, gradients "
@@ -167,7 +167,7 @@ static int cmd_plan(int argc, char **argv) {
          "cuda: bf16 activations, the CUDA buffers and context reserve; cpu: fp32 (default cuda)"},
         {"--gpu-mem", FLAG_DOUBLE, &gpu_mem, "GiB", "memory per GPU (default 139: an H200 as cudaMemGetInfo reports it)"},
         {"--host-mem", FLAG_DOUBLE, &o.host_mem, "GiB", "host memory per host (default: no limit)"},
-        {"--reserve-gib", FLAG_DOUBLE, &o.reserve_gib, "GiB", "CUDA context + cuBLASLt + NCCL reserve (default 2)"},
+        {"--reserve-gib", FLAG_DOUBLE, &o.reserve_gib, "GiB", "CUDA context + cuBLASLt + NCCL reserve (default 3)"},
     };
     UlError e = {{0}};
     int rc = flags_parse(flags, NFLAGS(flags), argc, argv, &e);

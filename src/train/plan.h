@@ -85,7 +85,7 @@ typedef struct {
 int64_t plan_offload_chunk(int64_t per, int64_t req, int *nbuf);
 
 /* Default CUDA context + cuBLASLt + NCCL reserve (GiB per GPU), docs/memory.md. */
-#define PLAN_DEFAULT_RESERVE_GIB 2.0
+#define PLAN_DEFAULT_RESERVE_GIB 3.0
 
 void plan_input_default(PlanInput *in);
 /* With in->mlp_tile == PLAN_MLP_AUTO the TiledMLP tile is chosen here, a pure function of
