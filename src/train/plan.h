@@ -52,9 +52,10 @@ typedef struct {
     double reserve_gib;       /* CUDA context + cuBLASLt + NCCL (cuda only) */
     int64_t dev_limit;        /* bytes per GPU the auto TiledMLP tile is chosen for (<= 0: no limit) */
     /* host copies of the training state, allocated around their use (train.c save_state,
-     * resume_state, full_weights) */
-    int save_state;           /* --save-every or --resume: the rank's part or slice of params, m, v */
-    int save_out;             /* --out: the weights [N] fp32 on rank 0 at the end */
+     * resume_state, SaveSrc) */
+    int save_state;           /* --save-every or --resume: a save's chunk buffers (+ with resume below) */
+    int resume;               /* --resume: the rank's slice of params, m, v (or all of them) */
+    int save_out;             /* --out: rank 0's weights chunk buffer at the end */
 } PlanInput;
 
 typedef struct {
