@@ -15,8 +15,9 @@
 #               rank 0 one chunk buffer for the weights (4 min(C, N)), as the save's log line of
 #               every rank's host bytes says; stages 0-3, replicas, the default chunks and
 #               C = 1000 (ULYSSES_DEBUG_SAVE_CHUNK), whose files are the default chunks' byte
-#               for byte; and a save + resume on the same mesh and stage gives the straight run
-#               exactly
+#               for byte; on one rank the files of --zero 0 (in place) and of stages 1-3 with
+#               and without offload (gathered) are the same bytes (checkpoint, --out); and a
+#               save + resume on the same mesh and stage gives the straight run exactly
 #   eval3       --zero 3 with --task kv evaluations (a number of eval samples that the DP
 #               indices do not divide) and --out: the evaluations of --zero 0, and a model
 #               that continues like --zero 0's
@@ -256,6 +257,29 @@ savemem)
     else
       rm -rf "ck-$np-${*// /}" && cp -r ck "ck-$np-${*// /}"
     fi
+  done
+  # on one rank every stage trains bit for bit alike: the files of the in-place path (--zero 0
+  # on the CPU: no copy) equal those gathered through zero_host_range (staged, offloaded, the
+  # stage-3 units), in default and small chunks; --out alone (a directory replaced) likewise
+  for run in "- --zero 0" "- --zero 2" "- --zero 3 --offload-optimizer" "1000 --zero 3" "7 --zero 1 --offload-optimizer"; do
+    set -- $run
+    C=$1; shift
+    d="one${*// /}$C"
+    rm -rf "$d"
+    if [ "$C" = - ]; then
+      train 1 --batch 4 --steps 2 --save-every 2 --ckpt-dir "$d/ck" --out "$d/o1" --quiet "$@" &&
+        train 1 --batch 4 --steps 2 --out "$d/o2" --quiet "$@"
+    else
+      ULYSSES_DEBUG_SAVE_CHUNK=$C train 1 --batch 4 --steps 2 --save-every 2 --ckpt-dir "$d/ck" --out "$d/o1" --quiet "$@" &&
+        ULYSSES_DEBUG_SAVE_CHUNK=$C train 1 --batch 4 --steps 2 --out "$d/o2" --quiet "$@"
+    fi
+    check $? "one rank $* (chunk $C): save failed"
+    [ "$*" = "--zero 0" ] && ref=$d && continue
+    for f in $(cd "$ref" && find . -type f | sort); do
+      cmp -s "$ref/$f" "$d/$f"
+      check $? "one rank: $f of $* (chunk $C) differs from --zero 0's"
+    done
+    echo "one rank $* (chunk $C): $(cd "$d" && find . -type f | wc -l) files equal to --zero 0's"
   done
   # a save and resume on the same mesh and stage continues exactly (the slices moved intact)
   T="--batch 12 --steps 8"
