@@ -159,8 +159,10 @@ void ckpt_part_chunk(int64_t n, int64_t world, int64_t rank, int64_t c, int64_t 
 
 int64_t ckpt_part_chunks(int64_t n, int64_t world, int64_t c) {
     int64_t longest = 0;
-    for (int64_t r = 0; r < world; r++)
-        if (slice_at(n, world, r + 1) - slice_at(n, world, r) > longest) longest = slice_at(n, world, r + 1) - slice_at(n, world, r);
+    for (int64_t r = 0; r < world; r++) {
+        int64_t len = slice_at(n, world, r + 1) - slice_at(n, world, r);
+        if (len > longest) longest = len;
+    }
     return (longest + c - 1) / c;
 }
 
