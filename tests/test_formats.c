@@ -162,6 +162,133 @@ static void test_safetensors(void) {
           "failed write left a file");
 }
 
+/* The exact bytes of a small file, built by hand from the format (independent of the
+ * writer): the header sorted by name, space padded to a multiple of 8, data in item order. */
+static void test_st_golden(void) {
+    const float b[2] = {1.0f, -2.0f}, a[3] = {1.5f, 1.00390625f, -0.0f}; /* b [2] F32, a [3] BF16 */
+    StWriteItem items[] = {{.name = "b", .dtype = UL_DT_F32, .ndim = 1, .shape = {2}, .data = b},
+                           {.name = "a", .dtype = UL_DT_BF16, .ndim = 1, .shape = {3}, .data = a}};
+    const char *hdr = "{\"__metadata__\":{\"format\":\"pt\"},\"a\":{\"dtype\":\"BF16\",\"shape\":[3],\"data_offsets\":"
+                      "[8,14]},\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}";
+    size_t hl = strlen(hdr), pl = (hl + 7) / 8 * 8;
+    uint8_t want[512]; /* [8 + pl + 14] */
+    ul_store_le64(want, pl);
+    memcpy(want + 8, hdr, hl);
+    memset(want + 8 + hl, ' ', pl - hl);
+    const uint8_t bf[6] = {0xc0, 0x3f, 0x80, 0x3f, 0x00, 0x80}; /* 1.5, 1.0 (the tie to even), -0.0 */
+    memcpy(want + 8 + pl, b, 8);
+    memcpy(want + 16 + pl, bf, 6);
+    size_t wn = 8 + pl + 14, n[2];
+    UlError e = {{0}};
+    CHECK(st_write(TP("g1.safetensors"), items, 2, &e) == 0, "st_write: %s", e.msg);
+    StStream *s = st_stream_open(TP("g2.safetensors"), items, 2, &e);
+    CHECK(s != NULL, "st_stream_open: %s", e.msg);
+    const float flat[5] = {1.0f, -2.0f, 1.5f, 1.00390625f, -0.0f}; /* both tensors' sources, in item order */
+    for (int i = 0; i < 5 && s; i++) CHECK(st_stream_append(s, flat + i, 1, &e) == 0, "append: %s", e.msg);
+    if (s) CHECK(st_stream_close(s, &e) == 0, "close: %s", e.msg);
+    char *g1 = slurp(TP("g1.safetensors"), &n[0]), *g2 = slurp(TP("g2.safetensors"), &n[1]);
+    CHECK(g1 && n[0] == wn && memcmp(g1, want, wn) == 0, "st_write's bytes are not the format's (%zu bytes)", n[0]);
+    CHECK(g2 && n[1] == wn && memcmp(g2, want, wn) == 0, "the stream's bytes are not the format's (%zu bytes)", n[1]);
+    free(g1);
+    free(g2);
+}
+
+/* st_stream_*: the file st_write writes, whatever the pieces (one per tensor, one element at
+ * a time, everything in one call, random pieces across tensors), and read back by st_open;
+ * an incomplete or overlong stream is an error that leaves no file. */
+static void test_st_stream(void) {
+    UlRng rng;
+    ul_rng_seed(&rng, 7);
+    /* the sources, packed in item order: w [3, 5] F32, b [7, 4] BF16 (from f32), ints [2, 2]
+     * I32, longs [3] I64, scalar [] F32, empty [0, 4] F32, tail [9] F32 */
+    enum { NW = 15, NB = 28, NI = 4, NL = 3, NT = 9 };
+    uint8_t packed[4 * NW + 4 * NB + 4 * NI + 8 * NL + 4 + 4 * NT]; /* [bytes of all sources] */
+    float w[NW], b[NB], scalar = -7.5f, tail[NT];
+    int32_t ints[NI] = {-1, 0, 7, 2147483647};
+    int64_t longs[NL] = {-5, 1ll << 40, 9223372036854775807ll};
+    for (int i = 0; i < NW; i++) w[i] = (float)ul_rng_normal(&rng);
+    for (int i = 0; i < NB; i++) b[i] = (float)(ul_rng_normal(&rng) * 100.0);
+    for (int i = 0; i < NT; i++) tail[i] = (float)i - 4.0f;
+    StWriteItem items[] = {
+        {.name = "w.weight", .dtype = UL_DT_F32, .ndim = 2, .shape = {3, 5}, .data = w},
+        {.name = "b.bias", .dtype = UL_DT_BF16, .ndim = 2, .shape = {7, 4}, .data = b},
+        {.name = "ints", .dtype = UL_DT_I32, .ndim = 2, .shape = {2, 2}, .data = ints},
+        {.name = "longs", .dtype = UL_DT_I64, .ndim = 1, .shape = {3}, .data = longs},
+        {.name = "scalar", .dtype = UL_DT_F32, .ndim = 0, .data = &scalar},
+        {.name = "empty", .dtype = UL_DT_F32, .ndim = 2, .shape = {0, 4}, .data = NULL},
+        {.name = "tail", .dtype = UL_DT_F32, .ndim = 1, .shape = {NT}, .data = tail},
+    };
+    const int ni = 7;
+    const int64_t numel[7] = {NW, NB, NI, NL, 1, 0, NT};
+    const size_t esz[7] = {4, 4, 4, 8, 4, 4, 4}; /* source bytes per element */
+    int64_t total = 0;
+    size_t off = 0;
+    for (int i = 0; i < ni; i++) {
+        if (numel[i]) memcpy(packed + off, items[i].data, (size_t)numel[i] * esz[i]);
+        off += (size_t)numel[i] * esz[i];
+        total += numel[i];
+    }
+    UlError e = {{0}};
+    CHECK(st_write(TP("ref.safetensors"), items, ni, &e) == 0, "st_write: %s", e.msg);
+    /* element k of the packed sources starts at byte at[k] */
+    size_t at[NW + NB + NI + NL + 1 + NT + 1];
+    off = 0;
+    int64_t k = 0;
+    for (int i = 0; i < ni; i++)
+        for (int64_t j = 0; j < numel[i]; j++, k++) {
+            at[k] = off;
+            off += esz[i];
+        }
+    at[k] = off;
+    for (int mode = 0; mode < 4; mode++) {
+        Path pp = tp("stream.safetensors");
+        StStream *s = st_stream_open(pp.s, items, ni, &e);
+        CHECK(s != NULL, "st_stream_open: %s", e.msg);
+        if (!s) return;
+        int rc = 0;
+        if (mode == 0) /* one piece per tensor, from the items */
+            for (int i = 0; i < ni && rc == 0; i++) rc = st_stream_append(s, items[i].data, numel[i], &e);
+        else
+            for (int64_t p = 0; p < total && rc == 0;) {
+                int64_t m = mode == 1 ? 1 : mode == 2 ? total : 1 + (int64_t)(ul_rng_uniform(&rng) * 11);
+                if (m > total - p) m = total - p;
+                rc = st_stream_append(s, packed + at[p], m, &e);
+                p += m;
+            }
+        CHECK(rc == 0, "mode %d: append: %s", mode, e.msg);
+        if (rc) {
+            st_stream_abort(s);
+            continue;
+        }
+        CHECK(access(TP("stream.safetensors.tmp"), F_OK) == 0, "mode %d: no temporary file while writing", mode);
+        CHECK(st_stream_close(s, &e) == 0, "mode %d: close: %s", mode, e.msg);
+        CHECK(access(TP("stream.safetensors.tmp"), F_OK) != 0, "mode %d: temporary file left", mode);
+        CHECK(same_file(pp.s, TP("ref.safetensors")), "mode %d: the stream differs from st_write's file", mode);
+        StFile f;
+        CHECK(st_open(&f, pp.s, &e) == 0, "mode %d: st_open: %s", mode, e.msg);
+        const StTensor *tt = st_find(&f, "tail"), *tw = st_find(&f, "w.weight");
+        float got[NW];
+        CHECK(tt && tw && st_read_f32(&f, tt, got, &e) == 0 && memcmp(got, tail, sizeof tail) == 0,
+              "mode %d: tail read back", mode);
+        CHECK(tw && st_read_f32(&f, tw, got, &e) == 0 && memcmp(got, w, sizeof w) == 0, "mode %d: w read back", mode);
+        st_close(&f);
+    }
+    /* too little data: an error naming the tensor, no file; too much: an error */
+    StStream *s = st_stream_open(TP("short.safetensors"), items, ni, &e);
+    CHECK(s && st_stream_append(s, packed, total - 1, &e) == 0, "short: append: %s", e.msg);
+    e.msg[0] = 0;
+    if (s) CHECK(st_stream_close(s, &e) != 0 && has(e.msg, "tail"), "short stream closed: '%s'", e.msg);
+    CHECK(access(TP("short.safetensors"), F_OK) != 0 && access(TP("short.safetensors.tmp"), F_OK) != 0,
+          "an incomplete stream left a file");
+    s = st_stream_open(TP("long.safetensors"), items, 1, &e);
+    e.msg[0] = 0;
+    CHECK(s && st_stream_append(s, w, NW + 1, &e) != 0 && has(e.msg, "long.safetensors"), "overlong: '%s'", e.msg);
+    st_stream_abort(s);
+    CHECK(access(TP("long.safetensors.tmp"), F_OK) != 0, "abort left the temporary file");
+    StWriteItem dup[] = {items[0], items[0]};
+    CHECK(st_stream_open(TP("dup.safetensors"), dup, 2, &e) == NULL && has(e.msg, "w.weight"), "dup: '%s'", e.msg);
+}
+
 /* An F16 file made by hand: decoding of normal, subnormal, negative and inf values. */
 static void test_f16(void) {
     const char *hdr = "{\"h\":{\"dtype\":\"F16\",\"shape\":[8],\"data_offsets\":[0,16]}}";
@@ -617,6 +744,8 @@ int main(void) {
         return 1;
     }
     test_safetensors();
+    test_st_golden();
+    test_st_stream();
     test_f16();
     test_config();
     test_rope();

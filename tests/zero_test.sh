@@ -15,11 +15,15 @@
 #               plan say; --init DIR keeps the full staging and trains like --zero 0
 #   resume      a checkpoint saved with --zero 2 resumes with --zero 0 (and the other ways round,
 #               on other meshes, with offload, and with --zero 3) and continues the uninterrupted run
-#   savemem     with ZeRO a checkpoint save holds in host memory only the rank's part of
-#               params, m, v (12 bytes per element of its file slice), the staging of its ZeRO
-#               slice (4 per; none with offload) and on rank 0 the full weights (4 N), as the
-#               save's log line of every rank's host bytes says; stages 1-3, replicas; and
-#               a save + resume on the same mesh and stage gives the straight run exactly
+#   savemem     a checkpoint save holds in host memory one chunk buffer for the rank's part
+#               (4 min(C / S, its length) bytes; none where the part is host memory in place),
+#               the staging of the pieces of its ZeRO slice it sends (none with offload) and on
+#               rank 0 one chunk buffer for the weights (4 min(C, N)), as the save's log line of
+#               every rank's host bytes says; stages 0-3, replicas, the default chunks and
+#               C = 1000 (ULYSSES_DEBUG_SAVE_CHUNK), whose files are the default chunks' byte
+#               for byte; on one rank the files of --zero 0 (in place) and of stages 1-3 with
+#               and without offload (gathered) are the same bytes (checkpoint, --out); and a
+#               save + resume on the same mesh and stage gives the straight run exactly
 #   eval3       --zero 3 with --task kv evaluations (a number of eval samples that the DP
 #               indices do not divide) and --out: the evaluations of --zero 0, and a model
 #               that continues like --zero 0's
@@ -263,26 +267,88 @@ resume)
   done
   ;;
 savemem)
-  for run in "3 --dp-shard 3 --zero 2" "4 --sp 2 --dp-shard 2 --zero 3" \
-             "4 --dp-shard 2 --dp-replicate 2 --zero 1 --offload-optimizer" "2 --sp 2 --zero 0"; do
+  # default chunks (64 Mi elements, more than N): each rank's part whole in one buffer; then
+  # chunks of C = 1000 elements (ULYSSES_DEBUG_SAVE_CHUNK): buffers of C / S (parts) and C
+  # (weights), and the same files as with the default chunks
+  for run in "- 3 --dp-shard 3 --zero 2" "- 4 --sp 2 --dp-shard 2 --zero 3" \
+             "- 4 --dp-shard 2 --dp-replicate 2 --zero 1 --offload-optimizer" "- 2 --sp 2 --zero 0" \
+             "1000 3 --dp-shard 3 --zero 2" "1000 4 --sp 2 --dp-shard 2 --zero 3" \
+             "1000 4 --dp-shard 2 --dp-replicate 2 --zero 1 --offload-optimizer" "1000 2 --sp 2 --zero 0"; do
     set -- $run
-    np=$1; shift
+    C=$1 np=$2; shift 2
     rm -rf ck
-    train "$np" --batch 12 --steps 2 --save-every 2 --ckpt-dir ck "$@" 2> log.txt
+    if [ "$C" = - ]; then
+      train "$np" --batch 12 --steps 2 --save-every 2 --ckpt-dir ck "$@" 2> log.txt
+    else
+      ULYSSES_DEBUG_SAVE_CHUNK=$C train "$np" --batch 12 --steps 2 --save-every 2 --ckpt-dir ck "$@" 2> log.txt
+    fi
     check $? "np=$np $*: save failed ($(tail -3 log.txt))"
     N=$(sed -n -e 's/.*ulysses: zero .* slice [0-9]* of \([0-9]*\) params.*/\1/p' log.txt)
     per=$(sed -n -e 's/.*ulysses: zero .* slice \([0-9]*\) of.*/\1/p' log.txt)
     line=$(grep -m1 "checkpoint host bytes" log.txt)
-    echo "np=$np $*: N=$N per=$per; $line"
+    echo "chunk $C np=$np $*: N=$N per=$per; $line"
+    rep=1
+    case "$*" in *"--dp-replicate 2"*) rep=2 ;; esac
+    S=$((np / rep))
+    case "$*" in *"--zero 0"*) S=1 ;; esac
+    [ "$C" = - ] && C=$((64 << 20))
     for r in $(seq 0 $((np - 1))); do
       got=$(echo "$line" | sed -n -e "s/.* rank$r=\([0-9+]*\).*/\1/p")
-      part=$((12 * (N * (r + 1) / np - N * r / np))) stg=$((4 * per)) w=0
-      case "$*" in *offload*) stg=0 ;; *"--zero 0"*) stg=0 part=0 ;; esac # zero 0 on the CPU: in place
-      [ "$r" -eq 0 ] && w=$((4 * N))
-      [ "$r" -eq 0 ] && case "$*" in *"--zero 0"*) w=0 ;; esac
-      check $([ "$got" = "$part+$stg+$w" ]; echo $?) \
-        "np=$np $*: rank $r held $got host bytes at the save, expected part+staging+weights $part+$stg+$w"
+      q=$((r % S)) a=$((N * r / np)) b=$((N * (r + 1) / np))
+      hi=$(((q + 1) * per)); [ $hi -gt $N ] && hi=$N
+      len=$((b - a)) cp=$((C / S)); [ $cp -gt $len ] && cp=$len
+      part=$((4 * cp)) w=0
+      # staging: the pieces of the rank's slice it sends (at most its real elements, 4 (hi - q per);
+      # with default chunks every rank wants all of them: the stage-3 mesh here has no padding)
+      stg=$((4 * (hi - q * per))) smax=$((4 * C)); [ $smax -gt $stg ] && smax=$stg
+      case "$*" in
+      *offload*) stg=0 smax=0
+        # the part in place where it lies inside the rank's own slice (host memory)
+        [ $a -ge $((q * per)) ] && [ $b -le $hi ] && part=0 ;;
+      *"--zero 0"*) stg=0 smax=0 part=0 ;; # zero 0 on the CPU: in place
+      esac
+      if [ "$r" -eq 0 ]; then w=$((4 * (C < N ? C : N))); case "$*" in *"--zero 0"*) w=0 ;; esac; fi
+      gp=${got%%+*} gs=${got#*+}; gs=${gs%%+*}; gw=${got##*+}
+      if [ "$C" -lt $((64 << 20)) ]; then # small chunks: the staging within its bound
+        check $([ "$gp+$gw" = "$part+$w" ] && [ "$gs" -le "$smax" ]; echo $?) \
+          "chunk $C np=$np $*: rank $r held $got host bytes, expected part+staging+weights $part+(<= $smax)+$w"
+      else
+        check $([ "$got" = "$part+$stg+$w" ]; echo $?) \
+          "np=$np $*: rank $r held $got host bytes at the save, expected part+staging+weights $part+$stg+$w"
+      fi
     done
+    # the files do not depend on the chunks
+    if [ "$C" -lt $((64 << 20)) ]; then
+      for f in $(cd ck && find . -type f | sort); do
+        cmp -s "ck/$f" "ck-$np-${*// /}/$f"
+        check $? "np=$np $*: $f written in chunks of $C differs from the default chunks' file"
+      done
+    else
+      rm -rf "ck-$np-${*// /}" && cp -r ck "ck-$np-${*// /}"
+    fi
+  done
+  # on one rank every stage trains bit for bit alike: the files of the in-place path (--zero 0
+  # on the CPU: no copy) equal those gathered through zero_host_range (staged, offloaded, the
+  # stage-3 units), in default and small chunks; --out alone (a directory replaced) likewise
+  for run in "- --zero 0" "- --zero 2" "- --zero 3 --offload-optimizer" "1000 --zero 3" "7 --zero 1 --offload-optimizer"; do
+    set -- $run
+    C=$1; shift
+    d="one${*// /}$C"
+    rm -rf "$d"
+    if [ "$C" = - ]; then
+      train 1 --batch 4 --steps 2 --save-every 2 --ckpt-dir "$d/ck" --out "$d/o1" --quiet "$@" &&
+        train 1 --batch 4 --steps 2 --out "$d/o2" --quiet "$@"
+    else
+      ULYSSES_DEBUG_SAVE_CHUNK=$C train 1 --batch 4 --steps 2 --save-every 2 --ckpt-dir "$d/ck" --out "$d/o1" --quiet "$@" &&
+        ULYSSES_DEBUG_SAVE_CHUNK=$C train 1 --batch 4 --steps 2 --out "$d/o2" --quiet "$@"
+    fi
+    check $? "one rank $* (chunk $C): save failed"
+    [ "$*" = "--zero 0" ] && ref=$d && continue
+    for f in $(cd "$ref" && find . -type f | sort); do
+      cmp -s "$ref/$f" "$d/$f"
+      check $? "one rank: $f of $* (chunk $C) differs from --zero 0's"
+    done
+    echo "one rank $* (chunk $C): $(cd "$d" && find . -type f | wc -l) files equal to --zero 0's"
   done
   # a save and resume on the same mesh and stage continues exactly (the slices moved intact)
   T="--batch 12 --steps 8"

@@ -382,27 +382,46 @@ int ul_load_weights(const char *dir, const ModelConfig *c, float *params, UlErro
     return rc;
 }
 
-int ul_write_hf_files(const char *dir, const ModelConfig *c, const float *params, UlDtype dtype, UlError *e) {
+int ul_write_hf_config(const char *dir, const ModelConfig *c, UlDtype dtype, UlError *e) {
     char *cfg = ul_config_to_json(c, dtype == UL_DT_BF16 ? "bfloat16" : "float32");
     char *path = path_join(dir, "config.json");
     int rc = ul_write_file_atomic(path, cfg, strlen(cfg), e);
     free(cfg);
     free(path);
-    if (rc) return rc;
+    return rc;
+}
+
+StStream *ul_hf_weights_open(const char *dir, const ModelConfig *c, UlDtype dtype, UlError *e) {
     const int64_t n = ul_param_tensor_count(c);
-    ParamInfo *info = ul_calloc((size_t)n, sizeof *info);        /* [n] */
-    StWriteItem *items = ul_calloc((size_t)n, sizeof *items);    /* [n] */
+    ParamInfo *info = ul_calloc((size_t)n, sizeof *info);     /* [n] */
+    StWriteItem *items = ul_calloc((size_t)n, sizeof *items); /* [n] */
+    int64_t off = 0;
     for (int64_t i = 0; i < n; i++) {
         ul_param_info(c, i, &info[i]);
+        /* the file's data is the flat vector itself: the tensors tile [0, N) in order */
+        UL_ASSERT(info[i].offset == off, "parameter %s at %lld, not at %lld", info[i].name, (long long)info[i].offset,
+                  (long long)off);
+        off += info[i].rows * info[i].cols;
         items[i] = (StWriteItem){.name = info[i].name, .dtype = dtype, .ndim = info[i].cols == 1 ? 1 : 2,
-                                 .shape = {info[i].rows, info[i].cols}, .data = params + info[i].offset};
+                                 .shape = {info[i].rows, info[i].cols}};
     }
-    path = path_join(dir, "model.safetensors");
-    rc = st_write(path, items, n, e);
+    char *path = path_join(dir, "model.safetensors");
+    StStream *s = st_stream_open(path, items, n, e);
     free(path);
     free(items);
     free(info);
-    return rc;
+    return s;
+}
+
+int ul_write_hf_files(const char *dir, const ModelConfig *c, const float *params, UlDtype dtype, UlError *e) {
+    if (ul_write_hf_config(dir, c, dtype, e)) return -1;
+    StStream *s = ul_hf_weights_open(dir, c, dtype, e);
+    if (!s) return -1;
+    if (st_stream_append(s, params, ul_param_numel(c), e)) {
+        st_stream_abort(s);
+        return -1;
+    }
+    return st_stream_close(s, e);
 }
 
 /* DIR + suffix + "XXXXXX", made unique by mkdtemp. NULL on failure. */
@@ -419,7 +438,8 @@ static char *make_sibling_dir(const char *dir, const char *suffix) {
     return p;
 }
 
-int ul_save_hf_dir(const char *dir_in, const ModelConfig *c, const float *params, UlDtype dtype, UlError *e) {
+int ul_hf_dir_begin(const char *dir_in, const ModelConfig *c, UlDtype dtype, char **tmp_out, UlError *e) {
+    *tmp_out = NULL;
     if (dtype != UL_DT_F32 && dtype != UL_DT_BF16)
         return ul_err(e, "%s: model dtype must be F32 or BF16, got %s", dir_in, ul_dtype_name(dtype));
     if (ul_config_validate(c, dir_in, e)) return -1;
@@ -430,13 +450,23 @@ int ul_save_hf_dir(const char *dir_in, const ModelConfig *c, const float *params
         return ul_err(e, "\"%s\": not a usable output directory", dir_in);
     }
     char *tmp = make_sibling_dir(dir, ".tmp-");
-    if (!tmp) {
-        int rc = ul_err(e, "%s: cannot create a temporary directory next to it: %s", dir, strerror(errno));
-        free(dir);
-        return rc;
+    int rc = 0;
+    if (!tmp) rc = ul_err(e, "%s: cannot create a temporary directory next to it: %s", dir, strerror(errno));
+    else if (chmod(tmp, 0755) != 0) rc = ul_err(e, "%s: chmod failed: %s", tmp, strerror(errno));
+    free(dir);
+    if (rc && tmp) {
+        ul_remove_tree(tmp);
+        free(tmp);
+        tmp = NULL;
     }
-    int rc = chmod(tmp, 0755) == 0 ? 0 : ul_err(e, "%s: chmod failed: %s", tmp, strerror(errno));
-    if (rc == 0) rc = ul_write_hf_files(tmp, c, params, dtype, e);
+    *tmp_out = tmp;
+    return rc;
+}
+
+int ul_hf_dir_end(const char *dir_in, char *tmp, int rc, UlError *e) {
+    if (!tmp) return rc ? rc : ul_err(e, "%s: no temporary directory", dir_in);
+    char *dir = ul_strdup(dir_in);
+    for (size_t n = strlen(dir); n > 1 && dir[n - 1] == '/'; n--) dir[n - 1] = 0;
     struct stat st;
     if (rc == 0 && stat(dir, &st) == 0) { /* replace: move the old one away, the new one in */
         char *old = S_ISDIR(st.st_mode) ? make_sibling_dir(dir, ".old-") : NULL;
@@ -458,4 +488,12 @@ int ul_save_hf_dir(const char *dir_in, const ModelConfig *c, const float *params
     free(tmp);
     free(dir);
     return rc;
+}
+
+int ul_save_hf_dir(const char *dir, const ModelConfig *c, const float *params, UlDtype dtype, UlError *e) {
+    char *tmp;
+    int rc = ul_hf_dir_begin(dir, c, dtype, &tmp, e);
+    if (rc) return rc;
+    rc = ul_write_hf_files(tmp, c, params, dtype, e);
+    return ul_hf_dir_end(dir, tmp, rc, e);
 }

@@ -24,10 +24,22 @@ int ul_load_weights(const char *dir, const ModelConfig *c, float *params, UlErro
 /* Writes config.json and model.safetensors into the existing directory dir, each file
  * atomically (temporary name, then rename). */
 int ul_write_hf_files(const char *dir, const ModelConfig *c, const float *params, UlDtype dtype, UlError *e);
+/* The same in steps, for weights that are never whole in memory: dir/config.json, then
+ * dir/model.safetensors opened as a stream (formats/safetensors.h) whose data is the flat
+ * float32 parameter vector [ul_param_numel(c)] in order (the tensors of the parameter table
+ * tile it), appended in pieces of any size; st_stream_close commits it. */
+int ul_write_hf_config(const char *dir, const ModelConfig *c, UlDtype dtype, UlError *e);
+StStream *ul_hf_weights_open(const char *dir, const ModelConfig *c, UlDtype dtype, UlError *e);
 
 /* Writes DIR/config.json and DIR/model.safetensors (dtype F32 or BF16) atomically:
  * everything goes to DIR.tmp-XXXX first and is renamed to DIR when complete (an
  * existing DIR is replaced). */
 int ul_save_hf_dir(const char *dir, const ModelConfig *c, const float *params, UlDtype dtype, UlError *e);
+/* ul_save_hf_dir in steps: begin checks the arguments and creates the temporary directory
+ * (*tmp, malloc'd; NULL on error), the caller writes into it (ul_write_hf_config, ...), and
+ * end renames it to DIR when rc == 0 (an existing DIR is replaced) or removes it; end frees
+ * tmp and returns the outcome. */
+int ul_hf_dir_begin(const char *dir, const ModelConfig *c, UlDtype dtype, char **tmp, UlError *e);
+int ul_hf_dir_end(const char *dir, char *tmp, int rc, UlError *e);
 
 #endif

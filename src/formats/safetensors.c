@@ -255,75 +255,173 @@ static char *build_header(const StWriteItem *items, int64_t n, const uint64_t *o
     return out;
 }
 
-/* Writes one item's data, converting float32 sources to BF16 when asked. */
-static int write_item(UlAtomicFile *af, const StWriteItem *it, int64_t numel, UlError *e) {
-    if (it->dtype != UL_DT_BF16) return ul_afile_write(af, it->data, (size_t)numel * ul_dtype_size(it->dtype), e);
+/* Writes m elements of one tensor's data from src (float32 for F32 and BF16, converted
+ * to BF16 by round-to-nearest-even; raw for I32 / I64). */
+static int write_data(UlAtomicFile *af, UlDtype dt, const void *src, int64_t m, UlError *e) {
+    if (dt != UL_DT_BF16) return ul_afile_write(af, src, (size_t)m * ul_dtype_size(dt), e);
     enum { CHUNK = 16384 };
     uint16_t buf[CHUNK]; /* [CHUNK] bf16 */
-    const float *src = it->data;
-    for (int64_t i = 0; i < numel; i += CHUNK) {
-        int64_t m = numel - i < CHUNK ? numel - i : CHUNK;
-        for (int64_t k = 0; k < m; k++) buf[k] = ul_f32_to_bf16(src[i + k]);
-        if (ul_afile_write(af, buf, (size_t)m * 2, e)) return -1;
+    const float *f = src; /* [m] */
+    for (int64_t i = 0; i < m; i += CHUNK) {
+        int64_t c = m - i < CHUNK ? m - i : CHUNK;
+        for (int64_t k = 0; k < c; k++) buf[k] = ul_f32_to_bf16(f[i + k]);
+        if (ul_afile_write(af, buf, (size_t)c * 2, e)) return -1;
     }
     return 0;
 }
 
-int st_write(const char *path, const StWriteItem *items, int64_t n, UlError *e) {
-    if (n < 0) return ul_err(e, "%s: negative tensor count", path);
-    uint64_t *offsets = n ? ul_malloc((size_t)n * sizeof(uint64_t)) : NULL; /* [n] */
-    uint64_t *nbytes = n ? ul_malloc((size_t)n * sizeof(uint64_t)) : NULL;  /* [n] */
-    int64_t *numel = n ? ul_malloc((size_t)n * sizeof(int64_t)) : NULL;    /* [n] */
+/* Bytes per element of an item's source data: float32 for F32 and BF16. */
+static size_t src_size(UlDtype dt) { return dt == UL_DT_BF16 ? 4 : ul_dtype_size(dt); }
+
+struct StStream {
+    UlAtomicFile af;
+    int64_t n;        /* tensors */
+    UlDtype *dtype;   /* [n] */
+    int64_t *numel;   /* [n] */
+    char **name;      /* [n] */
+    int64_t cur;      /* the tensor being written */
+    int64_t done;     /* elements of tensor cur written so far */
+};
+
+static void stream_free(StStream *s) {
+    for (int64_t i = 0; i < s->n; i++) free(s->name[i]);
+    free(s->name);
+    free(s->dtype);
+    free(s->numel);
+    free(s);
+}
+
+/* Checks the items (names, dtypes, shapes; data where need_data) and gives each one's
+ * element count, byte count and data offset (numel, nbytes, offsets: [n] each). */
+static int check_items(const char *path, const StWriteItem *items, int64_t n, int need_data, int64_t *numel,
+                       uint64_t *nbytes, uint64_t *offsets, UlError *e) {
     uint64_t off = 0;
-    int rc = 0;
-    for (int64_t i = 0; i < n && rc == 0; i++) {
+    for (int64_t i = 0; i < n; i++) {
         const StWriteItem *it = &items[i];
         if (!it->name || !it->name[0] || strcmp(it->name, "__metadata__") == 0)
-            rc = ul_err(e, "%s: item %lld has an invalid name", path, (long long)i);
-        else if (it->dtype != UL_DT_F32 && it->dtype != UL_DT_BF16 && it->dtype != UL_DT_I32 && it->dtype != UL_DT_I64)
-            rc = ul_err(e, "%s: tensor \"%s\": cannot write dtype %s", path, it->name, ul_dtype_name(it->dtype));
-        else if (it->ndim < 0 || it->ndim > UL_ST_MAX_DIMS)
-            rc = ul_err(e, "%s: tensor \"%s\": bad ndim %d", path, it->name, it->ndim);
+            return ul_err(e, "%s: item %lld has an invalid name", path, (long long)i);
+        if (it->dtype != UL_DT_F32 && it->dtype != UL_DT_BF16 && it->dtype != UL_DT_I32 && it->dtype != UL_DT_I64)
+            return ul_err(e, "%s: tensor \"%s\": cannot write dtype %s", path, it->name, ul_dtype_name(it->dtype));
+        if (it->ndim < 0 || it->ndim > UL_ST_MAX_DIMS)
+            return ul_err(e, "%s: tensor \"%s\": bad ndim %d", path, it->name, it->ndim);
         uint64_t m = 1;
-        for (int d = 0; d < it->ndim && rc == 0; d++)
+        for (int d = 0; d < it->ndim; d++)
             if (it->shape[d] < 0 || __builtin_mul_overflow(m, (uint64_t)it->shape[d], &m) || m > (1ull << 53))
-                rc = ul_err(e, "%s: tensor \"%s\": bad shape", path, it->name);
-        if (rc) break;
-        if (m > 0 && !it->data) rc = ul_err(e, "%s: tensor \"%s\": no data", path, it->name);
+                return ul_err(e, "%s: tensor \"%s\": bad shape", path, it->name);
+        if (need_data && m > 0 && !it->data) return ul_err(e, "%s: tensor \"%s\": no data", path, it->name);
         numel[i] = (int64_t)m;
         nbytes[i] = m * ul_dtype_size(it->dtype);
         offsets[i] = off;
         off += nbytes[i];
-        if (off > (1ull << 53)) rc = ul_err(e, "%s: total data too large", path);
+        if (off > (1ull << 53)) return ul_err(e, "%s: total data too large", path);
     }
     /* Names must be unique (the header is a JSON object). */
-    const StWriteItem **sorted = n && rc == 0 ? ul_malloc((size_t)n * sizeof *sorted) : NULL; /* [n] */
-    if (sorted) {
-        for (int64_t i = 0; i < n; i++) sorted[i] = &items[i];
-        qsort(sorted, (size_t)n, sizeof *sorted, cmp_item_name);
-        for (int64_t i = 1; i < n && rc == 0; i++)
-            if (strcmp(sorted[i - 1]->name, sorted[i]->name) == 0)
-                rc = ul_err(e, "%s: tensor \"%s\" given twice", path, sorted[i]->name);
-        free(sorted);
+    int rc = 0;
+    const StWriteItem **sorted = n ? ul_malloc((size_t)n * sizeof *sorted) : NULL; /* [n] */
+    for (int64_t i = 0; i < n; i++) sorted[i] = &items[i];
+    if (n) qsort(sorted, (size_t)n, sizeof *sorted, cmp_item_name);
+    for (int64_t i = 1; i < n && rc == 0; i++)
+        if (strcmp(sorted[i - 1]->name, sorted[i]->name) == 0)
+            rc = ul_err(e, "%s: tensor \"%s\" given twice", path, sorted[i]->name);
+    free(sorted);
+    return rc;
+}
+
+static StStream *stream_open(const char *path, const StWriteItem *items, int64_t n, int need_data, UlError *e) {
+    if (n < 0) {
+        ul_err(e, "%s: negative tensor count", path);
+        return NULL;
     }
-    UlAtomicFile af;
+    uint64_t *offsets = n ? ul_malloc((size_t)n * sizeof(uint64_t)) : NULL; /* [n] */
+    uint64_t *nbytes = n ? ul_malloc((size_t)n * sizeof(uint64_t)) : NULL;  /* [n] */
+    StStream *s = ul_calloc(1, sizeof *s);
+    s->numel = n ? ul_malloc((size_t)n * sizeof(int64_t)) : NULL; /* [n] */
+    int rc = check_items(path, items, n, need_data, s->numel, nbytes, offsets, e);
     if (rc == 0) {
+        s->n = n;
+        s->dtype = n ? ul_malloc((size_t)n * sizeof(UlDtype)) : NULL; /* [n] */
+        s->name = n ? ul_malloc((size_t)n * sizeof(char *)) : NULL;   /* [n] */
+        for (int64_t i = 0; i < n; i++) {
+            s->dtype[i] = items[i].dtype;
+            s->name[i] = ul_strdup(items[i].name);
+        }
         size_t hlen;
         char *hdr = build_header(items, n, offsets, nbytes, &hlen);
         uint8_t pre[8];
         ul_store_le64(pre, hlen);
-        rc = ul_afile_open(&af, path, e);
+        rc = ul_afile_open(&s->af, path, e);
         if (rc == 0) {
-            rc = ul_afile_write(&af, pre, 8, e);
-            if (rc == 0) rc = ul_afile_write(&af, hdr, hlen, e);
-            for (int64_t i = 0; i < n && rc == 0; i++) rc = write_item(&af, &items[i], numel[i], e);
-            if (rc == 0) rc = ul_afile_commit(&af, e);
-            else ul_afile_abort(&af);
+            rc = ul_afile_write(&s->af, pre, 8, e);
+            if (rc == 0) rc = ul_afile_write(&s->af, hdr, hlen, e);
+            if (rc) ul_afile_abort(&s->af);
         }
         free(hdr);
     }
     free(offsets);
     free(nbytes);
-    free(numel);
+    if (rc) {
+        stream_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+StStream *st_stream_open(const char *path, const StWriteItem *items, int64_t n, UlError *e) {
+    return stream_open(path, items, n, 0, e);
+}
+
+/* Moves past the tensors that are complete (and the empty ones). */
+static void stream_skip_full(StStream *s) {
+    while (s->cur < s->n && s->done == s->numel[s->cur]) {
+        s->cur++;
+        s->done = 0;
+    }
+}
+
+int st_stream_append(StStream *s, const void *data, int64_t numel, UlError *e) {
+    const uint8_t *src = data; /* [numel] elements of the tensors' source types */
+    while (numel > 0) {
+        stream_skip_full(s);
+        if (s->cur == s->n)
+            return ul_err(e, "%s: %lld elements more than the header's tensors hold", s->af.path, (long long)numel);
+        int64_t m = s->numel[s->cur] - s->done;
+        if (m > numel) m = numel;
+        if (write_data(&s->af, s->dtype[s->cur], src, m, e)) return -1;
+        src += (size_t)m * src_size(s->dtype[s->cur]);
+        s->done += m;
+        numel -= m;
+    }
+    return 0;
+}
+
+int st_stream_close(StStream *s, UlError *e) {
+    stream_skip_full(s);
+    int rc = 0;
+    if (s->cur < s->n) {
+        rc = ul_err(e, "%s: tensor \"%s\" has %lld of its %lld elements (the stream ended early)", s->af.path,
+                    s->name[s->cur], (long long)s->done, (long long)s->numel[s->cur]);
+        ul_afile_abort(&s->af);
+    } else {
+        rc = ul_afile_commit(&s->af, e);
+    }
+    stream_free(s);
     return rc;
+}
+
+void st_stream_abort(StStream *s) {
+    if (!s) return;
+    ul_afile_abort(&s->af);
+    stream_free(s);
+}
+
+int st_write(const char *path, const StWriteItem *items, int64_t n, UlError *e) {
+    StStream *s = stream_open(path, items, n, 1, e);
+    if (!s) return -1;
+    int rc = 0;
+    for (int64_t i = 0; i < n && rc == 0; i++) rc = st_stream_append(s, items[i].data, s->numel[i], e);
+    if (rc) {
+        st_stream_abort(s);
+        return rc;
+    }
+    return st_stream_close(s, e);
 }

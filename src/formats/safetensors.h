@@ -59,4 +59,19 @@ typedef struct {
  * them sorted by name, deterministic bytes). Writes PATH.tmp then renames. */
 int st_write(const char *path, const StWriteItem *items, int64_t n, UlError *e);
 
+/* The same file written as a stream, without the whole data in memory: st_stream_open
+ * writes the header for items[n] (names, dtypes, shapes; their .data is not read) to
+ * PATH.tmp; st_stream_append then takes the data in item order, numel elements at a time
+ * (of the items' source types, as st_write's .data: float32 for F32 / BF16), in pieces of
+ * any size that may run on from one tensor into the next; st_stream_close checks that every
+ * tensor is complete, fsyncs and renames PATH.tmp onto PATH (an incomplete stream is an
+ * error and leaves nothing). The bytes equal st_write's for the same items and data (st_write
+ * is this stream in one piece per item). After an error from append, call st_stream_abort
+ * (removes PATH.tmp). open returns NULL on error; close and abort free the stream. */
+typedef struct StStream StStream;
+StStream *st_stream_open(const char *path, const StWriteItem *items, int64_t n, UlError *e);
+int st_stream_append(StStream *s, const void *data, int64_t numel, UlError *e);
+int st_stream_close(StStream *s, UlError *e);
+void st_stream_abort(StStream *s); /* NULL: nothing */
+
 #endif

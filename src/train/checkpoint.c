@@ -151,6 +151,21 @@ void ckpt_part_range(int64_t n, int64_t world, int64_t rank, int64_t *begin, int
     *end = slice_at(n, world, rank + 1);
 }
 
+void ckpt_part_chunk(int64_t n, int64_t world, int64_t rank, int64_t c, int64_t j, int64_t *lo, int64_t *hi) {
+    int64_t a = slice_at(n, world, rank), b = slice_at(n, world, rank + 1);
+    *lo = j < (b - a + c - 1) / c ? a + j * c : b;
+    *hi = *lo + c < b ? *lo + c : b;
+}
+
+int64_t ckpt_part_chunks(int64_t n, int64_t world, int64_t c) {
+    int64_t longest = 0;
+    for (int64_t r = 0; r < world; r++) {
+        int64_t len = slice_at(n, world, r + 1) - slice_at(n, world, r);
+        if (len > longest) longest = len;
+    }
+    return (longest + c - 1) / c;
+}
+
 /* ---------------------------------------------------------------- JSON helpers */
 
 /* A double as the shortest text that reads back to exactly the same value. */
@@ -359,11 +374,41 @@ int ckpt_check_config(const char *path, const ModelConfig *c, UlError *e) {
 
 /* ---------------------------------------------------------------- HF files */
 
-int ckpt_write_hf_files(const char *dir, const ModelConfig *c, const float *params, UlDtype dtype, UlError *e) {
-    if (mkdir_p(dir, "--out", e)) return -1;
-    int rc = ul_write_hf_files(dir, c, params, dtype, e);
-    if (rc == 0) fsync_dir(dir);
+/* dir/config.json and dir/model.safetensors, written by world rank 0 (when ok: else it only
+ * takes part) from src's weights in chunks; every rank runs the chunk loop, since fetching
+ * a chunk may gather over the ranks. Rank 0's outcome (0 elsewhere); not agreed. */
+static int stream_hf(const char *dir, const ModelConfig *c, UlDtype dtype, const CkptSource *src, int ok, UlError *e) {
+    StStream *st = NULL;
+    int rc = 0;
+    if (my_rank() == 0 && ok) {
+        rc = ul_write_hf_config(dir, c, dtype, e);
+        if (rc == 0) st = ul_hf_weights_open(dir, c, dtype, e);
+        if (rc == 0 && !st) rc = -1;
+    }
+    for (int64_t a = 0; a < src->n; a += src->chunk) {
+        int64_t b = src->n - a < src->chunk ? src->n : a + src->chunk;
+        const float *w = src->weights(src->user, a, b); /* [b - a] on rank 0 */
+        if (st && rc == 0) rc = st_stream_append(st, w, b - a, e);
+    }
+    if (st) {
+        if (rc == 0) rc = st_stream_close(st, e);
+        else st_stream_abort(st);
+    }
     return rc;
+}
+
+int ckpt_write_out(const char *dir, const ModelConfig *c, UlDtype dtype, int in_place, const CkptSource *src,
+                   UlError *e) {
+    char *tmp = NULL;
+    int rc = 0;
+    if (my_rank() == 0) rc = in_place ? mkdir_p(dir, "--out", e) : ul_hf_dir_begin(dir, c, dtype, &tmp, e);
+    int rc2 = stream_hf(in_place ? dir : tmp, c, dtype, src, rc == 0, e);
+    if (rc == 0) rc = rc2;
+    if (my_rank() == 0) {
+        if (in_place && rc == 0) fsync_dir(dir);
+        if (!in_place && tmp) rc = ul_hf_dir_end(dir, tmp, rc, e); /* frees tmp */
+    }
+    return ul_agree(rc, e);
 }
 
 /* ---------------------------------------------------------------- state.json */
@@ -823,30 +868,43 @@ static void rotate(const char *root, int64_t keep_last, int64_t step) {
     free(v);
 }
 
-static int write_part(const char *tmp, const CkptPart *s, int64_t r, int64_t w, UlError *e) {
+/* This rank's part, streamed from src chunk by chunk (every rank runs the whole loop:
+ * fetching a chunk may gather over the ranks, and a rank whose write failed keeps taking
+ * part). Not agreed. */
+static int write_part(const char *tmp, const CkptSource *src, int64_t r, int64_t w, UlError *e) {
     char nm[96], fp[PATH_CAP];
-    if (pfmt(fp, sizeof fp, e, "%s/%s", tmp, part_name(nm, sizeof nm, r, w))) return -1;
-    int64_t a = slice_at(s->n, w, r), b = slice_at(s->n, w, r + 1);
+    int rc = pfmt(fp, sizeof fp, e, "%s/%s", tmp, part_name(nm, sizeof nm, r, w));
+    int64_t a = slice_at(src->n, w, r), b = slice_at(src->n, w, r + 1);
     StWriteItem it[3] = {
-        {.name = "params", .dtype = UL_DT_F32, .ndim = 1, .shape = {b - a}, .data = s->params},
-        {.name = "exp_avg", .dtype = UL_DT_F32, .ndim = 1, .shape = {b - a}, .data = s->mom1},
-        {.name = "exp_avg_sq", .dtype = UL_DT_F32, .ndim = 1, .shape = {b - a}, .data = s->mom2},
+        {.name = "params", .dtype = UL_DT_F32, .ndim = 1, .shape = {b - a}},
+        {.name = "exp_avg", .dtype = UL_DT_F32, .ndim = 1, .shape = {b - a}},
+        {.name = "exp_avg_sq", .dtype = UL_DT_F32, .ndim = 1, .shape = {b - a}},
     };
-    return st_write(fp, it, 3, e); /* fsyncs and renames */
+    StStream *st = rc == 0 ? st_stream_open(fp, it, 3, e) : NULL;
+    if (rc == 0 && !st) rc = -1;
+    const int64_t nj = ckpt_part_chunks(src->n, w, src->part_chunk);
+    for (int vec = 0; vec < 3; vec++)
+        for (int64_t j = 0; j < nj; j++) {
+            int64_t lo, hi;
+            ckpt_part_chunk(src->n, w, r, src->part_chunk, j, &lo, &hi);
+            const float *d = src->part(src->user, vec, j); /* [hi - lo] */
+            if (rc == 0 && hi > lo) rc = st_stream_append(st, d, hi - lo, e);
+        }
+    if (st) {
+        if (rc == 0) rc = st_stream_close(st, e); /* fsyncs and renames */
+        else st_stream_abort(st);
+    }
+    return rc;
 }
 
-/* Rank 0, after every part is on disk: HF files, state.json, marker, rename, rotation. */
-static int finish_save(const char *root, const char *tmp, const char *final, const CkptRun *r, const CkptPart *s,
+/* Rank 0, after every part and the HF files are on disk: state.json, marker, rename, rotation. */
+static int finish_save(const char *root, const char *tmp, const char *final, const CkptRun *r, int64_t n,
                        int64_t step, int64_t keep_last, UlError *e) {
-    const TrainOptions *o = r->o;
     char p[PATH_CAP];
-    int rc = ul_write_hf_files(tmp, r->c, s->model, strcmp(o->save_dtype, "bf16") == 0 ? UL_DT_BF16 : UL_DT_F32, e);
-    if (rc == 0) {
-        char *txt = state_json(r, step, s->n);
-        rc = pfmt(p, sizeof p, e, "%s/" CKPT_STATE, tmp);
-        if (rc == 0) rc = ul_write_file_atomic(p, txt, strlen(txt), e);
-        free(txt);
-    }
+    char *sj = state_json(r, step, n);
+    int rc = pfmt(p, sizeof p, e, "%s/" CKPT_STATE, tmp);
+    if (rc == 0) rc = ul_write_file_atomic(p, sj, strlen(sj), e);
+    free(sj);
     if (rc) return rc;
     crash_point("files");
     /* the marker: every file and its size, written last */
@@ -893,13 +951,33 @@ static int finish_save(const char *root, const char *tmp, const char *final, con
     return 0;
 }
 
-int ckpt_save(const char *root, const CkptRun *r, const CkptState *s, int64_t step, int64_t keep_last, UlError *e) {
-    int64_t a = slice_at(s->n, r->mesh->world, r->mesh->rank);
-    CkptPart p = {s->params + a, s->mom1 + a, s->mom2 + a, s->params, s->n};
-    return ckpt_save_part(root, r, &p, step, keep_last, e);
+/* ckpt_save's source: the replicated full buffers themselves. */
+typedef struct {
+    const CkptState *s;
+    const Mesh *m;
+} StateSource;
+
+static const float *state_part(void *user, int vec, int64_t j) {
+    const StateSource *ss = user;
+    const float *v[3] = {ss->s->params, ss->s->mom1, ss->s->mom2};
+    int64_t lo, hi;
+    ckpt_part_chunk(ss->s->n, ss->m->world, ss->m->rank, CKPT_CHUNK, j, &lo, &hi);
+    return v[vec] + lo;
 }
 
-int ckpt_save_part(const char *root, const CkptRun *r, const CkptPart *s, int64_t step, int64_t keep_last, UlError *e) {
+static const float *state_weights(void *user, int64_t a, int64_t b) {
+    (void)b;
+    return ((const StateSource *)user)->s->params + a;
+}
+
+int ckpt_save(const char *root, const CkptRun *r, const CkptState *s, int64_t step, int64_t keep_last, UlError *e) {
+    StateSource ss = {s, r->mesh};
+    CkptSource src = {s->n, CKPT_CHUNK, CKPT_CHUNK, state_part, state_weights, &ss};
+    return ckpt_save_stream(root, r, &src, step, keep_last, e);
+}
+
+int ckpt_save_stream(const char *root, const CkptRun *r, const CkptSource *src, int64_t step, int64_t keep_last,
+                     UlError *e) {
     const Mesh *m = r->mesh;
     char final[PATH_CAP], tmp[PATH_CAP] = {0}, sub[PATH_CAP];
     ckpt_step_dir(final, sizeof final, root, step);
@@ -914,14 +992,16 @@ int ckpt_save_part(const char *root, const CkptRun *r, const CkptPart *s, int64_
     }
     if (ul_agree(rc, e)) return -1;
     MPI_Bcast(tmp, (int)sizeof tmp, MPI_CHAR, 0, MPI_COMM_WORLD);
-    rc = write_part(tmp, s, m->rank, m->world, e);
+    rc = write_part(tmp, src, m->rank, m->world, e);
     if (ul_agree(rc, e)) { /* every rank is past its write: the temporary can go */
         if (m->rank == 0) ul_remove_tree(tmp);
         return -1;
     }
     crash_point("parts");
+    UlDtype dt = strcmp(r->o->save_dtype, "bf16") == 0 ? UL_DT_BF16 : UL_DT_F32;
+    rc = stream_hf(tmp, r->c, dt, src, 1, e); /* every rank takes part; rank 0 writes */
     if (m->rank == 0) {
-        rc = finish_save(root, tmp, final, r, s, step, keep_last, e);
+        if (rc == 0) rc = finish_save(root, tmp, final, r, src->n, step, keep_last, e);
         if (rc) ul_remove_tree(tmp);
     }
     return ul_agree(rc, e);

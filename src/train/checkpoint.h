@@ -12,8 +12,8 @@
  * agrees that every rank succeeded, then rank 0 writes the HF files, state.json and the
  * marker (all fsynced) and renames the directory to its final name: a name step-N only
  * ever appears complete, and a directory without a valid marker is never loaded.
- * Saving needs in host memory only the rank's part (and on rank 0 the full fp32 weights
- * for model.safetensors); loading reads, on each rank, only the parts that overlap the
+ * Saving streams every file from chunks of the state (CkptSource): no rank holds more
+ * than a chunk of it in host memory; loading reads, on each rank, only the parts that overlap the
  * ranges it asks for, so any mesh can resume any checkpoint. Every function here is collective (every rank calls it) and agrees on
  * errors with ul_agree: one message naming the file or flag on every rank. */
 #ifndef UL_CHECKPOINT_H
@@ -46,14 +46,31 @@ typedef struct {
     int64_t n;
 } CkptState;
 
-/* What one rank saves: its part [begin, end) = ckpt_part_range(n, world, rank) of the
- * three flat vectors, and on rank 0 the full fp32 weights for model.safetensors. */
-typedef struct {
-    const float *params, *mom1, *mom2; /* [end - begin] each */
-    const float *model;                /* [n] on rank 0; unused elsewhere */
-    int64_t n;
-} CkptPart;
+/* Elements of host memory a save moves at a time (64 Mi floats, 256 MiB): model.safetensors
+ * is written from chunks of `chunk` elements of the flat weights, and each rank's part from
+ * chunks of `part_chunk` elements of each vector (train.c uses CKPT_CHUNK and CKPT_CHUNK / S
+ * for a ZeRO shard group of S ranks, so that one exchange moves at most CKPT_CHUNK elements;
+ * train/plan.c charges these). */
+#define CKPT_CHUNK ((int64_t)64 << 20)
 
+/* What a save writes, a chunk at a time: no rank needs more than a chunk of the state in
+ * host memory. The callbacks are collective over the world: every rank calls them in the
+ * same order, the same number of times (so they may gather over the ranks), and returns a
+ * pointer to host memory that stays valid until the next call: a buffer of the source's,
+ * or the state itself where it lives in host memory. */
+typedef struct {
+    int64_t n;          /* parameters */
+    int64_t part_chunk; /* >= 1: elements of one part() call (ckpt_part_chunk) */
+    int64_t chunk;      /* >= 1: elements of one weights() call */
+    /* Chunk j of vector vec (0: fp32 master weights "params", 1: AdamW m "exp_avg", 2: v
+     * "exp_avg_sq") of this rank's part: ckpt_part_chunk(n, world, rank, part_chunk, j);
+     * [hi - lo] elements (unused when empty). */
+    const float *(*part)(void *user, int vec, int64_t j);
+    /* Flat [a, b) of the fp32 weights on world rank 0 ([b - a]; the result is unused on
+     * other ranks, which take part in the gathering). */
+    const float *(*weights)(void *user, int64_t a, int64_t b);
+    void *user;
+} CkptSource;
 /* What one rank loads: flat elements [begin, end) of the three vectors into
  * params/mom1/mom2[0 : end - begin) (host). */
 typedef struct {
@@ -63,6 +80,10 @@ typedef struct {
 
 /* The part of rank `rank` of `world`: [floor(n*rank/world), floor(n*(rank+1)/world)). */
 void ckpt_part_range(int64_t n, int64_t world, int64_t rank, int64_t *begin, int64_t *end);
+/* Chunk j of that part in chunks of c elements: [begin + j c, min(end, begin + (j + 1) c))
+ * ([lo, lo) when past its end); and how many chunks the longest part of the world has. */
+void ckpt_part_chunk(int64_t n, int64_t world, int64_t rank, int64_t c, int64_t j, int64_t *lo, int64_t *hi);
+int64_t ckpt_part_chunks(int64_t n, int64_t world, int64_t c);
 
 /* --rope-theta X (0: keep), --rope-scaling SPEC (NULL: keep), --max-position-embeddings N
  * (0: keep) applied to c. SPEC: "default" (no scaling) or
@@ -100,12 +121,17 @@ int ckpt_prepare(const char *root, int resuming, UlError *e);
  * then, with keep_last > 0, removes the oldest complete checkpoints of steps <= step
  * beyond the keep_last newest. */
 int ckpt_save(const char *root, const CkptRun *r, const CkptState *s, int64_t step, int64_t keep_last, UlError *e);
-/* The same from each rank's part only (CkptPart). */
-int ckpt_save_part(const char *root, const CkptRun *r, const CkptPart *p, int64_t step, int64_t keep_last, UlError *e);
+/* The same from a source (CkptSource): each rank streams its part, then world rank 0
+ * streams model.safetensors while the others feed the gathering. */
+int ckpt_save_stream(const char *root, const CkptRun *r, const CkptSource *src, int64_t step, int64_t keep_last,
+                     UlError *e);
 
-/* Writes dir/config.json and dir/model.safetensors in place (dir created if missing;
- * each file atomically; other entries of dir are kept). Not collective. */
-int ckpt_write_hf_files(const char *dir, const ModelConfig *c, const float *params, UlDtype dtype, UlError *e);
+/* --out: dir/config.json and dir/model.safetensors written by world rank 0 from src's
+ * weights (streamed; part() is not used). in_place: into dir (created if missing; each
+ * file atomically; other entries of dir are kept: dir may hold the checkpoints); else dir
+ * is replaced as a whole (ul_save_hf_dir). Collective, agreed. */
+int ckpt_write_out(const char *dir, const ModelConfig *c, UlDtype dtype, int in_place, const CkptSource *src,
+                   UlError *e);
 
 /* A JSONL file of per-step objects ({"step": N, ...}) on resume: keeps the lines with
  * step <= step (rewritten atomically), calls fn for each kept line (may be NULL). A

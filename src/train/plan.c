@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/params.h"
+#include "train/checkpoint.h"
 
 #define CUDA_WORKSPACE_BYTES ((int64_t)32 << 20) /* UL_CUDA_WORKSPACE_BYTES (kernels/cuda) */
 
@@ -176,26 +177,33 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
         add(p, PG_LOSS, 1, 0, loss_tile * V * F, "eval logits host copy");
     }
     /* Host copies of the state exist only around their use (train.c save_state,
-     * resume_state, full_weights), one at a time; the largest is the host peak above the
-     * rest, charged for rank 0 (the largest). A save: the rank's part of params, m, v
-     * [ceil(N / W)] x 3 (none on the CPU backend without ZeRO: in place), the full weights
-     * [N] for model.safetensors (rank 0; in place likewise), and with ZeRO >= 1 without
-     * offload a [per] staging of one vector while pieces move. A resume: the slice [per] x 3
-     * with ZeRO >= 1, the full [N] x 3 on CUDA without ZeRO (then broadcast). --out: the
-     * weights [N] on rank 0 (+ the staging). The initial weights (train.c): random with
-     * ZeRO >= 1, each rank draws only its slice (zero_start_random), straight into the host
-     * master with offload (no staging), else into a [per] staging that is uploaded; ZeRO 0
-     * and --init (the safetensors loader reads whole tensors) stage all [N] on the host, and
-     * stage 3 slices them through a [per] copy meanwhile (z3_set_params). */
+     * resume_state, SaveSrc), one at a time; the largest is the host peak above the
+     * rest, charged for rank 0 (the largest). A save and --out are streamed in chunks
+     * (checkpoint.h CKPT_CHUNK = C elements; none of these on the CPU backend without ZeRO:
+     * in place): one buffer for the rank's part, [min(C / Z, ceil(N / W))] (Z = the shard
+     * group with ZeRO >= 1, else 1), reused for params, m, v; on rank 0 one for the weights of
+     * model.safetensors, [min(C, N)]; and with ZeRO >= 1 without offload the staging of the
+     * pieces of the slice sent in one exchange, at most [min(per, C)]. With offload a chunk
+     * inside one piece of the rank's own slice is taken in place (counted here as if not).
+     * A resume: the slice [per] x 3 with ZeRO >= 1, the full [N] x 3 on CUDA without ZeRO
+     * (then broadcast). --out: the weights buffer and the staging. The initial weights
+     * (train.c): random with ZeRO >= 1, each rank draws only its slice (zero_start_random),
+     * straight into the host master with offload (no staging), else into a [per] staging
+     * that is uploaded; ZeRO 0 and --init (the safetensors loader reads whole tensors) stage
+     * all [N] on the host, and stage 3 slices them through a [per] copy meanwhile
+     * (z3_set_params). */
     int64_t W = S * (in->dp_shard > 0 ? in->dp_shard : 1) * (in->dp_replicate > 0 ? in->dp_replicate : 1);
     int h_owned = in->cuda || z >= 1;
-    int64_t h_stage = z >= 1 && !in->offload_optimizer ? zper * F : 0;
-    int64_t h_save = h_owned ? 3 * ceil_div(N, W) * F + N * F + h_stage : 0;
-    int64_t h_resume = z >= 1 ? 3 * zper * F : in->cuda ? 3 * N * F : 0;
+    int64_t h_chunk = CKPT_CHUNK, h_zs = z >= 1 ? nsh : 1, h_pc = h_chunk / h_zs > 0 ? h_chunk / h_zs : 1;
+    int64_t h_stage = z >= 1 && !in->offload_optimizer ? (zper < h_chunk ? zper : h_chunk) * F : 0;
+    int64_t h_wbuf = h_owned ? (N < h_chunk ? N : h_chunk) * F : 0;
+    int64_t h_part = h_owned ? (ceil_div(N, W) < h_pc ? ceil_div(N, W) : h_pc) * F : 0;
+    int64_t h_save = h_part + h_stage + h_wbuf;
+    int64_t h_resume = !in->resume ? 0 : z >= 1 ? 3 * zper * F : in->cuda ? 3 * N * F : 0;
     int init_full = z == 0 || in->init_weights;
     int64_t h_init = in->resume ? 0 : init_full ? N * F + (z >= 3 ? zper * F : 0) : oo ? 0 : zper * F;
     int64_t h_state = in->save_state ? (h_save > h_resume ? h_save : h_resume) : 0;
-    int64_t h_out = in->save_out && h_owned ? N * F + h_stage : 0;
+    int64_t h_out = in->save_out ? h_wbuf + h_stage : 0;
     if (h_state >= h_init && h_state >= h_out)
         add(p, PG_WORK, 1, 0, h_state, "state host copy: the rank's part or slice of params, m, v (checkpoint save/resume)");
     else if (h_out > h_init)

@@ -50,14 +50,15 @@ typedef struct {
     int offload_optimizer;    /* fp32 master weights and AdamW moments in host memory */
     int64_t offload_chunk;    /* elements per chunk of the offload's gradient staging (0: PLAN_OFFLOAD_CHUNK) */
     int init_weights;         /* --init DIR: the weights are read in full [N] on the host at start-up */
-    int resume;               /* --resume: the weights come from the checkpoint (no initial weights) */
     int eval;                 /* evaluation during training (model_eval's fp32 logits) */
     double reserve_gib;       /* CUDA context + cuBLASLt + NCCL (cuda only) */
     int64_t dev_limit;        /* bytes per GPU the auto TiledMLP tile is chosen for (<= 0: no limit) */
     /* host copies of the training state, allocated around their use (train.c save_state,
-     * resume_state, full_weights) */
-    int save_state;           /* --save-every or --resume: the rank's part or slice of params, m, v */
-    int save_out;             /* --out: the weights [N] fp32 on rank 0 at the end */
+     * resume_state, SaveSrc) */
+    int save_state;           /* --save-every or --resume: a save's chunk buffers (+ with resume below) */
+    int resume;               /* --resume: the weights come from the checkpoint (no initial weights);
+                                 the rank's slice of params, m, v (or all of them) is read */
+    int save_out;             /* --out: rank 0's weights chunk buffer at the end */
 } PlanInput;
 
 typedef struct {

@@ -176,34 +176,6 @@ static int validate(const TrainOptions *o, const ModelConfig *c, int world, UlEr
 
 #define F32B(n) ((size_t)(n) * sizeof(float))
 
-/* The full fp32 weights [n] in host memory on world rank 0 for model.safetensors (NULL
- * elsewhere; *owned: free it): the model's own on the CPU backend without ZeRO, else a
- * copy (stages >= 1: gathered from replica 0's shard group, which this is collective over). */
-static float *full_weights(ZeroOpt *z, Model *m, Mesh *mesh, int on_gpu, int *owned) {
-    int64_t N = m->n_params;
-    float *w = NULL;
-    *owned = 0;
-    if (z->stage == 0) {
-        if (mesh->rank != 0) return NULL;
-        if (!on_gpu) return m->params;
-        w = ul_malloc(F32B(N)); /* [N] */
-        model_get_params(m, w);
-        *owned = 1;
-        return w;
-    }
-    if (mesh->r_rep != 0) return NULL;
-    int64_t *want = ul_calloc((size_t)(2 * z->S), sizeof(int64_t)); /* [2 S]: shard rank 0 wants [0, N) */
-    want[1] = N;
-    if (z->q == 0) {
-        w = ul_malloc(F32B(N)); /* [N] */
-        *owned = 1;
-    }
-    float *const out[3] = {w, NULL, NULL};
-    zero_host_range(z, m, mesh, want, 1, out);
-    free(want);
-    return w;
-}
-
 /* --resume: the checkpoint's state becomes the optimizer's (and the model's weights).
  * Stage 0: the full vectors on every rank (in place on the CPU backend; each rank reads
  * its share of the parts, then broadcasts). Stages >= 1: each rank reads only its slice
@@ -236,46 +208,134 @@ static int resume_state(const char *path, const CkptRun *cr, ZeroOpt *z, Model *
     return rc;
 }
 
-/* A checkpoint after `step` steps. In host memory: this rank's part [a, b) of params, m, v
- * (in place on the CPU backend without ZeRO; with ZeRO moved between the shard group's
- * ranks, zero_host_range), and on rank 0 the full weights for model.safetensors. Unless
+/* The chunks of a save or of --out (train/checkpoint.h CkptSource), from where the state
+ * lives: in place where a chunk is host memory in one piece (the CPU backend without ZeRO;
+ * with --offload-optimizer, a chunk inside one piece of the rank's own slice), else gathered
+ * into one bounded host buffer per use by zero_host_range (stage 0: downloaded; stages >= 1:
+ * the chunks of the whole shard group at once, point to point). Counts the host bytes. */
+typedef struct {
+    ZeroOpt *z;
+    Model *m;
+    Mesh *mesh;
+    int on_gpu;
+    int64_t S;               /* ranks that gather together: the shard group (stages >= 1), else 1 */
+    int64_t part_chunk, chunk;
+    int64_t part_len;        /* this rank's part, b - a */
+    float *pbuf;             /* [min(part_chunk, part_len)] host, at the first chunk that needs it */
+    float *wbuf;             /* [min(chunk, N)] host, likewise (world rank 0) */
+    int64_t *want;           /* [2 S] the ranges each shard rank asks for */
+    int64_t bytes[3];        /* host bytes: the part buffer, the largest staging, the weights buffer */
+} SaveSrc;
+
+/* Whether flat [a, b) of shard rank p's state is host memory in one piece (for stages >= 1
+ * every rank of the group answers alike for every p); *so: its offset in the rank's vectors
+ * (stage 0: the full vectors; stages >= 1: the slice). */
+static int host_piece(const SaveSrc *s, int64_t p, int64_t a, int64_t b, int64_t *so) {
+    *so = a;
+    if (s->z->stage == 0) return !s->on_gpu;
+    if (!s->z->offload) return 0;
+    if (b <= a) return 1;
+    ZeroPiece *pc = ul_malloc((size_t)s->z->nu * sizeof *pc); /* [nu] */
+    int one = zero_slice_pieces(s->z, p, a, b, pc) == 1 && pc[0].begin == a && pc[0].end == b;
+    if (one) *so = pc[0].so;
+    free(pc);
+    return one;
+}
+
+/* Vector vec's host memory on this rank (valid where host_piece says so). */
+static const float *host_vec(const SaveSrc *s, int vec) {
+    const ZeroOpt *z = s->z;
+    const float *v[3] = {z->stage ? z->master : s->m->params, z->m1, z->m2};
+    return v[vec];
+}
+
+/* Moves what s->want asks for (vector vec) into *buf (allocated with n elements at its first
+ * use, counted in bytes[slot]) where this rank asks; collective over the shard group. */
+static float *save_gather(SaveSrc *s, int vec, float **buf, int64_t n, int slot, int asks) {
+    if (asks && !*buf) {
+        *buf = ul_malloc(F32B(n)); /* [n] */
+        s->bytes[slot] = (int64_t)F32B(n);
+    }
+    float *out[3] = {NULL, NULL, NULL};
+    out[vec] = asks ? *buf : NULL;
+    int64_t stg = zero_host_range(s->z, s->m, s->mesh, s->want, 1 << vec, out);
+    if (stg > s->bytes[1]) s->bytes[1] = stg;
+    return out[vec];
+}
+
+static const float *save_part(void *user, int vec, int64_t j) {
+    SaveSrc *s = user;
+    const Mesh *mesh = s->mesh;
+    const int64_t N = s->m->n_params, mine = s->z->stage ? s->z->q : 0;
+    const float *at_hand = NULL;
+    int here_mine = 0;
+    for (int64_t p = 0; p < s->S; p++) { /* the group's chunks j: each rank's own, or nothing where it is at hand */
+        int64_t r = s->z->stage ? (int64_t)mesh->r_rep * s->S + p : mesh->rank, lo, hi, so;
+        ckpt_part_chunk(N, mesh->world, r, s->part_chunk, j, &lo, &hi);
+        int here = host_piece(s, p, lo, hi, &so);
+        s->want[2 * p] = here ? 0 : lo;
+        s->want[2 * p + 1] = here ? 0 : hi;
+        if (p == mine && here) {
+            here_mine = 1;
+            at_hand = hi > lo ? host_vec(s, vec) + so : NULL;
+        }
+    }
+    if (here_mine && s->z->stage == 0) return at_hand;
+    int64_t n = s->part_len < s->part_chunk ? s->part_len : s->part_chunk;
+    int asks = !here_mine && s->want[2 * mine + 1] > s->want[2 * mine];
+    const float *got = save_gather(s, vec, &s->pbuf, n, 0, asks); /* where at hand, the others may still gather */
+    return here_mine ? at_hand : got;
+}
+
+static const float *save_weights(void *user, int64_t a, int64_t b) {
+    SaveSrc *s = user;
+    const int64_t N = s->m->n_params;
+    if (s->z->stage == 0 ? s->mesh->rank != 0 : s->mesh->r_rep != 0) return NULL; /* replica 0 gathers for rank 0 */
+    for (int64_t p = 0; p < 2 * s->S; p++) s->want[p] = 0;
+    int64_t so;
+    int here = host_piece(s, 0, a, b, &so); /* shard rank 0 is world rank 0 */
+    if (!here) {
+        s->want[0] = a;
+        s->want[1] = b;
+    }
+    if (here && s->z->stage == 0) return host_vec(s, 0) + so;
+    const float *got = save_gather(s, 0, &s->wbuf, N < s->chunk ? N : s->chunk, 2, !here && s->mesh->rank == 0);
+    return here && s->mesh->rank == 0 ? host_vec(s, 0) + so : got;
+}
+
+/* Chunk sizes: CKPT_CHUNK, or ULYSSES_DEBUG_SAVE_CHUNK (the tests' small chunks; the same on
+ * every rank, as mpirun passes it to all). */
+static void save_src_init(SaveSrc *s, ZeroOpt *z, Model *m, Mesh *mesh, int on_gpu) {
+    const char *dbg = getenv("ULYSSES_DEBUG_SAVE_CHUNK");
+    int64_t c = dbg && atoll(dbg) > 0 ? (int64_t)atoll(dbg) : CKPT_CHUNK;
+    *s = (SaveSrc){.z = z, .m = m, .mesh = mesh, .on_gpu = on_gpu, .S = z->stage ? z->S : 1, .chunk = c};
+    s->part_chunk = c / s->S > 0 ? c / s->S : 1; /* one exchange moves at most c elements */
+    int64_t a, b;
+    ckpt_part_range(m->n_params, mesh->world, mesh->rank, &a, &b);
+    s->part_len = b - a;
+    s->want = ul_calloc((size_t)(2 * s->S), sizeof(int64_t)); /* [2 S] */
+}
+
+static void save_src_free(SaveSrc *s) {
+    free(s->pbuf);
+    free(s->wbuf);
+    free(s->want);
+}
+
+/* A checkpoint after `step` steps, streamed (checkpoint.h ckpt_save_stream) from SaveSrc's
+ * chunks: no rank holds more than its chunk buffers and the staging of one exchange. Unless
  * quiet, rank 0 prints every rank's host bytes (tests/zero_test.sh asserts them). Agreed. */
 static int save_state(const char *root, const CkptRun *cr, ZeroOpt *z, Model *m, Mesh *mesh, int on_gpu, int64_t step,
                       UlError *e) {
     const TrainOptions *o = cr->o;
-    const int64_t N = m->n_params;
-    int64_t a, b;
-    ckpt_part_range(N, mesh->world, mesh->rank, &a, &b);
-    const int in_place = !on_gpu && z->stage == 0;
-    float *part[3] = {NULL, NULL, NULL};
-    int64_t bytes[3] = {0, 0, 0}; /* host bytes on this rank: the part, the staging, the full weights */
-    if (in_place) {
-        part[0] = m->params + a;
-        part[1] = z->m1 + a;
-        part[2] = z->m2 + a;
-    } else {
-        for (int i = 0; i < 3; i++) part[i] = ul_malloc(F32B(b > a ? b - a : 1)); /* [b - a] each */
-        bytes[0] = 3 * (int64_t)F32B(b - a);
-        int64_t S = z->stage ? z->S : 1;
-        int64_t *want = ul_malloc((size_t)(2 * S) * sizeof(int64_t)); /* [2 S]: the parts of this replica's ranks */
-        for (int64_t p = 0; p < S; p++)
-            ckpt_part_range(N, mesh->world, z->stage ? (int64_t)mesh->r_rep * S + p : mesh->rank, &want[2 * p],
-                            &want[2 * p + 1]);
-        bytes[1] = zero_host_range(z, m, mesh, want, 7, part);
-        free(want);
-    }
-    int owned = 0;
-    float *w = full_weights(z, m, mesh, on_gpu, &owned);
-    if (owned) bytes[2] = (int64_t)F32B(N);
-    CkptPart cp = {part[0], part[1], part[2], w, N};
-    int rc = ckpt_save_part(root, cr, &cp, step, o->keep_last, e);
-    if (owned) free(w);
-    if (!in_place)
-        for (int i = 0; i < 3; i++) free(part[i]);
+    SaveSrc s;
+    save_src_init(&s, z, m, mesh, on_gpu);
+    CkptSource src = {m->n_params, s.part_chunk, s.chunk, save_part, save_weights, &s};
+    int rc = ckpt_save_stream(root, cr, &src, step, o->keep_last, e);
     if (!o->quiet) {
         CommGroup *g = &mesh->world_g;
         int64_t *all = ul_malloc((size_t)(3 * mesh->world) * sizeof(int64_t)); /* [world, 3] */
-        g->ops->allgather(g, bytes, all, 3, UL_I64);
+        g->ops->allgather(g, s.bytes, all, 3, UL_I64);
         if (mesh->rank == 0) {
             fprintf(stderr, "ulysses: checkpoint host bytes (part+staging+weights):");
             for (int r = 0; r < mesh->world; r++)
@@ -285,6 +345,7 @@ static int save_state(const char *root, const CkptRun *cr, ZeroOpt *z, Model *m,
         }
         free(all);
     }
+    save_src_free(&s);
     return rc;
 }
 
@@ -625,16 +686,15 @@ int train_run(const TrainOptions *o_in, UlError *e) {
         }
     }
 
-    if (rc == 0 && o->out) {
-        int owned = 0;
-        float *w = full_weights(&zo, &m, &mesh, on_gpu, &owned); /* collective for stages >= 1 */
-        if (rank == 0) {
-            UlDtype dt = strcmp(o->save_dtype, "bf16") == 0 ? UL_DT_BF16 : UL_DT_F32;
-            /* with checkpoints on, --out may hold them: write its files in place, never replace it */
-            rc = o->save_every > 0 ? ckpt_write_hf_files(o->out, &c, w, dt, e) : ul_save_hf_dir(o->out, &c, w, dt, e);
-            if (rc == 0 && !o->quiet) fprintf(stderr, "ulysses: model written to %s\n", o->out);
-        }
-        if (owned) free(w);
+    if (rc == 0 && o->out) { /* streamed from the state, as a checkpoint's model.safetensors; agreed */
+        SaveSrc s;
+        save_src_init(&s, &zo, &m, &mesh, on_gpu);
+        CkptSource src = {N, s.part_chunk, s.chunk, save_part, save_weights, &s};
+        UlDtype dt = strcmp(o->save_dtype, "bf16") == 0 ? UL_DT_BF16 : UL_DT_F32;
+        /* with checkpoints on, --out may hold them: write its files in place, never replace it */
+        rc = ckpt_write_out(o->out, &c, dt, o->save_every > 0, &src, e);
+        if (rc == 0 && rank == 0 && !o->quiet) fprintf(stderr, "ulysses: model written to %s\n", o->out);
+        save_src_free(&s);
     }
     if (mf) fclose(mf);
     if (ef) fclose(ef);

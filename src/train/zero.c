@@ -422,22 +422,31 @@ int64_t zero_host_range(ZeroOpt *z, const Model *m, Mesh *mesh, const int64_t *w
     }
     const int64_t S = z->S, q = z->q, ma = want[2 * q], mb = want[2 * q + 1];
     const float *src[3] = {z->master, z->m1, z->m2};
-    float *tmp = z->offload ? NULL : ul_malloc(F32B(z->per)); /* [per] host staging of one vector */
     ZeroPiece *pc = ul_malloc((size_t)z->nu * sizeof *pc);     /* [nu] */
+    ZeroPiece *sp = ul_malloc((size_t)(S * z->nu) * sizeof *sp); /* [S nu]: what this rank sends, in send order */
     UlHostMsg *snd = ul_malloc((size_t)(S * z->nu) * sizeof *snd), *rcv = ul_malloc((size_t)(S * z->nu) * sizeof *rcv);
+    int64_t ns = 0, nsend = 0; /* pieces sent, their elements */
+    for (int64_t p = 0; p < S; p++) { /* what p wants of this rank's slice, in flat order */
+        int64_t np = zero_slice_pieces(z, q, want[2 * p], want[2 * p + 1], pc);
+        for (int64_t j = 0; j < np; j++, ns++) {
+            sp[ns] = pc[j];
+            snd[ns].peer = (int)p;
+            nsend += pc[j].end - pc[j].begin;
+        }
+    }
+    /* without offload the slice is device memory: only the pieces sent are staged, packed */
+    float *tmp = z->offload || nsend == 0 ? NULL : ul_malloc(F32B(nsend)); /* [nsend] host staging of one vector */
     for (int i = 0; i < 3; i++) {
         if (!(which >> i & 1)) continue;
-        const float *s = src[i];
-        if (tmp) {
-            k->download(tmp, src[i], F32B(z->per));
-            s = tmp;
+        int64_t at = 0;
+        for (int64_t j = 0; j < ns; j++) {
+            int64_t len = sp[j].end - sp[j].begin;
+            if (tmp) k->download(tmp + at, src[i] + sp[j].so, F32B(len));
+            snd[j].buf = tmp ? (void *)(tmp + at) : (void *)(src[i] + sp[j].so);
+            snd[j].bytes = F32B(len);
+            at += len;
         }
-        int64_t ns = 0, nr = 0;
-        for (int64_t p = 0; p < S; p++) { /* what p wants of this rank's slice, in flat order */
-            int64_t np = zero_slice_pieces(z, q, want[2 * p], want[2 * p + 1], pc);
-            for (int64_t j = 0; j < np; j++)
-                snd[ns++] = (UlHostMsg){(int)p, (void *)(s + pc[j].so), F32B(pc[j].end - pc[j].begin)};
-        }
+        int64_t nr = 0;
         for (int64_t p = 0; p < S; p++) { /* what p holds of this rank's range, in flat order */
             int64_t np = zero_slice_pieces(z, p, ma, mb, pc);
             for (int64_t j = 0; j < np; j++)
@@ -445,9 +454,10 @@ int64_t zero_host_range(ZeroOpt *z, const Model *m, Mesh *mesh, const int64_t *w
         }
         ul_mpi_exchange(&mesh->shard_g, snd, ns, rcv, nr);
     }
-    int64_t staging = tmp ? (int64_t)F32B(z->per) : 0;
+    int64_t staging = tmp ? (int64_t)F32B(nsend) : 0;
     free(snd);
     free(rcv);
+    free(sp);
     free(pc);
     free(tmp);
     return staging;

@@ -167,10 +167,12 @@ void zero_start_slice(ZeroOpt *z, Model *m, Mesh *mesh, const float *sp, const f
  * range [a_p, b_p) inside [0, n) that shard rank p wants (empty: nothing). which: bit i
  * asks for vector i (0 the fp32 master weights, 1 AdamW m, 2 v), the same on every rank;
  * out[i] ([b - a] host, this rank's range; unused where it is empty). Stage 0: copied
- * from this rank's replicated state (want[0 : 2] only). Stages >= 1: each rank stages its
- * slice on the host ([per], one vector at a time; none with offload: it is there) and sends
- * every rank the pieces of its range that it holds, point to point over the MPI shard group.
- * Collective over the shard group for stages >= 1. Returns the host staging bytes it used. */
+ * from this rank's replicated state (want[0 : 2] only). Stages >= 1: each rank sends every
+ * rank the pieces of its range that it holds, point to point over the MPI shard group,
+ * staging on the host only the pieces it sends (packed, one vector at a time: at most its
+ * slice's elements inside the union of the wanted ranges; none with offload: the slice is
+ * there). Collective over the shard group for stages >= 1. Returns the host staging bytes
+ * it used. */
 int64_t zero_host_range(ZeroOpt *z, const Model *m, Mesh *mesh, const int64_t *want, int which, float *const out[3]);
 void zero_free(ZeroOpt *z);
 
