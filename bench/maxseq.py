@@ -146,7 +146,9 @@ def failure(rc, tail):
         return "out of memory"
     if rc < 0 or rc in (137, 139):
         return f"killed (rc {rc}; host out of memory?)"
-    last = [l for l in tail.strip().splitlines() if l.strip()][-1:] or [""]
+    lines = [l.strip() for l in tail.splitlines() if l.strip() and not set(l.strip()) <= set("-=")]
+    ours = [l for l in lines if re.match(r"ulysses: (fatal|error)", l)]  # the program's own message, not MPI's
+    last = (ours or lines)[-1:] or [""]
     return f"error (rc {rc}): {last[0][:160]}"
 
 
@@ -224,6 +226,8 @@ class Bench:
                       plan_gib=last.get("plan_gib"), loss=last.get("loss"))
         else:
             pt.update(ok=False, why=failure(rc, tail))
+            if self.a.device == "cuda":
+                time.sleep(5)  # an aborted job's device and pinned host memory are released after it exits
         self.log("ours", pt)
         return pt
 
