@@ -352,7 +352,8 @@ savemem)
   done
   # a save and resume on the same mesh and stage continues exactly (the slices moved intact)
   T="--batch 12 --steps 8"
-  for run in "2 --sp 2 --zero 3" "4 --dp-shard 2 --dp-replicate 2 --zero 2" "3 --dp-shard 3 --zero 1 --offload-optimizer"; do
+  for run in "2 --sp 2 --zero 3" "4 --dp-shard 2 --dp-replicate 2 --zero 2" "3 --dp-shard 3 --zero 1 --offload-optimizer" \
+             "2 --sp 2 --zero 3 --offload-optimizer"; do
     set -- $run
     np=$1; shift
     rm -rf ck m.jsonl

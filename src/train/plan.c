@@ -185,7 +185,8 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
      * model.safetensors, [min(C, N)]; and with ZeRO >= 1 without offload the staging of the
      * pieces of the slice sent in one exchange, at most [min(per, C)]. With offload a chunk
      * inside one piece of the rank's own slice is taken in place (counted here as if not).
-     * A resume: the slice [per] x 3 with ZeRO >= 1, the full [N] x 3 on CUDA without ZeRO
+     * A resume: the slice [per] x 3 with ZeRO >= 1 (none with offload: read straight into
+     * the host master and moments), the full [N] x 3 on CUDA without ZeRO
      * (then broadcast). --out: the weights buffer and the staging. The initial weights
      * (train.c): random with ZeRO >= 1, each rank draws only its slice (zero_start_random),
      * straight into the host master with offload (no staging), else into a [per] staging
@@ -199,7 +200,7 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     int64_t h_wbuf = h_owned ? (N < h_chunk ? N : h_chunk) * F : 0;
     int64_t h_part = h_owned ? (ceil_div(N, W) < h_pc ? ceil_div(N, W) : h_pc) * F : 0;
     int64_t h_save = h_part + h_stage + h_wbuf;
-    int64_t h_resume = !in->resume ? 0 : z >= 1 ? 3 * zper * F : in->cuda ? 3 * N * F : 0;
+    int64_t h_resume = !in->resume ? 0 : z >= 1 ? (oo ? 0 : 3 * zper * F) : in->cuda ? 3 * N * F : 0;
     int init_full = z == 0 || in->init_weights;
     int64_t h_init = in->resume ? 0 : init_full ? N * F + (z >= 3 ? zper * F : 0) : oo ? 0 : zper * F;
     int64_t h_state = in->save_state ? (h_save > h_resume ? h_save : h_resume) : 0;

@@ -193,8 +193,15 @@ static int resume_state(const char *path, const CkptRun *cr, ZeroOpt *z, Model *
         for (int i = 0; i < 3 && on_gpu; i++) free(b[i]);
         return rc;
     }
-    float *b[3];
-    for (int i = 0; i < 3; i++) b[i] = ul_calloc((size_t)z->per, sizeof(float)); /* [per] each, zero padding */
+    /* the rank's slices [per] each: read straight into the optimizer's host memory with
+     * --offload-optimizer (no copy), else into host buffers that are then uploaded */
+    float *b[3] = {z->master, z->m1, z->m2};
+    for (int i = 0; i < 3; i++) {
+        if (z->offload)
+            memset(b[i], 0, F32B(z->per)); /* zero padding */
+        else
+            b[i] = ul_calloc((size_t)z->per, sizeof(float)); /* [per] each, zero padding */
+    }
     ZeroPiece *pc = ul_malloc((size_t)z->nu * sizeof *pc);                           /* [nu] */
     int64_t np = zero_slice_pieces(z, z->q, 0, N, pc);
     CkptRange *rg = ul_malloc((size_t)(np > 0 ? np : 1) * sizeof *rg); /* [np] */
@@ -204,7 +211,7 @@ static int resume_state(const char *path, const CkptRun *cr, ZeroOpt *z, Model *
     if (rc == 0) zero_start_slice(z, m, mesh, b[0], b[1], b[2]);
     free(rg);
     free(pc);
-    for (int i = 0; i < 3; i++) free(b[i]);
+    for (int i = 0; i < 3 && !z->offload; i++) free(b[i]);
     return rc;
 }
 

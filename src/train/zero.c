@@ -94,10 +94,11 @@ static void slice_host(const ZeroOpt *z, const float *full, float *out) {
 
 /* dst[0 : n) (optimizer memory: host with offload, else backend) = src (host) */
 static void put(const ZeroOpt *z, float *dst, const float *src, int64_t n) {
-    if (z->offload)
-        memcpy(dst, src, F32B(n));
-    else
+    if (z->offload) {
+        if (dst != src) memcpy(dst, src, F32B(n)); /* src may be the host state itself (a resume) */
+    } else {
         z->k->upload(dst, src, F32B(n));
+    }
 }
 
 static void z3_set_params(ModelShards *s, Model *m, const float *host) {

@@ -160,7 +160,8 @@ int64_t zero_slice_pieces(const ZeroOpt *z, int64_t q, int64_t a, int64_t b, Zer
  * ([per] host each, the master weights and moments in the slice layout, zero padding)
  * become the optimizer state, and the weights are published to the model (stages 1, 2:
  * all-gathered over the shard group into the act copy; stage 3: the act slice). Collective
- * over the shard group. */
+ * over the shard group. With offload sp, sm1, sm2 may be the optimizer's own host vectors
+ * (z->master, z->m1, z->m2: a resume reads into them directly). */
 void zero_start_slice(ZeroOpt *z, Model *m, Mesh *mesh, const float *sp, const float *sm1, const float *sm2);
 /* Host copies of flat ranges of the state (checkpoints, --out) without full-size buffers.
  * want[2 * p], want[2 * p + 1] ([2 * S], the same on every rank of the shard group): the
