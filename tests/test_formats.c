@@ -141,6 +141,16 @@ static void test_safetensors(void) {
         CHECK(bad == 0, "%d BF16 values differ from independent rounding", bad);
         CHECK(maxrel <= 1.0 / 256, "BF16 relative error %g > 2^-8", maxrel);
         CHECK(got[0] == 1.0f && got[1] == 1.015625f, "ties: %.9g %.9g", got[0], got[1]);
+        /* ranges (a rank's slice): elements [i0, i0 + n) of the same conversion */
+        for (int i0 = 0; i0 < 28; i0 += 5) {
+            float part[28];
+            int n = 28 - i0 < 9 ? 28 - i0 : 9;
+            CHECK(st_read_f32_range(&f, tb, i0, n, part, &e) == 0 && memcmp(part, got + i0, (size_t)n * 4) == 0,
+                  "BF16 range [%d, +%d) differs from the whole read", i0, n);
+            CHECK(st_read_f32_range(&f, tw, i0 % 15, 15 - i0 % 15, part, &e) == 0 &&
+                      memcmp(part, w + i0 % 15, (size_t)(15 - i0 % 15) * 4) == 0,
+                  "F32 range [%d, 15) differs", i0 % 15);
+        }
         CHECK(memcmp(st_data(&f, ti), ints, sizeof ints) == 0, "I32 data");
         CHECK(memcmp(st_data(&f, tl), longs, sizeof longs) == 0, "I64 data");
         CHECK(st_read_f32(&f, ts, got, &e) == 0 && got[0] == 3.25f, "scalar");

@@ -12,7 +12,8 @@
 #   init        the initial weights (--out after 0 steps) are bitwise those of --zero 0 on one rank
 #               for stages 1-3 with and without offload, on sp=2, sp=2 x dp_shard=2, dp_shard=3; each
 #               rank stages on the host only its slice (none with offload), as its log line and the
-#               plan say; --init DIR keeps the full staging and trains like --zero 0
+#               plan say; --init DIR likewise reads only the slice (stages 1-3) and trains like --zero 0;
+#               a truncated --init file is one clear error
 #   resume      a checkpoint saved with --zero 2 resumes with --zero 0 (and the other ways round,
 #               on other meshes, with offload, and with --zero 3) and continues the uninterrupted run
 #   savemem     a checkpoint save holds in host memory one chunk buffer for the rank's part
@@ -223,20 +224,30 @@ init)
     done
   done
   echo "initial weights: stages 1-3 (and offload) wrote --zero 0's bytes on 3 meshes"
-  # --init DIR: still the full [N] staging (+ stage 3's [per] slice copy), and the same training
-  N=$(sed -n -e 's/.*ulysses: zero .* slice [0-9]* of \([0-9]*\) params.*/\1/p' log.txt)
+  # --init DIR: each rank reads only its slice of the safetensors (none staged with offload,
+  # [per] without), and trains as --zero 0 does
   train 2 --batch 12 --steps 3 --sp 2 --init ref --zero 0 --metrics a.jsonl --quiet
   check $? "--init --zero 0 failed"
-  train 2 --batch 12 --steps 3 --sp 2 --init ref --zero 3 --offload-optimizer --metrics b.jsonl 2> log.txt
-  check $? "--init --zero 3 --offload-optimizer failed ($(tail -2 log.txt))"
-  compare a.jsonl b.jsonl "--init ref: --zero 3 --offload-optimizer vs --zero 0" 3
-  per=$(sed -n -e 's/.*ulysses: zero .* slice \([0-9]*\) of.*/\1/p' log.txt)
-  line=$(grep -m1 "initial weights (--init) host staging bytes" log.txt)
-  check $([ "$line" = "ulysses: initial weights (--init) host staging bytes: rank0=$((4 * N + 4 * per)) rank1=$((4 * N + 4 * per))" ]; echo $?) \
-    "--init --zero 3: '$line', expected 4N + 4per = $((4 * N + 4 * per)) on each rank"
-  pl=$("$BIN" plan --model tiny.json --gpus 2 --sp 2 --zero 3 --offload-optimizer --seq-len 96 --device cpu --init ref |
-    sed -n -e 's/^initial weights host staging .* host *\([0-9]*\) .*/\1/p')
-  check $([ "$pl" = $((4 * N + 4 * per)) ]; echo $?) "--init --zero 3: the plan stages '$pl' bytes"
+  for zf in "--zero 3 --offload-optimizer" "--zero 2" "--zero 1 --offload-optimizer"; do
+    rm -f b.jsonl
+    train 2 --batch 12 --steps 3 --sp 2 --init ref $zf --metrics b.jsonl 2> log.txt
+    check $? "--init $zf failed ($(tail -2 log.txt))"
+    compare a.jsonl b.jsonl "--init ref: $zf vs --zero 0" 3
+    per=$(sed -n -e 's/.*ulysses: zero .* slice \([0-9]*\) of.*/\1/p' log.txt)
+    want=$((4 * per))
+    case "$zf" in *offload*) want=0 ;; esac
+    line=$(grep -m1 "initial weights (--init) host staging bytes" log.txt)
+    check $([ "$line" = "ulysses: initial weights (--init) host staging bytes: rank0=$want rank1=$want" ]; echo $?) \
+      "--init $zf: '$line', expected $want on each rank"
+    pl=$("$BIN" plan --model tiny.json --gpus 2 --sp 2 $zf --seq-len 96 --device cpu |
+      sed -n -e 's/^initial weights host staging .* host *\([0-9]*\) .*/\1/p')
+    check $([ "${pl:-0}" = "$want" ]; echo $?) "--init $zf: the plan stages '${pl:-0}' bytes, train $want"
+  done
+  # a bad --init directory: one message, every rank, before any step
+  mkdir -p badinit && cp ref/config.json badinit/ && head -c 100 ref/model.safetensors > badinit/model.safetensors
+  train 2 --batch 12 --steps 1 --sp 2 --init badinit --zero 3 --offload-optimizer --metrics c.jsonl 2> log.txt
+  check $([ $? -ne 0 ] && grep -q "badinit/model.safetensors" log.txt && [ ! -s c.jsonl ]; echo $?) \
+    "--init of a truncated file with --zero 3: no clear error ($(tail -2 log.txt))"
   ;;
 resume)
   T="--batch 12 --steps 10"

@@ -161,8 +161,6 @@ static int cmd_plan(int argc, char **argv) {
          "TiledMLP rows per tile; auto (default): chosen from --gpu-mem as train does (untiled when it fits)"},
         {"--zero", FLAG_INT, &zero, "0|1|2|3", "ZeRO stage over the shard group (dp-shard x sp ranks) (default 0)"},
         {"--offload-optimizer", FLAG_BOOL, &offload_opt, NULL, "fp32 master weights and AdamW moments in host memory"},
-        {"--init", FLAG_STRING, &o.init, "DIR",
-         "the run loads its weights from DIR (train --init): they are staged whole on the host at start-up"},
         {"--device", FLAG_STRING, &device, "cuda|cpu",
          "cuda: bf16 activations, the CUDA buffers and context reserve; cpu: fp32 (default cuda)"},
         {"--gpu-mem", FLAG_DOUBLE, &gpu_mem, "GiB", "memory per GPU (default 139: an H200 as cudaMemGetInfo reports it)"},

@@ -354,17 +354,28 @@ static void fmt_shape(char *buf, size_t n, const int64_t *shape, int ndim) {
     if (o < n) snprintf(buf + o, n - o, "]");
 }
 
-int ul_load_weights(const char *dir, const ModelConfig *c, float *params, UlError *e) {
-    if (ul_config_validate(c, dir, e)) return -1;
-    ShardSet s;
-    int rc = shardset_open(&s, dir, e);
-    const int64_t n = ul_param_tensor_count(c);
-    for (int64_t i = 0; i < n && rc == 0; i++) {
+struct UlWeightsReader {
+    ShardSet set;
+    ModelConfig c;
+    int64_t n;               /* parameter tensors */
+    int *file;               /* [n] the file holding tensor i: index into set.files (which grows) */
+    const StTensor **tensor; /* [n] */
+};
+
+UlWeightsReader *ul_weights_open(const char *dir, const ModelConfig *c, UlError *e) {
+    if (ul_config_validate(c, dir, e)) return NULL;
+    UlWeightsReader *r = ul_calloc(1, sizeof *r);
+    r->c = *c;
+    r->n = ul_param_tensor_count(c);
+    r->file = ul_calloc((size_t)r->n, sizeof *r->file);     /* [n] */
+    r->tensor = ul_calloc((size_t)r->n, sizeof *r->tensor); /* [n] */
+    int rc = shardset_open(&r->set, dir, e);
+    for (int64_t i = 0; i < r->n && rc == 0; i++) {
         ParamInfo p;
         ul_param_info(c, i, &p);
         const StFile *f = NULL;
         const StTensor *t = NULL;
-        if ((rc = shardset_find(&s, p.name, &f, &t, e))) break;
+        if ((rc = shardset_find(&r->set, p.name, &f, &t, e))) break;
         int64_t want[2] = {p.rows, p.cols};
         int want_ndim = p.cols == 1 ? 1 : 2;
         int ok = t->ndim == want_ndim;
@@ -376,10 +387,47 @@ int ul_load_weights(const char *dir, const ModelConfig *c, float *params, UlErro
             rc = ul_err(e, "%s: tensor \"%s\": expected shape %s, found %s", f->path, p.name, a, b);
             break;
         }
-        rc = st_read_f32(f, t, params + p.offset, e);
+        if (t->dtype != UL_DT_F32 && t->dtype != UL_DT_BF16 && t->dtype != UL_DT_F16) {
+            rc = ul_err(e, "%s: tensor \"%s\" has dtype %s, expected a float type (F32, BF16, F16)", f->path, p.name,
+                        ul_dtype_name(t->dtype));
+            break;
+        }
+        r->file[i] = (int)(f - r->set.files); /* f moves when a later shard is opened */
+        r->tensor[i] = t;                     /* the file's own tensor table: stays */
     }
-    shardset_close(&s);
-    return rc;
+    if (rc) {
+        ul_weights_close(r);
+        return NULL;
+    }
+    return r;
+}
+
+void ul_weights_read_range(const UlWeightsReader *r, int64_t a, int64_t b, float *out) {
+    for (int64_t i = 0; i < r->n; i++) {
+        ParamInfo p;
+        ul_param_info(&r->c, i, &p);
+        int64_t x = p.offset > a ? p.offset : a, y = p.offset + p.numel < b ? p.offset + p.numel : b;
+        if (x >= y) continue;
+        UlError e = {{0}};
+        int rc = st_read_f32_range(&r->set.files[r->file[i]], r->tensor[i], x - p.offset, y - x, out + (x - a), &e);
+        UL_ASSERT(rc == 0, "%s", e.msg); /* the dtypes were checked at open */
+    }
+}
+
+void ul_weights_close(UlWeightsReader *r) {
+    if (!r) return;
+    shardset_close(&r->set);
+    free(r->file);
+    free(r->tensor);
+    free(r);
+}
+
+int ul_load_weights(const char *dir, const ModelConfig *c, float *params, UlError *e) {
+    UlWeightsReader *r = ul_weights_open(dir, c, e);
+    if (!r) return -1;
+    ul_weights_read_range(r, 0, ul_param_numel(c), params);
+    ul_weights_close(r);
+    return 0;
 }
 
 int ul_write_hf_config(const char *dir, const ModelConfig *c, UlDtype dtype, UlError *e) {

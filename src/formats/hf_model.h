@@ -20,6 +20,14 @@ char *ul_config_to_json(const ModelConfig *c, const char *torch_dtype);
  * config exactly; a missing tensor is an error; extra tensors (e.g. rotary inv_freq)
  * are ignored; a tied model's lm_head.weight, if present, is ignored. */
 int ul_load_weights(const char *dir, const ModelConfig *c, float *params, UlError *e);
+/* The same a range at a time, for ranks that need only their slice: ul_weights_open opens
+ * the directory and checks every tensor (name, shape, float dtype) as ul_load_weights does
+ * (NULL and e set on failure); ul_weights_read_range converts the flat parameter elements
+ * [a, b) into out[b - a] (f32; it cannot fail after the open). */
+typedef struct UlWeightsReader UlWeightsReader;
+UlWeightsReader *ul_weights_open(const char *dir, const ModelConfig *c, UlError *e);
+void ul_weights_read_range(const UlWeightsReader *r, int64_t a, int64_t b, float *out);
+void ul_weights_close(UlWeightsReader *r);
 
 /* Writes config.json and model.safetensors into the existing directory dir, each file
  * atomically (temporary name, then rename). */

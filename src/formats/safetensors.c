@@ -196,22 +196,32 @@ static float f16_to_f32(uint16_t h) {
     return sign ? -v : v;
 }
 
-int st_read_f32(const StFile *f, const StTensor *t, float *out, UlError *e) {
+int st_read_f32_range(const StFile *f, const StTensor *t, int64_t i0, int64_t n, float *out, UlError *e) {
+    UL_ASSERT(i0 >= 0 && n >= 0 && i0 + n <= t->numel, "st_read_f32_range: [%lld, +%lld) outside %lld elements",
+              (long long)i0, (long long)n, (long long)t->numel);
     const uint8_t *src = st_data(f, t); /* [numel * dtype size], possibly unaligned */
     switch (t->dtype) {
     case UL_DT_F32:
-        if (t->numel) memcpy(out, src, (size_t)t->numel * 4);
+        if (n) memcpy(out, src + 4 * i0, (size_t)n * 4);
         return 0;
     case UL_DT_BF16:
-        for (int64_t i = 0; i < t->numel; i++) out[i] = ul_bf16_to_f32((uint16_t)(src[2 * i] | src[2 * i + 1] << 8));
+        src += 2 * i0;
+#pragma omp parallel for schedule(static) if (n > (1 << 20))
+        for (int64_t i = 0; i < n; i++) out[i] = ul_bf16_to_f32((uint16_t)(src[2 * i] | src[2 * i + 1] << 8));
         return 0;
     case UL_DT_F16:
-        for (int64_t i = 0; i < t->numel; i++) out[i] = f16_to_f32((uint16_t)(src[2 * i] | src[2 * i + 1] << 8));
+        src += 2 * i0;
+#pragma omp parallel for schedule(static) if (n > (1 << 20))
+        for (int64_t i = 0; i < n; i++) out[i] = f16_to_f32((uint16_t)(src[2 * i] | src[2 * i + 1] << 8));
         return 0;
     default:
         return ul_err(e, "%s: tensor \"%s\" has dtype %s, expected a float type (F32, BF16, F16)", f->path, t->name,
                       ul_dtype_name(t->dtype));
     }
+}
+
+int st_read_f32(const StFile *f, const StTensor *t, float *out, UlError *e) {
+    return st_read_f32_range(f, t, 0, t->numel, out, e);
 }
 
 /* ---------------------------------------------------------------- writer */

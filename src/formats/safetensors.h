@@ -43,6 +43,8 @@ void st_close(StFile *f);
 const StTensor *st_find(const StFile *f, const char *name);
 /* Converts F32/BF16/F16 data to f32 into out[numel]. Error if the dtype is not a float type. */
 int st_read_f32(const StFile *f, const StTensor *t, float *out, UlError *e);
+/* The same for elements [i0, i0 + n) of the tensor (row-major flat order) into out[n]. */
+int st_read_f32_range(const StFile *f, const StTensor *t, int64_t i0, int64_t n, float *out, UlError *e);
 /* Raw bytes of the tensor (inside the mapping). */
 const void *st_data(const StFile *f, const StTensor *t);
 

@@ -188,11 +188,10 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
      * A resume: the slice [per] x 3 with ZeRO >= 1 (none with offload: read straight into
      * the host master and moments), the full [N] x 3 on CUDA without ZeRO
      * (then broadcast). --out: the weights buffer and the staging. The initial weights
-     * (train.c): random with ZeRO >= 1, each rank draws only its slice (zero_start_random),
-     * straight into the host master with offload (no staging), else into a [per] staging
-     * that is uploaded; ZeRO 0 and --init (the safetensors loader reads whole tensors) stage
-     * all [N] on the host, and stage 3 slices them through a [per] copy meanwhile
-     * (z3_set_params). */
+     * (train.c): with ZeRO >= 1 each rank draws (random) or reads (--init: ranges of the
+     * safetensors) only its slice (zero_start_fill), straight into the host master with
+     * offload (no staging), else into a [per] staging that is uploaded; ZeRO 0 stages all
+     * [N] on the host. */
     int64_t W = S * (in->dp_shard > 0 ? in->dp_shard : 1) * (in->dp_replicate > 0 ? in->dp_replicate : 1);
     int h_owned = in->cuda || z >= 1;
     int64_t h_chunk = CKPT_CHUNK, h_zs = z >= 1 ? nsh : 1, h_pc = h_chunk / h_zs > 0 ? h_chunk / h_zs : 1;
@@ -201,8 +200,8 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     int64_t h_part = h_owned ? (ceil_div(N, W) < h_pc ? ceil_div(N, W) : h_pc) * F : 0;
     int64_t h_save = h_part + h_stage + h_wbuf;
     int64_t h_resume = !in->resume ? 0 : z >= 1 ? (oo ? 0 : 3 * zper * F) : in->cuda ? 3 * N * F : 0;
-    int init_full = z == 0 || in->init_weights;
-    int64_t h_init = in->resume ? 0 : init_full ? N * F + (z >= 3 ? zper * F : 0) : oo ? 0 : zper * F;
+    int init_full = z == 0;
+    int64_t h_init = in->resume ? 0 : init_full ? N * F : oo ? 0 : zper * F;
     int64_t h_state = in->save_state ? (h_save > h_resume ? h_save : h_resume) : 0;
     int64_t h_out = in->save_out ? h_wbuf + h_stage : 0;
     if (h_state >= h_init && h_state >= h_out)

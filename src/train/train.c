@@ -215,6 +215,9 @@ static int resume_state(const char *path, const CkptRun *cr, ZeroOpt *z, Model *
     return rc;
 }
 
+/* zero_start_fill's source for --init: the flat range [a, b) of the safetensors weights */
+static void read_fill(void *ctx, int64_t a, int64_t b, float *out) { ul_weights_read_range(ctx, a, b, out); }
+
 /* The chunks of a save or of --out (train/checkpoint.h CkptSource), from where the state
  * lives: in place where a chunk is host memory in one piece (the CPU backend without ZeRO;
  * with --offload-optimizer, a chunk inside one piece of the rank's own slice), else gathered
@@ -485,14 +488,18 @@ int train_run(const TrainOptions *o_in, UlError *e) {
     ZeroOpt zo; /* the optimizer state, sharded with --zero (train/zero.h); pads the model: before the weights */
     zero_init(&zo, (int)o->zero, o->offload_optimizer, o->offload_chunk, &m, &mesh);
     rc = 0;
-    /* the initial weights: with ZeRO >= 1 and random init each rank draws only its slice
-     * (zero_start_random, below); --init (whole tensors from safetensors) and ZeRO 0 stage
-     * all [N] on the host here (train/plan.c, "initial weights host staging") */
-    const int init_slices = !resume[0] && !o->init && zo.stage >= 1;
-    int64_t init_staging = 0; /* host bytes of it (logged; tests/zero_test.sh init) */
-    if (resume[0] || init_slices)
+    /* the initial weights: with ZeRO >= 1 each rank draws (random) or reads (--init, ranges
+     * of the safetensors) only its slice (zero_start_random / zero_start_fill, below); ZeRO 0
+     * stages all [N] on the host here (train/plan.c, "initial weights host staging") */
+    const int init_slices = !resume[0] && zo.stage >= 1;
+    int64_t init_staging = 0;       /* host bytes of it (logged; tests/zero_test.sh init) */
+    UlWeightsReader *wread = NULL; /* --init with ZeRO >= 1: every tensor checked here, read below */
+    if (init_slices && o->init) {
+        wread = ul_weights_open(o->init, &c, e);
+        rc = wread ? 0 : -1;
+    } else if (resume[0] || init_slices) {
         ; /* the weights (fp32 master copy) come from the checkpoint's state, or zero_start_random, below */
-    else {
+    } else {
         init_staging = (int64_t)F32B(m.n_params) + (zo.stage == 3 ? (int64_t)F32B(zo.per) : 0); /* + z3_set_params' slice */
         if (o->init)
             rc = model_load_weights(&m, o->init, e);
@@ -500,6 +507,7 @@ int train_run(const TrainOptions *o_in, UlError *e) {
             model_init_random(&m, (uint64_t)o->seed);
     }
     if (ul_agree(rc, e)) {
+        ul_weights_close(wread);
         zero_free(&zo);
         model_free(&m);
         ul_mesh_free(&mesh);
@@ -521,7 +529,11 @@ int train_run(const TrainOptions *o_in, UlError *e) {
     int64_t first = 0, end = o->stop_at > 0 && o->stop_at < o->steps ? o->stop_at : o->steps;
     if (resume[0])
         rc = resume_state(resume, &crun, &zo, &m, &mesh, on_gpu, &first, e);
-    else if (init_slices)
+    else if (init_slices && wread) {
+        init_staging = zero_start_fill(&zo, &m, &mesh, read_fill, wread);
+        ul_weights_close(wread);
+        wread = NULL;
+    } else if (init_slices)
         init_staging = zero_start_random(&zo, &m, &mesh, (uint64_t)o->seed);
     else
         zero_start(&zo, &m, NULL, NULL, NULL); /* the optimizer takes its slice of the fresh weights */

@@ -23,7 +23,6 @@ void ul_plan_input(const TrainOptions *o, const ModelConfig *c, size_t act_bytes
     in->zero = (int)o->zero;
     in->offload_optimizer = o->offload_optimizer;
     in->offload_chunk = o->offload_chunk;
-    in->init_weights = o->init != NULL;
     in->eval = o->task && o->eval_every > 0;
     in->save_state = o->save_every > 0 || o->resume;
     in->resume = o->resume != NULL;

@@ -391,15 +391,15 @@ void zero_start_slice(ZeroOpt *z, Model *m, Mesh *mesh, const float *sp, const f
     publish_start(z, m, mesh);
 }
 
-int64_t zero_start_random(ZeroOpt *z, Model *m, Mesh *mesh, uint64_t seed) {
-    UL_ASSERT(z->stage >= 1, "zero_start_random: stage %d has no slices", z->stage);
+int64_t zero_start_fill(ZeroOpt *z, Model *m, Mesh *mesh, ZeroFillFn fill, void *ctx) {
+    UL_ASSERT(z->stage >= 1, "zero_start_fill: stage %d has no slices", z->stage);
     /* the moments stay as allocated: zero */
     float *dst = z->offload ? z->master : ul_malloc(F32B(z->per)); /* [per] host: the master itself, or a staging */
     for (int64_t u = 0; u < z->nu; u++) { /* this rank's chunk of each unit, then its zero padding */
         const ZeroUnit *un = &z->units[u];
         int64_t a = un->off + z->q * un->per, end = un->off + un->numel;
         int64_t b = a + un->per < end ? a + un->per : end, got = b > a ? b - a : 0;
-        if (got) model_random_range(&m->c, seed, a, b, dst + un->so);
+        if (got) fill(ctx, a, b, dst + un->so);
         memset(dst + un->so + got, 0, F32B(un->per - got));
     }
     int64_t staging = 0;
@@ -410,6 +410,21 @@ int64_t zero_start_random(ZeroOpt *z, Model *m, Mesh *mesh, uint64_t seed) {
     }
     publish_start(z, m, mesh);
     return staging;
+}
+
+typedef struct {
+    const ModelConfig *c;
+    uint64_t seed;
+} RandomFill;
+
+static void random_fill(void *ctx, int64_t a, int64_t b, float *out) {
+    const RandomFill *r = ctx;
+    model_random_range(r->c, r->seed, a, b, out);
+}
+
+int64_t zero_start_random(ZeroOpt *z, Model *m, Mesh *mesh, uint64_t seed) {
+    RandomFill r = {&m->c, seed};
+    return zero_start_fill(z, m, mesh, random_fill, &r);
 }
 
 int64_t zero_host_range(ZeroOpt *z, const Model *m, Mesh *mesh, const int64_t *want, int which, float *const out[3]) {

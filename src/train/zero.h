@@ -140,6 +140,10 @@ void zero_start(ZeroOpt *z, Model *m, const float *hp, const float *hm1, const f
  * host staging that is uploaded; then published as zero_start_slice does (moments zero).
  * Collective over the shard group. Returns the host staging bytes it used. */
 int64_t zero_start_random(ZeroOpt *z, Model *m, Mesh *mesh, uint64_t seed);
+/* The same with the weights from fill(ctx, a, b, out): the flat parameter elements [a, b)
+ * into out[b - a] host (e.g. a range reader of a safetensors directory). */
+typedef void (*ZeroFillFn)(void *ctx, int64_t a, int64_t b, float *out);
+int64_t zero_start_fill(ZeroOpt *z, Model *m, Mesh *mesh, ZeroFillFn fill, void *ctx);
 /* Zeroes the step's gradient accumulation (the model's grads; stage 3: the slice). */
 void zero_clear_grads(ZeroOpt *z, Model *m);
 /* Reduction of m->grads (summed over the step's samples on this rank; stage 3: the slice,
