@@ -15,7 +15,8 @@ typedef enum { UL_F32 = 0, UL_F64 = 1, UL_I64 = 2, UL_BF16 = 3 } UlCommType;
 typedef struct CommOps {
     const char *name;
     /* Equal-chunk all-to-all: chunk j of send (bytes_per_rank bytes) goes to rank j,
-     * chunk i of recv comes from rank i. */
+     * chunk i of recv comes from rank i. Like every collective here but allgather_start,
+     * the compute issued after it waits for it (NCCL: its stream is joined back). */
     void (*alltoall)(CommGroup *g, const void *send, void *recv, size_t bytes_per_rank);
     /* In-place sum over the group. */
     void (*allreduce_sum)(CommGroup *g, void *buf, int64_t n, UlCommType type);

@@ -25,15 +25,14 @@ void exchange_init(Exchange *x, const KernelOps *k, CommGroup *g, int64_t H, int
     x->Hkv_l = Hkv % x->S == 0 ? Hkv / x->S : 1;
     x->kv_rep = Hkv % x->S == 0 ? 1 : x->S / Hkv;
     x->W_l = x->Hq_l + 2 * x->Hkv_l;
-    if (x->S > 1) {
-        x->send = k->alloc((size_t)(T_max * x->W_l * d) * k->act_bytes);
-        x->recv = k->alloc((size_t)(T_max * x->W_l * d) * k->act_bytes);
-    }
+    /* one staging buffer serves as send and as recv: every exchange uses one side only (qkv
+     * and dout pack into it and send; o and dqkv receive into it and unpack), and the compute
+     * stream waits for each all-to-all before it touches the buffer again (comm.h) */
+    if (x->S > 1) x->send = x->recv = k->alloc((size_t)(T_max * x->W_l * d) * k->act_bytes);
 }
 
 void exchange_free(Exchange *x) {
     if (x->send) x->k->free(x->send);
-    if (x->recv) x->k->free(x->recv);
     x->send = x->recv = NULL;
 }
 

@@ -22,7 +22,7 @@ typedef struct {
     int64_t S;          /* g->size */
     int64_t H, Hkv, d;  /* model heads */
     int64_t Hq_l, Hkv_l, kv_rep, W_l; /* per rank after the exchange */
-    void *send, *recv;  /* staging, [T_max, W_l, d] act each */
+    void *send, *recv;  /* staging, [T_max, W_l, d] act: one buffer, both names (an exchange uses one side) */
 } Exchange;
 
 /* Sets the per-rank head counts (requires H % S == 0 and Hkv % S == 0 or S % Hkv == 0). */

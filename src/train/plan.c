@@ -143,7 +143,7 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     add(p, PG_WORK, 0, 1, (d / 2) * F, "rope inv_freq");
 
     /* ---- the Ulysses exchange: staging for the all-to-alls ---- */
-    if (S > 1) add(p, PG_ATTN, 0, 1, 2 * T * W_l * d * A, "all-to-all send + recv [T, W_l, d] x2");
+    if (S > 1) add(p, PG_ATTN, 0, 1, T * W_l * d * A, "all-to-all staging [T, W_l, d] (send or recv)");
 
     /* ---- saved activations ---- */
     add_store(p, off, L + 1, t * D * A, "layer inputs [t, D]");
