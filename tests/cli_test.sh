@@ -98,6 +98,7 @@ badinput)
   expect 2 "\-\-plot: the plot needs gnuplot" $T --model tiny.json --plot p.png
   unset UL_GNUPLOT
   expect 1 "\-\-offload-checkpoints" $T --model tiny.json --offload-checkpoints
+  expect 1 "\-\-offload-layers 1: must be >= 0, with \-\-offload-checkpoints" $T --model tiny.json --checkpoint 1 --offload-layers 1
   expect 2 "\-\-gpu-mem" $T --model tiny.json --gpu-mem 0.0001 --sp 2 --batch 2
   expect 1 "\-\-gpu-mem" $T --model tiny.json --gpu-mem -1
   expect 2 "\-\-tiled-mlp 12x: expected auto, off" $T --model tiny.json --tiled-mlp 12x --sp 2 --batch 2
@@ -199,12 +200,14 @@ plan)
     set -- $m
     np=$1; shift
     run "$np" a.jsonl "$@"
-    run "$np" b.jsonl "$@" --offload-checkpoints
     la=$(sed -e 's/.*"loss": \([-0-9.e+]*\).*/\1/' a.jsonl | tr '\n' ' ')
-    lb=$(sed -e 's/.*"loss": \([-0-9.e+]*\).*/\1/' b.jsonl | tr '\n' ' ')
-    echo "plan: np=$np $* 10 losses without/with offload equal: $([ "$la" = "$lb" ] && echo yes || echo no)"
-    check $([ "$la" = "$lb" ] && [ $(wc -l < b.jsonl) -eq 10 ]; echo $?) "np=$np $*: offload changes the losses"
-    grep -q '"offload_s": ' b.jsonl; check $? "metrics lack offload_s"
+    for off in "" "--offload-layers 1"; do
+      run "$np" b.jsonl "$@" --offload-checkpoints $off
+      lb=$(sed -e 's/.*"loss": \([-0-9.e+]*\).*/\1/' b.jsonl | tr '\n' ' ')
+      echo "plan: np=$np $* $off 10 losses without/with offload equal: $([ "$la" = "$lb" ] && echo yes || echo no)"
+      check $([ "$la" = "$lb" ] && [ $(wc -l < b.jsonl) -eq 10 ]; echo $?) "np=$np $* $off: offload changes the losses"
+      grep -q '"offload_s": ' b.jsonl; check $? "metrics lack offload_s"
+    done
   done
   # --tiled-mlp auto: a --gpu-mem 1 KiB under the untiled plan (seq_len 512: tiles of 64..448 rows)
   P="--model tiny.json --seq-len 512 --device cpu"

@@ -35,11 +35,12 @@ int main(int argc, char **argv) {
     double loss0 = 0;
     /* variant 0: plain; 1: per-layer recompute; 2: TiledMLP (tiles of 7 rows) + recompute;
      * 3: recompute keeping the attention outputs; 4, 5: 1 and 3 with the saved activations
-     * offloaded to host memory (a ring of 2 device slots). The memory features must give
-     * the same loss and gradients as variant 0 (rel <= 1e-5). */
-    for (int variant = 0; variant <= 5; variant++) {
-        int recompute = variant == 3 || variant == 5 ? 2 : variant >= 1;
-        ModelMemOpts mo = {recompute, variant == 2 ? 7 : 0, variant >= 4, 0};
+     * offloaded to host memory (a ring of 2 device slots); 6, 7: the same with only the first
+     * layer's offloaded (partial offload). The memory features must give the same loss and
+     * gradients as variant 0 (rel <= 1e-5). */
+    for (int variant = 0; variant <= 7; variant++) {
+        int recompute = variant == 3 || variant == 5 || variant == 7 ? 2 : variant >= 1;
+        ModelMemOpts mo = {recompute, variant == 2 ? 7 : 0, variant >= 6 ? 1 : variant >= 4 ? INT64_MAX : 0, 0};
         Model m;
         model_init_opts(&m, c, ul_kernels_cpu(), NULL, f.T, &mo);
         model_set_params(&m, f.weights);
@@ -52,16 +53,19 @@ int main(int argc, char **argv) {
         CHECK(cnt == f.n_valid, "valid labels %lld vs %lld", (long long)cnt, (long long)f.n_valid);
         double le = fabs(loss - f.loss) / fabs(f.loss);
         CHECK(le <= 1e-5, "loss %.9g vs transformers %.9g (rel err %.3g)", loss, f.loss, le);
-        printf("%s variant %d (recompute %d, tiled MLP %lld, offload %d): loss %.9g vs transformers %.9g (rel err "
+        printf("%s variant %d (recompute %d, tiled MLP %lld, offload %lld): loss %.9g vs transformers %.9g (rel err "
                "%.2e)\n",
-               argv[1], variant, recompute, (long long)m.mlp_tile, m.offload, loss, f.loss, le);
-        if (m.offload) { /* everything saved went to the host and only the ring stayed on the device */
+               argv[1], variant, recompute, (long long)m.mlp_tile, (long long)m.offload, loss, f.loss, le);
+        if (m.offload) { /* the offloaded items went to the host; the ring and the other items stayed */
             int64_t L = c->num_layers, host = actstore_host_bytes(&m.xin) + actstore_host_bytes(&m.keep_oh) +
                                                  actstore_host_bytes(&m.keep_lse);
-            int64_t want = (L + 1) * f.T * c->hidden_size * 4 +
-                           (recompute == 2 ? L * f.T * c->num_heads * (c->head_dim + 1) * 4 : 0);
-            CHECK(host == want && actstore_dev_bytes(&m.xin) == 2 * f.T * c->hidden_size * 4,
-                  "offload: %lld bytes on the host, expected %lld", (long long)host, (long long)want);
+            int64_t nx = m.offload < L + 1 ? m.offload : L + 1, nk = m.offload < L ? m.offload : L;
+            int64_t ring = nx < 2 ? nx : 2;
+            int64_t want = nx * f.T * c->hidden_size * 4 +
+                           (recompute == 2 ? nk * f.T * c->num_heads * (c->head_dim + 1) * 4 : 0);
+            CHECK(host == want && actstore_dev_bytes(&m.xin) == (ring + L + 1 - nx) * f.T * c->hidden_size * 4,
+                  "offload %lld: %lld bytes on the host, expected %lld", (long long)m.offload, (long long)host,
+                  (long long)want);
             CHECK(model_offload_seconds(&m) >= 0, "offload copy time");
         }
         if (variant == 0) {

@@ -79,6 +79,9 @@ static int cmd_train(int argc, char **argv) {
         {"--offload-checkpoints", FLAG_BOOL, &o.offload_checkpoints, NULL,
          "keep the checkpointed layer inputs (and --checkpoint 2's attention outputs) in pinned host memory, "
          "copied on a side stream and prefetched one layer ahead in backward (needs --checkpoint 1|2)"},
+        {"--offload-layers", FLAG_INT, &o.offload_layers, "K",
+         "with --offload-checkpoints: offload only the first K layers' saved activations, the rest stay on the GPU "
+         "(for a host whose memory holds only part of them; default: all)"},
         {"--gpu-mem", FLAG_DOUBLE, &o.gpu_mem, "GiB",
          "memory per GPU the plan must fit, else train refuses up front (default: the GPU's total on CUDA, "
          "no limit on CPU); see `ulysses plan`"},
@@ -157,6 +160,8 @@ static int cmd_plan(int argc, char **argv) {
         {"--seq-len", FLAG_INT, &o.seq_len, "T", "tokens per sample (default 2048)"},
         {"--checkpoint", FLAG_INT, &checkpoint, "0|1|2", "per-layer activation checkpointing, as in train (default 0)"},
         {"--offload-checkpoints", FLAG_BOOL, &o.offload_checkpoints, NULL, "saved activations in pinned host memory"},
+        {"--offload-layers", FLAG_INT, &o.offload_layers, "K",
+         "with --offload-checkpoints: only the first K layers' (default: all)"},
         {"--tiled-mlp", FLAG_STRING, &tiled, "auto|off|ROWS",
          "TiledMLP rows per tile; auto (default): chosen from --gpu-mem as train does (untiled when it fits)"},
         {"--zero", FLAG_INT, &zero, "0|1|2|3", "ZeRO stage over the shard group (dp-shard x sp ranks) (default 0)"},
@@ -188,6 +193,8 @@ static int cmd_plan(int argc, char **argv) {
     if (rc == 0) rc = ul_parse_tiled_mlp(tiled, &o.mlp_tile, &e);
     if (rc == 0 && o.offload_checkpoints && checkpoint < 1)
         rc = ul_err(&e, "--offload-checkpoints: needs --checkpoint 1 or 2");
+    if (rc == 0 && (o.offload_layers < -1 || (o.offload_layers >= 0 && !o.offload_checkpoints)))
+        rc = ul_err(&e, "--offload-layers %lld: must be >= 0, with --offload-checkpoints", (long long)o.offload_layers);
     if (rc == 0 && o.dp_shard == 0) {
         int64_t q = o.sp * o.dp_replicate;
         o.dp_shard = gpus <= 0 ? 1 : q > 0 && gpus % q == 0 ? gpus / q : -1;

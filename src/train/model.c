@@ -75,8 +75,8 @@ void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGro
     m->sp_rank = sp_g ? sp_g->rank : 0;
     m->recompute = recompute;
     UL_ASSERT(recompute >= 0 && recompute <= 2, "recompute mode %d", recompute);
-    UL_ASSERT(!o->offload || recompute >= 1, "checkpoint offload needs recompute >= 1");
-    m->offload = o->offload;
+    UL_ASSERT(o->offload <= 0 || recompute >= 1, "checkpoint offload needs recompute >= 1");
+    m->offload = o->offload > 0 ? o->offload : 0;
     int64_t H = c->num_heads, Hkv = c->num_kv_heads, d = c->head_dim, D = c->hidden_size;
     int64_t I = c->intermediate_size, V = c->vocab_size, L = c->num_layers, S = m->sp;
     UL_ASSERT(T_max % S == 0, "T_max %lld not a multiple of sp", (long long)T_max);

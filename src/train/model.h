@@ -73,8 +73,8 @@ struct Model {
                         2 also keep each layer's attention output + lse (backward skips the attention) */
     ActStore keep_oh;  /* [L] x [T, Hq_l, d] act (recompute == 2) */
     ActStore keep_lse; /* [L] x [T, Hq_l] f32 (recompute == 2) */
-    int offload;     /* the saved activations (xin, keep_oh, keep_lse) live in host memory
-                        (train/offload.h); requires recompute >= 1 */
+    int64_t offload; /* the saved activations (xin, keep_oh, keep_lse) of the first `offload`
+                        layers live in host memory (train/offload.h); requires recompute >= 1 */
     int no_exchange; /* debug: attend only inside the local shard (the control experiment) */
     int64_t mlp_tile; /* TiledMLP: rows per MLP tile (0 = off); [t, I] activations never exist */
     void *tg, *tu, *th; /* [mlp_tile, I] the current tile's gate, up, silu(g)*u */
@@ -137,7 +137,9 @@ void model_init_ex(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup
 typedef struct {
     int recompute;    /* 0, 1, 2 (see Model.recompute) */
     int64_t mlp_tile; /* TiledMLP rows, 0 = off */
-    int offload;      /* checkpoint offload to host memory (needs recompute >= 1) */
+    int64_t offload;  /* checkpoint offload to host memory (needs recompute >= 1): the saved
+                         activations of the first `offload` layers (0: none; > L: all, the
+                         final norm's input too) */
     int sharded;      /* ZeRO-3: no full params, grads, act weights (zero_init installs the hooks) */
 } ModelMemOpts;
 void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *sp_g, int64_t T_max,

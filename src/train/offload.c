@@ -5,21 +5,26 @@
 
 #include "core/common.h"
 
-static int64_t n_slots(const ActStore *s) { return s->offload ? (s->n < ACTSTORE_RING ? s->n : ACTSTORE_RING) : s->n; }
+/* device buffers: the ring slots of the offloaded items, then one per resident item */
+static int64_t n_ring(const ActStore *s) { return s->n_off < ACTSTORE_RING ? s->n_off : ACTSTORE_RING; }
+static int64_t n_slots(const ActStore *s) { return n_ring(s) + (s->n - s->n_off); }
+static int resident(const ActStore *s, int64_t i) { return i >= s->n_off; }
+static void *resident_buf(const ActStore *s, int64_t i) { return s->dev[n_ring(s) + (i - s->n_off)]; }
 
-void actstore_init(ActStore *s, const KernelOps *k, int64_t n, size_t bytes, int offload) {
+void actstore_init(ActStore *s, const KernelOps *k, int64_t n, size_t bytes, int64_t n_off) {
     memset(s, 0, sizeof *s);
     s->k = k;
     s->n = n;
     s->bytes = bytes;
-    s->offload = offload;
+    s->n_off = n_off < 0 ? 0 : n_off < n ? n_off : n;
+    s->offload = s->n_off > 0;
     int64_t ns = n_slots(s);
     s->dev = ul_calloc((size_t)(ns > 0 ? ns : 1), sizeof(void *));
     for (int64_t i = 0; i < ns; i++) s->dev[i] = k->alloc(bytes);
     for (int r = 0; r < ACTSTORE_RING; r++) s->slot_item[r] = -1;
-    if (!offload) return;
-    s->host = ul_calloc((size_t)n, sizeof(void *));
-    for (int64_t i = 0; i < n; i++) s->host[i] = k->host_alloc(bytes);
+    if (!s->offload) return;
+    s->host = ul_calloc((size_t)s->n_off, sizeof(void *));
+    for (int64_t i = 0; i < s->n_off; i++) s->host[i] = k->host_alloc(bytes);
     for (int r = 0; r < ACTSTORE_RING; r++) {
         s->ev_copy[r] = k->event_create();
         s->ev_use[r] = k->event_create();
@@ -27,9 +32,9 @@ void actstore_init(ActStore *s, const KernelOps *k, int64_t n, size_t bytes, int
         k->event_record(s->ev_copy[r], UL_STREAM_COPY);
         k->event_record(s->ev_use[r], UL_STREAM_COMPUTE);
     }
-    s->ev_t0 = ul_calloc((size_t)(2 * n), sizeof(void *));
-    s->ev_t1 = ul_calloc((size_t)(2 * n), sizeof(void *));
-    for (int64_t j = 0; j < 2 * n; j++) {
+    s->ev_t0 = ul_calloc((size_t)(2 * s->n_off), sizeof(void *));
+    s->ev_t1 = ul_calloc((size_t)(2 * s->n_off), sizeof(void *));
+    for (int64_t j = 0; j < 2 * s->n_off; j++) {
         s->ev_t0[j] = k->event_create();
         s->ev_t1[j] = k->event_create();
     }
@@ -41,13 +46,13 @@ void actstore_free(ActStore *s) {
     for (int64_t i = 0; i < n_slots(s); i++) k->free(s->dev[i]);
     free(s->dev);
     if (s->offload) {
-        for (int64_t i = 0; i < s->n; i++) k->host_free(s->host[i]); /* waits for both streams */
+        for (int64_t i = 0; i < s->n_off; i++) k->host_free(s->host[i]); /* waits for both streams */
         free(s->host);
         for (int r = 0; r < ACTSTORE_RING; r++) {
             k->event_destroy(s->ev_copy[r]);
             k->event_destroy(s->ev_use[r]);
         }
-        for (int64_t j = 0; j < 2 * s->n; j++) {
+        for (int64_t j = 0; j < 2 * s->n_off; j++) {
             k->event_destroy(s->ev_t0[j]);
             k->event_destroy(s->ev_t1[j]);
         }
@@ -60,7 +65,7 @@ void actstore_free(ActStore *s) {
 /* One copy on the copy stream, timed while the step's event pairs last. */
 static void copy(ActStore *s, void *dst, const void *src, int to_host) {
     const KernelOps *k = s->k;
-    int timed = s->n_copies < 2 * s->n;
+    int timed = s->n_copies < 2 * s->n_off;
     if (timed) k->event_record(s->ev_t0[s->n_copies], UL_STREAM_COPY);
     k->copy_async(dst, src, s->bytes, to_host);
     if (timed) k->event_record(s->ev_t1[s->n_copies++], UL_STREAM_COPY);
@@ -68,7 +73,7 @@ static void copy(ActStore *s, void *dst, const void *src, int to_host) {
 
 void *actstore_write(ActStore *s, int64_t i) {
     UL_ASSERT(i >= 0 && i < s->n, "saved activation %lld of %lld", (long long)i, (long long)s->n);
-    if (!s->offload) return s->dev[i];
+    if (resident(s, i)) return resident_buf(s, i);
     int r = (int)(i % ACTSTORE_RING);
     s->k->event_wait(UL_STREAM_COMPUTE, s->ev_copy[r]); /* the slot's previous item is out (or in) */
     s->slot_item[r] = i;
@@ -76,7 +81,7 @@ void *actstore_write(ActStore *s, int64_t i) {
 }
 
 void actstore_saved(ActStore *s, int64_t i) {
-    if (!s->offload) return;
+    if (resident(s, i)) return;
     int r = (int)(i % ACTSTORE_RING);
     const KernelOps *k = s->k;
     k->event_record(s->ev_use[r], UL_STREAM_COMPUTE); /* item i is complete */
@@ -86,7 +91,7 @@ void actstore_saved(ActStore *s, int64_t i) {
 }
 
 void actstore_prefetch(ActStore *s, int64_t i) {
-    if (!s->offload || i < 0) return;
+    if (i < 0 || resident(s, i)) return;
     int r = (int)(i % ACTSTORE_RING);
     if (s->slot_item[r] == i) return; /* still there from the forward, or already fetched */
     const KernelOps *k = s->k;
@@ -98,7 +103,7 @@ void actstore_prefetch(ActStore *s, int64_t i) {
 
 void *actstore_read(ActStore *s, int64_t i) {
     UL_ASSERT(i >= 0 && i < s->n, "saved activation %lld of %lld", (long long)i, (long long)s->n);
-    if (!s->offload) return s->dev[i];
+    if (resident(s, i)) return resident_buf(s, i);
     int r = (int)(i % ACTSTORE_RING);
     actstore_prefetch(s, i);
     /* the slot's last copy is either this item's H2D or its own D2H (reading alongside that
@@ -108,7 +113,7 @@ void *actstore_read(ActStore *s, int64_t i) {
 }
 
 void actstore_release(ActStore *s, int64_t i) {
-    if (!s->offload) return;
+    if (resident(s, i)) return;
     s->k->event_record(s->ev_use[i % ACTSTORE_RING], UL_STREAM_COMPUTE);
 }
 
@@ -120,4 +125,4 @@ double actstore_copy_seconds(ActStore *s) {
 }
 
 int64_t actstore_dev_bytes(const ActStore *s) { return n_slots(s) * (int64_t)s->bytes; }
-int64_t actstore_host_bytes(const ActStore *s) { return s->offload ? s->n * (int64_t)s->bytes : 0; }
+int64_t actstore_host_bytes(const ActStore *s) { return s->n_off * (int64_t)s->bytes; }

@@ -2,9 +2,12 @@
  * host memory: n items of `bytes` each (the layer inputs xin[0..L], or with --checkpoint 2
  * each layer's attention output / lse), written in forward order and read back in reverse.
  *
- * Without offload every item has its own backend buffer. With offload the items live in
- * page-locked host memory (KernelOps.host_alloc) and only a ring of ACTSTORE_RING device
- * slots exists; item i uses slot i % ACTSTORE_RING:
+ * Without offload every item has its own backend buffer. With offload the first n_off items
+ * (all, or fewer when host memory is short: the partial offload) live in page-locked host
+ * memory (KernelOps.host_alloc) and share a ring of ACTSTORE_RING device slots, item i
+ * < n_off in slot i % ACTSTORE_RING; the items from n_off on keep their own device buffers
+ * (the last ones written, the first read back: no copy and no wait for them). An offloaded
+ * item goes through:
  *   forward   p = actstore_write(s, i)   compute waits until the slot's previous content
  *                                        has reached the host (its D2H copy finished)
  *             ... compute writes p ...
@@ -33,17 +36,19 @@ typedef struct {
     const KernelOps *k;
     int64_t n;              /* items */
     size_t bytes;           /* per item */
-    int offload;
-    void **dev;             /* [n] device buffers, or [ACTSTORE_RING] ring slots with offload */
-    void **host;            /* [n] page-locked host copies (offload) */
+    int64_t n_off;          /* items offloaded: [0, n_off) */
+    int offload;            /* n_off > 0 */
+    void **dev;             /* [min(n_off, ACTSTORE_RING) + n - n_off]: the ring slots, then the resident items */
+    void **host;            /* [n_off] page-locked host copies */
     int64_t slot_item[ACTSTORE_RING]; /* item held by each slot, -1: none */
     void *ev_copy[ACTSTORE_RING];     /* the last copy into / out of the slot is done */
     void *ev_use[ACTSTORE_RING];      /* compute done producing / reading the slot */
-    void **ev_t0, **ev_t1;  /* [2n] start/end of every copy of the current step (timing) */
+    void **ev_t0, **ev_t1;  /* [2 n_off] start/end of every copy of the current step (timing) */
     int64_t n_copies;       /* copies timed since the last actstore_copy_seconds */
 } ActStore;
 
-void actstore_init(ActStore *s, const KernelOps *k, int64_t n, size_t bytes, int offload);
+/* n_off: items [0, n_off) offloaded (clamped to [0, n]; 0: none, n or more: all). */
+void actstore_init(ActStore *s, const KernelOps *k, int64_t n, size_t bytes, int64_t n_off);
 void actstore_free(ActStore *s);
 void *actstore_write(ActStore *s, int64_t i);
 void actstore_saved(ActStore *s, int64_t i);

@@ -14,6 +14,12 @@ void plan_input_default(PlanInput *in) {
     in->seq_len = 2048;
     in->act_bytes = 4;
     in->reserve_gib = PLAN_DEFAULT_RESERVE_GIB;
+    in->offload_layers = -1;
+}
+
+int64_t plan_offload_items(int offload_checkpoints, int64_t offload_layers) {
+    if (!offload_checkpoints) return 0;
+    return offload_layers < 0 ? INT64_MAX : offload_layers;
 }
 
 const char *plan_group_name(PlanGroup g) {
@@ -84,14 +90,21 @@ static void zero3_sizes(const ModelConfig *c, int64_t nsh, int64_t *per, int64_t
 
 /* A saved-activation store (train/offload.h): n items of `bytes`, on the device or (offload)
  * in pinned host memory behind a ring of 2 device slots. */
-static void add_store(Plan *p, int offload, int64_t n, int64_t bytes, const char *what) {
-    if (!offload) {
+/* A saved-activation store of n items (train/offload.h): the first n_off in pinned host
+ * memory through a device ring of 2, the rest in their own device buffers */
+static void add_store(Plan *p, int64_t n_off, int64_t n, int64_t bytes, const char *what) {
+    if (n_off > n) n_off = n;
+    if (n_off <= 0) {
         add(p, PG_CKPT, 0, 1, n * bytes, "%s (%lld)", what, (long long)n);
         return;
     }
-    int64_t ring = n < 2 ? n : 2;
-    add(p, PG_CKPT, 0, 1, ring * bytes, "%s: device ring (%lld)", what, (long long)ring);
-    add(p, PG_CKPT, 1, 1, n * bytes, "%s: pinned host (%lld)", what, (long long)n);
+    int64_t ring = n_off < 2 ? n_off : 2;
+    if (n_off < n)
+        add(p, PG_CKPT, 0, 1, (ring + n - n_off) * bytes, "%s: device ring (%lld) + resident (%lld)", what,
+            (long long)ring, (long long)(n - n_off));
+    else
+        add(p, PG_CKPT, 0, 1, ring * bytes, "%s: device ring (%lld)", what, (long long)ring);
+    add(p, PG_CKPT, 1, 1, n_off * bytes, "%s: pinned host (%lld)", what, (long long)n_off);
 }
 
 /* The order follows model_init_opts (train/model.c), exchange_init and train_run.
@@ -105,7 +118,8 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     int64_t T = ceil_div(in->seq_len, S) * S, t = T / S;
     /* heads per rank after the exchange (exchange_init) */
     int64_t Hq_l = H / S, Hkv_l = Hkv % S == 0 ? Hkv / S : 1, W_l = Hq_l + 2 * Hkv_l;
-    int recompute = in->checkpoint, off = in->offload_checkpoints && recompute >= 1;
+    int recompute = in->checkpoint;
+    int64_t off = recompute >= 1 ? plan_offload_items(in->offload_checkpoints, in->offload_layers) : 0;
     int64_t mlp_tile = plan_mlp_tile(mlp_req, t), rows_I = mlp_tile ? mlp_tile : t;
     int64_t loss_tile = plan_loss_tile(V, t);
     p->T = T;

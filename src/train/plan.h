@@ -46,6 +46,7 @@ typedef struct {
     int checkpoint;           /* 0, 1, 2 (train --checkpoint) */
     int64_t mlp_tile;         /* TiledMLP rows requested (0 = off, PLAN_MLP_AUTO: chosen from dev_limit) */
     int offload_checkpoints;  /* saved activations in pinned host memory */
+    int64_t offload_layers;   /* only those of the first K layers (-1: all) */
     int zero;                 /* ZeRO stage 0..3 over the shard group (dp_shard x sp ranks) */
     int offload_optimizer;    /* fp32 master weights and AdamW moments in host memory */
     int64_t offload_chunk;    /* elements per chunk of the offload's gradient staging (0: PLAN_OFFLOAD_CHUNK) */
@@ -83,6 +84,9 @@ typedef struct {
  * min(per, req); *nbuf: the pinned host buffers of that many elements, 2 when there is more
  * than one chunk (the next chunk's download overlaps the CPU AdamW on this one), else 1. */
 int64_t plan_offload_chunk(int64_t per, int64_t req, int *nbuf);
+/* Items of each saved-activation store that go to host memory (ModelMemOpts.offload): none
+ * without --offload-checkpoints, all (INT64_MAX) without --offload-layers, else K. */
+int64_t plan_offload_items(int offload_checkpoints, int64_t offload_layers);
 
 /* Default CUDA context + cuBLASLt + NCCL reserve (GiB per GPU), docs/memory.md. */
 #define PLAN_DEFAULT_RESERVE_GIB 3.0

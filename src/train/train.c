@@ -71,6 +71,7 @@ void train_options_default(TrainOptions *o) {
     o->dp_shard = 0; /* 0: world / (sp * dp_replicate) */
     o->save_dtype = "f32";
     o->log_every = 1;
+    o->offload_layers = -1;
     o->eval_samples = 16;
     o->mlp_tile = PLAN_MLP_AUTO;
 }
@@ -153,6 +154,8 @@ static int validate(const TrainOptions *o, const ModelConfig *c, int world, UlEr
         return ul_err(e, "--tiled-mlp %lld: must be >= 0 (or auto)", (long long)o->mlp_tile);
     if (o->offload_checkpoints && o->checkpoint < 1)
         return ul_err(e, "--offload-checkpoints: needs --checkpoint 1 or 2 (the saved layer inputs are what goes to host)");
+    if (o->offload_layers < -1 || (o->offload_layers >= 0 && !o->offload_checkpoints))
+        return ul_err(e, "--offload-layers %lld: must be >= 0, with --offload-checkpoints", (long long)o->offload_layers);
     if (!(o->gpu_mem >= 0)) return ul_err(e, "--gpu-mem: must be >= 0 GiB");
     if (!(o->host_mem >= 0)) return ul_err(e, "--host-mem: must be >= 0 GiB");
     if (!(o->reserve_gib >= 0)) return ul_err(e, "--reserve-gib: must be >= 0 GiB");
@@ -482,7 +485,8 @@ int train_run(const TrainOptions *o_in, UlError *e) {
     int64_t pad = o->sp;
     int64_t T_max = (o->seq_len + pad - 1) / pad * pad;
     Model m;
-    ModelMemOpts mo = {o->checkpoint, plan.mlp_tile, o->offload_checkpoints, o->zero == 3}; /* the plan's tile (auto resolved) */
+    ModelMemOpts mo = {o->checkpoint, plan.mlp_tile, plan_offload_items(o->offload_checkpoints, o->offload_layers),
+                       o->zero == 3}; /* the plan's tile (auto resolved) */
     model_init_opts(&m, &c, k, mesh.dev_sp, T_max, &mo);
     m.no_exchange = o->no_exchange;
     ZeroOpt zo; /* the optimizer state, sharded with --zero (train/zero.h); pads the model: before the weights */

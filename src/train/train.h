@@ -43,6 +43,7 @@ typedef struct {
     int checkpoint;        /* per-layer activation checkpointing (recompute in backward) */
     int64_t mlp_tile;      /* TiledMLP: rows per MLP tile, 0 = off, PLAN_MLP_AUTO (default): the planner's */
     int offload_checkpoints; /* saved layer inputs (and kept attention) in pinned host memory */
+    int64_t offload_layers;  /* --offload-layers K: only the first K layers' (-1, the default: all) */
     double gpu_mem;        /* GiB per GPU to plan against (0: the GPU's total on CUDA, no limit on CPU) */
     double host_mem;       /* GiB of host memory per node to plan against (0: no check) */
     double reserve_gib;    /* CUDA context + cuBLASLt + NCCL reserve in the plan (0: the default) */

@@ -20,6 +20,7 @@ void ul_plan_input(const TrainOptions *o, const ModelConfig *c, size_t act_bytes
     in->checkpoint = o->checkpoint;
     in->mlp_tile = o->mlp_tile;
     in->offload_checkpoints = o->offload_checkpoints;
+    in->offload_layers = o->offload_layers;
     in->zero = (int)o->zero;
     in->offload_optimizer = o->offload_optimizer;
     in->offload_chunk = o->offload_chunk;
