@@ -10,9 +10,9 @@ Run on the GPU machine from the repository root after building build-gpu/ (scrip
 Phases (--what, default plan,ours,peer):
 
   plan  `ulysses plan` gives the largest --seq-len that fits --gpu-mem and --host-mem with
-        the memory options (--opts, default: --checkpoint 1 --offload-checkpoints --zero 2
-        --offload-optimizer --tiled-mlp auto; options of a newer build, e.g. --zero 3, pass
-        through as they are).
+        the memory options (--opts, default: --checkpoint 1 --offload-checkpoints
+        --offload-layers auto --zero 3 --offload-optimizer --tiled-mlp auto: as many layers'
+        checkpoints on the host as --host-mem holds beside the optimizer state).
   ours  one training step (--steps) at that length; on failure (refused, out of memory,
         killed, timeout) a bisection down to the largest length that trains, within --tol;
         then one step at each fraction of it in --below (default 0.75,0.5). Recorded per
@@ -56,7 +56,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEER = os.path.join(HERE, "peer", "ulysses_peer.py")
-DEFAULT_OPTS = "--checkpoint 1 --offload-checkpoints --zero 2 --offload-optimizer --tiled-mlp auto"
+DEFAULT_OPTS = "--checkpoint 1 --offload-checkpoints --offload-layers auto --zero 3 --offload-optimizer --tiled-mlp auto"
 
 
 class OutOfTime(Exception):

@@ -98,7 +98,8 @@ badinput)
   expect 2 "\-\-plot: the plot needs gnuplot" $T --model tiny.json --plot p.png
   unset UL_GNUPLOT
   expect 1 "\-\-offload-checkpoints" $T --model tiny.json --offload-checkpoints
-  expect 1 "\-\-offload-layers 1: must be >= 0, with \-\-offload-checkpoints" $T --model tiny.json --checkpoint 1 --offload-layers 1
+  expect 1 "\-\-offload-layers: needs \-\-offload-checkpoints" $T --model tiny.json --checkpoint 1 --offload-layers 1
+  expect 1 "\-\-offload-layers x: expected auto, all" $T --model tiny.json --checkpoint 1 --offload-checkpoints --offload-layers x
   expect 2 "\-\-gpu-mem" $T --model tiny.json --gpu-mem 0.0001 --sp 2 --batch 2
   expect 1 "\-\-gpu-mem" $T --model tiny.json --gpu-mem -1
   expect 2 "\-\-tiled-mlp 12x: expected auto, off" $T --model tiny.json --tiled-mlp 12x --sp 2 --batch 2
@@ -201,7 +202,7 @@ plan)
     np=$1; shift
     run "$np" a.jsonl "$@"
     la=$(sed -e 's/.*"loss": \([-0-9.e+]*\).*/\1/' a.jsonl | tr '\n' ' ')
-    for off in "" "--offload-layers 1"; do
+    for off in "" "--offload-layers 1" "--offload-layers auto"; do
       run "$np" b.jsonl "$@" --offload-checkpoints $off
       lb=$(sed -e 's/.*"loss": \([-0-9.e+]*\).*/\1/' b.jsonl | tr '\n' ' ')
       echo "plan: np=$np $* $off 10 losses without/with offload equal: $([ "$la" = "$lb" ] && echo yes || echo no)"

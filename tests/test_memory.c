@@ -134,6 +134,41 @@ static void check_max_seq(const ModelConfig *c, int sp) {
     CHECK(prev > 0, "nothing fits 64 MiB");
 }
 
+/* --offload-layers auto (PLAN_OFFLOAD_AUTO): the most layers whose checkpoints fit the host
+ * limit, the same plan as asking for that count; no limit: all. */
+static void check_auto_offload(const ModelConfig *c, int sp) {
+    PlanInput in;
+    plan_input_default(&in);
+    in.c = *c;
+    in.sp = sp;
+    in.seq_len = 64 * sp;
+    in.checkpoint = 2;
+    in.offload_checkpoints = 1;
+    int64_t L = c->num_layers;
+    for (int64_t want = 0; want <= L + 1; want++) {
+        Plan ex, au;
+        in.offload_layers = want;
+        in.host_limit = 0;
+        plan_compute(&in, &ex);
+        in.offload_layers = PLAN_OFFLOAD_AUTO;
+        in.host_limit = 2 * ex.host_total; /* two ranks on the host: exactly K = want fits */
+        in.ranks_per_host = 2;
+        plan_compute(&in, &au);
+        CHECK(au.offload_auto && au.offload_items == want && au.dev_total == ex.dev_total &&
+                  au.host_total == ex.host_total,
+              "auto offload, host limit of %lld layers: chose %lld (device %lld vs %lld)", (long long)want,
+              (long long)au.offload_items, (long long)au.dev_total, (long long)ex.dev_total);
+        in.host_limit = 2 * ex.host_total - 1; /* one byte less: one layer fewer */
+        plan_compute(&in, &au);
+        CHECK(want == 0 || au.offload_items == want - 1, "auto offload, 1 byte under %lld layers: chose %lld",
+              (long long)want, (long long)au.offload_items);
+    }
+    Plan all;
+    in.host_limit = 0;
+    plan_compute(&in, &all);
+    CHECK(all.offload_items == L + 1, "auto offload without a host limit: %lld items", (long long)all.offload_items);
+}
+
 /* --tiled-mlp auto (plan.h PLAN_MLP_AUTO) at t = 1000 tokens per rank. */
 static void check_auto_tile(const ModelConfig *c, int sp) {
     PlanInput in;
@@ -238,6 +273,7 @@ int main(int argc, char **argv) {
     free(ref.grads);
     check_max_seq(&c, world);
     check_auto_tile(&c, world);
+    check_auto_offload(&c, world);
 
     int fails = tu_failures;
     MPI_Allreduce(MPI_IN_PLACE, &fails, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);

@@ -38,7 +38,7 @@ static int cmd_train(int argc, char **argv) {
     TrainOptions o;
     train_options_default(&o);
     int64_t checkpoint = -1;
-    const char *tiled = NULL;
+    const char *tiled = NULL, *offl = NULL;
     Flag flags[] = {
         {"--model", FLAG_STRING, &o.model, "CONFIG|DIR", "model architecture: a config.json or a directory holding one"},
         {"--init", FLAG_STRING, &o.init, "DIR", "start from the weights of this HF model directory (else random init)"},
@@ -79,9 +79,10 @@ static int cmd_train(int argc, char **argv) {
         {"--offload-checkpoints", FLAG_BOOL, &o.offload_checkpoints, NULL,
          "keep the checkpointed layer inputs (and --checkpoint 2's attention outputs) in pinned host memory, "
          "copied on a side stream and prefetched one layer ahead in backward (needs --checkpoint 1|2)"},
-        {"--offload-layers", FLAG_INT, &o.offload_layers, "K",
+        {"--offload-layers", FLAG_STRING, &offl, "K|auto|all",
          "with --offload-checkpoints: offload only the first K layers' saved activations, the rest stay on the GPU "
-         "(for a host whose memory holds only part of them; default: all)"},
+         "(for a host whose memory holds only part of them); auto: as many as --host-mem (default: 90% of the "
+         "node's memory) holds with the rest of the plan; all (default)"},
         {"--gpu-mem", FLAG_DOUBLE, &o.gpu_mem, "GiB",
          "memory per GPU the plan must fit, else train refuses up front (default: the GPU's total on CUDA, "
          "no limit on CPU); see `ulysses plan`"},
@@ -132,6 +133,7 @@ static int cmd_train(int argc, char **argv) {
         o.checkpoint = (int)checkpoint;
     }
     if (rc == 0) rc = ul_parse_tiled_mlp(tiled, &o.mlp_tile, &e);
+    if (rc == 0) rc = ul_parse_offload_layers(offl, &o.offload_layers, &e);
     if (rc) return fail(&e);
     if (train_run(&o, &e) != 0) return fail(&e);
     return finish(0);
@@ -147,7 +149,7 @@ static int cmd_plan(int argc, char **argv) {
     TrainOptions o;
     train_options_default(&o);
     int64_t gpus = 0, checkpoint = 0, zero = 0, per_host = 0;
-    const char *device = "cuda", *tiled = NULL;
+    const char *device = "cuda", *tiled = NULL, *offl = NULL;
     int offload_opt = 0;
     double gpu_mem = 139.0;
     Flag flags[] = {
@@ -160,8 +162,8 @@ static int cmd_plan(int argc, char **argv) {
         {"--seq-len", FLAG_INT, &o.seq_len, "T", "tokens per sample (default 2048)"},
         {"--checkpoint", FLAG_INT, &checkpoint, "0|1|2", "per-layer activation checkpointing, as in train (default 0)"},
         {"--offload-checkpoints", FLAG_BOOL, &o.offload_checkpoints, NULL, "saved activations in pinned host memory"},
-        {"--offload-layers", FLAG_INT, &o.offload_layers, "K",
-         "with --offload-checkpoints: only the first K layers' (default: all)"},
+        {"--offload-layers", FLAG_STRING, &offl, "K|auto|all",
+         "with --offload-checkpoints: only the first K layers'; auto: as many as --host-mem holds (default: all)"},
         {"--tiled-mlp", FLAG_STRING, &tiled, "auto|off|ROWS",
          "TiledMLP rows per tile; auto (default): chosen from --gpu-mem as train does (untiled when it fits)"},
         {"--zero", FLAG_INT, &zero, "0|1|2|3", "ZeRO stage over the shard group (dp-shard x sp ranks) (default 0)"},
@@ -191,10 +193,10 @@ static int cmd_plan(int argc, char **argv) {
     if (rc == 0 && !(o.host_mem >= 0)) rc = ul_err(&e, "--host-mem: must be >= 0 GiB");
     if (rc == 0 && !(o.reserve_gib >= 0)) rc = ul_err(&e, "--reserve-gib: must be >= 0 GiB");
     if (rc == 0) rc = ul_parse_tiled_mlp(tiled, &o.mlp_tile, &e);
+    if (rc == 0) rc = ul_parse_offload_layers(offl, &o.offload_layers, &e);
     if (rc == 0 && o.offload_checkpoints && checkpoint < 1)
         rc = ul_err(&e, "--offload-checkpoints: needs --checkpoint 1 or 2");
-    if (rc == 0 && (o.offload_layers < -1 || (o.offload_layers >= 0 && !o.offload_checkpoints)))
-        rc = ul_err(&e, "--offload-layers %lld: must be >= 0, with --offload-checkpoints", (long long)o.offload_layers);
+    if (rc == 0 && offl && !o.offload_checkpoints) rc = ul_err(&e, "--offload-layers: needs --offload-checkpoints");
     if (rc == 0 && o.dp_shard == 0) {
         int64_t q = o.sp * o.dp_replicate;
         o.dp_shard = gpus <= 0 ? 1 : q > 0 && gpus % q == 0 ? gpus / q : -1;
@@ -214,16 +216,20 @@ static int cmd_plan(int argc, char **argv) {
     in.offload_optimizer = offload_opt;
     int64_t lim = (int64_t)(gpu_mem * PLAN_GIB), hlim = (int64_t)(o.host_mem * PLAN_GIB);
     in.dev_limit = lim; /* --tiled-mlp auto chooses its tile for it */
+    in.host_limit = hlim; /* --offload-layers auto fills it (no limit: all layers) */
+    in.ranks_per_host = per_host;
     Plan p;
     plan_compute(&in, &p);
     if (g_rank == 0) {
-        char mlp[64];
+        char mlp[64], od[64], ckpt_off[96] = "";
         plan_mlp_desc(&p, mlp, sizeof mlp);
+        plan_offload_desc(&p, c.num_layers, od, sizeof od);
+        if (o.offload_checkpoints) snprintf(ckpt_off, sizeof ckpt_off, " (offloaded: %s)", od);
         printf("memory plan: %lld GPUs (sp %lld, dp_replicate %lld, dp_shard %lld), seq_len %lld (%lld tokens per GPU), "
                "%s, checkpoint %lld%s, tiled-mlp %s, zero %lld%s\n\n",
                (long long)gpus, (long long)o.sp, (long long)o.dp_replicate, (long long)o.dp_shard, (long long)p.T,
                (long long)p.t, cuda ? "CUDA bf16" : "CPU fp32", (long long)checkpoint,
-               o.offload_checkpoints ? " (offloaded)" : "", mlp, (long long)zero,
+               ckpt_off, mlp, (long long)zero,
                offload_opt ? ", optimizer offloaded" : "");
         plan_print(stdout, &p, per_host);
         int fits = p.dev_total <= lim && (hlim <= 0 || p.host_total * per_host <= hlim);

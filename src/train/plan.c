@@ -120,6 +120,7 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     int64_t Hq_l = H / S, Hkv_l = Hkv % S == 0 ? Hkv / S : 1, W_l = Hq_l + 2 * Hkv_l;
     int recompute = in->checkpoint;
     int64_t off = recompute >= 1 ? plan_offload_items(in->offload_checkpoints, in->offload_layers) : 0;
+    p->offload_items = off < L + 1 ? off : L + 1;
     int64_t mlp_tile = plan_mlp_tile(mlp_req, t), rows_I = mlp_tile ? mlp_tile : t;
     int64_t loss_tile = plan_loss_tile(V, t);
     p->T = T;
@@ -242,7 +243,7 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
 
 /* PLAN_MLP_AUTO (plan.h): with TiledMLP the [*, I] buffers cost 6 rows I act bytes (the
  * tile's g, u, h and the grads dh, dg, du); everything else does not depend on the tile. */
-void plan_compute(const PlanInput *in, Plan *p) {
+static void plan_compute_mlp(const PlanInput *in, Plan *p) {
     if (in->mlp_tile != PLAN_MLP_AUTO) {
         plan_fixed(in, in->mlp_tile, p);
         return;
@@ -264,6 +265,33 @@ void plan_compute(const PlanInput *in, Plan *p) {
     p->mlp_auto = 1;
 }
 
+void plan_compute(const PlanInput *in, Plan *p) {
+    if (!(in->offload_checkpoints && in->checkpoint >= 1 && in->offload_layers == PLAN_OFFLOAD_AUTO)) {
+        plan_compute_mlp(in, p);
+        return;
+    }
+    /* the most layers whose checkpoints the host holds: each one offloaded costs host
+     * memory and saves device memory, so the most that fit is the best */
+    PlanInput q = *in;
+    int64_t rph = in->ranks_per_host > 0 ? in->ranks_per_host : 1;
+    for (int64_t K = in->c.num_layers + 1; K >= 0; K--) {
+        q.offload_layers = K;
+        plan_compute_mlp(&q, p);
+        if (in->host_limit <= 0 || p->host_total * rph <= in->host_limit) break;
+    }
+    p->offload_auto = 1;
+}
+
+void plan_offload_desc(const Plan *p, int64_t L, char *buf, size_t n) {
+    if (p->offload_items <= 0)
+        snprintf(buf, n, "%s", p->offload_auto ? "auto: none" : "off");
+    else if (p->offload_items > L)
+        snprintf(buf, n, "%sall %lld layers", p->offload_auto ? "auto: " : "", (long long)L);
+    else
+        snprintf(buf, n, "%s%lld of %lld layers", p->offload_auto ? "auto: " : "", (long long)p->offload_items,
+                 (long long)L);
+}
+
 void plan_mlp_desc(const Plan *p, char *buf, size_t n) {
     if (p->mlp_tile)
         snprintf(buf, n, "%s%lld rows", p->mlp_auto ? "auto: " : "", (long long)p->mlp_tile);
@@ -274,6 +302,10 @@ void plan_mlp_desc(const Plan *p, char *buf, size_t n) {
 int64_t plan_max_seq_len(const PlanInput *in, int64_t dev_limit, int64_t host_limit, int64_t ranks_per_host) {
     PlanInput q = *in;
     q.dev_limit = dev_limit;
+    if (q.host_limit <= 0) { /* --offload-layers auto fills the same host limit */
+        q.host_limit = host_limit;
+        q.ranks_per_host = ranks_per_host;
+    }
     int64_t S = in->sp > 0 ? in->sp : 1;
     int64_t lo = 0, hi = INT32_MAX / S; /* in units of sp tokens; lo fits (or is 0) */
     Plan p;

@@ -46,7 +46,10 @@ typedef struct {
     int checkpoint;           /* 0, 1, 2 (train --checkpoint) */
     int64_t mlp_tile;         /* TiledMLP rows requested (0 = off, PLAN_MLP_AUTO: chosen from dev_limit) */
     int offload_checkpoints;  /* saved activations in pinned host memory */
-    int64_t offload_layers;   /* only those of the first K layers (-1: all) */
+    int64_t offload_layers;   /* only those of the first K layers (-1: all; PLAN_OFFLOAD_AUTO: as many
+                                 as host_limit holds) */
+    int64_t host_limit;       /* PLAN_OFFLOAD_AUTO: bytes per host the plan may use (0: no limit) */
+    int64_t ranks_per_host;   /* PLAN_OFFLOAD_AUTO: ranks sharing that host memory (0: 1) */
     int zero;                 /* ZeRO stage 0..3 over the shard group (dp_shard x sp ranks) */
     int offload_optimizer;    /* fp32 master weights and AdamW moments in host memory */
     int64_t offload_chunk;    /* elements per chunk of the offload's gradient staging (0: PLAN_OFFLOAD_CHUNK) */
@@ -67,11 +70,16 @@ typedef struct {
     int64_t T, t;             /* padded sample length, tokens per rank */
     int64_t loss_tile, mlp_tile;  /* mlp_tile: rows actually used (0 = not tiled) */
     int mlp_auto;                 /* mlp_tile was chosen by PLAN_MLP_AUTO */
+    int64_t offload_items;        /* saved-activation items per store in host memory (ModelMemOpts.offload) */
+    int offload_auto;             /* offload_items was chosen by PLAN_OFFLOAD_AUTO */
     int64_t dev_total, host_total;     /* per rank */
     int64_t dev_exact, host_exact;     /* the items with exact = 1 */
     int64_t dev_group[PG_COUNT], host_group[PG_COUNT];
 } Plan;
 
+/* --offload-layers auto: the planner offloads as many layers' checkpoints as the host
+ * memory holds (plan_compute, PlanInput.host_limit). */
+#define PLAN_OFFLOAD_AUTO ((int64_t)-2)
 /* --tiled-mlp auto: the planner picks the tile (plan_compute). */
 #define PLAN_MLP_AUTO ((int64_t)-1)
 /* Auto tiles are multiples of this many rows. */
@@ -87,6 +95,8 @@ int64_t plan_offload_chunk(int64_t per, int64_t req, int *nbuf);
 /* Items of each saved-activation store that go to host memory (ModelMemOpts.offload): none
  * without --offload-checkpoints, all (INT64_MAX) without --offload-layers, else K. */
 int64_t plan_offload_items(int offload_checkpoints, int64_t offload_layers);
+/* "off", "all 32 layers", "auto: 20 of 32 layers", ... */
+void plan_offload_desc(const Plan *p, int64_t num_layers, char *buf, size_t n);
 
 /* Default CUDA context + cuBLASLt + NCCL reserve (GiB per GPU), docs/memory.md. */
 #define PLAN_DEFAULT_RESERVE_GIB 3.0

@@ -154,8 +154,9 @@ static int validate(const TrainOptions *o, const ModelConfig *c, int world, UlEr
         return ul_err(e, "--tiled-mlp %lld: must be >= 0 (or auto)", (long long)o->mlp_tile);
     if (o->offload_checkpoints && o->checkpoint < 1)
         return ul_err(e, "--offload-checkpoints: needs --checkpoint 1 or 2 (the saved layer inputs are what goes to host)");
-    if (o->offload_layers < -1 || (o->offload_layers >= 0 && !o->offload_checkpoints))
-        return ul_err(e, "--offload-layers %lld: must be >= 0, with --offload-checkpoints", (long long)o->offload_layers);
+    if ((o->offload_layers < -1 && o->offload_layers != PLAN_OFFLOAD_AUTO) ||
+        (o->offload_layers != -1 && !o->offload_checkpoints))
+        return ul_err(e, "--offload-layers: needs --offload-checkpoints");
     if (!(o->gpu_mem >= 0)) return ul_err(e, "--gpu-mem: must be >= 0 GiB");
     if (!(o->host_mem >= 0)) return ul_err(e, "--host-mem: must be >= 0 GiB");
     if (!(o->reserve_gib >= 0)) return ul_err(e, "--reserve-gib: must be >= 0 GiB");
@@ -485,8 +486,8 @@ int train_run(const TrainOptions *o_in, UlError *e) {
     int64_t pad = o->sp;
     int64_t T_max = (o->seq_len + pad - 1) / pad * pad;
     Model m;
-    ModelMemOpts mo = {o->checkpoint, plan.mlp_tile, plan_offload_items(o->offload_checkpoints, o->offload_layers),
-                       o->zero == 3}; /* the plan's tile (auto resolved) */
+    ModelMemOpts mo = {o->checkpoint, plan.mlp_tile, plan.offload_items,
+                       o->zero == 3}; /* the plan's tile and offload (auto resolved) */
     model_init_opts(&m, &c, k, mesh.dev_sp, T_max, &mo);
     m.no_exchange = o->no_exchange;
     ZeroOpt zo; /* the optimizer state, sharded with --zero (train/zero.h); pads the model: before the weights */
@@ -593,10 +594,15 @@ int train_run(const TrainOptions *o_in, UlError *e) {
                 sum, mlp,
                 (long long)(mem1.dev_cur - mem0.dev_cur), (long long)(mem1.host_cur - mem0.host_cur),
                 (long long)plan.dev_exact, (long long)plan.host_exact);
-        if (o->offload_checkpoints)
-            fprintf(stderr, "ulysses: checkpoint offload: %lld bytes of saved activations in pinned host memory\n",
+        if (o->offload_checkpoints) {
+            char od[64];
+            plan_offload_desc(&plan, c.num_layers, od, sizeof od);
+            fprintf(stderr,
+                    "ulysses: checkpoint offload: %lld bytes of saved activations in pinned host memory (%s)\n",
                     (long long)(actstore_host_bytes(&m.xin) + actstore_host_bytes(&m.keep_oh) +
-                                actstore_host_bytes(&m.keep_lse)));
+                                actstore_host_bytes(&m.keep_lse)),
+                    od);
+        }
     }
     k->mem_reset_peak();
     if (rank == 0 && !o->quiet) /* tests assert on these numbers (tests/zero_test.sh) */

@@ -43,7 +43,8 @@ typedef struct {
     int checkpoint;        /* per-layer activation checkpointing (recompute in backward) */
     int64_t mlp_tile;      /* TiledMLP: rows per MLP tile, 0 = off, PLAN_MLP_AUTO (default): the planner's */
     int offload_checkpoints; /* saved layer inputs (and kept attention) in pinned host memory */
-    int64_t offload_layers;  /* --offload-layers K: only the first K layers' (-1, the default: all) */
+    int64_t offload_layers;  /* --offload-layers K: only the first K layers' (-1, the default: all;
+                                PLAN_OFFLOAD_AUTO: as many as the host memory holds) */
     double gpu_mem;        /* GiB per GPU to plan against (0: the GPU's total on CUDA, no limit on CPU) */
     double host_mem;       /* GiB of host memory per node to plan against (0: no check) */
     double reserve_gib;    /* CUDA context + cuBLASLt + NCCL reserve in the plan (0: the default) */
@@ -101,6 +102,8 @@ void ul_plan_input(const TrainOptions *o, const ModelConfig *c, size_t act_bytes
 /* --tiled-mlp S: "auto" (PLAN_MLP_AUTO), "off" (0) or rows >= 0 into *rows; NULL: unchanged.
  * The error names the flag. */
 int ul_parse_tiled_mlp(const char *s, int64_t *rows, UlError *e);
+/* --offload-layers: an integer K >= 0, "all" (-1) or "auto" (PLAN_OFFLOAD_AUTO); NULL: unchanged. */
+int ul_parse_offload_layers(const char *s, int64_t *k, UlError *e);
 /* Plans the run and checks it against --gpu-mem (or the smallest GPU's total memory,
  * agreed over the job: collective on CUDA) and --host-mem; an auto TiledMLP tile is
  * chosen for that limit (p->mlp_tile):

@@ -3,6 +3,7 @@
 #include <mpi.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "comm/comm.h"
 #include "kernels/cuda/ul_cuda.h"
@@ -29,6 +30,23 @@ void ul_plan_input(const TrainOptions *o, const ModelConfig *c, size_t act_bytes
     in->resume = o->resume != NULL;
     in->save_out = o->out != NULL;
     if (o->reserve_gib > 0) in->reserve_gib = o->reserve_gib;
+}
+
+int ul_parse_offload_layers(const char *s, int64_t *k, UlError *e) {
+    if (!s) return 0;
+    if (strcmp(s, "auto") == 0) {
+        *k = PLAN_OFFLOAD_AUTO;
+        return 0;
+    }
+    if (strcmp(s, "all") == 0) {
+        *k = -1;
+        return 0;
+    }
+    char *end = NULL;
+    long long v = strtoll(s, &end, 10);
+    if (!*s || *end || v < 0) return ul_err(e, "--offload-layers %s: expected auto, all, or a layer count >= 0", s);
+    *k = v;
+    return 0;
 }
 
 int ul_parse_tiled_mlp(const char *s, int64_t *rows, UlError *e) {
@@ -74,9 +92,20 @@ int ul_plan_check(const TrainOptions *o, const ModelConfig *c, const KernelOps *
         lim = (int64_t)least;
     }
     in.dev_limit = lim;
-    plan_compute(&in, p);
     int node_rank = 0, node_size = 1;
     ul_node_rank(&node_rank, &node_size);
+    if (in.offload_layers == PLAN_OFFLOAD_AUTO) {
+        /* --offload-layers auto fills --host-mem, else 90 % of the node's memory (the
+         * smallest node's: every rank chooses the same) */
+        long long mine = o->host_mem > 0 ? (long long)(o->host_mem * PLAN_GIB)
+                                         : (long long)(0.9 * (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGE_SIZE));
+        long long least = 0;
+        int mrc = MPI_Allreduce(&mine, &least, 1, MPI_LONG_LONG, MPI_MIN, MPI_COMM_WORLD);
+        UL_ASSERT(mrc == MPI_SUCCESS, "MPI_Allreduce (the smallest host memory of the job) failed: %d", mrc);
+        in.host_limit = (int64_t)least;
+        in.ranks_per_host = node_size;
+    }
+    plan_compute(&in, p);
     if (o->host_mem > 0 && gib(p->host_total) * node_size > o->host_mem)
         return ul_err(e,
                       "memory plan: %.2f GiB of host memory per rank x %d ranks on this node is more than --host-mem "
