@@ -133,9 +133,11 @@ void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGro
         m->tu = ACT(rows_I * I);
         m->th = ACT(rows_I * I);
     }
-    m->dout = ACT(t * H * d);
-    m->doh = S > 1 ? ACT(T_max * m->Hq_l * d) : m->dout;
+    /* with sp > 1, dout [t, H d] lives in dqkv's buffer: it is dead once exchange_dout has
+     * packed it, before exchange_dqkv writes dqkv (attn_bwd) */
     m->dqkv = ACT(t * (H + 2 * Hkv) * d);
+    m->dout = S > 1 ? m->dqkv : ACT(t * H * d);
+    m->doh = S > 1 ? ACT(T_max * m->Hq_l * d) : m->dout;
     m->dqkvh = S > 1 ? ACT(T_max * m->W_l * d) : m->dqkv;
     m->d_tok = k->alloc((size_t)t * sizeof(int32_t));
     m->d_lab = k->alloc((size_t)t * sizeof(int32_t));
@@ -165,6 +167,7 @@ void model_free(Model *m) {
     actstore_free(&m->xin);
     if (m->doh != m->dout) k->free(m->doh);
     if (m->dqkvh != m->dqkv) k->free(m->dqkvh);
+    if (m->dout == m->dqkv) m->dout = NULL; /* one buffer (sp > 1) */
     if (m->wact != (void *)m->params) k->free(m->wact);
     void *bufs[] = {m->params, m->grads, m->inv_freq, m->xnf, m->rstdf, m->logits, m->logits32, m->dres, m->dxn,
                     m->xscr, m->dh, m->dg, m->du, m->tg, m->tu, m->th, m->dout, m->dqkv, m->d_tok, m->d_lab, m->d_pos,
@@ -321,7 +324,12 @@ static void attn_bwd(Model *m, const StepCtx *sc, LayerActs *a) {
     int64_t d = c->head_dim, H = c->num_heads, Hkv = c->num_kv_heads, rs = (H + 2 * Hkv) * d;
     float scale = (float)(1.0 / sqrt((double)d));
     if (m->no_exchange) {
-        k->attention_bwd(m->dqkv, rs, AO(m->dqkv, H * d), rs, AO(m->dqkv, (H + Hkv) * d), rs, m->dout, H * d, a->qkv,
+        const void *dout = m->dout;
+        if (dout == m->dqkv) { /* dout shares dqkv's buffer (sp > 1): move it to doh ([T, Hq_l, d] = [t, H d]) */
+            k->copy2d(m->doh, H * d, m->dout, H * d, sc->t, H * d);
+            dout = m->doh;
+        }
+        k->attention_bwd(m->dqkv, rs, AO(m->dqkv, H * d), rs, AO(m->dqkv, (H + Hkv) * d), rs, dout, H * d, a->qkv,
                          rs, AO(a->qkv, H * d), rs, AO(a->qkv, (H + Hkv) * d), rs, a->o, H * d, a->lse, sc->t, H, Hkv,
                          d, m->d_cul, sc->n_local, scale);
         return;

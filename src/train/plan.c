@@ -179,7 +179,10 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     add(p, PG_ACTS, 0, 1, 3 * t * D * A, "dres, dxn, recompute scratch [t, D]");
     add(p, PG_ACTS, 0, 1, 3 * rows_I * I * A, "MLP grads dh, dg, du [%lld, I]", (long long)rows_I);
     if (mlp_tile) add(p, PG_ACTS, 0, 1, 3 * rows_I * I * A, "TiledMLP tile g, u, h [%lld, I]", (long long)rows_I);
-    add(p, PG_ATTN, 0, 1, t * H * d * A + t * (H + 2 * Hkv) * d * A, "dout, dqkv [t, *]");
+    if (S > 1) /* dout lives in dqkv's buffer */
+        add(p, PG_ATTN, 0, 1, t * (H + 2 * Hkv) * d * A, "dqkv (and dout) [t, H+2Hkv, d]");
+    else
+        add(p, PG_ATTN, 0, 1, t * H * d * A + t * (H + 2 * Hkv) * d * A, "dout, dqkv [t, *]");
     if (S > 1) add(p, PG_ATTN, 0, 1, T * Hq_l * d * A + T * W_l * d * A, "dout, dqkv head-sharded [T, *]");
     add(p, PG_WORK, 0, 1, 3 * t * 4 + (T + 2) * 8 + (t + 2) * 8 + 2 * 8, "tokens, labels, positions, cu_seqlens");
 
