@@ -92,16 +92,18 @@ def main():
     args.ours_args = args.ours_args.split()
     cfg = peer.make_config(args.model_shape, "sdpa")
     flops = peer.config_flops(cfg, args.seq_len)
-    # "with recompute" (hardware) FLOPs: --checkpoint 1 reruns each layer's forward,
-    # attention included; --checkpoint 2 keeps the attention output, so only the dense part;
-    # our fused logits + loss runs the lm_head forward once
+    # "with recompute" (hardware) FLOPs: --checkpoint 1 reruns each layer's forward up to
+    # the MLP's gate/up (no down projection: its output is not needed), attention included;
+    # --checkpoint 2 keeps the attention output, so only the dense part; our fused logits +
+    # loss runs the lm_head forward once
     ck = 1
     for i, a in enumerate(args.ours_args[:-1]):
         if a == "--checkpoint":
             ck = int(args.ours_args[i + 1])
     rec = peer.config_flops(cfg, args.seq_len, recompute_layers=True) - flops  # dense + attention forward
     attn_fwd = cfg.num_hidden_layers * 2 * args.seq_len ** 2 * cfg.num_attention_heads * cfg.head_dim
-    hw_ours = flops + (rec if ck == 1 else rec - attn_fwd if ck == 2 else 0)
+    down = 2 * args.seq_len * cfg.hidden_size * cfg.intermediate_size * cfg.num_hidden_layers
+    hw_ours = flops + (rec - down if ck == 1 else rec - attn_fwd - down if ck == 2 else 0)
     with tempfile.TemporaryDirectory() as work:
         ours = run_ours(args, work, cfg)
         # printed at once: a peer run cut short by a time limit must not lose ours

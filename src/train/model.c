@@ -124,7 +124,6 @@ void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGro
     m->logits = ACT(m->loss_tile * V);
     m->dres = ACT(t * D);
     m->dxn = ACT(t * D);
-    m->xscr = ACT(t * D);
     m->dh = ACT(rows_I * I);
     m->dg = ACT(rows_I * I);
     m->du = ACT(rows_I * I);
@@ -170,7 +169,7 @@ void model_free(Model *m) {
     if (m->dout == m->dqkv) m->dout = NULL; /* one buffer (sp > 1) */
     if (m->wact != (void *)m->params) k->free(m->wact);
     void *bufs[] = {m->params, m->grads, m->inv_freq, m->xnf, m->rstdf, m->logits, m->logits32, m->dres, m->dxn,
-                    m->xscr, m->dh, m->dg, m->du, m->tg, m->tu, m->th, m->dout, m->dqkv, m->d_tok, m->d_lab, m->d_pos,
+                    m->dh, m->dg, m->du, m->tg, m->tu, m->th, m->dout, m->dqkv, m->d_tok, m->d_lab, m->d_pos,
                     m->d_cu, m->d_cul,
                     m->acc};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
@@ -353,7 +352,7 @@ static void mlp_fwd_rows(Model *m, const LayerTensors *w, const void *xn2, void 
     k->matmul(0, 1, n, I, D, 1.f, xn2, D, w->wg, D, 0.f, g, I, 0);
     k->matmul(0, 1, n, I, D, 1.f, xn2, D, w->wu, D, 0.f, u, I, 0);
     k->swiglu_fwd(h, g, u, n * I);
-    k->matmul(0, 1, n, D, I, 1.f, h, I, w->wd, I, 1.f, y, D, 0);
+    if (y) k->matmul(0, 1, n, D, I, 1.f, h, I, w->wd, I, 1.f, y, D, 0); /* NULL: g, u, h only (a recompute) */
 }
 
 /* Backward of mlp_fwd_rows: dy [n, D] -> dxn2 [n, D] (overwritten), weight grads accumulate. */
@@ -371,7 +370,8 @@ static void mlp_bwd_rows(Model *m, const LayerTensors *w, LayerTensors *gw, cons
 }
 
 /* x [t, D] -> y [t, D], saving activations in a; recomputing: the backward's second
- * forward of this layer (per-layer checkpointing). */
+ * forward of this layer (per-layer checkpointing), which stops at what the backward needs
+ * (y unused: NULL). */
 static void layer_fwd(Model *m, const StepCtx *sc, int64_t l, const void *x, void *y, LayerActs *a, int recomputing) {
     if (m->recompute == 2) { /* this layer's kept attention output and lse (written now, or read back) */
         a->oh = recomputing ? actstore_read(&m->keep_oh, l) : actstore_write(&m->keep_oh, l);
@@ -395,6 +395,12 @@ static void layer_fwd(Model *m, const StepCtx *sc, int64_t l, const void *x, voi
     k->copy2d(a->xmid, D, x, D, t, D);
     k->matmul(0, 1, t, D, Hd, 1.f, a->o, Hd, w->wo, Hd, 1.f, a->xmid, D, 0); /* xmid = x + o wo^T */
     k->rmsnorm_fwd(a->xn2, a->rstd2, a->xmid, w->ln2, t, D, eps);
+    if (recomputing) {
+        /* the backward needs xn2, xmid, rstd2 and the MLP's g, u, h, not the layer's output:
+         * no down projection; TiledMLP recomputes each tile's g, u, h in the backward itself */
+        if (!m->mlp_tile) mlp_fwd_rows(m, w, a->xn2, NULL, t, a->g, a->u, a->h);
+        return;
+    }
     k->copy2d(y, D, a->xmid, D, t, D);
     int64_t tile = m->mlp_tile ? m->mlp_tile : t;
     for (int64_t i0 = 0; i0 < t; i0 += tile) {
@@ -540,7 +546,7 @@ void model_step(Model *m, const LocalSeq *s, float dscale, int backward, double 
             SHARDS(fetch, 1 + l); /* ZeRO-3: the layer's weights again, its gradient buffer */
             if (l > 0) SHARDS(prefetch, l); /* the layer below, during this one's backward */
             SHARDS(grad_begin, 1 + l);
-            if (m->recompute) layer_fwd(m, &sc, l, x, m->xscr, a, 1);
+            if (m->recompute) layer_fwd(m, &sc, l, x, NULL, a, 1);
             layer_bwd(m, &sc, l, x, a);
             SHARDS(grad_end, 1 + l);
             actstore_release(&m->xin, l);

@@ -100,7 +100,6 @@ struct Model {
     float *logits_host; /* [loss_tile, V] host, eval only */
     void *dres;      /* [t, D]  gradient of the residual stream */
     void *dxn;       /* [t, D] */
-    void *xscr;      /* [t, D]  scratch for recomputed layer outputs */
     void *dh, *dg, *du; /* [t, I] */
     void *dout;      /* [t, H*d] */
     void *doh;       /* [T, Hq_l, d] (== dout when sp == 1) */

@@ -176,7 +176,7 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     }
     add(p, PG_ACTS, 0, 1, t * D * A + t * F, "final norm out + rstd");
     add(p, PG_LOSS, 0, 1, loss_tile * V * A, "logits tile [%lld, V]", (long long)loss_tile);
-    add(p, PG_ACTS, 0, 1, 3 * t * D * A, "dres, dxn, recompute scratch [t, D]");
+    add(p, PG_ACTS, 0, 1, 2 * t * D * A, "dres, dxn [t, D]");
     add(p, PG_ACTS, 0, 1, 3 * rows_I * I * A, "MLP grads dh, dg, du [%lld, I]", (long long)rows_I);
     if (mlp_tile) add(p, PG_ACTS, 0, 1, 3 * rows_I * I * A, "TiledMLP tile g, u, h [%lld, I]", (long long)rows_I);
     if (S > 1) /* dout lives in dqkv's buffer */
