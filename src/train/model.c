@@ -216,11 +216,7 @@ void model_drop_master(Model *m) {
 }
 
 void model_set_params(Model *m, const float *host) {
-    if (m->shards) {
-        m->shards->set_params(m->shards, m, host);
-        return;
-    }
-    UL_ASSERT(m->params, "model_set_params: the fp32 master is sharded (ZeRO)");
+    UL_ASSERT(m->params, "model_set_params: the fp32 master is sharded (ZeRO: zero_start_fill sets the slices)");
     m->k->upload(m->params, host, (size_t)m->n_params * sizeof(float));
     model_params_updated(m);
 }

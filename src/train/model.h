@@ -58,8 +58,6 @@ struct ModelShards {
     void (*grad_begin)(ModelShards *s, Model *m, int64_t u);
     /* unit u's gradients of this sample are complete: reduced into the rank's slice */
     void (*grad_end)(ModelShards *s, Model *m, int64_t u);
-    /* model_set_params: the full fp32 parameters [n_params] from host memory */
-    void (*set_params)(ModelShards *s, Model *m, const float *host);
 };
 
 struct Model {

@@ -17,7 +17,9 @@ void plan_input_default(PlanInput *in) {
     in->offload_layers = -1;
 }
 
-int64_t plan_offload_items(int offload_checkpoints, int64_t offload_layers) {
+/* Items of each saved-activation store that go to host memory (Plan.offload_items): none
+ * without --offload-checkpoints, all (INT64_MAX) without --offload-layers, else K. */
+static int64_t plan_offload_items(int offload_checkpoints, int64_t offload_layers) {
     if (!offload_checkpoints) return 0;
     return offload_layers < 0 ? INT64_MAX : offload_layers;
 }

@@ -92,9 +92,6 @@ typedef struct {
  * min(per, req); *nbuf: the pinned host buffers of that many elements, 2 when there is more
  * than one chunk (the next chunk's download overlaps the CPU AdamW on this one), else 1. */
 int64_t plan_offload_chunk(int64_t per, int64_t req, int *nbuf);
-/* Items of each saved-activation store that go to host memory (ModelMemOpts.offload): none
- * without --offload-checkpoints, all (INT64_MAX) without --offload-layers, else K. */
-int64_t plan_offload_items(int offload_checkpoints, int64_t offload_layers);
 /* "off", "all 32 layers", "auto: 20 of 32 layers", ... */
 void plan_offload_desc(const Plan *p, int64_t num_layers, char *buf, size_t n);
 

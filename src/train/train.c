@@ -505,7 +505,7 @@ int train_run(const TrainOptions *o_in, UlError *e) {
     } else if (resume[0] || init_slices) {
         ; /* the weights (fp32 master copy) come from the checkpoint's state, or zero_start_random, below */
     } else {
-        init_staging = (int64_t)F32B(m.n_params) + (zo.stage == 3 ? (int64_t)F32B(zo.per) : 0); /* + z3_set_params' slice */
+        init_staging = (int64_t)F32B(m.n_params); /* ZeRO 0: the model's own [N] from host memory */
         if (o->init)
             rc = model_load_weights(&m, o->init, e);
         else

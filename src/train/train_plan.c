@@ -109,7 +109,8 @@ int ul_plan_check(const TrainOptions *o, const ModelConfig *c, const KernelOps *
     if (o->host_mem > 0 && gib(p->host_total) * node_size > o->host_mem)
         return ul_err(e,
                       "memory plan: %.2f GiB of host memory per rank x %d ranks on this node is more than --host-mem "
-                      "%.2f GiB (leave out --offload-checkpoints, or use more nodes)",
+                      "%.2f GiB (leave out --offload-checkpoints, offload fewer layers with --offload-layers K or auto, or use "
+                      "more nodes)",
                       gib(p->host_total), node_size, o->host_mem);
     if (lim <= 0 || p->dev_total <= lim) return 0;
     char lim_s[96], top[320], fix[400] = "";

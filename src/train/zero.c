@@ -82,16 +82,6 @@ static void z3_publish(ZeroOpt *z) {
     z->wunit[0] = z->wunit[1] = -1;
 }
 
-/* out[per] (host) = this rank's slice of the full host vector full[n] (zero padding) */
-static void slice_host(const ZeroOpt *z, const float *full, float *out) {
-    memset(out, 0, F32B(z->per));
-    for (int64_t u = 0; u < z->nu; u++) {
-        const ZeroUnit *un = &z->units[u];
-        int64_t a = un->off + z->q * un->per, b = a + un->per < un->off + un->numel ? a + un->per : un->off + un->numel;
-        if (b > a) memcpy(out + un->so, full + a, F32B(b - a));
-    }
-}
-
 /* dst[0 : n) (optimizer memory: host with offload, else backend) = src (host) */
 static void put(const ZeroOpt *z, float *dst, const float *src, int64_t n) {
     if (z->offload) {
@@ -101,15 +91,6 @@ static void put(const ZeroOpt *z, float *dst, const float *src, int64_t n) {
     }
 }
 
-static void z3_set_params(ModelShards *s, Model *m, const float *host) {
-    (void)m;
-    ZeroOpt *z = zopt(s);
-    float *tmp = ul_malloc(F32B(z->per)); /* [per] host */
-    slice_host(z, host, tmp);
-    put(z, z->master, tmp, z->per);
-    free(tmp);
-    z3_publish(z);
-}
 
 /* ---------------- all stages ---------------- */
 
@@ -190,7 +171,6 @@ void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, Model 
         z->hooks.prefetch = z3_prefetch;
         z->hooks.grad_begin = z3_grad_begin;
         z->hooks.grad_end = z3_grad_end;
-        z->hooks.set_params = z3_set_params;
         m->shards = &z->hooks;
         z->bytes.weights = (z->per + 2 * z->umax) * (int64_t)k->act_bytes;
         z->bytes.master = F32B(z->per);
@@ -208,36 +188,12 @@ void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, Model 
 }
 
 void zero_start(ZeroOpt *z, Model *m, const float *hp, const float *hm1, const float *hm2) {
+    UL_ASSERT(z->stage == 0, "zero_start: stage %d starts from slices (zero_start_fill / zero_start_slice)", z->stage);
     const KernelOps *k = z->k;
-    if (z->stage == 3) { /* fresh weights came through model_set_params (z3_set_params) */
-        if (hp) z3_set_params(&z->hooks, m, hp);
-        float *tmp = ul_malloc(F32B(z->per)); /* [per] host */
-        const float *hm[2] = {hm1, hm2};
-        float *dst[2] = {z->m1, z->m2};
-        for (int i = 0; i < 2; i++)
-            if (hm[i]) {
-                slice_host(z, hm[i], tmp);
-                put(z, dst[i], tmp, z->per);
-            }
-        free(tmp);
-        return;
-    }
     if (hp && hp != m->params) model_set_params(m, hp);
     else if (hp) model_params_updated(m);
-    int64_t own = z->hi - z->lo;
-    if (z->stage == 0) {
-        if (hm1 && hm1 != z->m1) k->upload(z->m1, hm1, F32B(z->n));
-        if (hm2 && hm2 != z->m2) k->upload(z->m2, hm2, F32B(z->n));
-        return;
-    }
-    /* the master slice from the model's fp32 master (exact, never via the act copy) */
-    float *tmp = ul_calloc((size_t)z->per, sizeof(float)); /* [per] host */
-    k->download(tmp, m->params + z->lo, F32B(own));
-    put(z, z->master, tmp, z->per);
-    if (hm1) put(z, z->m1, hm1 + z->lo, own);
-    if (hm2) put(z, z->m2, hm2 + z->lo, own);
-    free(tmp);
-    model_drop_master(m);
+    if (hm1 && hm1 != z->m1) k->upload(z->m1, hm1, F32B(z->n));
+    if (hm2 && hm2 != z->m2) k->upload(z->m2, hm2, F32B(z->n));
 }
 
 void zero_clear_grads(ZeroOpt *z, Model *m) {

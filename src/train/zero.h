@@ -126,13 +126,10 @@ typedef struct {
  * elements per chunk of the offload's gradient staging (0: PLAN_OFFLOAD_CHUNK; the sizes
  * are plan_offload_chunk's). */
 void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, Model *m, const Mesh *mesh);
-/* Once, after the weights were set (--init, or random init at stage 0; stages >= 1 draw
- * random weights per slice with zero_start_random instead): the optimizer takes its
- * master slice from the model's fp32 master, and with hp/hm1/hm2 (full host buffers of
- * n elements, a resumed checkpoint; any may be NULL) the weights and moments come from
- * there. Stages 1, 2 then drop the model's full fp32 master where it is separate. Stage 3:
- * fresh weights already came through model_set_params (the set_params hook); hp is sliced
- * per unit. */
+/* Stage 0, once, after the weights were set (--init or random init): with hp/hm1/hm2 (full
+ * host buffers of n elements, a resumed checkpoint; any may be NULL) the weights and
+ * moments come from there. Stages >= 1 start from their slices instead: zero_start_fill /
+ * zero_start_random (initial weights) or zero_start_slice (a resume). */
 void zero_start(ZeroOpt *z, Model *m, const float *hp, const float *hm1, const float *hm2);
 /* Stages >= 1, once, instead of zero_start after model_init_random: the random initial
  * weights of seed (model_random_range, the values model_init_random gives) are drawn for
