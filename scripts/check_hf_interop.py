@@ -2,7 +2,7 @@
 """Checks that a model directory written by ulysses (a checkpoint's config.json +
 model.safetensors, or a --out directory) loads in Hugging Face transformers with no
 conversion and no sequence parallelism, and that transformers reproduces the loss that
-`ulysses eval` reports for the same tokens (DESIGN.md §8, step 5).
+`ulysses eval` reports for the same tokens (docs/design.md §11, step 5).
 
 Needs torch + transformers (+ numpy); not part of ctest (CI has no Python). Run by hand:
 

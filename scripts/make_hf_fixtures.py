@@ -8,7 +8,7 @@ Usage (from the repository root, with torch + transformers + safetensors install
 
 Each fixture is a tiny random LlamaForCausalLM plus one packed sample, and the logits,
 loss and every parameter gradient that transformers computes for it.  The C trainer
-loads the checkpoint, runs the same sample and must reproduce them (DESIGN.md §8 step 2).
+loads the checkpoint, runs the same sample and must reproduce them (docs/design.md §11, step 2).
 
 Files in each fixture directory
 -------------------------------
@@ -21,7 +21,7 @@ config.json, model.safetensors (+ generation_config.json)
 batch.json
     {"generated_by": str, "tokens": [T], "labels": [T], "position_ids": [T],
      "cu_seqlens": [n_docs+1], "n_valid": int, "loss": float}
-    One packed sequence of T tokens (DESIGN.md §3):
+    One packed sequence of T tokens (docs/design.md §3):
       * documents are concatenated; ``cu_seqlens`` are their start offsets plus T at
         the end; ``position_ids`` restart at 0 at every document start;
       * labels are already shifted: ``labels[t] = tokens[t+1]`` when t+1 is in the same
@@ -61,7 +61,7 @@ Checks printed by the script (they do not change the files; 1 and 2 abort on fai
   1. the same float64 model over the whole packed sequence in ONE forward, with a
      block-diagonal causal 4-D additive mask, must agree with the per-document logits
      to 1e-10 (skipped with a note if the installed transformers rejects 4-D masks);
-  2. a pure-torch float64 Llama written here from DESIGN.md (cu_seqlens attention,
+  2. a pure-torch float64 Llama written here from docs/design.md (cu_seqlens attention,
      llama3 RoPE, RMSNorm all in float64): relative differences of logits, loss and
      gradients vs the fixture (expect ~1e-7, the float32 islands above);
   3. the float32 HF model (as saved) on the same documents: the distance fp32 code can
@@ -247,7 +247,7 @@ def packed_4d_logits(model, batch):
 
 
 def inv_freq_f64(cfg):
-    """RoPE inverse frequencies in float64, incl. rope_type llama3 (DESIGN §1)."""
+    """RoPE inverse frequencies in float64, incl. rope_type llama3 (docs/design.md §1)."""
     hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     rp = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
     theta = rp.get("rope_theta", getattr(cfg, "rope_theta", None))

@@ -1,4 +1,4 @@
-/* The data loader (DESIGN §3): packing, the label shift before sharding, position ids,
+/* The data loader (docs/design.md §3): packing, the label shift before sharding, position ids,
  * document bounds, padding, long-document pieces, determinism, and sample sources. */
 #include <stdlib.h>
 #include <string.h>

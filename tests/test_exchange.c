@@ -1,4 +1,4 @@
-/* The Ulysses exchange layout (DESIGN §4), run under mpirun -np S:
+/* The Ulysses exchange layout (docs/design.md §4), run under mpirun -np S:
  * seq->head puts q head h / kv head g of global token T_i exactly where §4 says,
  * head->seq inverts it, and the backward exchanges mirror them (replicated kv heads'
  * gradients summed). Values encode (token, head, dim) so every element is checked. */

@@ -1,4 +1,4 @@
-/* Activation-checkpoint offload and the memory planner (issue 8, DESIGN §6), CPU backend.
+/* Activation-checkpoint offload and the memory planner (issue 8, docs/design.md §8), CPU backend.
  * Run as one process or under mpirun -np 2 (then sp = 2 over the two ranks):
  *  - every combination of --checkpoint 0/1/2, TiledMLP on/off and offload on/off gives
  *    the same loss and gradients as the plain model (rel <= 1e-5), and offload gives

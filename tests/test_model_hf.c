@@ -1,4 +1,4 @@
-/* The whole model against Hugging Face transformers (verification ladder 2): a fixture
+/* The whole model against Hugging Face transformers (docs/design.md §11, step 2): a fixture
  * made by scripts/make_hf_fixtures.py (float64 reference of LlamaForCausalLM) gives
  * weights, one packed batch, the logits, the loss and every parameter gradient.
  * Usage: test_model_hf FIXTURE_DIR */

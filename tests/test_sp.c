@@ -1,4 +1,4 @@
-/* Sequence + data parallelism against one process (DESIGN §5, verification ladder 3).
+/* Sequence + data parallelism against one process (docs/design.md §5, §11 step 3).
  * Run under mpirun -np sp*dp: every rank also computes the single-process reference
  * (the whole global batch through a model with no SP group) and checks that the
  * distributed loss and every parameter gradient match it (rel. err <= 1e-5).

@@ -46,7 +46,7 @@ struct CommGroup {
     double seconds; /* MPI: wall time in collectives not yet taken (take_seconds) */
 };
 
-/* Mesh (DESIGN §2): world = dp_replicate x dp_shard x sp, sp fastest:
+/* Mesh (docs/design.md §2): world = dp_replicate x dp_shard x sp, sp fastest:
  *   rank = (r_rep * dp_shard + r_shard) * sp + r_sp */
 typedef struct {
     int world, rank;

@@ -29,7 +29,7 @@ static MPI_Datatype T(UlCommType t) {
     UL_FATAL("bad comm type %d", (int)t);
 }
 
-/* MPI counts are int: large transfers go in chunks (DESIGN: 64-bit sizes everywhere). */
+/* MPI counts are int: large transfers go in chunks (docs/design.md §13: 64-bit sizes everywhere). */
 #define UL_MPI_CHUNK ((int64_t)1 << 30)
 
 static void mpi_alltoall_raw(CommGroup *g, const void *send, void *recv, size_t bytes) {

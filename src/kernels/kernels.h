@@ -3,7 +3,7 @@
  * OpenMP) is the reference; the CUDA backend (kernels/cuda, bf16 activations, cuBLASLt)
  * implements the same table.
  *
- * Types (DESIGN §7)
+ * Types (docs/design.md §9)
  *  - "act" buffers (activations and the working copy of the weights) hold elements of
  *    the backend's activation dtype, act_bytes each: fp32 on the CPU, bf16 on CUDA.
  *    They are passed as void*; sizes and offsets are in ELEMENTS.

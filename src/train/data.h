@@ -1,4 +1,4 @@
-/* Data loader (DESIGN §3): token shards -> packed samples -> this rank's sequence shard.
+/* Data loader (docs/design.md §3): token shards -> packed samples -> this rank's sequence shard.
  *
  * Documents longer than seq_len are cut into pieces of at most seq_len tokens; each piece
  * is a document of its own (positions restart). Every epoch the pieces are shuffled with

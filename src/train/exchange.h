@@ -1,8 +1,8 @@
-/* The Ulysses exchange (DESIGN §4) on one SP group of S ranks, t = T/S tokens each.
+/* The Ulysses exchange (docs/design.md §4) on one SP group of S ranks, t = T/S tokens each.
  *
  * seq -> head: every rank holds qkv [t, H + 2Hkv, d] for its tokens; afterwards rank j holds
  *   qkvh [T, Hq_l + 2Hkv_l, d] for ALL T tokens (global order: rank i's tokens are rows
- *   [i*t, (i+1)*t)) and its heads: q heads [j*Hq_l, (j+1)*Hq_l), kv heads from kv_base(j).
+ *   [i*t, (i+1)*t)) and its heads: q heads [j*Hq_l, (j+1)*Hq_l), kv heads from exchange_kv_base(j).
  *   q, k and v travel in ONE all-to-all.
  * head -> seq: o [T, Hq_l, d] on rank j -> rows [i*t, (i+1)*t) go back to rank i, landing
  *   in columns [j*Hq_l*d, (j+1)*Hq_l*d) of its o [t, H*d].

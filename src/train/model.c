@@ -34,7 +34,7 @@ static void acts_alloc(Model *m, LayerActs *a) {
     a->xmid = ACT(t * D);
     a->xn2 = ACT(t * D);
     a->rstd2 = F32(t);
-    if (m->mlp_tile == 0) { /* TiledMLP keeps no [t, I] activations: see mlp_fwd / mlp_bwd */
+    if (m->mlp_tile == 0) { /* TiledMLP keeps no [t, I] activations: see layer_fwd / layer_bwd */
         a->g = ACT(t * I);
         a->u = ACT(t * I);
         a->h = ACT(t * I);
@@ -61,8 +61,8 @@ void model_init_ex(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup
     model_init_opts(m, c, k, sp_g, T_max, &o);
 }
 
-/* Every backend allocation here has its line in train/plan.c (plan_model_items), which
- * tests/test_plan.c checks against the backend's accounting. */
+/* Every backend allocation here has its line in train/plan.c (plan_fixed), which
+ * tests/test_memory.c checks against the backend's accounting. */
 void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *sp_g, int64_t T_max,
                      const ModelMemOpts *o) {
     int recompute = o->recompute;

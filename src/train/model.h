@@ -7,7 +7,7 @@
  *   H/sp heads (causal within documents) -> all-to-all head->seq -> o_proj -> residual
  *   -> RMSNorm -> SwiGLU MLP -> residual ; final RMSNorm -> tiled logits + CE + backward.
  *
- * GQA (DESIGN §4): Hkv % sp == 0 splits kv heads; sp % Hkv == 0 replicates each kv head
+ * GQA (docs/design.md §4): Hkv % sp == 0 splits kv heads; sp % Hkv == 0 replicates each kv head
  * sp/Hkv times before the exchange and sums the replicas' gradients after it. */
 #ifndef UL_MODEL_H
 #define UL_MODEL_H
@@ -127,7 +127,7 @@ typedef struct {
 
 /* sp_g may be NULL for a single process. Allocates everything for samples up to T_max. */
 void model_init(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *sp_g, int64_t T_max, int recompute);
-/* ... with TiledMLP over tiles of mlp_tile rows (0 = off; ALST §TiledMLP). */
+/* ... with TiledMLP over tiles of mlp_tile rows (0 = off; docs/design.md §8). */
 void model_init_ex(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *sp_g, int64_t T_max, int recompute,
                    int64_t mlp_tile);
 /* Every memory option at once. */

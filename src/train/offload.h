@@ -1,4 +1,4 @@
-/* Saved activations of the per-layer checkpointing (DESIGN §6), optionally offloaded to
+/* Saved activations of the per-layer checkpointing (docs/design.md §8), optionally offloaded to
  * host memory: n items of `bytes` each (the layer inputs xin[0..L], or with --checkpoint 2
  * each layer's attention output / lse), written in forward order and read back in reverse.
  *

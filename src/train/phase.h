@@ -1,8 +1,8 @@
 /* Device time of a phase of the step (attention kernels, loss head, optimizer), measured
  * with the backend's events on the compute stream: begin/end record a pair of events
- * (no synchronization), take() waits for them and returns the summed seconds. On the CPU
+ * (no synchronization), phase_take() waits for them and returns the summed seconds. On the CPU
  * the events hold wall-clock times, so the same code measures host time. Off (no events,
- * take() returns 0) unless phase_init was called with on = 1. */
+ * phase_take() returns 0) unless phase_init was called with on = 1. */
 #ifndef UL_PHASE_H
 #define UL_PHASE_H
 

@@ -1,10 +1,10 @@
-/* The memory planner (DESIGN §6, docs/memory.md): every buffer the model, the optimizer
+/* The memory planner (docs/design.md §8, docs/memory.md): every buffer the model, the optimizer
  * and the backend allocate for one rank, by name, from (model, mesh, seq_len, options),
  * before anything is allocated. `ulysses plan` prints it with the largest seq_len that
  * fits; `train` refuses up front what does not fit.
  *
  * One source of truth: model_init takes its tile sizes from plan_loss_tile and
- * plan_mlp_tile, and tests/test_plan.c checks the items marked `exact` against the
+ * plan_mlp_tile, and tests/test_memory.c checks the items marked `exact` against the
  * bytes the backend actually allocated (KernelOps.mem_stats), byte for byte on the CPU. */
 #ifndef UL_PLAN_H
 #define UL_PLAN_H
@@ -39,7 +39,7 @@ typedef struct {
 
 typedef struct {
     ModelConfig c;
-    int64_t sp, dp_replicate, dp_shard; /* the mesh (DESIGN §2) */
+    int64_t sp, dp_replicate, dp_shard; /* the mesh (docs/design.md §2) */
     int64_t seq_len;          /* padded up to a multiple of sp */
     int64_t act_bytes;        /* 2: CUDA (bf16), 4: CPU (fp32) */
     int cuda;                 /* add the CUDA backend's own buffers and the context reserve */

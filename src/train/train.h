@@ -81,7 +81,7 @@ void train_options_default(TrainOptions *o);
 int train_run(const TrainOptions *o, UlError *e);
 
 /* Shared by the commands: the model config from --model / --init (or a built-in one);
- * the mesh checks of DESIGN §2/§4; the data shards checked against the vocabulary. */
+ * the mesh checks of docs/design.md §2, §4; the data shards checked against the vocabulary. */
 int ul_load_model_config(const char *model, const char *init, const ModelConfig *builtin, ModelConfig *c,
                          UlError *e);
 int ul_check_mesh(int64_t sp, int64_t rep, int64_t shard, int64_t seq_len, const ModelConfig *c, int world,

@@ -1,4 +1,4 @@
-/* The optimizer step with ZeRO over the shard group (DESIGN §2, §6), and optimizer-state
+/* The optimizer step with ZeRO over the shard group (docs/design.md §2, §7), and optimizer-state
  * offload to host memory. Backend-independent: kernels through KernelOps, exchanges
  * through the mesh's device groups (MPI on the CPU, NCCL on CUDA).
  *
