@@ -167,7 +167,7 @@ bad)
   expect 2 "config.json: hidden_size" ${S/tiny.json/wide.json} --resume ck
   expect 2 "config.json: rope_scaling.factor" $S --resume ck --rope-scaling llama3:factor=16
   expect 2 "\-\-lr 0.001 differs" $S --resume ck --lr 1e-3
-  expect 2 "\-\-steps 30 differs" ${S/--steps 20/--steps 30} --resume ck
+  expect 2 "\-\-steps 5 is below the checkpoint's step 10" ${S/--steps 20/--steps 5} --resume ck
   expect 2 "\-\-batch 8 differs" ${S/--batch 4/--batch 8} --resume ck
   expect 2 "\-\-seq-len 64 differs" ${S/--seq-len 96/--seq-len 64} --resume ck
   expect 2 "\-\-seed 12 differs" ${S/--seed 11/--seed 12} --resume ck
@@ -205,6 +205,8 @@ crash)
     check $? "stage $stage: the run after the crash failed"
     grep -q "resuming from c/step-00000010 at step 10" e.txt
     check $? "stage $stage: did not resume from c/step-00000010"
+    grep -q "skipping the incomplete checkpoint c/step-00000020.tmp-[0-9]* (an interrupted save of step 20" e.txt
+    check $? "stage $stage: resuming did not say which incomplete checkpoint it skipped: $(cat e.txt)"
     cmp -s c/step-00000020/model.safetensors ref/step-00000020/model.safetensors &&
       cmp -s c/step-00000020/state/part-00001-of-00002.safetensors ref/step-00000020/state/part-00001-of-00002.safetensors
     check $? "stage $stage: the state after crash + resume differs from the uninterrupted run"
@@ -215,7 +217,9 @@ crash)
   mkdir -p c/step-00000030/state
   $MPIRUN -np 2 "$BIN" train ${T/--quiet/} --sp 2 --resume c > o.txt 2> e.txt
   check $? "resume next to an incomplete step-00000030 failed"
-  grep -q "resuming from c/step-00000020 at step 20" e.txt
+  grep -q "skipping the incomplete checkpoint c/step-00000030 (no COMPLETE marker" e.txt
+  check $? "resuming did not say it skipped c/step-00000030: $(cat e.txt)"
+  grep -q "nothing to do: the checkpoint c/step-00000020 is at step 20" e.txt
   check $? "the root resolution did not skip the incomplete step-00000030"
   ;;
 rotate)

@@ -10,7 +10,6 @@
 #include "train/plot.h"
 #include "train/task_kv.h"
 #include "train/train.h"
-#include <sys/stat.h>
 
 #define NFLAGS(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
@@ -24,6 +23,13 @@ static int finish(int code) {
 static int fail(const UlError *e) {
     if (g_rank == 0) fprintf(stderr, "ulysses: error: %s\n", e->msg);
     return finish(1);
+}
+
+/* train_run's outcome as the exit code: 0, 1 (an error, reported), or 128 + the signal
+ * (SIGTERM 143, SIGINT 130) after a preemption that stopped the run at a step boundary. */
+static int finish_train(int rc, const UlError *e) {
+    if (rc < 0) return fail(e);
+    return finish(rc);
 }
 
 static const char *ABOUT_TRAIN =
@@ -135,8 +141,7 @@ static int cmd_train(int argc, char **argv) {
     if (rc == 0) rc = ul_parse_tiled_mlp(tiled, &o.mlp_tile, &e);
     if (rc == 0) rc = ul_parse_offload_layers(offl, &o.offload_layers, &e);
     if (rc) return fail(&e);
-    if (train_run(&o, &e) != 0) return fail(&e);
-    return finish(0);
+    return finish_train(train_run(&o, &e), &e);
 }
 
 static const char *ABOUT_PLAN =
@@ -335,21 +340,9 @@ static int cmd_demo(int argc, char **argv) {
         o.plot = NULL;
         snprintf(plot, sizeof plot, "(none: gnuplot missing)");
     }
-    if (g_rank == 0) {
-        char cmd[4200];
-        snprintf(cmd, sizeof cmd, "%s", dir);
-        for (char *p = cmd + 1; *p; p++)
-            if (*p == '/') {
-                *p = 0;
-                mkdir(cmd, 0755);
-                *p = '/';
-            }
-        mkdir(cmd, 0755);
-        struct stat st;
-        if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) rc = ul_err(&e, "--dir %s: cannot create the directory", dir);
-    }
-    if (ul_agree(rc, &e)) return fail(&e);
-    if (train_run(&o, &e) != 0) return fail(&e);
+    /* train_run checks every output location and creates --dir (outputs.h) */
+    rc = train_run(&o, &e);
+    if (rc != 0) return finish_train(rc, &e);
     if (g_rank == 0)
         printf("demo outputs:\n  model    %s  (transformers: LlamaForCausalLM.from_pretrained)\n  metrics  %s\n"
                "  evals    %s\n  plot     %s\n",

@@ -360,6 +360,8 @@ struct UlWeightsReader {
     int64_t n;               /* parameter tensors */
     int *file;               /* [n] the file holding tensor i: index into set.files (which grows) */
     const StTensor **tensor; /* [n] */
+    int64_t bad_tensor, bad_elem; /* the first non-finite value read (-1: none yet) */
+    float bad_value;
 };
 
 UlWeightsReader *ul_weights_open(const char *dir, const ModelConfig *c, UlError *e) {
@@ -369,6 +371,7 @@ UlWeightsReader *ul_weights_open(const char *dir, const ModelConfig *c, UlError 
     r->n = ul_param_tensor_count(c);
     r->file = ul_calloc((size_t)r->n, sizeof *r->file);     /* [n] */
     r->tensor = ul_calloc((size_t)r->n, sizeof *r->tensor); /* [n] */
+    r->bad_tensor = -1;
     int rc = shardset_open(&r->set, dir, e);
     for (int64_t i = 0; i < r->n && rc == 0; i++) {
         ParamInfo p;
@@ -402,7 +405,7 @@ UlWeightsReader *ul_weights_open(const char *dir, const ModelConfig *c, UlError 
     return r;
 }
 
-void ul_weights_read_range(const UlWeightsReader *r, int64_t a, int64_t b, float *out) {
+void ul_weights_read_range(UlWeightsReader *r, int64_t a, int64_t b, float *out) {
     for (int64_t i = 0; i < r->n; i++) {
         ParamInfo p;
         ul_param_info(&r->c, i, &p);
@@ -411,7 +414,24 @@ void ul_weights_read_range(const UlWeightsReader *r, int64_t a, int64_t b, float
         UlError e = {{0}};
         int rc = st_read_f32_range(&r->set.files[r->file[i]], r->tensor[i], x - p.offset, y - x, out + (x - a), &e);
         UL_ASSERT(rc == 0, "%s", e.msg); /* the dtypes were checked at open */
+        const float *v = out + (x - a);
+        for (int64_t j = 0; j < y - x && (r->bad_tensor < 0 || r->bad_tensor > i); j++)
+            if (!isfinite(v[j])) {
+                r->bad_tensor = i;
+                r->bad_elem = x - p.offset + j;
+                r->bad_value = v[j];
+                break;
+            }
     }
+}
+
+int ul_weights_check_finite(const UlWeightsReader *r, UlError *e) {
+    if (r->bad_tensor < 0) return 0;
+    ParamInfo p;
+    ul_param_info(&r->c, r->bad_tensor, &p);
+    return ul_err(e, "%s: tensor \"%s\" holds a non-finite value (%s at element %lld): refusing to start from it",
+                  r->set.files[r->file[r->bad_tensor]].path, p.name, isnan(r->bad_value) ? "nan" : "inf",
+                  (long long)r->bad_elem);
 }
 
 void ul_weights_close(UlWeightsReader *r) {
@@ -426,8 +446,9 @@ int ul_load_weights(const char *dir, const ModelConfig *c, float *params, UlErro
     UlWeightsReader *r = ul_weights_open(dir, c, e);
     if (!r) return -1;
     ul_weights_read_range(r, 0, ul_param_numel(c), params);
+    int rc = ul_weights_check_finite(r, e);
     ul_weights_close(r);
-    return 0;
+    return rc;
 }
 
 int ul_write_hf_config(const char *dir, const ModelConfig *c, UlDtype dtype, UlError *e) {
@@ -462,86 +483,23 @@ StStream *ul_hf_weights_open(const char *dir, const ModelConfig *c, UlDtype dtyp
 }
 
 int ul_write_hf_files(const char *dir, const ModelConfig *c, const float *params, UlDtype dtype, UlError *e) {
-    if (ul_write_hf_config(dir, c, dtype, e)) return -1;
     StStream *s = ul_hf_weights_open(dir, c, dtype, e);
     if (!s) return -1;
     if (st_stream_append(s, params, ul_param_numel(c), e)) {
         st_stream_abort(s);
         return -1;
     }
-    return st_stream_close(s, e);
-}
-
-/* DIR + suffix + "XXXXXX", made unique by mkdtemp. NULL on failure. */
-static char *make_sibling_dir(const char *dir, const char *suffix) {
-    size_t a = strlen(dir), b = strlen(suffix);
-    char *p = ul_malloc(a + b + 7); /* [a + b + 6 + 1] */
-    memcpy(p, dir, a);
-    memcpy(p + a, suffix, b);
-    memcpy(p + a + b, "XXXXXX", 7);
-    if (!mkdtemp(p)) {
-        free(p);
-        return NULL;
-    }
-    return p;
-}
-
-int ul_hf_dir_begin(const char *dir_in, const ModelConfig *c, UlDtype dtype, char **tmp_out, UlError *e) {
-    *tmp_out = NULL;
-    if (dtype != UL_DT_F32 && dtype != UL_DT_BF16)
-        return ul_err(e, "%s: model dtype must be F32 or BF16, got %s", dir_in, ul_dtype_name(dtype));
-    if (ul_config_validate(c, dir_in, e)) return -1;
-    char *dir = ul_strdup(dir_in);
-    for (size_t n = strlen(dir); n > 1 && dir[n - 1] == '/'; n--) dir[n - 1] = 0;
-    if (!dir[0] || !strcmp(dir, "/")) {
-        free(dir);
-        return ul_err(e, "\"%s\": not a usable output directory", dir_in);
-    }
-    char *tmp = make_sibling_dir(dir, ".tmp-");
-    int rc = 0;
-    if (!tmp) rc = ul_err(e, "%s: cannot create a temporary directory next to it: %s", dir, strerror(errno));
-    else if (chmod(tmp, 0755) != 0) rc = ul_err(e, "%s: chmod failed: %s", tmp, strerror(errno));
-    free(dir);
-    if (rc && tmp) {
-        ul_remove_tree(tmp);
-        free(tmp);
-        tmp = NULL;
-    }
-    *tmp_out = tmp;
-    return rc;
-}
-
-int ul_hf_dir_end(const char *dir_in, char *tmp, int rc, UlError *e) {
-    if (!tmp) return rc ? rc : ul_err(e, "%s: no temporary directory", dir_in);
-    char *dir = ul_strdup(dir_in);
-    for (size_t n = strlen(dir); n > 1 && dir[n - 1] == '/'; n--) dir[n - 1] = 0;
-    struct stat st;
-    if (rc == 0 && stat(dir, &st) == 0) { /* replace: move the old one away, the new one in */
-        char *old = S_ISDIR(st.st_mode) ? make_sibling_dir(dir, ".old-") : NULL;
-        if (!S_ISDIR(st.st_mode)) rc = ul_err(e, "%s: exists and is not a directory", dir);
-        else if (!old) rc = ul_err(e, "%s: cannot create a directory next to it: %s", dir, strerror(errno));
-        else if (rename(dir, old) != 0) rc = ul_err(e, "%s: cannot move the old directory away: %s", dir, strerror(errno));
-        else if (rename(tmp, dir) != 0) {
-            rc = ul_err(e, "%s: cannot rename %s into place: %s", dir, tmp, strerror(errno));
-            rename(old, dir);
-        } else {
-            ul_remove_tree(old);
-        }
-        if (old && rc) rmdir(old); /* still the empty placeholder unless moved back */
-        free(old);
-    } else if (rc == 0 && rename(tmp, dir) != 0) {
-        rc = ul_err(e, "%s: cannot rename %s into place: %s", dir, tmp, strerror(errno));
-    }
-    if (rc) ul_remove_tree(tmp);
-    free(tmp);
-    free(dir);
-    return rc;
+    if (st_stream_close(s, e)) return -1;
+    return ul_write_hf_config(dir, c, dtype, e); /* last: the weights it describes are in place */
 }
 
 int ul_save_hf_dir(const char *dir, const ModelConfig *c, const float *params, UlDtype dtype, UlError *e) {
-    char *tmp;
-    int rc = ul_hf_dir_begin(dir, c, dtype, &tmp, e);
-    if (rc) return rc;
-    rc = ul_write_hf_files(tmp, c, params, dtype, e);
-    return ul_hf_dir_end(dir, tmp, rc, e);
+    if (dtype != UL_DT_F32 && dtype != UL_DT_BF16)
+        return ul_err(e, "%s: model dtype must be F32 or BF16, got %s", dir, ul_dtype_name(dtype));
+    if (ul_config_validate(c, dir, e)) return -1;
+    struct stat st;
+    if (stat(dir, &st) != 0 && mkdir(dir, 0755) != 0)
+        return ul_err(e, "%s: cannot create the directory: %s", dir, strerror(errno));
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) return ul_err(e, "%s: exists and is not a directory", dir);
+    return ul_write_hf_files(dir, c, params, dtype, e);
 }

@@ -26,28 +26,26 @@ int ul_load_weights(const char *dir, const ModelConfig *c, float *params, UlErro
  * [a, b) into out[b - a] (f32; it cannot fail after the open). */
 typedef struct UlWeightsReader UlWeightsReader;
 UlWeightsReader *ul_weights_open(const char *dir, const ModelConfig *c, UlError *e);
-void ul_weights_read_range(const UlWeightsReader *r, int64_t a, int64_t b, float *out);
+void ul_weights_read_range(UlWeightsReader *r, int64_t a, int64_t b, float *out);
+/* After reads: -1 with e naming the file, the tensor and the element when a value read so
+ * far was NaN or infinite (a model is never trained from such weights), else 0. */
+int ul_weights_check_finite(const UlWeightsReader *r, UlError *e);
 void ul_weights_close(UlWeightsReader *r);
 
-/* Writes config.json and model.safetensors into the existing directory dir, each file
+/* Writes model.safetensors, then config.json into the existing directory dir, each file
  * atomically (temporary name, then rename). */
 int ul_write_hf_files(const char *dir, const ModelConfig *c, const float *params, UlDtype dtype, UlError *e);
 /* The same in steps, for weights that are never whole in memory: dir/config.json, then
  * dir/model.safetensors opened as a stream (formats/safetensors.h) whose data is the flat
  * float32 parameter vector [ul_param_numel(c)] in order (the tensors of the parameter table
- * tile it), appended in pieces of any size; st_stream_close commits it. */
+ * tile it), appended in pieces of any size; st_stream_close commits it. Writers of a
+ * directory write config.json last. */
 int ul_write_hf_config(const char *dir, const ModelConfig *c, UlDtype dtype, UlError *e);
 StStream *ul_hf_weights_open(const char *dir, const ModelConfig *c, UlDtype dtype, UlError *e);
 
-/* Writes DIR/config.json and DIR/model.safetensors (dtype F32 or BF16) atomically:
- * everything goes to DIR.tmp-XXXX first and is renamed to DIR when complete (an
- * existing DIR is replaced). */
+/* Writes DIR/model.safetensors, then DIR/config.json (dtype F32 or BF16), each file by a
+ * temporary name and a rename; DIR is created when missing (not its parents). Nothing
+ * else in DIR is touched: an output directory is never emptied or replaced. */
 int ul_save_hf_dir(const char *dir, const ModelConfig *c, const float *params, UlDtype dtype, UlError *e);
-/* ul_save_hf_dir in steps: begin checks the arguments and creates the temporary directory
- * (*tmp, malloc'd; NULL on error), the caller writes into it (ul_write_hf_config, ...), and
- * end renames it to DIR when rc == 0 (an existing DIR is replaced) or removes it; end frees
- * tmp and returns the outcome. */
-int ul_hf_dir_begin(const char *dir, const ModelConfig *c, UlDtype dtype, char **tmp, UlError *e);
-int ul_hf_dir_end(const char *dir, char *tmp, int rc, UlError *e);
 
 #endif

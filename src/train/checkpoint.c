@@ -1,5 +1,7 @@
 #include "train/checkpoint.h"
 
+#include "formats/outputs.h"
+
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
@@ -40,22 +42,6 @@ static int is_dir(const char *p) {
 static int exists(const char *p) {
     struct stat st;
     return stat(p, &st) == 0;
-}
-
-static int mkdir_p(const char *dir, const char *flag, UlError *e) {
-    char p[PATH_CAP];
-    if (pfmt(p, sizeof p, e, "%s", dir)) return -1;
-    for (char *q = p + 1; *q; q++)
-        if (*q == '/') {
-            *q = 0;
-            if (mkdir(p, 0755) != 0 && errno != EEXIST)
-                return ul_err(e, "%s %s: cannot create %s: %s", flag, dir, p, strerror(errno));
-            *q = '/';
-        }
-    if (mkdir(p, 0755) != 0 && errno != EEXIST)
-        return ul_err(e, "%s %s: cannot create the directory: %s", flag, dir, strerror(errno));
-    if (!is_dir(p)) return ul_err(e, "%s %s: exists and is not a directory", flag, dir);
-    return 0;
 }
 
 /* Makes a rename or a new entry in dir durable. Best effort on filesystems that refuse. */
@@ -381,9 +367,8 @@ static int stream_hf(const char *dir, const ModelConfig *c, UlDtype dtype, const
     StStream *st = NULL;
     int rc = 0;
     if (my_rank() == 0 && ok) {
-        rc = ul_write_hf_config(dir, c, dtype, e);
-        if (rc == 0) st = ul_hf_weights_open(dir, c, dtype, e);
-        if (rc == 0 && !st) rc = -1;
+        st = ul_hf_weights_open(dir, c, dtype, e);
+        if (!st) rc = -1;
     }
     for (int64_t a = 0; a < src->n; a += src->chunk) {
         int64_t b = src->n - a < src->chunk ? src->n : a + src->chunk;
@@ -394,20 +379,16 @@ static int stream_hf(const char *dir, const ModelConfig *c, UlDtype dtype, const
         if (rc == 0) rc = st_stream_close(st, e);
         else st_stream_abort(st);
     }
+    if (st && rc == 0) rc = ul_write_hf_config(dir, c, dtype, e); /* last: the weights it describes are in place */
     return rc;
 }
 
-int ckpt_write_out(const char *dir, const ModelConfig *c, UlDtype dtype, int in_place, const CkptSource *src,
-                   UlError *e) {
-    char *tmp = NULL;
+int ckpt_write_out(const char *dir, const ModelConfig *c, UlDtype dtype, const CkptSource *src, UlError *e) {
     int rc = 0;
-    if (my_rank() == 0) rc = in_place ? mkdir_p(dir, "--out", e) : ul_hf_dir_begin(dir, c, dtype, &tmp, e);
-    int rc2 = stream_hf(in_place ? dir : tmp, c, dtype, src, rc == 0, e);
+    if (my_rank() == 0) rc = ul_mkdir_p(dir, "--out", e);
+    int rc2 = stream_hf(dir, c, dtype, src, rc == 0, e);
     if (rc == 0) rc = rc2;
-    if (my_rank() == 0) {
-        if (in_place && rc == 0) fsync_dir(dir);
-        if (!in_place && tmp) rc = ul_hf_dir_end(dir, tmp, rc, e); /* frees tmp */
-    }
+    if (my_rank() == 0 && rc == 0) fsync_dir(dir);
     return ul_agree(rc, e);
 }
 
@@ -562,7 +543,16 @@ static int check_state(const char *sp, const cJSON *st, const CkptRun *r, int64_
 
     const char *why_s = "the learning-rate schedule would change; resume with the same flags";
     const cJSON *sch = jobj(sp, st, "schedule", e);
-    if (!sch || same_i(sp, "--steps", o->steps, sch, "steps", why_s, e) || same_d(sp, "--lr", o->lr, sch, "lr", why_s, e) ||
+    /* --steps may differ (extend or shorten a run, as HF Trainer's max_steps on resume): the
+     * schedule is the one for the new total from the checkpoint's step on */
+    int64_t ck_steps = 0;
+    if (!sch || ji64(sp, sch, "steps", &ck_steps, e)) return -1;
+    if (ck_steps != o->steps && my_rank() == 0 && !o->quiet)
+        fprintf(stderr,
+                "ulysses: note: --steps %lld, the checkpoint's run had %lld: the learning-rate schedule is now the one "
+                "for %lld steps, from step %lld on\n",
+                (long long)o->steps, (long long)ck_steps, (long long)o->steps, (long long)*step);
+    if (same_d(sp, "--lr", o->lr, sch, "lr", why_s, e) ||
         same_d(sp, "--min-lr-ratio", o->min_lr_ratio, sch, "min_lr_ratio", why_s, e) ||
         same_d(sp, "--warmup", o->warmup, sch, "warmup", why_s, e))
         return -1;
@@ -724,7 +714,26 @@ static int resolve_local(const char *arg, char *out, size_t cap, UlError *e) {
         else incomplete = i;
     }
     int rc;
-    if (best >= 0) rc = pfmt(out, cap, e, "%s/%s", p, v[best].name);
+    if (best >= 0) { /* say what is skipped: newer step directories without the marker, interrupted saves */
+        for (int64_t i = best + 1; i < n; i++)
+            fprintf(stderr, "ulysses: --resume %s: skipping the incomplete checkpoint %s/%s (no " CKPT_MARKER
+                            " marker: its save did not finish)\n", arg, p, v[i].name);
+        DIR *d = opendir(p);
+        struct dirent *de;
+        while (d && (de = readdir(d))) {
+            int64_t s = -1;
+            char *dot = strstr(de->d_name, ".tmp-");
+            if (!dot || strncmp(de->d_name, "step-", 5) != 0) continue;
+            char base[64];
+            snprintf(base, sizeof base, "%.*s", (int)(dot - de->d_name), de->d_name);
+            if (parse_step_name(base, &s) && s > v[best].step)
+                fprintf(stderr, "ulysses: --resume %s: skipping the incomplete checkpoint %s/%s (an interrupted "
+                                "save of step %lld; it is removed when checkpoints are next written)\n",
+                        arg, p, de->d_name, (long long)s);
+        }
+        if (d) closedir(d);
+        rc = pfmt(out, cap, e, "%s/%s", p, v[best].name);
+    }
     else if (incomplete >= 0)
         rc = ul_err(e,
                     "--resume %s: no complete checkpoint in it (%s/%s has no " CKPT_MARKER
@@ -1010,7 +1019,7 @@ int ckpt_save_stream(const char *root, const CkptRun *r, const CkptSource *src, 
 int ckpt_prepare(const char *root, int resuming, UlError *e) {
     int rc = 0;
     if (my_rank() == 0) {
-        rc = mkdir_p(root, "--ckpt-dir", e);
+        rc = ul_mkdir_p(root, "--ckpt-dir", e);
         DIR *d = rc == 0 ? opendir(root) : NULL;
         if (rc == 0 && !d) rc = ul_err(e, "--ckpt-dir %s: cannot read the directory: %s", root, strerror(errno));
         struct dirent *de;

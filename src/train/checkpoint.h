@@ -126,11 +126,11 @@ int ckpt_save(const char *root, const CkptRun *r, const CkptState *s, int64_t st
 int ckpt_save_stream(const char *root, const CkptRun *r, const CkptSource *src, int64_t step, int64_t keep_last,
                      UlError *e);
 
-/* --out: dir/config.json and dir/model.safetensors written by world rank 0 from src's
- * weights (streamed; part() is not used). in_place: into dir (created if missing; each
- * file atomically; other entries of dir are kept: dir may hold the checkpoints); else dir
- * is replaced as a whole (ul_save_hf_dir). Collective, agreed. */
-int ckpt_write_out(const char *dir, const ModelConfig *c, UlDtype dtype, int in_place, const CkptSource *src,
+/* --out: dir/model.safetensors, then dir/config.json written by world rank 0 from src's
+ * weights (streamed; part() is not used), into dir (created with its parents if missing),
+ * each file atomically; every other entry of dir is kept (the user's files, the data,
+ * checkpoints): an output directory is never emptied. Collective, agreed. */
+int ckpt_write_out(const char *dir, const ModelConfig *c, UlDtype dtype, const CkptSource *src,
                    UlError *e);
 
 /* A JSONL file of per-step objects ({"step": N, ...}) on resume: keeps the lines with

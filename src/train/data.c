@@ -69,6 +69,7 @@ void data_close(DataLoader *d) {
     free(d->pieces);
     free(d->order);
     free(d->sample_first);
+    free(d->epoch_first);
     memset(d, 0, sizeof *d);
     d->epoch = -1;
 }
@@ -147,10 +148,21 @@ static void finish_padding(Sample *s, int64_t at) {
 }
 
 void data_sample(DataLoader *d, int64_t g, int64_t pad_multiple, int fixed_len, Sample *s) {
-    plan_epoch(d, 0);
-    int64_t epoch = g / d->n_samples;
+    /* the epoch of global sample g: epochs are planned (and their sizes cached) in order */
+    if (d->n_epoch_first == 0) {
+        d->epoch_first = ul_realloc(d->epoch_first, sizeof(int64_t));
+        d->epoch_first[d->n_epoch_first++] = 0;
+    }
+    while (d->epoch_first[d->n_epoch_first - 1] <= g) {
+        plan_epoch(d, d->n_epoch_first - 1);
+        d->epoch_first = ul_realloc(d->epoch_first, (size_t)(d->n_epoch_first + 1) * sizeof(int64_t));
+        d->epoch_first[d->n_epoch_first] = d->epoch_first[d->n_epoch_first - 1] + d->n_samples;
+        d->n_epoch_first++;
+    }
+    int64_t epoch = 0;
+    while (d->epoch_first[epoch + 1] <= g) epoch++;
     plan_epoch(d, epoch);
-    int64_t k = g - epoch * d->n_samples;
+    int64_t k = g - d->epoch_first[epoch];
     int64_t a = d->sample_first[k], b = d->sample_first[k + 1];
     int64_t n = 0;
     for (int64_t i = a; i < b; i++) n += d->pieces[d->order[i]].len;

@@ -35,6 +35,10 @@ typedef struct {
     int64_t *order;         /* [n_pieces] permuted piece ids */
     int64_t n_samples;      /* samples in one epoch */
     int64_t *sample_first;  /* [n_samples + 1] index into order */
+    /* epochs pack differently once shuffled: the first global sample index of each epoch
+     * planned so far ([n_epoch_first]; epoch_first[e + 1] - epoch_first[e] = its samples) */
+    int64_t *epoch_first;
+    int64_t n_epoch_first;
 } DataLoader;
 
 /* A whole sample (every SP rank holds all of it; it is small next to activations). */

@@ -1,5 +1,7 @@
 #include "train/eval.h"
 
+#include "formats/outputs.h"
+
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -140,6 +142,11 @@ int eval_command(const EvalOptions *o, UlError *e) {
     }
     int wrank;
     MPI_Comm_rank(MPI_COMM_WORLD, &wrank);
+    if (rc == 0) { /* every output location, on every rank, before the work (formats/outputs.h) */
+        UlOutput out[2] = {{"--out", o->out, UL_OUT_FILE, NULL}, {"--plot", o->plot, UL_OUT_FILE, NULL}};
+        UlInput in[2] = {{"--model", o->model, UL_IN_MODEL_DIR}, {"--data", o->data, UL_IN_GLOB}};
+        rc = ul_outputs_check(out, 2, in, 2, e);
+    }
     if (rc == 0 && o->plot && wrank == 0) rc = plot_check("--plot", e); /* before the work, not after */
     if (ul_agree(rc, e)) return -1;
     DataLoader dl;

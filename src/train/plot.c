@@ -24,7 +24,7 @@ int plot_png(const char *path, const PlotPanel *panels, int n_panels, UlError *e
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp.png", path);
     char cmd[4200];
-    snprintf(cmd, sizeof cmd, "'%s' 2>/dev/null", gnuplot_cmd());
+    snprintf(cmd, sizeof cmd, "'%s' >/dev/null 2>&1", gnuplot_cmd()); /* never a PNG on our stdout */
     FILE *g = popen(cmd, "w");
     if (!g) return ul_err(e, "%s: cannot start gnuplot (install gnuplot-nox)", path);
     fprintf(g, "set terminal pngcairo size %d,420 noenhanced font 'sans,10'\n", 520 * n_panels);

@@ -3,12 +3,14 @@
 #include <limits.h>
 #include <math.h>
 #include <mpi.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "formats/hf_model.h"
+#include "formats/outputs.h"
 #include "train/checkpoint.h"
 #include "kernels/cuda/ul_cuda.h"
 #include "train/data.h"
@@ -363,6 +365,73 @@ static int save_state(const char *root, const CkptRun *cr, ZeroOpt *z, Model *m,
     return rc;
 }
 
+/* The run's outputs (formats/outputs.h): checked on every rank before any work, created
+ * by rank 0 once every check has passed. */
+static const char *const HF_FILES[] = {"config.json", "model.safetensors", NULL};
+
+static int train_outputs(const TrainOptions *o, UlOutput out[5]) {
+    int n = 0;
+    out[n++] = (UlOutput){"--out", o->out, UL_OUT_DIR, HF_FILES};
+    if (o->save_every > 0) out[n++] = (UlOutput){"--ckpt-dir", o->ckpt_dir, UL_OUT_DIR, NULL};
+    out[n++] = (UlOutput){"--metrics", o->metrics, UL_OUT_FILE, NULL};
+    out[n++] = (UlOutput){"--plot", o->plot, UL_OUT_FILE, NULL};
+    if (o->task) out[n++] = (UlOutput){"--eval-out", o->eval_out, UL_OUT_FILE, NULL};
+    return n;
+}
+
+static int check_outputs(const TrainOptions *o, const char *resume, UlError *e) {
+    UlOutput out[5];
+    int n = train_outputs(o, out);
+    UlInput in[4] = {{"--model", o->model, UL_IN_MODEL_DIR}, {"--init", o->init, UL_IN_MODEL_DIR},
+                     {"--data", o->data, UL_IN_GLOB}, {"--resume", resume[0] ? resume : NULL, UL_IN_MODEL_DIR}};
+    return ul_outputs_check(out, n, in, 4, e);
+}
+
+/* SIGTERM / SIGINT (preemption, Ctrl-C): the handler only records the signal; the ranks
+ * agree at the next step boundary, write a checkpoint where one is configured and exit
+ * with 128 + the signal's number (docs/checkpoints.md, "Preemption"). A second signal
+ * ends the process at once. The one global of the run layer: a handler has no context. */
+static volatile sig_atomic_t g_stop_signal = 0;
+
+static void on_stop_signal(int sig) {
+    if (g_stop_signal) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    g_stop_signal = sig;
+}
+
+static void install_stop_handlers(void) {
+    g_stop_signal = 0;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+}
+
+static void remove_stop_handlers(void) {
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+}
+
+/* The signal every rank agrees on at a step boundary: 0, SIGTERM or SIGINT (TERM wins). */
+static int agreed_stop_signal(Mesh *mesh) {
+    double v[2] = {g_stop_signal == SIGTERM, g_stop_signal == SIGINT};
+    mesh->world_g.ops->allreduce_sum(&mesh->world_g, v, 2, UL_F64);
+    return v[0] > 0 ? SIGTERM : v[1] > 0 ? SIGINT : 0;
+}
+
+/* A JSON number, or null where it is not finite (JSON has no nan or inf). */
+static const char *jnum(char *buf, size_t cap, const char *fmt, double v) {
+    if (!isfinite(v)) return "null";
+    snprintf(buf, cap, fmt, v);
+    return buf;
+}
+
 /* Warmup (linear, from lr/W at the first step) then cosine down to lr * min_lr_ratio. */
 static double lr_at(const TrainOptions *o, int64_t step) {
     if (o->warmup > 0 && step < o->warmup) return o->lr * (double)(step + 1) / o->warmup;
@@ -439,6 +508,7 @@ int train_run(const TrainOptions *o_in, UlError *e) {
     if (rc == 0) rc = ckpt_apply_rope_flags(&c, o->rope_theta, o->rope_scaling, o->max_position_embeddings, e);
     if (rc == 0 && resume[0]) rc = ckpt_check_config(resume, &c, e);
     if (rc == 0) rc = validate(o, &c, world, e);
+    if (rc == 0) rc = check_outputs(o, resume, e); /* every rank: each writes into some of them */
     /* the plot is drawn after training: find out now whether it can be */
     if (rc == 0 && rank == 0 && o->plot) rc = plot_check("--plot", e);
     if (ul_agree(rc, e)) return -1;
@@ -530,12 +600,17 @@ int train_run(const TrainOptions *o_in, UlError *e) {
     /* checkpoints (train/checkpoint.h): resume the state, prepare the directory, and on
      * resume keep the metrics of the steps before the checkpoint */
     const char *ckpt_root = o->ckpt_dir ? o->ckpt_dir : o->out;
+    FILE *mf = NULL, *ef = NULL; /* --metrics, --eval-out (rank 0) */
+    Sample *smp = NULL;
+    PhaseTimer t_opt = {0}; /* --profile: the optimizer step's device time */
+    int64_t per_rank = 0;
     CkptRun crun = {o, &c, o->task ? NULL : &dl, &mesh};
     int64_t first = 0, end = o->stop_at > 0 && o->stop_at < o->steps ? o->stop_at : o->steps;
     if (resume[0])
         rc = resume_state(resume, &crun, &zo, &m, &mesh, on_gpu, &first, e);
     else if (init_slices && wread) {
         init_staging = zero_start_fill(&zo, &m, &mesh, read_fill, wread);
+        rc = ul_agree(ul_weights_check_finite(wread, e), e); /* each rank read its slice */
         ul_weights_close(wread);
         wread = NULL;
     } else if (init_slices)
@@ -546,9 +621,20 @@ int train_run(const TrainOptions *o_in, UlError *e) {
         rc = ul_agree(ul_err(e, "--stop-at %lld: the checkpoint %s is already at step %lld", (long long)o->stop_at,
                              resume, (long long)first),
                       e);
-    if (rc == 0 && o->save_every > 0) rc = ckpt_prepare(ckpt_root, resume[0] != 0, e);
-    FILE *mf = NULL;
-    FILE *ef = NULL;
+    if (rc == 0 && resume[0] && first >= o->steps) { /* a finished run: nothing is trained or rewritten */
+        if (rank == 0)
+            fprintf(stderr,
+                    "ulysses: nothing to do: the checkpoint %s is at step %lld, the end of the run (--steps %lld); "
+                    "pass a larger --steps to continue training. No file was written.\n",
+                    resume, (long long)first, (long long)o->steps);
+        goto release;
+    }
+    if (rc == 0 && o->save_every > 0) rc = ckpt_prepare(ckpt_root, resume[0] != 0, e); /* the last check */
+    if (rc == 0 && rank == 0) { /* every check has passed: the output directories */
+        UlOutput outs[5];
+        rc = ul_outputs_make_dirs(outs, train_outputs(o, outs), e);
+    }
+    rc = ul_agree(rc, e);
     if (rc == 0 && rank == 0 && o->metrics) {
         if (resume[0]) rc = ckpt_jsonl_truncate(o->metrics, first, hist_line, &hist, e);
         mf = rc == 0 ? fopen(o->metrics, resume[0] ? "a" : "w") : NULL;
@@ -558,9 +644,6 @@ int train_run(const TrainOptions *o_in, UlError *e) {
         if (resume[0]) rc = ckpt_jsonl_truncate(o->eval_out, first, NULL, NULL, e);
         if (rc == 0) ef = fopen(o->eval_out, resume[0] ? "a" : "w");
     }
-    Sample *smp = NULL;
-    PhaseTimer t_opt = {0}; /* --profile: the optimizer step's device time */
-    int64_t per_rank = 0;
     if (ul_agree(rc, e)) {
         if (mf) fclose(mf);
         if (ef) fclose(ef);
@@ -626,6 +709,8 @@ int train_run(const TrainOptions *o_in, UlError *e) {
 
     phase_init(&t_opt, k, o->profile);
     model_set_timing(&m, o->profile);
+    install_stop_handlers();
+    int stopped = 0; /* the signal the ranks agreed to stop on */
     for (int64_t step = first; step < end; step++) {
         double t0 = ul_now();
         phase_take(&m.t_attn); /* drop what evaluation did between steps */
@@ -660,12 +745,13 @@ int train_run(const TrainOptions *o_in, UlError *e) {
             loss_acc[1] += (double)cnt_i;
         }
         mesh.world_g.ops->allreduce_sum(&mesh.world_g, loss_acc, 2, UL_F64);
-        double loss = loss_acc[1] > 0 ? loss_acc[0] / loss_acc[1] : 0.0;
+        double loss = loss_acc[1] > 0 ? loss_acc[0] / loss_acc[1] : 0.0; /* the same on every rank */
         double lr = lr_at(o, step);
         /* gradient reduction (all-reduce or reduce-scatter), clipping, AdamW, new weights */
         ZeroHyper hy = {lr, o->beta1, o->beta2, o->adam_eps, o->weight_decay, o->clip, step + 1};
         phase_begin(&t_opt);
-        double gn = zero_step(&zo, &m, &mesh, &hy, n_global > 0);
+        double gn = zero_step(&zo, &m, &mesh, &hy, n_global > 0); /* global: the same on every rank */
+        const int bad = !isfinite(loss) || !isfinite(gn);
         phase_end(&t_opt);
         double attn_s = phase_take(&m.t_attn), loss_s = phase_take(&m.t_loss), optim_s = phase_take(&t_opt);
         double offload_s = o->offload_checkpoints ? model_offload_seconds(&m) : 0; /* device time of the copies */
@@ -673,7 +759,7 @@ int train_run(const TrainOptions *o_in, UlError *e) {
         double tok_s = dt > 0 ? cnt[1] / dt : 0;
         train_time += dt;
         EvalResult ev;
-        int do_eval = o->task && o->eval_every > 0 && ((step + 1) % o->eval_every == 0 || step + 1 == o->steps);
+        int do_eval = !bad && o->task && o->eval_every > 0 && ((step + 1) % o->eval_every == 0 || step + 1 == o->steps);
         if (do_eval) {
             eval_run(&m, &mesh, &eval_source, o->seq_len, 0, o->eval_samples, &ev);
             last_acc = ev.acc;
@@ -684,12 +770,16 @@ int train_run(const TrainOptions *o_in, UlError *e) {
         h_loss[step] = loss;
         double elapsed = ul_now() - t_start;
         if (rank == 0) {
-            if (mf) {
+            if (mf) { /* valid JSON: a non-finite number is written as null */
+                char b1[32], b2[32], b3[32], b4[32];
                 fprintf(mf,
-                        "{\"step\": %lld, \"loss\": %.8g, \"grad_norm\": %.8g, \"lr\": %.8g, \"tokens\": %.0f, "
+                        "{\"step\": %lld, \"loss\": %s, \"grad_norm\": %s, \"lr\": %.8g, \"tokens\": %.0f, "
                         "\"valid_tokens\": %.0f, \"tok_per_s\": %.2f, \"step_s\": %.6f, \"a2a_s\": %.6f, \"elapsed_s\": %.3f",
-                        (long long)(step + 1), loss, gn, lr, cnt[1], n_global, tok_s, dt, a2a_s, elapsed);
-                if (do_eval) fprintf(mf, ", \"eval_loss\": %.6g, \"answer_acc\": %.6g", ev.loss, ev.acc);
+                        (long long)(step + 1), jnum(b1, sizeof b1, "%.8g", loss), jnum(b2, sizeof b2, "%.8g", gn), lr,
+                        cnt[1], n_global, tok_s, dt, a2a_s, elapsed);
+                if (do_eval)
+                    fprintf(mf, ", \"eval_loss\": %s, \"answer_acc\": %s", jnum(b3, sizeof b3, "%.6g", ev.loss),
+                            jnum(b4, sizeof b4, "%.6g", ev.acc));
                 if (on_gpu) fprintf(mf, ", \"gpu_mem_gib\": %.3f", ul_cuda_mem_used_gib());
                 UlMemStats ms;
                 k->mem_stats(&ms);
@@ -702,7 +792,20 @@ int train_run(const TrainOptions *o_in, UlError *e) {
                 fflush(mf);
             }
             if (do_eval && ef) eval_write_json(ef, &ev, step + 1);
-            progress(o, tty, first, end, step, loss, gn, lr, tok_s, train_time, last_acc);
+            if (!bad) progress(o, tty, first, end, step, loss, gn, lr, tok_s, train_time, last_acc);
+        }
+        if (bad) { /* every rank: loss and norm are global. Nothing is saved from this state. */
+            char last[4200] = "";
+            int64_t saved = o->save_every > 0 ? step / o->save_every * o->save_every : 0; /* newest of this run */
+            if (saved > first) ckpt_step_dir(last, sizeof last, ckpt_root, saved);
+            else if (resume[0]) snprintf(last, sizeof last, "%s", resume);
+            rc = ul_err(e,
+                        "step %lld: the %s is not finite (loss %.6g, gradient norm %.6g): training stopped, and no model "
+                        "or checkpoint is written from this state%s%s (lower --lr, raise --warmup, or check the "
+                        "data and --init)",
+                        (long long)(step + 1), !isfinite(loss) ? "loss" : "gradient norm", fabs(loss), fabs(gn),
+                        last[0] ? "; the latest good checkpoint stays " : "", last);
+            break;
         }
         if (o->save_every > 0 && ((step + 1) % o->save_every == 0 || step + 1 == end)) {
             rc = save_state(ckpt_root, &crun, &zo, &m, &mesh, on_gpu, step + 1, e);
@@ -713,21 +816,40 @@ int train_run(const TrainOptions *o_in, UlError *e) {
                 fprintf(stderr, "%sulysses: checkpoint written to %s\n", tty && step + 1 != end ? "\n" : "", dir);
             }
         }
+        if (step + 1 < end && (stopped = agreed_stop_signal(&mesh)) != 0) {
+            const int saved = o->save_every > 0 && (step + 1) % o->save_every == 0;
+            if (o->save_every > 0 && !saved) rc = save_state(ckpt_root, &crun, &zo, &m, &mesh, on_gpu, step + 1, e);
+            if (rc) break;
+            if (rank == 0) {
+                char dir[4200];
+                ckpt_step_dir(dir, sizeof dir, ckpt_root, step + 1);
+                fprintf(stderr,
+                        "%sulysses: stopped by %s after step %lld of %lld; %s%s%s%s; exit code %d\n",
+                        tty ? "\n" : "", stopped == SIGTERM ? "SIGTERM" : "SIGINT", (long long)(step + 1),
+                        (long long)o->steps,
+                        o->save_every > 0 ? "checkpoint " : "no checkpoint is configured (--save-every), none was written",
+                        o->save_every > 0 ? dir : "",
+                        o->save_every > 0 ? " is complete: continue with the same command and --resume " : "",
+                        o->save_every > 0 ? ckpt_root : "", 128 + stopped);
+            }
+            break;
+        }
     }
+    remove_stop_handlers();
 
-    if (rc == 0 && o->out) { /* streamed from the state, as a checkpoint's model.safetensors; agreed */
+    if (rc == 0 && !stopped && o->out) { /* streamed from the state, as a checkpoint's model.safetensors; agreed */
         SaveSrc s;
         save_src_init(&s, &zo, &m, &mesh, on_gpu);
         CkptSource src = {N, s.part_chunk, s.chunk, save_part, save_weights, &s};
         UlDtype dt = strcmp(o->save_dtype, "bf16") == 0 ? UL_DT_BF16 : UL_DT_F32;
-        /* with checkpoints on, --out may hold them: write its files in place, never replace it */
-        rc = ckpt_write_out(o->out, &c, dt, o->save_every > 0, &src, e);
+        /* its two files, each replaced atomically; nothing else in the directory is touched */
+        rc = ckpt_write_out(o->out, &c, dt, &src, e);
         if (rc == 0 && rank == 0 && !o->quiet) fprintf(stderr, "ulysses: model written to %s\n", o->out);
         save_src_free(&s);
     }
     if (mf) fclose(mf);
     if (ef) fclose(ef);
-    if (rc == 0 && rank == 0 && o->plot) {
+    if (rc == 0 && !stopped && rank == 0 && o->plot) {
         PlotLine ll = {"train loss", h_step + plot_first, h_loss + plot_first, end - plot_first};
         PlotLine al = {"answer accuracy (held out)", h_estep, h_acc, n_eval};
         PlotPanel panels[2] = {{"training loss", "step", "loss", 1, 0, 0, &ll, 1},
@@ -736,6 +858,7 @@ int train_run(const TrainOptions *o_in, UlError *e) {
         if (rc == 0 && !o->quiet) fprintf(stderr, "ulysses: plot written to %s\n", o->plot);
     }
     rc = ul_agree(rc, e);
+    if (rc == 0 && stopped) rc = 128 + stopped; /* train.h: preempted, a documented exit code */
 
 release:
     free(h_step);

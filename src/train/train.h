@@ -77,7 +77,10 @@ typedef struct {
 void train_options_default(TrainOptions *o);
 
 /* Every rank calls it (after MPI_Init). User errors are agreed on by all ranks before
- * any work and returned in e (same message on every rank); returns 0 on success. */
+ * any work and returned in e (same message on every rank); returns 0 on success, -1 on
+ * an error, or 128 + the signal number when SIGTERM or SIGINT stopped the run at a step
+ * boundary (after a checkpoint where --save-every is set; no --out, no plot): the same on
+ * every rank. A non-finite loss or gradient norm is an error naming the step. */
 int train_run(const TrainOptions *o, UlError *e);
 
 /* Shared by the commands: the model config from --model / --init (or a built-in one);
