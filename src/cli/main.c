@@ -38,7 +38,8 @@ static const char *ABOUT_TRAIN =
     "  mpirun -np W ulysses train ...   where W = dp-replicate x dp-shard x sp.\n"
     "--batch is the global batch in sequences per optimizer step: the same command means the\n"
     "same training on any mesh. Samples pack whole documents up to --seq-len tokens.\n"
-    "Checkpoints (--save-every, --resume): docs/checkpoints.md.";
+    "Checkpoints (--save-every, --resume): docs/checkpoints.md. On SIGTERM or SIGINT the ranks stop at\n"
+    "the next step boundary, write a checkpoint (with --save-every) and exit with 143 / 130.";
 
 static int cmd_train(int argc, char **argv) {
     TrainOptions o;
@@ -102,7 +103,9 @@ static int cmd_train(int argc, char **argv) {
         {"--offload-optimizer", FLAG_BOOL, &o.offload_optimizer, NULL,
          "with --zero 1|2|3: keep the fp32 master slice and AdamW moments in (pinned) host memory, updated by a "
          "multithreaded CPU AdamW"},
-        {"--out", FLAG_STRING, &o.out, "DIR", "write the trained model here (config.json + model.safetensors)"},
+        {"--out", FLAG_STRING, &o.out, "DIR",
+         "write the trained model here (config.json + model.safetensors, each replaced by rename; nothing else "
+         "in DIR is touched)"},
         {"--save-dtype", FLAG_STRING, &o.save_dtype, "f32|bf16", "dtype of the written weights (default f32)"},
         {"--save-every", FLAG_INT, &o.save_every, "N",
          "training-state checkpoint every N steps and at the end, in --ckpt-dir/step-NNNNNNNN (default 0: none)"},
