@@ -152,7 +152,7 @@ static int check_one(const UlOutput *o, const UlOutput *out, int n_out, const In
                 return ul_err(e, "%s %s: is the %s directory %s, an input; choose another directory", o->flag,
                               o->path, inp[j].flag, inp[j].path);
             for (const char *const *w = o->writes; w && *w; w++) {
-                char f[OUT_PATH_CAP];
+                char f[2 * OUT_PATH_CAP];
                 struct stat fs;
                 snprintf(f, sizeof f, "%s/%s", norm, *w);
                 if (!inp[j].is_dir && stat(f, &fs) == 0 && same_file(&fs, &inp[j].st))
