@@ -15,8 +15,8 @@ tests/fixtures/hf_tiny for a few steps under `mpirun -np 2 ulysses train --sp 2`
 RoPE overrides (--rope-theta, --rope-scaling llama3:..., --max-position-embeddings)
 and --save-every, and checks the checkpoint it wrote.
 
-What `ulysses eval --data SHARD --seq-len N --samples K` computes (src/train/eval.c with
-the data loader of src/train/data.c, packing on, shuffling off) and this script
+What `ulysses eval --data SHARD --seq-len N --samples K` computes (src/run/eval.c with
+the data loader of src/data/data.c, packing on, shuffling off) and this script
 recomputes:
   * documents of the shards in file order (empty ones skipped), each cut into pieces of at
     most N tokens; a piece is a document of its own;

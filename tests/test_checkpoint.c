@@ -1,4 +1,4 @@
-/* Checkpoint module units (train/checkpoint.h): the RoPE override flags, the JSONL
+/* Checkpoint module units (run/checkpoint.h): the RoPE override flags, the JSONL
  * truncation used on resume, and a save -> load round trip of the training state on the
  * ranks of this job (each rank writes its part, every rank reassembles all of them;
  * bit-exact), and hostile edits of a checkpoint's files (each load fails with a message
@@ -14,7 +14,7 @@
 #include "core/params.h"
 #include "formats/fileio.h"
 #include "testutil.h"
-#include "train/checkpoint.h"
+#include "run/checkpoint.h"
 
 static ModelConfig base(void) {
     ModelConfig c = {0};

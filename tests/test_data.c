@@ -5,7 +5,7 @@
 #include <unistd.h>
 
 #include "testutil.h"
-#include "train/data.h"
+#include "data/data.h"
 
 /* Checks the invariants of one sample against the documents it claims to hold. */
 static void check_sample(const Sample *s, int64_t pad, int64_t seq_len) {

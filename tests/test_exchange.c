@@ -7,7 +7,7 @@
 
 #include "comm/comm.h"
 #include "testutil.h"
-#include "train/exchange.h"
+#include "parallel/exchange.h"
 
 static float code(int64_t tok, int64_t head, int64_t dim) { return (float)(tok * 1000 + head * 10 + dim); }
 

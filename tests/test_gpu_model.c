@@ -12,7 +12,7 @@
 #include "fixture.h"
 #include "kernels/cuda/ul_cuda.h"
 #include "testutil.h"
-#include "train/model.h"
+#include "model/model.h"
 
 static double cosine(const float *a, const float *b, int64_t n) {
     double ab = 0, aa = 0, bb = 0;

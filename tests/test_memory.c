@@ -17,9 +17,9 @@
 #include <string.h>
 
 #include "testutil.h"
-#include "train/data.h"
-#include "train/model.h"
-#include "train/plan.h"
+#include "data/data.h"
+#include "model/model.h"
+#include "memory/plan.h"
 
 static ModelConfig small(void) {
     ModelConfig c = {0};

@@ -8,7 +8,7 @@
 
 #include "fixture.h"
 #include "testutil.h"
-#include "train/model.h"
+#include "model/model.h"
 
 typedef struct {
     const float *ref; /* [T, V] */

@@ -9,8 +9,8 @@
 #include <string.h>
 
 #include "testutil.h"
-#include "train/data.h"
-#include "train/model.h"
+#include "data/data.h"
+#include "model/model.h"
 
 static ModelConfig tiny(int64_t Hkv) {
     ModelConfig c = {0};

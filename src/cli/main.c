@@ -6,10 +6,11 @@
 #include "cli/flags.h"
 #include "core/threads.h"
 #include "formats/tokens.h"
-#include "train/eval.h"
-#include "train/plot.h"
-#include "train/task_kv.h"
-#include "train/train.h"
+#include "run/eval.h"
+#include "run/plot.h"
+#include "data/task_kv.h"
+#include "run/setup.h"
+#include "run/train.h"
 
 #define NFLAGS(a) ((int)(sizeof(a) / sizeof((a)[0])))
 

@@ -3,7 +3,7 @@
  * Two kinds of failure:
  *  - user errors (bad flag, bad file, impossible mesh): functions return -1 and fill
  *    a UlError; the CLI agrees on them collectively (one message, every rank exits
- *    non-zero, no hang) — see ul_agree() in train/train.h.
+ *    non-zero, no hang) — see ul_agree() in run/train.h.
  *  - internal failures (allocation, MPI/CUDA/NCCL calls, a rank dying mid-step):
  *    UL_FATAL prints file:line and rank and aborts the whole job (MPI_Abort). */
 #ifndef UL_COMMON_H

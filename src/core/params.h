@@ -72,7 +72,7 @@ void ul_param_info(const ModelConfig *c, int64_t i, ParamInfo *out);
 void ul_tensors_bind(ModelTensors *t, const ModelConfig *c, void *base, size_t elem_bytes);
 void ul_tensors_free(ModelTensors *t);
 
-/* Units (the ZeRO-3 gather units, train/zero.h): contiguous ranges of the flat order.
+/* Units (the ZeRO-3 gather units, optim/zero.h): contiguous ranges of the flat order.
  * Unit 0 is the embedding, unit 1 + l decoder layer l, unit L + 1 the tail (final norm and,
  * when untied, lm_head). ul_param_unit gives unit u's [offset, offset + numel) range. */
 int64_t ul_param_unit_count(const ModelConfig *c);

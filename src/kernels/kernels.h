@@ -71,7 +71,7 @@ typedef struct KernelOps {
      * 0 host_alloc memory -> device. Returns at once (GPU); order it with events. */
     void (*copy_async)(void *dst, const void *src, size_t bytes, int to_host);
 
-    /* ---- accounting (the memory planner's check, train/plan.h) ---- */
+    /* ---- accounting (the memory planner's check, memory/plan.h) ---- */
     void (*mem_stats)(UlMemStats *s);
     void (*mem_reset_peak)(void); /* peak := current */
 

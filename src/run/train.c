@@ -1,4 +1,4 @@
-#include "train/train.h"
+#include "run/train.h"
 
 #include <limits.h>
 #include <math.h>
@@ -11,136 +11,17 @@
 
 #include "formats/hf_model.h"
 #include "formats/outputs.h"
-#include "train/checkpoint.h"
+#include "run/checkpoint.h"
+#include "run/setup.h"
 #include "kernels/cuda/ul_cuda.h"
-#include "train/data.h"
-#include "train/eval.h"
-#include "train/model.h"
-#include "train/phase.h"
-#include "train/plot.h"
-#include "train/source.h"
-#include "train/task_kv.h"
-#include "train/zero.h"
-
-int ul_open_data(const char *glob, int64_t seq_len, int pack, int shuffle, uint64_t seed, const ModelConfig *c,
-                 DataLoader *dl, UlError *e) {
-    if (data_open(dl, glob, seq_len, pack, shuffle, seed, e)) return -1;
-    int rc = 0;
-    if (dl->vocab_size > (uint32_t)c->vocab_size)
-        rc = ul_err(e, "--data %s: the shards' vocabulary (%u) is larger than the model's vocab_size (%lld)", glob,
-                    dl->vocab_size, (long long)c->vocab_size);
-    for (int i = 0; i < dl->n_shards && rc == 0 && dl->vocab_size == 0; i++)
-        for (int64_t j = 0; j < dl->shards[i].n_tokens; j++)
-            if (dl->shards[i].tokens[j] >= (uint32_t)c->vocab_size) {
-                rc = ul_err(e, "%s: token %u at position %lld is outside the model's vocab_size %lld",
-                            dl->shards[i].path, dl->shards[i].tokens[j], (long long)j, (long long)c->vocab_size);
-                break;
-            }
-    if (rc) data_close(dl);
-    return rc;
-}
-
-const KernelOps *ul_select_backend(const char *device, UlError *e) {
-    if (device && strcmp(device, "cpu") != 0 && strcmp(device, "cuda") != 0) {
-        ul_err(e, "--device %s: expected cpu or cuda", device);
-        return NULL;
-    }
-    if (device && strcmp(device, "cpu") == 0) return ul_kernels_cpu();
-    const KernelOps *kc = ul_cuda_select_device() >= 0 ? ul_kernels_cuda() : NULL;
-    if (kc) return kc;
-    if (!device) return ul_kernels_cpu();
-    ul_err(e, "--device cuda: %s", ul_nccl_available() ? "no GPU is visible" : "this build has no CUDA backend");
-    return NULL;
-}
-
-void train_options_default(TrainOptions *o) {
-    memset(o, 0, sizeof *o);
-    o->seq_len = 2048;
-    o->batch = 1;
-    o->grad_accum = 1;
-    o->steps = 100;
-    o->lr = 3e-4;
-    o->min_lr_ratio = 0.1;
-    o->warmup = 0;
-    o->weight_decay = 0.1;
-    o->beta1 = 0.9;
-    o->beta2 = 0.95;
-    o->adam_eps = 1e-8;
-    o->clip = 1.0;
-    o->seed = 1234;
-    o->sp = 1;
-    o->dp_replicate = 1;
-    o->dp_shard = 0; /* 0: world / (sp * dp_replicate) */
-    o->save_dtype = "f32";
-    o->log_every = 1;
-    o->offload_layers = -1;
-    o->eval_samples = 16;
-    o->mlp_tile = PLAN_MLP_AUTO;
-}
-
-int ul_agree(int rc, UlError *e) {
-    int rank, bad, first;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    bad = rc != 0 ? rank : INT_MAX;
-    MPI_Allreduce(&bad, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-    if (first == INT_MAX) return 0;
-    MPI_Bcast(e->msg, (int)sizeof e->msg, MPI_CHAR, first, MPI_COMM_WORLD);
-    return -1;
-}
-
-static int is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-/* --model (config.json or dir) and --init (dir): the architecture, and whether they agree. */
-int ul_load_model_config(const char *model, const char *init, const ModelConfig *builtin, ModelConfig *c,
-                         UlError *e) {
-    const char *src = model ? model : init;
-    if (!src && builtin) {
-        *c = *builtin;
-        return ul_config_validate(c, "built-in config", e);
-    }
-    if (!src) return ul_err(e, "--model: required (a config.json, or a directory holding one), or --init DIR");
-    char path[4096];
-    snprintf(path, sizeof path, is_dir(src) ? "%s/config.json" : "%s", src);
-    if (ul_config_load(path, c, e) != 0) return -1;
-    if (model && init) {
-        ModelConfig ci;
-        char ipath[4096];
-        snprintf(ipath, sizeof ipath, "%s/config.json", init);
-        if (ul_config_load(ipath, &ci, e) != 0) return -1;
-        if (ci.vocab_size != c->vocab_size || ci.hidden_size != c->hidden_size ||
-            ci.intermediate_size != c->intermediate_size || ci.num_layers != c->num_layers ||
-            ci.num_heads != c->num_heads || ci.num_kv_heads != c->num_kv_heads || ci.head_dim != c->head_dim ||
-            ci.tie_word_embeddings != c->tie_word_embeddings)
-            return ul_err(e, "--init %s: its config.json describes a different architecture than --model %s", init,
-                          model);
-    }
-    return 0;
-}
-
-/* Checks that need only flags and the config: identical outcome on every rank. */
-int ul_check_mesh(int64_t sp, int64_t rep, int64_t shard, int64_t seq_len, const ModelConfig *c, int world,
-                  UlError *e) {
-    if (sp < 1) return ul_err(e, "--sp %lld: must be >= 1", (long long)sp);
-    if (rep < 1) return ul_err(e, "--dp-replicate %lld: must be >= 1", (long long)rep);
-    if (shard < 1) return ul_err(e, "--dp-shard %lld: must be >= 1", (long long)shard);
-    if (sp * rep * shard != world)
-        return ul_err(e,
-                      "mesh: --dp-replicate %lld x --dp-shard %lld x --sp %lld = %lld ranks, but the job has %d "
-                      "(mpirun -np)",
-                      (long long)rep, (long long)shard, (long long)sp, (long long)(sp * rep * shard), world);
-    if (c->num_heads % sp != 0)
-        return ul_err(e, "--sp %lld: the model's %lld attention heads are not divisible by sp", (long long)sp,
-                      (long long)c->num_heads);
-    if (c->num_kv_heads % sp != 0 && sp % c->num_kv_heads != 0)
-        return ul_err(e, "--sp %lld: the model's %lld kv heads neither divide by sp nor divide sp", (long long)sp,
-                      (long long)c->num_kv_heads);
-    if (seq_len < sp) return ul_err(e, "--seq-len %lld: shorter than --sp %lld", (long long)seq_len, (long long)sp);
-    if (seq_len > INT32_MAX) return ul_err(e, "--seq-len %lld: too large", (long long)seq_len);
-    return 0;
-}
+#include "data/data.h"
+#include "run/eval.h"
+#include "model/model.h"
+#include "model/phase.h"
+#include "run/plot.h"
+#include "data/source.h"
+#include "data/task_kv.h"
+#include "optim/zero.h"
 
 /* Checks that need only flags and the config: identical outcome on every rank. */
 static int validate(const TrainOptions *o, const ModelConfig *c, int world, UlError *e) {
@@ -224,7 +105,7 @@ static int resume_state(const char *path, const CkptRun *cr, ZeroOpt *z, Model *
 /* zero_start_fill's source for --init: the flat range [a, b) of the safetensors weights */
 static void read_fill(void *ctx, int64_t a, int64_t b, float *out) { ul_weights_read_range(ctx, a, b, out); }
 
-/* The chunks of a save or of --out (train/checkpoint.h CkptSource), from where the state
+/* The chunks of a save or of --out (run/checkpoint.h CkptSource), from where the state
  * lives: in place where a chunk is host memory in one piece (the CPU backend without ZeRO;
  * with --offload-optimizer, a chunk inside one piece of the rank's own slice), else gathered
  * into one bounded host buffer per use by zero_host_range (stage 0: downloaded; stages >= 1:
@@ -542,7 +423,7 @@ int train_run(const TrainOptions *o_in, UlError *e) {
         return -1;
     }
     int on_gpu = k != ul_kernels_cpu();
-    /* the memory plan (train/plan.h), before anything is allocated: refuse what will not fit */
+    /* the memory plan (memory/plan.h), before anything is allocated: refuse what will not fit */
     Plan plan;
     if (ul_agree(ul_plan_check(o, &c, k, on_gpu, &plan, e), e)) {
         data_close(&dl);
@@ -560,12 +441,12 @@ int train_run(const TrainOptions *o_in, UlError *e) {
                        o->zero == 3}; /* the plan's tile and offload (auto resolved) */
     model_init_opts(&m, &c, k, mesh.dev_sp, T_max, &mo);
     m.no_exchange = o->no_exchange;
-    ZeroOpt zo; /* the optimizer state, sharded with --zero (train/zero.h); pads the model: before the weights */
+    ZeroOpt zo; /* the optimizer state, sharded with --zero (optim/zero.h); pads the model: before the weights */
     zero_init(&zo, (int)o->zero, o->offload_optimizer, o->offload_chunk, &m, &mesh);
     rc = 0;
     /* the initial weights: with ZeRO >= 1 each rank draws (random) or reads (--init, ranges
      * of the safetensors) only its slice (zero_start_random / zero_start_fill, below); ZeRO 0
-     * stages all [N] on the host here (train/plan.c, "initial weights host staging") */
+     * stages all [N] on the host here (memory/plan.c, "initial weights host staging") */
     const int init_slices = !resume[0] && zo.stage >= 1;
     int64_t init_staging = 0;       /* host bytes of it (logged; tests/zero_test.sh init) */
     UlWeightsReader *wread = NULL; /* --init with ZeRO >= 1: every tensor checked here, read below */
@@ -597,7 +478,7 @@ int train_run(const TrainOptions *o_in, UlError *e) {
     double *h_estep = ul_calloc((size_t)o->steps + 1, sizeof(double)), *h_acc = ul_calloc((size_t)o->steps + 1, sizeof(double));
     TrainHist hist = {h_step, h_loss, h_estep, h_acc, 0, 0, o->steps};
 
-    /* checkpoints (train/checkpoint.h): resume the state, prepare the directory, and on
+    /* checkpoints (run/checkpoint.h): resume the state, prepare the directory, and on
      * resume keep the metrics of the steps before the checkpoint */
     const char *ckpt_root = o->ckpt_dir ? o->ckpt_dir : o->out;
     FILE *mf = NULL, *ef = NULL; /* --metrics, --eval-out (rank 0) */

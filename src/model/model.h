@@ -18,9 +18,9 @@
 #include "core/config.h"
 #include "core/params.h"
 #include "kernels/kernels.h"
-#include "train/exchange.h"
-#include "train/phase.h"
-#include "train/offload.h"
+#include "parallel/exchange.h"
+#include "model/phase.h"
+#include "memory/offload.h"
 
 /* Activations are "act" buffers (the backend's dtype: fp32 on CPU, bf16 on CUDA);
  * rstd and lse are fp32. */
@@ -40,7 +40,7 @@ typedef struct {
     void *h;      /* [t, I]  silu(g) * u */
 } LayerActs;
 
-/* ZeRO stage 3 (train/zero.h): the parameters live sharded outside the model, which asks
+/* ZeRO stage 3 (optim/zero.h): the parameters live sharded outside the model, which asks
  * for them per unit (core/params.h: 0 embedding, 1 + l layer l, L + 1 final norm + untied
  * lm_head). Every rank of the shard group makes the same calls in the same order (they are
  * collective): the model never makes them depend on local data. */
@@ -72,7 +72,7 @@ struct Model {
     ActStore keep_oh;  /* [L] x [T, Hq_l, d] act (recompute == 2) */
     ActStore keep_lse; /* [L] x [T, Hq_l] f32 (recompute == 2) */
     int64_t offload; /* the saved activations (xin, keep_oh, keep_lse) of the first `offload`
-                        layers live in host memory (train/offload.h); requires recompute >= 1 */
+                        layers live in host memory (memory/offload.h); requires recompute >= 1 */
     int no_exchange; /* debug: attend only inside the local shard (the control experiment) */
     int64_t mlp_tile; /* TiledMLP: rows per MLP tile (0 = off); [t, I] activations never exist */
     void *tg, *tu, *th; /* [mlp_tile, I] the current tile's gate, up, silu(g)*u */
@@ -150,7 +150,7 @@ double model_offload_seconds(Model *m);
 /* Parameters: normal(0, initializer_range) for matrices, 1 for norm weights, from seed. */
 void model_init_random(Model *m, uint64_t seed);
 /* The same values for flat elements [a, b) of the parameter vector only: out[b - a] (host).
- * Any rank draws any range (ZeRO: its slice, train/zero.c zero_start_random). */
+ * Any rank draws any range (ZeRO: its slice, optim/zero.c zero_start_random). */
 void model_random_range(const ModelConfig *c, uint64_t seed, int64_t a, int64_t b, float *out);
 /* Host <-> model parameters (fp32, [n_params]); setting also refreshes the working copy. */
 void model_set_params(Model *m, const float *host);
@@ -160,7 +160,7 @@ void model_get_grads(const Model *m, float *host);
 int model_load_weights(Model *m, const char *dir, UlError *e);
 /* After the optimizer changed m->params: refresh the act working copy. */
 void model_params_updated(Model *m);
-/* ZeRO (train/zero.h): reallocates params, grads and wact with n_alloc >= n_params
+/* ZeRO (optim/zero.h): reallocates params, grads and wact with n_alloc >= n_params
  * elements (the tail stays zero: padding to a multiple of the shard group, so that
  * reduce-scatter and all-gather move equal chunks). Before the parameters are set. */
 void model_pad_params(Model *m, int64_t n_alloc);

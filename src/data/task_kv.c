@@ -1,4 +1,4 @@
-#include "train/task_kv.h"
+#include "data/task_kv.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-#include "train/source.h"
+#include "data/source.h"
 
 void source_sample(const SampleSource *src, int64_t g, Sample *s, int32_t *dist) {
     if (src->kv) {

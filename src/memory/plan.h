@@ -85,7 +85,7 @@ typedef struct {
 /* Auto tiles are multiples of this many rows. */
 #define PLAN_MLP_ALIGN ((int64_t)64)
 
-/* The optimizer offload's gradient staging (train/zero.c): the reduced gradient slice
+/* The optimizer offload's gradient staging (optim/zero.c): the reduced gradient slice
  * [per] goes to host memory in chunks of at most this many elements. */
 #define PLAN_OFFLOAD_CHUNK ((int64_t)64 << 20)
 /* The chunk for a slice of per elements and a request of req (0: PLAN_OFFLOAD_CHUNK):
@@ -130,5 +130,13 @@ void plan_summary(const Plan *p, char *buf, size_t n);
 void plan_top_items(const Plan *p, int k, char *buf, size_t n);
 
 #define PLAN_GIB (1024.0 * 1024.0 * 1024.0)
+
+/* The checkpoint's streaming (run/checkpoint.h), charged by the plan. */
+/* Elements of host memory a save moves at a time (64 Mi floats, 256 MiB): model.safetensors
+ * is written from chunks of `chunk` elements of the flat weights, and each rank's part from
+ * chunks of `part_chunk` elements of each vector (run/train.c uses CKPT_CHUNK and CKPT_CHUNK / S
+ * for a ZeRO shard group of S ranks, so that one exchange moves at most CKPT_CHUNK elements;
+ * memory/plan.c charges these). */
+#define CKPT_CHUNK ((int64_t)64 << 20)
 
 #endif

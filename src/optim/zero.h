@@ -58,7 +58,7 @@
 #include "comm/comm.h"
 #include "core/params.h"
 #include "kernels/kernels.h"
-#include "train/model.h"
+#include "model/model.h"
 
 /* Per-rank bytes of the training state (printed at startup; tests assert on them). */
 typedef struct {

@@ -38,7 +38,7 @@
 #include <stdint.h>
 
 #include "core/config.h"
-#include "train/data.h"
+#include "data/data.h"
 
 #define KV_NVALS 8
 #define KV_NKEYS 16

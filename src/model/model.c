@@ -1,4 +1,4 @@
-#include "train/model.h"
+#include "model/model.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -6,7 +6,7 @@
 
 #include "core/common.h"
 #include "formats/hf_model.h"
-#include "train/plan.h"
+#include "memory/plan.h"
 
 /* act buffer of n elements; fp32 buffer of n elements; element offset into an act buffer */
 #define ACT(n) (m->k->alloc((size_t)(n) * m->k->act_bytes))
@@ -61,7 +61,7 @@ void model_init_ex(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup
     model_init_opts(m, c, k, sp_g, T_max, &o);
 }
 
-/* Every backend allocation here has its line in train/plan.c (plan_fixed), which
+/* Every backend allocation here has its line in memory/plan.c (plan_fixed), which
  * tests/test_memory.c checks against the backend's accounting. */
 void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *sp_g, int64_t T_max,
                      const ModelMemOpts *o) {
@@ -91,7 +91,7 @@ void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGro
     int64_t rows_I = m->mlp_tile ? m->mlp_tile : t; /* rows of the [*, I] buffers */
 
     m->n_params = ul_param_numel(c);
-    m->n_alloc = o->sharded ? 0 : m->n_params; /* ZeRO-3: the parameters live in train/zero.c's units */
+    m->n_alloc = o->sharded ? 0 : m->n_params; /* ZeRO-3: the parameters live in optim/zero.c's units */
     if (!o->sharded) {
         m->params = F32(m->n_alloc);
         m->grads = F32(m->n_alloc);

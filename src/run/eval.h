@@ -8,8 +8,8 @@
 #include <stdint.h>
 
 #include "comm/comm.h"
-#include "train/model.h"
-#include "train/source.h"
+#include "model/model.h"
+#include "data/source.h"
 
 #define EVAL_BUCKETS 8
 

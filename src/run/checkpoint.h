@@ -25,8 +25,8 @@
 #include "comm/comm.h"
 #include "core/config.h"
 #include "formats/safetensors.h"
-#include "train/data.h"
-#include "train/train.h"
+#include "data/data.h"
+#include "run/options.h"
 
 #define CKPT_MARKER "COMPLETE"
 #define CKPT_STATE "state.json"
@@ -46,12 +46,7 @@ typedef struct {
     int64_t n;
 } CkptState;
 
-/* Elements of host memory a save moves at a time (64 Mi floats, 256 MiB): model.safetensors
- * is written from chunks of `chunk` elements of the flat weights, and each rank's part from
- * chunks of `part_chunk` elements of each vector (train.c uses CKPT_CHUNK and CKPT_CHUNK / S
- * for a ZeRO shard group of S ranks, so that one exchange moves at most CKPT_CHUNK elements;
- * train/plan.c charges these). */
-#define CKPT_CHUNK ((int64_t)64 << 20)
+/* CKPT_CHUNK, the elements a save moves at a time: memory/plan.h (the plan charges them). */
 
 /* What a save writes, a chunk at a time: no rank needs more than a chunk of the state in
  * host memory. The callbacks are collective over the world: every rank calls them in the

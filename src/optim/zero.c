@@ -1,4 +1,4 @@
-#include "train/zero.h"
+#include "optim/zero.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "core/common.h"
-#include "train/plan.h"
+#include "memory/plan.h"
 
 #define F32B(n) ((size_t)(n) * sizeof(float))
 /* element offset into an act buffer */

@@ -1,4 +1,4 @@
-#include "train/offload.h"
+#include "memory/offload.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-#include "train/plot.h"
+#include "run/plot.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-#include "train/eval.h"
+#include "run/eval.h"
 
 #include "formats/outputs.h"
 
@@ -118,8 +118,8 @@ void eval_write_json(FILE *f, const EvalResult *r, int64_t step) {
 
 #include "formats/hf_model.h"
 #include "kernels/cuda/ul_cuda.h"
-#include "train/plot.h"
-#include "train/train.h"
+#include "run/plot.h"
+#include "run/setup.h"
 
 int eval_command(const EvalOptions *o, UlError *e) {
     int world, rank;

@@ -1,6 +1,7 @@
-#include "train/checkpoint.h"
+#include "run/checkpoint.h"
 
 #include "formats/outputs.h"
+#include "run/setup.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>

@@ -1,10 +1,9 @@
-#include "train/plan.h"
+#include "memory/plan.h"
 
 #include <stdarg.h>
 #include <string.h>
 
 #include "core/params.h"
-#include "train/checkpoint.h"
 
 #define CUDA_WORKSPACE_BYTES ((int64_t)32 << 20) /* UL_CUDA_WORKSPACE_BYTES (kernels/cuda) */
 
@@ -76,7 +75,7 @@ static void add(Plan *p, PlanGroup g, int host, int exact, int64_t bytes, const 
 
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-/* ZeRO-3's layout (train/zero.h): each gather unit padded to a multiple of the shard group
+/* ZeRO-3's layout (optim/zero.h): each gather unit padded to a multiple of the shard group
  * size nsh and split evenly; *per: the rank's slice (sum of the unit chunks), *umax: the
  * largest padded unit (the gathered-weights and unit-gradient buffers). */
 static void zero3_sizes(const ModelConfig *c, int64_t nsh, int64_t *per, int64_t *umax) {
@@ -90,9 +89,9 @@ static void zero3_sizes(const ModelConfig *c, int64_t nsh, int64_t *per, int64_t
     }
 }
 
-/* A saved-activation store (train/offload.h): n items of `bytes`, on the device or (offload)
+/* A saved-activation store (memory/offload.h): n items of `bytes`, on the device or (offload)
  * in pinned host memory behind a ring of 2 device slots. */
-/* A saved-activation store of n items (train/offload.h): the first n_off in pinned host
+/* A saved-activation store of n items (memory/offload.h): the first n_off in pinned host
  * memory through a device ring of 2, the rest in their own device buffers */
 static void add_store(Plan *p, int64_t n_off, int64_t n, int64_t bytes, const char *what) {
     if (n_off > n) n_off = n;
@@ -109,7 +108,7 @@ static void add_store(Plan *p, int64_t n_off, int64_t n, int64_t bytes, const ch
     add(p, PG_CKPT, 1, 1, n_off * bytes, "%s: pinned host (%lld)", what, (long long)n_off);
 }
 
-/* The order follows model_init_opts (train/model.c), exchange_init and train_run.
+/* The order follows model_init_opts (model/model.c), exchange_init and train_run.
  * mlp_req: the TiledMLP rows requested (0 = off), never PLAN_MLP_AUTO here. */
 static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     memset(p, 0, sizeof *p);

@@ -2,8 +2,8 @@
 #ifndef UL_SOURCE_H
 #define UL_SOURCE_H
 
-#include "train/data.h"
-#include "train/task_kv.h"
+#include "data/data.h"
+#include "data/task_kv.h"
 
 typedef struct {
     DataLoader *dl;     /* token shards, or */

@@ -1,16 +1,15 @@
-/* The training loop (backend-independent): data -> model_step per sample -> fp32
- * gradient sum over all ranks -> clip -> AdamW -> metrics, progress, output. */
-#ifndef UL_TRAIN_H
-#define UL_TRAIN_H
+/* The options of a training run (train, demo; plan reads the same flags): the one struct
+ * the CLI fills and the run layer reads, its defaults, and the resolution of the memory
+ * flags into the memory plan (run/options.c). */
+#ifndef UL_OPTIONS_H
+#define UL_OPTIONS_H
 
 #include <stdint.h>
 
-#include "comm/comm.h"
 #include "core/common.h"
 #include "core/config.h"
 #include "kernels/kernels.h"
-#include "train/data.h"
-#include "train/plan.h"
+#include "memory/plan.h"
 
 typedef struct {
     /* model */
@@ -48,14 +47,14 @@ typedef struct {
     double gpu_mem;        /* GiB per GPU to plan against (0: the GPU's total on CUDA, no limit on CPU) */
     double host_mem;       /* GiB of host memory per node to plan against (0: no check) */
     double reserve_gib;    /* CUDA context + cuBLASLt + NCCL reserve in the plan (0: the default) */
-    int64_t zero;          /* ZeRO stage over the shard group: 0 (replicated), 1, 2 (train/zero.h) */
+    int64_t zero;          /* ZeRO stage over the shard group: 0 (replicated), 1, 2 (optim/zero.h) */
     int offload_optimizer; /* fp32 master slice and AdamW moments in host memory, CPU AdamW (zero >= 1) */
     /* outputs */
     const char *out;
     const char *save_dtype; /* "f32" | "bf16" */
     const char *metrics;
     const char *plot;      /* PNG: loss (and answer accuracy) against step */
-    /* training-state checkpoints (train/checkpoint.h, docs/checkpoints.md) */
+    /* training-state checkpoints (run/checkpoint.h, docs/checkpoints.md) */
     int64_t save_every;    /* a checkpoint every N steps and at the end (0: none) */
     int64_t keep_last;     /* keep the K newest checkpoints (0: all) */
     const char *ckpt_dir;  /* where checkpoints go (NULL: --out) */
@@ -76,31 +75,8 @@ typedef struct {
 
 void train_options_default(TrainOptions *o);
 
-/* Every rank calls it (after MPI_Init). User errors are agreed on by all ranks before
- * any work and returned in e (same message on every rank); returns 0 on success, -1 on
- * an error, or 128 + the signal number when SIGTERM or SIGINT stopped the run at a step
- * boundary (after a checkpoint where --save-every is set; no --out, no plot): the same on
- * every rank. A non-finite loss or gradient norm is an error naming the step. */
-int train_run(const TrainOptions *o, UlError *e);
 
-/* Shared by the commands: the model config from --model / --init (or a built-in one);
- * the mesh checks of docs/design.md §2, §4; the data shards checked against the vocabulary. */
-int ul_load_model_config(const char *model, const char *init, const ModelConfig *builtin, ModelConfig *c,
-                         UlError *e);
-int ul_check_mesh(int64_t sp, int64_t rep, int64_t shard, int64_t seq_len, const ModelConfig *c, int world,
-                  UlError *e);
-int ul_open_data(const char *glob, int64_t seq_len, int pack, int shuffle, uint64_t seed, const ModelConfig *c,
-                 DataLoader *dl, UlError *e);
-
-/* The backend for --device (cpu | cuda | NULL: cuda when built with it and a GPU is
- * visible, else cpu); binds this rank to its GPU. NULL with e filled when unavailable. */
-const KernelOps *ul_select_backend(const char *device, UlError *e);
-
-/* Collective agreement on an error: if any rank of the world has rc != 0, every rank
- * gets the message of the lowest such rank in e and -1 is returned. */
-int ul_agree(int rc, UlError *e);
-
-/* The memory plan of a training run (train/plan.h) from its options. */
+/* The memory plan of a training run (memory/plan.h) from its options. */
 void ul_plan_input(const TrainOptions *o, const ModelConfig *c, size_t act_bytes, int cuda, PlanInput *in);
 /* --tiled-mlp S: "auto" (PLAN_MLP_AUTO), "off" (0) or rows >= 0 into *rows; NULL: unchanged.
  * The error names the flag. */

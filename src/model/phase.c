@@ -1,4 +1,4 @@
-#include "train/phase.h"
+#include "model/phase.h"
 
 #include <stdlib.h>
 #include <string.h>

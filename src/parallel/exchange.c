@@ -1,4 +1,4 @@
-#include "train/exchange.h"
+#include "parallel/exchange.h"
 
 #include <string.h>
 

@@ -1,5 +1,6 @@
-/* train's memory plan (train/plan.h): its inputs from the options, and the up-front
- * refusal of a run that will not fit, with what to change. */
+/* The options of a training run (run/options.h): their defaults, the parsing of the
+ * memory flags, train's memory plan (memory/plan.h) from them, and the up-front refusal
+ * of a run that will not fit, with what to change. */
 #include <mpi.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,7 +8,33 @@
 
 #include "comm/comm.h"
 #include "kernels/cuda/ul_cuda.h"
-#include "train/train.h"
+#include "run/options.h"
+#include "run/setup.h"
+
+void train_options_default(TrainOptions *o) {
+    memset(o, 0, sizeof *o);
+    o->seq_len = 2048;
+    o->batch = 1;
+    o->grad_accum = 1;
+    o->steps = 100;
+    o->lr = 3e-4;
+    o->min_lr_ratio = 0.1;
+    o->warmup = 0;
+    o->weight_decay = 0.1;
+    o->beta1 = 0.9;
+    o->beta2 = 0.95;
+    o->adam_eps = 1e-8;
+    o->clip = 1.0;
+    o->seed = 1234;
+    o->sp = 1;
+    o->dp_replicate = 1;
+    o->dp_shard = 0; /* 0: world / (sp * dp_replicate) */
+    o->save_dtype = "f32";
+    o->log_every = 1;
+    o->offload_layers = -1;
+    o->eval_samples = 16;
+    o->mlp_tile = PLAN_MLP_AUTO;
+}
 
 void ul_plan_input(const TrainOptions *o, const ModelConfig *c, size_t act_bytes, int cuda, PlanInput *in) {
     plan_input_default(in);
