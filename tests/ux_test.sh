@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The command line as a new user meets it (issue 17). Usage: ux_test.sh BIN CASE
-#   help   every command's help has its text in one column, continuation lines indented to it
+#   help   --version names the version and a commit of this repository; `ulysses help CMD`
+#          prints CMD's help (the same as `CMD --help`); every command's help has its text in
+#          one column, continuation lines indented to it
 set -u
 HERE=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")") # before any cd
 BIN=$(readlink -f "$1")
@@ -14,8 +16,23 @@ COMMANDS="demo train eval plan tokenize"
 
 case "$CASE" in
 help)
+  "$BIN" --version > v.txt 2> e.txt
+  check $? "--version exited non-zero: $(cat e.txt)"
+  cat v.txt
+  grep -Eq "^ulysses [0-9]+\.[0-9]+\.[0-9]+" v.txt; check $? "--version: no 'ulysses X.Y.Z': $(head -1 v.txt)"
+  commit=$(sed -n 's/.*(git \([0-9a-f]*\).*/\1/p' v.txt)
+  if git -C "$HERE" rev-parse --git-dir > /dev/null 2>&1; then # built from a git checkout: a commit of it
+    git -C "$HERE" cat-file -e "${commit:-none}^{commit}" 2> /dev/null
+    check $? "--version: '$commit' is not a commit of this repository"
+  fi
+  "$BIN" help > top.txt
   for c in $COMMANDS; do
-    "$BIN" "$c" --help > h.txt
+    "$BIN" help "$c" > h.txt 2> e.txt
+    check $? "help $c exited non-zero: $(cat e.txt)"
+    "$BIN" "$c" --help > h2.txt
+    cmp -s h.txt h2.txt; check $? "'help $c' differs from '$c --help'"
+    ! cmp -s h.txt top.txt; check $? "'help $c' prints the top-level help"
+    grep -q "^usage: .*ulysses $c" h.txt; check $? "'help $c' has no usage line for $c: $(head -1 h.txt)"
     # the help column: where the text of each flag line starts; continuation lines start there too
     awk -v c="$c" '
       /^flags:/ { in_flags = 1; next }
@@ -28,6 +45,9 @@ help)
       END { exit bad }' h.txt
     check $? "help $c: misaligned columns"
   done
+  "$BIN" help nosuch > o.txt 2> e.txt
+  rc=$?
+  check $([ $rc -eq 2 ] && grep -q "unknown command 'nosuch'" e.txt; echo $?) "help nosuch: rc $rc, $(cat e.txt)"
   ;;
 *) echo "unknown case $CASE"; exit 2 ;;
 esac

@@ -396,27 +396,60 @@ static void usage(FILE *f) {
             "usage: [mpirun -np W] ulysses COMMAND [flags]\n\n"
             "commands:\n"
             "  demo       train on the built-in long-context task (mpirun -np 2 ulysses demo)\n"
-            "  train      train a model (see `ulysses train --help`)\n"
+            "  train      train a model\n"
             "  eval       loss and answer accuracy of a trained model\n"
             "  plan       memory plan of a run: per-GPU and per-host buffers, largest seq_len that fits\n"
             "  tokenize   turn text files into a token shard\n"
-            "  help       this text\n");
+            "  help       this text; `ulysses help COMMAND` or `ulysses COMMAND --help`: that command's flags\n"
+            "  --version  the version, the git commit of the build and the backends built in\n");
+}
+
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+} COMMANDS[] = {{"demo", cmd_demo}, {"train", cmd_train}, {"eval", cmd_eval}, {"plan", cmd_plan}, {"tokenize", cmd_tokenize}};
+
+#ifndef UL_VERSION
+#define UL_VERSION "unknown"
+#endif
+#if __has_include("ul_git_commit.h")
+#include "ul_git_commit.h"
+#endif
+#ifndef UL_GIT_COMMIT
+#define UL_GIT_COMMIT ""
+#endif
+
+static void version(void) {
+    printf("ulysses %s%s%s%s\n", UL_VERSION, UL_GIT_COMMIT[0] ? " (git " : "", UL_GIT_COMMIT, UL_GIT_COMMIT[0] ? ")" : "");
+#ifdef UL_HAVE_CUDA
+    printf("backends: cpu, cuda\n");
+#else
+    printf("backends: cpu (built without the CUDA backend)\n");
+#endif
 }
 
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
     ul_set_log_rank(g_rank);
-    ul_threads_setup();
-    if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        if (g_rank == 0) usage(argc < 2 ? stderr : stdout);
-        return finish(argc < 2 ? 2 : 0);
+    if (argc >= 2 && (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0)) {
+        if (g_rank == 0) version();
+        return finish(0);
     }
-    if (strcmp(argv[1], "demo") == 0) return cmd_demo(argc - 2, argv + 2);
-    if (strcmp(argv[1], "train") == 0) return cmd_train(argc - 2, argv + 2);
-    if (strcmp(argv[1], "eval") == 0) return cmd_eval(argc - 2, argv + 2);
-    if (strcmp(argv[1], "plan") == 0) return cmd_plan(argc - 2, argv + 2);
-    if (strcmp(argv[1], "tokenize") == 0) return cmd_tokenize(argc - 2, argv + 2);
-    if (g_rank == 0) fprintf(stderr, "ulysses: error: unknown command '%s' (see `ulysses help`)\n", argv[1]);
+    ul_threads_setup();
+    const char *name = argc >= 2 ? argv[1] : NULL;
+    int is_help = name && (strcmp(name, "help") == 0 || strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0);
+    if (!name || (is_help && argc < 3)) {
+        if (g_rank == 0) usage(name ? stdout : stderr);
+        return finish(name ? 0 : 2);
+    }
+    if (is_help) name = argv[2]; /* `ulysses help train`: train's help */
+    for (int i = 0; i < NFLAGS(COMMANDS); i++)
+        if (strcmp(name, COMMANDS[i].name) == 0) {
+            if (!is_help) return COMMANDS[i].run(argc - 2, argv + 2);
+            char help[] = "--help", *args[] = {help, NULL};
+            return COMMANDS[i].run(1, args);
+        }
+    if (g_rank == 0) fprintf(stderr, "ulysses: error: unknown command '%s' (see `ulysses help`)\n", name);
     return finish(2);
 }
