@@ -3,6 +3,8 @@
 #   help   --version names the version and a commit of this repository; `ulysses help CMD`
 #          prints CMD's help (the same as `CMD --help`); every command's help has its text in
 #          one column, continuation lines indented to it
+#   plan   exit status 0 when the run fits, 2 when it does not, 1 on an error; --device cpu
+#          speaks of ranks, not GPUs, and has no default limit
 set -u
 HERE=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")") # before any cd
 BIN=$(readlink -f "$1")
@@ -48,6 +50,39 @@ help)
   "$BIN" help nosuch > o.txt 2> e.txt
   rc=$?
   check $([ $rc -eq 2 ] && grep -q "unknown command 'nosuch'" e.txt; echo $?) "help nosuch: rc $rc, $(cat e.txt)"
+  ;;
+plan)
+  cat > tiny.json <<JSON
+{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 256, "hidden_size": 32,
+ "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+ "rms_norm_eps": 1e-5, "tie_word_embeddings": false, "rope_theta": 10000.0}
+JSON
+  prc() { "$BIN" plan "$@" > o.txt 2> e.txt; echo $?; }
+  P="--model tiny.json --seq-len 4096 --sp 2 --gpus 2 --tiled-mlp off"
+  rc=$(prc $P --device cpu --gpu-mem 1); check $([ "$rc" -eq 0 ]; echo $?) "plan that fits 1 GiB: rc $rc"
+  grep -q "^fits 1 GiB per rank: yes" o.txt; check $? "plan --device cpu --gpu-mem 1: $(grep ^fits o.txt)"
+  total=$(sed -n 's/^per rank total: .*(\([0-9]*\) bytes)$/\1/p' o.txt)
+  # one byte per rank below the plan: does not fit, exit 2, and the largest length is below 4096
+  G=$(awk -v b="$total" 'BEGIN { printf "%.12f", (b - 1) / 1073741824 }')
+  rc=$(prc $P --device cpu --gpu-mem "$G")
+  max=$(sed -n 's/^largest seq_len that fits: //p' o.txt)
+  echo "plan: $total bytes per rank at seq_len 4096; --gpu-mem 1 byte less: rc $rc, largest seq_len $max"
+  check $([ "$rc" -eq 2 ] && grep -q "^fits .*: NO" o.txt && [ "$max" -lt 4096 ]; echo $?) "plan that does not fit: rc $rc, $(grep ^fits o.txt)"
+  rc=$(prc $P --device cpu --gpu-mem "$G" --seq-len "$max")
+  check $([ "$rc" -eq 0 ]; echo $?) "plan at the largest seq_len $max: rc $rc"
+  rc=$(prc $P --device cpu --host-mem 0.000001 --offload-checkpoints --checkpoint 1)
+  check $([ "$rc" -eq 2 ]; echo $?) "plan over --host-mem: rc $rc"
+  rc=$(prc $P --device cpu --zero 9)
+  check $([ "$rc" -eq 1 ] && grep -q "ulysses: error: --zero 9" e.txt; echo $?) "plan --zero 9: rc $rc (want 1)"
+  # the CPU: no GPU words, no default limit
+  rc=$(prc $P --device cpu)
+  check $([ "$rc" -eq 0 ]; echo $?) "plan --device cpu: rc $rc"
+  sed -e 's/--gpu-mem//g' o.txt > words.txt # the flag's name aside
+  ! grep -Eiq "gpu|\b139\b" words.txt; check $? "plan --device cpu speaks of GPUs: $(grep -Ei "gpu|\b139\b" words.txt | head -3)"
+  grep -q "^largest seq_len that fits: no limit given" o.txt; check $? "plan --device cpu without limits: $(tail -1 o.txt)"
+  # CUDA (the default device): per GPU, 139 GiB by default
+  rc=$(prc $P)
+  check $([ "$rc" -eq 0 ] && grep -q "^fits 139 GiB per GPU: yes" o.txt && grep -q "^per GPU total:" o.txt; echo $?) "plan (cuda): rc $rc, $(grep ^fits o.txt)"
   ;;
 *) echo "unknown case $CASE"; exit 2 ;;
 esac

@@ -143,7 +143,9 @@ static const char *ABOUT_PLAN =
     "The memory plan of a training run, without running it (one process, no GPU needed): every\n"
     "buffer per GPU and per host by name, and the largest --seq-len that fits --gpu-mem (and\n"
     "--host-mem). train computes the same plan and refuses up front what does not fit.\n"
-    "Line items and formulas: docs/memory.md.";
+    "With --device cpu the device buffers are each rank's share of host memory, with no limit\n"
+    "unless --gpu-mem gives one. Line items and formulas: docs/memory.md.\n"
+    "Exit status: 0 when the run fits, 2 when it does not, 1 on an error (flag or file).";
 
 static int cmd_plan(int argc, char **argv) {
     TrainOptions o;
@@ -151,7 +153,7 @@ static int cmd_plan(int argc, char **argv) {
     int64_t gpus = 0, checkpoint = 0, zero = 0, per_host = 0;
     const char *device = "cuda", *tiled = NULL, *offl = NULL;
     int offload_opt = 0;
-    double gpu_mem = 139.0;
+    double gpu_mem = -1; /* not given: 139 (an H200) on CUDA, no limit on the CPU */
     Flag flags[] = {
         {"--model", FLAG_STRING, &o.model, "CONFIG|DIR", "model architecture: a config.json or a directory holding one"},
         {"--gpus", FLAG_INT, &gpus, "N", "GPUs (ranks) of the job (default: sp x dp-replicate x dp-shard)"},
@@ -170,7 +172,9 @@ static int cmd_plan(int argc, char **argv) {
         {"--offload-optimizer", FLAG_BOOL, &offload_opt, NULL, "fp32 master weights and AdamW moments in host memory"},
         {"--device", FLAG_STRING, &device, "cuda|cpu",
          "cuda: bf16 activations, the CUDA buffers and context reserve; cpu: fp32 (default cuda)"},
-        {"--gpu-mem", FLAG_DOUBLE, &gpu_mem, "GiB", "memory per GPU (default 139: an H200 as cudaMemGetInfo reports it)"},
+        {"--gpu-mem", FLAG_DOUBLE, &gpu_mem, "GiB",
+         "device memory per rank: per GPU with --device cuda (default 139: an H200 as cudaMemGetInfo reports "
+         "it), per rank with --device cpu (default: no limit)"},
         {"--host-mem", FLAG_DOUBLE, &o.host_mem, "GiB", "host memory per host (default: no limit)"},
         {"--reserve-gib", FLAG_DOUBLE, &o.reserve_gib, "GiB", "CUDA context + cuBLASLt + NCCL reserve (default 3)"},
     };
@@ -189,7 +193,8 @@ static int cmd_plan(int argc, char **argv) {
     if (rc == 0 && (zero < 0 || zero > 3)) rc = ul_err(&e, "--zero %lld: expected 0, 1, 2 or 3", (long long)zero);
     int cuda = strcmp(device, "cuda") == 0;
     if (rc == 0 && !cuda && strcmp(device, "cpu") != 0) rc = ul_err(&e, "--device %s: expected cuda or cpu", device);
-    if (rc == 0 && !(gpu_mem > 0)) rc = ul_err(&e, "--gpu-mem: must be > 0 GiB");
+    if (rc == 0 && gpu_mem != -1 && !(gpu_mem > 0)) rc = ul_err(&e, "--gpu-mem: must be > 0 GiB");
+    if (rc == 0 && gpu_mem == -1) gpu_mem = cuda ? 139.0 : 0;
     if (rc == 0 && !(o.host_mem >= 0)) rc = ul_err(&e, "--host-mem: must be >= 0 GiB");
     if (rc == 0 && !(o.reserve_gib >= 0)) rc = ul_err(&e, "--reserve-gib: must be >= 0 GiB");
     if (rc == 0) rc = ul_parse_tiled_mlp(tiled, &o.mlp_tile, &e);
@@ -215,28 +220,38 @@ static int cmd_plan(int argc, char **argv) {
     in.zero = (int)zero;
     in.offload_optimizer = offload_opt;
     int64_t lim = (int64_t)(gpu_mem * PLAN_GIB), hlim = (int64_t)(o.host_mem * PLAN_GIB);
-    in.dev_limit = lim; /* --tiled-mlp auto chooses its tile for it */
+    in.dev_limit = lim; /* --tiled-mlp auto chooses its tile for it (0: no limit) */
     in.host_limit = hlim; /* --offload-layers auto fills it (no limit: all layers) */
     in.ranks_per_host = per_host;
     Plan p;
     plan_compute(&in, &p);
+    int fits = (lim <= 0 || p.dev_total <= lim) && (hlim <= 0 || p.host_total * per_host <= hlim);
     if (g_rank == 0) {
+        const char *unit = cuda ? "GPU" : "rank";
         char mlp[64], od[64], ckpt_off[96] = "";
         plan_mlp_desc(&p, mlp, sizeof mlp);
         plan_offload_desc(&p, c.num_layers, od, sizeof od);
         if (o.offload_checkpoints) snprintf(ckpt_off, sizeof ckpt_off, " (offloaded: %s)", od);
-        printf("memory plan: %lld GPUs (sp %lld, dp_replicate %lld, dp_shard %lld), seq_len %lld (%lld tokens per GPU), "
+        printf("memory plan: %lld %ss (sp %lld, dp_replicate %lld, dp_shard %lld), seq_len %lld (%lld tokens per %s), "
                "%s, checkpoint %lld%s, tiled-mlp %s, zero %lld%s\n\n",
-               (long long)gpus, (long long)o.sp, (long long)o.dp_replicate, (long long)o.dp_shard, (long long)p.T,
-               (long long)p.t, cuda ? "CUDA bf16" : "CPU fp32", (long long)checkpoint,
+               (long long)gpus, unit, (long long)o.sp, (long long)o.dp_replicate, (long long)o.dp_shard, (long long)p.T,
+               (long long)p.t, unit, cuda ? "CUDA bf16" : "CPU fp32", (long long)checkpoint,
                ckpt_off, mlp, (long long)zero,
                offload_opt ? ", optimizer offloaded" : "");
-        plan_print(stdout, &p, per_host);
-        int fits = p.dev_total <= lim && (hlim <= 0 || p.host_total * per_host <= hlim);
-        printf("fits %.1f GiB per GPU%s: %s\n", gpu_mem, hlim > 0 ? " and --host-mem" : "", fits ? "yes" : "NO");
-        printf("largest seq_len that fits: %lld\n", (long long)plan_max_seq_len(&in, lim, hlim, per_host));
+        plan_print(stdout, &p, per_host, unit);
+        if (lim <= 0 && hlim <= 0) {
+            printf("fits: yes (no memory limit given: --gpu-mem GiB per %s, --host-mem GiB per host)\n", unit);
+            printf("largest seq_len that fits: no limit given\n");
+        } else {
+            char what[96] = "";
+            if (lim > 0) snprintf(what, sizeof what, "%.4g GiB per %s%s", gpu_mem, unit, hlim > 0 ? " and " : "");
+            if (hlim > 0) snprintf(what + strlen(what), sizeof what - strlen(what), "--host-mem");
+            printf("fits %s: %s\n", what, fits ? "yes" : "NO");
+            printf("largest seq_len that fits: %lld\n",
+                   (long long)plan_max_seq_len(&in, lim > 0 ? lim : INT64_MAX, hlim, per_host));
+        }
     }
-    return finish(0);
+    return finish(fits ? 0 : 2); /* 2: does not fit (documented in the help) */
 }
 
 static int cmd_tokenize(int argc, char **argv) {
