@@ -81,12 +81,14 @@ static int cmd_train(int argc, char **argv) {
          "copied on a side stream and prefetched one layer ahead in backward (needs --checkpoint 1|2)"},
         {"--offload-layers", FLAG_STRING, &offl, "K|auto|all",
          "with --offload-checkpoints: offload only the first K layers' saved activations, the rest stay on the GPU "
-         "(for a host whose memory holds only part of them); auto: as many as --host-mem (default: 90% of the "
-         "node's memory) holds with the rest of the plan; all (default)"},
+         "(for a host whose memory holds only part of them); auto: as many as --host-mem holds with the rest of "
+         "the plan (without --host-mem: 90% of the node's physical memory); all (default)"},
         {"--gpu-mem", FLAG_DOUBLE, &o.gpu_mem, "GiB",
          "memory per GPU the plan must fit, else train refuses up front (default: the GPU's total on CUDA, "
          "no limit on CPU); see `ulysses plan`"},
-        {"--host-mem", FLAG_DOUBLE, &o.host_mem, "GiB", "host memory per node the plan must fit (default: no check)"},
+        {"--host-mem", FLAG_DOUBLE, &o.host_mem, "GiB",
+         "host memory per node the plan must fit, else train refuses up front (default: no check; "
+         "--offload-layers auto then plans for 90% of the node's physical memory)"},
         {"--reserve-gib", FLAG_DOUBLE, &o.reserve_gib, "GiB",
          "CUDA context + cuBLASLt + NCCL reserve counted in the plan (default 3)"},
         {"--zero", FLAG_INT, &o.zero, "0|1|2|3",
@@ -175,7 +177,8 @@ static int cmd_plan(int argc, char **argv) {
         {"--gpu-mem", FLAG_DOUBLE, &gpu_mem, "GiB",
          "device memory per rank: per GPU with --device cuda (default 139: an H200 as cudaMemGetInfo reports "
          "it), per rank with --device cpu (default: no limit)"},
-        {"--host-mem", FLAG_DOUBLE, &o.host_mem, "GiB", "host memory per host (default: no limit)"},
+        {"--host-mem", FLAG_DOUBLE, &o.host_mem, "GiB",
+         "host memory per host the plan must fit (default: no limit; --offload-layers auto then offloads all)"},
         {"--reserve-gib", FLAG_DOUBLE, &o.reserve_gib, "GiB", "CUDA context + cuBLASLt + NCCL reserve (default 3)"},
     };
     UlError e = {{0}};
