@@ -5,6 +5,8 @@
 #          one column, continuation lines indented to it
 #   plan   exit status 0 when the run fits, 2 when it does not, 1 on an error; --device cpu
 #          speaks of ranks, not GPUs, and has no default limit
+#   eval   the JSON parses (no nan) with null for every empty bucket (kv task: the context's
+#          positions, the far distances), '-' in the table
 set -u
 HERE=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")") # before any cd
 BIN=$(readlink -f "$1")
@@ -83,6 +85,36 @@ JSON
   # CUDA (the default device): per GPU, 139 GiB by default
   rc=$(prc $P)
   check $([ "$rc" -eq 0 ] && grep -q "^fits 139 GiB per GPU: yes" o.txt && grep -q "^per GPU total:" o.txt; echo $?) "plan (cuda): rc $rc, $(grep ^fits o.txt)"
+  ;;
+eval)
+  MODEL=$HERE/fixtures/hf_tiny
+  ev() { # ev OUT ARGS...: eval on 2 ranks, stdout in OUT.txt, JSON in OUT.json
+    local out=$1; shift
+    $MPIRUN -np 2 "$BIN" eval --model "$MODEL" --out "$out.json" "$@" > "$out.txt" 2> e.txt
+    check $? "eval $*: $(cat e.txt)"
+  }
+  # the kv task at T = 256: no answers in the context (positions 0..127), none 192 or more tokens
+  # back from their fact; those buckets are null in the JSON, '-' in the table, not plotted
+  ev kv --task kv --seq-len 256 --samples 2
+  grep -A 16 "tokens back" kv.txt
+  python3 - kv.json kv.txt <<'PY'
+import json, sys
+def strict(x): raise ValueError(f"{x} is not JSON")
+r = json.loads(open(sys.argv[1]).read(), parse_constant=strict)
+rows = [l.split() for l in open(sys.argv[2]) if l.startswith("  ") and ".." in l]
+bad, empty = [], 0
+for kind in ("distance", "position"):
+    n = r[f"n_by_{kind}"]
+    for key in (f"acc_by_{kind}", f"loss_by_{kind}"):
+        for b, (cnt, v) in enumerate(zip(n, r[key])):
+            if (cnt == 0) != (v is None): bad.append(f"{key}[{b}] = {v} with {cnt} answers")
+    empty += n.count(0)
+if r["n_by_position"][:4] != [0] * 4 or 0 not in r["n_by_distance"]: bad.append(f"no empty buckets: {r}")
+dashes = sum(1 for w in rows if w[1] == "0" and w[2:] == ["-", "-"])
+if dashes != empty or len(rows) != 16: bad.append(f"table: {dashes} rows with '-' of {len(rows)}, want {empty} of 16")
+if bad: sys.exit("; ".join(bad))
+PY
+  check $? "kv eval: empty buckets"
   ;;
 *) echo "unknown case $CASE"; exit 2 ;;
 esac

@@ -91,23 +91,29 @@ void eval_run(Model *m, Mesh *mesh, const SampleSource *src, int64_t T, int64_t 
     free(dist);
 }
 
-static void arr(FILE *f, const char *name, const double *v, int n) {
+/* "name": [v0, ...] with null where n[i] == 0 (an empty bucket has no accuracy or loss;
+ * null, not nan, keeps the line valid JSON); n == NULL: every value */
+static void arr(FILE *f, const char *name, const double *v, const double *n, int len) {
     fprintf(f, ", \"%s\": [", name);
-    for (int i = 0; i < n; i++) fprintf(f, "%s%.6g", i ? ", " : "", v[i]);
+    for (int i = 0; i < len; i++) {
+        if (n && n[i] <= 0) fprintf(f, "%snull", i ? ", " : "");
+        else fprintf(f, "%s%.6g", i ? ", " : "", v[i]);
+    }
     fprintf(f, "]");
 }
 
 void eval_write_json(FILE *f, const EvalResult *r, int64_t step) {
     fprintf(f, "{");
     if (step >= 0) fprintf(f, "\"step\": %lld, ", (long long)step);
-    fprintf(f, "\"eval_loss\": %.6g, \"answer_acc\": %.6g, \"answers\": %.0f, \"bucket_tokens\": %lld", r->loss,
-            r->acc, r->n, (long long)(r->T / EVAL_BUCKETS));
-    arr(f, "acc_by_distance", r->dist_acc, EVAL_BUCKETS);
-    arr(f, "loss_by_distance", r->dist_loss, EVAL_BUCKETS);
-    arr(f, "n_by_distance", r->dist_n, EVAL_BUCKETS);
-    arr(f, "acc_by_position", r->pos_acc, EVAL_BUCKETS);
-    arr(f, "loss_by_position", r->pos_loss, EVAL_BUCKETS);
-    arr(f, "n_by_position", r->pos_n, EVAL_BUCKETS);
+    if (r->n > 0) fprintf(f, "\"eval_loss\": %.6g, \"answer_acc\": %.6g", r->loss, r->acc);
+    else fprintf(f, "\"eval_loss\": null, \"answer_acc\": null");
+    fprintf(f, ", \"answers\": %.0f, \"bucket_tokens\": %lld", r->n, (long long)(r->T / EVAL_BUCKETS));
+    arr(f, "acc_by_distance", r->dist_acc, r->dist_n, EVAL_BUCKETS);
+    arr(f, "loss_by_distance", r->dist_loss, r->dist_n, EVAL_BUCKETS);
+    arr(f, "n_by_distance", r->dist_n, NULL, EVAL_BUCKETS);
+    arr(f, "acc_by_position", r->pos_acc, r->pos_n, EVAL_BUCKETS);
+    arr(f, "loss_by_position", r->pos_loss, r->pos_n, EVAL_BUCKETS);
+    arr(f, "n_by_position", r->pos_n, NULL, EVAL_BUCKETS);
     fprintf(f, "}\n");
     fflush(f);
 }
@@ -169,17 +175,23 @@ int eval_command(const EvalOptions *o, UlError *e) {
         if (rank == 0) {
             printf("eval %s: %lld samples, %.0f answers, loss %.4f, answer accuracy %.2f%% (%.1fs)\n", o->model,
                    (long long)o->samples, r.n, r.loss, 100 * r.acc, dt);
-            printf("  %-22s %10s %10s %10s\n", "tokens back (bucket)", "answers", "accuracy", "loss");
             int64_t w = r.T / EVAL_BUCKETS;
-            for (int b = 0; b < EVAL_BUCKETS; b++)
-                if (r.dist_n[b] > 0)
-                    printf("  %9lld..%-11lld %10.0f %9.2f%% %10.4f\n", (long long)(b * w), (long long)((b + 1) * w - 1),
-                           r.dist_n[b], 100 * r.dist_acc[b], r.dist_loss[b]);
-            printf("  %-22s %10s %10s %10s\n", "position (bucket)", "answers", "accuracy", "loss");
-            for (int b = 0; b < EVAL_BUCKETS; b++)
-                if (r.pos_n[b] > 0)
-                    printf("  %9lld..%-11lld %10.0f %9.2f%% %10.4f\n", (long long)(b * w), (long long)((b + 1) * w - 1),
-                           r.pos_n[b], 100 * r.pos_acc[b], r.pos_loss[b]);
+            for (int tab = 0; tab < 2; tab++) { /* distance (kv task only), then position */
+                const double *bn = tab ? r.pos_n : r.dist_n, *ba = tab ? r.pos_acc : r.dist_acc,
+                             *bl = tab ? r.pos_loss : r.dist_loss;
+                if (!tab && !o->task) continue;
+                printf("  %-22s %10s %10s %10s\n", tab ? "position (bucket)" : "tokens back (bucket)", "answers",
+                       "accuracy", "loss");
+                for (int b = 0; b < EVAL_BUCKETS; b++) {
+                    char range[48], acc[16] = "-", loss[16] = "-"; /* '-': an empty bucket */
+                    snprintf(range, sizeof range, "%lld..%lld", (long long)(b * w), (long long)((b + 1) * w - 1));
+                    if (bn[b] > 0) {
+                        snprintf(acc, sizeof acc, "%.2f%%", 100 * ba[b]);
+                        snprintf(loss, sizeof loss, "%.4f", bl[b]);
+                    }
+                    printf("  %-22s %10.0f %10s %10s\n", range, bn[b], acc, loss);
+                }
+            }
             if (o->out) {
                 char tmp[4200];
                 snprintf(tmp, sizeof tmp, "%s.tmp", o->out);
