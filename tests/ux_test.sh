@@ -5,8 +5,11 @@
 #          one column, continuation lines indented to it
 #   plan   exit status 0 when the run fits, 2 when it does not, 1 on an error; --device cpu
 #          speaks of ranks, not GPUs, and has no default limit
-#   eval   the JSON parses (no nan) with null for every empty bucket (kv task: the context's
-#          positions, the far distances), '-' in the table
+#   eval   on a token shard, --samples above what the data holds evaluates each sample once
+#          and says so: the sample and answer counts equal those computed from the shard, the
+#          loss equals that of --samples = the exact count; the JSON parses (no nan) with null
+#          for every empty bucket (kv task: the context's positions, the far distances), '-' in
+#          the table
 set -u
 HERE=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")") # before any cd
 BIN=$(readlink -f "$1")
@@ -87,14 +90,52 @@ JSON
   check $([ "$rc" -eq 0 ] && grep -q "^fits 139 GiB per GPU: yes" o.txt && grep -q "^per GPU total:" o.txt; echo $?) "plan (cuda): rc $rc, $(grep ^fits o.txt)"
   ;;
 eval)
+  corpus 12 # testlib.sh: data.tok
   MODEL=$HERE/fixtures/hf_tiny
   ev() { # ev OUT ARGS...: eval on 2 ranks, stdout in OUT.txt, JSON in OUT.json
     local out=$1; shift
     $MPIRUN -np 2 "$BIN" eval --model "$MODEL" --out "$out.json" "$@" > "$out.txt" 2> e.txt
     check $? "eval $*: $(cat e.txt)"
   }
+  ev all --data data.tok --seq-len 64 --samples 1000
+  head -n 1 all.txt
+  n=$(python3 - data.tok 64 all.json all.txt <<'PY'
+import json, struct, sys
+shard, T, res, txt = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+def strict(x): raise ValueError(f"{x} is not JSON")
+r = json.loads(open(res).read(), parse_constant=strict)
+buf = open(shard, "rb").read()  # docs/formats.md: magic, version, vocab, n_docs, n_tokens, offsets, tokens
+_, _, n_docs, _ = struct.unpack_from("<IIQQ", buf, 8)
+offs = struct.unpack_from(f"<{n_docs + 1}Q", buf, 32)
+pieces = [min(T, offs[d + 1] - o) for d in range(n_docs) for o in range(offs[d], offs[d + 1], T)]
+samples, fill = 0, T + 1
+for p in pieces:  # greedy packing in file order
+    if fill + p > T: samples, fill = samples + 1, 0
+    fill += p
+answers = sum(p - 1 for p in pieces)
+bad = []
+if r["samples"] != samples: bad.append(f"samples {r['samples']}, the shard holds {samples}")
+if r["answers"] != answers: bad.append(f"answers {r['answers']}, the shard has {answers} labelled tokens")
+want = f"evaluated {samples} samples (the data holds {samples}; --samples 1000 asked for more)"
+if want not in open(txt).read(): bad.append(f"stdout lacks '{want}'")
+if any(v is not None for v in r["acc_by_distance"] + r["loss_by_distance"]): bad.append("distance buckets of shards not null")
+if bad: sys.exit("; ".join(bad))
+print(samples)
+PY
+)
+  check $? "eval --samples 1000 on the shard"
+  echo "eval: the shard holds ${n:-?} samples"
+  if [ -n "$n" ]; then
+    ev exact --data data.tok --seq-len 64 --samples "$n"
+    ev fewer --data data.tok --seq-len 64 --samples $((n - 1))
+    la=$(field all.json eval_loss); le=$(field exact.json eval_loss)
+    echo "eval: loss with --samples 1000 $la, with --samples $n $le"
+    check $([ -n "$la" ] && [ "$la" = "$le" ] && [ "$(field exact.json samples)" = "$n" ]; echo $?) "--samples 1000 ($la) and --samples $n ($le) differ"
+    check $([ "$(field fewer.json samples)" = $((n - 1)) ] && ! grep -q "asked for more" fewer.txt exact.txt; echo $?) \
+      "--samples $((n - 1)) or $n: $(head -n 1 fewer.txt)"
+  fi
   # the kv task at T = 256: no answers in the context (positions 0..127), none 192 or more tokens
-  # back from their fact; those buckets are null in the JSON, '-' in the table, not plotted
+  # back from their fact; those buckets are null in the JSON, '-' in the table
   ev kv --task kv --seq-len 256 --samples 2
   grep -A 16 "tokens back" kv.txt
   python3 - kv.json kv.txt <<'PY'

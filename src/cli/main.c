@@ -385,7 +385,9 @@ static int cmd_eval(int argc, char **argv) {
         {"--task", FLAG_STRING, &o.task, "kv", "evaluate on the built-in key->value task (docs/demo.md)"},
         {"--data", FLAG_STRING, &o.data, "GLOB", "or on token shards (packed, file order): next-token loss and accuracy"},
         {"--seq-len", FLAG_INT, &o.seq_len, "N", "tokens per sample (default 2048)"},
-        {"--samples", FLAG_INT, &o.samples, "N", "samples to evaluate (default 16)"},
+        {"--samples", FLAG_INT, &o.samples, "N",
+         "samples to evaluate (default 16); on token shards each at most once: all of them when the data holds "
+         "fewer"},
         {"--seed", FLAG_INT, &o.seed, "K", "kv task: seed of the evaluation samples (default 7)"},
         {"--sp", FLAG_INT, &o.sp, "N", "sequence-parallel degree (default: all ranks)"},
         {"--out", FLAG_STRING, &o.out, "FILE", "JSONL result with the per-bucket numbers"},

@@ -73,6 +73,7 @@ void eval_run(Model *m, Mesh *mesh, const SampleSource *src, int64_t T, int64_t 
     mesh->world_g.ops->allreduce_sum(&mesh->world_g, all, nd, UL_F64);
     mesh->world_g.ops->allreduce_sum(&mesh->world_g, r->dist_n, 6 * EVAL_BUCKETS, UL_F64);
     r->T = T;
+    r->samples = n;
     if (r->n > 0) {
         r->loss /= r->n;
         r->acc /= r->n;
@@ -107,7 +108,8 @@ void eval_write_json(FILE *f, const EvalResult *r, int64_t step) {
     if (step >= 0) fprintf(f, "\"step\": %lld, ", (long long)step);
     if (r->n > 0) fprintf(f, "\"eval_loss\": %.6g, \"answer_acc\": %.6g", r->loss, r->acc);
     else fprintf(f, "\"eval_loss\": null, \"answer_acc\": null");
-    fprintf(f, ", \"answers\": %.0f, \"bucket_tokens\": %lld", r->n, (long long)(r->T / EVAL_BUCKETS));
+    fprintf(f, ", \"samples\": %lld, \"answers\": %.0f, \"bucket_tokens\": %lld", (long long)r->samples, r->n,
+            (long long)(r->T / EVAL_BUCKETS));
     arr(f, "acc_by_distance", r->dist_acc, r->dist_n, EVAL_BUCKETS);
     arr(f, "loss_by_distance", r->dist_loss, r->dist_n, EVAL_BUCKETS);
     arr(f, "n_by_distance", r->dist_n, NULL, EVAL_BUCKETS);
@@ -168,13 +170,21 @@ int eval_command(const EvalOptions *o, UlError *e) {
     rc = model_load_weights(&m, o->model, e);
     if (ul_agree(rc, e) == 0) {
         SampleSource src = {o->data ? &dl : NULL, o->task ? &kv : NULL, sp, 0};
+        /* token shards: each sample at most once (samples past the data's end would wrap
+         * around to its start); the kv task draws as many as asked */
+        int64_t held = o->data ? data_epoch_samples(&dl) : o->samples;
+        int64_t n = o->samples < held ? o->samples : held;
         EvalResult r;
         double t0 = ul_now();
-        eval_run(&m, &mesh, &src, T_max, 0, o->samples, &r);
+        eval_run(&m, &mesh, &src, T_max, 0, n, &r);
         double dt = ul_now() - t0;
         if (rank == 0) {
-            printf("eval %s: %lld samples, %.0f answers, loss %.4f, answer accuracy %.2f%% (%.1fs)\n", o->model,
-                   (long long)o->samples, r.n, r.loss, 100 * r.acc, dt);
+            char more[160] = "";
+            if (n < o->samples)
+                snprintf(more, sizeof more, " (the data holds %lld; --samples %lld asked for more)", (long long)held,
+                         (long long)o->samples);
+            printf("eval %s: evaluated %lld samples%s, %.0f answers, loss %.4f, answer accuracy %.2f%% (%.1fs)\n",
+                   o->model, (long long)n, more, r.n, r.loss, 100 * r.acc, dt);
             int64_t w = r.T / EVAL_BUCKETS;
             for (int tab = 0; tab < 2; tab++) { /* distance (kv task only), then position */
                 const double *bn = tab ? r.pos_n : r.dist_n, *ba = tab ? r.pos_acc : r.dist_acc,
