@@ -8,8 +8,8 @@
 #   eval   on a token shard, --samples above what the data holds evaluates each sample once
 #          and says so: the sample and answer counts equal those computed from the shard, the
 #          loss equals that of --samples = the exact count; the JSON parses (no nan) with null
-#          for every empty bucket (kv task: the context's positions, the far distances), '-' in
-#          the table
+#          for every empty bucket (kv task: the context's positions, the far distances); the
+#          plot has accuracy and loss panels with one point per non-empty bucket
 set -u
 HERE=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")") # before any cd
 BIN=$(readlink -f "$1")
@@ -92,14 +92,23 @@ JSON
 eval)
   corpus 12 # testlib.sh: data.tok
   MODEL=$HERE/fixtures/hf_tiny
-  ev() { # ev OUT ARGS...: eval on 2 ranks, stdout in OUT.txt, JSON in OUT.json
+  # gnuplot through a wrapper that keeps the script it is given (the plot's panels and points)
+  GNUPLOT=$(command -v gnuplot || true)
+  if [ -n "$GNUPLOT" ]; then
+    printf '#!/bin/sh\ntee -a "%s" | "%s" "$@"\n' "$PWD/gp.txt" "$GNUPLOT" > gp && chmod +x gp
+    export UL_GNUPLOT=$PWD/gp
+    PLOT="--plot"
+  fi
+  ev() { # ev OUT ARGS...: eval on 2 ranks, stdout in OUT.txt, JSON in OUT.json, plot OUT.png
     local out=$1; shift
-    $MPIRUN -np 2 "$BIN" eval --model "$MODEL" --out "$out.json" "$@" > "$out.txt" 2> e.txt
+    rm -f gp.txt
+    $MPIRUN -np 2 "$BIN" eval --model "$MODEL" --out "$out.json" ${PLOT:+$PLOT "$out.png"} "$@" > "$out.txt" 2> e.txt
     check $? "eval $*: $(cat e.txt)"
+    [ -n "${PLOT:-}" ] && cp gp.txt "$out.gp"
   }
   ev all --data data.tok --seq-len 64 --samples 1000
   head -n 1 all.txt
-  n=$(python3 - data.tok 64 all.json all.txt <<'PY'
+  n=$(python3 - data.tok 64 all.json all.txt ${PLOT:+all.gp} <<'PY'
 import json, struct, sys
 shard, T, res, txt = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 def strict(x): raise ValueError(f"{x} is not JSON")
@@ -119,6 +128,11 @@ if r["answers"] != answers: bad.append(f"answers {r['answers']}, the shard has {
 want = f"evaluated {samples} samples (the data holds {samples}; --samples 1000 asked for more)"
 if want not in open(txt).read(): bad.append(f"stdout lacks '{want}'")
 if any(v is not None for v in r["acc_by_distance"] + r["loss_by_distance"]): bad.append("distance buckets of shards not null")
+if len(sys.argv) > 5:  # the plot: accuracy and loss against position, one point per non-empty bucket
+    gp = open(sys.argv[5]).read()
+    for t in ("accuracy against position", "loss against position"):
+        if f"set title '{t}'" not in gp: bad.append(f"plot lacks '{t}'")
+    if "against distance" in gp: bad.append("the plot of shards has distance panels")
 if bad: sys.exit("; ".join(bad))
 print(samples)
 PY
@@ -135,10 +149,10 @@ PY
       "--samples $((n - 1)) or $n: $(head -n 1 fewer.txt)"
   fi
   # the kv task at T = 256: no answers in the context (positions 0..127), none 192 or more tokens
-  # back from their fact; those buckets are null in the JSON, '-' in the table
+  # back from their fact; those buckets are null in the JSON, '-' in the table, not plotted
   ev kv --task kv --seq-len 256 --samples 2
   grep -A 16 "tokens back" kv.txt
-  python3 - kv.json kv.txt <<'PY'
+  python3 - kv.json kv.txt ${PLOT:+kv.gp} <<'PY'
 import json, sys
 def strict(x): raise ValueError(f"{x} is not JSON")
 r = json.loads(open(sys.argv[1]).read(), parse_constant=strict)
@@ -153,6 +167,11 @@ for kind in ("distance", "position"):
 if r["n_by_position"][:4] != [0] * 4 or 0 not in r["n_by_distance"]: bad.append(f"no empty buckets: {r}")
 dashes = sum(1 for w in rows if w[1] == "0" and w[2:] == ["-", "-"])
 if dashes != empty or len(rows) != 16: bad.append(f"table: {dashes} rows with '-' of {len(rows)}, want {empty} of 16")
+if len(sys.argv) > 3:  # gnuplot: 4 panels, each with one point per non-empty bucket
+    panels = open(sys.argv[3]).read().split("plot '-'")[1:]
+    points = [len(p.split("\ne\n")[0].strip().splitlines()) - 1 for p in panels]
+    want = [8 - r["n_by_distance"].count(0)] * 2 + [8 - r["n_by_position"].count(0)] * 2
+    if points != want: bad.append(f"plot points per panel {points}, want {want}")
 if bad: sys.exit("; ".join(bad))
 PY
   check $? "kv eval: empty buckets"

@@ -214,24 +214,32 @@ int eval_command(const EvalOptions *o, UlError *e) {
                 }
             }
             if (rc == 0 && o->plot) {
-                double xd[EVAL_BUCKETS], ad[EVAL_BUCKETS], ld[EVAL_BUCKETS], xp[EVAL_BUCKETS], ap[EVAL_BUCKETS];
-                int nd = 0, np = 0;
-                for (int b = 0; b < EVAL_BUCKETS; b++) {
-                    if (r.dist_n[b] > 0) {
-                        xd[nd] = (b + 0.5) * (double)w;
-                        ad[nd] = r.dist_acc[b];
-                        ld[nd++] = r.dist_loss[b];
+                /* accuracy and loss against distance (kv task) and position; empty buckets left out */
+                double x[2][EVAL_BUCKETS], a[2][EVAL_BUCKETS], l[2][EVAL_BUCKETS];
+                int cnt[2] = {0, 0};
+                for (int b = 0; b < EVAL_BUCKETS; b++)
+                    for (int k = 0; k < 2; k++) {
+                        double bn = k ? r.pos_n[b] : r.dist_n[b];
+                        if (bn <= 0) continue;
+                        x[k][cnt[k]] = (b + 0.5) * (double)w;
+                        a[k][cnt[k]] = k ? r.pos_acc[b] : r.dist_acc[b];
+                        l[k][cnt[k]++] = k ? r.pos_loss[b] : r.dist_loss[b];
                     }
-                    if (r.pos_n[b] > 0) {
-                        xp[np] = (b + 0.5) * (double)w;
-                        ap[np++] = r.pos_acc[b];
-                    }
+                PlotLine la[2], ll[2];
+                PlotPanel panels[4];
+                int np = 0;
+                const char *xl[2] = {"tokens between answer and evidence", "position in the sequence"};
+                const char *ta[2] = {"accuracy against distance", "accuracy against position"};
+                const char *tl[2] = {"loss against distance", "loss against position"};
+                for (int k = 0; k < 2; k++) {
+                    if (cnt[k] == 0) continue; /* distance: kv task only */
+                    la[k] = (PlotLine){"accuracy", x[k], a[k], cnt[k]};
+                    ll[k] = (PlotLine){"loss", x[k], l[k], cnt[k]};
+                    panels[np++] = (PlotPanel){ta[k], xl[k], "accuracy", 0, 0, 1, &la[k], 1};
+                    panels[np++] = (PlotPanel){tl[k], xl[k], "loss", 0, 0, 0, &ll[k], 1};
                 }
-                PlotLine la = {"accuracy", xd, ad, nd}, ll = {"loss", xd, ld, nd}, lp = {"accuracy", xp, ap, np};
-                PlotPanel panels[3] = {{"accuracy against distance", "tokens between answer and evidence", "accuracy", 0, 0, 1, &la, 1},
-                                       {"loss against distance", "tokens between answer and evidence", "loss", 0, 0, 0, &ll, 1},
-                                       {"accuracy against position", "position in the sequence", "accuracy", 0, 0, 1, &lp, 1}};
-                rc = nd > 0 ? plot_png(o->plot, panels, 3, e) : plot_png(o->plot, panels + 2, 1, e);
+                if (np > 0) rc = plot_png(o->plot, panels, np, e);
+                else rc = ul_err(e, "--plot %s: nothing to plot (no labelled tokens)", o->plot);
             }
         }
         rc = ul_agree(rc, e);
