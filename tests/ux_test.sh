@@ -10,6 +10,10 @@
 #          loss equals that of --samples = the exact count; the JSON parses (no nan) with null
 #          for every empty bucket (kv task: the context's positions, the far distances); the
 #          plot has accuracy and loss panels with one point per non-empty bucket
+#   progress  --progress lines: plain "step N/M" lines; bar: the live line (\r[###...]) even
+#          into a file; auto: lines into a file, the bar when mpirun's stderr is a terminal (a
+#          pseudo-terminal from script(1), when present) and lines when mpirun's stderr is a
+#          file inside that terminal; a bad value is one error naming --progress
 set -u
 HERE=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")") # before any cd
 BIN=$(readlink -f "$1")
@@ -175,6 +179,41 @@ if len(sys.argv) > 3:  # gnuplot: 4 panels, each with one point per non-empty bu
 if bad: sys.exit("; ".join(bad))
 PY
   check $? "kv eval: empty buckets"
+  ;;
+progress)
+  corpus 20
+  T="train --model $HERE/fixtures/hf_tiny --data data.tok --seq-len 64 --steps 4 --sp 2 --device cpu"
+  bars() { grep -c $'\r\\[' "$1"; }        # live-line updates
+  lines() { grep -c '^step [0-9]' "$1"; }   # plain lines
+  pr() { # pr OUT.txt ARGS: train on 2 ranks, stderr in OUT.txt
+    local out=$1; shift
+    $MPIRUN -np 2 "$BIN" $T "$@" > /dev/null 2> "$out"
+    check $? "train $*: $(tail -n 3 "$out")"
+  }
+  pr auto.txt
+  pr lines.txt --progress lines
+  pr bar.txt --progress bar
+  pr lines_auto.txt --progress auto
+  for f in auto lines bar lines_auto; do echo "progress: $f into a file: $(bars $f.txt) line(s) with the live bar, $(lines $f.txt) plain lines"; done
+  check $([ "$(bars auto.txt)" -eq 0 ] && [ "$(lines auto.txt)" -eq 4 ]; echo $?) "auto into a file is not 4 plain lines"
+  check $([ "$(bars lines.txt)" -eq 0 ] && [ "$(lines lines.txt)" -eq 4 ]; echo $?) "--progress lines is not 4 plain lines"
+  check $([ "$(bars lines_auto.txt)" -eq 0 ] && [ "$(lines lines_auto.txt)" -eq 4 ]; echo $?) "--progress auto into a file is not 4 plain lines"
+  check $([ "$(bars bar.txt)" -eq 1 ] && [ "$(grep -o $'\r\\[' bar.txt | wc -l)" -eq 4 ] && [ "$(lines bar.txt)" -eq 0 ]; echo $?) \
+    "--progress bar is not one live line of 4 updates"
+  $MPIRUN -np 2 "$BIN" demo --steps 2 --seq-len 256 --eval-every 2 --eval-samples 2 --dir d --device cpu --progress bar \
+    > /dev/null 2> demo.txt
+  check $([ $? -eq 0 ] && [ "$(grep -o $'\r\\[' demo.txt | wc -l)" -eq 2 ]; echo $?) "demo --progress bar: $(tail -n 2 demo.txt)"
+  expect_error 2 "\-\-progress sometimes: expected auto, bar or lines" $T --progress sometimes
+  if command -v script > /dev/null; then # a pseudo-terminal for mpirun, as an interactive shell gives it
+    script -qec "$MPIRUN -np 2 $BIN $T" pty.txt > /dev/null
+    check $? "train under script failed: $(tail -n 3 pty.txt)"
+    script -qec "$MPIRUN -np 2 $BIN $T 2> inner.txt" pty2.txt > /dev/null
+    echo "progress: mpirun on a terminal: $(bars pty.txt) line(s) with the live bar, $(lines pty.txt) plain lines; its stderr in a file: $(bars inner.txt), $(lines inner.txt)"
+    check $([ "$(bars pty.txt)" -eq 1 ] && [ "$(lines pty.txt)" -eq 0 ]; echo $?) "auto under mpirun on a terminal: no live line"
+    check $([ "$(bars inner.txt)" -eq 0 ] && [ "$(lines inner.txt)" -eq 4 ]; echo $?) "auto with mpirun's stderr in a file: not plain lines"
+  else
+    echo "progress: script(1) missing: the terminal cases are not checked"
+  fi
   ;;
 *) echo "unknown case $CASE"; exit 2 ;;
 esac

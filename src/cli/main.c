@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli/flags.h"
+#include "core/term.h"
 #include "core/threads.h"
 #include "formats/tokens.h"
 #include "train/eval.h"
@@ -26,6 +27,10 @@ static int fail(const UlError *e) {
     return finish(1);
 }
 
+#define PROGRESS_HELP                                                                                   \
+    "progress on stderr: bar, a live line rewritten in place; lines, plain lines (for logs); auto (default): "  \
+    "bar when stderr is a terminal, or under mpirun when mpirun's stderr is one, else lines"
+
 static const char *ABOUT_TRAIN =
     "Train a Llama model (Hugging Face LlamaForCausalLM config and weights) on token shards,\n"
     "with Ulysses sequence parallelism over the ranks of the job: launch with\n"
@@ -38,7 +43,7 @@ static int cmd_train(int argc, char **argv) {
     TrainOptions o;
     train_options_default(&o);
     int64_t checkpoint = -1;
-    const char *tiled = NULL, *offl = NULL;
+    const char *tiled = NULL, *offl = NULL, *progress = NULL;
     Flag flags[] = {
         {"--model", FLAG_STRING, &o.model, "CONFIG|DIR", "model architecture: a config.json or a directory holding one"},
         {"--init", FLAG_STRING, &o.init, "DIR", "start from the weights of this HF model directory (else random init)"},
@@ -113,7 +118,8 @@ static int cmd_train(int argc, char **argv) {
         {"--eval-every", FLAG_INT, &o.eval_every, "N", "kv task: answer accuracy on held-out samples every N steps"},
         {"--eval-samples", FLAG_INT, &o.eval_samples, "N", "kv task: held-out samples per evaluation (default 16)"},
         {"--eval-out", FLAG_STRING, &o.eval_out, "FILE", "kv task: JSONL of every evaluation, with distance buckets"},
-        {"--log-every", FLAG_INT, &o.log_every, "N", "progress line every N steps when not on a TTY (default 1)"},
+        {"--progress", FLAG_STRING, &progress, "auto|bar|lines", PROGRESS_HELP},
+        {"--log-every", FLAG_INT, &o.log_every, "N", "with plain lines: one every N steps (default 1)"},
         {"--quiet", FLAG_BOOL, &o.quiet, NULL, "no progress output"},
         {"--profile", FLAG_BOOL, &o.profile, NULL,
          "metrics get attn_s, loss_s, optim_s: device time of the attention kernels, the tiled loss head and the "
@@ -136,6 +142,7 @@ static int cmd_train(int argc, char **argv) {
     }
     if (rc == 0) rc = ul_parse_tiled_mlp(tiled, &o.mlp_tile, &e);
     if (rc == 0) rc = ul_parse_offload_layers(offl, &o.offload_layers, &e);
+    if (rc == 0) rc = ul_parse_progress(progress, &o.progress, &e);
     if (rc) return fail(&e);
     if (train_run(&o, &e) != 0) return fail(&e);
     return finish(0);
@@ -309,6 +316,7 @@ static int cmd_demo(int argc, char **argv) {
     o.seed = 1;
     o.log_every = 25; /* plain progress lines when not on a terminal */
     int64_t sp = 0;
+    const char *progress = NULL;
     Flag flags[] = {
         {"--dir", FLAG_STRING, &dir, "DIR", "where the outputs go (default runs/demo)"},
         {"--steps", FLAG_INT, &o.steps, "S", "optimizer steps (default 600)"},
@@ -320,6 +328,7 @@ static int cmd_demo(int argc, char **argv) {
         {"--seed", FLAG_INT, &o.seed, "K", "seed (default 1)"},
         {"--sp", FLAG_INT, &sp, "N", "sequence-parallel degree (default: all ranks)"},
         {"--device", FLAG_STRING, &o.device, "cpu|cuda", "backend (default: cuda when available, else cpu)"},
+        {"--progress", FLAG_STRING, &progress, "auto|bar|lines", PROGRESS_HELP " (every 25 steps)"},
         {"--quiet", FLAG_BOOL, &o.quiet, NULL, "no progress output"},
         {"--debug-no-exchange", FLAG_BOOL, &o.no_exchange, NULL,
          "the control: skip the all-to-all, each rank attends within its own shard (accuracy stays at chance)"},
@@ -330,6 +339,7 @@ static int cmd_demo(int argc, char **argv) {
         if (g_rank == 0) flags_help(stdout, "mpirun -np 2 ulysses demo [flags]", ABOUT_DEMO, flags, NFLAGS(flags));
         return finish(0);
     }
+    if (rc == 0) rc = ul_parse_progress(progress, &o.progress, &e);
     if (rc) return fail(&e);
     int world;
     MPI_Comm_size(MPI_COMM_WORLD, &world);
