@@ -185,10 +185,12 @@ class Bench:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=max(30, min(120, self.clock.left())))
         except subprocess.TimeoutExpired:
             raise OutOfTime()
-        if r.returncode != 0:
+        if r.returncode not in (0, 2):  # 2: the plan does not fit (a result, not an error)
             raise RuntimeError(f"{' '.join(cmd)}: {r.stderr.strip()}")
         m = re.search(r"^largest seq_len that fits: (\d+)", r.stdout, re.M)
-        tot = re.search(r"^per GPU total: +([\d.]+) GiB", r.stdout, re.M)
+        tot = re.search(r"^per (?:GPU|rank) total: +([\d.]+) GiB", r.stdout, re.M)
+        if not m:
+            raise RuntimeError(f"{' '.join(cmd)}: no memory limit to plan against (give --gpu-mem)")
         mlp = re.search(r"tiled-mlp ([^,]+),", r.stdout)
         return int(m.group(1)), float(tot.group(1)), mlp.group(1) if mlp else None
 

@@ -4,11 +4,16 @@ model.safetensors, or a --out directory) loads in Hugging Face transformers with
 conversion and no sequence parallelism, and that transformers reproduces the loss that
 `ulysses eval` reports for the same tokens (docs/design.md §11, step 5).
 
-Needs torch + transformers (+ numpy); not part of ctest (CI has no Python). Run by hand:
+Needs a Python with torch, transformers and numpy (not part of ctest: CI has no torch).
+Run by hand with that Python, for example from a virtual environment:
 
-    /opt/hfenv/bin/python scripts/check_hf_interop.py            # self-contained, see below
-    /opt/hfenv/bin/python scripts/check_hf_interop.py --model runs/x/step-00000100 \\
+    python3 -m venv ~/hfenv && ~/hfenv/bin/pip install torch transformers numpy
+    ~/hfenv/bin/python scripts/check_hf_interop.py            # self-contained, see below
+    ~/hfenv/bin/python scripts/check_hf_interop.py --model runs/x/step-00000100 \\
         --data data/val.tok --seq-len 2048 --samples 8
+
+A missing module, or a model or data that ulysses refuses (its message is printed), ends
+the script with one line saying so and exit status 2; a loss that differs, with FAIL and 1.
 
 Self-contained mode (no --model): makes a small byte-level corpus, then trains
 tests/fixtures/hf_tiny for a few steps under `mpirun -np 2 ulysses train --sp 2` with
@@ -21,11 +26,12 @@ recomputes:
   * documents of the shards in file order (empty ones skipped), each cut into pieces of at
     most N tokens; a piece is a document of its own;
   * pieces packed greedily into samples: a new sample starts when the next piece does not
-    fit into the N tokens; sample g of the stream is sample g mod (samples per epoch);
+    fit into the N tokens; eval takes the first K samples, each once (all of them when
+    the data holds fewer);
   * inside a sample, position_ids restart at 0 at every document, attention is causal
     within each document and never crosses documents, label[t] = token[t+1] within a
     document and -100 at each document's last token (and on padding);
-  * loss = mean cross-entropy over every labelled token of samples 0..K-1.
+  * loss = mean cross-entropy over every labelled token of those samples.
 Here every sample is one forward over the packed sequence with a block-diagonal causal
 4-D attention mask (checked against per-document forwards on the first sample holding several).
 
@@ -41,12 +47,27 @@ import subprocess
 import sys
 import tempfile
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from transformers import LlamaForCausalLM
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+np = torch = F = LlamaForCausalLM = None  # imported by need_modules()
+
+
+def fail(msg):
+    """One line on stderr and exit status 2: the check could not run."""
+    print(f"check_hf_interop: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def need_modules():
+    global np, torch, F, LlamaForCausalLM
+    try:
+        import numpy as np
+        import torch
+        import torch.nn.functional as F
+        from transformers import LlamaForCausalLM
+    except ImportError as e:
+        fail(f"this Python ({sys.executable}) lacks {e.name or e}: run the script with a Python that has torch, "
+             f"transformers and numpy (see the top of {os.path.relpath(__file__)})")
 MAGIC = b"ULYSTOK1"
 
 
@@ -55,10 +76,10 @@ def read_shard(path):
     with open(path, "rb") as f:
         buf = f.read()
     if buf[:8] != MAGIC:
-        raise SystemExit(f"{path}: not a ulysses token shard")
+        fail(f"{path}: not a ulysses token shard")
     version, vocab, n_docs, n_tokens = struct.unpack_from("<IIQQ", buf, 8)
     if version != 1:
-        raise SystemExit(f"{path}: shard version {version}, expected 1")
+        fail(f"{path}: shard version {version}, expected 1")
     offs = np.frombuffer(buf, dtype="<u8", count=n_docs + 1, offset=32).astype(np.int64)
     toks = np.frombuffer(buf, dtype="<u4", count=n_tokens, offset=32 + 8 * (n_docs + 1)).astype(np.int64)
     return [toks[offs[i] : offs[i + 1]] for i in range(n_docs)]
@@ -120,13 +141,14 @@ def hf_loss(model_dir, shard_paths, seq_len, n_samples, dtype):
     model = model.to(dtype).eval()
     bad = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     if bad:
-        raise SystemExit(f"{model_dir}: transformers reports {bad}")
+        fail(f"{model_dir}: transformers reports {bad}")
     docs = [d for p in shard_paths for d in read_shard(p) if len(d) > 0]
-    samples = packed_samples(docs, seq_len)
+    samples = packed_samples(docs, seq_len)[:n_samples]  # each once, as ulysses eval
+    n_samples = len(samples)
     total, count, check = 0.0, 0, None
     with torch.no_grad():
         for g in range(n_samples):
-            pieces = samples[g % len(samples)]
+            pieces = samples[g]
             tokens, pos, labels, doc = sample_tensors(pieces)
             logits = packed_logits(model, tokens, pos, doc)
             if check is None and (len(pieces) > 1 or g == n_samples - 1):  # first sample with several documents
@@ -135,12 +157,17 @@ def hf_loss(model_dir, shard_paths, seq_len, n_samples, dtype):
             ce = F.cross_entropy(logits.double(), labels, ignore_index=-100, reduction="sum")
             total += ce.item()
             count += int((labels != -100).sum())
-    return total / count, count, check, model.config
+    return total / count, count, n_samples, check, model.config
 
 
 def run(cmd, **kw):
+    """Runs a ulysses command; when it refuses (its message is on stderr above), one line and exit 2."""
     print("+ " + " ".join(cmd), flush=True)
-    return subprocess.run(cmd, check=True, **kw)
+    r = subprocess.run(cmd, **kw)
+    if r.returncode != 0:
+        verb = next((w for w in ("tokenize", "train", "eval") if w in cmd), "ulysses")
+        fail(f"`ulysses {verb}` exited with status {r.returncode} (its message is above); nothing was checked")
+    return r
 
 
 def mpi_env():
@@ -183,18 +210,19 @@ def main():
     ap.add_argument("--seq-len", type=int, default=96)
     ap.add_argument("--samples", type=int, default=6)
     ap.add_argument("--np", type=int, default=2, help="ranks of `ulysses eval` (its --sp)")
-    ap.add_argument("--mpirun", default="mpirun --oversubscribe")
+    ap.add_argument("--mpirun", default="mpirun -q --oversubscribe")
     ap.add_argument("--tol", type=float, default=1e-4)
     ap.add_argument("--double", action="store_true", help="run transformers in float64 (default: float32)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
     args = ap.parse_args()
     if not os.path.exists(args.bin):
-        raise SystemExit(f"{args.bin}: no ulysses binary (build it first, or pass --bin)")
+        fail(f"{args.bin}: no ulysses binary (build it first, or pass --bin)")
+    need_modules()
     work = tempfile.mkdtemp(prefix="ul-interop-")
     try:
         if args.model:
             if not args.data:
-                raise SystemExit("--data: required with --model")
+                fail("--data: required with --model")
             model_dir, data = args.model, args.data
         else:
             model_dir, data = self_contained(args, work)
@@ -212,18 +240,21 @@ def main():
 
         shards = sorted(glob.glob(data))
         dtype = torch.float64 if args.double else torch.float32
-        loss, count, packed_vs_docs, cfg = hf_loss(model_dir, shards, args.seq_len, args.samples, dtype)
+        if not shards:
+            fail(f"--data {data}: no file matches")
+        loss, count, n_samples, packed_vs_docs, cfg = hf_loss(model_dir, shards, args.seq_len, args.samples, dtype)
         rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None)
         print(f"model          {model_dir}")
         print(f"transformers   config: max_position_embeddings {cfg.max_position_embeddings}, rope {rope}")
-        print(f"tokens         {count} labelled tokens in {args.samples} packed samples of <= {args.seq_len} "
-              f"(ulysses: {ul['answers']:.0f})")
+        print(f"tokens         {count} labelled tokens in {n_samples} packed samples of <= {args.seq_len} "
+              f"(ulysses: {ul['answers']:.0f} in {ul['samples']})")
         print(f"packed 4-D mask vs per-document forwards, sample {packed_vs_docs[1]} ({packed_vs_docs[2]} documents): "
               f"max |dlogits| = {packed_vs_docs[0]:.3g}")
         diff = abs(loss - ul["eval_loss"])
         print(f"loss           ulysses {ul['eval_loss']:.6g}   transformers ({dtype}) {loss:.8g}   |diff| {diff:.3g}"
               f"   (tolerance {args.tol:g}; ulysses prints 6 significant digits)")
-        ok = diff <= args.tol and count == round(ul["answers"]) and packed_vs_docs[0] < 1e-4 and math.isfinite(loss)
+        ok = (diff <= args.tol and count == round(ul["answers"]) and n_samples == ul["samples"]
+              and packed_vs_docs[0] < 1e-4 and math.isfinite(loss))
         print("OK" if ok else "FAIL")
         return 0 if ok else 1
     finally:

@@ -134,7 +134,7 @@ plan)
   tiny_config 2
   "$BIN" plan --model tiny.json --gpus 2 --sp 2 --seq-len 4096 --checkpoint 1 --device cpu --gpu-mem 1 > p.txt 2> e.txt
   check $? "plan failed: $(cat e.txt)"
-  for k in "layer inputs" "master weights fp32" "AdamW m + v" "per GPU total" "largest seq_len that fits"; do
+  for k in "layer inputs" "master weights fp32" "AdamW m + v" "per rank total" "largest seq_len that fits"; do
     grep -q "$k" p.txt; check $? "plan output lacks '$k'"
   done
   # stage 3: sharded weights, two gathered units, one unit's gradients; less per GPU than stage 2
@@ -145,8 +145,8 @@ plan)
   for k in "weights working copy (shard)" "gathered unit weights (x2)" "gradients of one unit fp32"; do
     grep -q "$k" pz3.txt; check $? "plan --zero 3 output lacks '$k'"
   done
-  t2=$(sed -n 's/^per GPU total: .*(\([0-9]*\) bytes)/\1/p' pz2.txt)
-  t3=$(sed -n 's/^per GPU total: .*(\([0-9]*\) bytes)/\1/p' pz3.txt)
+  t2=$(sed -n 's/^per rank total: .*(\([0-9]*\) bytes)/\1/p' pz2.txt)
+  t3=$(sed -n 's/^per rank total: .*(\([0-9]*\) bytes)/\1/p' pz3.txt)
   echo "plan: per GPU --zero 2 $t2 bytes, --zero 3 $t3 bytes"
   check $([ -n "$t3" ] && [ "$t3" -lt "$t2" ]; echo $?) "plan: --zero 3 ($t3) not below --zero 2 ($t2)"
   prev=0
@@ -212,7 +212,7 @@ plan)
   done
   # --tiled-mlp auto: a --gpu-mem 1 KiB under the untiled plan (seq_len 512: tiles of 64..448 rows)
   P="--model tiny.json --seq-len 512 --device cpu"
-  B=$("$BIN" plan $P --tiled-mlp off | sed -n 's/^per GPU total: .*(\([0-9]*\) bytes)$/\1/p')
+  B=$("$BIN" plan $P --tiled-mlp off | sed -n 's/^per rank total: .*(\([0-9]*\) bytes)$/\1/p')
   G=$(awk -v b="$B" 'BEGIN { printf "%.12f", (b - 1024) / 1073741824 }')
   "$BIN" plan $P --gpu-mem "$G" > pa.txt
   "$BIN" plan $P --gpu-mem "$G" --tiled-mlp off > po.txt

@@ -64,12 +64,41 @@ int flags_parse(const Flag *flags, int n_flags, int argc, char **argv, UlError *
     return 0;
 }
 
+/* "  LEFT  help": the help column at `col` (the widest flag + 2) for every flag, the help
+ * wrapped at word boundaries within HELP_WIDTH columns, continuation lines indented to it */
+#define HELP_WIDTH 100
+
+static void help_row(FILE *out, const char *left, const char *help, int col) {
+    fprintf(out, "  %-*s", col - 2, left);
+    int at = col, room = HELP_WIDTH - col > 30 ? HELP_WIDTH - col : 30;
+    const char *p = help;
+    int used = 0;
+    while (*p) {
+        while (*p == ' ') p++;
+        int w = (int)strcspn(p, " ");
+        if (w == 0) break;
+        if (used > 0 && used + 1 + w > room) {
+            fprintf(out, "\n%*s", at, "");
+            used = 0;
+        }
+        fprintf(out, "%s%.*s", used ? " " : "", w, p);
+        used += (used ? 1 : 0) + w;
+        p += w;
+    }
+    fprintf(out, "\n");
+}
+
 void flags_help(FILE *out, const char *usage, const char *about, const Flag *flags, int n_flags) {
     fprintf(out, "usage: %s\n\n%s\n\nflags:\n", usage, about);
+    char left[96];
+    int col = 2 + (int)strlen("--help") + 2;
     for (int i = 0; i < n_flags; i++) {
-        char left[64];
-        snprintf(left, sizeof left, "%s%s%s", flags[i].name, flags[i].arg ? " " : "", flags[i].arg ? flags[i].arg : "");
-        fprintf(out, "  %-24s %s\n", left, flags[i].help);
+        int w = snprintf(left, sizeof left, "%s%s%s", flags[i].name, flags[i].arg ? " " : "", flags[i].arg ? flags[i].arg : "");
+        if (2 + w + 2 > col) col = 2 + w + 2;
     }
-    fprintf(out, "  %-24s %s\n", "--help", "show this help");
+    for (int i = 0; i < n_flags; i++) {
+        snprintf(left, sizeof left, "%s%s%s", flags[i].name, flags[i].arg ? " " : "", flags[i].arg ? flags[i].arg : "");
+        help_row(out, left, flags[i].help, col);
+    }
+    help_row(out, "--help", "show this help", col);
 }

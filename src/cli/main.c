@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli/flags.h"
+#include "core/term.h"
 #include "core/threads.h"
 #include "formats/tokens.h"
 #include "run/eval.h"
@@ -33,6 +34,10 @@ static int finish_train(int rc, const UlError *e) {
     return finish(rc);
 }
 
+#define PROGRESS_HELP                                                                                   \
+    "progress on stderr: bar, a live line rewritten in place; lines, plain lines (for logs); auto (default): "  \
+    "bar when stderr is a terminal, or under mpirun when mpirun's stderr is one, else lines"
+
 static const char *ABOUT_TRAIN =
     "Train a Llama model (Hugging Face LlamaForCausalLM config and weights) on token shards,\n"
     "with Ulysses sequence parallelism over the ranks of the job: launch with\n"
@@ -46,7 +51,7 @@ static int cmd_train(int argc, char **argv) {
     TrainOptions o;
     train_options_default(&o);
     int64_t checkpoint = -1;
-    const char *tiled = NULL, *offl = NULL;
+    const char *tiled = NULL, *offl = NULL, *progress = NULL;
     Flag flags[] = {
         {"--model", FLAG_STRING, &o.model, "CONFIG|DIR", "model architecture: a config.json or a directory holding one"},
         {"--init", FLAG_STRING, &o.init, "DIR", "start from the weights of this HF model directory (else random init)"},
@@ -89,12 +94,14 @@ static int cmd_train(int argc, char **argv) {
          "copied on a side stream and prefetched one layer ahead in backward (needs --checkpoint 1|2)"},
         {"--offload-layers", FLAG_STRING, &offl, "K|auto|all",
          "with --offload-checkpoints: offload only the first K layers' saved activations, the rest stay on the GPU "
-         "(for a host whose memory holds only part of them); auto: as many as --host-mem (default: 90% of the "
-         "node's memory) holds with the rest of the plan; all (default)"},
+         "(for a host whose memory holds only part of them); auto: as many as --host-mem holds with the rest of "
+         "the plan (without --host-mem: 90% of the node's physical memory); all (default)"},
         {"--gpu-mem", FLAG_DOUBLE, &o.gpu_mem, "GiB",
          "memory per GPU the plan must fit, else train refuses up front (default: the GPU's total on CUDA, "
          "no limit on CPU); see `ulysses plan`"},
-        {"--host-mem", FLAG_DOUBLE, &o.host_mem, "GiB", "host memory per node the plan must fit (default: no check)"},
+        {"--host-mem", FLAG_DOUBLE, &o.host_mem, "GiB",
+         "host memory per node the plan must fit, else train refuses up front (default: no check; "
+         "--offload-layers auto then plans for 90% of the node's physical memory)"},
         {"--reserve-gib", FLAG_DOUBLE, &o.reserve_gib, "GiB",
          "CUDA context + cuBLASLt + NCCL reserve counted in the plan (default 3)"},
         {"--zero", FLAG_INT, &o.zero, "0|1|2|3",
@@ -121,7 +128,8 @@ static int cmd_train(int argc, char **argv) {
         {"--eval-every", FLAG_INT, &o.eval_every, "N", "kv task: answer accuracy on held-out samples every N steps"},
         {"--eval-samples", FLAG_INT, &o.eval_samples, "N", "kv task: held-out samples per evaluation (default 16)"},
         {"--eval-out", FLAG_STRING, &o.eval_out, "FILE", "kv task: JSONL of every evaluation, with distance buckets"},
-        {"--log-every", FLAG_INT, &o.log_every, "N", "progress line every N steps when not on a TTY (default 1)"},
+        {"--progress", FLAG_STRING, &progress, "auto|bar|lines", PROGRESS_HELP},
+        {"--log-every", FLAG_INT, &o.log_every, "N", "with plain lines: one every N steps (default 1)"},
         {"--quiet", FLAG_BOOL, &o.quiet, NULL, "no progress output"},
         {"--profile", FLAG_BOOL, &o.profile, NULL,
          "metrics get attn_s, loss_s, optim_s: device time of the attention kernels, the tiled loss head and the "
@@ -144,6 +152,7 @@ static int cmd_train(int argc, char **argv) {
     }
     if (rc == 0) rc = ul_parse_tiled_mlp(tiled, &o.mlp_tile, &e);
     if (rc == 0) rc = ul_parse_offload_layers(offl, &o.offload_layers, &e);
+    if (rc == 0) rc = ul_parse_progress(progress, &o.progress, &e);
     if (rc) return fail(&e);
     return finish_train(train_run(&o, &e), &e);
 }
@@ -152,7 +161,9 @@ static const char *ABOUT_PLAN =
     "The memory plan of a training run, without running it (one process, no GPU needed): every\n"
     "buffer per GPU and per host by name, and the largest --seq-len that fits --gpu-mem (and\n"
     "--host-mem). train computes the same plan and refuses up front what does not fit.\n"
-    "Line items and formulas: docs/memory.md.";
+    "With --device cpu the device buffers are each rank's share of host memory, with no limit\n"
+    "unless --gpu-mem gives one. Line items and formulas: docs/memory.md.\n"
+    "Exit status: 0 when the run fits, 2 when it does not, 1 on an error (flag or file).";
 
 static int cmd_plan(int argc, char **argv) {
     TrainOptions o;
@@ -160,7 +171,7 @@ static int cmd_plan(int argc, char **argv) {
     int64_t gpus = 0, checkpoint = 0, zero = 0, per_host = 0;
     const char *device = "cuda", *tiled = NULL, *offl = NULL;
     int offload_opt = 0;
-    double gpu_mem = 139.0;
+    double gpu_mem = -1; /* not given: 139 (an H200) on CUDA, no limit on the CPU */
     Flag flags[] = {
         {"--model", FLAG_STRING, &o.model, "CONFIG|DIR", "model architecture: a config.json or a directory holding one"},
         {"--gpus", FLAG_INT, &gpus, "N", "GPUs (ranks) of the job (default: sp x dp-replicate x dp-shard)"},
@@ -179,8 +190,11 @@ static int cmd_plan(int argc, char **argv) {
         {"--offload-optimizer", FLAG_BOOL, &offload_opt, NULL, "fp32 master weights and AdamW moments in host memory"},
         {"--device", FLAG_STRING, &device, "cuda|cpu",
          "cuda: bf16 activations, the CUDA buffers and context reserve; cpu: fp32 (default cuda)"},
-        {"--gpu-mem", FLAG_DOUBLE, &gpu_mem, "GiB", "memory per GPU (default 139: an H200 as cudaMemGetInfo reports it)"},
-        {"--host-mem", FLAG_DOUBLE, &o.host_mem, "GiB", "host memory per host (default: no limit)"},
+        {"--gpu-mem", FLAG_DOUBLE, &gpu_mem, "GiB",
+         "device memory per rank: per GPU with --device cuda (default 139: an H200 as cudaMemGetInfo reports "
+         "it), per rank with --device cpu (default: no limit)"},
+        {"--host-mem", FLAG_DOUBLE, &o.host_mem, "GiB",
+         "host memory per host the plan must fit (default: no limit; --offload-layers auto then offloads all)"},
         {"--reserve-gib", FLAG_DOUBLE, &o.reserve_gib, "GiB", "CUDA context + cuBLASLt + NCCL reserve (default 3)"},
     };
     UlError e = {{0}};
@@ -198,7 +212,8 @@ static int cmd_plan(int argc, char **argv) {
     if (rc == 0 && (zero < 0 || zero > 3)) rc = ul_err(&e, "--zero %lld: expected 0, 1, 2 or 3", (long long)zero);
     int cuda = strcmp(device, "cuda") == 0;
     if (rc == 0 && !cuda && strcmp(device, "cpu") != 0) rc = ul_err(&e, "--device %s: expected cuda or cpu", device);
-    if (rc == 0 && !(gpu_mem > 0)) rc = ul_err(&e, "--gpu-mem: must be > 0 GiB");
+    if (rc == 0 && gpu_mem != -1 && !(gpu_mem > 0)) rc = ul_err(&e, "--gpu-mem: must be > 0 GiB");
+    if (rc == 0 && gpu_mem == -1) gpu_mem = cuda ? 139.0 : 0;
     if (rc == 0 && !(o.host_mem >= 0)) rc = ul_err(&e, "--host-mem: must be >= 0 GiB");
     if (rc == 0 && !(o.reserve_gib >= 0)) rc = ul_err(&e, "--reserve-gib: must be >= 0 GiB");
     if (rc == 0) rc = ul_parse_tiled_mlp(tiled, &o.mlp_tile, &e);
@@ -224,28 +239,38 @@ static int cmd_plan(int argc, char **argv) {
     in.zero = (int)zero;
     in.offload_optimizer = offload_opt;
     int64_t lim = (int64_t)(gpu_mem * PLAN_GIB), hlim = (int64_t)(o.host_mem * PLAN_GIB);
-    in.dev_limit = lim; /* --tiled-mlp auto chooses its tile for it */
+    in.dev_limit = lim; /* --tiled-mlp auto chooses its tile for it (0: no limit) */
     in.host_limit = hlim; /* --offload-layers auto fills it (no limit: all layers) */
     in.ranks_per_host = per_host;
     Plan p;
     plan_compute(&in, &p);
+    int fits = (lim <= 0 || p.dev_total <= lim) && (hlim <= 0 || p.host_total * per_host <= hlim);
     if (g_rank == 0) {
+        const char *unit = cuda ? "GPU" : "rank";
         char mlp[64], od[64], ckpt_off[96] = "";
         plan_mlp_desc(&p, mlp, sizeof mlp);
         plan_offload_desc(&p, c.num_layers, od, sizeof od);
         if (o.offload_checkpoints) snprintf(ckpt_off, sizeof ckpt_off, " (offloaded: %s)", od);
-        printf("memory plan: %lld GPUs (sp %lld, dp_replicate %lld, dp_shard %lld), seq_len %lld (%lld tokens per GPU), "
+        printf("memory plan: %lld %ss (sp %lld, dp_replicate %lld, dp_shard %lld), seq_len %lld (%lld tokens per %s), "
                "%s, checkpoint %lld%s, tiled-mlp %s, zero %lld%s\n\n",
-               (long long)gpus, (long long)o.sp, (long long)o.dp_replicate, (long long)o.dp_shard, (long long)p.T,
-               (long long)p.t, cuda ? "CUDA bf16" : "CPU fp32", (long long)checkpoint,
+               (long long)gpus, unit, (long long)o.sp, (long long)o.dp_replicate, (long long)o.dp_shard, (long long)p.T,
+               (long long)p.t, unit, cuda ? "CUDA bf16" : "CPU fp32", (long long)checkpoint,
                ckpt_off, mlp, (long long)zero,
                offload_opt ? ", optimizer offloaded" : "");
-        plan_print(stdout, &p, per_host);
-        int fits = p.dev_total <= lim && (hlim <= 0 || p.host_total * per_host <= hlim);
-        printf("fits %.1f GiB per GPU%s: %s\n", gpu_mem, hlim > 0 ? " and --host-mem" : "", fits ? "yes" : "NO");
-        printf("largest seq_len that fits: %lld\n", (long long)plan_max_seq_len(&in, lim, hlim, per_host));
+        plan_print(stdout, &p, per_host, unit);
+        if (lim <= 0 && hlim <= 0) {
+            printf("fits: yes (no memory limit given: --gpu-mem GiB per %s, --host-mem GiB per host)\n", unit);
+            printf("largest seq_len that fits: no limit given\n");
+        } else {
+            char what[96] = "";
+            if (lim > 0) snprintf(what, sizeof what, "%.4g GiB per %s%s", gpu_mem, unit, hlim > 0 ? " and " : "");
+            if (hlim > 0) snprintf(what + strlen(what), sizeof what - strlen(what), "--host-mem");
+            printf("fits %s: %s\n", what, fits ? "yes" : "NO");
+            printf("largest seq_len that fits: %lld\n",
+                   (long long)plan_max_seq_len(&in, lim > 0 ? lim : INT64_MAX, hlim, per_host));
+        }
     }
-    return finish(0);
+    return finish(fits ? 0 : 2); /* 2: does not fit (documented in the help) */
 }
 
 static int cmd_tokenize(int argc, char **argv) {
@@ -300,6 +325,7 @@ static int cmd_demo(int argc, char **argv) {
     o.seed = 1;
     o.log_every = 25; /* plain progress lines when not on a terminal */
     int64_t sp = 0;
+    const char *progress = NULL;
     Flag flags[] = {
         {"--dir", FLAG_STRING, &dir, "DIR", "where the outputs go (default runs/demo)"},
         {"--steps", FLAG_INT, &o.steps, "S", "optimizer steps (default 600)"},
@@ -311,6 +337,7 @@ static int cmd_demo(int argc, char **argv) {
         {"--seed", FLAG_INT, &o.seed, "K", "seed (default 1)"},
         {"--sp", FLAG_INT, &sp, "N", "sequence-parallel degree (default: all ranks)"},
         {"--device", FLAG_STRING, &o.device, "cpu|cuda", "backend (default: cuda when available, else cpu)"},
+        {"--progress", FLAG_STRING, &progress, "auto|bar|lines", PROGRESS_HELP " (every 25 steps)"},
         {"--quiet", FLAG_BOOL, &o.quiet, NULL, "no progress output"},
         {"--debug-no-exchange", FLAG_BOOL, &o.no_exchange, NULL,
          "the control: skip the all-to-all, each rank attends within its own shard (accuracy stays at chance)"},
@@ -321,6 +348,7 @@ static int cmd_demo(int argc, char **argv) {
         if (g_rank == 0) flags_help(stdout, "mpirun -np 2 ulysses demo [flags]", ABOUT_DEMO, flags, NFLAGS(flags));
         return finish(0);
     }
+    if (rc == 0) rc = ul_parse_progress(progress, &o.progress, &e);
     if (rc) return fail(&e);
     int world;
     MPI_Comm_size(MPI_COMM_WORLD, &world);
@@ -364,7 +392,9 @@ static int cmd_eval(int argc, char **argv) {
         {"--task", FLAG_STRING, &o.task, "kv", "evaluate on the built-in key->value task (docs/demo.md)"},
         {"--data", FLAG_STRING, &o.data, "GLOB", "or on token shards (packed, file order): next-token loss and accuracy"},
         {"--seq-len", FLAG_INT, &o.seq_len, "N", "tokens per sample (default 2048)"},
-        {"--samples", FLAG_INT, &o.samples, "N", "samples to evaluate (default 16)"},
+        {"--samples", FLAG_INT, &o.samples, "N",
+         "samples to evaluate (default 16); on token shards each at most once: all of them when the data holds "
+         "fewer"},
         {"--seed", FLAG_INT, &o.seed, "K", "kv task: seed of the evaluation samples (default 7)"},
         {"--sp", FLAG_INT, &o.sp, "N", "sequence-parallel degree (default: all ranks)"},
         {"--out", FLAG_STRING, &o.out, "FILE", "JSONL result with the per-bucket numbers"},
@@ -393,27 +423,60 @@ static void usage(FILE *f) {
             "usage: [mpirun -np W] ulysses COMMAND [flags]\n\n"
             "commands:\n"
             "  demo       train on the built-in long-context task (mpirun -np 2 ulysses demo)\n"
-            "  train      train a model (see `ulysses train --help`)\n"
+            "  train      train a model\n"
             "  eval       loss and answer accuracy of a trained model\n"
             "  plan       memory plan of a run: per-GPU and per-host buffers, largest seq_len that fits\n"
             "  tokenize   turn text files into a token shard\n"
-            "  help       this text\n");
+            "  help       this text; `ulysses help COMMAND` or `ulysses COMMAND --help`: that command's flags\n"
+            "  --version  the version, the git commit of the build and the backends built in\n");
+}
+
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+} COMMANDS[] = {{"demo", cmd_demo}, {"train", cmd_train}, {"eval", cmd_eval}, {"plan", cmd_plan}, {"tokenize", cmd_tokenize}};
+
+#ifndef UL_VERSION
+#define UL_VERSION "unknown"
+#endif
+#if __has_include("ul_git_commit.h")
+#include "ul_git_commit.h"
+#endif
+#ifndef UL_GIT_COMMIT
+#define UL_GIT_COMMIT ""
+#endif
+
+static void version(void) {
+    printf("ulysses %s%s%s%s\n", UL_VERSION, UL_GIT_COMMIT[0] ? " (git " : "", UL_GIT_COMMIT, UL_GIT_COMMIT[0] ? ")" : "");
+#ifdef UL_HAVE_CUDA
+    printf("backends: cpu, cuda\n");
+#else
+    printf("backends: cpu (built without the CUDA backend)\n");
+#endif
 }
 
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
     ul_set_log_rank(g_rank);
-    ul_threads_setup();
-    if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        if (g_rank == 0) usage(argc < 2 ? stderr : stdout);
-        return finish(argc < 2 ? 2 : 0);
+    if (argc >= 2 && (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0)) {
+        if (g_rank == 0) version();
+        return finish(0);
     }
-    if (strcmp(argv[1], "demo") == 0) return cmd_demo(argc - 2, argv + 2);
-    if (strcmp(argv[1], "train") == 0) return cmd_train(argc - 2, argv + 2);
-    if (strcmp(argv[1], "eval") == 0) return cmd_eval(argc - 2, argv + 2);
-    if (strcmp(argv[1], "plan") == 0) return cmd_plan(argc - 2, argv + 2);
-    if (strcmp(argv[1], "tokenize") == 0) return cmd_tokenize(argc - 2, argv + 2);
-    if (g_rank == 0) fprintf(stderr, "ulysses: error: unknown command '%s' (see `ulysses help`)\n", argv[1]);
+    ul_threads_setup();
+    const char *name = argc >= 2 ? argv[1] : NULL;
+    int is_help = name && (strcmp(name, "help") == 0 || strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0);
+    if (!name || (is_help && argc < 3)) {
+        if (g_rank == 0) usage(name ? stdout : stderr);
+        return finish(name ? 0 : 2);
+    }
+    if (is_help) name = argv[2]; /* `ulysses help train`: train's help */
+    for (int i = 0; i < NFLAGS(COMMANDS); i++)
+        if (strcmp(name, COMMANDS[i].name) == 0) {
+            if (!is_help) return COMMANDS[i].run(argc - 2, argv + 2);
+            char help[] = "--help", *args[] = {help, NULL};
+            return COMMANDS[i].run(1, args);
+        }
+    if (g_rank == 0) fprintf(stderr, "ulysses: error: unknown command '%s' (see `ulysses help`)\n", name);
     return finish(2);
 }

@@ -147,6 +147,11 @@ static void finish_padding(Sample *s, int64_t at) {
     }
 }
 
+int64_t data_epoch_samples(DataLoader *d) {
+    plan_epoch(d, 0);
+    return d->n_samples;
+}
+
 void data_sample(DataLoader *d, int64_t g, int64_t pad_multiple, int fixed_len, Sample *s) {
     /* the epoch of global sample g: epochs are planned (and their sizes cached) in order */
     if (d->n_epoch_first == 0) {

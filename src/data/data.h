@@ -62,6 +62,9 @@ void data_close(DataLoader *d);
 /* Fills s with sample number g of the stream, padded to a multiple of pad_multiple, or
  * to exactly seq_len when fixed_len. */
 void data_sample(DataLoader *d, int64_t g, int64_t pad_multiple, int fixed_len, Sample *s);
+
+/* Samples in the first epoch (in file order without shuffling: every sample of the data once). */
+int64_t data_epoch_samples(DataLoader *d);
 void sample_free(Sample *s);
 
 /* Builds a sample from explicit documents (tests, eval): docs are concatenated in order. */

@@ -328,20 +328,24 @@ int64_t plan_max_seq_len(const PlanInput *in, int64_t dev_limit, int64_t host_li
 
 static double gib(int64_t b) { return (double)b / PLAN_GIB; }
 
-void plan_print(FILE *f, const Plan *p, int64_t ranks_per_host) {
+void plan_print(FILE *f, const Plan *p, int64_t ranks_per_host, const char *unit) {
+    char where_dev[16], per[32];
+    snprintf(where_dev, sizeof where_dev, "%s", unit);
+    for (char *c = where_dev; *c; c++) *c = (char)(*c >= 'A' && *c <= 'Z' ? *c - 'A' + 'a' : *c);
+    snprintf(per, sizeof per, "per %s", unit);
     fprintf(f, "%-52s %6s %14s %10s\n", "buffer", "where", "bytes", "GiB");
     for (int where = 0; where < 2; where++)
         for (int g = 0; g < PG_COUNT; g++)
             for (int i = 0; i < p->n; i++) {
                 const PlanItem *it = &p->items[i];
                 if (it->host != where || (int)it->group != g) continue;
-                fprintf(f, "%-52s %6s %14lld %10.3f\n", it->name, where ? "host" : "gpu", (long long)it->bytes,
+                fprintf(f, "%-52s %6s %14lld %10.3f\n", it->name, where ? "host" : where_dev, (long long)it->bytes,
                         gib(it->bytes));
             }
-    fprintf(f, "\nper GPU, by group:");
+    fprintf(f, "\n%s, by group:", per);
     for (int g = 0; g < PG_COUNT; g++)
         if (p->dev_group[g]) fprintf(f, "  %s %.3f", plan_group_name((PlanGroup)g), gib(p->dev_group[g]));
-    fprintf(f, "\nper GPU total:  %.3f GiB (%lld bytes)\n", gib(p->dev_total), (long long)p->dev_total);
+    fprintf(f, "\n%s total:  %.3f GiB (%lld bytes)\n", per, gib(p->dev_total), (long long)p->dev_total);
     fprintf(f, "per rank host:  %.3f GiB;  per host (%lld ranks): %.3f GiB\n", gib(p->host_total),
             (long long)ranks_per_host, gib(p->host_total * ranks_per_host));
 }

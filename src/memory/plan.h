@@ -122,8 +122,8 @@ int64_t plan_max_seq_len(const PlanInput *in, int64_t dev_limit, int64_t host_li
 /* "auto: 1024 rows", "auto: untiled", "1024 rows", "off": the TiledMLP choice. */
 void plan_mlp_desc(const Plan *p, char *buf, size_t n);
 
-/* The breakdown table (per GPU and per host). */
-void plan_print(FILE *f, const Plan *p, int64_t ranks_per_host);
+/* The breakdown table per device (unit: "GPU", or "rank" on the CPU backend) and per host. */
+void plan_print(FILE *f, const Plan *p, int64_t ranks_per_host, const char *unit);
 /* One line: "per GPU X GiB (weights .., ...), host Y GiB". */
 void plan_summary(const Plan *p, char *buf, size_t n);
 /* Fills buf with the plan's largest device items ("name X GiB, ..."). */

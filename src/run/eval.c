@@ -75,6 +75,7 @@ void eval_run(Model *m, Mesh *mesh, const SampleSource *src, int64_t T, int64_t 
     mesh->world_g.ops->allreduce_sum(&mesh->world_g, all, nd, UL_F64);
     mesh->world_g.ops->allreduce_sum(&mesh->world_g, r->dist_n, 6 * EVAL_BUCKETS, UL_F64);
     r->T = T;
+    r->samples = n;
     if (r->n > 0) {
         r->loss /= r->n;
         r->acc /= r->n;
@@ -93,23 +94,30 @@ void eval_run(Model *m, Mesh *mesh, const SampleSource *src, int64_t T, int64_t 
     free(dist);
 }
 
-static void arr(FILE *f, const char *name, const double *v, int n) {
+/* "name": [v0, ...] with null where n[i] == 0 (an empty bucket has no accuracy or loss;
+ * null, not nan, keeps the line valid JSON); n == NULL: every value */
+static void arr(FILE *f, const char *name, const double *v, const double *n, int len) {
     fprintf(f, ", \"%s\": [", name);
-    for (int i = 0; i < n; i++) fprintf(f, "%s%.6g", i ? ", " : "", v[i]);
+    for (int i = 0; i < len; i++) {
+        if (n && n[i] <= 0) fprintf(f, "%snull", i ? ", " : "");
+        else fprintf(f, "%s%.6g", i ? ", " : "", v[i]);
+    }
     fprintf(f, "]");
 }
 
 void eval_write_json(FILE *f, const EvalResult *r, int64_t step) {
     fprintf(f, "{");
     if (step >= 0) fprintf(f, "\"step\": %lld, ", (long long)step);
-    fprintf(f, "\"eval_loss\": %.6g, \"answer_acc\": %.6g, \"answers\": %.0f, \"bucket_tokens\": %lld", r->loss,
-            r->acc, r->n, (long long)(r->T / EVAL_BUCKETS));
-    arr(f, "acc_by_distance", r->dist_acc, EVAL_BUCKETS);
-    arr(f, "loss_by_distance", r->dist_loss, EVAL_BUCKETS);
-    arr(f, "n_by_distance", r->dist_n, EVAL_BUCKETS);
-    arr(f, "acc_by_position", r->pos_acc, EVAL_BUCKETS);
-    arr(f, "loss_by_position", r->pos_loss, EVAL_BUCKETS);
-    arr(f, "n_by_position", r->pos_n, EVAL_BUCKETS);
+    if (r->n > 0) fprintf(f, "\"eval_loss\": %.6g, \"answer_acc\": %.6g", r->loss, r->acc);
+    else fprintf(f, "\"eval_loss\": null, \"answer_acc\": null");
+    fprintf(f, ", \"samples\": %lld, \"answers\": %.0f, \"bucket_tokens\": %lld", (long long)r->samples, r->n,
+            (long long)(r->T / EVAL_BUCKETS));
+    arr(f, "acc_by_distance", r->dist_acc, r->dist_n, EVAL_BUCKETS);
+    arr(f, "loss_by_distance", r->dist_loss, r->dist_n, EVAL_BUCKETS);
+    arr(f, "n_by_distance", r->dist_n, NULL, EVAL_BUCKETS);
+    arr(f, "acc_by_position", r->pos_acc, r->pos_n, EVAL_BUCKETS);
+    arr(f, "loss_by_position", r->pos_loss, r->pos_n, EVAL_BUCKETS);
+    arr(f, "n_by_position", r->pos_n, NULL, EVAL_BUCKETS);
     fprintf(f, "}\n");
     fflush(f);
 }
@@ -169,24 +177,38 @@ int eval_command(const EvalOptions *o, UlError *e) {
     rc = model_load_weights(&m, o->model, e);
     if (ul_agree(rc, e) == 0) {
         SampleSource src = {o->data ? &dl : NULL, o->task ? &kv : NULL, sp, 0};
+        /* token shards: each sample at most once (samples past the data's end would wrap
+         * around to its start); the kv task draws as many as asked */
+        int64_t held = o->data ? data_epoch_samples(&dl) : o->samples;
+        int64_t n = o->samples < held ? o->samples : held;
         EvalResult r;
         double t0 = ul_now();
-        eval_run(&m, &mesh, &src, T_max, 0, o->samples, &r);
+        eval_run(&m, &mesh, &src, T_max, 0, n, &r);
         double dt = ul_now() - t0;
         if (rank == 0) {
-            printf("eval %s: %lld samples, %.0f answers, loss %.4f, answer accuracy %.2f%% (%.1fs)\n", o->model,
-                   (long long)o->samples, r.n, r.loss, 100 * r.acc, dt);
-            printf("  %-22s %10s %10s %10s\n", "tokens back (bucket)", "answers", "accuracy", "loss");
+            char more[160] = "";
+            if (n < o->samples)
+                snprintf(more, sizeof more, " (the data holds %lld; --samples %lld asked for more)", (long long)held,
+                         (long long)o->samples);
+            printf("eval %s: evaluated %lld samples%s, %.0f answers, loss %.4f, answer accuracy %.2f%% (%.1fs)\n",
+                   o->model, (long long)n, more, r.n, r.loss, 100 * r.acc, dt);
             int64_t w = r.T / EVAL_BUCKETS;
-            for (int b = 0; b < EVAL_BUCKETS; b++)
-                if (r.dist_n[b] > 0)
-                    printf("  %9lld..%-11lld %10.0f %9.2f%% %10.4f\n", (long long)(b * w), (long long)((b + 1) * w - 1),
-                           r.dist_n[b], 100 * r.dist_acc[b], r.dist_loss[b]);
-            printf("  %-22s %10s %10s %10s\n", "position (bucket)", "answers", "accuracy", "loss");
-            for (int b = 0; b < EVAL_BUCKETS; b++)
-                if (r.pos_n[b] > 0)
-                    printf("  %9lld..%-11lld %10.0f %9.2f%% %10.4f\n", (long long)(b * w), (long long)((b + 1) * w - 1),
-                           r.pos_n[b], 100 * r.pos_acc[b], r.pos_loss[b]);
+            for (int tab = 0; tab < 2; tab++) { /* distance (kv task only), then position */
+                const double *bn = tab ? r.pos_n : r.dist_n, *ba = tab ? r.pos_acc : r.dist_acc,
+                             *bl = tab ? r.pos_loss : r.dist_loss;
+                if (!tab && !o->task) continue;
+                printf("  %-22s %10s %10s %10s\n", tab ? "position (bucket)" : "tokens back (bucket)", "answers",
+                       "accuracy", "loss");
+                for (int b = 0; b < EVAL_BUCKETS; b++) {
+                    char range[48], acc[16] = "-", loss[16] = "-"; /* '-': an empty bucket */
+                    snprintf(range, sizeof range, "%lld..%lld", (long long)(b * w), (long long)((b + 1) * w - 1));
+                    if (bn[b] > 0) {
+                        snprintf(acc, sizeof acc, "%.2f%%", 100 * ba[b]);
+                        snprintf(loss, sizeof loss, "%.4f", bl[b]);
+                    }
+                    printf("  %-22s %10.0f %10s %10s\n", range, bn[b], acc, loss);
+                }
+            }
             if (o->out) {
                 char tmp[4200];
                 snprintf(tmp, sizeof tmp, "%s.tmp", o->out);
@@ -199,24 +221,32 @@ int eval_command(const EvalOptions *o, UlError *e) {
                 }
             }
             if (rc == 0 && o->plot) {
-                double xd[EVAL_BUCKETS], ad[EVAL_BUCKETS], ld[EVAL_BUCKETS], xp[EVAL_BUCKETS], ap[EVAL_BUCKETS];
-                int nd = 0, np = 0;
-                for (int b = 0; b < EVAL_BUCKETS; b++) {
-                    if (r.dist_n[b] > 0) {
-                        xd[nd] = (b + 0.5) * (double)w;
-                        ad[nd] = r.dist_acc[b];
-                        ld[nd++] = r.dist_loss[b];
+                /* accuracy and loss against distance (kv task) and position; empty buckets left out */
+                double x[2][EVAL_BUCKETS], a[2][EVAL_BUCKETS], l[2][EVAL_BUCKETS];
+                int cnt[2] = {0, 0};
+                for (int b = 0; b < EVAL_BUCKETS; b++)
+                    for (int k = 0; k < 2; k++) {
+                        double bn = k ? r.pos_n[b] : r.dist_n[b];
+                        if (bn <= 0) continue;
+                        x[k][cnt[k]] = (b + 0.5) * (double)w;
+                        a[k][cnt[k]] = k ? r.pos_acc[b] : r.dist_acc[b];
+                        l[k][cnt[k]++] = k ? r.pos_loss[b] : r.dist_loss[b];
                     }
-                    if (r.pos_n[b] > 0) {
-                        xp[np] = (b + 0.5) * (double)w;
-                        ap[np++] = r.pos_acc[b];
-                    }
+                PlotLine la[2], ll[2];
+                PlotPanel panels[4];
+                int np = 0;
+                const char *xl[2] = {"tokens between answer and evidence", "position in the sequence"};
+                const char *ta[2] = {"accuracy against distance", "accuracy against position"};
+                const char *tl[2] = {"loss against distance", "loss against position"};
+                for (int k = 0; k < 2; k++) {
+                    if (cnt[k] == 0) continue; /* distance: kv task only */
+                    la[k] = (PlotLine){"accuracy", x[k], a[k], cnt[k]};
+                    ll[k] = (PlotLine){"loss", x[k], l[k], cnt[k]};
+                    panels[np++] = (PlotPanel){ta[k], xl[k], "accuracy", 0, 0, 1, &la[k], 1};
+                    panels[np++] = (PlotPanel){tl[k], xl[k], "loss", 0, 0, 0, &ll[k], 1};
                 }
-                PlotLine la = {"accuracy", xd, ad, nd}, ll = {"loss", xd, ld, nd}, lp = {"accuracy", xp, ap, np};
-                PlotPanel panels[3] = {{"accuracy against distance", "tokens between answer and evidence", "accuracy", 0, 0, 1, &la, 1},
-                                       {"loss against distance", "tokens between answer and evidence", "loss", 0, 0, 0, &ll, 1},
-                                       {"accuracy against position", "position in the sequence", "accuracy", 0, 0, 1, &lp, 1}};
-                rc = nd > 0 ? plot_png(o->plot, panels, 3, e) : plot_png(o->plot, panels + 2, 1, e);
+                if (np > 0) rc = plot_png(o->plot, panels, np, e);
+                else rc = ul_err(e, "--plot %s: nothing to plot (no labelled tokens)", o->plot);
             }
         }
         rc = ul_agree(rc, e);

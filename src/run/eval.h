@@ -18,15 +18,18 @@ typedef struct {
     double acc;       /* argmax == answer */
     double n;         /* answers evaluated */
     int64_t T;        /* bucket width = T / EVAL_BUCKETS (T: the maximum sample length) */
+    int64_t samples;  /* samples evaluated */
     double dist_n[EVAL_BUCKETS], dist_acc[EVAL_BUCKETS], dist_loss[EVAL_BUCKETS];
     double pos_n[EVAL_BUCKETS], pos_acc[EVAL_BUCKETS], pos_loss[EVAL_BUCKETS];
 } EvalResult;
 
-/* Samples first_g .. first_g + n - 1 of the source; T_max bounds their length. */
+/* Samples first_g .. first_g + n - 1 of the source; T_max bounds their length. Empty
+ * buckets (n 0) keep accuracy and loss 0 here and are written as null. */
 void eval_run(Model *m, Mesh *mesh, const SampleSource *src, int64_t T_max, int64_t first_g, int64_t n,
               EvalResult *r);
 
-/* Appends the result as one JSON object line (with "step" when step >= 0). */
+/* Appends the result as one JSON object line (with "step" when step >= 0); the accuracy
+ * and loss of an empty bucket (or of no answers at all) are null. */
 void eval_write_json(FILE *f, const EvalResult *r, int64_t step);
 
 

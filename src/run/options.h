@@ -61,6 +61,7 @@ typedef struct {
     const char *resume;    /* a checkpoint directory, or a root (its latest complete one) */
     int64_t stop_at;       /* end this run after optimizer step N (0: --steps), as if preempted */
     int64_t log_every;
+    int progress;          /* UlProgress (core/term.h): auto, a live bar, or plain lines */
     int quiet;
     int profile;           /* metrics get the step's attention, loss-head and optimizer times */
     /* synthetic task instead of --data (the demo): "kv" */

@@ -27,8 +27,10 @@ int plot_png(const char *path, const PlotPanel *panels, int n_panels, UlError *e
     snprintf(cmd, sizeof cmd, "'%s' >/dev/null 2>&1", gnuplot_cmd()); /* never a PNG on our stdout */
     FILE *g = popen(cmd, "w");
     if (!g) return ul_err(e, "%s: cannot start gnuplot (install gnuplot-nox)", path);
-    fprintf(g, "set terminal pngcairo size %d,420 noenhanced font 'sans,10'\n", 520 * n_panels);
-    fprintf(g, "set output '%s'\nset multiplot layout 1,%d\nset grid\n", tmp, n_panels);
+    /* one row of up to 3 panels; more in rows of ceil(n / 2) */
+    int cols = n_panels <= 3 ? n_panels : (n_panels + 1) / 2, rows = (n_panels + cols - 1) / cols;
+    fprintf(g, "set terminal pngcairo size %d,%d noenhanced font 'sans,10'\n", 520 * cols, 420 * rows);
+    fprintf(g, "set output '%s'\nset multiplot layout %d,%d\nset grid\n", tmp, rows, cols);
     for (int p = 0; p < n_panels; p++) {
         const PlotPanel *pp = &panels[p];
         fprintf(g, "set title '%s'\nset xlabel '%s'\nset ylabel '%s'\n", pp->title, pp->xlabel, pp->ylabel);

@@ -25,7 +25,8 @@ typedef struct {
  * `what` (the flag or file that asked for the plot). Cheap: run it before long work. */
 int plot_check(const char *what, UlError *e);
 
-/* Panels side by side in one PNG (written to PATH.tmp.png, then renamed). */
+/* Panels side by side in one PNG (up to 3 in a row, more in 2 rows; written to PATH.tmp.png,
+ * then renamed). */
 int plot_png(const char *path, const PlotPanel *panels, int n_panels, UlError *e);
 
 #endif

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/term.h"
 #include "formats/hf_model.h"
 #include "formats/outputs.h"
 #include "run/checkpoint.h"
@@ -323,7 +324,8 @@ static double lr_at(const TrainOptions *o, int64_t step) {
     return lo + (o->lr - lo) * 0.5 * (1.0 + cos(M_PI * p));
 }
 
-/* A live line on a TTY (bar, step, loss, answer accuracy, tok/s, ETA); plain lines otherwise. */
+/* A live line on a terminal (bar, step, loss, answer accuracy, tok/s, ETA); plain lines
+ * otherwise (--progress chooses). */
 static void progress(const TrainOptions *o, int tty, int64_t first, int64_t end, int64_t step, double loss, double gn,
                      double lr, double tok_s, double elapsed, double acc) {
     if (o->quiet) return;
@@ -539,7 +541,8 @@ int train_run(const TrainOptions *o_in, UlError *e) {
     per_rank = o->batch / mesh.dp; /* sequences per step on this DP index */
     int64_t per_micro = per_rank / o->grad_accum;
     smp = ul_calloc((size_t)per_rank, sizeof(Sample));
-    int tty = isatty(2);
+    /* the live bar where the user watches a terminal (also through mpirun), else plain lines */
+    int tty = o->progress == UL_PROGRESS_BAR || (o->progress == UL_PROGRESS_AUTO && ul_stderr_is_terminal());
     double t_start = ul_now(), train_time = 0, last_acc = -1;
     int64_t n_eval = hist.n_eval;
     if (rank == 0 && !o->quiet)
