@@ -10,7 +10,6 @@
 #include <stdlib.h>
 
 #include "fixture.h"
-#include "kernels/cuda/ul_cuda.h"
 #include "testutil.h"
 #include "model/model.h"
 
@@ -29,7 +28,9 @@ int main(int argc, char **argv) {
     int world, rank;
     MPI_Comm_size(MPI_COMM_WORLD, &world);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    int dev = ul_cuda_select_device();
+    int local = 0, node_size = 1;
+    ul_node_rank(&local, &node_size);
+    int dev = ul_kernels_cuda_select(local);
     const KernelOps *kc = dev >= 0 ? ul_kernels_cuda() : NULL;
     int ok = kc != NULL, all_ok = 0;
     MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
@@ -59,7 +60,7 @@ int main(int argc, char **argv) {
     /* GPU, sp = world */
     Mesh mesh;
     ul_mesh_init_mpi(&mesh, world, 1, 1);
-    ul_mesh_init_nccl(&mesh, ul_cuda_stream());
+    ul_mesh_init_nccl(&mesh, kc->compute_stream());
     Model m;
     model_init(&m, c, kc, mesh.dev_sp, f.T, 0);
     model_set_params(&m, f.weights);

@@ -89,8 +89,6 @@ void ul_mpi_exchange(CommGroup *g, const UlHostMsg *send, int64_t ns, const UlHo
 /* NCCL groups for device buffers (CUDA backend builds only): world, sp, dp, shard and rep groups
  * split like the MPI ones; compute_stream is the backend's compute stream. */
 int ul_nccl_available(void);
-/* Binds this process to GPU (local rank % GPUs on the node); -1 if none (or no CUDA build). */
-int ul_cuda_select_device(void);
 void ul_mesh_init_nccl(Mesh *m, void *compute_stream);
 void ul_mesh_free_nccl(Mesh *m);
 

@@ -208,18 +208,6 @@ static void group_free(CommGroup *g) {
 
 int ul_nccl_available(void) { return 1; }
 
-int ul_cuda_select_device(void) {
-    int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
-        cudaGetLastError(); /* clear the sticky "no device" error */
-        return -1;
-    }
-    int local = 0, node_size = 1;
-    ul_node_rank(&local, &node_size);
-    CUDA_CHECK(cudaSetDevice(local % n));
-    return local % n;
-}
-
 void ul_mesh_init_nccl(Mesh *m, void *compute_stream) {
     cudaStream_t cs = (cudaStream_t)compute_stream;
     ncclUniqueId id;
@@ -259,7 +247,6 @@ void ul_mesh_free_nccl(Mesh *m) {
 #else /* no CUDA backend */
 
 int ul_nccl_available(void) { return 0; }
-int ul_cuda_select_device(void) { return -1; }
 void ul_mesh_init_nccl(Mesh *m, void *compute_stream) {
     (void)m;
     (void)compute_stream;

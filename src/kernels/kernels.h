@@ -37,6 +37,12 @@ typedef struct KernelOps {
     const char *name;
     size_t act_bytes; /* bytes per act element: 4 (fp32) or 2 (bf16) */
 
+    /* ---- the device (what the run layer may ask a backend; it includes no backend header) ---- */
+    int on_device;                        /* 1: alloc'd buffers are device memory (CUDA); 0: host (CPU) */
+    void *(*compute_stream)(void);        /* the stream every op runs on (a cudaStream_t), for NCCL; NULL on the CPU */
+    double (*device_mem_used_gib)(void);  /* device memory in use, all processes (GiB); 0 on the CPU */
+    long long (*device_mem_total)(void);  /* bytes of this process's device; 0 on the CPU */
+
     /* ---- memory ---- */
     void *(*alloc)(size_t bytes); /* zero-filled; aborts on failure */
     void (*free)(void *p);
@@ -141,9 +147,29 @@ typedef struct KernelOps {
 
 } KernelOps;
 
+/* What a backend allocates for itself (workspaces, scratch) for a sequence of T tokens with
+ * Hq_l local query heads of dim d: the memory plan's items (memory/plan.c), so the plan
+ * knows no backend internals. cuda: the CUDA backend's, else the CPU backend's. Defined in
+ * kernels/workspace.c (built without the CUDA toolkit too). */
+#define UL_WORKSPACE_MAX 4
+#define UL_CUDA_WORKSPACE_BYTES ((size_t)32 << 20) /* the CUDA backend's cuBLASLt workspace */
+typedef struct {
+    int64_t bytes;
+    const char *name;
+} UlWorkspaceItem;
+typedef struct {
+    int n;
+    UlWorkspaceItem item[UL_WORKSPACE_MAX];
+} UlWorkspace;
+void ul_kernels_workspace(int cuda, int64_t T, int64_t Hq_l, int64_t d, UlWorkspace *w);
+
 /* The CPU backend (always built). */
 const KernelOps *ul_kernels_cpu(void);
-/* The CUDA backend, NULL when not built or no GPU is visible. */
+/* The CUDA backend, NULL when not built or no GPU is visible. It binds to the current
+ * device; ul_kernels_cuda_select(local_rank) first makes that GPU local_rank % count (the
+ * rank's index on its node: comm/comm.h ul_node_rank) and returns it, -1 when no GPU is
+ * visible, -2 when this build has no CUDA backend. */
 const KernelOps *ul_kernels_cuda(void);
+int ul_kernels_cuda_select(int local_rank);
 
 #endif

@@ -4,8 +4,8 @@
 #include <string.h>
 
 #include "core/params.h"
+#include "kernels/kernels.h"
 
-#define CUDA_WORKSPACE_BYTES ((int64_t)32 << 20) /* UL_CUDA_WORKSPACE_BYTES (kernels/cuda) */
 
 void plan_input_default(PlanInput *in) {
     memset(in, 0, sizeof *in);
@@ -230,19 +230,10 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     else
         add(p, PG_WORK, 1, 0, h_init, init_full ? "initial weights host staging [N] (start-up)"
                                                 : "initial weights host staging [per] (start-up)");
-    if (in->cuda) {
-        add(p, PG_WORK, 0, 0, CUDA_WORKSPACE_BYTES, "cuBLASLt workspace");
-        /* ul_cuda_scratch, grown by 1/4: the attention backward's rowsum(dO * O) and, for the
-         * Hopper kernels, lse in log2 units, both f32 [Hq_l][T rounded up to 64], and at
-         * d = 64 the fused Hopper backward's fp32 dQ accumulator [T, Hq_l, d] (its default
-         * there; the two-kernel default at d = 128 needs none) */
-        int64_t D_bytes = 2 * Hq_l * ((T + 63) / 64 * 64) * F + (d == 64 ? T * Hq_l * d * F : 0);
-        add(p, PG_WORK, 0, 0, D_bytes + D_bytes / 4 + 4096,
-            d == 64 ? "attention scratch D, lse [2][Hq_l][T], dQ fp32 [T, Hq_l, d]" : "attention scratch D, lse [2][Hq_l][T]");
-        add(p, PG_WORK, 0, 0, (int64_t)(in->reserve_gib * PLAN_GIB), "CUDA context + cuBLASLt + NCCL reserve");
-    } else {
-        add(p, PG_WORK, 0, 0, T * Hq_l * F, "attention backward D [T, Hq_l] (transient)");
-    }
+    UlWorkspace ws; /* what the backend allocates for itself, as it declares it (kernels.h) */
+    ul_kernels_workspace(in->cuda, T, Hq_l, d, &ws);
+    for (int i = 0; i < ws.n; i++) add(p, PG_WORK, 0, 0, ws.item[i].bytes, ws.item[i].name);
+    if (in->cuda) add(p, PG_WORK, 0, 0, (int64_t)(in->reserve_gib * PLAN_GIB), "CUDA context + cuBLASLt + NCCL reserve");
 }
 
 /* PLAN_MLP_AUTO (plan.h): with TiledMLP the [*, I] buffers cost 6 rows I act bytes (the

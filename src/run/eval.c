@@ -125,7 +125,6 @@ void eval_write_json(FILE *f, const EvalResult *r, int64_t step) {
 #include <mpi.h>
 
 #include "formats/hf_model.h"
-#include "kernels/cuda/ul_cuda.h"
 #include "run/plot.h"
 #include "run/setup.h"
 
@@ -169,7 +168,7 @@ int eval_command(const EvalOptions *o, UlError *e) {
     }
     Mesh mesh;
     ul_mesh_init_mpi(&mesh, (int)sp, 1, world / (int)sp);
-    if (k != ul_kernels_cpu()) ul_mesh_init_nccl(&mesh, ul_cuda_stream());
+    if (k->on_device) ul_mesh_init_nccl(&mesh, k->compute_stream());
     int64_t T_max = (o->seq_len + sp - 1) / sp * sp;
     Model m;
     model_init(&m, &c, k, mesh.dev_sp, T_max, 0);

@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include "comm/comm.h"
-#include "kernels/cuda/ul_cuda.h"
 #include "run/options.h"
 #include "run/setup.h"
 
@@ -113,7 +112,7 @@ int ul_plan_check(const TrainOptions *o, const ModelConfig *c, const KernelOps *
     if (o->gpu_mem > 0)
         lim = (int64_t)(o->gpu_mem * PLAN_GIB);
     else if (on_gpu) {
-        long long mine = (long long)ul_cuda_mem_total_bytes(), least = 0;
+        long long mine = k->device_mem_total(), least = 0;
         int mrc = MPI_Allreduce(&mine, &least, 1, MPI_LONG_LONG, MPI_MIN, MPI_COMM_WORLD);
         UL_ASSERT(mrc == MPI_SUCCESS, "MPI_Allreduce (the smallest GPU memory of the job) failed: %d", mrc);
         lim = (int64_t)least;

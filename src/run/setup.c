@@ -10,7 +10,6 @@
 
 #include "comm/comm.h"
 #include "formats/hf_model.h"
-#include "kernels/cuda/ul_cuda.h"
 
 int ul_open_data(const char *glob, int64_t seq_len, int pack, int shuffle, uint64_t seed, const ModelConfig *c,
                  DataLoader *dl, UlError *e) {
@@ -36,10 +35,13 @@ const KernelOps *ul_select_backend(const char *device, UlError *e) {
         return NULL;
     }
     if (device && strcmp(device, "cpu") == 0) return ul_kernels_cpu();
-    const KernelOps *kc = ul_cuda_select_device() >= 0 ? ul_kernels_cuda() : NULL;
+    int local = 0, node_size = 1;
+    ul_node_rank(&local, &node_size); /* GPU local rank % GPUs of the node */
+    int dev = ul_kernels_cuda_select(local);
+    const KernelOps *kc = dev >= 0 ? ul_kernels_cuda() : NULL;
     if (kc) return kc;
     if (!device) return ul_kernels_cpu();
-    ul_err(e, "--device cuda: %s", ul_nccl_available() ? "no GPU is visible" : "this build has no CUDA backend");
+    ul_err(e, "--device cuda: %s", dev == -2 ? "this build has no CUDA backend" : "no GPU is visible");
     return NULL;
 }
 

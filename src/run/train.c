@@ -14,7 +14,6 @@
 #include "formats/outputs.h"
 #include "run/checkpoint.h"
 #include "run/setup.h"
-#include "kernels/cuda/ul_cuda.h"
 #include "data/data.h"
 #include "run/eval.h"
 #include "model/model.h"
@@ -424,7 +423,7 @@ int train_run(const TrainOptions *o_in, UlError *e) {
         data_close(&dl);
         return -1;
     }
-    int on_gpu = k != ul_kernels_cpu();
+    int on_gpu = k->on_device;
     /* the memory plan (memory/plan.h), before anything is allocated: refuse what will not fit */
     Plan plan;
     if (ul_agree(ul_plan_check(o, &c, k, on_gpu, &plan, e), e)) {
@@ -435,7 +434,7 @@ int train_run(const TrainOptions *o_in, UlError *e) {
     k->mem_stats(&mem0);
     Mesh mesh;
     ul_mesh_init_mpi(&mesh, (int)o->sp, (int)o->dp_replicate, (int)o->dp_shard);
-    if (on_gpu) ul_mesh_init_nccl(&mesh, ul_cuda_stream());
+    if (on_gpu) ul_mesh_init_nccl(&mesh, k->compute_stream());
     int64_t pad = o->sp;
     int64_t T_max = (o->seq_len + pad - 1) / pad * pad;
     Model m;
@@ -664,7 +663,7 @@ int train_run(const TrainOptions *o_in, UlError *e) {
                 if (do_eval)
                     fprintf(mf, ", \"eval_loss\": %s, \"answer_acc\": %s", jnum(b3, sizeof b3, "%.6g", ev.loss),
                             jnum(b4, sizeof b4, "%.6g", ev.acc));
-                if (on_gpu) fprintf(mf, ", \"gpu_mem_gib\": %.3f", ul_cuda_mem_used_gib());
+                if (on_gpu) fprintf(mf, ", \"gpu_mem_gib\": %.3f", k->device_mem_used_gib());
                 UlMemStats ms;
                 k->mem_stats(&ms);
                 fprintf(mf, ", \"alloc_peak_gib\": %.4f, \"plan_gib\": %.4f", (double)ms.dev_peak / PLAN_GIB,

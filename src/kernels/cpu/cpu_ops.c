@@ -88,6 +88,10 @@ static void cpu_cross_entropy(void *logits, const int32_t *labels, int64_t n, in
 static const KernelOps g_cpu_ops = {
     .name = "cpu",
     .act_bytes = sizeof(float),
+    .on_device = 0,
+    .compute_stream = NULL,
+    .device_mem_used_gib = NULL,
+    .device_mem_total = NULL,
     .alloc = ul_cpu_alloc,
     .free = ul_cpu_free,
     .upload = cpu_upload,

@@ -59,7 +59,6 @@ __device__ __forceinline__ int64_t ul_doc_of(const int64_t *__restrict__ cu, int
     return lo;
 }
 
-#define UL_CUDA_WORKSPACE_BYTES ((size_t)32 << 20)
 
 typedef struct {
     int device;

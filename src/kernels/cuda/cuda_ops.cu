@@ -203,6 +203,10 @@ static void cu_zero(void *x, size_t bytes) {
 static const KernelOps g_cuda_ops = {
     /* .name = */ "cuda",
     /* .act_bytes = */ sizeof(bf16),
+    /* .on_device = */ 1,
+    /* .compute_stream = */ ul_cuda_stream,
+    /* .device_mem_used_gib = */ ul_cuda_mem_used_gib,
+    /* .device_mem_total = */ ul_cuda_mem_total_bytes,
     /* .alloc = */ cu_alloc,
     /* .free = */ cu_free,
     /* .upload = */ cu_upload,
@@ -238,6 +242,16 @@ static const KernelOps g_cuda_ops = {
     /* .scale = */ ul_cuda_scale,
     /* .adamw = */ ul_cuda_adamw,
 };
+
+extern "C" int ul_kernels_cuda_select(int local_rank) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+        cudaGetLastError(); /* clear the sticky "no device" error */
+        return -1;
+    }
+    CUDA_CHECK(cudaSetDevice(local_rank % n));
+    return local_rank % n;
+}
 
 extern "C" const KernelOps *ul_kernels_cuda(void) {
     if (g_inited == 1) return &g_cuda_ops;
