@@ -366,394 +366,497 @@ static void hist_line(void *user, int64_t step, const char *line) {
     }
 }
 
-int train_run(const TrainOptions *o_in, UlError *e) {
-    TrainOptions opt = *o_in, *o = &opt;
+/* ------------------------------------------------------------------ the run, in phases
+ *
+ * train_run reads as its phases. Each phase creates what it owns in the TrainRun and says
+ * so (a pointer set, a have_ flag); run_teardown releases exactly what was created. Every
+ * phase that can fail on user input agrees on the outcome across ranks (ul_agree). */
+
+typedef struct {
+    TrainOptions opt;       /* the options, mesh resolved (dp_shard) */
+    const TrainOptions *o;  /* &opt */
     int world, rank;
-    MPI_Comm_size(MPI_COMM_WORLD, &world);
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    char resume[4096];      /* the checkpoint resumed from ("" when none) */
+    ModelConfig c;
+    /* data */
+    DataLoader dl;          /* token shards (not with --task) */
+    KvTask kv, kv_eval;     /* the kv task's training and held-out samples */
+    SampleSource source, eval_source;
+    /* backend, plan, mesh, model, optimizer */
+    const KernelOps *k;
+    int on_gpu;
+    Plan plan;
+    UlMemStats mem0, mem1;  /* the backend's bytes before and after model + optimizer */
+    Mesh mesh;
+    Model m;
+    ZeroOpt zo;
+    int have_mesh, have_model, have_zo;
+    int64_t init_staging;   /* host bytes of the initial weights' staging (logged) */
+    /* progress of the run */
+    CkptRun crun;
+    const char *ckpt_root;
+    int64_t first, end;     /* the steps this run does: [first, end) */
+    int finished;           /* resumed at the end of the run: nothing to do */
+    FILE *mf, *ef;          /* --metrics, --eval-out (rank 0) */
+    TrainHist hist;         /* loss and accuracy history for the plot */
+    int64_t plot_first;
+    Sample *smp;            /* [per_rank] this DP index's samples of one step */
+    int64_t per_rank, per_micro;
+    PhaseTimer t_opt;       /* --profile: the optimizer step's device time */
+    int have_timer;
+    int tty;                /* the live bar, or plain lines */
+    double t_start, train_time, last_acc;
+    int stopped;            /* the signal the ranks agreed to stop on */
+} TrainRun;
+
+/* Everything a user can get wrong in the flags, the config, the checkpoint and the output
+ * locations, agreed before any work. */
+static int run_resolve(TrainRun *r, const TrainOptions *o_in, UlError *e) {
+    r->opt = *o_in;
+    r->o = &r->opt;
+    TrainOptions *o = &r->opt;
+    MPI_Comm_size(MPI_COMM_WORLD, &r->world);
+    MPI_Comm_rank(MPI_COMM_WORLD, &r->rank);
     if (o->dp_shard == 0) {
         int64_t q = o->sp * o->dp_replicate;
-        o->dp_shard = q > 0 && world % q == 0 ? world / q : -1;
+        o->dp_shard = q > 0 && r->world % q == 0 ? r->world / q : -1;
         if (o->dp_shard < 1)
             return ul_agree(ul_err(e, "mesh: %d ranks (mpirun -np) are not divisible by --sp %lld x --dp-replicate %lld",
-                                   world, (long long)o->sp, (long long)o->dp_replicate),
+                                   r->world, (long long)o->sp, (long long)o->dp_replicate),
                             e);
     }
-
-    /* ---- everything a user can get wrong, agreed before any work ---- */
-    char resume[4096] = "";
-    if (o->resume && ckpt_resolve(o->resume, resume, sizeof resume, e)) return -1;
-    ModelConfig c;
-    int rc = resume[0] && !o->model && !o->init && !o->config /* the checkpoint's own config.json */
-                 ? ul_load_model_config(NULL, resume, NULL, &c, e)
-                 : ul_load_model_config(o->model, o->init, o->config, &c, e);
-    if (rc == 0) rc = ckpt_apply_rope_flags(&c, o->rope_theta, o->rope_scaling, o->max_position_embeddings, e);
-    if (rc == 0 && resume[0]) rc = ckpt_check_config(resume, &c, e);
-    if (rc == 0) rc = validate(o, &c, world, e);
-    if (rc == 0) rc = check_outputs(o, resume, e); /* every rank: each writes into some of them */
+    if (o->resume && ckpt_resolve(o->resume, r->resume, sizeof r->resume, e)) return -1;
+    int rc = r->resume[0] && !o->model && !o->init && !o->config /* the checkpoint's own config.json */
+                 ? ul_load_model_config(NULL, r->resume, NULL, &r->c, e)
+                 : ul_load_model_config(o->model, o->init, o->config, &r->c, e);
+    if (rc == 0) rc = ckpt_apply_rope_flags(&r->c, o->rope_theta, o->rope_scaling, o->max_position_embeddings, e);
+    if (rc == 0 && r->resume[0]) rc = ckpt_check_config(r->resume, &r->c, e);
+    if (rc == 0) rc = validate(o, &r->c, r->world, e);
+    if (rc == 0) rc = check_outputs(o, r->resume, e); /* every rank: each writes into some of them */
     /* the plot is drawn after training: find out now whether it can be */
-    if (rc == 0 && rank == 0 && o->plot) rc = plot_check("--plot", e);
-    if (ul_agree(rc, e)) return -1;
-    DataLoader dl;
-    memset(&dl, 0, sizeof dl);
-    KvTask kv = {.T = o->seq_len, .seed = (uint64_t)o->seed};
+    if (rc == 0 && r->rank == 0 && o->plot) rc = plot_check("--plot", e);
+    return ul_agree(rc, e);
+}
+
+/* The samples: the kv task, or the token shards checked against the vocabulary. */
+static int run_data(TrainRun *r, UlError *e) {
+    const TrainOptions *o = r->o;
+    int rc;
+    r->kv = (KvTask){.T = o->seq_len, .seed = (uint64_t)o->seed};
     if (o->task) {
         if (strcmp(o->task, "kv") != 0) rc = ul_err(e, "--task %s: unknown (known: kv)", o->task);
         else if (o->data) rc = ul_err(e, "--task and --data: give one of them");
-        else if (c.vocab_size < KV_VOCAB) rc = ul_err(e, "--task kv: needs vocab_size >= %d", KV_VOCAB);
+        else if (r->c.vocab_size < KV_VOCAB) rc = ul_err(e, "--task kv: needs vocab_size >= %d", KV_VOCAB);
         else if (o->seq_len % o->sp) rc = ul_err(e, "--task kv: --seq-len must be a multiple of --sp");
-        else rc = kv_validate(&kv, e);
-        if (ul_agree(rc, e)) return -1;
+        else rc = kv_validate(&r->kv, e);
     } else {
         rc = o->data ? 0 : ul_err(e, "--data: required (a glob of token shards; see `ulysses tokenize`)");
         if (ul_agree(rc, e)) return -1;
-        rc = ul_open_data(o->data, o->seq_len, !o->doc_per_sample, !o->no_shuffle, (uint64_t)o->seed, &c, &dl, e);
-        if (ul_agree(rc, e)) return -1;
+        rc = ul_open_data(o->data, o->seq_len, !o->doc_per_sample, !o->no_shuffle, (uint64_t)o->seed, &r->c, &r->dl, e);
     }
-    KvTask kv_eval = kv;
-    kv_eval.seed = kv.seed ^ 0x5eed5eed5eedULL; /* held-out samples */
-    SampleSource source = {o->task ? NULL : &dl, o->task ? &kv : NULL, o->sp, o->fixed_len};
-    SampleSource eval_source = {NULL, &kv_eval, o->sp, 0};
+    if (ul_agree(rc, e)) return -1;
+    r->kv_eval = r->kv;
+    r->kv_eval.seed = r->kv.seed ^ 0x5eed5eed5eedULL; /* held-out samples */
+    r->source = (SampleSource){o->task ? NULL : &r->dl, o->task ? &r->kv : NULL, o->sp, o->fixed_len};
+    r->eval_source = (SampleSource){NULL, &r->kv_eval, o->sp, 0};
+    return 0;
+}
 
-    /* the backend: CUDA (bf16, NCCL) when asked for, or by default when built with it and a
-     * GPU is visible; else the CPU reference */
-    const KernelOps *k = ul_select_backend(o->device, e);
-    rc = k ? 0 : -1;
-    if (ul_agree(rc, e)) {
-        data_close(&dl);
-        return -1;
-    }
-    int on_gpu = k->on_device;
-    /* the memory plan (memory/plan.h), before anything is allocated: refuse what will not fit */
-    Plan plan;
-    if (ul_agree(ul_plan_check(o, &c, k, on_gpu, &plan, e), e)) {
-        data_close(&dl);
-        return -1;
-    }
-    UlMemStats mem0;
-    k->mem_stats(&mem0);
-    Mesh mesh;
-    ul_mesh_init_mpi(&mesh, (int)o->sp, (int)o->dp_replicate, (int)o->dp_shard);
-    if (on_gpu) ul_mesh_init_nccl(&mesh, k->compute_stream());
-    int64_t pad = o->sp;
-    int64_t T_max = (o->seq_len + pad - 1) / pad * pad;
-    Model m;
-    ModelMemOpts mo = {o->checkpoint, plan.mlp_tile, plan.offload_items,
+/* The backend, the memory plan (refusing what will not fit, before anything is
+ * allocated), the mesh, the model's buffers and the optimizer state. */
+static int run_build(TrainRun *r, UlError *e) {
+    const TrainOptions *o = r->o;
+    /* CUDA (bf16, NCCL) when asked for, or by default when built with it and a GPU is
+     * visible; else the CPU reference */
+    r->k = ul_select_backend(o->device, e);
+    if (ul_agree(r->k ? 0 : -1, e)) return -1;
+    r->on_gpu = r->k->on_device;
+    if (ul_agree(ul_plan_check(o, &r->c, r->k, r->on_gpu, &r->plan, e), e)) return -1;
+    r->k->mem_stats(&r->mem0);
+    ul_mesh_init_mpi(&r->mesh, (int)o->sp, (int)o->dp_replicate, (int)o->dp_shard);
+    if (r->on_gpu) ul_mesh_init_nccl(&r->mesh, r->k->compute_stream());
+    r->have_mesh = 1;
+    int64_t T_max = (o->seq_len + o->sp - 1) / o->sp * o->sp;
+    ModelMemOpts mo = {o->checkpoint, r->plan.mlp_tile, r->plan.offload_items,
                        o->zero == 3}; /* the plan's tile and offload (auto resolved) */
-    model_init_opts(&m, &c, k, mesh.dev_sp, T_max, &mo);
-    m.no_exchange = o->no_exchange;
-    ZeroOpt zo; /* the optimizer state, sharded with --zero (optim/zero.h); pads the model: before the weights */
-    zero_init(&zo, (int)o->zero, o->offload_optimizer, o->offload_chunk, &m, &mesh);
-    rc = 0;
-    /* the initial weights: with ZeRO >= 1 each rank draws (random) or reads (--init, ranges
-     * of the safetensors) only its slice (zero_start_random / zero_start_fill, below); ZeRO 0
-     * stages all [N] on the host here (memory/plan.c, "initial weights host staging") */
-    const int init_slices = !resume[0] && zo.stage >= 1;
-    int64_t init_staging = 0;       /* host bytes of it (logged; tests/zero_test.sh init) */
-    UlWeightsReader *wread = NULL; /* --init with ZeRO >= 1: every tensor checked here, read below */
-    if (init_slices && o->init) {
-        wread = ul_weights_open(o->init, &c, e);
-        rc = wread ? 0 : -1;
-    } else if (resume[0] || init_slices) {
-        ; /* the weights (fp32 master copy) come from the checkpoint's state, or zero_start_random, below */
-    } else {
-        init_staging = (int64_t)F32B(m.n_params); /* ZeRO 0: the model's own [N] from host memory */
-        if (o->init)
-            rc = model_load_weights(&m, o->init, e);
-        else
-            model_init_random(&m, (uint64_t)o->seed);
-    }
-    if (ul_agree(rc, e)) {
-        ul_weights_close(wread);
-        zero_free(&zo);
-        model_free(&m);
-        ul_mesh_free(&mesh);
-        data_close(&dl);
-        return -1;
-    }
+    model_init_opts(&r->m, &r->c, r->k, r->mesh.dev_sp, T_max, &mo);
+    r->m.no_exchange = o->no_exchange;
+    r->have_model = 1;
+    /* the optimizer state, sharded with --zero (optim/zero.h); pads the model: before the weights */
+    zero_init(&r->zo, (int)o->zero, o->offload_optimizer, o->offload_chunk, &r->m, &r->mesh);
+    r->have_zo = 1;
+    r->k->mem_stats(&r->mem1);
+    return 0;
+}
 
-    int64_t N = m.n_params;
-    UlMemStats mem1; /* after the model and the optimizer state (zero_init) */
-    k->mem_stats(&mem1);
-    double *h_step = ul_calloc((size_t)o->steps + 1, sizeof(double)), *h_loss = ul_calloc((size_t)o->steps + 1, sizeof(double));
-    double *h_estep = ul_calloc((size_t)o->steps + 1, sizeof(double)), *h_acc = ul_calloc((size_t)o->steps + 1, sizeof(double));
-    TrainHist hist = {h_step, h_loss, h_estep, h_acc, 0, 0, o->steps};
-
-    /* checkpoints (run/checkpoint.h): resume the state, prepare the directory, and on
-     * resume keep the metrics of the steps before the checkpoint */
-    const char *ckpt_root = o->ckpt_dir ? o->ckpt_dir : o->out;
-    FILE *mf = NULL, *ef = NULL; /* --metrics, --eval-out (rank 0) */
-    Sample *smp = NULL;
-    PhaseTimer t_opt = {0}; /* --profile: the optimizer step's device time */
-    int64_t per_rank = 0;
-    CkptRun crun = {o, &c, o->task ? NULL : &dl, &mesh};
-    int64_t first = 0, end = o->stop_at > 0 && o->stop_at < o->steps ? o->stop_at : o->steps;
-    if (resume[0])
-        rc = resume_state(resume, &crun, &zo, &m, &mesh, on_gpu, &first, e);
-    else if (init_slices && wread) {
-        init_staging = zero_start_fill(&zo, &m, &mesh, read_fill, wread);
-        rc = ul_agree(ul_weights_check_finite(wread, e), e); /* each rank read its slice */
+/* The initial state: the checkpoint's, --init's or random weights. With ZeRO >= 1 each
+ * rank draws (random) or reads (--init, ranges of the safetensors) only its slice; ZeRO 0
+ * stages all [N] on the host (memory/plan.c, "initial weights host staging"). */
+static int run_weights(TrainRun *r, UlError *e) {
+    const TrainOptions *o = r->o;
+    const int init_slices = !r->resume[0] && r->zo.stage >= 1;
+    r->crun = (CkptRun){o, &r->c, o->task ? NULL : &r->dl, &r->mesh};
+    int rc = 0;
+    if (r->resume[0])
+        return resume_state(r->resume, &r->crun, &r->zo, &r->m, &r->mesh, r->on_gpu, &r->first, e); /* agreed */
+    if (init_slices && o->init) { /* every tensor checked at the open, then each rank reads its slice */
+        UlWeightsReader *wread = ul_weights_open(o->init, &r->c, e);
+        if (ul_agree(wread ? 0 : -1, e)) return -1;
+        r->init_staging = zero_start_fill(&r->zo, &r->m, &r->mesh, read_fill, wread);
+        rc = ul_weights_check_finite(wread, e);
         ul_weights_close(wread);
-        wread = NULL;
-    } else if (init_slices)
-        init_staging = zero_start_random(&zo, &m, &mesh, (uint64_t)o->seed);
+        return ul_agree(rc, e);
+    }
+    if (init_slices) {
+        r->init_staging = zero_start_random(&r->zo, &r->m, &r->mesh, (uint64_t)o->seed);
+        return 0;
+    }
+    r->init_staging = (int64_t)F32B(r->m.n_params); /* ZeRO 0: the model's own [N] from host memory */
+    if (o->init)
+        rc = model_load_weights(&r->m, o->init, e);
     else
-        zero_start(&zo, &m, NULL, NULL, NULL); /* the optimizer takes its slice of the fresh weights */
-    if (rc == 0 && first > end)
-        rc = ul_agree(ul_err(e, "--stop-at %lld: the checkpoint %s is already at step %lld", (long long)o->stop_at,
-                             resume, (long long)first),
-                      e);
-    if (rc == 0 && resume[0] && first >= o->steps) { /* a finished run: nothing is trained or rewritten */
-        if (rank == 0)
+        model_init_random(&r->m, (uint64_t)o->seed);
+    if (ul_agree(rc, e)) return -1;
+    zero_start(&r->zo, &r->m, NULL, NULL, NULL); /* the optimizer takes its slice of the fresh weights */
+    return 0;
+}
+
+/* The steps of this run, the checkpoint directory's last check, then (every check has
+ * passed) the output directories, the metrics and the samples' buffers. */
+static int run_outputs(TrainRun *r, UlError *e) {
+    const TrainOptions *o = r->o;
+    r->end = o->stop_at > 0 && o->stop_at < o->steps ? o->stop_at : o->steps;
+    if (r->first > r->end)
+        return ul_agree(ul_err(e, "--stop-at %lld: the checkpoint %s is already at step %lld", (long long)o->stop_at,
+                               r->resume, (long long)r->first),
+                        e);
+    if (r->resume[0] && r->first >= o->steps) { /* a finished run: nothing is trained or rewritten */
+        if (r->rank == 0)
             fprintf(stderr,
                     "ulysses: nothing to do: the checkpoint %s is at step %lld, the end of the run (--steps %lld); "
                     "pass a larger --steps to continue training. No file was written.\n",
-                    resume, (long long)first, (long long)o->steps);
-        goto release;
+                    r->resume, (long long)r->first, (long long)o->steps);
+        r->finished = 1;
+        return 0;
     }
-    if (rc == 0 && o->save_every > 0) rc = ckpt_prepare(ckpt_root, resume[0] != 0, e); /* the last check */
-    if (rc == 0 && rank == 0) { /* every check has passed: the output directories */
+    r->ckpt_root = o->ckpt_dir ? o->ckpt_dir : o->out;
+    int rc = 0;
+    if (o->save_every > 0) rc = ckpt_prepare(r->ckpt_root, r->resume[0] != 0, e); /* agreed */
+    if (rc == 0 && r->rank == 0) {
         UlOutput outs[5];
         rc = ul_outputs_make_dirs(outs, train_outputs(o, outs), e);
     }
-    rc = ul_agree(rc, e);
-    if (rc == 0 && rank == 0 && o->metrics) {
-        if (resume[0]) rc = ckpt_jsonl_truncate(o->metrics, first, hist_line, &hist, e);
-        mf = rc == 0 ? fopen(o->metrics, resume[0] ? "a" : "w") : NULL;
-        if (rc == 0 && !mf) rc = ul_err(e, "--metrics %s: cannot open for writing", o->metrics);
+    if (ul_agree(rc, e)) return -1;
+    /* the history, and on resume the metrics of the steps before the checkpoint */
+    TrainHist *h = &r->hist;
+    size_t n = (size_t)o->steps + 1;
+    *h = (TrainHist){ul_calloc(n, sizeof(double)), ul_calloc(n, sizeof(double)), ul_calloc(n, sizeof(double)),
+                     ul_calloc(n, sizeof(double)), 0, 0, o->steps};
+    if (r->rank == 0 && o->metrics) {
+        if (r->resume[0]) rc = ckpt_jsonl_truncate(o->metrics, r->first, hist_line, h, e);
+        r->mf = rc == 0 ? fopen(o->metrics, r->resume[0] ? "a" : "w") : NULL;
+        if (rc == 0 && !r->mf) rc = ul_err(e, "--metrics %s: cannot open for writing", o->metrics);
     }
-    if (rc == 0 && rank == 0 && o->task && o->eval_out) {
-        if (resume[0]) rc = ckpt_jsonl_truncate(o->eval_out, first, NULL, NULL, e);
-        if (rc == 0) ef = fopen(o->eval_out, resume[0] ? "a" : "w");
+    if (rc == 0 && r->rank == 0 && o->task && o->eval_out) {
+        if (r->resume[0]) rc = ckpt_jsonl_truncate(o->eval_out, r->first, NULL, NULL, e);
+        if (rc == 0) r->ef = fopen(o->eval_out, r->resume[0] ? "a" : "w");
     }
-    if (ul_agree(rc, e)) {
-        if (mf) fclose(mf);
-        if (ef) fclose(ef);
-        rc = -1;
-        goto release;
-    }
-    if (rank == 0 && !o->quiet && resume[0])
-        fprintf(stderr, "ulysses: resuming from %s at step %lld\n", resume, (long long)first);
-    /* the plot starts at the first step whose loss is known */
-    int64_t plot_first = resume[0] && hist.n_known < first ? first : 0;
+    if (ul_agree(rc, e)) return -1;
+    r->plot_first = r->resume[0] && h->n_known < r->first ? r->first : 0; /* the first step whose loss is known */
+    r->per_rank = o->batch / r->mesh.dp; /* sequences per step on this DP index */
+    r->per_micro = r->per_rank / o->grad_accum;
+    r->smp = ul_calloc((size_t)r->per_rank, sizeof(Sample));
+    return 0;
+}
 
-    per_rank = o->batch / mesh.dp; /* sequences per step on this DP index */
-    int64_t per_micro = per_rank / o->grad_accum;
-    smp = ul_calloc((size_t)per_rank, sizeof(Sample));
-    /* the live bar where the user watches a terminal (also through mpirun), else plain lines */
-    int tty = o->progress == UL_PROGRESS_BAR || (o->progress == UL_PROGRESS_AUTO && ul_stderr_is_terminal());
-    double t_start = ul_now(), train_time = 0, last_acc = -1;
-    int64_t n_eval = hist.n_eval;
-    if (rank == 0 && !o->quiet)
+/* The start-up lines (tests assert on the allocation, ZeRO and staging numbers). */
+static void run_report(TrainRun *r) {
+    const TrainOptions *o = r->o;
+    const ModelConfig *c = &r->c;
+    const int rank = r->rank;
+    const ZeroOpt *zo = &r->zo;
+    if (rank == 0 && !o->quiet && r->resume[0])
+        fprintf(stderr, "ulysses: resuming from %s at step %lld\n", r->resume, (long long)r->first);
+    if (rank == 0 && !o->quiet) {
         fprintf(stderr,
                 "ulysses: %lld params, %lld layers, mesh dp_replicate=%lld dp_shard=%lld sp=%lld, %lld steps of %lld "
                 "sequences (seq_len %lld)\n",
-                (long long)N, (long long)c.num_layers, (long long)o->dp_replicate, (long long)o->dp_shard,
-                (long long)o->sp, (long long)o->steps, (long long)o->batch, (long long)o->seq_len);
-    if (rank == 0 && !o->quiet) {
+                (long long)r->m.n_params, (long long)c->num_layers, (long long)o->dp_replicate,
+                (long long)o->dp_shard, (long long)o->sp, (long long)o->steps, (long long)o->batch,
+                (long long)o->seq_len);
         char sum[512], mlp[64];
-        plan_summary(&plan, sum, sizeof sum);
-        plan_mlp_desc(&plan, mlp, sizeof mlp);
+        plan_summary(&r->plan, sum, sizeof sum);
+        plan_mlp_desc(&r->plan, mlp, sizeof mlp);
         /* allocated: what model and optimizer took through the backend; the plan's exact items must equal it */
         fprintf(stderr,
                 "ulysses: memory plan %s, tiled-mlp %s; allocated %lld device + %lld host bytes (plan: %lld + %lld)\n",
-                sum, mlp,
-                (long long)(mem1.dev_cur - mem0.dev_cur), (long long)(mem1.host_cur - mem0.host_cur),
-                (long long)plan.dev_exact, (long long)plan.host_exact);
+                sum, mlp, (long long)(r->mem1.dev_cur - r->mem0.dev_cur), (long long)(r->mem1.host_cur - r->mem0.host_cur),
+                (long long)r->plan.dev_exact, (long long)r->plan.host_exact);
         if (o->offload_checkpoints) {
             char od[64];
-            plan_offload_desc(&plan, c.num_layers, od, sizeof od);
-            fprintf(stderr,
-                    "ulysses: checkpoint offload: %lld bytes of saved activations in pinned host memory (%s)\n",
-                    (long long)(actstore_host_bytes(&m.xin) + actstore_host_bytes(&m.keep_oh) +
-                                actstore_host_bytes(&m.keep_lse)),
+            plan_offload_desc(&r->plan, c->num_layers, od, sizeof od);
+            fprintf(stderr, "ulysses: checkpoint offload: %lld bytes of saved activations in pinned host memory (%s)\n",
+                    (long long)(actstore_host_bytes(&r->m.xin) + actstore_host_bytes(&r->m.keep_oh) +
+                                actstore_host_bytes(&r->m.keep_lse)),
                     od);
         }
     }
-    k->mem_reset_peak();
+    r->k->mem_reset_peak();
     if (rank == 0 && !o->quiet) /* tests assert on these numbers (tests/zero_test.sh) */
         fprintf(stderr,
                 "ulysses: zero %d%s: shard group of %d ranks, slice %lld of %lld params (padded %lld); per-rank "
                 "state bytes: weights=%lld master=%lld grads=%lld moments=%lld host=%lld\n",
-                zo.stage, zo.offload ? " offload-optimizer" : "", zo.stage ? mesh.shard_g.size : 1, (long long)zo.per,
-                (long long)N, (long long)zo.n_pad, (long long)zo.bytes.weights, (long long)zo.bytes.master,
-                (long long)zo.bytes.grads, (long long)zo.bytes.moments, (long long)zo.bytes.host);
-    if (!o->quiet && !resume[0]) { /* every rank's start-up host staging of the initial weights */
-        CommGroup *g = &mesh.world_g;
-        int64_t *all = ul_malloc((size_t)mesh.world * sizeof(int64_t)); /* [world] */
-        g->ops->allgather(g, &init_staging, all, 1, UL_I64);
+                zo->stage, zo->offload ? " offload-optimizer" : "", zo->stage ? r->mesh.shard_g.size : 1,
+                (long long)zo->per, (long long)r->m.n_params, (long long)zo->n_pad, (long long)zo->bytes.weights,
+                (long long)zo->bytes.master, (long long)zo->bytes.grads, (long long)zo->bytes.moments,
+                (long long)zo->bytes.host);
+    if (!o->quiet && !r->resume[0]) { /* every rank's start-up host staging of the initial weights */
+        CommGroup *g = &r->mesh.world_g;
+        int64_t *all = ul_malloc((size_t)r->mesh.world * sizeof(int64_t)); /* [world] */
+        g->ops->allgather(g, &r->init_staging, all, 1, UL_I64);
         if (rank == 0) {
             fprintf(stderr, "ulysses: initial weights (%s) host staging bytes:", o->init ? "--init" : "random");
-            for (int r = 0; r < mesh.world; r++) fprintf(stderr, " rank%d=%lld", r, (long long)all[r]);
+            for (int q = 0; q < r->mesh.world; q++) fprintf(stderr, " rank%d=%lld", q, (long long)all[q]);
             fprintf(stderr, "\n");
         }
         free(all);
     }
+}
 
-    phase_init(&t_opt, k, o->profile);
-    model_set_timing(&m, o->profile);
+/* What one optimizer step measured, for the metrics and the progress line. */
+typedef struct {
+    double loss, gn, lr, tokens, valid, dt, a2a_s, attn_s, loss_s, optim_s, offload_s;
+    int do_eval;
+    EvalResult ev;
+} StepStats;
+
+/* One metrics line (rank 0): valid JSON, a non-finite number written as null. */
+static void write_metrics(TrainRun *r, int64_t step, const StepStats *s) {
+    const TrainOptions *o = r->o;
+    FILE *mf = r->mf;
+    char b1[32], b2[32], b3[32], b4[32];
+    double tok_s = s->dt > 0 ? s->tokens / s->dt : 0;
+    fprintf(mf,
+            "{\"step\": %lld, \"loss\": %s, \"grad_norm\": %s, \"lr\": %.8g, \"tokens\": %.0f, "
+            "\"valid_tokens\": %.0f, \"tok_per_s\": %.2f, \"step_s\": %.6f, \"a2a_s\": %.6f, \"elapsed_s\": %.3f",
+            (long long)(step + 1), jnum(b1, sizeof b1, "%.8g", s->loss), jnum(b2, sizeof b2, "%.8g", s->gn), s->lr,
+            s->tokens, s->valid, tok_s, s->dt, s->a2a_s, ul_now() - r->t_start);
+    if (s->do_eval)
+        fprintf(mf, ", \"eval_loss\": %s, \"answer_acc\": %s", jnum(b3, sizeof b3, "%.6g", s->ev.loss),
+                jnum(b4, sizeof b4, "%.6g", s->ev.acc));
+    if (r->on_gpu) fprintf(mf, ", \"gpu_mem_gib\": %.3f", r->k->device_mem_used_gib());
+    UlMemStats ms;
+    r->k->mem_stats(&ms);
+    fprintf(mf, ", \"alloc_peak_gib\": %.4f, \"plan_gib\": %.4f", (double)ms.dev_peak / PLAN_GIB,
+            (double)r->plan.dev_total / PLAN_GIB);
+    if (o->offload_checkpoints) fprintf(mf, ", \"offload_s\": %.6f", s->offload_s);
+    if (o->profile) fprintf(mf, ", \"attn_s\": %.6f, \"loss_s\": %.6f, \"optim_s\": %.6f", s->attn_s, s->loss_s, s->optim_s);
+    fprintf(mf, "}\n");
+    fflush(mf);
+}
+
+/* One optimizer step: this DP index's samples of the global batch, forward + backward of
+ * each, the gradient reduction, clipping and AdamW (optim/zero.h), the held-out evaluation
+ * when due. Fills s; the loss and the norm are global (the same on every rank). */
+static void run_step(TrainRun *r, int64_t step, StepStats *s) {
+    const TrainOptions *o = r->o;
+    Mesh *mesh = &r->mesh;
+    Model *m = &r->m;
+    double t0 = ul_now();
+    phase_take(&m->t_attn); /* drop what evaluation did between steps */
+    phase_take(&m->t_loss);
+    double cnt[2] = {0, 0}; /* [valid labels in local shards, real tokens] */
+    for (int64_t a = 0; a < o->grad_accum; a++)
+        for (int64_t j = 0; j < r->per_micro; j++) {
+            int64_t g = step * o->batch + a * (o->batch / o->grad_accum) + mesh->r_dp * r->per_micro + j;
+            Sample *sm = &r->smp[a * r->per_micro + j];
+            source_sample(&r->source, g, sm, NULL);
+            int64_t t = sm->T / o->sp, off = mesh->r_sp * t;
+            for (int64_t i = 0; i < t; i++) cnt[0] += sm->labels[off + i] != UL_IGNORE_INDEX;
+            if (mesh->r_sp == 0) cnt[1] += (double)sm->n_real;
+        }
+    mesh->world_g.ops->allreduce_sum(&mesh->world_g, cnt, 2, UL_F64);
+    double n_global = cnt[0];
+    float dscale = n_global > 0 ? (float)(1.0 / n_global) : 0.f;
+
+    /* all-to-all time of this step: the SP group's collectives (device time with NCCL) */
+    CommGroup *spg = mesh->sp > 1 ? mesh->dev_sp : NULL;
+    if (spg) spg->ops->take_seconds(spg); /* drop what eval or setup did */
+    zero_clear_grads(&r->zo, m);
+    double loss_acc[2] = {0, 0}; /* [CE sum, count] */
+    for (int64_t i = 0; i < r->per_rank; i++) {
+        Sample *sm = &r->smp[i];
+        int64_t t = sm->T / o->sp, off = mesh->r_sp * t;
+        LocalSeq ls = {.T = sm->T, .tokens = sm->tokens + off, .labels = sm->labels + off, .pos = sm->pos + off,
+                       .cu_seqlens = sm->cu_seqlens, .n_docs = sm->n_docs, .offset = off};
+        int64_t cnt_i = 0;
+        model_step(m, &ls, dscale, 1, &loss_acc[0], &cnt_i);
+        loss_acc[1] += (double)cnt_i;
+    }
+    mesh->world_g.ops->allreduce_sum(&mesh->world_g, loss_acc, 2, UL_F64);
+    s->loss = loss_acc[1] > 0 ? loss_acc[0] / loss_acc[1] : 0.0;
+    s->lr = lr_at(o, step);
+    /* gradient reduction (all-reduce or reduce-scatter), clipping, AdamW, new weights */
+    ZeroHyper hy = {s->lr, o->beta1, o->beta2, o->adam_eps, o->weight_decay, o->clip, step + 1};
+    phase_begin(&r->t_opt);
+    s->gn = zero_step(&r->zo, m, mesh, &hy, n_global > 0);
+    phase_end(&r->t_opt);
+    s->attn_s = phase_take(&m->t_attn);
+    s->loss_s = phase_take(&m->t_loss);
+    s->optim_s = phase_take(&r->t_opt);
+    s->offload_s = o->offload_checkpoints ? model_offload_seconds(m) : 0; /* device time of the copies */
+    s->dt = ul_now() - t0;
+    s->a2a_s = spg ? spg->ops->take_seconds(spg) : 0;
+    s->tokens = cnt[1];
+    s->valid = n_global;
+    r->train_time += s->dt;
+    const int bad = !isfinite(s->loss) || !isfinite(s->gn);
+    s->do_eval = !bad && o->task && o->eval_every > 0 && ((step + 1) % o->eval_every == 0 || step + 1 == o->steps);
+    if (s->do_eval) {
+        eval_run(m, mesh, &r->eval_source, o->seq_len, 0, o->eval_samples, &s->ev);
+        r->last_acc = s->ev.acc;
+        r->hist.estep[r->hist.n_eval] = (double)(step + 1);
+        r->hist.acc[r->hist.n_eval++] = s->ev.acc;
+    }
+    r->hist.step[step] = (double)(step + 1);
+    r->hist.loss[step] = s->loss;
+}
+
+/* A non-finite loss or norm: the error naming the step and the latest good checkpoint.
+ * Nothing is saved from this state. */
+static int nonfinite_error(const TrainRun *r, int64_t step, const StepStats *s, UlError *e) {
+    const TrainOptions *o = r->o;
+    char last[4200] = "";
+    int64_t saved = o->save_every > 0 ? step / o->save_every * o->save_every : 0; /* newest of this run */
+    if (saved > r->first) ckpt_step_dir(last, sizeof last, r->ckpt_root, saved);
+    else if (r->resume[0]) snprintf(last, sizeof last, "%s", r->resume);
+    return ul_err(e,
+                  "step %lld: the %s is not finite (loss %.6g, gradient norm %.6g): training stopped, and no model "
+                  "or checkpoint is written from this state%s%s (lower --lr, raise --warmup, or check the data and "
+                  "--init)",
+                  (long long)(step + 1), !isfinite(s->loss) ? "loss" : "gradient norm", fabs(s->loss), fabs(s->gn),
+                  last[0] ? "; the latest good checkpoint stays " : "", last);
+}
+
+/* The checkpoint of step (step + 1) when due, and the agreed stop on SIGTERM / SIGINT
+ * (a checkpoint there too). 1: stop the loop; 0: go on; -1: an error (agreed). */
+static int run_boundary(TrainRun *r, int64_t step, UlError *e) {
+    const TrainOptions *o = r->o;
+    const int64_t done = step + 1;
+    char dir[4200];
+    ckpt_step_dir(dir, sizeof dir, r->ckpt_root ? r->ckpt_root : "", done);
+    const int due = o->save_every > 0 && (done % o->save_every == 0 || done == r->end);
+    if (due) {
+        if (save_state(r->ckpt_root, &r->crun, &r->zo, &r->m, &r->mesh, r->on_gpu, done, e)) return -1;
+        if (r->rank == 0 && !o->quiet)
+            fprintf(stderr, "%sulysses: checkpoint written to %s\n", r->tty && done != r->end ? "\n" : "", dir);
+    }
+    if (done >= r->end || (r->stopped = agreed_stop_signal(&r->mesh)) == 0) return 0;
+    if (o->save_every > 0 && !due && save_state(r->ckpt_root, &r->crun, &r->zo, &r->m, &r->mesh, r->on_gpu, done, e))
+        return -1;
+    if (r->rank == 0)
+        fprintf(stderr, "%sulysses: stopped by %s after step %lld of %lld; %s%s%s%s; exit code %d\n", r->tty ? "\n" : "",
+                r->stopped == SIGTERM ? "SIGTERM" : "SIGINT", (long long)done, (long long)o->steps,
+                o->save_every > 0 ? "checkpoint " : "no checkpoint is configured (--save-every), none was written",
+                o->save_every > 0 ? dir : "",
+                o->save_every > 0 ? " is complete: continue with the same command and --resume " : "",
+                o->save_every > 0 ? r->ckpt_root : "", 128 + r->stopped);
+    return 1;
+}
+
+/* The optimizer steps [first, end): each step, its metrics and progress, a non-finite
+ * loss stops the run, checkpoints and preemption at the step boundaries. */
+static int run_loop(TrainRun *r, UlError *e) {
+    const TrainOptions *o = r->o;
+    /* the live bar where the user watches a terminal (also through mpirun), else plain lines */
+    r->tty = o->progress == UL_PROGRESS_BAR || (o->progress == UL_PROGRESS_AUTO && ul_stderr_is_terminal());
+    r->t_start = ul_now();
+    r->last_acc = -1;
+    phase_init(&r->t_opt, r->k, o->profile);
+    r->have_timer = 1;
+    model_set_timing(&r->m, o->profile);
     install_stop_handlers();
-    int stopped = 0; /* the signal the ranks agreed to stop on */
-    for (int64_t step = first; step < end; step++) {
-        double t0 = ul_now();
-        phase_take(&m.t_attn); /* drop what evaluation did between steps */
-        phase_take(&m.t_loss);
-        /* this DP index's samples of the global batch, and the valid-label count */
-        double cnt[2] = {0, 0}; /* [valid labels in local shards, real tokens] */
-        for (int64_t a = 0; a < o->grad_accum; a++)
-            for (int64_t j = 0; j < per_micro; j++) {
-                int64_t g = step * o->batch + a * (o->batch / o->grad_accum) + mesh.r_dp * per_micro + j;
-                Sample *s = &smp[a * per_micro + j];
-                source_sample(&source, g, s, NULL);
-                int64_t t = s->T / o->sp, off = mesh.r_sp * t;
-                for (int64_t i = 0; i < t; i++) cnt[0] += s->labels[off + i] != UL_IGNORE_INDEX;
-                if (mesh.r_sp == 0) cnt[1] += (double)s->n_real;
-            }
-        mesh.world_g.ops->allreduce_sum(&mesh.world_g, cnt, 2, UL_F64);
-        double n_global = cnt[0];
-        float dscale = n_global > 0 ? (float)(1.0 / n_global) : 0.f;
-
-        /* all-to-all time of this step: the SP group's collectives (device time with NCCL) */
-        CommGroup *spg = mesh.sp > 1 ? mesh.dev_sp : NULL;
-        if (spg) spg->ops->take_seconds(spg); /* drop what eval or setup did */
-        zero_clear_grads(&zo, &m);
-        double loss_acc[2] = {0, 0}; /* [CE sum, count] */
-        for (int64_t i = 0; i < per_rank; i++) {
-            Sample *s = &smp[i];
-            int64_t t = s->T / o->sp, off = mesh.r_sp * t;
-            LocalSeq ls = {.T = s->T, .tokens = s->tokens + off, .labels = s->labels + off, .pos = s->pos + off,
-                           .cu_seqlens = s->cu_seqlens, .n_docs = s->n_docs, .offset = off};
-            int64_t cnt_i = 0;
-            model_step(&m, &ls, dscale, 1, &loss_acc[0], &cnt_i);
-            loss_acc[1] += (double)cnt_i;
+    int rc = 0;
+    for (int64_t step = r->first; step < r->end && rc == 0; step++) {
+        StepStats s;
+        run_step(r, step, &s);
+        const int bad = !isfinite(s.loss) || !isfinite(s.gn);
+        if (r->rank == 0) {
+            if (r->mf) write_metrics(r, step, &s);
+            if (s.do_eval && r->ef) eval_write_json(r->ef, &s.ev, step + 1);
+            if (!bad)
+                progress(o, r->tty, r->first, r->end, step, s.loss, s.gn, s.lr, s.dt > 0 ? s.tokens / s.dt : 0,
+                         r->train_time, r->last_acc);
         }
-        mesh.world_g.ops->allreduce_sum(&mesh.world_g, loss_acc, 2, UL_F64);
-        double loss = loss_acc[1] > 0 ? loss_acc[0] / loss_acc[1] : 0.0; /* the same on every rank */
-        double lr = lr_at(o, step);
-        /* gradient reduction (all-reduce or reduce-scatter), clipping, AdamW, new weights */
-        ZeroHyper hy = {lr, o->beta1, o->beta2, o->adam_eps, o->weight_decay, o->clip, step + 1};
-        phase_begin(&t_opt);
-        double gn = zero_step(&zo, &m, &mesh, &hy, n_global > 0); /* global: the same on every rank */
-        const int bad = !isfinite(loss) || !isfinite(gn);
-        phase_end(&t_opt);
-        double attn_s = phase_take(&m.t_attn), loss_s = phase_take(&m.t_loss), optim_s = phase_take(&t_opt);
-        double offload_s = o->offload_checkpoints ? model_offload_seconds(&m) : 0; /* device time of the copies */
-        double now = ul_now(), dt = now - t0, a2a_s = spg ? spg->ops->take_seconds(spg) : 0;
-        double tok_s = dt > 0 ? cnt[1] / dt : 0;
-        train_time += dt;
-        EvalResult ev;
-        int do_eval = !bad && o->task && o->eval_every > 0 && ((step + 1) % o->eval_every == 0 || step + 1 == o->steps);
-        if (do_eval) {
-            eval_run(&m, &mesh, &eval_source, o->seq_len, 0, o->eval_samples, &ev);
-            last_acc = ev.acc;
-            h_estep[n_eval] = (double)(step + 1);
-            h_acc[n_eval++] = ev.acc;
-        }
-        h_step[step] = (double)(step + 1);
-        h_loss[step] = loss;
-        double elapsed = ul_now() - t_start;
-        if (rank == 0) {
-            if (mf) { /* valid JSON: a non-finite number is written as null */
-                char b1[32], b2[32], b3[32], b4[32];
-                fprintf(mf,
-                        "{\"step\": %lld, \"loss\": %s, \"grad_norm\": %s, \"lr\": %.8g, \"tokens\": %.0f, "
-                        "\"valid_tokens\": %.0f, \"tok_per_s\": %.2f, \"step_s\": %.6f, \"a2a_s\": %.6f, \"elapsed_s\": %.3f",
-                        (long long)(step + 1), jnum(b1, sizeof b1, "%.8g", loss), jnum(b2, sizeof b2, "%.8g", gn), lr,
-                        cnt[1], n_global, tok_s, dt, a2a_s, elapsed);
-                if (do_eval)
-                    fprintf(mf, ", \"eval_loss\": %s, \"answer_acc\": %s", jnum(b3, sizeof b3, "%.6g", ev.loss),
-                            jnum(b4, sizeof b4, "%.6g", ev.acc));
-                if (on_gpu) fprintf(mf, ", \"gpu_mem_gib\": %.3f", k->device_mem_used_gib());
-                UlMemStats ms;
-                k->mem_stats(&ms);
-                fprintf(mf, ", \"alloc_peak_gib\": %.4f, \"plan_gib\": %.4f", (double)ms.dev_peak / PLAN_GIB,
-                        (double)plan.dev_total / PLAN_GIB);
-                if (o->offload_checkpoints) fprintf(mf, ", \"offload_s\": %.6f", offload_s);
-                if (o->profile)
-                    fprintf(mf, ", \"attn_s\": %.6f, \"loss_s\": %.6f, \"optim_s\": %.6f", attn_s, loss_s, optim_s);
-                fprintf(mf, "}\n");
-                fflush(mf);
-            }
-            if (do_eval && ef) eval_write_json(ef, &ev, step + 1);
-            if (!bad) progress(o, tty, first, end, step, loss, gn, lr, tok_s, train_time, last_acc);
-        }
-        if (bad) { /* every rank: loss and norm are global. Nothing is saved from this state. */
-            char last[4200] = "";
-            int64_t saved = o->save_every > 0 ? step / o->save_every * o->save_every : 0; /* newest of this run */
-            if (saved > first) ckpt_step_dir(last, sizeof last, ckpt_root, saved);
-            else if (resume[0]) snprintf(last, sizeof last, "%s", resume);
-            rc = ul_err(e,
-                        "step %lld: the %s is not finite (loss %.6g, gradient norm %.6g): training stopped, and no model "
-                        "or checkpoint is written from this state%s%s (lower --lr, raise --warmup, or check the "
-                        "data and --init)",
-                        (long long)(step + 1), !isfinite(loss) ? "loss" : "gradient norm", fabs(loss), fabs(gn),
-                        last[0] ? "; the latest good checkpoint stays " : "", last);
+        if (bad) { /* every rank: loss and norm are global */
+            rc = nonfinite_error(r, step, &s, e);
             break;
         }
-        if (o->save_every > 0 && ((step + 1) % o->save_every == 0 || step + 1 == end)) {
-            rc = save_state(ckpt_root, &crun, &zo, &m, &mesh, on_gpu, step + 1, e);
-            if (rc) break; /* agreed */
-            if (rank == 0 && !o->quiet) {
-                char dir[4200];
-                ckpt_step_dir(dir, sizeof dir, ckpt_root, step + 1);
-                fprintf(stderr, "%sulysses: checkpoint written to %s\n", tty && step + 1 != end ? "\n" : "", dir);
-            }
-        }
-        if (step + 1 < end && (stopped = agreed_stop_signal(&mesh)) != 0) {
-            const int saved = o->save_every > 0 && (step + 1) % o->save_every == 0;
-            if (o->save_every > 0 && !saved) rc = save_state(ckpt_root, &crun, &zo, &m, &mesh, on_gpu, step + 1, e);
-            if (rc) break;
-            if (rank == 0) {
-                char dir[4200];
-                ckpt_step_dir(dir, sizeof dir, ckpt_root, step + 1);
-                fprintf(stderr,
-                        "%sulysses: stopped by %s after step %lld of %lld; %s%s%s%s; exit code %d\n",
-                        tty ? "\n" : "", stopped == SIGTERM ? "SIGTERM" : "SIGINT", (long long)(step + 1),
-                        (long long)o->steps,
-                        o->save_every > 0 ? "checkpoint " : "no checkpoint is configured (--save-every), none was written",
-                        o->save_every > 0 ? dir : "",
-                        o->save_every > 0 ? " is complete: continue with the same command and --resume " : "",
-                        o->save_every > 0 ? ckpt_root : "", 128 + stopped);
-            }
-            break;
-        }
+        rc = run_boundary(r, step, e);
     }
     remove_stop_handlers();
+    return rc < 0 ? -1 : 0;
+}
 
-    if (rc == 0 && !stopped && o->out) { /* streamed from the state, as a checkpoint's model.safetensors; agreed */
+/* The end of a finished run: --out (streamed from the state, as a checkpoint's
+ * model.safetensors), the metrics closed, the plot. Agreed. */
+static int run_finish(TrainRun *r, UlError *e) {
+    const TrainOptions *o = r->o;
+    int rc = 0;
+    if (o->out) {
         SaveSrc s;
-        save_src_init(&s, &zo, &m, &mesh, on_gpu);
-        CkptSource src = {N, s.part_chunk, s.chunk, save_part, save_weights, &s};
+        save_src_init(&s, &r->zo, &r->m, &r->mesh, r->on_gpu);
+        CkptSource src = {r->m.n_params, s.part_chunk, s.chunk, save_part, save_weights, &s};
         UlDtype dt = strcmp(o->save_dtype, "bf16") == 0 ? UL_DT_BF16 : UL_DT_F32;
         /* its two files, each replaced atomically; nothing else in the directory is touched */
-        rc = ckpt_write_out(o->out, &c, dt, &src, e);
-        if (rc == 0 && rank == 0 && !o->quiet) fprintf(stderr, "ulysses: model written to %s\n", o->out);
+        rc = ckpt_write_out(o->out, &r->c, dt, &src, e);
+        if (rc == 0 && r->rank == 0 && !o->quiet) fprintf(stderr, "ulysses: model written to %s\n", o->out);
         save_src_free(&s);
     }
-    if (mf) fclose(mf);
-    if (ef) fclose(ef);
-    if (rc == 0 && !stopped && rank == 0 && o->plot) {
-        PlotLine ll = {"train loss", h_step + plot_first, h_loss + plot_first, end - plot_first};
-        PlotLine al = {"answer accuracy (held out)", h_estep, h_acc, n_eval};
+    if (rc == 0 && r->rank == 0 && o->plot) {
+        const TrainHist *h = &r->hist;
+        PlotLine ll = {"train loss", h->step + r->plot_first, h->loss + r->plot_first, r->end - r->plot_first};
+        PlotLine al = {"answer accuracy (held out)", h->estep, h->acc, h->n_eval};
         PlotPanel panels[2] = {{"training loss", "step", "loss", 1, 0, 0, &ll, 1},
                                {"answer accuracy", "step", "accuracy", 0, 0, 1, &al, 1}};
-        rc = plot_png(o->plot, panels, n_eval > 0 ? 2 : 1, e);
+        rc = plot_png(o->plot, panels, h->n_eval > 0 ? 2 : 1, e);
         if (rc == 0 && !o->quiet) fprintf(stderr, "ulysses: plot written to %s\n", o->plot);
     }
-    rc = ul_agree(rc, e);
-    if (rc == 0 && stopped) rc = 128 + stopped; /* train.h: preempted, a documented exit code */
+    return ul_agree(rc, e);
+}
 
-release:
-    free(h_step);
-    free(h_loss);
-    free(h_estep);
-    free(h_acc);
-    for (int64_t i = 0; i < per_rank; i++) sample_free(&smp[i]);
-    free(smp);
-    phase_free(&t_opt);
-    zero_free(&zo);
-    model_free(&m);
-    ul_mesh_free(&mesh);
-    data_close(&dl);
+/* Releases what the phases created, in reverse order. */
+static void run_teardown(TrainRun *r) {
+    if (r->mf) fclose(r->mf);
+    if (r->ef) fclose(r->ef);
+    free(r->hist.step);
+    free(r->hist.loss);
+    free(r->hist.estep);
+    free(r->hist.acc);
+    for (int64_t i = 0; r->smp && i < r->per_rank; i++) sample_free(&r->smp[i]);
+    free(r->smp);
+    if (r->have_timer) phase_free(&r->t_opt);
+    if (r->have_zo) zero_free(&r->zo);
+    if (r->have_model) model_free(&r->m);
+    if (r->have_mesh) ul_mesh_free(&r->mesh);
+    data_close(&r->dl);
+}
+
+int train_run(const TrainOptions *o, UlError *e) {
+    TrainRun *r = ul_calloc(1, sizeof *r);
+    int rc = run_resolve(r, o, e);
+    if (rc == 0) rc = run_data(r, e);
+    if (rc == 0) rc = run_build(r, e);
+    if (rc == 0) rc = run_weights(r, e);
+    if (rc == 0) rc = run_outputs(r, e);
+    if (rc == 0 && !r->finished) {
+        run_report(r);
+        rc = run_loop(r, e);
+        if (rc == 0 && !r->stopped) rc = run_finish(r, e);
+        rc = ul_agree(rc, e);
+        if (rc == 0 && r->stopped) rc = 128 + r->stopped; /* train.h: preempted, a documented exit code */
+    }
+    run_teardown(r);
+    free(r);
     return rc;
 }
