@@ -1,6 +1,7 @@
 /* ulysses command line: a thin layer that parses flags and calls the library. */
 #include <mpi.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "cli/flags.h"
@@ -50,7 +51,7 @@ static const char *ABOUT_TRAIN =
 static int cmd_train(int argc, char **argv) {
     TrainOptions o;
     train_options_default(&o);
-    int64_t checkpoint = -1;
+    int64_t checkpoint = INT64_MIN; /* not given */
     const char *tiled = NULL, *offl = NULL, *progress = NULL;
     Flag flags[] = {
         {"--model", FLAG_STRING, &o.model, "CONFIG|DIR", "model architecture: a config.json or a directory holding one"},
@@ -146,10 +147,8 @@ static int cmd_train(int argc, char **argv) {
         if (g_rank == 0) flags_help(stdout, "ulysses train --model CONFIG --data GLOB [flags]", ABOUT_TRAIN, flags, NFLAGS(flags));
         return finish(0);
     }
-    if (rc == 0 && checkpoint >= 0) {
-        if (checkpoint > 2) rc = ul_err(&e, "--checkpoint %lld: expected 0, 1 or 2", (long long)checkpoint);
-        o.checkpoint = (int)checkpoint;
-    }
+    if (checkpoint != INT64_MIN) /* checked with the rest in train_run (run/options.h) */
+        o.checkpoint = checkpoint < -1 ? -1 : checkpoint > 99 ? 99 : (int)checkpoint;
     if (rc == 0) rc = ul_parse_tiled_mlp(tiled, &o.mlp_tile, &e);
     if (rc == 0) rc = ul_parse_offload_layers(offl, &o.offload_layers, &e);
     if (rc == 0) rc = ul_parse_progress(progress, &o.progress, &e);
@@ -207,37 +206,24 @@ static int cmd_plan(int argc, char **argv) {
     }
     ModelConfig c;
     if (rc == 0) rc = ul_load_model_config(o.model, NULL, NULL, &c, &e);
-    if (rc == 0 && (checkpoint < 0 || checkpoint > 2))
-        rc = ul_err(&e, "--checkpoint %lld: expected 0, 1 or 2", (long long)checkpoint);
-    if (rc == 0 && (zero < 0 || zero > 3)) rc = ul_err(&e, "--zero %lld: expected 0, 1, 2 or 3", (long long)zero);
     int cuda = strcmp(device, "cuda") == 0;
     if (rc == 0 && !cuda && strcmp(device, "cpu") != 0) rc = ul_err(&e, "--device %s: expected cuda or cpu", device);
     if (rc == 0 && gpu_mem != -1 && !(gpu_mem > 0)) rc = ul_err(&e, "--gpu-mem: must be > 0 GiB");
     if (rc == 0 && gpu_mem == -1) gpu_mem = cuda ? 139.0 : 0;
-    if (rc == 0 && !(o.host_mem >= 0)) rc = ul_err(&e, "--host-mem: must be >= 0 GiB");
-    if (rc == 0 && !(o.reserve_gib >= 0)) rc = ul_err(&e, "--reserve-gib: must be >= 0 GiB");
     if (rc == 0) rc = ul_parse_tiled_mlp(tiled, &o.mlp_tile, &e);
     if (rc == 0) rc = ul_parse_offload_layers(offl, &o.offload_layers, &e);
-    if (rc == 0 && o.offload_checkpoints && checkpoint < 1)
-        rc = ul_err(&e, "--offload-checkpoints: needs --checkpoint 1 or 2");
-    if (rc == 0 && offl && !o.offload_checkpoints) rc = ul_err(&e, "--offload-layers: needs --offload-checkpoints");
-    if (rc == 0 && o.dp_shard == 0) {
-        int64_t q = o.sp * o.dp_replicate;
-        o.dp_shard = gpus <= 0 ? 1 : q > 0 && gpus % q == 0 ? gpus / q : -1;
-        if (o.dp_shard < 1)
-            rc = ul_err(&e, "--gpus %lld: not divisible by --sp %lld x --dp-replicate %lld", (long long)gpus,
-                        (long long)o.sp, (long long)o.dp_replicate);
-    }
+    o.checkpoint = checkpoint < -1 ? -1 : checkpoint > 99 ? 99 : (int)checkpoint;
+    o.zero = zero;
+    o.offload_optimizer = offload_opt;
+    /* the same resolution and checks as train (run/options.h) */
+    if (rc == 0) rc = ul_check_memory_flags(&o, &e);
+    if (rc == 0) rc = ul_resolve_mesh(&o, gpus, 1, &c, &e);
     if (rc == 0 && gpus <= 0) gpus = o.sp * o.dp_replicate * o.dp_shard;
-    if (rc == 0) rc = ul_check_mesh(o.sp, o.dp_replicate, o.dp_shard, o.seq_len, &c, (int)gpus, &e);
     if (rc == 0 && per_host < 0) rc = ul_err(&e, "--gpus-per-host %lld: must be >= 1", (long long)per_host);
     if (rc) return fail(&e);
     if (per_host == 0) per_host = gpus < 8 ? gpus : 8;
-    o.checkpoint = (int)checkpoint;
     PlanInput in;
     ul_plan_input(&o, &c, cuda ? 2 : 4, cuda, &in);
-    in.zero = (int)zero;
-    in.offload_optimizer = offload_opt;
     int64_t lim = (int64_t)(gpu_mem * PLAN_GIB), hlim = (int64_t)(o.host_mem * PLAN_GIB);
     in.dev_limit = lim; /* --tiled-mlp auto chooses its tile for it (0: no limit) */
     in.host_limit = hlim; /* --offload-layers auto fills it (no limit: all layers) */

@@ -116,7 +116,7 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     int64_t S = in->sp > 0 ? in->sp : 1, A = in->act_bytes, F = 4;
     int64_t H = c->num_heads, Hkv = c->num_kv_heads, d = c->head_dim, D = c->hidden_size;
     int64_t I = c->intermediate_size, V = c->vocab_size, L = c->num_layers;
-    int64_t T = ceil_div(in->seq_len, S) * S, t = T / S;
+    int64_t T = plan_padded_len(in->seq_len, S), t = T / S;
     /* heads per rank after the exchange (exchange_init) */
     int64_t Hq_l = H / S, Hkv_l = Hkv % S == 0 ? Hkv / S : 1, W_l = Hq_l + 2 * Hkv_l;
     int recompute = in->checkpoint;

@@ -131,6 +131,10 @@ void plan_top_items(const Plan *p, int k, char *buf, size_t n);
 
 #define PLAN_GIB (1024.0 * 1024.0 * 1024.0)
 
+/* The longest sample the model is built for: --seq-len rounded up to a multiple of sp
+ * (every sample is padded to one; docs/design.md §3). The one place this is computed. */
+static inline int64_t plan_padded_len(int64_t seq_len, int64_t sp) { return (seq_len + sp - 1) / sp * sp; }
+
 /* The checkpoint's streaming (run/checkpoint.h), charged by the plan. */
 /* Elements of host memory a save moves at a time (64 Mi floats, 256 MiB): model.safetensors
  * is written from chunks of `chunk` elements of the flat weights, and each rank's part from

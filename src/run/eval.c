@@ -1,6 +1,7 @@
 #include "run/eval.h"
 
 #include "formats/outputs.h"
+#include "memory/plan.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -169,7 +170,7 @@ int eval_command(const EvalOptions *o, UlError *e) {
     Mesh mesh;
     ul_mesh_init_mpi(&mesh, (int)sp, 1, world / (int)sp);
     if (k->on_device) ul_mesh_init_nccl(&mesh, k->compute_stream());
-    int64_t T_max = (o->seq_len + sp - 1) / sp * sp;
+    int64_t T_max = plan_padded_len(o->seq_len, sp);
     Model m;
     model_init(&m, &c, k, mesh.dev_sp, T_max, 0);
     m.no_exchange = o->no_exchange;

@@ -35,6 +35,44 @@ void train_options_default(TrainOptions *o) {
     o->mlp_tile = PLAN_MLP_AUTO;
 }
 
+int ul_derive_dp_shard(TrainOptions *o, int64_t world, int gpus_flag, UlError *e) {
+    if (o->dp_shard == 0) {
+        int64_t q = o->sp * o->dp_replicate;
+        o->dp_shard = gpus_flag && world <= 0 ? 1 : q > 0 && world % q == 0 ? world / q : -1;
+        if (o->dp_shard < 1)
+            return gpus_flag ? ul_err(e, "--gpus %lld: not divisible by --sp %lld x --dp-replicate %lld", (long long)world,
+                                      (long long)o->sp, (long long)o->dp_replicate)
+                             : ul_err(e, "mesh: %lld ranks (mpirun -np) are not divisible by --sp %lld x --dp-replicate %lld",
+                                      (long long)world, (long long)o->sp, (long long)o->dp_replicate);
+    }
+    return 0;
+}
+
+int ul_resolve_mesh(TrainOptions *o, int64_t world, int gpus_flag, const ModelConfig *c, UlError *e) {
+    if (ul_derive_dp_shard(o, world, gpus_flag, e)) return -1;
+    if (gpus_flag && world <= 0) world = o->sp * o->dp_replicate * o->dp_shard;
+    return ul_check_mesh(o->sp, o->dp_replicate, o->dp_shard, o->seq_len, c, (int)world, e);
+}
+
+int ul_check_memory_flags(const TrainOptions *o, UlError *e) {
+    if (o->checkpoint < 0 || o->checkpoint > 2)
+        return ul_err(e, "--checkpoint %d: expected 0, 1 or 2", o->checkpoint);
+    if (o->mlp_tile < 0 && o->mlp_tile != PLAN_MLP_AUTO)
+        return ul_err(e, "--tiled-mlp %lld: must be >= 0 (or auto)", (long long)o->mlp_tile);
+    if (o->offload_checkpoints && o->checkpoint < 1)
+        return ul_err(e, "--offload-checkpoints: needs --checkpoint 1 or 2 (the saved layer inputs are what goes to host)");
+    if ((o->offload_layers < -1 && o->offload_layers != PLAN_OFFLOAD_AUTO) ||
+        (o->offload_layers != -1 && !o->offload_checkpoints))
+        return ul_err(e, "--offload-layers: needs --offload-checkpoints");
+    if (!(o->gpu_mem >= 0)) return ul_err(e, "--gpu-mem: must be >= 0 GiB");
+    if (!(o->host_mem >= 0)) return ul_err(e, "--host-mem: must be >= 0 GiB");
+    if (!(o->reserve_gib >= 0)) return ul_err(e, "--reserve-gib: must be >= 0 GiB");
+    if (o->zero < 0 || o->zero > 3) return ul_err(e, "--zero %lld: expected 0, 1, 2 or 3", (long long)o->zero);
+    if (o->offload_optimizer && o->zero < 1)
+        return ul_err(e, "--offload-optimizer: needs --zero 1, 2 or 3 (the offloaded state is the rank's ZeRO slice)");
+    return 0;
+}
+
 void ul_plan_input(const TrainOptions *o, const ModelConfig *c, size_t act_bytes, int cuda, PlanInput *in) {
     plan_input_default(in);
     in->c = *c;

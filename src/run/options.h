@@ -76,6 +76,18 @@ typedef struct {
 
 void train_options_default(TrainOptions *o);
 
+/* The one option-resolution step of train, demo and plan (the CLI only parses):
+ * ul_resolve_mesh derives --dp-shard from the world (what is left of it after sp x
+ * dp-replicate) and checks the mesh against the job and the model (run/setup.h
+ * ul_check_mesh); world is the job's ranks, or with gpus_flag the value of plan's --gpus
+ * (<= 0: the mesh's own size, --dp-shard default 1). ul_check_memory_flags checks the
+ * memory flags train and plan share (--checkpoint, --offload-*, --zero, --tiled-mlp,
+ * --gpu-mem, --host-mem, --reserve-gib). One error naming the flag. */
+int ul_resolve_mesh(TrainOptions *o, int64_t world, int gpus_flag, const ModelConfig *c, UlError *e);
+/* Its first part alone (no model needed): --dp-shard from the world. */
+int ul_derive_dp_shard(TrainOptions *o, int64_t world, int gpus_flag, UlError *e);
+int ul_check_memory_flags(const TrainOptions *o, UlError *e);
+
 
 /* The memory plan of a training run (memory/plan.h) from its options. */
 void ul_plan_input(const TrainOptions *o, const ModelConfig *c, size_t act_bytes, int cuda, PlanInput *in);

@@ -24,8 +24,8 @@
 #include "optim/zero.h"
 
 /* Checks that need only flags and the config: identical outcome on every rank. */
-static int validate(const TrainOptions *o, const ModelConfig *c, int world, UlError *e) {
-    if (ul_check_mesh(o->sp, o->dp_replicate, o->dp_shard, o->seq_len, c, world, e)) return -1;
+static int validate(TrainOptions *o, const ModelConfig *c, int world, UlError *e) {
+    if (ul_resolve_mesh(o, world, 0, c, e) || ul_check_memory_flags(o, e)) return -1;
     int64_t dp = o->dp_replicate * o->dp_shard;
     if (o->batch < 1 || o->grad_accum < 1 || o->batch % (dp * o->grad_accum) != 0)
         return ul_err(e, "--batch %lld: must be a positive multiple of dp (%lld) x --grad-accum (%lld)%s",
@@ -33,19 +33,6 @@ static int validate(const TrainOptions *o, const ModelConfig *c, int world, UlEr
                       o->resume ? " (on --resume the batch must stay the checkpoint's: choose a mesh whose dp divides it)"
                                 : "");
     if (o->steps < 0) return ul_err(e, "--steps %lld: must be >= 0", (long long)o->steps);
-    if (o->mlp_tile < 0 && o->mlp_tile != PLAN_MLP_AUTO)
-        return ul_err(e, "--tiled-mlp %lld: must be >= 0 (or auto)", (long long)o->mlp_tile);
-    if (o->offload_checkpoints && o->checkpoint < 1)
-        return ul_err(e, "--offload-checkpoints: needs --checkpoint 1 or 2 (the saved layer inputs are what goes to host)");
-    if ((o->offload_layers < -1 && o->offload_layers != PLAN_OFFLOAD_AUTO) ||
-        (o->offload_layers != -1 && !o->offload_checkpoints))
-        return ul_err(e, "--offload-layers: needs --offload-checkpoints");
-    if (!(o->gpu_mem >= 0)) return ul_err(e, "--gpu-mem: must be >= 0 GiB");
-    if (!(o->host_mem >= 0)) return ul_err(e, "--host-mem: must be >= 0 GiB");
-    if (!(o->reserve_gib >= 0)) return ul_err(e, "--reserve-gib: must be >= 0 GiB");
-    if (o->zero < 0 || o->zero > 3) return ul_err(e, "--zero %lld: expected 0, 1, 2 or 3", (long long)o->zero);
-    if (o->offload_optimizer && o->zero < 1)
-        return ul_err(e, "--offload-optimizer: needs --zero 1, 2 or 3 (the offloaded state is the rank's ZeRO slice)");
     if (o->no_exchange && o->checkpoint == 2)
         return ul_err(e, "--debug-no-exchange: not supported with --checkpoint 2 (use 0 or 1)");
     if (!(o->lr >= 0)) return ul_err(e, "--lr: must be >= 0");
@@ -417,14 +404,8 @@ static int run_resolve(TrainRun *r, const TrainOptions *o_in, UlError *e) {
     TrainOptions *o = &r->opt;
     MPI_Comm_size(MPI_COMM_WORLD, &r->world);
     MPI_Comm_rank(MPI_COMM_WORLD, &r->rank);
-    if (o->dp_shard == 0) {
-        int64_t q = o->sp * o->dp_replicate;
-        o->dp_shard = q > 0 && r->world % q == 0 ? r->world / q : -1;
-        if (o->dp_shard < 1)
-            return ul_agree(ul_err(e, "mesh: %d ranks (mpirun -np) are not divisible by --sp %lld x --dp-replicate %lld",
-                                   r->world, (long long)o->sp, (long long)o->dp_replicate),
-                            e);
-    }
+    if (ul_agree(ul_derive_dp_shard(o, r->world, 0, e), e))
+        return -1; /* the mesh first: a world it does not divide is refused before any file is read */
     if (o->resume && ckpt_resolve(o->resume, r->resume, sizeof r->resume, e)) return -1;
     int rc = r->resume[0] && !o->model && !o->init && !o->config /* the checkpoint's own config.json */
                  ? ul_load_model_config(NULL, r->resume, NULL, &r->c, e)
@@ -476,7 +457,7 @@ static int run_build(TrainRun *r, UlError *e) {
     ul_mesh_init_mpi(&r->mesh, (int)o->sp, (int)o->dp_replicate, (int)o->dp_shard);
     if (r->on_gpu) ul_mesh_init_nccl(&r->mesh, r->k->compute_stream());
     r->have_mesh = 1;
-    int64_t T_max = (o->seq_len + o->sp - 1) / o->sp * o->sp;
+    int64_t T_max = plan_padded_len(o->seq_len, o->sp);
     ModelMemOpts mo = {o->checkpoint, r->plan.mlp_tile, r->plan.offload_items,
                        o->zero == 3}; /* the plan's tile and offload (auto resolved) */
     model_init_opts(&r->m, &r->c, r->k, r->mesh.dev_sp, T_max, &mo);
