@@ -6,6 +6,7 @@
 
 #include "cli/flags.h"
 #include "core/term.h"
+#include "comm/comm.h"
 #include "core/threads.h"
 #include "formats/tokens.h"
 #include "run/eval.h"
@@ -449,7 +450,9 @@ int main(int argc, char **argv) {
         if (g_rank == 0) version();
         return finish(0);
     }
-    ul_threads_setup();
+    int node_rank = 0, on_node = 1;
+    ul_node_rank(&node_rank, &on_node); /* the host's cores are shared by the ranks on it */
+    ul_threads_setup(node_rank, on_node);
     const char *name = argc >= 2 ? argv[1] : NULL;
     int is_help = name && (strcmp(name, "help") == 0 || strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0);
     if (!name || (is_help && argc < 3)) {

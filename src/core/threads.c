@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "comm/comm.h"
 
 /* CPUs this process may run on (its affinity mask, e.g. set by mpirun's binding); 0 if unknown */
 static int affinity_cpus(void) {
@@ -18,9 +17,7 @@ static int affinity_cpus(void) {
     return CPU_COUNT(&set);
 }
 
-int ul_threads_setup(void) {
-    int node_rank = 0, local = 1;
-    ul_node_rank(&node_rank, &local);
+int ul_threads_setup(int node_rank, int local) {
     int n;
     const char *env = getenv("OMP_NUM_THREADS");
     if (env && atoi(env) > 0) {

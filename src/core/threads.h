@@ -5,7 +5,8 @@
 #ifndef UL_THREADS_H
 #define UL_THREADS_H
 
-/* Collective over MPI_COMM_WORLD. Returns the thread count chosen for this rank. */
-int ul_threads_setup(void);
+/* node_rank, ranks_on_node: this rank on its host (comm/comm.h ul_node_rank). Returns the
+ * thread count chosen for this rank. */
+int ul_threads_setup(int node_rank, int ranks_on_node);
 
 #endif
