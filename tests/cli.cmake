@@ -1,6 +1,6 @@
 # End-to-end through the CLI (issues 2 and 3).
 set(UL_CLI_ENV "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMPI_MCA_rmaps_base_oversubscribe=1;MPIRUN=${MPIEXEC_EXECUTABLE} --oversubscribe")
-foreach(case overfit badinput mesh plan)
+foreach(case overfit badinput mesh plan evaldata)
   add_test(NAME cli_${case} COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/cli_test.sh $<TARGET_FILE:ulysses> ${case})
   set_tests_properties(cli_${case} PROPERTIES ENVIRONMENT "${UL_CLI_ENV}")
 endforeach()

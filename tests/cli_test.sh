@@ -8,6 +8,9 @@
 #             --offload-checkpoints gives the same 10 steps as without; --tiled-mlp auto under a
 #             --gpu-mem the untiled plan does not fit picks a tile, fits, and trains the same 10
 #             losses as the untiled run (rel 1e-5), where --tiled-mlp off is refused
+#   evaldata  --eval-data during training: eval_loss and eval_tokens at each evaluation equal
+#             `ulysses eval --data` on the checkpoint of that step (1 process), and the same
+#             evaluations on sp = 2 and dp = 2 meshes (rel 1e-5); every sample once
 set -u
 HERE=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")") # before any cd
 BIN=$(readlink -f "$1")
@@ -236,6 +239,46 @@ plan)
           awk '{ d = $1 - $2; if (d < 0) d = -d; r = d / ($1 < 0 ? -$1 : $1); if (r > w) w = r; n++ } END { printf "%.3g %d", w, n }')
   echo "plan: 10 losses untiled vs --tiled-mlp auto ($tile rows): max rel diff ${worst% *}"
   check $(awk -v w="$worst" 'BEGIN { split(w, a, " "); exit !(a[2] == 10 && a[1] <= 1e-5) }'; echo $?) "auto tile changes the losses: $worst"
+  ;;
+evaldata)
+  corpus 60
+  mv data.tok train.tok
+  awk 'BEGIN { srand(11); for (d = 0; d < 9; d++) { len = 20 + int(rand() * 150); s = "";
+      for (i = 0; i < len; i++) s = s sprintf("%c", 97 + int(rand() * 26)); print s; print "" } }' > val.txt
+  "$BIN" tokenize --bytes val.txt --split-blank-lines -o val.tok > /dev/null
+  tiny_config 2
+  E="--model tiny.json --data train.tok --eval-data val.tok --seq-len 96 --batch 4 --steps 6 --lr 3e-3 --seed 5 --quiet"
+  OMP_NUM_THREADS=1 "$BIN" train $E --eval-every 3 --save-every 3 --ckpt-dir ck --metrics m1.jsonl 2> e.txt
+  check $? "train --eval-data failed: $(cat e.txt)"
+  check $([ "$(grep -c eval_loss m1.jsonl)" = 2 ] && [ "$(sed -n 3p m1.jsonl | grep -c '"eval_tokens"')" = 1 ] &&
+    [ "$(sed -n 6p m1.jsonl | grep -c '"eval_loss"')" = 1 ]; echo $?) "eval_loss not at steps 3 and 6: $(cat m1.jsonl)"
+  for st in 3 6; do
+    OMP_NUM_THREADS=1 "$BIN" eval --model "ck/$(printf 'step-%08d' $st)" --data val.tok --seq-len 96 --samples 1000       --out r$st.jsonl > o.txt 2> e.txt
+    check $? "eval of the step-$st checkpoint failed: $(cat e.txt)"
+    a=$(sed -n ${st}p m1.jsonl | sed -e 's/.*"eval_loss": \([-0-9.e+]*\).*/\1/')
+    b=$(sed -e 's/.*"eval_loss": \([-0-9.e+]*\).*/\1/' r$st.jsonl)
+    na=$(sed -n ${st}p m1.jsonl | sed -e 's/.*"eval_tokens": \([0-9]*\).*/\1/')
+    nb=$(sed -e 's/.*"answers": \([0-9]*\).*/\1/' r$st.jsonl)
+    echo "evaldata: step $st: training's eval_loss $a over $na tokens, eval's $b over $nb"
+    check $(awk -v a="$a" -v b="$b" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a > 0 && d <= 1e-6 * a) }'; echo $?) \
+      "step $st: eval_loss $a during training, $b from ulysses eval"
+    check $([ -n "$na" ] && [ "$na" = "$nb" ]; echo $?) "step $st: eval_tokens $na, eval answers $nb"
+  done
+  # every label of the held-out data once: tokens - pieces (a document longer than --seq-len is
+  # cut into pieces of 96; the last token of each piece has no label)
+  want=$(awk 'BEGIN { RS = ""; n = 0; d = 0 } { n += length($0); d += int((length($0) + 95) / 96) } END { print n - d }' val.txt)
+  check $([ "$(sed -n 3p m1.jsonl | sed -e 's/.*"eval_tokens": \([0-9]*\).*/\1/')" = "$want" ]; echo $?) \
+    "eval_tokens is not every labelled token of val.tok ($want)"
+  for mesh in "2 --sp 2" "2 --dp-shard 2"; do
+    OMP_NUM_THREADS=1 $MPIRUN -np ${mesh%% *} "$BIN" train $E ${mesh#* } --eval-every 3 --metrics m2.jsonl 2> e.txt
+    check $? "np ${mesh}: train --eval-data failed: $(cat e.txt)"
+    worst=$(paste -d' ' <(grep eval_loss m1.jsonl | sed -e 's/.*"eval_loss": \([-0-9.e+]*\).*/\1/') \
+                        <(grep eval_loss m2.jsonl | sed -e 's/.*"eval_loss": \([-0-9.e+]*\).*/\1/') |
+            awk '{ d = $1 - $2; if (d < 0) d = -d; r = d / $1; if (r > w) w = r; n++ } END { printf "%.3g %d", w, n }')
+    echo "evaldata: ${mesh#* }: eval_loss vs one process: max rel diff ${worst% *} over ${worst#* } evaluations"
+    check $(awk -v w="$worst" 'BEGIN { split(w, a, " "); exit !(a[2] == 2 && a[1] <= 1e-5) }'; echo $?) \
+      "${mesh#* }: eval_loss differs from one process: $worst"
+  done
   ;;
 *) echo "unknown case $CASE"; exit 2 ;;
 esac

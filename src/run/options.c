@@ -31,7 +31,7 @@ void train_options_default(TrainOptions *o) {
     o->save_dtype = "f32";
     o->log_every = 1;
     o->offload_layers = -1;
-    o->eval_samples = 16;
+    o->eval_samples = 0; /* kv: 16; --eval-data: all of it */
     o->mlp_tile = PLAN_MLP_AUTO;
 }
 
@@ -89,7 +89,7 @@ void ul_plan_input(const TrainOptions *o, const ModelConfig *c, size_t act_bytes
     in->zero = (int)o->zero;
     in->offload_optimizer = o->offload_optimizer;
     in->offload_chunk = o->offload_chunk;
-    in->eval = o->task && o->eval_every > 0;
+    in->eval = (o->task || o->eval_data) && o->eval_every > 0;
     in->save_state = o->save_every > 0 || o->resume;
     in->resume = o->resume != NULL;
     in->save_out = o->out != NULL;

@@ -66,8 +66,10 @@ typedef struct {
     int profile;           /* metrics get the step's attention, loss-head and optimizer times */
     /* synthetic task instead of --data (the demo): "kv" */
     const char *task;
-    /* evaluation during training: answer accuracy on held-out samples */
-    int64_t eval_every, eval_samples;
+    /* evaluation during training (forward only, on the training mesh): the kv task's answer
+     * accuracy on held-out samples, or the loss on --eval-data's token shards */
+    const char *eval_data; /* glob of held-out token shards (with --data) */
+    int64_t eval_every, eval_samples; /* eval_samples 0: kv 16, --eval-data every sample */
     const char *eval_out;  /* JSONL of every evaluation (buckets included) */
     /* debug */
     int no_exchange;       /* attend only within the local shard (control experiment) */

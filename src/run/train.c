@@ -33,6 +33,9 @@ static int validate(TrainOptions *o, const ModelConfig *c, int world, UlError *e
                       o->resume ? " (on --resume the batch must stay the checkpoint's: choose a mesh whose dp divides it)"
                                 : "");
     if (o->steps < 0) return ul_err(e, "--steps %lld: must be >= 0", (long long)o->steps);
+    if (o->eval_data && o->task) return ul_err(e, "--eval-data: for --data runs (the kv task draws its own held-out samples)");
+    if (o->eval_data && o->eval_every < 1) return ul_err(e, "--eval-data: needs --eval-every N (evaluate every N steps)");
+    if (o->eval_samples < 0) return ul_err(e, "--eval-samples %lld: must be >= 1", (long long)o->eval_samples);
     if (o->no_exchange && o->checkpoint == 2)
         return ul_err(e, "--debug-no-exchange: not supported with --checkpoint 2 (use 0 or 1)");
     if (!(o->lr >= 0)) return ul_err(e, "--lr: must be >= 0");
@@ -243,16 +246,17 @@ static int train_outputs(const TrainOptions *o, UlOutput out[5]) {
     if (o->save_every > 0) out[n++] = (UlOutput){"--ckpt-dir", o->ckpt_dir, UL_OUT_DIR, NULL};
     out[n++] = (UlOutput){"--metrics", o->metrics, UL_OUT_FILE, NULL};
     out[n++] = (UlOutput){"--plot", o->plot, UL_OUT_FILE, NULL};
-    if (o->task) out[n++] = (UlOutput){"--eval-out", o->eval_out, UL_OUT_FILE, NULL};
+    if (o->task || o->eval_data) out[n++] = (UlOutput){"--eval-out", o->eval_out, UL_OUT_FILE, NULL};
     return n;
 }
 
 static int check_outputs(const TrainOptions *o, const char *resume, UlError *e) {
     UlOutput out[5];
     int n = train_outputs(o, out);
-    UlInput in[4] = {{"--model", o->model, UL_IN_MODEL_DIR}, {"--init", o->init, UL_IN_MODEL_DIR},
-                     {"--data", o->data, UL_IN_GLOB}, {"--resume", resume[0] ? resume : NULL, UL_IN_MODEL_DIR}};
-    return ul_outputs_check(out, n, in, 4, e);
+    UlInput in[5] = {{"--model", o->model, UL_IN_MODEL_DIR}, {"--init", o->init, UL_IN_MODEL_DIR},
+                     {"--data", o->data, UL_IN_GLOB}, {"--resume", resume[0] ? resume : NULL, UL_IN_MODEL_DIR},
+                     {"--eval-data", o->eval_data, UL_IN_GLOB}};
+    return ul_outputs_check(out, n, in, 5, e);
 }
 
 /* SIGTERM / SIGINT (preemption, Ctrl-C): the handler only records the signal; the ranks
@@ -313,12 +317,13 @@ static double lr_at(const TrainOptions *o, int64_t step) {
 /* A live line on a terminal (bar, step, loss, answer accuracy, tok/s, ETA); plain lines
  * otherwise (--progress chooses). */
 static void progress(const TrainOptions *o, int tty, int64_t first, int64_t end, int64_t step, double loss, double gn,
-                     double lr, double tok_s, double elapsed, double acc) {
+                     double lr, double tok_s, double elapsed, double acc, double eval_loss) {
     if (o->quiet) return;
     int64_t done = step + 1; /* first: the step this run started at (resume) */
     double eta = done > first ? elapsed / (double)(done - first) * (double)(end - done) : 0;
     char accs[32] = "";
     if (acc >= 0) snprintf(accs, sizeof accs, "  acc %.1f%%", 100 * acc);
+    else if (eval_loss >= 0) snprintf(accs, sizeof accs, "  eval_loss %.4f", eval_loss);
     if (tty) {
         char bar[21];
         int fill = (int)(20 * done / (o->steps > 0 ? o->steps : 1));
@@ -336,20 +341,22 @@ static void progress(const TrainOptions *o, int tty, int64_t first, int64_t end,
 
 /* Loss and answer-accuracy history (for the plot), refilled from the metrics on resume. */
 typedef struct {
-    double *step, *loss, *estep, *acc;
+    double *step, *loss, *estep, *acc, *eloss; /* eloss: --eval-data's loss at estep */
     int64_t n_eval, n_known, cap;
 } TrainHist;
 
 static void hist_line(void *user, int64_t step, const char *line) {
     TrainHist *h = user;
     const char *l = strstr(line, "\"loss\": "), *a = strstr(line, "\"answer_acc\": ");
+    const char *el = strstr(line, "\"eval_loss\": ");
     if (step < 1 || step > h->cap || !l) return;
     h->step[step - 1] = (double)step;
     h->loss[step - 1] = strtod(l + 8, NULL);
     h->n_known++;
-    if (a && h->n_eval < h->cap) {
+    if ((a || el) && h->n_eval < h->cap) {
         h->estep[h->n_eval] = (double)step;
-        h->acc[h->n_eval++] = strtod(a + 14, NULL);
+        h->acc[h->n_eval] = a ? strtod(a + 14, NULL) : -1;
+        h->eloss[h->n_eval++] = el ? strtod(el + 13, NULL) : -1;
     }
 }
 
@@ -367,6 +374,8 @@ typedef struct {
     ModelConfig c;
     /* data */
     DataLoader dl;          /* token shards (not with --task) */
+    DataLoader dl_eval;     /* --eval-data's held-out shards */
+    int64_t eval_n;         /* samples per evaluation */
     KvTask kv, kv_eval;     /* the kv task's training and held-out samples */
     SampleSource source, eval_source;
     /* backend, plan, mesh, model, optimizer */
@@ -392,7 +401,7 @@ typedef struct {
     PhaseTimer t_opt;       /* --profile: the optimizer step's device time */
     int have_timer;
     int tty;                /* the live bar, or plain lines */
-    double t_start, train_time, last_acc;
+    double t_start, train_time, last_acc, last_eval_loss;
     int stopped;            /* the signal the ranks agreed to stop on */
 } TrainRun;
 
@@ -440,6 +449,15 @@ static int run_data(TrainRun *r, UlError *e) {
     r->kv_eval.seed = r->kv.seed ^ 0x5eed5eed5eedULL; /* held-out samples */
     r->source = (SampleSource){o->task ? NULL : &r->dl, o->task ? &r->kv : NULL, o->sp, o->fixed_len};
     r->eval_source = (SampleSource){NULL, &r->kv_eval, o->sp, 0};
+    r->eval_n = o->eval_samples > 0 ? o->eval_samples : 16;
+    if (o->eval_data) { /* packed as the training data, in file order; every sample once per evaluation */
+        rc = ul_open_data(o->eval_data, o->seq_len, !o->doc_per_sample, 0, 0, &r->c, &r->dl_eval, e);
+        if (rc == 0 && data_epoch_samples(&r->dl_eval) < 1) rc = ul_err(e, "--eval-data %s: no samples", o->eval_data);
+        if (ul_agree(rc, e)) return -1;
+        int64_t all = data_epoch_samples(&r->dl_eval);
+        r->eval_n = o->eval_samples > 0 && o->eval_samples < all ? o->eval_samples : all;
+        r->eval_source = (SampleSource){&r->dl_eval, NULL, o->sp, o->fixed_len};
+    }
     return 0;
 }
 
@@ -532,13 +550,13 @@ static int run_outputs(TrainRun *r, UlError *e) {
     TrainHist *h = &r->hist;
     size_t n = (size_t)o->steps + 1;
     *h = (TrainHist){ul_calloc(n, sizeof(double)), ul_calloc(n, sizeof(double)), ul_calloc(n, sizeof(double)),
-                     ul_calloc(n, sizeof(double)), 0, 0, o->steps};
+                     ul_calloc(n, sizeof(double)), ul_calloc(n, sizeof(double)), 0, 0, o->steps};
     if (r->rank == 0 && o->metrics) {
         if (r->resume[0]) rc = ckpt_jsonl_truncate(o->metrics, r->first, hist_line, h, e);
         r->mf = rc == 0 ? fopen(o->metrics, r->resume[0] ? "a" : "w") : NULL;
         if (rc == 0 && !r->mf) rc = ul_err(e, "--metrics %s: cannot open for writing", o->metrics);
     }
-    if (rc == 0 && r->rank == 0 && o->task && o->eval_out) {
+    if (rc == 0 && r->rank == 0 && (o->task || o->eval_data) && o->eval_out) {
         if (r->resume[0]) rc = ckpt_jsonl_truncate(o->eval_out, r->first, NULL, NULL, e);
         if (rc == 0) r->ef = fopen(o->eval_out, r->resume[0] ? "a" : "w");
     }
@@ -622,9 +640,11 @@ static void write_metrics(TrainRun *r, int64_t step, const StepStats *s) {
             "\"valid_tokens\": %.0f, \"tok_per_s\": %.2f, \"step_s\": %.6f, \"a2a_s\": %.6f, \"elapsed_s\": %.3f",
             (long long)(step + 1), jnum(b1, sizeof b1, "%.8g", s->loss), jnum(b2, sizeof b2, "%.8g", s->gn), s->lr,
             s->tokens, s->valid, tok_s, s->dt, s->a2a_s, ul_now() - r->t_start);
-    if (s->do_eval)
+    if (s->do_eval && o->task)
         fprintf(mf, ", \"eval_loss\": %s, \"answer_acc\": %s", jnum(b3, sizeof b3, "%.6g", s->ev.loss),
                 jnum(b4, sizeof b4, "%.6g", s->ev.acc));
+    else if (s->do_eval) /* token-weighted over the whole evaluation, as the training loss */
+        fprintf(mf, ", \"eval_loss\": %s, \"eval_tokens\": %.0f", jnum(b3, sizeof b3, "%.8g", s->ev.loss), s->ev.n);
     if (r->on_gpu) fprintf(mf, ", \"gpu_mem_gib\": %.3f", r->k->device_mem_used_gib());
     UlMemStats ms;
     r->k->mem_stats(&ms);
@@ -692,12 +712,15 @@ static void run_step(TrainRun *r, int64_t step, StepStats *s) {
     s->valid = n_global;
     r->train_time += s->dt;
     const int bad = !isfinite(s->loss) || !isfinite(s->gn);
-    s->do_eval = !bad && o->task && o->eval_every > 0 && ((step + 1) % o->eval_every == 0 || step + 1 == o->steps);
-    if (s->do_eval) {
-        eval_run(m, mesh, &r->eval_source, o->seq_len, 0, o->eval_samples, &s->ev);
-        r->last_acc = s->ev.acc;
+    s->do_eval = !bad && (o->task || o->eval_data) && o->eval_every > 0 &&
+                 ((step + 1) % o->eval_every == 0 || step + 1 == o->steps);
+    if (s->do_eval) { /* forward only, on the training mesh (sp included) */
+        eval_run(m, mesh, &r->eval_source, plan_padded_len(o->seq_len, o->sp), 0, r->eval_n, &s->ev);
+        if (o->task) r->last_acc = s->ev.acc;
+        else r->last_eval_loss = s->ev.loss;
         r->hist.estep[r->hist.n_eval] = (double)(step + 1);
-        r->hist.acc[r->hist.n_eval++] = s->ev.acc;
+        r->hist.acc[r->hist.n_eval] = o->task ? s->ev.acc : -1;
+        r->hist.eloss[r->hist.n_eval++] = o->task ? -1 : s->ev.loss;
     }
     r->hist.step[step] = (double)(step + 1);
     r->hist.loss[step] = s->loss;
@@ -753,6 +776,7 @@ static int run_loop(TrainRun *r, UlError *e) {
     r->tty = o->progress == UL_PROGRESS_BAR || (o->progress == UL_PROGRESS_AUTO && ul_stderr_is_terminal());
     r->t_start = ul_now();
     r->last_acc = -1;
+    r->last_eval_loss = -1;
     phase_init(&r->t_opt, r->k, o->profile);
     r->have_timer = 1;
     model_set_timing(&r->m, o->profile);
@@ -767,7 +791,7 @@ static int run_loop(TrainRun *r, UlError *e) {
             if (s.do_eval && r->ef) eval_write_json(r->ef, &s.ev, step + 1);
             if (!bad)
                 progress(o, r->tty, r->first, r->end, step, s.loss, s.gn, s.lr, s.dt > 0 ? s.tokens / s.dt : 0,
-                         r->train_time, r->last_acc);
+                         r->train_time, r->last_acc, r->last_eval_loss);
         }
         if (bad) { /* every rank: loss and norm are global */
             rc = nonfinite_error(r, step, &s, e);
@@ -796,11 +820,12 @@ static int run_finish(TrainRun *r, UlError *e) {
     }
     if (rc == 0 && r->rank == 0 && o->plot) {
         const TrainHist *h = &r->hist;
-        PlotLine ll = {"train loss", h->step + r->plot_first, h->loss + r->plot_first, r->end - r->plot_first};
+        PlotLine ll[2] = {{"train loss", h->step + r->plot_first, h->loss + r->plot_first, r->end - r->plot_first},
+                          {"held-out loss (--eval-data)", h->estep, h->eloss, h->n_eval}};
         PlotLine al = {"answer accuracy (held out)", h->estep, h->acc, h->n_eval};
-        PlotPanel panels[2] = {{"training loss", "step", "loss", 1, 0, 0, &ll, 1},
+        PlotPanel panels[2] = {{"training loss", "step", "loss", 1, 0, 0, ll, o->eval_data && h->n_eval > 0 ? 2 : 1},
                                {"answer accuracy", "step", "accuracy", 0, 0, 1, &al, 1}};
-        rc = plot_png(o->plot, panels, h->n_eval > 0 ? 2 : 1, e);
+        rc = plot_png(o->plot, panels, o->task && h->n_eval > 0 ? 2 : 1, e);
         if (rc == 0 && !o->quiet) fprintf(stderr, "ulysses: plot written to %s\n", o->plot);
     }
     return ul_agree(rc, e);
@@ -814,6 +839,7 @@ static void run_teardown(TrainRun *r) {
     free(r->hist.loss);
     free(r->hist.estep);
     free(r->hist.acc);
+    free(r->hist.eloss);
     for (int64_t i = 0; r->smp && i < r->per_rank; i++) sample_free(&r->smp[i]);
     free(r->smp);
     if (r->have_timer) phase_free(&r->t_opt);
@@ -821,6 +847,7 @@ static void run_teardown(TrainRun *r) {
     if (r->have_model) model_free(&r->m);
     if (r->have_mesh) ul_mesh_free(&r->mesh);
     data_close(&r->dl);
+    data_close(&r->dl_eval);
 }
 
 int train_run(const TrainOptions *o, UlError *e) {
