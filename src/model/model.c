@@ -394,6 +394,7 @@ static void layer_fwd(Model *m, const StepCtx *sc, int64_t l, const void *x, voi
     k->matmul(0, 1, t, Hd, D, 1.f, a->xn1, D, w->wq, D, 0.f, qk, qks, 0);                            /* q = xn1 wq^T */
     k->matmul(0, 1, t, Hkv * d, D, 1.f, a->xn1, D, w->wk, D, 0.f, AO(qk, Hd), qks, 0);               /* k */
     k->matmul(0, 1, t, Hkv * d, D, 1.f, a->xn1, D, w->wv, D, 0.f, AO(a->qkv, Hd + Hkv * d), rs, 0);  /* v */
+    UL_ASSERT(!fam->qkv_bias || (w->bk == AO(w->bq, Hd) && w->bv == AO(w->bk, Hkv * d)), "q/k/v biases not adjacent");
     if (fam->qkv_bias) { /* bq, bk adjacent (core/params.h) */
         k->bias_add(qk, qks, w->bq, t, (H + Hkv) * d);
         k->bias_add(AO(a->qkv, Hd + Hkv * d), rs, w->bv, t, Hkv * d);
@@ -463,6 +464,8 @@ static void layer_bwd(Model *m, const StepCtx *sc, int64_t l, const void *x, Lay
         k->headnorm_bwd(AO(m->dqkv, Hd), rs, gw->kn, AO(m->dqkv, Hd), rs, AO(a->qkn, Hd), qks, w->kn,
                         a->rstdq + t * H, t, Hkv, d);
     }
+    UL_ASSERT(!fam->qkv_bias || (gw->bk == (float *)gw->bq + Hd && gw->bv == (float *)gw->bk + Hkv * d),
+              "q/k/v bias gradients not adjacent");
     if (fam->qkv_bias) k->bias_bwd(gw->bq, m->dqkv, rs, t, rs); /* dbq, dbk, dbv (adjacent) += column sums */
     const void *dq = m->dqkv, *dk = AO(m->dqkv, Hd), *dv = AO(m->dqkv, Hd + Hkv * d);
     k->matmul(0, 0, t, D, Hd, 1.f, dq, rs, w->wq, D, 0.f, dxn, D, 0); /* dxn1 = dq wq + dk wk + dv wv */
