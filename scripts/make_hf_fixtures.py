@@ -75,7 +75,7 @@ Checks printed by the script (they do not change the files; 1 and 2 abort on fai
 
 Deterministic (fixed seeds, one thread) and idempotent: each fixture is written into a
 temporary directory next to the target, which then replaces the target by rename.
-Works with transformers 4.43+ (llama3 rope) and 5.x; only public, stable APIs are used.
+Works with transformers 4.43+ (llama3 rope; Qwen3 needs 4.51+) and 5.x; only public, stable APIs are used.
 """
 
 import argparse
