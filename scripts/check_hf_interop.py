@@ -15,10 +15,16 @@ Run by hand with that Python, for example from a virtual environment:
 A missing module, or a model or data that ulysses refuses (its message is printed), ends
 the script with one line saying so and exit status 2; a loss that differs, with FAIL and 1.
 
-Self-contained mode (no --model): makes a small byte-level corpus, then trains
-tests/fixtures/hf_tiny for a few steps under `mpirun -np 2 ulysses train --sp 2` with
-RoPE overrides (--rope-theta, --rope-scaling llama3:..., --max-position-embeddings)
-and --save-every, and checks the checkpoint it wrote.
+Self-contained mode (no --model): writes a token shard of random documents, then trains
+a fixture (--fixture, default tests/fixtures/hf_tiny; qwen2_tiny, qwen3_tiny and
+mistral_tiny check the other families) from its weights (--init) for a few steps under
+`mpirun -np 2 ulysses train --sp 2` with RoPE overrides (--rope-theta, --rope-scaling
+llama3:..., --max-position-embeddings) and --save-every, and checks the checkpoint it
+wrote, and the --out directory of the same run.
+
+The model is loaded with the class its config.json names in "architectures"
+(LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM or MistralForCausalLM), which must
+report no missing, unexpected or mismatched weights.
 
 What `ulysses eval --data SHARD --seq-len N --samples K` computes (src/run/eval.c with
 the data loader of src/data/data.c, packing on, shuffling off) and this script
@@ -49,7 +55,7 @@ import tempfile
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-np = torch = F = LlamaForCausalLM = None  # imported by need_modules()
+np = torch = F = transformers = None  # imported by need_modules()
 
 
 def fail(msg):
@@ -59,12 +65,12 @@ def fail(msg):
 
 
 def need_modules():
-    global np, torch, F, LlamaForCausalLM
+    global np, torch, F, transformers
     try:
         import numpy as np
         import torch
         import torch.nn.functional as F
-        from transformers import LlamaForCausalLM
+        import transformers
     except ImportError as e:
         fail(f"this Python ({sys.executable}) lacks {e.name or e}: run the script with a Python that has torch, "
              f"transformers and numpy (see the top of {os.path.relpath(__file__)})")
@@ -137,8 +143,13 @@ def per_document_logits(model, pieces):
 
 
 def hf_loss(model_dir, shard_paths, seq_len, n_samples, dtype):
-    model, info = LlamaForCausalLM.from_pretrained(model_dir, attn_implementation="sdpa", output_loading_info=True)
+    with open(os.path.join(model_dir, "config.json")) as f:
+        arch = json.load(f)["architectures"][0]
+    cls = getattr(transformers, arch)  # the family's own class
+    model, info = cls.from_pretrained(model_dir, attn_implementation="sdpa", output_loading_info=True)
     model = model.to(dtype).eval()
+    if type(model) is not cls:
+        fail(f"{model_dir}: loaded as {type(model).__name__}, not {arch}")
     bad = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     if bad:
         fail(f"{model_dir}: transformers reports {bad}")
@@ -161,7 +172,6 @@ def hf_loss(model_dir, shard_paths, seq_len, n_samples, dtype):
 
 
 def run(cmd, **kw):
-    """Runs a ulysses command; when it refuses (its message is on stderr above), one line and exit 2."""
     print("+ " + " ".join(cmd), flush=True)
     r = subprocess.run(cmd, **kw)
     if r.returncode != 0:
@@ -178,34 +188,78 @@ def mpi_env():
     return env
 
 
+def write_shard(path, docs, vocab):
+    """A ulysses token shard (docs/formats.md) holding docs (lists of ints < vocab)."""
+    offs = [0]
+    for d in docs:
+        offs.append(offs[-1] + len(d))
+    with open(path, "wb") as f:
+        f.write(MAGIC + struct.pack("<IIQQ", 1, vocab, len(docs), offs[-1]))
+        f.write(np.asarray(offs, dtype="<u8").tobytes())
+        f.write(np.concatenate([np.asarray(d, dtype="<u4") for d in docs]).tobytes())
+
+
 def self_contained(args, work):
-    """Trains hf_tiny a few steps with RoPE overrides; returns (checkpoint dir, shard)."""
+    """Trains the fixture a few steps with RoPE overrides; returns ([checkpoint dir, --out dir], shard)."""
+    fixture = os.path.join(ROOT, "tests", "fixtures", args.fixture)
+    with open(os.path.join(fixture, "config.json")) as f:
+        vocab = json.load(f)["vocab_size"]
     rng = np.random.default_rng(3)
-    text = "\n\n".join(
-        "".join(chr(97 + int(c)) for c in rng.integers(0, 26, size=int(rng.integers(10, 150)))) for _ in range(120)
-    )
-    with open(os.path.join(work, "corpus.txt"), "w") as f:
-        f.write(text + "\n")
+    docs = [rng.integers(1, vocab, size=int(rng.integers(10, 150))).tolist() for _ in range(120)]
     shard = os.path.join(work, "data.tok")
-    run([args.bin, "tokenize", "--bytes", os.path.join(work, "corpus.txt"), "--split-blank-lines", "-o", shard])
-    ck = os.path.join(work, "ck")
+    write_shard(shard, docs, vocab)
+    ck, out = os.path.join(work, "ck"), os.path.join(work, "out")
     mpirun = args.mpirun.split() + ["-np", "2"]
     run(
         mpirun
-        + [args.bin, "train", "--init", os.path.join(ROOT, "tests", "fixtures", "hf_tiny"), "--data", shard,
+        + [args.bin, "train", "--init", fixture, "--data", shard,
            "--seq-len", str(args.seq_len), "--sp", "2", "--batch", "2", "--steps", "8", "--lr", "3e-3",
            "--seed", "4", "--rope-theta", "500000",
            "--rope-scaling", "llama3:factor=16,low_freq_factor=1,high_freq_factor=4,original_max_position_embeddings=64",
-           "--max-position-embeddings", "4096", "--save-every", "4", "--ckpt-dir", ck, "--quiet"],
+           "--max-position-embeddings", "4096", "--save-every", "4", "--ckpt-dir", ck, "--out", out, "--quiet"],
         env=mpi_env(),
     )
-    return os.path.join(ck, "step-00000008"), shard
+    return [os.path.join(ck, "step-00000008"), out], shard
+
+
+def check_dir(args, work, model_dir, data):
+    """ulysses eval and transformers on model_dir: True when the losses agree."""
+    out = os.path.join(work, "eval.json")
+    run(
+        args.mpirun.split()
+        + ["-np", str(args.np), args.bin, "eval", "--model", model_dir, "--data", data, "--seq-len",
+           str(args.seq_len), "--samples", str(args.samples), "--out", out],
+        env=mpi_env(),
+        stdout=subprocess.DEVNULL,
+    )
+    with open(out) as f:
+        ul = json.load(f)
+    import glob
+
+    shards = sorted(glob.glob(data))
+    dtype = torch.float64 if args.double else torch.float32
+    if not shards:
+        fail(f"--data {data}: no file matches")
+    loss, count, n_samples, packed_vs_docs, cfg = hf_loss(model_dir, shards, args.seq_len, args.samples, dtype)
+    rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None)
+    print(f"model          {model_dir} ({cfg.architectures[0]})")
+    print(f"transformers   config: max_position_embeddings {cfg.max_position_embeddings}, rope {rope}")
+    print(f"tokens         {count} labelled tokens in {n_samples} packed samples of <= {args.seq_len} "
+          f"(ulysses: {ul['answers']:.0f} in {ul['samples']})")
+    print(f"packed 4-D mask vs per-document forwards, sample {packed_vs_docs[1]} ({packed_vs_docs[2]} documents): "
+          f"max |dlogits| = {packed_vs_docs[0]:.3g}")
+    diff = abs(loss - ul["eval_loss"])
+    print(f"loss           ulysses {ul['eval_loss']:.6g}   transformers ({dtype}) {loss:.8g}   |diff| {diff:.3g}"
+          f"   (tolerance {args.tol:g}; ulysses prints 6 significant digits)")
+    return (diff <= args.tol and count == round(ul["answers"]) and n_samples == ul["samples"]
+            and packed_vs_docs[0] < 1e-4 and math.isfinite(loss))
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bin", default=os.path.join(ROOT, "build", "ulysses"), help="the ulysses binary")
     ap.add_argument("--model", help="model/checkpoint directory to check (default: train one, see above)")
+    ap.add_argument("--fixture", default="hf_tiny", help="self-contained mode: the tests/fixtures/ model to train")
     ap.add_argument("--data", help="token shard(s) (glob, as ulysses takes it); required with --model")
     ap.add_argument("--seq-len", type=int, default=96)
     ap.add_argument("--samples", type=int, default=6)
@@ -223,38 +277,12 @@ def main():
         if args.model:
             if not args.data:
                 fail("--data: required with --model")
-            model_dir, data = args.model, args.data
+            model_dirs, data = [args.model], args.data
         else:
-            model_dir, data = self_contained(args, work)
-        out = os.path.join(work, "eval.json")
-        run(
-            args.mpirun.split()
-            + ["-np", str(args.np), args.bin, "eval", "--model", model_dir, "--data", data, "--seq-len",
-               str(args.seq_len), "--samples", str(args.samples), "--out", out],
-            env=mpi_env(),
-            stdout=subprocess.DEVNULL,
-        )
-        with open(out) as f:
-            ul = json.load(f)
-        import glob
-
-        shards = sorted(glob.glob(data))
-        dtype = torch.float64 if args.double else torch.float32
-        if not shards:
-            fail(f"--data {data}: no file matches")
-        loss, count, n_samples, packed_vs_docs, cfg = hf_loss(model_dir, shards, args.seq_len, args.samples, dtype)
-        rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None)
-        print(f"model          {model_dir}")
-        print(f"transformers   config: max_position_embeddings {cfg.max_position_embeddings}, rope {rope}")
-        print(f"tokens         {count} labelled tokens in {n_samples} packed samples of <= {args.seq_len} "
-              f"(ulysses: {ul['answers']:.0f} in {ul['samples']})")
-        print(f"packed 4-D mask vs per-document forwards, sample {packed_vs_docs[1]} ({packed_vs_docs[2]} documents): "
-              f"max |dlogits| = {packed_vs_docs[0]:.3g}")
-        diff = abs(loss - ul["eval_loss"])
-        print(f"loss           ulysses {ul['eval_loss']:.6g}   transformers ({dtype}) {loss:.8g}   |diff| {diff:.3g}"
-              f"   (tolerance {args.tol:g}; ulysses prints 6 significant digits)")
-        ok = (diff <= args.tol and count == round(ul["answers"]) and n_samples == ul["samples"]
-              and packed_vs_docs[0] < 1e-4 and math.isfinite(loss))
+            model_dirs, data = self_contained(args, work)
+        ok = True
+        for model_dir in model_dirs:
+            ok = check_dir(args, work, model_dir, data) and ok
         print("OK" if ok else "FAIL")
         return 0 if ok else 1
     finally:

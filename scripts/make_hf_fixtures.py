@@ -3,10 +3,13 @@
 
 Usage (from the repository root, with torch + transformers + safetensors installed):
 
-    python scripts/make_hf_fixtures.py            # writes tests/fixtures/hf_tiny, hf_tiny_tied
-    python scripts/make_hf_fixtures.py --out DIR  # writes DIR/hf_tiny, DIR/hf_tiny_tied
+    python scripts/make_hf_fixtures.py            # writes every fixture into tests/fixtures/
+    python scripts/make_hf_fixtures.py --out DIR  # writes them into DIR/
+    python scripts/make_hf_fixtures.py qwen3_tiny # only the named ones
 
-Each fixture is a tiny random LlamaForCausalLM plus one packed sample, and the logits,
+Each fixture is a tiny random model of one family (LlamaForCausalLM: hf_tiny, hf_tiny_tied;
+Qwen2ForCausalLM: qwen2_tiny, q/k/v biases, tied; Qwen3ForCausalLM: qwen3_tiny, q/k norm,
+head_dim != hidden/heads, GQA; MistralForCausalLM: mistral_tiny) plus one packed sample, and the logits,
 loss and every parameter gradient that transformers computes for it.  The C trainer
 loads the checkpoint, runs the same sample and must reproduce them (docs/design.md §11, step 2).
 
@@ -40,7 +43,8 @@ grads.safetensors (all F32)
 How the reference is computed
 -----------------------------
 The model is built in float32 with our own deterministic initialisation (linear weights
-N(0, 0.1^2), embedding N(0, embed_std^2), RMSNorm weights 1 + 0.1 N(0,1)), saved, loaded
+and biases N(0, 0.1^2), embedding N(0, embed_std^2), RMSNorm weights, q_norm and k_norm
+included, 1 + 0.1 N(0,1)), saved, loaded
 back with ``from_pretrained`` (bitwise check), converted to float64 (``model.double()``)
 and run with ``attn_implementation="sdpa"`` (torch SDPA computes in float64 on CPU; the
 "eager" attention of transformers takes its softmax in float32 even for a float64 model).
@@ -61,8 +65,9 @@ Checks printed by the script (they do not change the files; 1 and 2 abort on fai
   1. the same float64 model over the whole packed sequence in ONE forward, with a
      block-diagonal causal 4-D additive mask, must agree with the per-document logits
      to 1e-10 (skipped with a note if the installed transformers rejects 4-D masks);
-  2. a pure-torch float64 Llama written here from docs/design.md (cu_seqlens attention,
-     llama3 RoPE, RMSNorm all in float64): relative differences of logits, loss and
+  2. a pure-torch float64 model written here from docs/design.md (cu_seqlens attention,
+     llama3 RoPE, RMSNorm all in float64; q/k/v biases and q/k norms for the families that
+     have them): relative differences of logits, loss and
      gradients vs the fixture (expect ~1e-7, the float32 islands above);
   3. the float32 HF model (as saved) on the same documents: the distance fp32 code can
      be expected to have from the fixture;
@@ -70,7 +75,7 @@ Checks printed by the script (they do not change the files; 1 and 2 abort on fai
 
 Deterministic (fixed seeds, one thread) and idempotent: each fixture is written into a
 temporary directory next to the target, which then replaces the target by rename.
-Works with transformers 4.43+ (llama3 rope) and 5.x; only public, stable APIs are used.
+Works with transformers 4.43+ (llama3 rope; Qwen3 needs 4.51+) and 5.x; only public, stable APIs are used.
 """
 
 import argparse
@@ -85,7 +90,24 @@ import torch
 import torch.nn.functional as F
 import transformers
 from safetensors.torch import load_file, save_file
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
+
+# family -> (config class, model class, extra config fields as the released configs set them)
+FAMILIES = {
+    "llama": (LlamaConfig, LlamaForCausalLM, dict(attention_bias=False, mlp_bias=False, pretraining_tp=1)),
+    "qwen2": (Qwen2Config, Qwen2ForCausalLM, dict(use_sliding_window=False)),
+    "qwen3": (Qwen3Config, Qwen3ForCausalLM, dict(attention_bias=False, use_sliding_window=False)),
+    "mistral": (MistralConfig, MistralForCausalLM, dict(sliding_window=None)),
+}
 
 ATTN = "sdpa"
 LINEAR_STD = 0.1
@@ -141,6 +163,74 @@ FIXTURES = {
         doc_lens=[10, 14],
         n_pad=0,
     ),
+    # Qwen2/2.5: q/k/v biases, tied embeddings (as the small Qwen2.5 models), rope_theta 1e6
+    "qwen2_tiny": dict(
+        family="qwen2",
+        seed=777,
+        embed_std=0.3,
+        config=dict(
+            vocab_size=128,
+            hidden_size=64,
+            intermediate_size=96,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            rms_norm_eps=1e-6,
+            initializer_range=0.02,
+            tie_word_embeddings=True,
+            rope_theta=1000000.0,
+            rope_scaling=None,
+        ),
+        doc_lens=[13, 9, 1, 6],
+        n_pad=2,
+    ),
+    # Qwen3: q_norm/k_norm, head_dim 16 != hidden/heads = 12, GQA 4/2, untied
+    "qwen3_tiny": dict(
+        family="qwen3",
+        seed=888,
+        embed_std=0.4,
+        config=dict(
+            vocab_size=112,
+            hidden_size=48,
+            intermediate_size=80,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            max_position_embeddings=128,
+            rms_norm_eps=1e-6,
+            initializer_range=0.02,
+            tie_word_embeddings=False,
+            rope_theta=1000000.0,
+            rope_scaling=None,
+        ),
+        doc_lens=[11, 16, 5],
+        n_pad=0,
+    ),
+    # Mistral: the Llama block, sliding_window null, head_dim given, GQA 4/1
+    "mistral_tiny": dict(
+        family="mistral",
+        seed=999,
+        embed_std=0.3,
+        config=dict(
+            vocab_size=80,
+            hidden_size=32,
+            intermediate_size=56,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=8,
+            max_position_embeddings=64,
+            rms_norm_eps=1e-5,
+            initializer_range=0.02,
+            tie_word_embeddings=False,
+            rope_theta=10000.0,
+            rope_scaling=None,
+        ),
+        doc_lens=[9, 12],
+        n_pad=1,
+    ),
 }
 
 
@@ -155,12 +245,17 @@ def versions():
 # ----------------------------------------------------------------------------- model
 
 
+def family(spec):
+    return FAMILIES[spec.get("family", "llama")]
+
+
 def make_config(spec):
+    config_cls, _, extra = family(spec)
     c = dict(spec["config"])
-    c.update(attention_bias=False, mlp_bias=False, hidden_act="silu", pretraining_tp=1)
+    c.update(extra, hidden_act="silu")
     if c["rope_scaling"] is None:
         del c["rope_scaling"]  # default RoPE
-    return LlamaConfig(**c)
+    return config_cls(**c)
 
 
 def init_weights(model, seed, embed_std):
@@ -169,7 +264,7 @@ def init_weights(model, seed, embed_std):
     with torch.no_grad():
         for name, p in sorted(model.named_parameters()):
             r = torch.randn(tuple(p.shape), generator=g, dtype=torch.float64)
-            if name.endswith("norm.weight"):  # input_layernorm, post_attention_layernorm, model.norm
+            if name.endswith("norm.weight"):  # input/post_attention_layernorm, model.norm, q_norm, k_norm
                 v = 1.0 + NORM_STD * r
             elif name == "model.embed_tokens.weight":
                 v = embed_std * r
@@ -197,9 +292,9 @@ def make_batch(spec, vocab):
     return dict(tokens=tokens, labels=labels, position_ids=pos, cu_seqlens=cu, n_valid=n_valid)
 
 
-def load_model(path, attn):
+def load_model(spec, path, attn):
     # no dtype argument (torch_dtype in 4.x, dtype in 5.x): both default to float32 here
-    return LlamaForCausalLM.from_pretrained(path, attn_implementation=attn).float()
+    return family(spec)[1].from_pretrained(path, attn_implementation=attn).float()
 
 
 def per_document_logits(model, batch):
@@ -263,9 +358,10 @@ def inv_freq_f64(cfg):
 
 
 def own_f64_forward(p, cfg, batch):
-    """Pure-float64 Llama over the packed sequence (cu_seqlens attention). p: name -> tensor."""
+    """Pure-float64 model over the packed sequence (cu_seqlens attention). p: name -> tensor.
+    The Llama block; q/k/v biases and q/k RMSNorm per head (before RoPE) where p has them."""
     H, Hkv, D = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.hidden_size
-    hd = D // H
+    hd = getattr(cfg, "head_dim", None) or D // H
     eps = cfg.rms_norm_eps
     toks = torch.tensor(batch["tokens"])
     pos = torch.tensor(batch["position_ids"], dtype=torch.float64)
@@ -285,16 +381,23 @@ def own_f64_forward(p, cfg, batch):
     for i in range(cfg.num_hidden_layers):
         L = "model.layers.%d." % i
         h = rms(x, p[L + "input_layernorm.weight"])
-        q = rope((h @ p[L + "self_attn.q_proj.weight"].T).view(T, H, hd))
-        k = rope((h @ p[L + "self_attn.k_proj.weight"].T).view(T, Hkv, hd))
-        v = (h @ p[L + "self_attn.v_proj.weight"].T).view(T, Hkv, hd)
+        def proj(n, heads):
+            y = h @ p[L + "self_attn.%s_proj.weight" % n].T
+            if L + "self_attn.%s_proj.bias" % n in p:
+                y = y + p[L + "self_attn.%s_proj.bias" % n]
+            y = y.view(T, heads, hd)
+            if L + "self_attn.%s_norm.weight" % n in p:
+                y = rms(y, p[L + "self_attn.%s_norm.weight" % n])
+            return y
+
+        q, k, v = rope(proj("q", H)), rope(proj("k", Hkv)), proj("v", Hkv)
         k, v = k.repeat_interleave(H // Hkv, 1), v.repeat_interleave(H // Hkv, 1)  # q head j -> kv head j // (H/Hkv)
         o = []
         for s, e in zip(cu[:-1], cu[1:]):
             sc = torch.einsum("qhd,khd->hqk", q[s:e], k[s:e]) / math.sqrt(hd)
             sc = sc.masked_fill(~torch.ones(e - s, e - s, dtype=torch.bool).tril(), float("-inf"))
             o.append(torch.einsum("hqk,khd->qhd", sc.softmax(-1), v[s:e]))
-        x = x + torch.cat(o, 0).reshape(T, D) @ p[L + "self_attn.o_proj.weight"].T
+        x = x + torch.cat(o, 0).reshape(T, H * hd) @ p[L + "self_attn.o_proj.weight"].T
         h = rms(x, p[L + "post_attention_layernorm.weight"])
         m = F.silu(h @ p[L + "mlp.gate_proj.weight"].T) * (h @ p[L + "mlp.up_proj.weight"].T)
         x = x + m @ p[L + "mlp.down_proj.weight"].T
@@ -327,14 +430,14 @@ def make_fixture(name, spec, out_root):
     try:
         torch.manual_seed(spec["seed"])
         cfg = make_config(spec)
-        model32 = LlamaForCausalLM(cfg).float()
+        model32 = family(spec)[1](cfg).float()
         init_weights(model32, spec["seed"], spec["embed_std"])
         model32.save_pretrained(tmp)
         batch = make_batch(spec, cfg.vocab_size)
         T = len(batch["tokens"])
 
         # reload what was written: the reference runs on exactly the saved fp32 weights
-        ref = load_model(tmp, ATTN)
+        ref = load_model(spec, tmp, ATTN)
         saved = load_file(os.path.join(tmp, "model.safetensors"))
         ref_params = dict(ref.named_parameters())  # tied lm_head is deduplicated here
         assert set(saved) == set(ref_params), (sorted(saved), sorted(ref_params))
@@ -377,7 +480,7 @@ def make_fixture(name, spec, out_root):
             raise SystemExit("check 2 failed for %s" % name)
 
         # check 3: float32 model, for the tolerance fp32 code can expect
-        m32 = load_model(tmp, ATTN).eval()
+        m32 = load_model(spec, tmp, ATTN).eval()
         l32 = per_document_logits(m32, batch)
         loss32 = token_mean_loss(l32, batch)
         loss32.backward()
@@ -390,7 +493,7 @@ def make_fixture(name, spec, out_root):
         # check 4: the eager attention of transformers takes its softmax in float32 even for a
         # float64 model, so it is not used for the reference; show how far it is from it
         with torch.no_grad():
-            le = per_document_logits(load_model(tmp, "eager").double().eval(), batch)
+            le = per_document_logits(load_model(spec, tmp, "eager").double().eval(), batch)
         print("   check 4 (HF eager float64 vs reference) logits rel %.2g" % rel_err(le, logits.detach()))
 
         old = None

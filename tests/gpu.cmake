@@ -10,10 +10,11 @@ add_test(NAME test_cuda_kernels_matmul_fallback COMMAND test_cuda_kernels --only
 set_tests_properties(test_cuda_kernels_matmul_fallback PROPERTIES LABELS "gpu" SKIP_RETURN_CODE 77 TIMEOUT 120
                      ENVIRONMENT "UL_CUDA_MATMUL_FALLBACK=1")
 # The whole model on GPUs against the CPU reference and the transformers fixture: one GPU,
-# then sp = 2 on two GPUs (NCCL all-to-all). Skipped (77) without enough GPUs.
+# then sp = 2 on two GPUs (NCCL all-to-all); every family's fixture. Skipped (77) without
+# enough GPUs.
 set(UL_GPU_MPI_ENV "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;NCCL_NVLS_ENABLE=0;OMP_NUM_THREADS=4")
 foreach(np 1 2)
-  foreach(fx hf_tiny hf_tiny_tied)
+  foreach(fx hf_tiny hf_tiny_tied qwen2_tiny qwen3_tiny mistral_tiny)
     add_test(NAME gpu_model_${fx}_sp${np} COMMAND ${UL_MPIRUN} -np ${np} $<TARGET_FILE:test_gpu_model> ${UL_FIXTURES}/${fx})
     set_tests_properties(gpu_model_${fx}_sp${np} PROPERTIES LABELS "gpu" SKIP_RETURN_CODE 77 TIMEOUT 300
                          ENVIRONMENT "${UL_GPU_MPI_ENV}")

@@ -2,10 +2,11 @@
 # Training-state checkpoints end to end (issue 5). Usage: test_checkpoint.sh BIN CASE FIXTURES
 #   exact   10 steps + save + resume + 10 steps == 20 straight steps, bit for bit (1 and 2 ranks):
 #           losses, grad norms, weights, optimizer state; metrics truncated and continued;
-#           the kv task's metrics and evaluations too
+#           the kv task's metrics and evaluations too; a Qwen3 model's losses on sp=2
 #   mesh    a checkpoint of sp=2 resumed on sp=4, sp=2 x dp=2, dp=2, 1 process: losses within
 #           1e-5 of the same-mesh resume, weights close
-#   bad     missing marker, truncated/missing part, corrupt state, model config that disagrees,
+#   bad     missing marker, truncated/missing part, corrupt state, model config that disagrees
+#           (also in family, and an --init directory of another family),
 #           mesh the state cannot serve, changed flags: one error naming the file/flag, rc != 0
 #   crash   a save killed at each stage never leaves a complete-looking checkpoint; the next
 #           run resumes from the previous one and ends bit-identical to an uninterrupted run
@@ -93,6 +94,15 @@ exact)
     check $? "np=$np: metrics not truncated to the checkpoint's step before appending"
     echo "exact np=$np: 10 + resume + 10 steps == 20 steps (losses, weights, optimizer state bit for bit)"
   done
+  # a Qwen3 model (q/k norms, their optimizer state) resumes bit for bit as well
+  sed -e 's/LlamaForCausalLM/Qwen3ForCausalLM/; s/"llama"/"qwen3"/' tiny.json > qwen3.json
+  rm -rf q3ck q3s.jsonl q3m.jsonl
+  T=${T/tiny.json/qwen3.json} train 2 --sp 2 --metrics q3s.jsonl
+  T=${T/tiny.json/qwen3.json} train 2 --sp 2 --metrics q3m.jsonl --save-every 10 --ckpt-dir q3ck --stop-at 10 &&
+    T=${T/tiny.json/qwen3.json} train 2 --sp 2 --metrics q3m.jsonl --save-every 10 --ckpt-dir q3ck --resume q3ck
+  check $? "qwen3: stop + resume failed"
+  cmp -s <(field q3m.jsonl loss) <(field q3s.jsonl loss) && grep -q Qwen3ForCausalLM q3ck/step-00000020/config.json
+  check $? "qwen3: 10 + resume + 10 steps differ from 20 straight steps"
   # the kv task with evaluations: metrics and --eval-out continue exactly as well
   sed -e 's/"vocab_size": 256/"vocab_size": 1100/' tiny.json > kv.json
   K="--model kv.json --task kv --seq-len 256 --steps 6 --lr 3e-3 --eval-every 2 --eval-samples 2 --sp 2 --seed 3 --quiet"
@@ -165,6 +175,9 @@ bad)
   expect 4 "\-\-batch 4: must be a positive multiple of dp (4)" $T --resume ck
   expect 2 "config.json: rope_theta" ${S/tiny.json/theta.json} --resume ck
   expect 2 "config.json: hidden_size" ${S/tiny.json/wide.json} --resume ck
+  sed -e 's/LlamaForCausalLM/Qwen3ForCausalLM/; s/"llama"/"qwen3"/' tiny.json > qwen3.json
+  expect 2 "config.json: the checkpoint is a LlamaForCausalLM" ${S/tiny.json/qwen3.json} --resume ck
+  expect 1 "describes a Qwen2ForCausalLM, \-\-model tiny.json a LlamaForCausalLM" $T --init "$FIX/qwen2_tiny"
   expect 2 "config.json: rope_scaling.factor" $S --resume ck --rope-scaling llama3:factor=16
   expect 2 "\-\-lr 0.001 differs" $S --resume ck --lr 1e-3
   expect 2 "\-\-steps 5 is below the checkpoint's step 10" ${S/--steps 20/--steps 5} --resume ck

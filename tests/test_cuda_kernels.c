@@ -5,7 +5,7 @@
  * to $UL_TEST_REPORT when set) and an informational attention timing line.
  *
  *   test_cuda_kernels               every op, then the timing
- *   test_cuda_kernels --only NAME   one group: memory matmul embedding rmsnorm rope swiglu
+ *   test_cuda_kernels --only NAME   one group: memory matmul embedding rmsnorm headnorm rope swiglu
  *                                   loss optim attention bench
  * Exits 77 (ctest SKIP_RETURN_CODE) when no GPU is visible or the backend is not built. */
 #include <math.h>
@@ -253,6 +253,62 @@ static void test_rmsnorm(void) {
         free(x), free(w), free(dy), free(dx), free(dw), free(y), free(rs), free(gyh), free(grh), free(gdxh), free(gdwh);
         G->free(gx), G->free(gw), G->free(gdy), G->free(gdx), G->free(gy), G->free(grs), G->free(gdw);
     }
+}
+
+/* Per-head RMSNorm (Qwen3's q_norm, k_norm) inside strided token rows: forward, backward
+ * out of place and in place (dx == dy), and a bias add + its column-sum gradient. Shapes
+ * of a Qwen3 layer's q part (32 heads of 128 in a q,k,v row) and a large row count. */
+static void test_headnorm(void) {
+    const int64_t shapes[2][3] = {{67, 32, 128}, {2500, 8, 64}}; /* t, nh, d */
+    for (int s = 0; s < 2; s++) {
+        int64_t t = shapes[s][0], nh = shapes[s][1], d = shapes[s][2], xs = nh * d + 3 * d, n = t * nh;
+        float *x = rvec(t * xs, 2), *w = rvec(d, 1.5), *dy = rvec(t * xs, 1), *dw = rvec(d, 1);
+        float *y = fvec(t * xs), *rs = fvec(n), *dx = fvec(t * xs), *dw2 = fdup(dw, d), *dyi = fdup(dy, t * xs);
+        void *gx = up_act(x, t * xs), *gw = up_act(w, d), *gdy = up_act(dy, t * xs), *gdyi = up_act(dy, t * xs);
+        void *gy = up_act(y, t * xs), *gdx = up_act(dx, t * xs), *grs = G->alloc((size_t)n * 4);
+        void *gdw = up_bytes(dw, (size_t)d * 4), *gdw2 = up_bytes(dw, (size_t)d * 4);
+        G->headnorm_fwd(gy, xs, grs, gx, xs, gw, t, nh, d, 1e-6f);
+        C->headnorm_fwd(y, xs, rs, x, xs, w, t, nh, d, 1e-6f);
+        float *gyh = down_act(gy, t * xs), *grh = down_f32(grs, n);
+        char name[96];
+        snprintf(name, sizeof name, "headnorm_fwd y (t=%lld nh=%lld d=%lld)", (long long)t, (long long)nh, (long long)d);
+        row(name, rel(gyh, y, t * xs), 1e-2);
+        snprintf(name, sizeof name, "headnorm_fwd rstd (t=%lld nh=%lld)", (long long)t, (long long)nh);
+        row(name, rel(grh, rs, n), 1e-5);
+        G->headnorm_bwd(gdx, xs, gdw, gdy, xs, gx, xs, gw, grs, t, nh, d);
+        G->headnorm_bwd(gdyi, xs, gdw2, gdyi, xs, gx, xs, gw, grs, t, nh, d);
+        C->headnorm_bwd(dx, xs, dw, dy, xs, x, xs, w, rs, t, nh, d);
+        C->headnorm_bwd(dyi, xs, dw2, dyi, xs, x, xs, w, rs, t, nh, d);
+        float *gdxh = down_act(gdx, t * xs), *gdwh = down_f32(gdw, d), *gdyih = down_act(gdyi, t * xs);
+        float *gdw2h = down_f32(gdw2, d);
+        snprintf(name, sizeof name, "headnorm_bwd dx (t=%lld nh=%lld d=%lld)", (long long)t, (long long)nh, (long long)d);
+        row(name, rel(gdxh, dx, t * xs), 1e-2);
+        snprintf(name, sizeof name, "headnorm_bwd dw (accumulates)");
+        row(name, rel(gdwh, dw, d), 1e-4);
+        snprintf(name, sizeof name, "headnorm_bwd dx in place (t=%lld)", (long long)t);
+        row(name, rel(gdyih, dyi, t * xs), 1e-2);
+        row("headnorm_bwd dw in place", rel(gdw2h, dw2, d), 1e-4);
+        free(x), free(w), free(dy), free(dw), free(y), free(rs), free(dx), free(dw2), free(dyi), free(gyh), free(grh);
+        free(gdxh), free(gdwh), free(gdyih), free(gdw2h);
+        G->free(gx), G->free(gw), G->free(gdy), G->free(gdyi), G->free(gy), G->free(gdx), G->free(grs), G->free(gdw);
+        G->free(gdw2);
+    }
+    /* bias: the q, k, v columns of 3000 tokens (Qwen2 7B's 28 + 2 x 4 heads of 128 are
+     * wider; the kernel is the same) inside a wider row */
+    const int64_t t = 3000, n = 9 * 64, ys = n + 40;
+    float *y = rvec(t * ys, 2), *b = rvec(n, 1), *db = rvec(n, 1);
+    void *gy = up_act(y, t * ys), *gb = up_act(b, n), *gdb = up_bytes(db, (size_t)n * 4);
+    G->bias_add(gy, ys, gb, t, n);
+    C->bias_add(y, ys, b, t, n);
+    float *gyh = down_act(gy, t * ys);
+    row("bias_add (strided rows)", rel(gyh, y, t * ys), 1e-2);
+    for (int64_t i = 0; i < t * ys; i++) y[i] = gyh[i]; /* the same bf16 gradient on both sides */
+    G->bias_bwd(gdb, gy, ys, t, n);
+    C->bias_bwd(db, y, ys, t, n);
+    float *gdbh = down_f32(gdb, n);
+    row("bias_bwd (column sums, accumulates)", rel(gdbh, db, n), 1e-4);
+    free(y), free(b), free(db), free(gyh), free(gdbh);
+    G->free(gy), G->free(gb), G->free(gdb);
 }
 
 /* ---------------------------------------------------------------- RoPE */
@@ -534,6 +590,7 @@ int main(int argc, char **argv) {
     RUN("matmul", test_matmul());
     RUN("embedding", test_embedding());
     RUN("rmsnorm", test_rmsnorm());
+    RUN("headnorm", test_headnorm());
     RUN("rope", test_rope());
     RUN("swiglu", test_swiglu());
     RUN("loss", test_loss());

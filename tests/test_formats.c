@@ -369,19 +369,104 @@ static int configs_equal(const ModelConfig *a, const ModelConfig *b) {
              a->rope_original_max_position_embeddings == b->rope_original_max_position_embeddings));
 }
 
-/* Parses CFG4 with one textual substitution; expects an error mentioning `field`. */
-static void expect_config_error(const char *from, const char *to, const char *field) {
-    const char *at = strstr(CFG4, from);
-    CHECK(at != NULL, "test bug: '%s' not in CFG4", from);
+/* Parses `base` with one textual substitution; expects an error mentioning `field`. */
+static void expect_error_in(const char *base, const char *from, const char *to, const char *field) {
+    const char *at = strstr(base, from);
+    CHECK(at != NULL, "test bug: '%s' not in the config", from);
     if (!at) return;
     char json[4096];
-    snprintf(json, sizeof json, "%.*s%s%s", (int)(at - CFG4), CFG4, to, at + strlen(from));
+    snprintf(json, sizeof json, "%.*s%s%s", (int)(at - base), base, to, at + strlen(from));
     ModelConfig c;
     UlError e = {{0}};
     int rc = ul_config_parse(json, "my/config.json", &c, &e);
     CHECK(rc != 0, "accepted %s -> %s", from, to);
     CHECK(has(e.msg, "my/config.json") && has(e.msg, field), "%s -> %s: message '%s' lacks '%s'", from, to, e.msg,
           field);
+}
+static void expect_config_error(const char *from, const char *to, const char *field) {
+    expect_error_in(CFG4, from, to, field);
+}
+
+/* Released configs of the other families (as on the Hub, transformers 4.x layout): Qwen2.5-7B
+ * (sliding_window set but use_sliding_window false), Qwen3-4B (head_dim 128 != 2560 / 32, tied),
+ * Mistral-7B-v0.3 (sliding_window null). Their parameter counts are transformers' own
+ * (sum of numel over the model built on the meta device). */
+static const char *CFG_QWEN2 =
+    "{\"architectures\": [\"Qwen2ForCausalLM\"], \"attention_dropout\": 0.0, \"bos_token_id\": 151643,"
+    " \"eos_token_id\": 151645, \"hidden_act\": \"silu\", \"hidden_size\": 3584, \"initializer_range\": 0.02,"
+    " \"intermediate_size\": 18944, \"max_position_embeddings\": 32768, \"max_window_layers\": 28,"
+    " \"model_type\": \"qwen2\", \"num_attention_heads\": 28, \"num_hidden_layers\": 28, \"num_key_value_heads\": 4,"
+    " \"rms_norm_eps\": 1e-06, \"rope_theta\": 1000000.0, \"sliding_window\": 131072, \"tie_word_embeddings\": false,"
+    " \"torch_dtype\": \"bfloat16\", \"use_cache\": true, \"use_sliding_window\": false, \"vocab_size\": 152064}";
+static const char *CFG_QWEN3 =
+    "{\"architectures\": [\"Qwen3ForCausalLM\"], \"attention_bias\": false, \"attention_dropout\": 0.0,"
+    " \"bos_token_id\": 151643, \"eos_token_id\": 151645, \"head_dim\": 128, \"hidden_act\": \"silu\","
+    " \"hidden_size\": 2560, \"initializer_range\": 0.02, \"intermediate_size\": 9728,"
+    " \"max_position_embeddings\": 40960, \"max_window_layers\": 36, \"model_type\": \"qwen3\","
+    " \"num_attention_heads\": 32, \"num_hidden_layers\": 36, \"num_key_value_heads\": 8, \"rms_norm_eps\": 1e-06,"
+    " \"rope_scaling\": null, \"rope_theta\": 1000000, \"sliding_window\": null, \"tie_word_embeddings\": true,"
+    " \"torch_dtype\": \"bfloat16\", \"use_cache\": true, \"use_sliding_window\": false, \"vocab_size\": 151936}";
+static const char *CFG_MISTRAL =
+    "{\"architectures\": [\"MistralForCausalLM\"], \"attention_dropout\": 0.0, \"bos_token_id\": 1,"
+    " \"eos_token_id\": 2, \"hidden_act\": \"silu\", \"hidden_size\": 4096, \"initializer_range\": 0.02,"
+    " \"intermediate_size\": 14336, \"max_position_embeddings\": 32768, \"model_type\": \"mistral\","
+    " \"num_attention_heads\": 32, \"num_hidden_layers\": 32, \"num_key_value_heads\": 8, \"rms_norm_eps\": 1e-05,"
+    " \"rope_theta\": 1000000.0, \"sliding_window\": null, \"tie_word_embeddings\": false,"
+    " \"torch_dtype\": \"bfloat16\", \"use_cache\": true, \"vocab_size\": 32768}";
+
+static void test_families(void) {
+    const struct {
+        const char *json;
+        UlFamilyId fam;
+        int64_t head_dim, numel, tensors;
+        const char *has, *lacks; /* in the written config.json */
+    } cases[] = {
+        {CFG4, UL_FAM_LLAMA, 128, 8030261248, 291, "\"pretraining_tp\": 1", "use_sliding_window"},
+        {CFG_QWEN2, UL_FAM_QWEN2, 128, 7615616512, 339, "\"use_sliding_window\": false", "attention_bias"},
+        {CFG_QWEN3, UL_FAM_QWEN3, 128, 4022468096, 398, "\"use_sliding_window\": false", "mlp_bias"},
+        {CFG_MISTRAL, UL_FAM_MISTRAL, 128, 7248023552, 291, "\"sliding_window\": null", "attention_bias"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ModelConfig c, back;
+        UlError e = {{0}};
+        int rc = ul_config_parse(cases[i].json, "fam", &c, &e);
+        CHECK(rc == 0, "family %zu: %s", i, e.msg);
+        if (rc) continue;
+        const char *arch = ul_families[cases[i].fam].architecture;
+        CHECK(c.family == cases[i].fam && c.head_dim == cases[i].head_dim, "%s: family %d head_dim %lld", arch,
+              (int)c.family, (long long)c.head_dim);
+        CHECK(ul_param_numel(&c) == cases[i].numel && ul_param_tensor_count(&c) == cases[i].tensors,
+              "%s: %lld parameters in %lld tensors, transformers has %lld in %lld", arch,
+              (long long)ul_param_numel(&c), (long long)ul_param_tensor_count(&c), (long long)cases[i].numel,
+              (long long)cases[i].tensors);
+        char *json = ul_config_to_json(&c, "float32");
+        CHECK(ul_config_parse(json, "roundtrip", &back, &e) == 0 && configs_equal(&c, &back) &&
+                  back.family == c.family,
+              "%s: round trip: %s", arch, e.msg);
+        char want[64];
+        snprintf(want, sizeof want, "\"%s\"", ul_families[cases[i].fam].model_type);
+        CHECK(has(json, arch) && has(json, want) && has(json, cases[i].has) && !has(json, cases[i].lacks),
+              "%s: written config.json:\n%s", arch, json);
+        free(json);
+    }
+    /* a config with no architectures and no model_type is a Llama; model_type alone decides */
+    ModelConfig c;
+    UlError e = {{0}};
+    const char *bare = "{\"vocab_size\": 10, \"hidden_size\": 8, \"intermediate_size\": 8,"
+                       " \"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"model_type\": \"qwen3\"}";
+    CHECK(ul_config_parse(bare, "bare", &c, &e) == 0 && c.family == UL_FAM_QWEN3, "model_type alone: %s", e.msg);
+
+    expect_error_in(CFG_QWEN2, "\"use_sliding_window\": false", "\"use_sliding_window\": true", "use_sliding_window");
+    expect_error_in(CFG_QWEN2, "\"model_type\": \"qwen2\"", "\"model_type\": \"qwen2_moe\"", "model_type");
+    expect_error_in(CFG_QWEN2, "[\"Qwen2ForCausalLM\"]", "[\"Qwen2MoeForCausalLM\"]", "architectures");
+    expect_error_in(CFG_QWEN2, "\"max_window_layers\": 28", "\"num_experts\": 60", "num_experts");
+    expect_error_in(CFG_QWEN3, "\"attention_bias\": false", "\"attention_bias\": true", "attention_bias");
+    expect_error_in(CFG_QWEN3, "\"use_sliding_window\": false", "\"use_sliding_window\": false, \"layer_types\": "
+                    "[\"full_attention\", \"sliding_attention\"]", "layer_types");
+    expect_error_in(CFG_QWEN3, "\"model_type\": \"qwen3\"", "\"model_type\": \"qwen2\"", "model_type");
+    expect_error_in(CFG_MISTRAL, "\"sliding_window\": null", "\"sliding_window\": 4096", "sliding_window");
+    expect_error_in(CFG_MISTRAL, "\"eos_token_id\": 2", "\"eos_token_id\": 2, \"num_local_experts\": 8",
+                    "num_local_experts");
 }
 
 static void test_config(void) {
@@ -431,8 +516,9 @@ static void test_config(void) {
         free(json);
     }
 
-    expect_config_error("\"model_type\": \"llama\"", "\"model_type\": \"mistral\"", "model_type");
-    expect_config_error("[\"LlamaForCausalLM\"]", "[\"MistralForCausalLM\"]", "architectures");
+    expect_config_error("\"model_type\": \"llama\"", "\"model_type\": \"mistral\"", "model_type"); /* mismatch */
+    expect_config_error("\"model_type\": \"llama\"", "\"model_type\": \"gpt2\"", "model_type");
+    expect_config_error("[\"LlamaForCausalLM\"]", "[\"GPT2LMHeadModel\"]", "architectures");
     expect_config_error("\"hidden_act\": \"silu\"", "\"hidden_act\": \"gelu\"", "hidden_act");
     expect_config_error("\"attention_bias\": false", "\"attention_bias\": true", "attention_bias");
     expect_config_error("\"mlp_bias\": false", "\"mlp_bias\": true", "mlp_bias");
@@ -758,6 +844,7 @@ int main(void) {
     test_st_stream();
     test_f16();
     test_config();
+    test_families();
     test_rope();
     test_model_dir();
     test_sharded();

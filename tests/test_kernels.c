@@ -364,6 +364,92 @@ static void test_rmsnorm(Ctx *c) {
     printf("  rmsnorm: fwd %.2g, bwd %.2g, ref-vs-fd %.2g\n", wf, wb, wfd);
 }
 
+/* Per-head RMSNorm (q_norm, k_norm): rows of d inside strided token rows. The reference is
+ * rms_ref_* on the rows gathered into [t nh, d]; the output and gradient buffers carry
+ * sentinels between and after the heads, which must stay. In-place backward (dx == dy) too. */
+static void test_headnorm(Ctx *c) {
+    const KernelOps *K = c->K;
+    double wf = 0, wb = 0;
+    for (int rep = 0; rep < 4; rep++) {
+        int64_t t = irand(c, 1, 40), nh = irand(c, 1, 5), d = 2 * irand(c, 1, c->small ? 40 : 80);
+        int64_t xs = nh * d + irand(c, 0, 9), ys = nh * d + irand(c, 0, 9), n = t * nh;
+        int inplace = rep % 2;
+        float eps = 1e-6f, sent = 7.25f;
+        float *x = fvec(t * xs), *w = fvec(d), *y = fvec(t * ys), *rstd = fvec(n), *dy = fvec(t * ys);
+        float *dx = fvec(t * ys), *dw = fvec(d), *dw0 = fvec(d);
+        fill(c, x, t * xs, urand(c, 0.1, 3)), fill(c, w, d, 2), fill(c, dy, t * ys, 1), fill(c, dw, d, 1);
+        for (int64_t i = 0; i < t * ys; i++) y[i] = dx[i] = sent;
+        memcpy(dw0, dw, (size_t)d * sizeof(float));
+        RmsCtx m = {n, d, eps, dvec(n * d), to_d(w, d), dvec(n * d)};
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t j = 0; j < d; j++) {
+                m.x[r * d + j] = x[(r / nh) * xs + (r % nh) * d + j];
+                m.R[r * d + j] = dy[(r / nh) * ys + (r % nh) * d + j];
+            }
+        K->headnorm_fwd(y, ys, rstd, x, xs, w, t, nh, d, eps);
+        double *ry = dvec(n * d), *rr = dvec(n), *rdx = dvec(n * d), *rdw = dvec(d), *gx = dvec(n * d), *gw = dvec(d);
+        rms_ref_fwd(&m, ry, rr);
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t j = 0; j < d; j++) gx[r * d + j] = y[(r / nh) * ys + (r % nh) * d + j];
+        double e = fmax(rel_dd(gx, ry, n * d, 1e-30), tu_rel_err_f64(rstd, rr, n, 1e-30));
+        int64_t kept = 0;
+        for (int64_t i = 0; i < t; i++)
+            for (int64_t j = nh * d; j < ys; j++) kept += y[i * ys + j] == sent;
+        CHECK(kept == t * (ys - nh * d), "headnorm_fwd wrote outside the heads");
+        wf = fmax(wf, e);
+        CHECK(e <= TOL_FWD, "headnorm_fwd t=%lld nh=%lld d=%lld: rel err %.3g", (long long)t, (long long)nh,
+              (long long)d, e);
+        float *gout = inplace ? dy : dx;
+        K->headnorm_bwd(gout, ys, dw, dy, ys, x, xs, w, rstd, t, nh, d);
+        rms_ref_bwd(&m, rdx, rdw);
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t j = 0; j < d; j++) gx[r * d + j] = gout[(r / nh) * ys + (r % nh) * d + j];
+        for (int64_t j = 0; j < d; j++) gw[j] = (double)dw[j] - dw0[j];
+        double eb = fmax(rel_dd(gx, rdx, n * d, 1e-30), rel_dd(gw, rdw, d, 1e-30));
+        kept = 0;
+        for (int64_t i = 0; !inplace && i < t; i++)
+            for (int64_t j = nh * d; j < ys; j++) kept += dx[i * ys + j] == sent;
+        CHECK(inplace || kept == t * (ys - nh * d), "headnorm_bwd wrote outside the heads");
+        wb = fmax(wb, eb);
+        CHECK(eb <= TOL_BWD, "headnorm_bwd t=%lld nh=%lld d=%lld%s: rel err %.3g", (long long)t, (long long)nh,
+              (long long)d, inplace ? " in place" : "", eb);
+        free(x), free(w), free(y), free(rstd), free(dy), free(dx), free(dw), free(dw0);
+        free(m.x), free(m.w), free(m.R), free(ry), free(rr), free(rdx), free(rdw), free(gx), free(gw);
+    }
+    printf("  headnorm: fwd %.2g, bwd %.2g\n", wf, wb);
+}
+
+/* Bias of a linear layer over strided rows: y += b; db += column sums of dy (accumulates).
+ * The backward is linear, so it is its own finite-difference check: db is compared with the
+ * float64 column sums. */
+static void test_bias(Ctx *c) {
+    const KernelOps *K = c->K;
+    double wf = 0, wb = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        int64_t t = irand(c, 1, 300), n = irand(c, 1, 200), ys = n + irand(c, 0, 7);
+        float *y = fvec(t * ys), *y0 = fvec(t * ys), *b = fvec(n), *db = fvec(n), *db0 = fvec(n);
+        fill(c, y, t * ys, 2), fill(c, b, n, 1), fill(c, db, n, 1);
+        memcpy(y0, y, (size_t)(t * ys) * sizeof(float)), memcpy(db0, db, (size_t)n * sizeof(float));
+        K->bias_add(y, ys, b, t, n);
+        double *ry = dvec(t * ys), *gy = to_d(y, t * ys), *rdb = dvec(n), *gdb = dvec(n);
+        for (int64_t i = 0; i < t; i++)
+            for (int64_t j = 0; j < ys; j++) ry[i * ys + j] = (double)y0[i * ys + j] + (j < n ? b[j] : 0.0);
+        double e = rel_dd(gy, ry, t * ys, 1e-30);
+        wf = fmax(wf, e);
+        CHECK(e <= TOL_FWD, "bias_add t=%lld n=%lld: rel err %.3g", (long long)t, (long long)n, e);
+        K->bias_bwd(db, y0, ys, t, n);
+        for (int64_t j = 0; j < n; j++) {
+            for (int64_t i = 0; i < t; i++) rdb[j] += y0[i * ys + j];
+            gdb[j] = (double)db[j] - db0[j];
+        }
+        double eb = rel_dd(gdb, rdb, n, 1e-30);
+        wb = fmax(wb, eb);
+        CHECK(eb <= TOL_BWD, "bias_bwd t=%lld n=%lld: rel err %.3g", (long long)t, (long long)n, eb);
+        free(y), free(y0), free(b), free(db), free(db0), free(ry), free(gy), free(rdb), free(gdb);
+    }
+    printf("  bias: fwd %.2g, bwd %.2g\n", wf, wb);
+}
+
 /* ---------------------------------------------------------------- RoPE */
 
 typedef struct {
@@ -1023,6 +1109,8 @@ int main(int argc, char **argv) {
     test_matmul(&c);
     test_embedding(&c);
     test_rmsnorm(&c);
+    test_headnorm(&c);
+    test_bias(&c);
     test_rope(&c);
     test_swiglu(&c);
     test_cross_entropy(&c);

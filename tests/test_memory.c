@@ -271,6 +271,21 @@ int main(int argc, char **argv) {
             free(a.grads);
         }
     free(ref.grads);
+    /* the families' optional tensors and activations (q, k before their norms, rstd) in the
+     * plan: Qwen3 (q/k norm, head_dim 8 != hidden / heads), Qwen2 (q/k/v bias) */
+    for (int f = UL_FAM_QWEN2; f <= UL_FAM_QWEN3; f++) {
+        ModelConfig cf = c;
+        cf.family = (UlFamilyId)f;
+        if (f == UL_FAM_QWEN3) cf.head_dim = 8;
+        ModelMemOpts p0 = {0, 0, 0, 0}, p2 = {2, 5, INT64_MAX, 0}, p1 = {1, 0, 0, 0};
+        Result a = run(&cf, g, &s, world, mesh.r_sp, &p0), b = run(&cf, g, &s, world, mesh.r_sp, &p2);
+        Result d = run(&cf, g, &s, world, mesh.r_sp, &p1);
+        int64_t Nf = ul_param_numel(&cf);
+        CHECK(fabs(b.loss - a.loss) <= 1e-5 * fabs(a.loss) && tu_rel_err_f32(b.grads, a.grads, Nf, 1e-30) <= 1e-5 &&
+                  fabs(d.loss - a.loss) <= 1e-5 * fabs(a.loss) && tu_rel_err_f32(d.grads, a.grads, Nf, 1e-30) <= 1e-5,
+              "%s: recompute, TiledMLP and offload change the result", ul_families[f].architecture);
+        free(a.grads), free(b.grads), free(d.grads);
+    }
     check_max_seq(&c, world);
     check_auto_tile(&c, world);
     check_auto_offload(&c, world);

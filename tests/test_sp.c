@@ -2,7 +2,8 @@
  * Run under mpirun -np sp*dp: every rank also computes the single-process reference
  * (the whole global batch through a model with no SP group) and checks that the
  * distributed loss and every parameter gradient match it (rel. err <= 1e-5).
- * Usage: test_sp SP DP HKV */
+ * Usage: test_sp SP DP HKV [FAMILY]   (FAMILY: llama (default), qwen2, qwen3, mistral; qwen3
+ * with head_dim 6 != hidden / heads) */
 #include <math.h>
 #include <mpi.h>
 #include <stdlib.h>
@@ -12,15 +13,16 @@
 #include "data/data.h"
 #include "model/model.h"
 
-static ModelConfig tiny(int64_t Hkv) {
+static ModelConfig tiny(int64_t Hkv, UlFamilyId fam) {
     ModelConfig c = {0};
+    c.family = fam;
     c.vocab_size = 48;
     c.hidden_size = 32;
     c.intermediate_size = 40;
     c.num_layers = 2;
     c.num_heads = 8;
     c.num_kv_heads = Hkv;
-    c.head_dim = 4;
+    c.head_dim = fam == UL_FAM_QWEN3 ? 6 : 4;
     c.max_position_embeddings = 256;
     c.rms_norm_eps = 1e-5;
     c.initializer_range = 0.2;
@@ -56,6 +58,21 @@ static void make_sample(Sample *s, int64_t i, int64_t sp, UlRng *r, int64_t V) {
     for (int64_t j = 0; j < n; j++) free(docs[j]);
 }
 
+/* Random weights (model_init_random), then biases and norm weights away from their init
+ * (0 and 1), so that every optional tensor of a family changes the numbers. */
+static void init_params(Model *m) {
+    float *h = malloc((size_t)m->n_params * sizeof(float));
+    model_random_range(&m->c, 7, 0, m->n_params, h);
+    for (int64_t i = 0; i < ul_param_tensor_count(&m->c); i++) {
+        ParamInfo p;
+        ul_param_info(&m->c, i, &p);
+        for (int64_t j = 0; p.kind != UL_P_MAT && j < p.numel; j++)
+            h[p.offset + j] += 0.3f * ul_normal_at(11, (uint64_t)(p.offset + j));
+    }
+    model_set_params(m, h);
+    free(h);
+}
+
 static LocalSeq shard(const Sample *s, int64_t sp, int64_t r) {
     int64_t t = s->T / sp, off = r * t;
     LocalSeq ls = {.T = s->T, .tokens = s->tokens + off, .labels = s->labels + off, .pos = s->pos + off,
@@ -65,8 +82,11 @@ static LocalSeq shard(const Sample *s, int64_t sp, int64_t r) {
 
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
-    if (argc < 4) {
-        fprintf(stderr, "usage: test_sp SP DP HKV\n");
+    UlFamilyId fam = UL_FAM_COUNT;
+    for (int f = 0; f < UL_FAM_COUNT; f++)
+        if (!strcmp(argc > 4 ? argv[4] : "llama", ul_families[f].model_type)) fam = (UlFamilyId)f;
+    if (argc < 4 || fam == UL_FAM_COUNT) {
+        fprintf(stderr, "usage: test_sp SP DP HKV [llama|qwen2|qwen3|mistral]\n");
         MPI_Abort(MPI_COMM_WORLD, 2);
     }
     int sp = atoi(argv[1]), dp = atoi(argv[2]);
@@ -74,7 +94,7 @@ int main(int argc, char **argv) {
     Mesh mesh;
     ul_mesh_init_mpi(&mesh, sp, 1, dp);
     const KernelOps *k = ul_kernels_cpu();
-    ModelConfig c = tiny(Hkv);
+    ModelConfig c = tiny(Hkv, fam);
     int64_t B = 3 * dp; /* global batch */
     Sample *smp = calloc((size_t)B, sizeof(Sample));
     UlRng r;
@@ -88,7 +108,7 @@ int main(int argc, char **argv) {
     /* single-process reference over the whole global batch */
     Model ref;
     model_init(&ref, &c, k, NULL, T_max, 0);
-    model_init_random(&ref, 7);
+    init_params(&ref);
     int64_t n_global = 0;
     for (int64_t i = 0; i < B; i++) n_global += smp[i].n_valid;
     double ref_sum = 0;
@@ -106,7 +126,7 @@ int main(int argc, char **argv) {
     ModelMemOpts mo = {rc, sp >= 2 ? 3 : 0, rc >= 1 && sp >= 2, 0}; /* offload the checkpoints when sp >= 2 */
     Model m;
     model_init_opts(&m, &c, k, &mesh.sp_g, T_max, &mo);
-    model_init_random(&m, 7);
+    init_params(&m);
     int64_t per = B / dp;
     double cnt = 0;
     for (int64_t j = 0; j < per; j++) {
@@ -135,13 +155,14 @@ int main(int argc, char **argv) {
         ul_param_info(&c, i, &p);
         double e = tu_rel_err_f32(m.grads + p.offset, ref.grads + p.offset, p.numel, 1e-12);
         if (e > worst) worst = e;
-        CHECK(e <= 1e-5, "sp=%d dp=%d Hkv=%lld: gradient %s rel err %.3g", sp, dp, (long long)Hkv, p.name, e);
+        CHECK(e <= 1e-5, "%s sp=%d dp=%d Hkv=%lld: gradient %s rel err %.3g", ul_families[fam].model_type, sp, dp,
+              (long long)Hkv, p.name, e);
     }
     int fails = tu_failures;
     MPI_Allreduce(MPI_IN_PLACE, &fails, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     if (mesh.rank == 0) {
-        printf("sp=%d dp=%d Hkv=%lld: loss %.9g (reference %.9g), worst gradient rel err %.3g\n", sp, dp,
-               (long long)Hkv, loss, ref_loss, worst);
+        printf("%s sp=%d dp=%d Hkv=%lld: %lld tensors, loss %.9g (reference %.9g), worst gradient rel err %.3g\n",
+               ul_families[fam].architecture, sp, dp, (long long)Hkv, (long long)nt, loss, ref_loss, worst);
         tu_failures = fails;
         tu_finish("test_sp");
     }

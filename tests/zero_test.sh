@@ -28,8 +28,11 @@
 #   eval3       --zero 3 with --task kv evaluations (a number of eval samples that the DP
 #               indices do not divide) and --out: the evaluations of --zero 0, and a model
 #               that continues like --zero 0's
-#   gpu         the trajectory check on CUDA (bf16 weights, NCCL; within 2e-3), stages 1-3: 1 GPU,
-#               and sp=2, dp_shard=2 on 2 GPUs when present; exits 77 (skipped) without a GPU
+#   families    the trajectory check for Qwen2 (q/k/v biases, tied) and Qwen3 (q/k norm, head_dim
+#               12 != 32 / 4): stages 1-3 and the offload on sp=2 x dp_shard=2, stage 3 with recompute
+#   gpu         the trajectory check on CUDA (bf16 weights, NCCL; within 2e-3), stages 1-3 (also for
+#               Qwen2 and Qwen3): 1 GPU, and sp=2, dp_shard=2 on 2 GPUs when present; exits 77
+#               (skipped) without a GPU
 set -u
 HERE=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")") # before any cd
 BIN=$(readlink -f "$1")
@@ -46,6 +49,9 @@ cat > tiny.json <<JSON
  "rms_norm_eps": 1e-5, "tie_word_embeddings": false, "rope_theta": 10000.0}
 JSON
 sed -e 's/"tie_word_embeddings": false/"tie_word_embeddings": true/' tiny.json > tied.json
+sed -e 's/LlamaForCausalLM/Qwen2ForCausalLM/; s/"llama"/"qwen2"/' tied.json > qwen2.json
+sed -e 's/LlamaForCausalLM/Qwen3ForCausalLM/; s/"llama"/"qwen3"/; s/"vocab_size"/"head_dim": 12, "vocab_size"/' \
+  tiny.json > qwen3.json
 corpus 200
 
 train() { # train NP ARGS... (MODEL: the config, default tiny.json)
@@ -402,6 +408,12 @@ eval3)
     compare i0.jsonl i3.jsonl "$MODEL: one step from --zero 3's --out vs --zero 0's" 1
   done
   ;;
+families)
+  for MODEL in qwen2.json qwen3.json; do
+    vs_zero0 "$MODEL" "--zero 1|--zero 2 --offload-optimizer|--zero 3|--zero 3 --offload-optimizer" 4 --sp 2 --dp-shard 2 $T
+    vs_zero0 "$MODEL" "--zero 3" 4 --sp 2 --dp-shard 2 $T --checkpoint 1
+  done
+  ;;
 gpu)
   train 1 --batch 4 --steps 1 --device cuda --quiet > g.out 2>&1
   rc=$?
@@ -418,6 +430,9 @@ gpu)
       $mesh $T
     # stage 3 with the tied embedding (gathered at both ends) and per-layer recompute
     MODEL=tied.json vs_zero0 "cuda tied" "--zero 3" $mesh $T --checkpoint 1
+    # the families' tensors and kernels (q/k/v bias, q/k norm) through the same stages
+    MODEL=qwen2.json vs_zero0 "cuda qwen2" "--zero 1|--zero 3" $mesh $T
+    MODEL=qwen3.json vs_zero0 "cuda qwen3" "--zero 2|--zero 3 --offload-optimizer" $mesh $T --checkpoint 1
   done
   ;;
 *) echo "unknown case $CASE"; exit 2 ;;

@@ -41,7 +41,8 @@ static int finish_train(int rc, const UlError *e) {
     "bar when stderr is a terminal, or under mpirun when mpirun's stderr is one, else lines"
 
 static const char *ABOUT_TRAIN =
-    "Train a Llama model (Hugging Face LlamaForCausalLM config and weights) on token shards,\n"
+    "Train a Llama-family model (Hugging Face config and weights of LlamaForCausalLM,\n"
+    "Qwen2ForCausalLM, Qwen3ForCausalLM or MistralForCausalLM) on token shards,\n"
     "with Ulysses sequence parallelism over the ranks of the job: launch with\n"
     "  mpirun -np W ulysses train ...   where W = dp-replicate x dp-shard x sp.\n"
     "--batch is the global batch in sequences per optimizer step: the same command means the\n"
@@ -412,7 +413,8 @@ static int cmd_eval(int argc, char **argv) {
 
 static void usage(FILE *f) {
     fprintf(f,
-            "ulysses: long-sequence Llama training with Ulysses sequence parallelism (ALST)\n\n"
+            "ulysses: long-sequence training of Llama, Qwen2, Qwen3 and Mistral models with Ulysses\n"
+            "sequence parallelism (ALST)\n\n"
             "usage: [mpirun -np W] ulysses COMMAND [flags]\n\n"
             "commands:\n"
             "  demo       train on the built-in long-context task (mpirun -np 2 ulysses demo)\n"

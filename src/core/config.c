@@ -2,6 +2,14 @@
 
 #include <math.h>
 
+/* The families (docs/formats.md, "Model families"). */
+const UlFamily ul_families[UL_FAM_COUNT] = {
+    [UL_FAM_LLAMA] = {"LlamaForCausalLM", "llama", 0, 0, UL_CF_ATTN_BIAS | UL_CF_LLAMA},
+    [UL_FAM_QWEN2] = {"Qwen2ForCausalLM", "qwen2", 1, 0, UL_CF_USE_SW},
+    [UL_FAM_QWEN3] = {"Qwen3ForCausalLM", "qwen3", 0, 1, UL_CF_ATTN_BIAS | UL_CF_USE_SW},
+    [UL_FAM_MISTRAL] = {"MistralForCausalLM", "mistral", 0, 0, UL_CF_SW_NULL},
+};
+
 /* transformers' _compute_default_rope_parameters and _compute_llama3_parameters. */
 void ul_rope_inv_freq(const ModelConfig *c, double *inv_freq) {
     const int64_t d = c->head_dim;
@@ -24,6 +32,7 @@ void ul_rope_inv_freq(const ModelConfig *c, double *inv_freq) {
 #define UL_MAX_DIM ((int64_t)1 << 31) /* any single size; keeps every product in int64 */
 
 int ul_config_validate(const ModelConfig *c, const char *what, UlError *e) {
+    if ((unsigned)c->family >= UL_FAM_COUNT) return ul_err(e, "%s: unknown model family %d", what, (int)c->family);
     const struct {
         const char *name;
         int64_t v;
@@ -45,7 +54,7 @@ int ul_config_validate(const ModelConfig *c, const char *what, UlError *e) {
     /* Total parameter count bound, in double so absurd configs cannot overflow. */
     double D = (double)c->hidden_size, qkvo = (double)(2 * c->num_heads + 2 * c->num_kv_heads) * (double)c->head_dim;
     double total = (double)c->vocab_size * D * (c->tie_word_embeddings ? 1 : 2) + D +
-                   (double)c->num_layers * (2 * D + qkvo * D + 3 * D * (double)c->intermediate_size);
+                   (double)c->num_layers * (2 * D + qkvo * (D + 1) + 3 * D * (double)c->intermediate_size);
     if (total > 0x1p50) return ul_err(e, "%s: model has %.3g parameters, more than supported", what, total);
     if (!(c->rms_norm_eps > 0 && isfinite(c->rms_norm_eps)))
         return ul_err(e, "%s: rms_norm_eps = %g must be positive", what, c->rms_norm_eps);

@@ -1,5 +1,5 @@
-/* Model configuration (the fields of a Hugging Face LlamaForCausalLM config.json that
- * matter to the computation). Parsed and written by formats/hf_model.c. */
+/* Model configuration (the fields of a Hugging Face config.json that matter to the
+ * computation) and the model families. Parsed and written by formats/hf_model.c. */
 #ifndef UL_CONFIG_H
 #define UL_CONFIG_H
 
@@ -9,7 +9,32 @@
 
 typedef enum { UL_ROPE_DEFAULT = 0, UL_ROPE_LLAMA3 = 1 } UlRopeType;
 
+/* The model families: every difference between them is a row of ul_families (config.c).
+ * All are the Llama decoder (RMSNorm, RoPE, GQA attention, SwiGLU MLP); a family adds
+ * optional tensors (core/params.h) and speaks its own config.json dialect. */
+typedef enum { UL_FAM_LLAMA = 0, UL_FAM_QWEN2, UL_FAM_QWEN3, UL_FAM_MISTRAL, UL_FAM_COUNT } UlFamilyId;
+
+/* config.json fields a family reads (UlFamily.fields); any family refuses MoE fields. */
+enum {
+    UL_CF_ATTN_BIAS = 1 << 0,   /* "attention_bias": false only */
+    UL_CF_LLAMA = 1 << 1,       /* "mlp_bias": false only, "pretraining_tp": 1 only */
+    UL_CF_USE_SW = 1 << 2,      /* "use_sliding_window": false only ("sliding_window" and
+                                   "max_window_layers" then unused); "layer_types" all "full_attention" */
+    UL_CF_SW_NULL = 1 << 3,     /* "sliding_window": null only */
+};
+
 typedef struct {
+    const char *architecture; /* "architectures" entry and transformers class */
+    const char *model_type;
+    int qkv_bias; /* q_proj, k_proj, v_proj have a bias [out] */
+    int qk_norm;  /* q_norm, k_norm: RMSNorm over head_dim of each q and k head, before RoPE */
+    unsigned fields; /* UL_CF_* */
+} UlFamily;
+
+extern const UlFamily ul_families[UL_FAM_COUNT];
+
+typedef struct {
+    UlFamilyId family;          /* 0 = Llama */
     int64_t vocab_size;
     int64_t hidden_size;        /* D */
     int64_t intermediate_size;  /* I */
@@ -32,6 +57,8 @@ typedef struct {
     int64_t bos_token_id;  /* -1 when absent */
     int64_t eos_token_id;  /* -1 when absent */
 } ModelConfig;
+
+static inline const UlFamily *ul_family(const ModelConfig *c) { return &ul_families[c->family]; }
 
 /* Fills RoPE inverse frequencies inv_freq[d/2] exactly as transformers does
  * (default or llama3 scaling), computed in double. */

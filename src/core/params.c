@@ -22,7 +22,8 @@ static int64_t walk(const ModelConfig *c, int64_t want, ParamInfo *out) {
                 out->cols = cols_;                                      \
                 out->numel = rows_ * cols_;                             \
                 out->offset = off;                                      \
-                out->decay = (dcy);                                     \
+                out->kind = (dcy);                                      \
+                out->decay = (dcy) == UL_P_MAT;                         \
                 out->layer = (L);                                       \
             }                                                           \
             idx++;                                                      \
@@ -57,10 +58,10 @@ void ul_tensors_bind(ModelTensors *t, const ModelConfig *c, void *base, size_t e
     t->layers = ul_calloc((size_t)c->num_layers, sizeof(LayerTensors));
     int64_t off = 0;
 #define UL_G(f, n, r, k, dcy)            \
-    t->f = base ? (char *)base + (size_t)off * eb : NULL; \
+    t->f = base && (r) > 0 ? (char *)base + (size_t)off * eb : NULL; \
     off += (int64_t)(r) * (int64_t)(k);
 #define UL_L(f, n, r, k, dcy)                      \
-    t->layers[l].f = base ? (char *)base + (size_t)off * eb : NULL; \
+    t->layers[l].f = base && (r) > 0 ? (char *)base + (size_t)off * eb : NULL; \
     off += (int64_t)(r) * (int64_t)(k);
     UL_PARAMS_HEAD(UL_G)
     for (int64_t l = 0; l < c->num_layers; l++) {
@@ -108,7 +109,7 @@ void ul_tensors_bind_unit(ModelTensors *t, const ModelConfig *c, int64_t u, void
     int64_t L = c->num_layers, off = 0;
     UL_ASSERT(u >= 0 && u <= L + 1, "parameter unit %lld out of range", (long long)u);
 #define UL_U(dst, r, k)                                 \
-    dst = (char *)unit_base + (size_t)off * eb;         \
+    dst = (r) > 0 ? (char *)unit_base + (size_t)off * eb : NULL; \
     off += (int64_t)(r) * (int64_t)(k);
 #define UL_G(f, n, r, k, dcy) UL_U(t->f, r, k)
 #define UL_L(f, n, r, k, dcy) UL_U(t->layers[u - 1].f, r, k)

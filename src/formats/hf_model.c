@@ -124,31 +124,82 @@ static int parse_rope(const char *what, const cJSON *root, ModelConfig *c, UlErr
     return 0;
 }
 
-static int parse_root(const char *what, const cJSON *root, ModelConfig *c, UlError *e) {
-    int bad = 0;
+/* The family: "architectures" and "model_type" name it (either may be absent, and then
+ * the other decides; both absent: Llama); they must agree. */
+static int parse_family(const char *what, const cJSON *root, ModelConfig *c, UlError *e) {
+    int bad = 0, by_type = -1, by_arch = -1;
+    char names[256] = "";
+    for (int f = 0; f < UL_FAM_COUNT; f++)
+        snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", f ? ", " : "", ul_families[f].architecture);
     const char *model_type = get_str(what, root, "", "model_type", &bad, e);
     if (bad) return -1;
-    if (model_type && strcmp(model_type, "llama") != 0)
-        return ul_err(e, "%s: field \"model_type\" is \"%s\", only \"llama\" is supported", what, model_type);
+    for (int f = 0; model_type && f < UL_FAM_COUNT; f++)
+        if (!strcmp(model_type, ul_families[f].model_type)) by_type = f;
+    if (model_type && by_type < 0)
+        return ul_err(e, "%s: field \"model_type\" is \"%s\": not a supported family (%s)", what, model_type, names);
     const cJSON *arch = field(root, "architectures");
     if (arch) {
-        int ok = 0;
         if (!cJSON_IsArray(arch)) return ul_err(e, "%s: field \"architectures\" must be a list", what);
-        for (const cJSON *a = arch->child; a; a = a->next) ok |= cJSON_IsString(a) && !strcmp(a->valuestring, "LlamaForCausalLM");
-        if (!ok) return ul_err(e, "%s: field \"architectures\" does not contain \"LlamaForCausalLM\"", what);
+        for (const cJSON *a = arch->child; a && by_arch < 0; a = a->next)
+            for (int f = 0; f < UL_FAM_COUNT && cJSON_IsString(a); f++)
+                if (!strcmp(a->valuestring, ul_families[f].architecture)) by_arch = f;
+        if (by_arch < 0) return ul_err(e, "%s: field \"architectures\" names no supported class (%s)", what, names);
     }
+    if (by_arch >= 0 && by_type >= 0 && by_arch != by_type)
+        return ul_err(e, "%s: field \"architectures\" (%s) does not match field \"model_type\" (\"%s\")", what,
+                      ul_families[by_arch].architecture, model_type);
+    c->family = by_arch >= 0 ? by_arch : by_type >= 0 ? by_type : UL_FAM_LLAMA;
+    return 0;
+}
+
+/* The family's own fields (UlFamily.fields): what the families do not support is an error
+ * naming the field. Any family: no mixture of experts. */
+static int parse_family_fields(const char *what, const cJSON *root, const ModelConfig *c, UlError *e) {
+    static const char *const moe[] = {"num_experts", "num_local_experts", "n_routed_experts", "moe_intermediate_size",
+                                      "num_experts_per_tok"};
+    for (size_t i = 0; i < sizeof moe / sizeof moe[0]; i++) {
+        const cJSON *j = field(root, moe[i]);
+        if (j && !(cJSON_IsNumber(j) && j->valuedouble == 0))
+            return ul_err(e, "%s: field \"%s\": mixture-of-experts models are not supported", what, moe[i]);
+    }
+    const UlFamily *fam = ul_family(c);
+    int attention_bias = 0, mlp_bias = 0, use_sw = 0;
+    if (fam->fields & UL_CF_ATTN_BIAS) {
+        if (get_bool(what, root, "attention_bias", &attention_bias, e)) return -1;
+        if (attention_bias)
+            return ul_err(e, "%s: field \"attention_bias\" = true is not supported for %s", what, fam->architecture);
+    }
+    if (fam->fields & UL_CF_LLAMA) {
+        if (get_bool(what, root, "mlp_bias", &mlp_bias, e)) return -1;
+        if (mlp_bias) return ul_err(e, "%s: field \"mlp_bias\" = true is not supported", what);
+        int64_t tp = 1;
+        if (get_int(what, root, "", "pretraining_tp", 0, &tp, e)) return -1;
+        if (tp != 1)
+            return ul_err(e, "%s: field \"pretraining_tp\" = %lld is not supported (must be 1)", what, (long long)tp);
+    }
+    if (fam->fields & UL_CF_USE_SW) {
+        if (get_bool(what, root, "use_sliding_window", &use_sw, e)) return -1;
+        if (use_sw)
+            return ul_err(e, "%s: field \"use_sliding_window\" = true: sliding-window attention is not supported", what);
+        const cJSON *lt = field(root, "layer_types");
+        if (lt && !cJSON_IsArray(lt)) return ul_err(e, "%s: field \"layer_types\" must be a list", what);
+        for (const cJSON *a = lt ? lt->child : NULL; a; a = a->next)
+            if (!cJSON_IsString(a) || strcmp(a->valuestring, "full_attention") != 0)
+                return ul_err(e, "%s: field \"layer_types\": only \"full_attention\" layers are supported", what);
+    }
+    if ((fam->fields & UL_CF_SW_NULL) && field(root, "sliding_window"))
+        return ul_err(e, "%s: field \"sliding_window\" is set: sliding-window attention is not supported (null only)",
+                      what);
+    return 0;
+}
+
+static int parse_root(const char *what, const cJSON *root, ModelConfig *c, UlError *e) {
+    int bad = 0;
+    if (parse_family(what, root, c, e) || parse_family_fields(what, root, c, e)) return -1;
     const char *act = get_str(what, root, "", "hidden_act", &bad, e);
     if (bad) return -1;
     if (act && strcmp(act, "silu") != 0)
         return ul_err(e, "%s: field \"hidden_act\" is \"%s\", only \"silu\" is supported", what, act);
-    int attention_bias = 0, mlp_bias = 0;
-    if (get_bool(what, root, "attention_bias", &attention_bias, e) || get_bool(what, root, "mlp_bias", &mlp_bias, e))
-        return -1;
-    if (attention_bias) return ul_err(e, "%s: field \"attention_bias\" = true is not supported", what);
-    if (mlp_bias) return ul_err(e, "%s: field \"mlp_bias\" = true is not supported", what);
-    int64_t tp = 1;
-    if (get_int(what, root, "", "pretraining_tp", 0, &tp, e)) return -1;
-    if (tp != 1) return ul_err(e, "%s: field \"pretraining_tp\" = %lld is not supported (must be 1)", what, (long long)tp);
 
     if (get_int(what, root, "", "vocab_size", 1, &c->vocab_size, e) ||
         get_int(what, root, "", "hidden_size", 1, &c->hidden_size, e) ||
@@ -216,8 +267,9 @@ static cJSON *json_id(int64_t id) { return id >= 0 ? cJSON_CreateNumber((double)
 char *ul_config_to_json(const ModelConfig *c, const char *torch_dtype) {
     cJSON *o = cJSON_CreateObject(); /* keys in sorted order, as transformers writes them */
     cJSON *arch = cJSON_AddArrayToObject(o, "architectures");
-    cJSON_AddItemToArray(arch, cJSON_CreateString("LlamaForCausalLM"));
-    cJSON_AddFalseToObject(o, "attention_bias");
+    const UlFamily *fam = ul_family(c);
+    cJSON_AddItemToArray(arch, cJSON_CreateString(fam->architecture));
+    if (fam->fields & UL_CF_ATTN_BIAS) cJSON_AddFalseToObject(o, "attention_bias");
     cJSON_AddItemToObject(o, "attention_dropout", json_float(0.0));
     cJSON_AddItemToObject(o, "bos_token_id", json_id(c->bos_token_id));
     cJSON_AddItemToObject(o, "eos_token_id", json_id(c->eos_token_id));
@@ -227,12 +279,13 @@ char *ul_config_to_json(const ModelConfig *c, const char *torch_dtype) {
     cJSON_AddItemToObject(o, "initializer_range", json_float(c->initializer_range));
     cJSON_AddNumberToObject(o, "intermediate_size", (double)c->intermediate_size);
     cJSON_AddNumberToObject(o, "max_position_embeddings", (double)c->max_position_embeddings);
-    cJSON_AddFalseToObject(o, "mlp_bias");
-    cJSON_AddStringToObject(o, "model_type", "llama");
+    if (fam->fields & UL_CF_USE_SW) cJSON_AddNumberToObject(o, "max_window_layers", (double)c->num_layers);
+    if (fam->fields & UL_CF_LLAMA) cJSON_AddFalseToObject(o, "mlp_bias");
+    cJSON_AddStringToObject(o, "model_type", fam->model_type);
     cJSON_AddNumberToObject(o, "num_attention_heads", (double)c->num_heads);
     cJSON_AddNumberToObject(o, "num_hidden_layers", (double)c->num_layers);
     cJSON_AddNumberToObject(o, "num_key_value_heads", (double)c->num_kv_heads);
-    cJSON_AddNumberToObject(o, "pretraining_tp", 1);
+    if (fam->fields & UL_CF_LLAMA) cJSON_AddNumberToObject(o, "pretraining_tp", 1);
     cJSON_AddItemToObject(o, "rms_norm_eps", json_float(c->rms_norm_eps));
     if (c->rope_type == UL_ROPE_LLAMA3) {
         cJSON *rs = cJSON_AddObjectToObject(o, "rope_scaling");
@@ -245,9 +298,11 @@ char *ul_config_to_json(const ModelConfig *c, const char *torch_dtype) {
         cJSON_AddNullToObject(o, "rope_scaling");
     }
     cJSON_AddItemToObject(o, "rope_theta", json_float(c->rope_theta));
+    if (fam->fields & (UL_CF_USE_SW | UL_CF_SW_NULL)) cJSON_AddNullToObject(o, "sliding_window");
     cJSON_AddBoolToObject(o, "tie_word_embeddings", c->tie_word_embeddings != 0);
     cJSON_AddStringToObject(o, "torch_dtype", torch_dtype);
     cJSON_AddTrueToObject(o, "use_cache");
+    if (fam->fields & UL_CF_USE_SW) cJSON_AddFalseToObject(o, "use_sliding_window");
     cJSON_AddNumberToObject(o, "vocab_size", (double)c->vocab_size);
     char *txt = cJSON_Print(o);
     cJSON_Delete(o);

@@ -1,4 +1,5 @@
-/* Hugging Face model directories: config.json (LlamaForCausalLM) + model.safetensors
+/* Hugging Face model directories: config.json (LlamaForCausalLM, Qwen2ForCausalLM,
+ * Qwen3ForCausalLM, MistralForCausalLM: the families of core/config.h) + model.safetensors
  * (or a sharded model.safetensors.index.json). */
 #ifndef UL_HF_MODEL_H
 #define UL_HF_MODEL_H
@@ -7,11 +8,12 @@
 #include "formats/safetensors.h"
 
 /* Parses a config.json (file path) / JSON text. Unsupported fields or values
- * (architectures other than LlamaForCausalLM, attention_bias/mlp_bias true,
- * hidden_act other than silu, unknown rope type, ...) are errors naming the file and field. */
+ * (architectures or model_type of no supported family, attention_bias/mlp_bias true, a
+ * sliding window, MoE fields, hidden_act other than silu, unknown rope type, ...) are errors
+ * naming the file and field. */
 int ul_config_load(const char *path, ModelConfig *c, UlError *e);
 int ul_config_parse(const char *json, const char *what, ModelConfig *c, UlError *e);
-/* Serializes c as a config.json that transformers.LlamaForCausalLM loads;
+/* Serializes c as a config.json that transformers loads with the family's own class;
  * torch_dtype is "float32" or "bfloat16". Returns a malloc'd string. */
 char *ul_config_to_json(const ModelConfig *c, const char *torch_dtype);
 

@@ -101,6 +101,22 @@ typedef struct KernelOps {
     void (*rmsnorm_bwd)(void *dx, float *dw, const void *dy, const void *x, const void *w, const float *rstd,
                         int64_t t, int64_t D);
 
+    /* ---- per-head RMSNorm (Qwen3's q_norm, k_norm over head_dim) ----
+     * x [t, nh, d] with row stride xs, y [t, nh, d] row stride ys (act; y != x), w [d] act,
+     * rstd [t, nh] f32 (saved for backward). Same arithmetic as rmsnorm_fwd per head. */
+    void (*headnorm_fwd)(void *y, int64_t ys, float *rstd, const void *x, int64_t xs, const void *w, int64_t t,
+                         int64_t nh, int64_t d, float eps);
+    /* dx [t, nh, d] (row stride dxs) OVERWRITTEN (dx == dy with dxs == dys is allowed: in
+     * place); dw [d] f32 (accumulates). */
+    void (*headnorm_bwd)(void *dx, int64_t dxs, float *dw, const void *dy, int64_t dys, const void *x, int64_t xs,
+                         const void *w, const float *rstd, int64_t t, int64_t nh, int64_t d);
+
+    /* ---- bias of a linear layer (Qwen2's q/k/v projections) ----
+     * y[i, j] += b[j] for i < t, j < n: y act with row stride ys, b [n] act. */
+    void (*bias_add)(void *y, int64_t ys, const void *b, int64_t t, int64_t n);
+    /* db[j] += sum_i dy[i, j] (db [n] f32, accumulates; dy act, row stride dys). */
+    void (*bias_bwd)(float *db, const void *dy, int64_t dys, int64_t t, int64_t n);
+
     /* ---- RoPE (HF rotate_half convention: pairs (i, i + d/2)), in place on act ----
      * x [t, nh, d] with row stride `stride`; pos [t]; inv_freq [d/2] f32.
      * angle = (float)pos * inv_freq (fp32, as transformers computes it).

@@ -167,6 +167,9 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     const char *per = recompute ? "1 layer" : "all layers";
     add(p, PG_ACTS, 0, 1, nacts * (3 * t * D * A + 2 * t * F), "xn1, xmid, xn2 + rstd (%s)", per);
     add(p, PG_ATTN, 0, 1, nacts * t * (H + 2 * Hkv) * d * A, "qkv [t, H+2Hkv, d] (%s)", per);
+    if (ul_family(c)->qk_norm)
+        add(p, PG_ATTN, 0, 1, nacts * (t * (H + Hkv) * d * A + t * (H + Hkv) * F), "q, k before q/k norm + rstd (%s)",
+            per);
     if (S > 1) add(p, PG_ATTN, 0, 1, nacts * T * W_l * d * A, "qkv head-sharded [T, W_l, d] (%s)", per);
     if (recompute != 2) add(p, PG_ATTN, 0, 1, nacts * (T * Hq_l * d * A + T * Hq_l * F), "attention out + lse (%s)", per);
     if (S > 1) add(p, PG_ATTN, 0, 1, nacts * t * H * d * A, "attention out [t, H*d] (%s)", per);

@@ -25,6 +25,10 @@ static void acts_alloc(Model *m, LayerActs *a) {
     a->xn1 = ACT(t * D);
     a->rstd1 = F32(t);
     a->qkv = ACT(t * (H + 2 * Hkv) * d);
+    if (ul_family(c)->qk_norm) {
+        a->qkn = ACT(t * (H + Hkv) * d);
+        a->rstdq = F32(t * (H + Hkv));
+    }
     a->qkvh = m->sp > 1 ? ACT(T * m->W_l * d) : a->qkv;
     if (m->recompute != 2) { /* with recompute == 2 they are kept per layer (m->keep_oh, keep_lse) */
         a->oh = ACT(T * m->Hq_l * d);
@@ -46,7 +50,7 @@ static void acts_free(Model *m, LayerActs *a) {
     if (a->qkvh != a->qkv) k->free(a->qkvh);
     if (a->o != a->oh) k->free(a->o);
     if (m->recompute == 2) a->oh = a->lse = NULL; /* owned by keep_oh / keep_lse */
-    void *bufs[] = {a->xn1, a->rstd1, a->qkv, a->oh, a->lse, a->xmid, a->xn2, a->rstd2, a->g, a->u, a->h};
+    void *bufs[] = {a->xn1, a->rstd1, a->qkv, a->qkn, a->rstdq, a->oh, a->lse, a->xmid, a->xn2, a->rstd2, a->g, a->u, a->h};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) k->free(bufs[i]);
 }
@@ -249,8 +253,8 @@ void model_random_range(const ModelConfig *c, uint64_t seed, int64_t a, int64_t 
         int64_t x = pi.offset > a ? pi.offset : a, y = pi.offset + pi.numel < b ? pi.offset + pi.numel : b;
         if (x >= y) continue;
         float *p = out + (x - a); /* [y - x]: flat elements [x, y) */
-        if (pi.cols == 1) { /* norm weights */
-            for (int64_t j = 0; j < y - x; j++) p[j] = 1.0f;
+        if (pi.kind != UL_P_MAT) { /* norm weights 1, biases 0 (transformers' init) */
+            for (int64_t j = 0; j < y - x; j++) p[j] = pi.kind == UL_P_NORM ? 1.0f : 0.0f;
             continue;
         }
         const uint64_t off = (uint64_t)x;
@@ -381,10 +385,24 @@ static void layer_fwd(Model *m, const StepCtx *sc, int64_t l, const void *x, voi
     int64_t H = c->num_heads, Hkv = c->num_kv_heads, Hd = H * d, rs = (H + 2 * Hkv) * d;
     float eps = (float)c->rms_norm_eps;
 
+    const UlFamily *fam = ul_family(c);
+    /* q, k go to qkn when they are normalized (q_norm, k_norm read them from there) */
+    void *qk = fam->qk_norm ? a->qkn : a->qkv;
+    int64_t qks = fam->qk_norm ? (H + Hkv) * d : rs;
+
     k->rmsnorm_fwd(a->xn1, a->rstd1, x, w->ln1, t, D, eps);
-    k->matmul(0, 1, t, Hd, D, 1.f, a->xn1, D, w->wq, D, 0.f, a->qkv, rs, 0);                         /* q = xn1 wq^T */
-    k->matmul(0, 1, t, Hkv * d, D, 1.f, a->xn1, D, w->wk, D, 0.f, AO(a->qkv, Hd), rs, 0);            /* k */
+    k->matmul(0, 1, t, Hd, D, 1.f, a->xn1, D, w->wq, D, 0.f, qk, qks, 0);                            /* q = xn1 wq^T */
+    k->matmul(0, 1, t, Hkv * d, D, 1.f, a->xn1, D, w->wk, D, 0.f, AO(qk, Hd), qks, 0);               /* k */
     k->matmul(0, 1, t, Hkv * d, D, 1.f, a->xn1, D, w->wv, D, 0.f, AO(a->qkv, Hd + Hkv * d), rs, 0);  /* v */
+    UL_ASSERT(!fam->qkv_bias || (w->bk == AO(w->bq, Hd) && w->bv == AO(w->bk, Hkv * d)), "q/k/v biases not adjacent");
+    if (fam->qkv_bias) { /* bq, bk adjacent (core/params.h) */
+        k->bias_add(qk, qks, w->bq, t, (H + Hkv) * d);
+        k->bias_add(AO(a->qkv, Hd + Hkv * d), rs, w->bv, t, Hkv * d);
+    }
+    if (fam->qk_norm) { /* RMSNorm over head_dim, per head, before RoPE (sequence-local) */
+        k->headnorm_fwd(a->qkv, rs, a->rstdq, a->qkn, qks, w->qn, t, H, d, eps);
+        k->headnorm_fwd(AO(a->qkv, Hd), rs, a->rstdq + t * H, AO(a->qkn, Hd), qks, w->kn, t, Hkv, d, eps);
+    }
     k->rope(a->qkv, rs, t, H, d, m->d_pos, m->inv_freq, 0);
     k->rope(AO(a->qkv, Hd), rs, t, Hkv, d, m->d_pos, m->inv_freq, 0);
     attn_fwd(m, sc, a, recomputing && m->recompute == 2);
@@ -439,6 +457,16 @@ static void layer_bwd(Model *m, const StepCtx *sc, int64_t l, const void *x, Lay
     attn_bwd(m, sc, a);
     k->rope(m->dqkv, rs, t, H, d, m->d_pos, m->inv_freq, 1);
     k->rope(AO(m->dqkv, Hd), rs, t, Hkv, d, m->d_pos, m->inv_freq, 1);
+    const UlFamily *fam = ul_family(c);
+    if (fam->qk_norm) { /* in place: dqkv's q, k become the gradients before the norms */
+        int64_t qks = (H + Hkv) * d;
+        k->headnorm_bwd(m->dqkv, rs, gw->qn, m->dqkv, rs, a->qkn, qks, w->qn, a->rstdq, t, H, d);
+        k->headnorm_bwd(AO(m->dqkv, Hd), rs, gw->kn, AO(m->dqkv, Hd), rs, AO(a->qkn, Hd), qks, w->kn,
+                        a->rstdq + t * H, t, Hkv, d);
+    }
+    UL_ASSERT(!fam->qkv_bias || (gw->bk == (float *)gw->bq + Hd && gw->bv == (float *)gw->bk + Hkv * d),
+              "q/k/v bias gradients not adjacent");
+    if (fam->qkv_bias) k->bias_bwd(gw->bq, m->dqkv, rs, t, rs); /* dbq, dbk, dbv (adjacent) += column sums */
     const void *dq = m->dqkv, *dk = AO(m->dqkv, Hd), *dv = AO(m->dqkv, Hd + Hkv * d);
     k->matmul(0, 0, t, D, Hd, 1.f, dq, rs, w->wq, D, 0.f, dxn, D, 0); /* dxn1 = dq wq + dk wk + dv wv */
     k->matmul(0, 0, t, D, Hkv * d, 1.f, dk, rs, w->wk, D, 1.f, dxn, D, 0);

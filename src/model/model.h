@@ -1,8 +1,9 @@
-/* The Llama model: forward, tiled loss and backward, written explicitly (no autograd),
+/* The Llama-family model (core/config.h: Llama, Qwen2, Qwen3, Mistral): forward, tiled loss and backward, written explicitly (no autograd),
  * backend-independent (every numeric operation goes through KernelOps, every exchange
  * through CommOps). One call processes one sample's sequence shard on this rank:
  *
- *   x_local [t = T/sp, D] -> per layer: RMSNorm -> q,k,v (RoPE, global positions)
+ *   x_local [t = T/sp, D] -> per layer: RMSNorm -> q,k,v (+ bias: Qwen2; q/k RMSNorm per
+ *   head: Qwen3; then RoPE, global positions)
  *   -> all-to-all seq->head (q,k,v packed in ONE call) -> attention over all T tokens for
  *   H/sp heads (causal within documents) -> all-to-all head->seq -> o_proj -> residual
  *   -> RMSNorm -> SwiGLU MLP -> residual ; final RMSNorm -> tiled logits + CE + backward.
@@ -28,6 +29,8 @@ typedef struct {
     void *xn1;    /* [t, D]  RMSNorm(x) */
     float *rstd1; /* [t] */
     void *qkv;    /* [t, H + 2Hkv, d]  q, k, v after RoPE, interleaved per token */
+    void *qkn;    /* [t, H + Hkv, d]  q, k before q_norm / k_norm (qk_norm families; else NULL) */
+    float *rstdq; /* [t, H + Hkv]  their rstd: [t, H] for q, then [t, Hkv] for k (qk_norm) */
     void *qkvh;   /* [T, Hq_l + 2Hkv_l, d]  after the exchange (== qkv when sp == 1) */
     void *oh;     /* [T, Hq_l, d]  attention output, head-sharded */
     float *lse;   /* [T, Hq_l] */
@@ -147,7 +150,7 @@ void model_free(Model *m);
 void model_set_timing(Model *m, int on);
 /* Device time of the offload copies since the last call (waits for them; 0 without offload). */
 double model_offload_seconds(Model *m);
-/* Parameters: normal(0, initializer_range) for matrices, 1 for norm weights, from seed. */
+/* Parameters: normal(0, initializer_range) for matrices, 1 for norm weights, 0 for biases, from seed. */
 void model_init_random(Model *m, uint64_t seed);
 /* The same values for flat elements [a, b) of the parameter vector only: out[b - a] (host).
  * Any rank draws any range (ZeRO: its slice, optim/zero.c zero_start_random). */

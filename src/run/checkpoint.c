@@ -333,6 +333,9 @@ int ckpt_check_config(const char *path, const ModelConfig *c, UlError *e) {
                       run);
 #define CMP_D(f, name)                                                                                       \
     if (k.f != c->f) return ul_err(e, "%s: %s is %.10g in the checkpoint but %.10g in %s", p, name, k.f, c->f, run);
+    if (k.family != c->family)
+        return ul_err(e, "%s: the checkpoint is a %s, %s is a %s", p, ul_family(&k)->architecture, run,
+                      ul_family(c)->architecture);
     CMP_I(vocab_size, "vocab_size")
     CMP_I(hidden_size, "hidden_size")
     CMP_I(intermediate_size, "intermediate_size")

@@ -77,6 +77,9 @@ int ul_load_model_config(const char *model, const char *init, const ModelConfig 
         char ipath[4096];
         snprintf(ipath, sizeof ipath, "%s/config.json", init);
         if (ul_config_load(ipath, &ci, e) != 0) return -1;
+        if (ci.family != c->family)
+            return ul_err(e, "--init %s: its config.json describes a %s, --model %s a %s", init,
+                          ul_family(&ci)->architecture, model, ul_family(c)->architecture);
         if (ci.vocab_size != c->vocab_size || ci.hidden_size != c->hidden_size ||
             ci.intermediate_size != c->intermediate_size || ci.num_layers != c->num_layers ||
             ci.num_heads != c->num_heads || ci.num_kv_heads != c->num_kv_heads || ci.head_dim != c->head_dim ||

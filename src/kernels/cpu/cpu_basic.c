@@ -162,46 +162,86 @@ void ul_cpu_embedding_bwd(float *dwte, const float *dout, const int32_t *tokens,
 
 /* ---------------------------------------------------------------- RMSNorm */
 
-void ul_cpu_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int64_t t, int64_t D, float eps) {
-#pragma omp parallel for schedule(static) if (t * D > UL_CPU_PAR_MIN)
-    for (int64_t i = 0; i < t; i++) {
-        const float *xi = x + i * D;  // [D]
-        float *yi = y + i * D;        // [D]
+/* RMSNorm over rows of d elements: row (i, h) at x + i xs + h d, for i < t, h < nh.
+ * rmsnorm is nh = 1, d = D; headnorm (q_norm, k_norm) is d = head_dim within strided token rows. */
+void ul_cpu_headnorm_fwd(float *y, int64_t ys, float *rstd, const float *x, int64_t xs, const float *w, int64_t t,
+                         int64_t nh, int64_t d, float eps) {
+#pragma omp parallel for schedule(static) if (t * nh * d > UL_CPU_PAR_MIN)
+    for (int64_t r = 0; r < t * nh; r++) {
+        const float *xi = x + (r / nh) * xs + (r % nh) * d;  // [d]
+        float *yi = y + (r / nh) * ys + (r % nh) * d;        // [d]
         double ss = 0;
-        for (int64_t j = 0; j < D; j++) ss += (double)xi[j] * xi[j];
-        float r = (float)(1.0 / sqrt(ss / (double)D + (double)eps));
-        rstd[i] = r;
-        for (int64_t j = 0; j < D; j++) yi[j] = (xi[j] * r) * w[j];
+        for (int64_t j = 0; j < d; j++) ss += (double)xi[j] * xi[j];
+        float rs = (float)(1.0 / sqrt(ss / (double)d + (double)eps));
+        rstd[r] = rs;
+        for (int64_t j = 0; j < d; j++) yi[j] = (xi[j] * rs) * w[j];
     }
+}
+
+/* dw[j] += sum over rows of dy x rstd (if x) or of dy (bias gradient, x = NULL): threads own
+ * column ranges, rows summed in order in double. Rows as in ul_cpu_headnorm_fwd. */
+static void col_sums(float *dw, const float *dy, int64_t dys, const float *x, int64_t xs, const float *rstd,
+                     int64_t t, int64_t nh, int64_t d) {
+    const int64_t CW = 64;
+    int64_t nch = (d + CW - 1) / CW;
+#pragma omp parallel for schedule(static) if (t * nh * d > UL_CPU_PAR_MIN)
+    for (int64_t c = 0; c < nch; c++) {
+        int64_t c0 = c * CW, c1 = c0 + CW < d ? c0 + CW : d;
+        double acc[64] = {0};  // [CW]
+        for (int64_t r = 0; r < t * nh; r++) {
+            const float *gi = dy + (r / nh) * dys + (r % nh) * d;
+            if (x) {
+                const float *xi = x + (r / nh) * xs + (r % nh) * d;
+                double rs = rstd[r];
+                for (int64_t j = c0; j < c1; j++) acc[j - c0] += (double)gi[j] * xi[j] * rs;
+            } else {
+                for (int64_t j = c0; j < c1; j++) acc[j - c0] += (double)gi[j];
+            }
+        }
+        for (int64_t j = c0; j < c1; j++) dw[j] += (float)acc[j - c0];
+    }
+}
+
+/* dx overwritten (acc = 0; dx may be dy) or accumulated into (acc = 1); dw accumulates. */
+static void headnorm_bwd(float *dx, int64_t dxs, float *dw, const float *dy, int64_t dys, const float *x,
+                         int64_t xs, const float *w, const float *rstd, int64_t t, int64_t nh, int64_t d, int acc) {
+    col_sums(dw, dy, dys, x, xs, rstd, t, nh, d); /* first: dx may overwrite dy */
+#pragma omp parallel for schedule(static) if (t * nh * d > UL_CPU_PAR_MIN)
+    for (int64_t r = 0; r < t * nh; r++) {
+        const float *xi = x + (r / nh) * xs + (r % nh) * d, *gi = dy + (r / nh) * dys + (r % nh) * d;  // [d]
+        float *dxi = dx + (r / nh) * dxs + (r % nh) * d;                                           // [d]
+        double dot = 0;                                                                            // sum_j x w dy
+        for (int64_t j = 0; j < d; j++) dot += (double)xi[j] * ((double)w[j] * gi[j]);
+        float rs = rstd[r];
+        float c = (float)(dot / (double)d * (double)rs * rs * rs);
+        for (int64_t j = 0; j < d; j++) dxi[j] = (acc ? dxi[j] : 0.0f) + ((w[j] * gi[j]) * rs - xi[j] * c);
+    }
+}
+
+void ul_cpu_headnorm_bwd(float *dx, int64_t dxs, float *dw, const float *dy, int64_t dys, const float *x, int64_t xs,
+                         const float *w, const float *rstd, int64_t t, int64_t nh, int64_t d) {
+    headnorm_bwd(dx, dxs, dw, dy, dys, x, xs, w, rstd, t, nh, d, 0);
+}
+
+void ul_cpu_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int64_t t, int64_t D, float eps) {
+    ul_cpu_headnorm_fwd(y, D, rstd, x, D, w, t, 1, D, eps);
 }
 
 void ul_cpu_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
                         int64_t t, int64_t D) {
-    /* dx (rows independent) */
-#pragma omp parallel for schedule(static) if (t * D > UL_CPU_PAR_MIN)
-    for (int64_t i = 0; i < t; i++) {
-        const float *xi = x + i * D, *gi = dy + i * D;  // [D]
-        float *dxi = dx + i * D;                        // [D]
-        double dot = 0;                                 // sum_j x * w * dy
-        for (int64_t j = 0; j < D; j++) dot += (double)xi[j] * ((double)w[j] * gi[j]);
-        float r = rstd[i];
-        float c = (float)(dot / (double)D * (double)r * r * r);
-        for (int64_t j = 0; j < D; j++) dxi[j] += (w[j] * gi[j]) * r - xi[j] * c;
-    }
-    /* dw: threads own column ranges, tokens summed in order in double */
-    const int64_t CW = 64;
-    int64_t nch = (D + CW - 1) / CW;
-#pragma omp parallel for schedule(static) if (t * D > UL_CPU_PAR_MIN)
-    for (int64_t c = 0; c < nch; c++) {
-        int64_t c0 = c * CW, c1 = c0 + CW < D ? c0 + CW : D;
-        double acc[64] = {0};  // [CW]
-        for (int64_t i = 0; i < t; i++) {
-            const float *xi = x + i * D, *gi = dy + i * D;
-            double r = rstd[i];
-            for (int64_t j = c0; j < c1; j++) acc[j - c0] += (double)gi[j] * xi[j] * r;
-        }
-        for (int64_t j = c0; j < c1; j++) dw[j] += (float)acc[j - c0];
-    }
+    headnorm_bwd(dx, D, dw, dy, D, x, D, w, rstd, t, 1, D, 1);
+}
+
+/* ---------------------------------------------------------------- bias */
+
+void ul_cpu_bias_add(float *y, int64_t ys, const float *b, int64_t t, int64_t n) {
+#pragma omp parallel for schedule(static) if (t * n > UL_CPU_PAR_MIN)
+    for (int64_t i = 0; i < t; i++)
+        for (int64_t j = 0; j < n; j++) y[i * ys + j] += b[j];
+}
+
+void ul_cpu_bias_bwd(float *db, const float *dy, int64_t dys, int64_t t, int64_t n) {
+    col_sums(db, dy, dys, NULL, 0, NULL, t, 1, n);
 }
 
 /* ---------------------------------------------------------------- RoPE */

@@ -28,6 +28,12 @@ void ul_cpu_embedding_bwd(float *dwte, const float *dout, const int32_t *tokens,
 void ul_cpu_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int64_t t, int64_t D, float eps);
 void ul_cpu_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
                         int64_t t, int64_t D);
+void ul_cpu_headnorm_fwd(float *y, int64_t ys, float *rstd, const float *x, int64_t xs, const float *w, int64_t t,
+                         int64_t nh, int64_t d, float eps);
+void ul_cpu_headnorm_bwd(float *dx, int64_t dxs, float *dw, const float *dy, int64_t dys, const float *x, int64_t xs,
+                         const float *w, const float *rstd, int64_t t, int64_t nh, int64_t d);
+void ul_cpu_bias_add(float *y, int64_t ys, const float *b, int64_t t, int64_t n);
+void ul_cpu_bias_bwd(float *db, const float *dy, int64_t dys, int64_t t, int64_t n);
 void ul_cpu_rope(float *x, int64_t stride, int64_t t, int64_t nh, int64_t d, const int32_t *pos,
                  const float *inv_freq, int inverse);
 void ul_cpu_swiglu_fwd(float *h, const float *g, const float *u, int64_t n);

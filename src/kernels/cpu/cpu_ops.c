@@ -43,6 +43,18 @@ static void cpu_rmsnorm_bwd(void *dx, float *dw, const void *dy, const void *x, 
                             int64_t t, int64_t D) {
     ul_cpu_rmsnorm_bwd(dx, dw, dy, x, w, rstd, t, D);
 }
+static void cpu_headnorm_fwd(void *y, int64_t ys, float *rstd, const void *x, int64_t xs, const void *w, int64_t t,
+                             int64_t nh, int64_t d, float eps) {
+    ul_cpu_headnorm_fwd(y, ys, rstd, x, xs, w, t, nh, d, eps);
+}
+static void cpu_headnorm_bwd(void *dx, int64_t dxs, float *dw, const void *dy, int64_t dys, const void *x, int64_t xs,
+                             const void *w, const float *rstd, int64_t t, int64_t nh, int64_t d) {
+    ul_cpu_headnorm_bwd(dx, dxs, dw, dy, dys, x, xs, w, rstd, t, nh, d);
+}
+static void cpu_bias_add(void *y, int64_t ys, const void *b, int64_t t, int64_t n) { ul_cpu_bias_add(y, ys, b, t, n); }
+static void cpu_bias_bwd(float *db, const void *dy, int64_t dys, int64_t t, int64_t n) {
+    ul_cpu_bias_bwd(db, dy, dys, t, n);
+}
 static void cpu_rope(void *x, int64_t stride, int64_t t, int64_t nh, int64_t d, const int32_t *pos,
                      const float *inv_freq, int inverse) {
     ul_cpu_rope(x, stride, t, nh, d, pos, inv_freq, inverse);
@@ -117,6 +129,10 @@ static const KernelOps g_cpu_ops = {
     .embedding_bwd = cpu_embedding_bwd,
     .rmsnorm_fwd = cpu_rmsnorm_fwd,
     .rmsnorm_bwd = cpu_rmsnorm_bwd,
+    .headnorm_fwd = cpu_headnorm_fwd,
+    .headnorm_bwd = cpu_headnorm_bwd,
+    .bias_add = cpu_bias_add,
+    .bias_bwd = cpu_bias_bwd,
     .rope = cpu_rope,
     .swiglu_fwd = cpu_swiglu_fwd,
     .swiglu_bwd = cpu_swiglu_bwd,

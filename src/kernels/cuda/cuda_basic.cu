@@ -153,11 +153,18 @@ __device__ double block_sum_d(double x) {
     return ul_warp_sum_d(s);
 }
 
-__global__ void k_rmsnorm_fwd(bf16 *__restrict__ y, float *__restrict__ rstd, const bf16 *__restrict__ x,
-                              const bf16 *__restrict__ w, int64_t D, float eps) {
+/* Rows of d elements: row r = (i, h) at base + i stride + h d (i = r / nh, h < nh); rmsnorm
+ * is nh = 1, d = stride = D; headnorm (q_norm, k_norm) is d = head_dim in strided token rows. */
+__device__ __forceinline__ int64_t row_at(int64_t r, int64_t nh, int64_t stride, int64_t d) {
+    return (r / nh) * stride + (r % nh) * d;
+}
+
+/* one block per row */
+__global__ void k_rmsnorm_fwd(bf16 *__restrict__ y, int64_t ys, float *__restrict__ rstd, const bf16 *__restrict__ x,
+                              int64_t xs, const bf16 *__restrict__ w, int64_t nh, int64_t D, float eps) {
     const int64_t i = blockIdx.x;
-    const bf16 *xi = x + i * D;
-    bf16 *yi = y + i * D;
+    const bf16 *xi = x + row_at(i, nh, xs, D);
+    bf16 *yi = y + row_at(i, nh, ys, D);
     float ss = 0;
     for (int64_t j = threadIdx.x; j < D; j += blockDim.x) {
         float v = __bfloat162float(xi[j]);
@@ -170,12 +177,15 @@ __global__ void k_rmsnorm_fwd(bf16 *__restrict__ y, float *__restrict__ rstd, co
         yi[j] = __float2bfloat16_rn((__bfloat162float(xi[j]) * r) * __bfloat162float(w[j]));
 }
 
-/* dx += (w dy) r - x c, c = (sum_j x w dy) / D * r^3 (one block per row) */
-__global__ void k_rmsnorm_bwd_dx(bf16 *__restrict__ dx, const bf16 *__restrict__ dy, const bf16 *__restrict__ x,
-                                 const bf16 *__restrict__ w, const float *__restrict__ rstd, int64_t D) {
+/* dx (+)= (w dy) r - x c, c = (sum_j x w dy) / D * r^3 (one block per row; ACC: accumulate,
+ * else overwrite, dx may be dy: each thread reads its elements of dy before writing them) */
+template <bool ACC>
+__global__ void k_rmsnorm_bwd_dx(bf16 *dx, int64_t dxs, const bf16 *dy, int64_t dys, const bf16 *__restrict__ x,
+                                 int64_t xs, const bf16 *__restrict__ w, const float *__restrict__ rstd, int64_t nh,
+                                 int64_t D) {
     const int64_t i = blockIdx.x;
-    const bf16 *xi = x + i * D, *gi = dy + i * D;
-    bf16 *dxi = dx + i * D;
+    const bf16 *xi = x + row_at(i, nh, xs, D), *gi = dy + row_at(i, nh, dys, D);
+    bf16 *dxi = dx + row_at(i, nh, dxs, D);
     float dot = 0;
     for (int64_t j = threadIdx.x; j < D; j += blockDim.x)
         dot += __bfloat162float(xi[j]) * (__bfloat162float(w[j]) * __bfloat162float(gi[j]));
@@ -183,24 +193,27 @@ __global__ void k_rmsnorm_bwd_dx(bf16 *__restrict__ dx, const bf16 *__restrict__
     const float r = rstd[i];
     const float c = dot / (float)D * r * r * r;
     for (int64_t j = threadIdx.x; j < D; j += blockDim.x) {
-        float v = __bfloat162float(dxi[j]) +
-                  ((__bfloat162float(w[j]) * __bfloat162float(gi[j])) * r - __bfloat162float(xi[j]) * c);
+        float v = (__bfloat162float(w[j]) * __bfloat162float(gi[j])) * r - __bfloat162float(xi[j]) * c;
+        if (ACC) v += __bfloat162float(dxi[j]);
         dxi[j] = __float2bfloat16_rn(v);
     }
 }
 
-/* dw[j] += sum_i dy x r: block (32 columns x 8 row lanes) over RW rows, one atomic per column */
-#define RMS_DW_ROWS 256
-__global__ void k_rmsnorm_bwd_dw(float *__restrict__ dw, const bf16 *__restrict__ dy, const bf16 *__restrict__ x,
-                                 const float *__restrict__ rstd, int64_t t, int64_t D) {
+/* dw[j] += sum_r dy x rstd (x != NULL) or sum_r dy (bias gradient, x == NULL): block (32
+ * columns x 8 row lanes) over `rw` rows, one atomic per column */
+__global__ void k_rmsnorm_bwd_dw(float *__restrict__ dw, const bf16 *__restrict__ dy, int64_t dys,
+                                 const bf16 *__restrict__ x, int64_t xs, const float *__restrict__ rstd, int64_t rows,
+                                 int64_t nh, int64_t D, int64_t rw) {
     __shared__ float part[8][33];
     const int64_t j = (int64_t)blockIdx.x * 32 + threadIdx.x;
-    const int64_t i0 = (int64_t)blockIdx.y * RMS_DW_ROWS;
-    const int64_t i1 = i0 + RMS_DW_ROWS < t ? i0 + RMS_DW_ROWS : t;
+    const int64_t i0 = (int64_t)blockIdx.y * rw;
+    const int64_t i1 = i0 + rw < rows ? i0 + rw : rows;
     float acc = 0;
     if (j < D)
-        for (int64_t i = i0 + threadIdx.y; i < i1; i += 8)
-            acc += __bfloat162float(dy[i * D + j]) * __bfloat162float(x[i * D + j]) * rstd[i];
+        for (int64_t i = i0 + threadIdx.y; i < i1; i += 8) {
+            float g = __bfloat162float(dy[row_at(i, nh, dys, D) + j]);
+            acc += x ? g * __bfloat162float(x[row_at(i, nh, xs, D) + j]) * rstd[i] : g;
+        }
     part[threadIdx.y][threadIdx.x] = acc;
     __syncthreads();
     if (threadIdx.y == 0 && j < D) {
@@ -217,24 +230,72 @@ static int row_threads(int64_t D) {
     return th;
 }
 
-void ul_cuda_rmsnorm_fwd(void *y, float *rstd, const void *x, const void *w, int64_t t, int64_t D, float eps) {
-    if (t <= 0 || D <= 0) return;
-    k_rmsnorm_fwd<<<(unsigned)t, row_threads(D), 0, st()>>>((bf16 *)y, rstd, (const bf16 *)x, (const bf16 *)w, D,
-                                                            eps);
+static void launch_col_sums(float *dw, const void *dy, int64_t dys, const void *x, int64_t xs, const float *rstd,
+                            int64_t rows, int64_t nh, int64_t D) {
+    int64_t rw = 256; /* rows per block: the grid's y extent stays <= 65535 */
+    while ((rows + rw - 1) / rw > 65535) rw *= 2;
+    dim3 grid((unsigned)((D + 31) / 32), (unsigned)((rows + rw - 1) / rw));
+    k_rmsnorm_bwd_dw<<<grid, dim3(32, 8), 0, st()>>>(dw, (const bf16 *)dy, dys, (const bf16 *)x, xs, rstd, rows, nh,
+                                                     D, rw);
     CUDA_LAUNCH_CHECK();
+}
+
+void ul_cuda_headnorm_fwd(void *y, int64_t ys, float *rstd, const void *x, int64_t xs, const void *w, int64_t t,
+                          int64_t nh, int64_t d, float eps) {
+    if (t <= 0 || nh <= 0 || d <= 0) return;
+    UL_ASSERT(t * nh < ((int64_t)1 << 31), "rmsnorm: %lld rows is too many for one call", (long long)(t * nh));
+    k_rmsnorm_fwd<<<(unsigned)(t * nh), row_threads(d), 0, st()>>>((bf16 *)y, ys, rstd, (const bf16 *)x, xs,
+                                                                   (const bf16 *)w, nh, d, eps);
+    CUDA_LAUNCH_CHECK();
+}
+
+static void headnorm_bwd(void *dx, int64_t dxs, float *dw, const void *dy, int64_t dys, const void *x, int64_t xs,
+                         const void *w, const float *rstd, int64_t t, int64_t nh, int64_t d, bool acc) {
+    if (t <= 0 || nh <= 0 || d <= 0) return;
+    UL_ASSERT(t * nh < ((int64_t)1 << 31), "rmsnorm_bwd: %lld rows is too many for one call", (long long)(t * nh));
+    launch_col_sums(dw, dy, dys, x, xs, rstd, t * nh, nh, d); /* first: dx may overwrite dy */
+    if (acc)
+        k_rmsnorm_bwd_dx<true><<<(unsigned)(t * nh), row_threads(d), 0, st()>>>(
+            (bf16 *)dx, dxs, (const bf16 *)dy, dys, (const bf16 *)x, xs, (const bf16 *)w, rstd, nh, d);
+    else
+        k_rmsnorm_bwd_dx<false><<<(unsigned)(t * nh), row_threads(d), 0, st()>>>(
+            (bf16 *)dx, dxs, (const bf16 *)dy, dys, (const bf16 *)x, xs, (const bf16 *)w, rstd, nh, d);
+    CUDA_LAUNCH_CHECK();
+}
+
+void ul_cuda_headnorm_bwd(void *dx, int64_t dxs, float *dw, const void *dy, int64_t dys, const void *x, int64_t xs,
+                          const void *w, const float *rstd, int64_t t, int64_t nh, int64_t d) {
+    headnorm_bwd(dx, dxs, dw, dy, dys, x, xs, w, rstd, t, nh, d, false);
+}
+
+void ul_cuda_rmsnorm_fwd(void *y, float *rstd, const void *x, const void *w, int64_t t, int64_t D, float eps) {
+    ul_cuda_headnorm_fwd(y, D, rstd, x, D, w, t, 1, D, eps);
 }
 
 void ul_cuda_rmsnorm_bwd(void *dx, float *dw, const void *dy, const void *x, const void *w, const float *rstd,
                          int64_t t, int64_t D) {
-    if (t <= 0 || D <= 0) return;
-    k_rmsnorm_bwd_dx<<<(unsigned)t, row_threads(D), 0, st()>>>((bf16 *)dx, (const bf16 *)dy, (const bf16 *)x,
-                                                               (const bf16 *)w, rstd, D);
+    headnorm_bwd(dx, D, dw, dy, D, x, D, w, rstd, t, 1, D, true);
+}
+
+/* ---------------------------------------------------------------- bias */
+
+__global__ void k_bias_add(bf16 *__restrict__ y, int64_t ys, const bf16 *__restrict__ b, int64_t t, int64_t n) {
+    const int64_t total = t * n;
+    for (int64_t u = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; u < total; u += (int64_t)gridDim.x * blockDim.x) {
+        int64_t i = u / n, j = u - i * n;
+        y[i * ys + j] = __float2bfloat16_rn(__bfloat162float(y[i * ys + j]) + __bfloat162float(b[j]));
+    }
+}
+
+void ul_cuda_bias_add(void *y, int64_t ys, const void *b, int64_t t, int64_t n) {
+    if (t <= 0 || n <= 0) return;
+    k_bias_add<<<ul_grid1d(t * n, TPB), TPB, 0, st()>>>((bf16 *)y, ys, (const bf16 *)b, t, n);
     CUDA_LAUNCH_CHECK();
-    int64_t gy = (t + RMS_DW_ROWS - 1) / RMS_DW_ROWS;
-    UL_ASSERT(gy <= 65535, "rmsnorm_bwd: %lld rows is too many for one call", (long long)t);
-    dim3 grid((unsigned)((D + 31) / 32), (unsigned)gy);
-    k_rmsnorm_bwd_dw<<<grid, dim3(32, 8), 0, st()>>>(dw, (const bf16 *)dy, (const bf16 *)x, rstd, t, D);
-    CUDA_LAUNCH_CHECK();
+}
+
+void ul_cuda_bias_bwd(float *db, const void *dy, int64_t dys, int64_t t, int64_t n) {
+    if (t <= 0 || n <= 0) return;
+    launch_col_sums(db, dy, dys, NULL, 0, NULL, t, 1, n);
 }
 
 /* ---------------------------------------------------------------- RoPE */

@@ -105,6 +105,12 @@ void ul_cuda_embedding_bwd(float *dwte, const void *dout, const int32_t *tokens,
 void ul_cuda_rmsnorm_fwd(void *y, float *rstd, const void *x, const void *w, int64_t t, int64_t D, float eps);
 void ul_cuda_rmsnorm_bwd(void *dx, float *dw, const void *dy, const void *x, const void *w, const float *rstd,
                          int64_t t, int64_t D);
+void ul_cuda_headnorm_fwd(void *y, int64_t ys, float *rstd, const void *x, int64_t xs, const void *w, int64_t t,
+                          int64_t nh, int64_t d, float eps);
+void ul_cuda_headnorm_bwd(void *dx, int64_t dxs, float *dw, const void *dy, int64_t dys, const void *x, int64_t xs,
+                          const void *w, const float *rstd, int64_t t, int64_t nh, int64_t d);
+void ul_cuda_bias_add(void *y, int64_t ys, const void *b, int64_t t, int64_t n);
+void ul_cuda_bias_bwd(float *db, const void *dy, int64_t dys, int64_t t, int64_t n);
 void ul_cuda_rope(void *x, int64_t stride, int64_t t, int64_t nh, int64_t d, const int32_t *pos,
                   const float *inv_freq, int inverse);
 void ul_cuda_swiglu_fwd(void *h, const void *g, const void *u, int64_t n);
