@@ -1591,7 +1591,8 @@ int hf_tok_load(const char *path, HfTokenizer **out, UlError *e) {
     *out = NULL;
     struct stat st;
     char file[4096], dir[4096] = "";
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+    if (stat(path, &st) != 0) return ul_err(e, "--tokenizer %s: no such file or directory", path);
+    if (S_ISDIR(st.st_mode)) {
         snprintf(dir, sizeof dir, "%s", path);
         snprintf(file, sizeof file, "%s/tokenizer.json", path);
         if (stat(file, &st) != 0) return ul_err(e, "--tokenizer %s: the directory has no tokenizer.json", path);
