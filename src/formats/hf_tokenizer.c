@@ -1286,7 +1286,6 @@ static int load_dec(HfTokenizer *t, Ld *L, const cJSON *j, const char *where) {
         int strip = ty[0] == 'S';
         snprintf(w, sizeof w, "%s.%s", where, strip ? "content" : "replacement");
         if (one_char(L, w, jstr(j, strip ? "content" : "replacement"), ch, &d.content_len)) return -1;
-        d.content = ul_strdup(ch);
         if (strip) {
             const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "start"), *e = cJSON_GetObjectItemCaseSensitive(j, "stop");
             if (!cJSON_IsNumber(s) || !cJSON_IsNumber(e) || s->valuedouble < 0 || e->valuedouble < 0)
@@ -1299,6 +1298,7 @@ static int load_dec(HfTokenizer *t, Ld *L, const cJSON *j, const char *where) {
             const char *ps = jstr(j, "prepend_scheme");
             d.prepend = ps ? strcmp(ps, "never") != 0 : jbool(j, "add_prefix_space", 1);
         }
+        d.content = ul_strdup(ch);
     } else {
         snprintf(w, sizeof w, "%s.type", where);
         return unsupported(L, w, ty, "ByteLevel, Metaspace, Replace, ByteFallback, Fuse, Strip, Sequence");
@@ -1586,6 +1586,23 @@ static int load_config(HfTokenizer *t, Ld *L, const char *dir, const StrMap *ori
     return rc;
 }
 
+/* Every key and string of the tree is valid UTF-8 (a \u escape can make a lone surrogate). */
+static const cJSON *bad_utf8_string(const cJSON *j) {
+    for (const cJSON *c = j->child; c; c = c->next) {
+        const char *ss[2] = {c->string, cJSON_IsString(c) ? c->valuestring : NULL};
+        for (int k = 0; k < 2; k++) {
+            if (!ss[k]) continue;
+            const uint8_t *s = (const uint8_t *)ss[k];
+            size_t n = strlen(ss[k]), prefix, l;
+            for (size_t i = 0; i < n; i += l)
+                if ((l = utf8_valid_len(s + i, n - i, &prefix)) == 0) return c;
+        }
+        const cJSON *b = bad_utf8_string(c);
+        if (b) return b;
+    }
+    return NULL;
+}
+
 int hf_tok_load(const char *path, HfTokenizer **out, UlError *e) {
     byte_map_init();
     *out = NULL;
@@ -1603,6 +1620,12 @@ int hf_tok_load(const char *path, HfTokenizer **out, UlError *e) {
     cJSON *j = cJSON_ParseWithLength(text, len);
     free(text);
     if (!j) return ul_err(e, "%s: not valid JSON", file);
+    const cJSON *bad = bad_utf8_string(j);
+    if (bad) {
+        int r = ul_err(e, "%s: a key or string is not valid UTF-8 (a lone surrogate escape?)", file);
+        cJSON_Delete(j);
+        return r;
+    }
     HfTokenizer *t = ul_calloc(1, sizeof *t);
     Ld L = {file, e};
     StrMap orig = {0};
