@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Equality of `ulysses tokenize --tokenizer` with the Python `tokenizers` library.
 
-    tokenizer_reference.py ULYSSES WORKDIR [REAL_TOKENIZER.json ...]
+    tokenizer_reference.py [--only=NAME,...] ULYSSES WORKDIR [REAL_TOKENIZER.json ...]
 
 Writes a corpus with many scripts and edge cases into WORKDIR (plain text with invalid
 UTF-8, blank-line blocks, JSONL), trains small tokenizers with `tokenizers` (byte-level BPE
@@ -373,13 +373,20 @@ def check_errors(binary, work, path):
 
 
 def main():
-    binary, work, reals = sys.argv[1], sys.argv[2], sys.argv[3:]
+    args = sys.argv[1:]
+    only = None
+    if args and args[0].startswith("--only="):  # a subset of the tokenizers, by name
+        only = set(args.pop(0)[len("--only="):].split(","))
+    binary, work, reals = args[0], args[1], args[2:]
     os.makedirs(work, exist_ok=True)
     rng = random.Random(1234)
     docs, runs = write_inputs(work, rng)
     toks = trained(work, docs)
     for p in reals:
         toks[os.path.basename(p).replace(".json", "")] = (p, Tokenizer.from_file(p))
+    if only:
+        assert only <= set(toks), f"--only: unknown {only - set(toks)}"
+        toks = {k: v for k, v in toks.items() if k in only or k == "bl_llama3"}
     ok = True
     with ThreadPoolExecutor(4) as pool:  # each ulysses run mostly waits for MPI to start
         for good, log in pool.map(lambda kv: check(binary, work, kv[0], kv[1][0], kv[1][1], runs), toks.items()):

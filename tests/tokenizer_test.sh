@@ -4,7 +4,7 @@
 # real tokenizer.json files of public models (Anthropic's and DeepSeek's, shipped in the
 # litellm wheel on PyPI). The reference is installed into BUILD/tokref on first use
 # (PyPI); when it cannot be installed the test fails, it never skips.
-#   tokenizer_test.sh ULYSSES BUILD_DIR [WORK_NAME]
+#   tokenizer_test.sh ULYSSES BUILD_DIR [WORK_NAME [ONLY]]   (ONLY: tokenizer names, comma-separated)
 set -euo pipefail
 BIN=$1
 BUILD=$2
@@ -39,5 +39,7 @@ PY
 fi
 flock -u 9
 rm -rf "$WORK"
-"$REF/venv/bin/python" "$ROOT/scripts/tokenizer_reference.py" "$BIN" "$WORK" \
+ONLY=()
+[ -n "${4:-}" ] && ONLY=("--only=$4")
+"$REF/venv/bin/python" "$ROOT/scripts/tokenizer_reference.py" "${ONLY[@]}" "$BIN" "$WORK" \
   "$REF/real/anthropic_tokenizer.json" "$REF/real/deepseek_tokenizer.json"
