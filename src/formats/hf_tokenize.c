@@ -82,67 +82,98 @@ static char *escape_nul(const char *s, size_t n, int *clash) {
     return o;
 }
 
-/* JSONL: one document per line from its string field; blank lines are ignored. */
+typedef enum { L_OK, L_JSON, L_TRAIL, L_NOT_OBJECT, L_NO_FIELD, L_NUL_CLASH } LineStatus;
+
+typedef struct {
+    size_t a, b;  /* the line is text[a, b) */
+    int64_t line; /* 1-based */
+    LineStatus st;
+    char *doc; /* L_OK: the sanitized document */
+    size_t len, bad_utf8;
+} Line;
+
+/* One JSONL line s[n] -> its document (thread-safe). */
+static LineStatus parse_line(const char *s, size_t n, const char *field, Line *l) {
+    int clash;
+    char *esc = escape_nul(s, n, &clash);
+    if (esc && clash) {
+        free(esc);
+        return L_NUL_CLASH;
+    }
+    const char *src = esc ? esc : s, *end = NULL;
+    size_t srclen = esc ? strlen(esc) : n;
+    cJSON *j = cJSON_ParseWithLengthOpts(src, srclen, &end, 0);
+    LineStatus st = L_OK;
+    if (!j) st = L_JSON;
+    else {
+        while (end && end < src + srclen && (*end == ' ' || *end == '\t' || *end == '\r')) end++;
+        if (end && end < src + srclen) st = L_TRAIL;
+        else if (!cJSON_IsObject(j)) st = L_NOT_OBJECT;
+        else if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, field))) st = L_NO_FIELD;
+    }
+    free(esc);
+    if (st == L_OK) {
+        const char *v = cJSON_GetObjectItemCaseSensitive(j, field)->valuestring;
+        l->bad_utf8 = ul_utf8_sanitize(v, strlen(v), &l->doc, &l->len);
+        if (memmem(l->doc, l->len, NONCHAR, 4)) { /* back to NUL */
+            size_t w = 0;
+            for (size_t k = 0; k < l->len; k++) {
+                if (k + 4 <= l->len && memcmp(l->doc + k, NONCHAR, 4) == 0) {
+                    l->doc[w++] = 0;
+                    k += 3;
+                } else l->doc[w++] = l->doc[k];
+            }
+            l->len = w;
+        }
+    }
+    cJSON_Delete(j);
+    return st;
+}
+
+/* JSONL: one document per line from its string field; blank lines are ignored. Lines
+ * are parsed in parallel; the first bad one (in file order) is the error. */
 static int read_jsonl(const HfTokenizeOptions *o, const char *path, const char *text, size_t len, Docs *d,
                       int64_t *bad_lines, size_t *bad_utf8, UlError *e) {
     const char *field = o->field ? o->field : "text";
-    int64_t line = 0;
+    Line *lines = NULL;
+    int64_t n = 0, cap = 0, line = 0;
     for (size_t ls = 0; ls < len;) {
         const char *nl = memchr(text + ls, '\n', len - ls);
-        size_t le = nl ? (size_t)(nl - text) : len;
+        size_t le = nl ? (size_t)(nl - text) : len, a = ls;
         line++;
-        size_t a = ls, b = le;
-        while (a < b && (text[a] == ' ' || text[a] == '\t' || text[a] == '\r')) a++;
+        while (a < le && (text[a] == ' ' || text[a] == '\t' || text[a] == '\r')) a++;
         ls = le + 1;
-        if (a == b) continue;
-        int clash;
-        char *esc = escape_nul(text + a, b - a, &clash);
-        if (esc && clash) {
-            free(esc);
-            return ul_err(e, "%s:%lld: a \\u0000 and a U+10FFFF in one line are not supported", path, (long long)line);
+        if (a == le) continue;
+        if (n == cap) {
+            cap = 2 * cap + 1024;
+            lines = ul_realloc(lines, (size_t)cap * sizeof *lines);
         }
-        const char *src = esc ? esc : text + a, *end = NULL, *why = NULL;
-        size_t srclen = esc ? strlen(esc) : b - a;
-        cJSON *j = cJSON_ParseWithLengthOpts(src, srclen, &end, 0);
-        if (!j) why = "not valid JSON";
-        else {
-            while (end && end < src + srclen && (*end == ' ' || *end == '\t' || *end == '\r')) end++;
-            if (end && end < src + srclen) why = "text after the JSON value";
-            else if (!cJSON_IsObject(j)) why = "not a JSON object";
-        }
-        free(esc);
-        const cJSON *v = why ? NULL : cJSON_GetObjectItemCaseSensitive(j, field);
-        char whybuf[160];
-        if (!why && !cJSON_IsString(v)) {
-            snprintf(whybuf, sizeof whybuf, "no string field \"%s\"%s", field,
-                     o->field ? "" : " (--field NAME reads another key)");
-            why = whybuf;
-        }
-        if (why) {
-            cJSON_Delete(j);
-            if (!o->skip_bad_lines)
-                return ul_err(e, "%s:%lld: %s (--skip-bad-lines skips such lines)", path, (long long)line, why);
-            (*bad_lines)++;
-            continue;
-        }
-        char *s;
-        size_t sl;
-        *bad_utf8 += ul_utf8_sanitize(v->valuestring, strlen(v->valuestring), &s, &sl);
-        cJSON_Delete(j);
-        if (memmem(s, sl, NONCHAR, 4)) { /* back to NUL */
-            size_t w = 0;
-            for (size_t k = 0; k < sl; k++) {
-                if (k + 4 <= sl && memcmp(s + k, NONCHAR, 4) == 0) {
-                    s[w++] = 0;
-                    k += 3;
-                } else s[w++] = s[k];
-            }
-            sl = w;
-        }
-        docs_add(d, s, sl);
-        d->owned[d->n_owned++] = s;
+        lines[n++] = (Line){.a = a, .b = le, .line = line};
     }
-    return 0;
+#pragma omp parallel for schedule(dynamic, 16)
+    for (int64_t i = 0; i < n; i++) lines[i].st = parse_line(text + lines[i].a, lines[i].b - lines[i].a, field, &lines[i]);
+    static const char *why[] = {"", "not valid JSON", "text after the JSON value", "not a JSON object", "",
+                                "a \\u0000 and a U+10FFFF in one line are not supported"};
+    int rc = 0;
+    for (int64_t i = 0; i < n; i++) {
+        Line *l = &lines[i];
+        if (rc) {
+            free(l->doc);
+        } else if (l->st == L_OK) {
+            *bad_utf8 += l->bad_utf8;
+            docs_add(d, l->doc, l->len);
+            d->owned[d->n_owned++] = l->doc;
+        } else if (!o->skip_bad_lines || l->st == L_NUL_CLASH) {
+            if (l->st == L_NO_FIELD)
+                rc = ul_err(e, "%s:%lld: no string field \"%s\"%s (--skip-bad-lines skips such lines)", path,
+                            (long long)l->line, field, o->field ? "" : "; --field NAME reads another key");
+            else
+                rc = ul_err(e, "%s:%lld: %s%s", path, (long long)l->line, why[l->st],
+                            l->st == L_NUL_CLASH ? "" : " (--skip-bad-lines skips such lines)");
+        } else (*bad_lines)++;
+    }
+    free(lines);
+    return rc;
 }
 
 int ul_tokenize_hf(const HfTokenizeOptions *o, UlError *e) {
