@@ -213,7 +213,12 @@ int ul_tokenize_hf(const HfTokenizeOptions *o, UlError *e) {
             for (int64_t i = 0; i < d.n; i++) hf_tok_encode(t, sc[omp_get_thread_num()], d.p[i], d.len[i], &ids[i]);
             off = ul_realloc(off, (size_t)(n_docs + d.n + 1) * sizeof *off);
             for (int64_t i = 0; i < d.n; i++) {
-                for (int64_t k = 0; k < ids[i].n; k++) hf_ids_push(&all, ids[i].v[k]);
+                if (all.n + ids[i].n > all.cap) {
+                    all.cap = 2 * (all.n + ids[i].n) + 4096;
+                    all.v = ul_realloc(all.v, (size_t)all.cap * sizeof *all.v);
+                }
+                if (ids[i].n) memcpy(all.v + all.n, ids[i].v, (size_t)ids[i].n * sizeof *all.v);
+                all.n += ids[i].n;
                 free(ids[i].v);
                 off[++n_docs] = (uint64_t)all.n;
             }
