@@ -423,6 +423,7 @@ typedef struct {
     size_t len;
     uint32_t id;
     int special, normalized;
+    int single_word, lstrip, rstrip;
 } AddedTok;
 
 /* Leftmost-longest matcher over a set of added tokens, bucketed by first byte. */
@@ -454,6 +455,7 @@ struct HfTokenizer {
     Dec *decs;
     int n_decs;
     int has_decoder;
+    pcre2_code *re_space, *re_word; /* one character of tokenizers' (Rust regex) \s and \w */
     uint32_t *pre_ids, *post_ids; /* post-processor: ids before / after the sequence */
     int n_pre_ids, n_post_ids;
     char note[512];
@@ -727,6 +729,80 @@ static int added_next(const HfTokenizer *t, const AddedSet *set, const char *s, 
     return -1;
 }
 
+/* Whether the character of s[0..n) starting at byte `at` is in class re. */
+static int char_is(const pcre2_code *re, HfTokScratch *sc, const char *s, size_t n, size_t at) {
+    if (at >= n) return 0;
+    int rc = pcre2_match(re, (PCRE2_SPTR)s, n, at, PCRE2_ANCHORED | PCRE2_NO_UTF_CHECK, sc->md, NULL);
+    return rc >= 0;
+}
+
+/* Start of the character before byte `at`. */
+static size_t prev_char(const char *s, size_t at) {
+    do at--;
+    while (at > 0 && ((uint8_t)s[at] & 0xC0) == 0x80);
+    return at;
+}
+
+/* tokenizers' AddedVocabulary::find_matches as an iterator over s[n]: gaps and added
+ * tokens in order. A single_word token needs no \w character on either side; lstrip /
+ * rstrip widen a token over the white space before / after it (never back into the
+ * previous piece); the search goes on from the raw end of each match. */
+typedef struct {
+    size_t pos, prev_end;
+    int pending; /* a token found after a gap, returned next; -1 none */
+    size_t p_start, p_stop;
+} AddedIter;
+
+/* Returns -2 at the end, -1 for a gap, else the added token's index; the piece is [*a, *b). */
+static int added_iter(const HfTokenizer *t, const AddedSet *set, HfTokScratch *sc, const char *s, size_t n,
+                      AddedIter *it, size_t *a, size_t *b) {
+    if (it->pending >= 0) {
+        int k = it->pending;
+        it->pending = -1;
+        *a = it->p_start;
+        *b = it->p_stop;
+        return k;
+    }
+    for (;;) {
+        size_t start;
+        int k = added_next(t, set, s, n, it->pos, &start);
+        if (k < 0) break;
+        const AddedTok *tk = &t->added[k];
+        size_t stop = start + tk->len;
+        it->pos = stop;
+        if (tk->single_word && ((start > 0 && char_is(t->re_word, sc, s, n, prev_char(s, start))) ||
+                                char_is(t->re_word, sc, s, n, stop)))
+            continue;
+        if (tk->lstrip) {
+            size_t ns = start;
+            while (ns > 0 && char_is(t->re_space, sc, s, n, prev_char(s, ns))) ns = prev_char(s, ns);
+            start = ns > it->prev_end ? ns : it->prev_end;
+        }
+        if (tk->rstrip)
+            while (stop < n && char_is(t->re_space, sc, s, n, stop)) stop += u8len((uint8_t)s[stop]);
+        size_t gap = it->prev_end;
+        it->prev_end = stop;
+        if (gap < start) {
+            it->pending = k;
+            it->p_start = start;
+            it->p_stop = stop;
+            *a = gap;
+            *b = start;
+            return -1;
+        }
+        *a = start;
+        *b = stop;
+        return k;
+    }
+    if (it->prev_end < n) {
+        *a = it->prev_end;
+        *b = n;
+        it->prev_end = n;
+        return -1;
+    }
+    return -2;
+}
+
 /* Normalizes arena[off, off+len) into a new arena string; returns its offset, *out_len. */
 static size_t normalize(const HfTokenizer *t, HfTokScratch *sc, size_t off, size_t len, size_t *out_len) {
     for (int k = 0; k < t->n_norms; k++) {
@@ -887,32 +963,29 @@ static void pretok_and_model(const HfTokenizer *t, HfTokScratch *sc, Piece pc, H
 
 /* Normalized segment at arena[off, len): normalized added tokens, then pre-tokenizer + model. */
 static void encode_segment(const HfTokenizer *t, HfTokScratch *sc, size_t off, size_t len, int at0, HfIds *out) {
-    size_t nl, no = normalize(t, sc, off, len, &nl);
-    size_t from = 0, pos;
-    for (;;) {
-        int a = added_next(t, &t->norm_set, sc->arena.p + no, nl, from, &pos);
-        size_t end = a >= 0 ? pos : nl;
-        if (end > from) pretok_and_model(t, sc, (Piece){no + from, end - from, at0 && from == 0}, out);
-        if (a < 0) break;
-        hf_ids_push(out, t->added[a].id);
-        from = pos + t->added[a].len;
+    size_t nl, no = normalize(t, sc, off, len, &nl), a, b;
+    AddedIter it = {0, 0, -1, 0, 0};
+    int k;
+    /* the arena may move while a piece is encoded: its base is taken afresh each time */
+    while ((k = added_iter(t, &t->norm_set, sc, sc->arena.p + no, nl, &it, &a, &b)) != -2) {
+        if (k >= 0) hf_ids_push(out, t->added[k].id);
+        else pretok_and_model(t, sc, (Piece){no + a, b - a, at0 && a == 0}, out);
     }
 }
 
 void hf_tok_encode(const HfTokenizer *t, HfTokScratch *sc, const char *text, size_t len, HfIds *out) {
     for (int k = 0; k < t->n_pre_ids; k++) hf_ids_push(out, t->pre_ids[k]);
-    size_t from = 0, pos;
-    for (;;) {
-        int a = added_next(t, &t->raw_set, text, len, from, &pos);
-        size_t end = a >= 0 ? pos : len;
-        if (end > from) {
-            sc->arena.n = 0;
-            size_t off = arena_add(sc, text + from, end - from);
-            encode_segment(t, sc, off, end - from, from == 0, out);
+    AddedIter it = {0, 0, -1, 0, 0};
+    size_t a, b;
+    int k;
+    while ((k = added_iter(t, &t->raw_set, sc, text, len, &it, &a, &b)) != -2) {
+        if (k >= 0) {
+            hf_ids_push(out, t->added[k].id);
+            continue;
         }
-        if (a < 0) break;
-        hf_ids_push(out, t->added[a].id);
-        from = pos + t->added[a].len;
+        sc->arena.n = 0;
+        size_t off = arena_add(sc, text + a, b - a);
+        encode_segment(t, sc, off, b - a, a == 0, out);
     }
     for (int k = 0; k < t->n_post_ids; k++) hf_ids_push(out, t->post_ids[k]);
     if (sc->arena.cap > ((size_t)64 << 20)) { /* do not keep a huge document's arena */
@@ -1462,6 +1535,23 @@ static int load_model(HfTokenizer *t, Ld *L, const cJSON *m, StrMap *orig) {
         snprintf(fb, sizeof fb, "<0x%02X>", b);
         if (t->byte_fallback && sm_get(orig, fb, 6, &id)) t->fallback_id[b] = id;
     }
+    /* tokenizers gives an added token its model.vocab id when it has one, else the next id
+     * after the vocabulary and the added tokens so far, whatever the file says: a file
+     * that disagrees would silently change ids, so it is refused */
+    int64_t max_added = -1;
+    for (int k = 0; k < t->n_added; k++) {
+        const AddedTok *a = &t->added[k];
+        int32_t vid;
+        int64_t want = -1;
+        if (sm_get(orig, a->content, a->len, &vid)) want = vid;
+        for (int q = 0; q < k && want < 0; q++)
+            if (strcmp(t->added[q].content, a->content) == 0) want = t->added[q].id;
+        if (want < 0) want = max_added >= nv ? max_added + 1 : nv;
+        if (want != a->id)
+            return ul_err(L->e, "%s: added_tokens[%d] (\"%s\") has id %u, but tokenizers gives it id %lld", L->file, k,
+                          a->content, a->id, (long long)want);
+        if (want > max_added) max_added = want;
+    }
     const char *unk = jstr(m, "unk_token");
     t->unk_id = -1;
     if (unk) {
@@ -1527,11 +1617,10 @@ static int load_added(HfTokenizer *t, Ld *L, const cJSON *a) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(x, "id");
         if (!c || !*c || !cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble > 2147483647.0)
             return ul_err(L->e, "%s: added_tokens[%d] needs a non-empty \"content\" and an \"id\"", L->file, i);
-        const char *bad = jbool(x, "single_word", 0) ? "single_word" : jbool(x, "lstrip", 0) ? "lstrip"
-                          : jbool(x, "rstrip", 0)    ? "rstrip" : NULL;
-        if (bad)
-            return ul_err(L->e, "%s: added_tokens[%d] (\"%s\"): %s true is not supported", L->file, i, c, bad);
         AddedTok *k = &t->added[t->n_added++];
+        k->single_word = jbool(x, "single_word", 0);
+        k->lstrip = jbool(x, "lstrip", 0);
+        k->rstrip = jbool(x, "rstrip", 0);
         k->content = ul_strdup(c);
         k->len = strlen(c);
         k->id = (uint32_t)id->valuedouble;
@@ -1627,6 +1716,15 @@ int hf_tok_load(const char *path, HfTokenizer **out, UlError *e) {
         return r;
     }
     HfTokenizer *t = ul_calloc(1, sizeof *t);
+    {
+        int err;
+        PCRE2_SIZE off;
+        t->re_space = pcre2_compile((PCRE2_SPTR) "[" ONIG_SPACE "]", PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &err,
+                                    &off, NULL);
+        t->re_word = pcre2_compile((PCRE2_SPTR) "[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}]",
+                                   PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &err, &off, NULL);
+        UL_ASSERT(t->re_space && t->re_word, "PCRE2: the \\s / \\w classes do not compile");
+    }
     Ld L = {file, e};
     StrMap orig = {0};
     int rc = 0;
@@ -1705,6 +1803,8 @@ void hf_tok_free(HfTokenizer *t) {
     free(t->decs);
     free(t->pre_ids);
     free(t->post_ids);
+    if (t->re_space) pcre2_code_free(t->re_space);
+    if (t->re_word) pcre2_code_free(t->re_word);
     free(t);
 }
 

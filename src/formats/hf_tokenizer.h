@@ -4,7 +4,7 @@
  *
  * Supported (anything else in the file is one error naming the field and value):
  *   added_tokens    matched before everything else, leftmost-longest; "normalized": true
- *                   ones on the normalized text (single_word / lstrip / rstrip: refused)
+ *                   ones on the normalized text; single_word, lstrip, rstrip
  *   normalizer      NFC, NFD, NFKC, NFKD (utf8proc), Prepend, Replace, Sequence
  *   pre_tokenizer   Split (PCRE2 for the Oniguruma regexes), ByteLevel (last), Metaspace,
  *                   Digits, Sequence
