@@ -46,6 +46,8 @@ FRAGMENTS = [
     "<tool_call>{\"name\": \"f\"}</tool_call>", "été e\u0301te\u0301 ÉTÉ", "▁already▁metaspace▁ chars",
     "  leading spaces", "trailing spaces   ", "punctuation!!! ??? ... --- *** ((()))", "email a.b@c.de url https://x.y/z?q=1",
     "$100.00 €50 ¥1000 £5", "<0x41> looks like a byte token", "snake_case camelCase kebab-case SCREAMING_CASE",
+    "fill the <mask> here, x<mask>y,  <mask>  and\u3000<mask>", "end [END]   next [END]\nline[END]",
+    "cat concatenate cat. (cat) cats _cat cat_ 猫cat é\u0301cat", "<both>  <both>\t\t<both>x", "dog doggy hotdog dog",
 ]
 
 
@@ -186,6 +188,21 @@ def trained(work, docs):
     j["added_tokens"].append(added("e\u0301te\u0301", n, False, normalized=True))  # matched in NFC form
     j["added_tokens"].append(added("<tool_call>", n + 1, False))
     save("bl_qwen", j)
+
+    strip = json.loads(json.dumps(llama3))  # added tokens with single_word / lstrip / rstrip
+    for k, (content, sw, ls, rs, norm) in enumerate([("<mask>", False, True, False, False),
+                                                      ("[END]", False, False, True, False),
+                                                      ("cat", True, False, False, False),
+                                                      ("<both>", False, True, True, False),
+                                                      ("dog", True, True, True, True)]):
+        tok_ = added(content, n + 2 + k, k % 2 == 0, normalized=norm)
+        tok_.update(single_word=sw, lstrip=ls, rstrip=rs)
+        strip["added_tokens"].append(tok_)
+    strip["normalizer"] = {"type": "NFC"}
+    ids = Tokenizer.from_str(json.dumps(strip))  # the ids tokenizers gives them ("cat": its vocabulary id)
+    for a in strip["added_tokens"]:
+        a["id"] = ids.token_to_id(a["content"])
+    save("bl_strip", strip)
 
     t = Tokenizer.from_str(json.dumps(base))
     t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True, use_regex=True)
@@ -349,8 +366,11 @@ def check_errors(binary, work, path):
     j["normalizer"] = {"type": "Lowercase"}
     cases.append((j, 'normalizer.type "Lowercase" is not supported'))
     j = json.loads(json.dumps(base))
-    j["added_tokens"][0]["lstrip"] = True
-    cases.append((j, "added_tokens[0] (\"<|begin_of_text|>\"): lstrip true is not supported"))
+    j["model"]["dropout"] = 0.1
+    cases.append((j, "model.dropout 0.1 is not supported"))
+    j = json.loads(json.dumps(base))
+    j["added_tokens"][0]["id"] = 7
+    cases.append((j, "added_tokens[0] (\"<|begin_of_text|>\") has id 7, but tokenizers gives it id 0"))
     j = json.loads(json.dumps(base))
     j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = r"\w+"
     cases.append((j, "regex escape \\w is not supported"))
