@@ -27,7 +27,7 @@ static int encode_with(const char *json, const char *text, uint32_t *ids, int ca
     write_text(path, json, strlen(json));
     HfTokenizer *t;
     UlError e;
-    if (hf_tok_load(path, &t, &e)) {
+    if (hf_tok_load(path, 0, &t, &e)) {
         fprintf(stderr, "load: %s\n", e.msg);
         return -1;
     }
@@ -127,7 +127,7 @@ static const char *FEATURES =
 static int try_load(const char *path) {
     HfTokenizer *t;
     UlError e = {{0}};
-    int rc = hf_tok_load(path, &t, &e);
+    int rc = hf_tok_load(path, 0, &t, &e);
     if (rc) {
         CHECK(strstr(e.msg, path) != NULL, "error does not name the file: %s", e.msg);
         return rc;

@@ -252,7 +252,7 @@ static int cmd_tokenize(int argc, char **argv) {
     const char **files = calloc((size_t)argc + 1, sizeof(char *));
     const char **tfiles = calloc((size_t)argc + 1, sizeof(char *));
     FlagStrings fs = {files, 0}, ts = {tfiles, 0};
-    const char *out = NULL, *field = NULL;
+    const char *out = NULL, *field = NULL, *bos_eos = NULL;
     int blank = 0, skip_bad = 0, decode = 0, jsonl = 0, keep_special = 0;
     Flag flags[] = {
         {"--bytes", FLAG_STRINGS, &fs, "FILE...", "text files to tokenize with the byte-level vocabulary (256)"},
@@ -263,6 +263,9 @@ static int cmd_tokenize(int argc, char **argv) {
         {"--field", FLAG_STRING, &field, "NAME", "JSONL: the string field holding each document (default text)"},
         {"--skip-bad-lines", FLAG_BOOL, &skip_bad, NULL,
          "JSONL: skip and count malformed lines (default: the first one is an error naming file:line)"},
+        {"--bos-eos", FLAG_STRING, &bos_eos, "json|config",
+         "BOS/EOS per document: json (default) as tokenizer.json's post-processor, like tokenizers and transformers 5; "
+         "config: add_bos_token / add_eos_token of tokenizer_config.json beside it, like transformers 4"},
         {"--decode", FLAG_BOOL, &decode, NULL, "print the documents of token shards as text (with --tokenizer)"},
         {"--jsonl", FLAG_BOOL, &jsonl, NULL, "--decode: one {\"text\": ...} line per document (default: text, blank line after each)"},
         {"--keep-special", FLAG_BOOL, &keep_special, NULL, "--decode: keep special tokens (default: dropped, as tokenizers' decode)"},
@@ -285,11 +288,14 @@ static int cmd_tokenize(int argc, char **argv) {
     if (rc == 0 && !decode && !out) rc = ul_err(&e, "-o: the output shard path is required");
     if (rc == 0 && fs.n && (field || skip_bad)) rc = ul_err(&e, "--field and --skip-bad-lines go with --tokenizer (JSONL input)");
     if (rc == 0 && !decode && (jsonl || keep_special)) rc = ul_err(&e, "--jsonl and --keep-special go with --decode");
+    if (rc == 0 && bos_eos && ((strcmp(bos_eos, "json") != 0 && strcmp(bos_eos, "config") != 0) || !ts.n || decode))
+        rc = ul_err(&e, "--bos-eos %s: json or config, with --tokenizer (not --decode)", bos_eos);
     if (rc == 0 && g_rank == 0) {
         if (fs.n) rc = ul_tokenize_bytes(files, fs.n, blank, out, &e);
         else if (decode) rc = ul_detokenize(ts.v[0], ts.v + 1, ts.n - 1, keep_special, jsonl, out, &e);
         else {
-            HfTokenizeOptions o = {ts.v[0], ts.v + 1, ts.n - 1, blank, field, skip_bad, out};
+            HfTokenizeOptions o = {ts.v[0], ts.v + 1, ts.n - 1, blank, field, skip_bad, out,
+                                   bos_eos && strcmp(bos_eos, "config") == 0};
             rc = ul_tokenize_hf(&o, &e);
         }
     }

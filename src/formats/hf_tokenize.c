@@ -178,7 +178,7 @@ static int read_jsonl(const HfTokenizeOptions *o, const char *path, const char *
 
 int ul_tokenize_hf(const HfTokenizeOptions *o, UlError *e) {
     HfTokenizer *t;
-    if (hf_tok_load(o->tokenizer, &t, e)) return -1;
+    if (hf_tok_load(o->tokenizer, o->bos_eos_from_config, &t, e)) return -1;
     double t0 = ul_now();
     int nt = omp_get_max_threads();
     HfTokScratch **sc = ul_calloc((size_t)nt, sizeof *sc);
@@ -269,7 +269,7 @@ static void json_string(FILE *f, const char *s, size_t n) {
 int ul_detokenize(const char *tokenizer, const char *const *shards, int n_shards, int keep_special, int jsonl,
                   const char *out, UlError *e) {
     HfTokenizer *t;
-    if (hf_tok_load(tokenizer, &t, e)) return -1;
+    if (hf_tok_load(tokenizer, 0, &t, e)) return -1;
     char *buf = NULL;
     size_t blen = 0;
     FILE *f = out ? open_memstream(&buf, &blen) : stdout;

@@ -13,6 +13,7 @@ typedef struct {
     const char *field;           /* JSONL: the string field holding the document (default "text") */
     int skip_bad_lines;          /* JSONL: skip and count malformed lines instead of failing */
     const char *out;             /* the shard */
+    int bos_eos_from_config;     /* BOS/EOS per tokenizer_config.json, not the post-processor */
 } HfTokenizeOptions;
 
 /* Writes one shard (PATH.tmp, then renamed); a summary line goes to stderr. */

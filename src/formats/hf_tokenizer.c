@@ -1631,45 +1631,46 @@ static int load_added(HfTokenizer *t, Ld *L, const cJSON *a) {
     return 0;
 }
 
-/* tokenizer_config.json of a Llama tokenizer class: BOS/EOS as transformers'
- * LlamaTokenizerFast.update_post_processor sets them (add_bos_token default true,
- * add_eos_token default false), replacing tokenizer.json's post_processor. */
-static int load_config(HfTokenizer *t, Ld *L, const char *dir, const StrMap *orig) {
+/* tokenizer_config.json beside tokenizer.json: its add_bos_token / add_eos_token (absent:
+ * false) with its bos_token / eos_token. With from_config they replace tokenizer.json's
+ * post-processor (what transformers 4's Llama tokenizers did); otherwise the ids follow
+ * tokenizer.json (as tokenizers and transformers 5 do) and a disagreement is noted. */
+static int load_config(HfTokenizer *t, Ld *L, const char *dir, const StrMap *orig, int from_config) {
     char path[4096];
     snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
     struct stat st;
-    if (stat(path, &st) != 0) return 0;
+    if (stat(path, &st) != 0)
+        return from_config ? ul_err(L->e, "--bos-eos config: %s does not exist", path) : 0;
     char *text;
     if (ul_read_file(path, (size_t)64 << 20, &text, NULL, L->e)) return -1;
     cJSON *j = cJSON_Parse(text);
     free(text);
     if (!j) return ul_err(L->e, "%s: not valid JSON", path);
-    const char *cls = jstr(j, "tokenizer_class");
-    int rc = 0;
-    static const char *llama[] = {"LlamaTokenizer", "LlamaTokenizerFast", "CodeLlamaTokenizer", "CodeLlamaTokenizerFast"};
-    int is_llama = 0;
-    for (int i = 0; cls && i < 4; i++) is_llama |= strcmp(cls, llama[i]) == 0;
-    if (is_llama) {
-        int bos = jbool(j, "add_bos_token", 1), eos = jbool(j, "add_eos_token", 0);
-        const char *names[2] = {"bos_token", "eos_token"};
-        int want[2] = {bos, eos};
-        free(t->pre_ids);
-        free(t->post_ids);
-        t->pre_ids = t->post_ids = NULL;
+    const char *names[2] = {"bos_token", "eos_token"}, *flags[2] = {"add_bos_token", "add_eos_token"};
+    int64_t id[2] = {-1, -1};
+    int rc = 0, explicit = 0;
+    for (int k = 0; k < 2 && rc == 0; k++) {
+        explicit |= cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(j, flags[k]));
+        if (!jbool(j, flags[k], 0)) continue;
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, names[k]);
+        const char *s = cJSON_IsString(v) ? v->valuestring : jstr(v, "content");
+        id[k] = s ? token_id(t, orig, s) : -1;
+        if (id[k] < 0)
+            rc = ul_err(L->e, "%s: %s is true but %s %s%s%s is not a token of the tokenizer", path, flags[k], names[k],
+                        s ? "\"" : "", s ? s : "is missing", s ? "\"" : "");
+    }
+    if (rc == 0 && from_config) {
         t->n_pre_ids = t->n_post_ids = 0;
-        for (int k = 0; k < 2 && rc == 0; k++) {
-            if (!want[k]) continue;
-            const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, names[k]);
-            const char *s = cJSON_IsString(v) ? v->valuestring : jstr(v, "content");
-            int64_t id = s ? token_id(t, orig, s) : -1;
-            if (id < 0)
-                rc = ul_err(L->e, "%s: add_%s is true but %s %s%s%s is not a token of the tokenizer", path, names[k],
-                            names[k], s ? "\"" : "", s ? s : "is missing", s ? "\"" : "");
-            else if (k == 0) push_id(&t->pre_ids, &t->n_pre_ids, (uint32_t)id);
-            else push_id(&t->post_ids, &t->n_post_ids, (uint32_t)id);
-        }
-        if (rc == 0) snprintf(t->note, sizeof t->note, " (from %.400s: add_bos_token %s, add_eos_token %s)", path,
-                              bos ? "true" : "false", eos ? "true" : "false");
+        if (id[0] >= 0) push_id(&t->pre_ids, &t->n_pre_ids, (uint32_t)id[0]);
+        if (id[1] >= 0) push_id(&t->post_ids, &t->n_post_ids, (uint32_t)id[1]);
+        snprintf(t->note, sizeof t->note, " (--bos-eos config: %.400s)", path);
+    } else if (rc == 0 && explicit) {
+        int same = t->n_pre_ids == (id[0] >= 0) && t->n_post_ids == (id[1] >= 0) &&
+                   (id[0] < 0 || t->pre_ids[0] == (uint32_t)id[0]) && (id[1] < 0 || t->post_ids[0] == (uint32_t)id[1]);
+        if (!same)
+            snprintf(t->note, sizeof t->note,
+                     "; note: %.400s asks for add_bos_token %s, add_eos_token %s: --bos-eos config follows it",
+                     path, id[0] >= 0 ? "true" : "false", id[1] >= 0 ? "true" : "false");
     }
     cJSON_Delete(j);
     return rc;
@@ -1692,7 +1693,7 @@ static const cJSON *bad_utf8_string(const cJSON *j) {
     return NULL;
 }
 
-int hf_tok_load(const char *path, HfTokenizer **out, UlError *e) {
+int hf_tok_load(const char *path, int bos_eos_from_config, HfTokenizer **out, UlError *e) {
     byte_map_init();
     *out = NULL;
     struct stat st;
@@ -1702,7 +1703,11 @@ int hf_tok_load(const char *path, HfTokenizer **out, UlError *e) {
         snprintf(dir, sizeof dir, "%s", path);
         snprintf(file, sizeof file, "%s/tokenizer.json", path);
         if (stat(file, &st) != 0) return ul_err(e, "--tokenizer %s: the directory has no tokenizer.json", path);
-    } else snprintf(file, sizeof file, "%s", path);
+    } else {
+        snprintf(file, sizeof file, "%s", path);
+        const char *slash = strrchr(path, '/');
+        snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
+    }
     char *text;
     size_t len;
     if (ul_read_file(file, (size_t)1 << 31, &text, &len, e)) return -1;
@@ -1740,7 +1745,7 @@ int hf_tok_load(const char *path, HfTokenizer **out, UlError *e) {
     }
     if (rc == 0) rc = load_post(t, &L, cJSON_GetObjectItemCaseSensitive(j, "post_processor"), "post_processor");
     if (rc == 0) rc = load_dec(t, &L, cJSON_GetObjectItemCaseSensitive(j, "decoder"), "decoder");
-    if (rc == 0 && dir[0]) rc = load_config(t, &L, dir, t->byte_level ? &orig : &t->vocab);
+    if (rc == 0) rc = load_config(t, &L, dir, t->byte_level ? &orig : &t->vocab, bos_eos_from_config);
     for (int k = 0; rc == 0 && k < t->n_pre_ids + t->n_post_ids; k++) {
         uint32_t id = k < t->n_pre_ids ? t->pre_ids[k] : t->post_ids[k - t->n_pre_ids];
         if (id >= t->n_ids || !t->id_str[id])

@@ -12,8 +12,8 @@
  *                   ignore_merges
  *   post_processor  TemplateProcessing (single sequence), ByteLevel, Sequence
  *   decoder         ByteLevel, Metaspace, Replace, ByteFallback, Fuse, Strip, Sequence
- * From a model directory, tokenizer_config.json of a Llama tokenizer class replaces the
- * post-processor by BOS/EOS per add_bos_token / add_eos_token, as transformers does.
+ * BOS/EOS are the post-processor's; with bos_eos_from_config, those of tokenizer_config.json
+ * beside tokenizer.json (add_bos_token / add_eos_token) instead.
  *
  * Text must be valid UTF-8: ul_utf8_sanitize makes it so the way Python reads a file with
  * errors='replace'. One HfTokenizer is shared read-only by any number of threads, each
@@ -34,12 +34,15 @@ typedef struct {
     int64_t n, cap;
 } HfIds;
 
-/* path: a tokenizer.json, or a directory holding one (and maybe tokenizer_config.json). */
-int hf_tok_load(const char *path, HfTokenizer **out, UlError *e);
+/* path: a tokenizer.json, or a directory holding one. tokenizer_config.json beside it is
+ * read for add_bos_token / add_eos_token: with bos_eos_from_config they replace the
+ * post-processor's BOS/EOS, else a disagreement is only noted (hf_tok_specials_note). */
+int hf_tok_load(const char *path, int bos_eos_from_config, HfTokenizer **out, UlError *e);
 void hf_tok_free(HfTokenizer *t);
 /* 1 + the largest id of the model's vocabulary and the added tokens. */
 uint32_t hf_tok_vocab_size(const HfTokenizer *t);
-/* One line for the user: what the post-processor adds (e.g. "BOS <s> (id 1)"). */
+/* One line for the user: the special ids added to each document, and a note when
+ * tokenizer_config.json asks for others. */
 const char *hf_tok_specials_note(const HfTokenizer *t);
 
 HfTokScratch *hf_tok_scratch_new(const HfTokenizer *t);
