@@ -157,8 +157,8 @@ def trained(work, docs):
             with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
                 json.dump(config, f)
         ref = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
-        out[name] = (d, ref)
-        return ref
+        out[name] = (d, ref, [])
+        return d, ref
 
     def added(content, id_, special, normalized=False):
         return {"id": id_, "content": content, "single_word": False, "lstrip": False, "rstrip": False,
@@ -252,12 +252,14 @@ def trained(work, docs):
     legacy["decoder"] = {"type": "Sequence", "decoders": [
         {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "}, {"type": "ByteFallback"},
         {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}
-    # transformers' LlamaTokenizerFast replaces the post-processor from tokenizer_config.json
-    ref = save("sp_legacy", legacy, {"tokenizer_class": "LlamaTokenizerFast", "add_bos_token": True,
+    # --bos-eos config: BOS and EOS from tokenizer_config.json instead of the post-processor's BOS
+    d, _ = save("sp_legacy", legacy, {"tokenizer_class": "LlamaTokenizerFast", "add_bos_token": True,
                                       "add_eos_token": True, "bos_token": "<s>",
                                       "eos_token": {"content": "</s>", "lstrip": False}})
+    ref = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
     ref.post_processor = processors.TemplateProcessing(single="<s>:0 $A:0 </s>:0", pair="<s> $A </s> <s> $B </s>",
                                                        special_tokens=[("<s>", 1), ("</s>", 2)])
+    out["sp_legacy_config"] = (d, ref, ["--bos-eos", "config"])
     meta = json.loads(json.dumps(sp))
     meta["normalizer"] = None
     meta["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": False}
@@ -295,7 +297,7 @@ def run(cmd):
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
-def check(binary, work, name, path, ref, runs):
+def check(binary, work, name, path, ref, extra, runs):
     """Returns (ok, report lines) for one tokenizer."""
     log, docs, toks, bad, dbad = [], 0, 0, 0, 0
     shards, got_all = [], []
@@ -303,7 +305,7 @@ def check(binary, work, name, path, ref, runs):
         shard = os.path.join(work, f"{name}.{k}.tok")
         files = [os.path.join(work, a) for a in args if a.endswith((".txt", ".jsonl"))]
         flags = [a for a in args if not a.endswith((".txt", ".jsonl"))]
-        r = run([binary, "tokenize", "--tokenizer", path] + files + flags + ["-o", shard])
+        r = run([binary, "tokenize", "--tokenizer", path] + files + flags + extra + ["-o", shard])
         if r.returncode != 0:
             return False, [f"{name}: tokenize failed: {r.stderr.strip()}"]
         vocab, got = read_shard(shard)
@@ -403,13 +405,13 @@ def main():
     docs, runs = write_inputs(work, rng)
     toks = trained(work, docs)
     for p in reals:
-        toks[os.path.basename(p).replace(".json", "")] = (p, Tokenizer.from_file(p))
+        toks[os.path.basename(p).replace(".json", "")] = (p, Tokenizer.from_file(p), [])
     if only:
         assert only <= set(toks), f"--only: unknown {only - set(toks)}"
         toks = {k: v for k, v in toks.items() if k in only or k == "bl_llama3"}
     ok = True
     with ThreadPoolExecutor(4) as pool:  # each ulysses run mostly waits for MPI to start
-        for good, log in pool.map(lambda kv: check(binary, work, kv[0], kv[1][0], kv[1][1], runs), toks.items()):
+        for good, log in pool.map(lambda kv: check(binary, work, kv[0], *kv[1], runs), toks.items()):
             print("\n".join(log), flush=True)
             ok &= good
     ok &= check_errors(binary, work, toks["bl_llama3"][0])

@@ -3,7 +3,7 @@
 add_test(NAME tokenizer_hf COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/tokenizer_test.sh $<TARGET_FILE:ulysses> ${CMAKE_BINARY_DIR})
 set_tests_properties(tokenizer_hf PROPERTIES LABELS formats PROCESSORS 2 TIMEOUT 600)
 if(TARGET ulysses_asan)
-  # the same on the ASan/UBSan build, for six of the ten tokenizers (bl_llama3 always
+  # the same on the ASan/UBSan build, for six of the eleven tokenizer setups (bl_llama3 always
   # runs: the error cases use it)
   add_test(NAME tokenizer_hf_asan COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/tokenizer_test.sh $<TARGET_FILE:ulysses_asan>
            ${CMAKE_BINARY_DIR} tokenizer_test_asan bl_qwen,bl_misc,bl_strip,sp_legacy,deepseek_tokenizer)
