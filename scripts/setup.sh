@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(build-essential cmake pkg-config libopenblas-dev libopenmpi-dev openmpi-bin libcjson-dev gnuplot-nox)
+pkgs=(build-essential cmake pkg-config libopenblas-dev libopenmpi-dev openmpi-bin libcjson-dev libpcre2-dev libutf8proc-dev gnuplot-nox python3-venv)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

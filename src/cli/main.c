@@ -8,6 +8,7 @@
 #include "core/term.h"
 #include "comm/comm.h"
 #include "core/threads.h"
+#include "formats/hf_tokenize.h"
 #include "formats/tokens.h"
 #include "run/eval.h"
 #include "run/plot.h"
@@ -267,29 +268,67 @@ static int cmd_plan(int argc, char **argv) {
     return finish(fits ? 0 : 2); /* 2: does not fit (documented in the help) */
 }
 
+static const char *ABOUT_TOKENIZE =
+    "Turn text into a token shard (format: docs/formats.md) with the byte-level vocabulary (--bytes)\n"
+    "or a Hugging Face tokenizer (--tokenizer: tokenizer.json or a model directory, then the input\n"
+    "files; ids equal to the `tokenizers` library, BOS/EOS as its post-processor adds them).\n"
+    "Inputs: *.jsonl, one JSON object per line, the document in --field (default \"text\"); any\n"
+    "other file is plain text, one document per file or per blank-line block. Invalid UTF-8\n"
+    "becomes U+FFFD, as Python reading with errors='replace'. --decode prints a shard as text.";
+
 static int cmd_tokenize(int argc, char **argv) {
     const char **files = calloc((size_t)argc + 1, sizeof(char *));
-    FlagStrings fs = {files, 0};
-    const char *out = NULL;
-    int blank = 0;
+    const char **tfiles = calloc((size_t)argc + 1, sizeof(char *));
+    FlagStrings fs = {files, 0}, ts = {tfiles, 0};
+    const char *out = NULL, *field = NULL, *bos_eos = NULL;
+    int blank = 0, skip_bad = 0, decode = 0, jsonl = 0, keep_special = 0;
     Flag flags[] = {
         {"--bytes", FLAG_STRINGS, &fs, "FILE...", "text files to tokenize with the byte-level vocabulary (256)"},
-        {"-o", FLAG_STRING, &out, "OUT", "output token shard"},
+        {"--tokenizer", FLAG_STRINGS, &ts, "TOK FILE...",
+         "a Hugging Face tokenizer.json or model directory, then the files to tokenize (or shards, with --decode)"},
+        {"-o", FLAG_STRING, &out, "OUT", "output token shard (with --decode: text file, default stdout)"},
         {"--split-blank-lines", FLAG_BOOL, &blank, NULL, "one document per blank-line-separated block (default: per file)"},
+        {"--field", FLAG_STRING, &field, "NAME", "JSONL: the string field holding each document (default text)"},
+        {"--skip-bad-lines", FLAG_BOOL, &skip_bad, NULL,
+         "JSONL: skip and count malformed lines (default: the first one is an error naming file:line)"},
+        {"--bos-eos", FLAG_STRING, &bos_eos, "json|config",
+         "BOS/EOS per document: json (default) as tokenizer.json's post-processor, like tokenizers and transformers 5; "
+         "config: add_bos_token / add_eos_token of tokenizer_config.json beside it, like transformers 4"},
+        {"--decode", FLAG_BOOL, &decode, NULL, "print the documents of token shards as text (with --tokenizer)"},
+        {"--jsonl", FLAG_BOOL, &jsonl, NULL, "--decode: one {\"text\": ...} line per document (default: text, blank line after each)"},
+        {"--keep-special", FLAG_BOOL, &keep_special, NULL, "--decode: keep special tokens (default: dropped, as tokenizers' decode)"},
     };
     UlError e = {{0}};
     int rc = flags_parse(flags, NFLAGS(flags), argc, argv, &e);
     if (rc == 1) {
         if (g_rank == 0)
-            flags_help(stdout, "ulysses tokenize --bytes FILE... -o OUT",
-                       "Turn text files into a token shard (format: docs/formats.md).", flags, NFLAGS(flags));
+            flags_help(stdout,
+                       "ulysses tokenize (--bytes FILE... | --tokenizer TOK FILE...) -o OUT.tok\n"
+                       "       ulysses tokenize --decode --tokenizer TOK SHARD.tok... [-o OUT.txt]",
+                       ABOUT_TOKENIZE, flags, NFLAGS(flags));
         free(files);
+        free(tfiles);
         return finish(0);
     }
-    if (rc == 0 && fs.n == 0) rc = ul_err(&e, "--bytes: at least one input file is required");
-    if (rc == 0 && !out) rc = ul_err(&e, "-o: the output shard path is required");
-    if (rc == 0 && g_rank == 0) rc = ul_tokenize_bytes(files, fs.n, blank, out, &e);
+    if (rc == 0 && (fs.n > 0) == (ts.n > 0)) rc = ul_err(&e, "give either --bytes FILE... or --tokenizer TOK FILE...");
+    if (rc == 0 && ts.n == 1) rc = ul_err(&e, "--tokenizer %s: no input files after the tokenizer", ts.v[0]);
+    if (rc == 0 && decode && fs.n) rc = ul_err(&e, "--decode needs --tokenizer TOK SHARD...");
+    if (rc == 0 && !decode && !out) rc = ul_err(&e, "-o: the output shard path is required");
+    if (rc == 0 && fs.n && (field || skip_bad)) rc = ul_err(&e, "--field and --skip-bad-lines go with --tokenizer (JSONL input)");
+    if (rc == 0 && !decode && (jsonl || keep_special)) rc = ul_err(&e, "--jsonl and --keep-special go with --decode");
+    if (rc == 0 && bos_eos && ((strcmp(bos_eos, "json") != 0 && strcmp(bos_eos, "config") != 0) || !ts.n || decode))
+        rc = ul_err(&e, "--bos-eos %s: json or config, with --tokenizer (not --decode)", bos_eos);
+    if (rc == 0 && g_rank == 0) {
+        if (fs.n) rc = ul_tokenize_bytes(files, fs.n, blank, out, &e);
+        else if (decode) rc = ul_detokenize(ts.v[0], ts.v + 1, ts.n - 1, keep_special, jsonl, out, &e);
+        else {
+            HfTokenizeOptions o = {ts.v[0], ts.v + 1, ts.n - 1, blank, field, skip_bad, out,
+                                   bos_eos && strcmp(bos_eos, "config") == 0};
+            rc = ul_tokenize_hf(&o, &e);
+        }
+    }
     free(files);
+    free(tfiles);
     if (ul_agree(rc, &e)) return fail(&e);
     return finish(0);
 }
@@ -421,7 +460,7 @@ static void usage(FILE *f) {
             "  train      train a model\n"
             "  eval       loss and answer accuracy of a trained model\n"
             "  plan       memory plan of a run: per-GPU and per-host buffers, largest seq_len that fits\n"
-            "  tokenize   turn text files into a token shard\n"
+            "  tokenize   turn text or JSONL into a token shard (byte-level or a Hugging Face tokenizer)\n"
             "  help       this text; `ulysses help COMMAND` or `ulysses COMMAND --help`: that command's flags\n"
             "  --version  the version, the git commit of the build and the backends built in\n");
 }

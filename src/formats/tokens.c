@@ -124,10 +124,7 @@ static int blank_line(const uint8_t *p, int64_t n) {
     return 1;
 }
 
-/* Documents = maximal runs of non-blank lines (a blank line holds only spaces, tabs,
- * CR). A document spans from its first line's start to its last line's end, without
- * that line's "\n" / "\r\n". */
-static void split_blank(DocBuilder *b, const uint8_t *p, int64_t n) {
+void ul_blank_line_blocks(const uint8_t *p, int64_t n, void (*fn)(void *ctx, int64_t start, int64_t len), void *ctx) {
     int64_t doc_start = -1, doc_end = 0;
     for (int64_t ls = 0; ls < n;) {
         int64_t le = ls;
@@ -136,12 +133,27 @@ static void split_blank(DocBuilder *b, const uint8_t *p, int64_t n) {
             if (doc_start < 0) doc_start = ls;
             doc_end = le > ls && p[le - 1] == '\r' ? le - 1 : le;
         } else if (doc_start >= 0) {
-            add_doc(b, p + doc_start, doc_end - doc_start);
+            fn(ctx, doc_start, doc_end - doc_start);
             doc_start = -1;
         }
         ls = le + 1;
     }
-    if (doc_start >= 0) add_doc(b, p + doc_start, doc_end - doc_start);
+    if (doc_start >= 0) fn(ctx, doc_start, doc_end - doc_start);
+}
+
+typedef struct {
+    DocBuilder *b;
+    const uint8_t *p;
+} BlankCtx;
+
+static void add_block(void *ctx, int64_t start, int64_t len) {
+    BlankCtx *c = ctx;
+    add_doc(c->b, c->p + start, len);
+}
+
+static void split_blank(DocBuilder *b, const uint8_t *p, int64_t n) {
+    BlankCtx c = {b, p};
+    ul_blank_line_blocks(p, n, add_block, &c);
 }
 
 int ul_tokenize_bytes(const char *const *files, int n_files, int split_blank_lines, const char *out, UlError *e) {

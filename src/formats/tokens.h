@@ -44,4 +44,9 @@ int tok_shard_write(const char *path, const uint32_t *tokens, int64_t n_tokens, 
  * (the separating newlines are not part of any document). Writes one shard to out. */
 int ul_tokenize_bytes(const char *const *files, int n_files, int split_blank_lines, const char *out, UlError *e);
 
+/* The documents of --split-blank-lines: calls fn(ctx, start, len) for each maximal run of
+ * non-blank lines of p[n] (a blank line holds only spaces, tabs, CR), from its first
+ * line's start to its last line's end without that line's "\n" / "\r\n". */
+void ul_blank_line_blocks(const uint8_t *p, int64_t n, void (*fn)(void *ctx, int64_t start, int64_t len), void *ctx);
+
 #endif
