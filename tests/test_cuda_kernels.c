@@ -527,6 +527,19 @@ static void test_attention(void) {
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_attention_case(&cases[i], kernels[kv]);
     }
     unsetenv("UL_ATTN_KERNEL");
+    /* the Hopper forward variants of the kernel lab named in UL_TEST_ATTN_FWD (space
+     * separated UL_ATTN_FWD values; bench/attention/lab.sh sets it), each with the default
+     * backward */
+    const char *fv = getenv("UL_TEST_ATTN_FWD");
+    char list[64];
+    snprintf(list, sizeof list, "%s", fv ? fv : "");
+    for (char *save = NULL, *f = strtok_r(list, " ", &save); f; f = strtok_r(NULL, " ", &save)) {
+        char label[32];
+        snprintf(label, sizeof label, "fwd=%s", f);
+        setenv("UL_ATTN_FWD", f, 1);
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_attention_case(&cases[i], label);
+    }
+    unsetenv("UL_ATTN_FWD");
 }
 
 /* ---------------------------------------------------------------- timing (informational) */

@@ -13,9 +13,16 @@
  *                 operands from shared memory), the online softmax in registers (fp32, log2
  *                 units), O += P V (wgmma with P from registers, V read N-major), then
  *                 release the stage. The warpgroups overlap each other's softmax and matrix
- *                 work. (A FlashAttention-3 style intra-warpgroup pipeline, S of the next
- *                 tile issued with P V of this one, measured 0.55x of this on H200 without
- *                 inter-warpgroup scheduling; a ping-pong schedule of two warpgroups 0.93x.)
+ *                 work through the warp scheduler only.
+ * Lab variants (UL_ATTN_FWD, bench/attention/lab.sh; not the default until measured):
+ *   pp            the same, the consumer warpgroups taking turns on the tensor cores
+ *                 (named barriers, FlashAttention-3's ping-pong);
+ *   ov            k_attn_fwd_ov_sm90: FlashAttention-3's intra-warpgroup pipeline, S of
+ *                 tile kb issued with P V of tile kb - 1 and the softmax of S run while
+ *                 P V does, producer warpgroup with setmaxnreg, K and V released apart;
+ *   ovpp          both (FlashAttention-3's schedule at d = 128).
+ * (An earlier intra-warpgroup pipeline, commits 2abb676 and 917f924, measured 0.55x of the
+ * serial order on H200 and a ping-pong 0.93x; neither was profiled.)
  * The key tiles end at the block's last row: tile kb covers keys
  * [r0 + BM - (nkb - kb) * 128, +128); the first may start before the document (or before
  * token 0: the TMA fills out-of-range rows with zeros) and is masked like any tile that
@@ -49,79 +56,259 @@ typedef struct {
 } HFwdArgs;
 
 static size_t hfwd_smem(int DP, int NW) {
-    return 1024 /* alignment slack */ + (size_t)64 * NW * DP * 2 + (size_t)2 * H_ST * H_BN * DP * 2 + 8 * sizeof(uint64_t);
+    /* alignment slack, Q, the K and V stages, room for 16 mbarriers (FwdCta) */
+    return 1024 + (size_t)64 * NW * DP * 2 + (size_t)2 * H_ST * H_BN * DP * 2 + 16 * sizeof(uint64_t);
 }
+
+#ifdef UL_SM90A_DEVICE
+/* Masked online softmax of one S tile in place (raw scores in sc, this thread's rows
+ * irel[0..1] relative to r0, their document starts dsr; keys j0 = r0 + jr + column): sc
+ * becomes P (fp32), m (scaled log2 units) and l are updated, al gets the O rescale factors */
+__device__ __forceinline__ void fwd_softmax(float (*sc)[4], float *mrow, float *lrow, float *al, bool full, int jr,
+                                            const int *irel, const int *dsr, int t4, float scale2) {
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int nt = 0; nt < H_BN / 8; nt++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            float x = sc[nt][e];
+            if (!full) {
+                const int j = jr + nt * 8 + 2 * t4 + (e & 1), hf = e >> 1;
+                if (!(j <= irel[hf] && j >= dsr[hf])) x = -INFINITY;
+            }
+            sc[nt][e] = x;
+            mx[e >> 1] = fmaxf(mx[e >> 1], x);
+        }
+    }
+    float mu[2];
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        mx[hf] = fmaxf(mx[hf], __shfl_xor_sync(0xffffffffu, mx[hf], 1));
+        mx[hf] = fmaxf(mx[hf], __shfl_xor_sync(0xffffffffu, mx[hf], 2));
+        const float mn = fmaxf(mrow[hf], mx[hf] * scale2);
+        mu[hf] = mn == -INFINITY ? 0.0f : mn;
+        al[hf] = ul_ex2(mrow[hf] - mu[hf]);
+        mrow[hf] = mn;
+    }
+    float rs[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int nt = 0; nt < H_BN / 8; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const float p = ul_ex2(fmaf(sc[nt][e], scale2, -mu[e >> 1]));
+            sc[nt][e] = p;
+            rs[e >> 1] += p;
+        }
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) lrow[hf] = lrow[hf] * al[hf] + rs[hf];
+}
+
+/* O *= al (row factors), then P (fp32 in sc) as the bf16 A fragments of the H_BN / 16 k-steps of P V */
+template <int DP>
+__device__ __forceinline__ void fwd_rescale_pack(float (*oacc)[4], const float *al, const float (*sc)[4],
+                                                 unsigned (*pa)[4]) {
+#pragma unroll
+    for (int nt = 0; nt < DP / 8; nt++) {
+        oacc[nt][0] *= al[0];
+        oacc[nt][1] *= al[0];
+        oacc[nt][2] *= al[1];
+        oacc[nt][3] *= al[1];
+    }
+#pragma unroll
+    for (int kk = 0; kk < H_BN / 16; kk++) {
+        pa[kk][0] = ul_pack_bf16(sc[2 * kk][0], sc[2 * kk][1]);
+        pa[kk][1] = ul_pack_bf16(sc[2 * kk][2], sc[2 * kk][3]);
+        pa[kk][2] = ul_pack_bf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+        pa[kk][3] = ul_pack_bf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+    }
+}
+
+/* S = Q K^T of one warpgroup (DP / 16 k-steps, both operands K-major in shared memory;
+ * QROWS: rows of the Q tile), issued, not committed */
+template <int DP, int QROWS>
+__device__ __forceinline__ void fwd_qk(float (*sc)[4], unsigned qaddr, unsigned kaddr) {
+#pragma unroll
+    for (int ks = 0; ks < DP / 16; ks++) {
+        const uint64_t da = wgmma_desc(qaddr + (ks >> 2) * (QROWS * 128) + (ks & 3) * 32, 16, 1024);
+        const uint64_t db = wgmma_desc(kaddr + (ks >> 2) * (H_BN * 128) + (ks & 3) * 32, 16, 1024);
+        wgmma_ss_n128(&sc[0][0], da, db, ks > 0);
+    }
+}
+
+/* O += P V of one warpgroup (H_BN / 16 k-steps, P from registers, the V tile [keys][DP]
+ * read N-major), issued, not committed */
+template <int DP>
+__device__ __forceinline__ void fwd_pv(float (*oacc)[4], const unsigned (*pa)[4], unsigned vaddr) {
+#pragma unroll
+    for (int kk = 0; kk < H_BN / 16; kk++) {
+        const uint64_t db = wgmma_desc(vaddr + kk * 16 * 128, H_BN * 128, 1024);
+        if (DP == 128)
+            wgmma_rs_n128_tb(&oacc[0][0], pa[kk], db);
+        else
+            wgmma_rs_n64_tb(&oacc[0][0], pa[kk], db);
+    }
+}
+
+/* Ping-pong of NW consumer warpgroups (PP): warpgroup cw issues its tensor-core work only
+ * after named barrier 1 + cw, which warpgroup cw - 1 (mod NW) arrives at once it has
+ * issued its own; so the warpgroups take turns on the tensor cores and each one's
+ * softmax runs while the others' products do. Every warpgroup passes the same number of
+ * turns; the last warpgroup arrives once ahead (the first turn of warpgroup 0) and skips
+ * its last arrival, so every barrier completes as often as it is waited for. */
+template <bool PP, int NW>
+__device__ __forceinline__ void fwd_turn_begin(int cw) {
+    if (PP) named_bar_sync(1 + cw, 256);
+}
+template <bool PP, int NW>
+__device__ __forceinline__ void fwd_turn_end(int cw, bool last) {
+    if (PP && !(last && cw == NW - 1)) named_bar_arrive(1 + (cw + 1) % NW, 256);
+}
+
+/* epilogue of a consumer thread: O / l in bf16, lse = (m + log2 l) ln 2 */
+template <int DP>
+__device__ __forceinline__ void fwd_store(const HFwdArgs &a, const float (*oacc)[4], const float *mrow,
+                                          const float *lrow, int64_t r0, const int *irel, int64_t h, int t4) {
+    float inv[2];
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        float l = lrow[hf];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        inv[hf] = l > 0.0f ? 1.0f / l : 0.0f;
+        const int64_t i = r0 + irel[hf];
+        if (t4 == 0 && i < a.T) a.lse[i * a.Hq + h] = l > 0.0f ? (mrow[hf] + __log2f(l)) * H_LN2 : -INFINITY;
+    }
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        const int64_t i = r0 + irel[hf];
+        if (i >= a.T) continue;
+        bf16 *orow = a.o + i * a.os + h * DP;
+#pragma unroll
+        for (int nt = 0; nt < DP / 8; nt++)
+            *(unsigned *)(orow + nt * 8 + 2 * t4) =
+                ul_pack_bf16(oacc[nt][2 * hf] * inv[hf], oacc[nt][2 * hf + 1] * inv[hf]);
+    }
+}
+
+/* A forward CTA's work and shared memory. Task: query head h (kv head hk), rows
+ * [r0, r0 + BM), the nkb key tiles of H_BN ending at r0 + BM (tile kb covers keys
+ * [r0 + BM - (nkb - kb) H_BN, +H_BN)). Shared memory: Q [NA][BM][64], K and V
+ * [ST][NA][BN][64] (128-byte swizzle), then the mbarriers: [0] Q; for stage s [1+s] K
+ * full, [3+s] V full, [5+s] released (SPLIT: K released), [7+s] V released (SPLIT only). */
+template <int DP, int BM>
+struct FwdCta {
+    static constexpr unsigned QB = BM * DP * 2, KB = H_BN * DP * 2;
+    int64_t h, hk, r0;
+    int nkb;
+    unsigned char *sQ, *sK, *sV;
+    uint64_t *bar;
+
+    __device__ __forceinline__ FwdCta(const HFwdArgs &a, unsigned char *smem_raw) {
+        sQ = smem_raw + ((1024u - (sm90_addr(smem_raw) & 1023u)) & 1023u);
+        sK = sQ + QB;
+        sV = sK + H_ST * KB;
+        bar = (uint64_t *)(sV + H_ST * KB);
+        const int64_t task = blockIdx.x;
+        h = task % a.Hq;
+        const int64_t qb = a.nblk - 1 - task / a.Hq; /* longest blocks first */
+        hk = h / a.group;
+        r0 = qb * BM;
+        const int64_t kstart = __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, r0));
+        nkb = (int)((r0 + BM - kstart + H_BN - 1) / H_BN);
+    }
+
+    /* thread 0 initializes the barriers (a release: one arrival per consumer warp); then all sync */
+    template <bool SPLIT>
+    __device__ __forceinline__ void init_barriers(int tid, unsigned consumer_warps) {
+        if (tid == 0) {
+            mbar_init(&bar[0], 1);
+            for (int s = 0; s < H_ST; s++) {
+                mbar_init(&bar[1 + s], 1);
+                mbar_init(&bar[3 + s], 1);
+                mbar_init(&bar[5 + s], consumer_warps);
+                if (SPLIT) mbar_init(&bar[7 + s], consumer_warps);
+            }
+            mbar_fence_init();
+        }
+        __syncthreads();
+    }
+
+    /* the producer thread: Q once, then K and V tile by tile into the stage ring, refilling a
+     * stage once its consumers released it (SPLIT: K and V released apart) */
+    template <bool SPLIT>
+    __device__ __forceinline__ void produce(const CUtensorMap *tq, const CUtensorMap *tk, const CUtensorMap *tv) {
+        constexpr int NA = DP / 64;
+        mbar_expect_tx(&bar[0], QB);
+        for (int at = 0; at < NA; at++) tma_load_3d(sQ + at * BM * 128, tq, at * 64, (int)h, (int)r0, &bar[0]);
+        for (int kb = 0; kb < nkb; kb++) {
+            const int st = kb & 1;
+            const unsigned pe = ((kb >> 1) - 1) & 1;
+            const int j0 = (int)(r0 + BM - (int64_t)(nkb - kb) * H_BN);
+            if (kb >= H_ST) mbar_wait(&bar[5 + st], pe);
+            mbar_expect_tx(&bar[1 + st], KB);
+            for (int at = 0; at < NA; at++)
+                tma_load_3d(sK + st * KB + at * H_BN * 128, tk, at * 64, (int)hk, j0, &bar[1 + st]);
+            if (SPLIT && kb >= H_ST) mbar_wait(&bar[7 + st], pe);
+            mbar_expect_tx(&bar[3 + st], KB);
+            for (int at = 0; at < NA; at++)
+                tma_load_3d(sV + st * KB + at * H_BN * 128, tv, at * 64, (int)hk, j0, &bar[3 + st]);
+        }
+    }
+};
+
+/* A consumer thread's rows: warpgroup cw owns rows [i0, i0 + 64), warp wq of it rows
+ * i0 + 16 wq + (g, g + 8): irel (relative to r0) and their document starts dsr (relative
+ * to r0); ds_last: the document start of the warpgroup's last row */
+struct FwdRows {
+    int64_t i0, ds_last;
+    int irel[2], dsr[2];
+    __device__ __forceinline__ FwdRows(const HFwdArgs &a, int64_t r0, int cw, int wq, int g) {
+        const int64_t T = a.T;
+        i0 = r0 + cw * 64;
+        const int64_t ilast = i0 + 63 < T ? i0 + 63 : T - 1;
+        ds_last = __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, ilast < i0 ? T - 1 : ilast));
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) {
+            const int64_t i = i0 + wq * 16 + g + hf * 8;
+            irel[hf] = (int)(i - r0);
+            dsr[hf] = (int)(__ldg(a.cu + ul_doc_of(a.cu, a.n_docs, i < T ? i : T - 1)) - r0);
+        }
+    }
+    /* the tile at keys j0 is visible to every row of the warpgroup (no mask) */
+    __device__ __forceinline__ bool full(int64_t j0) const { return j0 >= ds_last && j0 + H_BN - 1 <= i0; }
+};
+#endif
 
 /* NW consumer warpgroups of 64 query rows each (BM = 64 NW rows per CTA) + the producer:
  * NW = 2: one warp (288 threads, 168 registers each); NW = 3: a warpgroup that gives its
- * registers to the consumers (setmaxnreg 24 / 160; 13 warps would leave 128 each) */
+ * registers to the consumers (setmaxnreg 24 / 160; 13 warps would leave 128 each).
+ * Serial order in each consumer warpgroup: S, softmax, P V; PP: the warpgroups take turns
+ * issuing (fwd_turn_begin). */
 #define HFWD_NT(NW) ((NW) == 2 ? 288 : 512)
-template <int DP, int NW>
+template <int DP, int NW, bool PP>
 __global__ void __launch_bounds__(HFWD_NT(NW), 1)
     k_attn_fwd_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                     const __grid_constant__ CUtensorMap tv, const HFwdArgs a) {
 #ifdef UL_SM90A_DEVICE
-    constexpr int NA = DP / 64; /* 64-column atoms per row */
     constexpr int BM = 64 * NW; /* query rows per CTA */
-    constexpr unsigned QB = BM * DP * 2, KB = H_BN * DP * 2;
+    constexpr unsigned KB = H_BN * DP * 2;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
-    unsigned char *sQ = smem_raw + ((1024u - (sm90_addr(smem_raw) & 1023u)) & 1023u); /* [NA][BM][64] */
-    unsigned char *sK = sQ + QB;                                                       /* [ST][NA][BN][64] */
-    unsigned char *sV = sK + H_ST * KB;                                                /* [ST][NA][BN][64] */
-    uint64_t *bar = (uint64_t *)(sV + H_ST * KB); /* [0] Q, [1+s] K full, [3+s] V full, [5+s] empty */
-
+    FwdCta<DP, BM> c(a, smem_raw);
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    const int64_t task = blockIdx.x;
-    const int64_t h = task % a.Hq, qb = a.nblk - 1 - task / a.Hq; /* longest blocks first */
-    const int64_t hk = h / a.group, r0 = qb * BM, T = a.T;
-    const int64_t kstart = __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, r0));
-    const int nkb = (int)((r0 + BM - kstart + H_BN - 1) / H_BN); /* key tiles ending at r0 + BM */
-
-    if (tid == 0) {
-        mbar_init(&bar[0], 1);
-        for (int s = 0; s < H_ST; s++) {
-            mbar_init(&bar[1 + s], 1);
-            mbar_init(&bar[3 + s], 1);
-            mbar_init(&bar[5 + s], 4 * NW); /* one arrival per consumer warp */
-        }
-        mbar_fence_init();
-    }
-    __syncthreads();
+    c.template init_barriers<false>(tid, 4 * NW);
 
     if (warp >= 4 * NW) { /* ---- producer */
         if (NW == 3) reg_dealloc<24>();
-        if (warp == 4 * NW && lane == 0) {
-            mbar_expect_tx(&bar[0], QB);
-            for (int at = 0; at < NA; at++) tma_load_3d(sQ + at * BM * 128, &tq, at * 64, (int)h, (int)r0, &bar[0]);
-            for (int kb = 0; kb < nkb; kb++) {
-                const int st = kb & 1;
-                if (kb >= H_ST) mbar_wait(&bar[5 + st], ((kb >> 1) - 1) & 1);
-                const int j0 = (int)(r0 + BM - (int64_t)(nkb - kb) * H_BN);
-                mbar_expect_tx(&bar[1 + st], KB);
-                for (int at = 0; at < NA; at++)
-                    tma_load_3d(sK + st * KB + at * H_BN * 128, &tk, at * 64, (int)hk, j0, &bar[1 + st]);
-                mbar_expect_tx(&bar[3 + st], KB);
-                for (int at = 0; at < NA; at++)
-                    tma_load_3d(sV + st * KB + at * H_BN * 128, &tv, at * 64, (int)hk, j0, &bar[3 + st]);
-            }
-        }
+        if (warp == 4 * NW && lane == 0) c.template produce<false>(&tq, &tk, &tv);
         return;
     }
 
     if (NW == 3) reg_alloc<160>();
-    /* ---- consumers: warpgroup cw owns rows [i0, i0 + 64); warp wq of it rows i0 + 16 wq + (g, g + 8) */
+    /* ---- consumers */
     const int cw = warp >> 2, wq = warp & 3, g = lane >> 2, t4 = lane & 3;
-    const int64_t i0 = r0 + cw * 64;
-    const int64_t ilast = i0 + 63 < T ? i0 + 63 : T - 1;
-    const int64_t ds_last = __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, ilast < i0 ? T - 1 : ilast));
-    int irel[2], dsr[2]; /* this thread's two rows and their document starts, relative to r0 */
-#pragma unroll
-    for (int hf = 0; hf < 2; hf++) {
-        const int64_t i = i0 + wq * 16 + g + hf * 8;
-        irel[hf] = (int)(i - r0);
-        dsr[hf] = (int)(__ldg(a.cu + ul_doc_of(a.cu, a.n_docs, i < T ? i : T - 1)) - r0);
-    }
-    const unsigned qaddr = sm90_addr(sQ) + cw * 64 * 128;
+    const FwdRows rw(a, c.r0, cw, wq, g);
+    const unsigned qaddr = sm90_addr(c.sQ) + cw * 64 * 128;
+    uint64_t *bar = c.bar;
 
     float oacc[DP / 8][4];
     float sc[H_BN / 8][4];
@@ -131,121 +318,143 @@ __global__ void __launch_bounds__(HFWD_NT(NW), 1)
     for (int i = 0; i < H_BN / 8; i++) sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.0f;
     float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
 
+    if (PP && cw == NW - 1) named_bar_arrive(1, 256); /* warpgroup 0 takes the first turn */
     mbar_wait(&bar[0], 0);
-    for (int kb = 0; kb < nkb; kb++) {
+    for (int kb = 0; kb < c.nkb; kb++) {
         const int st = kb & 1;
         const unsigned ph = (kb >> 1) & 1;
-        const int64_t j0 = r0 + BM - (int64_t)(nkb - kb) * H_BN;
+        const int64_t j0 = c.r0 + BM - (int64_t)(c.nkb - kb) * H_BN;
 
         /* S = Q K^T over DP / 16 k-steps */
         mbar_wait(&bar[1 + st], ph);
-        const unsigned kaddr = sm90_addr(sK + st * KB);
+        fwd_turn_begin<PP, NW>(cw);
         wgmma_fence();
-#pragma unroll
-        for (int ks = 0; ks < DP / 16; ks++) {
-            const uint64_t da = wgmma_desc(qaddr + (ks >> 2) * (BM * 128) + (ks & 3) * 32, 16, 1024);
-            const uint64_t db = wgmma_desc(kaddr + (ks >> 2) * (H_BN * 128) + (ks & 3) * 32, 16, 1024);
-            wgmma_ss_n128(&sc[0][0], da, db, ks > 0);
-        }
+        fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK + st * KB));
         wgmma_commit();
+        fwd_turn_end<PP, NW>(cw, false);
         wgmma_wait<0>();
         reg_fence<H_BN / 2>(&sc[0][0]);
 
-        /* mask, online softmax (raw scores; m in scaled log2 units) */
-        const bool full = j0 >= ds_last && j0 + H_BN - 1 <= i0;
-        const int jr = (int)(j0 - r0);
-        float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-        for (int nt = 0; nt < H_BN / 8; nt++) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float x = sc[nt][e];
-                if (!full) {
-                    const int j = jr + nt * 8 + 2 * t4 + (e & 1), hf = e >> 1;
-                    if (!(j <= irel[hf] && j >= dsr[hf])) x = -INFINITY;
-                }
-                sc[nt][e] = x;
-                mx[e >> 1] = fmaxf(mx[e >> 1], x);
-            }
-        }
-        float al[2], mu[2];
-#pragma unroll
-        for (int hf = 0; hf < 2; hf++) {
-            mx[hf] = fmaxf(mx[hf], __shfl_xor_sync(0xffffffffu, mx[hf], 1));
-            mx[hf] = fmaxf(mx[hf], __shfl_xor_sync(0xffffffffu, mx[hf], 2));
-            const float mn = fmaxf(mrow[hf], mx[hf] * a.scale2);
-            mu[hf] = mn == -INFINITY ? 0.0f : mn;
-            al[hf] = ul_ex2(mrow[hf] - mu[hf]);
-            mrow[hf] = mn;
-        }
-        float rs[2] = {0.0f, 0.0f};
-#pragma unroll
-        for (int nt = 0; nt < H_BN / 8; nt++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const float p = ul_ex2(fmaf(sc[nt][e], a.scale2, -mu[e >> 1]));
-                sc[nt][e] = p;
-                rs[e >> 1] += p;
-            }
-#pragma unroll
-        for (int hf = 0; hf < 2; hf++) lrow[hf] = lrow[hf] * al[hf] + rs[hf];
-#pragma unroll
-        for (int nt = 0; nt < DP / 8; nt++) {
-            oacc[nt][0] *= al[0];
-            oacc[nt][1] *= al[0];
-            oacc[nt][2] *= al[1];
-            oacc[nt][3] *= al[1];
-        }
+        float al[2];
+        fwd_softmax(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
         unsigned pa[H_BN / 16][4]; /* P as the A fragments of H_BN / 16 k-steps */
-#pragma unroll
-        for (int kk = 0; kk < H_BN / 16; kk++) {
-            pa[kk][0] = ul_pack_bf16(sc[2 * kk][0], sc[2 * kk][1]);
-            pa[kk][1] = ul_pack_bf16(sc[2 * kk][2], sc[2 * kk][3]);
-            pa[kk][2] = ul_pack_bf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
-            pa[kk][3] = ul_pack_bf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
-        }
+        fwd_rescale_pack<DP>(oacc, al, sc, pa);
 
-        /* O += P V over H_BN / 16 k-steps; V tile [keys][DP] read N-major */
+        /* O += P V over H_BN / 16 k-steps */
         mbar_wait(&bar[3 + st], ph);
-        const unsigned vaddr = sm90_addr(sV + st * KB);
+        fwd_turn_begin<PP, NW>(cw);
         wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < H_BN / 16; kk++) {
-            const uint64_t db = wgmma_desc(vaddr + kk * 16 * 128, H_BN * 128, 1024);
-            if (DP == 128)
-                wgmma_rs_n128_tb(&oacc[0][0], pa[kk], db);
-            else
-                wgmma_rs_n64_tb(&oacc[0][0], pa[kk], db);
-        }
+        fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + st * KB));
         wgmma_commit();
+        fwd_turn_end<PP, NW>(cw, kb == c.nkb - 1);
         wgmma_wait<0>();
         reg_fence<DP / 2>(&oacc[0][0]);
         reg_fence_u<H_BN / 4>(&pa[0][0]);
         __syncwarp();
         if (lane == 0) mbar_arrive(&bar[5 + st]); /* this warp is done with the stage */
     }
+    fwd_store<DP>(a, oacc, mrow, lrow, c.r0, rw.irel, c.h, t4);
+#endif
+}
 
-    /* epilogue: O / l in bf16, lse = (m + log2 l) ln 2 */
-    float inv[2];
-#pragma unroll
-    for (int hf = 0; hf < 2; hf++) {
-        float l = lrow[hf];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        inv[hf] = l > 0.0f ? 1.0f / l : 0.0f;
-        const int64_t i = r0 + irel[hf];
-        if (t4 == 0 && i < T) a.lse[i * a.Hq + h] = l > 0.0f ? (mrow[hf] + __log2f(l)) * H_LN2 : -INFINITY;
+/* Overlapped forward (FlashAttention-3's intra-warpgroup pipeline): a producer warpgroup
+ * (setmaxnreg 24) and NW consumer warpgroups (240 registers at NW = 2, 160 at NW = 3).
+ * Each consumer issues S_kb = Q K_kb^T and O += P_{kb-1} V_{kb-1} together, runs the
+ * softmax of S_kb while P V runs on the tensor cores, then rescales O and packs P_kb.
+ * K and V stages are released apart (K once S is done, V once P V is): the next K load
+ * has a full step of lead. PP: the consumer warpgroups take turns issuing. */
+#define HOV_NT(NW) (128 * ((NW) + 1))
+#define HOV_REG(NW) ((NW) == 2 ? 240 : 160)
+template <int DP, int NW, bool PP>
+__global__ void __launch_bounds__(HOV_NT(NW), 1)
+    k_attn_fwd_ov_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
+                       const __grid_constant__ CUtensorMap tv, const HFwdArgs a) {
+#ifdef UL_SM90A_DEVICE
+    constexpr int BM = 64 * NW;
+    constexpr unsigned KB = H_BN * DP * 2;
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    FwdCta<DP, BM> c(a, smem_raw);
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    c.template init_barriers<true>(tid, 4 * NW);
+
+    if (warp >= 4 * NW) { /* ---- producer warpgroup: one thread issues every copy */
+        reg_dealloc<24>();
+        if (warp == 4 * NW && lane == 0) c.template produce<true>(&tq, &tk, &tv);
+        return;
     }
+    reg_alloc<HOV_REG(NW)>();
+
+    const int cw = warp >> 2, wq = warp & 3, g = lane >> 2, t4 = lane & 3;
+    const FwdRows rw(a, c.r0, cw, wq, g);
+    const unsigned qaddr = sm90_addr(c.sQ) + cw * 64 * 128;
+    uint64_t *bar = c.bar;
+    const int nkb = c.nkb;
+
+    float oacc[DP / 8][4];
+    float sc[H_BN / 8][4];
+    unsigned pa[H_BN / 16][4]; /* P of the previous tile, the A operand of the P V in flight */
 #pragma unroll
-    for (int hf = 0; hf < 2; hf++) {
-        const int64_t i = r0 + irel[hf];
-        if (i >= T) continue;
-        bf16 *orow = a.o + i * a.os + h * DP;
+    for (int i = 0; i < DP / 8; i++) oacc[i][0] = oacc[i][1] = oacc[i][2] = oacc[i][3] = 0.0f;
 #pragma unroll
-        for (int nt = 0; nt < DP / 8; nt++)
-            *(unsigned *)(orow + nt * 8 + 2 * t4) =
-                ul_pack_bf16(oacc[nt][2 * hf] * inv[hf], oacc[nt][2 * hf + 1] * inv[hf]);
+    for (int i = 0; i < H_BN / 8; i++) sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.0f;
+    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f}, al[2];
+
+    if (PP && cw == NW - 1) named_bar_arrive(1, 256);
+    mbar_wait(&bar[0], 0);
+    /* tile 0: S alone */
+    {
+        const int64_t j0 = c.r0 + BM - (int64_t)nkb * H_BN;
+        mbar_wait(&bar[1], 0);
+        fwd_turn_begin<PP, NW>(cw);
+        wgmma_fence();
+        fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK));
+        wgmma_commit();
+        fwd_turn_end<PP, NW>(cw, false);
+        wgmma_wait<0>();
+        reg_fence<H_BN / 2>(&sc[0][0]);
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&bar[5]); /* K_0 no longer needed */
+        fwd_softmax(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
+        fwd_rescale_pack<DP>(oacc, al, sc, pa);
     }
+    for (int kb = 1; kb < nkb; kb++) {
+        const int st = kb & 1, pst = st ^ 1;
+        const int64_t j0 = c.r0 + BM - (int64_t)(nkb - kb) * H_BN;
+        mbar_wait(&bar[1 + st], (kb >> 1) & 1);
+        mbar_wait(&bar[3 + pst], ((kb - 1) >> 1) & 1);
+        fwd_turn_begin<PP, NW>(cw);
+        wgmma_fence();
+        fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK + st * KB));
+        wgmma_commit();
+        fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + pst * KB));
+        wgmma_commit();
+        fwd_turn_end<PP, NW>(cw, false);
+        wgmma_wait<1>(); /* S_kb done; P_{kb-1} V_{kb-1} may still run */
+        reg_fence<H_BN / 2>(&sc[0][0]);
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&bar[5 + st]);
+        fwd_softmax(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
+        wgmma_wait<0>();
+        reg_fence<DP / 2>(&oacc[0][0]);
+        reg_fence_u<H_BN / 4>(&pa[0][0]);
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&bar[7 + pst]);
+        fwd_rescale_pack<DP>(oacc, al, sc, pa);
+    }
+    /* the last tile's P V */
+    {
+        const int st = (nkb - 1) & 1;
+        mbar_wait(&bar[3 + st], ((nkb - 1) >> 1) & 1);
+        fwd_turn_begin<PP, NW>(cw);
+        wgmma_fence();
+        fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + st * KB));
+        wgmma_commit();
+        fwd_turn_end<PP, NW>(cw, true);
+        wgmma_wait<0>();
+        reg_fence<DP / 2>(&oacc[0][0]);
+        reg_fence_u<H_BN / 4>(&pa[0][0]);
+    }
+    fwd_store<DP>(a, oacc, mrow, lrow, c.r0, rw.irel, c.h, t4);
 #endif
 }
 
@@ -797,14 +1006,33 @@ static int sm90_fused_bwd(int64_t d) {
     return d == 64;
 }
 
+/* UL_ATTN_FWD (the kernel lab, bench/attention): "serial" (S, softmax, P V in turn in each
+ * consumer warpgroup), "pp" (serial, the warpgroups taking turns on the tensor cores), "ov"
+ * (the intra-warpgroup pipeline), "ovpp" (both); unset: the default */
+static int sm90_fwd_variant(void) {
+    static const char *names[4] = {"serial", "pp", "ov", "ovpp"};
+    const char *e = getenv("UL_ATTN_FWD");
+    if (e)
+        for (int i = 0; i < 4; i++)
+            if (strcmp(e, names[i]) == 0) return i;
+    return 0;
+}
+
 static int sm90_enabled(int bwd) {
     if (g_sm90 < 0) {
         g_sm90 = ul_cuda_state.cc == 90 && ul_cuda_state.smem_optin >= hdkv_smem(128, 1);
         if (g_sm90) {
-            CUDA_CHECK(cudaFuncSetAttribute(k_attn_fwd_sm90<64, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            (int)hfwd_smem(64, 3)));
-            CUDA_CHECK(cudaFuncSetAttribute(k_attn_fwd_sm90<128, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            (int)hfwd_smem(128, 2)));
+#define FWD_SMEM(K, DP, NW, PP) \
+    CUDA_CHECK(cudaFuncSetAttribute(K<DP, NW, PP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)hfwd_smem(DP, NW)))
+            FWD_SMEM(k_attn_fwd_sm90, 64, 3, false);
+            FWD_SMEM(k_attn_fwd_sm90, 128, 2, false);
+            FWD_SMEM(k_attn_fwd_sm90, 64, 3, true);
+            FWD_SMEM(k_attn_fwd_sm90, 128, 2, true);
+            FWD_SMEM(k_attn_fwd_ov_sm90, 64, 3, false);
+            FWD_SMEM(k_attn_fwd_ov_sm90, 128, 2, false);
+            FWD_SMEM(k_attn_fwd_ov_sm90, 64, 3, true);
+            FWD_SMEM(k_attn_fwd_ov_sm90, 128, 2, true);
+#undef FWD_SMEM
             CUDA_CHECK(cudaFuncSetAttribute(k_attn_dkv_sm90<64, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             (int)hdkv_smem(64, 0)));
             CUDA_CHECK(cudaFuncSetAttribute(k_attn_dkv_sm90<128, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -855,10 +1083,20 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
     const int64_t grid = a.nblk * Hq;
     UL_ASSERT(grid <= 0x7fffffff, "attention: grid too large");
     cudaStream_t s = ul_cuda_state.stream;
-    if (d == 128)
-        k_attn_fwd_sm90<128, 2><<<(unsigned)grid, HFWD_NT(2), hfwd_smem(128, 2), s>>>(tq, tk, tv, a);
-    else
-        k_attn_fwd_sm90<64, 3><<<(unsigned)grid, HFWD_NT(3), hfwd_smem(64, 3), s>>>(tq, tk, tv, a);
+    const int fv = sm90_fwd_variant();
+#define FWD_LAUNCH(K, NT, DP, NW, PP) K<DP, NW, PP><<<(unsigned)grid, NT(NW), hfwd_smem(DP, NW), s>>>(tq, tk, tv, a)
+    if (d == 128) {
+        if (fv == 0) FWD_LAUNCH(k_attn_fwd_sm90, HFWD_NT, 128, 2, false);
+        if (fv == 1) FWD_LAUNCH(k_attn_fwd_sm90, HFWD_NT, 128, 2, true);
+        if (fv == 2) FWD_LAUNCH(k_attn_fwd_ov_sm90, HOV_NT, 128, 2, false);
+        if (fv == 3) FWD_LAUNCH(k_attn_fwd_ov_sm90, HOV_NT, 128, 2, true);
+    } else {
+        if (fv == 0) FWD_LAUNCH(k_attn_fwd_sm90, HFWD_NT, 64, 3, false);
+        if (fv == 1) FWD_LAUNCH(k_attn_fwd_sm90, HFWD_NT, 64, 3, true);
+        if (fv == 2) FWD_LAUNCH(k_attn_fwd_ov_sm90, HOV_NT, 64, 3, false);
+        if (fv == 3) FWD_LAUNCH(k_attn_fwd_ov_sm90, HOV_NT, 64, 3, true);
+    }
+#undef FWD_LAUNCH
     CUDA_LAUNCH_CHECK();
     return 1;
 #else

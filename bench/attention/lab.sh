@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# The attention kernel lab (issue 21), one device call: builds the CUDA backend, times each
+# Hopper forward variant (UL_ATTN_FWD: serial, pp, ov, ovpp; see cuda_attention_sm90.cu) with
+# the backward forms in $BWDS next to torch SDPA's cuDNN backend at each point, checks them
+# against the CPU backend (test_cuda_kernels --only attention: the default, fused,
+# deterministic and simple kernels, then each forward variant that passed a smoke run), runs compute-sanitizer
+# memcheck and racecheck on the variants in $SANITIZE, and profiles the forward of each
+# variant with ncu when $NCU is 1. Logs under $OUT (device tool) or build-gpu/lab; carry .deps
+# (cJSON, see ../shared/device/deps.sh).
+#   bench/attention/lab.sh
+# Environment (defaults in brackets): FWDS [serial pp ov ovpp]; BWDS, UL_ATTN_KERNEL values
+# [default]; POINTS, "d:T:H ..." [d 128 and 64 at 32K, 128K, 512K]; SANITIZE [ovpp];
+# NCU [0]; NCU_D, head dims profiled [128]; NCU_F, variants profiled [$FWDS].
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+LOG=${OUT:-build-gpu/lab}
+mkdir -p "$LOG"
+FWDS=${FWDS:-serial pp ov ovpp}
+BWDS=${BWDS:-default}
+POINTS=${POINTS:-128:32768:16 128:131072:4 128:524288:1 64:32768:16 64:131072:4 64:524288:1}
+SANITIZE=${SANITIZE:-ovpp}
+NCU=${NCU:-0}
+# cJSON and pkg-config carried in .deps (see ../shared/device/deps.sh), as scripts/gpu_test.sh does
+if ! command -v pkg-config >/dev/null && ls .deps/extra/*.deb >/dev/null 2>&1; then
+  for f in .deps/extra/*.deb; do dpkg -x "$f" .deps/root; done
+  export PATH=$PWD/.deps/root/usr/bin:$PATH
+fi
+if [ -f .deps/deps.sh ]; then source .deps/deps.sh unpack >/dev/null; fi
+if [ -d .deps/root/usr/include/cjson ] && [ ! -d /usr/include/cjson ]; then export PKG_CONFIG_SYSROOT_DIR=$PWD/.deps/root; fi
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
+t0=$(date +%s)
+cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DUL_CUDA=ON -DUL_SANITIZE_TESTS=OFF -DUL_CUDA_PTXAS_VERBOSE=ON \
+  >"$LOG/configure.log" 2>&1 || { tail -30 "$LOG/configure.log"; exit 1; }
+cmake --build build-gpu -j"$(nproc)" --target test_cuda_kernels bench_attention >"$LOG/build.log" 2>&1 \
+  || { grep -E "error" -A3 "$LOG/build.log" | head -60; exit 1; }
+echo "build: $(( $(date +%s) - t0 )) s"
+att=$(find build-gpu -name "cuda_attention_sm90.cu.o" | head -1)
+cuobjdump -sass "$att" > "$LOG/sm90.sass" 2>/dev/null
+awk '/Function :/{if(f)printf "%-66s HGMMA %3d WGDEPBAR %3d LDL/STL %d\n",f,w,d,l; f=$3;w=0;d=0;l=0;next}
+  /HGMMA/{w++} /WARPGROUP.DEPBAR/{d++} /LDL|STL/{l++} END{if(f)printf "%-66s HGMMA %3d WGDEPBAR %3d LDL/STL %d\n",f,w,d,l}' \
+  "$LOG/sm90.sass" | grep -i "attn"
+TEST=$(find build-gpu -name test_cuda_kernels -type f -perm -u+x | head -1)
+BENCH=build-gpu/bench_attention
+echo "== smoke (a variant that hangs or fails here is dropped)"
+ok=""
+for f in $FWDS; do
+  if UL_ATTN_FWD=$f timeout 20 "$BENCH" 4000 4 2 128 2 1 >/dev/null && UL_ATTN_FWD=$f timeout 20 "$BENCH" 4000 4 2 64 2 1 >/dev/null; then
+    ok="$ok $f"
+  else
+    echo "fwd=$f: failed or hung (exit $?)"
+  fi
+done
+FWDS=$ok
+echo "== timing"
+J="$LOG/lab.jsonl"; : > "$J"
+for p in $POINTS; do
+  IFS=: read -r d T H <<< "$p"
+  for f in $FWDS; do
+    for b in $BWDS; do
+      UL_ATTN_FWD=$f UL_ATTN_KERNEL=$b timeout 30 "$BENCH" $T $H $H $d 1 5 | sed "s/^{/{\"fwd\": \"$f\", /" >> "$J"
+    done
+  done
+  python3 bench/attention/sdpa_bench.py $T $H $H $d 5 --backends cudnn >> "$J" 2>/dev/null
+done
+python3 - "$J" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+print("| d | T | fwd variant | bwd form | ours fwd | ours bwd | cuDNN fwd | cuDNN bwd | fwd ratio | bwd ratio |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for r in rows:
+    if r.get("impl") != "ulysses" or "error" in r:
+        continue
+    c = next((x for x in rows if x.get("impl") == "torch-cudnn" and x["d"] == r["d"] and x["T"] == r["T"] and "error" not in x), None)
+    rf = f"{r['fwd_tflops'] / c['fwd_tflops']:.2f}" if c else "-"
+    rb = f"{r['bwd_tflops'] / c['bwd_tflops']:.2f}" if c else "-"
+    cf = f"{c['fwd_tflops']:.0f}" if c else "-"
+    cb = f"{c['bwd_tflops']:.0f}" if c else "-"
+    print(f"| {r['d']} | {r['T']} | {r['fwd']} | {r['kernel']} | {r['fwd_tflops']:.0f} | {r['bwd_tflops']:.0f} | {cf} | {cb} | {rf} | {rb} |")
+PY
+echo "== correctness (test_cuda_kernels --only attention)"
+UL_TEST_ATTN_FWD="$FWDS" timeout 300 "$TEST" --only attention > "$LOG/test_attention.txt" 2>&1; rc=$?
+echo "exit $rc: $(grep -c '| ok' "$LOG/test_attention.txt") ok, $(grep -c '| FAIL' "$LOG/test_attention.txt") failed"
+grep '| FAIL' "$LOG/test_attention.txt" | head -10
+echo "== compute-sanitizer"
+for f in $SANITIZE; do
+  for d in 128 64; do
+    for tool in memcheck racecheck; do
+      r=$(UL_ATTN_FWD=$f timeout 120 compute-sanitizer --tool $tool --error-exitcode 9 "$BENCH" 1000 4 2 $d 2 1 2>&1 | tail -3 | tr '\n' ' ')
+      echo "fwd=$f d=$d $tool: ${r:0:200}"
+    done
+  done
+done
+if [ "$NCU" = 1 ] && command -v ncu >/dev/null; then
+  echo "== ncu (forward, T 16K, 8 heads, d in \$NCU_D)"
+  for d in ${NCU_D:-128}; do
+    for f in ${NCU_F:-$FWDS}; do
+      UL_ATTN_FWD=$f timeout 90 ncu -k regex:k_attn_fwd -c 1 --section SpeedOfLight --section SchedulerStats \
+        --section WarpStateStats --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
+        "$BENCH" 16384 8 8 $d 1 1 > "$LOG/ncu_${f}_$d.txt" 2>&1
+      echo "fwd=$f d=$d: $(grep -E 'Duration|Compute \(SM\) Throughput|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Registers Per' "$LOG/ncu_${f}_$d.txt" | awk '{$1=$1};1' | tr '\n' ';')"
+    done
+  done
+fi
