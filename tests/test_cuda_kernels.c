@@ -449,9 +449,9 @@ static void test_attention_case(const AttnCase *c, const char *kernel) {
     float *o = fvec(T * os), *lse = fvec(T * Hq);
     float *fillv = rvec(nqkv, 1), *dqkv = fdup(fillv, nqkv); /* the row gaps must keep these */
     const float scale = 1.0f / sqrtf((float)d);
-    C->attention_fwd(o, os, lse, qkv + qoff, qs, qkv + koff, ks, qkv + voff, vs, T, Hq, Hkv, d, c->cu, c->n_docs,
+    test_attention_fwd(C, o, os, lse, qkv + qoff, qs, qkv + koff, ks, qkv + voff, vs, T, Hq, Hkv, d, c->cu, c->n_docs,
                      scale);
-    C->attention_bwd(dqkv + qoff, qs, dqkv + koff, ks, dqkv + voff, vs, dout, dos, qkv + qoff, qs, qkv + koff, ks,
+    test_attention_bwd(C, dqkv + qoff, qs, dqkv + koff, ks, dqkv + voff, vs, dout, dos, qkv + qoff, qs, qkv + koff, ks,
                      qkv + voff, vs, o, os, lse, T, Hq, Hkv, d, c->cu, c->n_docs, scale);
 
     void *gqkv = up_act(qkv, nqkv), *gdo = up_act(dout, T * dos);
@@ -459,9 +459,9 @@ static void test_attention_case(const AttnCase *c, const char *kernel) {
     void *gdqkv = up_act(fillv, nqkv);
     void *gcu = up_bytes(c->cu, (size_t)(c->n_docs + 1) * 8);
     char *b = gqkv, *db = gdqkv;
-    G->attention_fwd(go, os, glse, b + qoff * 2, qs, b + koff * 2, ks, b + voff * 2, vs, T, Hq, Hkv, d, gcu,
+    test_attention_fwd(G, go, os, glse, b + qoff * 2, qs, b + koff * 2, ks, b + voff * 2, vs, T, Hq, Hkv, d, gcu,
                      c->n_docs, scale);
-    G->attention_bwd(db + qoff * 2, qs, db + koff * 2, ks, db + voff * 2, vs, gdo, dos, b + qoff * 2, qs,
+    test_attention_bwd(G, db + qoff * 2, qs, db + koff * 2, ks, db + voff * 2, vs, gdo, dos, b + qoff * 2, qs,
                      b + koff * 2, ks, b + voff * 2, vs, go, os, glse, T, Hq, Hkv, d, gcu, c->n_docs, scale);
     float *go_h = down_act(go, T * os), *glse_h = down_f32(glse, T * Hq), *gd_h = down_act(gdqkv, nqkv);
 
@@ -489,7 +489,7 @@ static void test_attention_case(const AttnCase *c, const char *kernel) {
         /* deterministic kernels: a second backward is bitwise the same */
         void *gd2 = up_act(fillv, nqkv);
         char *db2 = gd2;
-        G->attention_bwd(db2 + qoff * 2, qs, db2 + koff * 2, ks, db2 + voff * 2, vs, gdo, dos, b + qoff * 2, qs,
+        test_attention_bwd(G, db2 + qoff * 2, qs, db2 + koff * 2, ks, db2 + voff * 2, vs, gdo, dos, b + qoff * 2, qs,
                          b + koff * 2, ks, b + voff * 2, vs, go, os, glse, T, Hq, Hkv, d, gcu, c->n_docs, scale);
         float *gd2_h = down_act(gd2, nqkv);
         double ed = 0;
@@ -554,19 +554,19 @@ static void bench_attention(int64_t T, int64_t H, int64_t d) {
     void *gcu = up_bytes(cu, sizeof cu);
     const float scale = 1.0f / sqrtf((float)d);
     const int reps = 5;
-    G->attention_fwd(o, H * d, lse, q, H * d, k, H * d, v, H * d, T, H, H, d, gcu, 1, scale);
+    test_attention_fwd(G, o, H * d, lse, q, H * d, k, H * d, v, H * d, T, H, H, d, gcu, 1, scale);
     G->sync();
     double t0 = ul_now();
     for (int r = 0; r < reps; r++)
-        G->attention_fwd(o, H * d, lse, q, H * d, k, H * d, v, H * d, T, H, H, d, gcu, 1, scale);
+        test_attention_fwd(G, o, H * d, lse, q, H * d, k, H * d, v, H * d, T, H, H, d, gcu, 1, scale);
     G->sync();
     double tf = (ul_now() - t0) / reps;
-    G->attention_bwd(dq, H * d, dk, H * d, dv, H * d, dout, H * d, q, H * d, k, H * d, v, H * d, o, H * d, lse, T,
+    test_attention_bwd(G, dq, H * d, dk, H * d, dv, H * d, dout, H * d, q, H * d, k, H * d, v, H * d, o, H * d, lse, T,
                      H, H, d, gcu, 1, scale);
     G->sync();
     t0 = ul_now();
     for (int r = 0; r < reps; r++)
-        G->attention_bwd(dq, H * d, dk, H * d, dv, H * d, dout, H * d, q, H * d, k, H * d, v, H * d, o, H * d, lse,
+        test_attention_bwd(G, dq, H * d, dk, H * d, dv, H * d, dout, H * d, q, H * d, k, H * d, v, H * d, o, H * d, lse,
                          T, H, H, d, gcu, 1, scale);
     G->sync();
     double tb = (ul_now() - t0) / reps;

@@ -732,8 +732,8 @@ static void test_attention_cfg(Ctx *c, int64_t T, int64_t Hq, int64_t Hkv, int64
         for (int64_t j = 0; j < Hkv * d; j++) dk[i * ks + j] = NAN, dv[i * vs + j] = NAN;
     }
     float scale = (float)(1.0 / sqrt((double)d));
-    K->attention_fwd(o, os, lse, q, qs, k, ks, v, vs, T, Hq, Hkv, d, cu, n_docs, scale);
-    K->attention_bwd(dq, qs, dk, ks, dv, vs, dout, os, q, qs, k, ks, v, vs, o, os, lse, T, Hq, Hkv, d, cu, n_docs,
+    test_attention_fwd(K, o, os, lse, q, qs, k, ks, v, vs, T, Hq, Hkv, d, cu, n_docs, scale);
+    test_attention_bwd(K, dq, qs, dk, ks, dv, vs, dout, os, q, qs, k, ks, v, vs, o, os, lse, T, Hq, Hkv, d, cu, n_docs,
                      scale);
     /* reference */
     AtCtx m = {T, Hq, Hkv, d, n_docs, cu, scale, dvec(T * Hq * d), dvec(T * Hkv * d), dvec(T * Hkv * d),
@@ -780,7 +780,7 @@ static void test_attention_cfg(Ctx *c, int64_t T, int64_t Hq, int64_t Hkv, int64
     memcpy(dqkv2, dqkv, (size_t)nbuf * sizeof(float));
     const int nthr = omp_get_max_threads();
     omp_set_num_threads(1);
-    K->attention_bwd(dqkv2 + qoff, qs, dqkv2 + koff, ks, dqkv2 + voff, vs, dout, os, q, qs, k, ks, v, vs, o, os, lse,
+    test_attention_bwd(K, dqkv2 + qoff, qs, dqkv2 + koff, ks, dqkv2 + voff, vs, dout, os, q, qs, k, ks, v, vs, o, os, lse,
                      T, Hq, Hkv, d, cu, n_docs, scale);
     omp_set_num_threads(nthr);
     CHECK(memcmp(dqkv, dqkv2, (size_t)nbuf * sizeof(float)) == 0, "attention_bwd differs between 1 and N threads");
@@ -840,9 +840,9 @@ static void test_attention_long(Ctx *c) {
     getrusage(RUSAGE_SELF, &ru0);
     float scale = 0.25f;
     double t0 = ul_now();
-    K->attention_fwd(o, d, lse, q, d, k, d, v, d, T, H, H, d, cu, n_docs, scale);
+    test_attention_fwd(K, o, d, lse, q, d, k, d, v, d, T, H, H, d, cu, n_docs, scale);
     double t1 = ul_now();
-    K->attention_bwd(dq, d, dk, d, dv, d, dout, d, q, d, k, d, v, d, o, d, lse, T, H, H, d, cu, n_docs, scale);
+    test_attention_bwd(K, dq, d, dk, d, dv, d, dout, d, q, d, k, d, v, d, o, d, lse, T, H, H, d, cu, n_docs, scale);
     double t2 = ul_now();
     getrusage(RUSAGE_SELF, &ru1);
     double grew_mb = (double)(ru1.ru_maxrss - ru0.ru_maxrss) / 1024.0;
@@ -909,10 +909,10 @@ static void bench_attention(Ctx *c, int64_t T) {
     fill(c, qkv, T * qs, 1), fill(c, dout, T * Hq * d, 1);
     for (int rep = 0; rep < (T > 20000 ? 1 : 3); rep++) {
         double t0 = ul_now(), c0 = cpu_seconds();
-        K->attention_fwd(o, Hq * d, lse, qkv, qs, qkv + Hq * d, qs, qkv + (Hq + Hkv) * d, qs, T, Hq, Hkv, d, cu, 1,
+        test_attention_fwd(K, o, Hq * d, lse, qkv, qs, qkv + Hq * d, qs, qkv + (Hq + Hkv) * d, qs, T, Hq, Hkv, d, cu, 1,
                          0.17677669f);
         double t1 = ul_now(), c1 = cpu_seconds();
-        K->attention_bwd(dqkv, qs, dqkv + Hq * d, qs, dqkv + (Hq + Hkv) * d, qs, dout, Hq * d, qkv, qs, qkv + Hq * d,
+        test_attention_bwd(K, dqkv, qs, dqkv + Hq * d, qs, dqkv + (Hq + Hkv) * d, qs, dout, Hq * d, qkv, qs, qkv + Hq * d,
                          qs, qkv + (Hq + Hkv) * d, qs, o, Hq * d, lse, T, Hq, Hkv, d, cu, 1, 0.17677669f);
         double t2 = ul_now(), c2 = cpu_seconds();
         printf("attention T=%lld Hq=%lld Hkv=%lld d=%lld threads=%d: fwd %.3f s  bwd %.3f s  total %.3f s  "

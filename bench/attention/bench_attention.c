@@ -47,10 +47,12 @@ int main(int argc, char **argv) {
     int64_t *gcu = G->alloc((size_t)(docs + 1) * sizeof(int64_t));
     G->upload(gcu, cu, (size_t)(docs + 1) * sizeof(int64_t));
     const float scale = 1.0f / sqrtf((float)d);
-#define FWD() G->attention_fwd(o, H * d, lse, q, H * d, k, Hkv * d, v, Hkv * d, T, H, Hkv, d, gcu, docs, scale)
-#define BWD()                                                                                                   \
-    G->attention_bwd(dq, H * d, dk, Hkv * d, dv, Hkv * d, dout, H * d, q, H * d, k, Hkv * d, v, Hkv * d, o, H * d, \
-                     lse, T, H, Hkv, d, gcu, docs, scale)
+    const UlAttention at = {.q = q, .k = k, .v = v, .qs = H * d, .ks = Hkv * d, .vs = Hkv * d, .o = o, .os = H * d,
+                            .lse = lse, .dout = dout, .dos = H * d, .dq = dq, .dk = dk, .dv = dv, .dqs = H * d,
+                            .dks = Hkv * d, .dvs = Hkv * d, .T = T, .Hq = H, .Hkv = Hkv, .d = d, .cu_seqlens = gcu,
+                            .n_docs = docs, .scale = scale};
+#define FWD() G->attention_fwd(&at)
+#define BWD() G->attention_bwd(&at)
     FWD();
     G->sync();
     double t0 = ul_now();

@@ -33,6 +33,27 @@ typedef struct {
     int64_t dev_cur, dev_peak, host_cur, host_peak;
 } UlMemStats;
 
+/* One attention call (KernelOps.attention_fwd / attention_bwd): the tensors with their row
+ * strides (in elements), the shape and the documents. Causal within documents, GQA, THD
+ * layout, never a T x T buffer. Token i attends to j iff doc(j) == doc(i) and j <= i; query
+ * head h uses kv head h / (Hq / Hkv). */
+typedef struct {
+    const void *q, *k, *v; /* [T, Hq, d], [T, Hkv, d], [T, Hkv, d] act; row strides qs, ks, vs */
+    int64_t qs, ks, vs;
+    void *o;                /* [T, Hq, d] act, row stride os: the forward writes it, the backward reads it */
+    int64_t os;
+    float *lse;             /* [T, Hq] f32 natural-log sum-exp of the scaled scores: forward out, backward in */
+    const void *dout;       /* backward: [T, Hq, d] act, row stride dos */
+    int64_t dos;
+    void *dq, *dk, *dv;     /* backward: overwritten (act), row strides dqs, dks, dvs; dk/dv summed over the
+                               query heads of each kv group */
+    int64_t dqs, dks, dvs;
+    int64_t T, Hq, Hkv, d;
+    const int64_t *cu_seqlens; /* [n_docs + 1] backend memory: cu_seqlens[0] = 0, cu_seqlens[n_docs] = T */
+    int64_t n_docs;
+    float scale;            /* usually 1/sqrt(d) */
+} UlAttention;
+
 typedef struct KernelOps {
     const char *name;
     size_t act_bytes; /* bytes per act element: 4 (fp32) or 2 (bf16) */
@@ -128,21 +149,10 @@ typedef struct KernelOps {
     void (*swiglu_fwd)(void *h, const void *g, const void *u, int64_t n);
     void (*swiglu_bwd)(void *dg, void *du, const void *dh, const void *g, const void *u, int64_t n);
 
-    /* ---- attention: causal within documents, GQA, THD layout, never a T x T buffer ----
-     * q [T, Hq, d] (row stride qs), k/v [T, Hkv, d] (ks, vs), o [T, Hq, d] (os): act.
-     * lse [T, Hq] f32 (natural-log sum-exp of scaled scores, saved for backward).
-     * Documents: cu_seqlens [n_docs + 1] (backend memory), cu_seqlens[0] = 0,
-     * cu_seqlens[n_docs] = T; token i attends to j iff doc(j) == doc(i) and j <= i. Query
-     * head h uses kv head h / (Hq / Hkv). scale is usually 1/sqrt(d). */
-    void (*attention_fwd)(void *o, int64_t os, float *lse, const void *q, int64_t qs, const void *k, int64_t ks,
-                          const void *v, int64_t vs, int64_t T, int64_t Hq, int64_t Hkv, int64_t d,
-                          const int64_t *cu_seqlens, int64_t n_docs, float scale);
-    /* dq [T, Hq, d] (dqs), dk/dv [T, Hkv, d] (dks, dvs) overwritten (act); dk/dv summed over
-     * the query heads of each kv group. dout [T, Hq, d] (dos). */
-    void (*attention_bwd)(void *dq, int64_t dqs, void *dk, int64_t dks, void *dv, int64_t dvs, const void *dout,
-                          int64_t dos, const void *q, int64_t qs, const void *k, int64_t ks, const void *v, int64_t vs,
-                          const void *o, int64_t os, const float *lse, int64_t T, int64_t Hq, int64_t Hkv, int64_t d,
-                          const int64_t *cu_seqlens, int64_t n_docs, float scale);
+    /* ---- attention (UlAttention above): the forward writes o and lse from q, k, v; the
+     * backward writes dq, dk, dv from dout, q, k, v, o and lse ---- */
+    void (*attention_fwd)(const UlAttention *a);
+    void (*attention_bwd)(const UlAttention *a);
 
     /* ---- cross-entropy on one tile of logits, fused with its backward ----
      * logits [n, V] act in, overwritten by dlogits = (softmax - onehot(label)) * dscale for

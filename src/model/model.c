@@ -292,26 +292,38 @@ typedef struct {
     int64_t n_local; /* no_exchange only */
 } StepCtx;
 
+/* q, k, v at columns 0, Hq d and (Hq + Hkv) d of one packed buffer of row stride rs (and
+ * the same for their gradients); o, dout of row stride Hq d. */
+static UlAttention attn_args(const void *qkv, void *dqkv, int64_t rs, void *o, float *lse, const void *dout, int64_t T,
+                             int64_t Hq, int64_t Hkv, int64_t d, const int64_t *cu, int64_t n_docs, size_t act_bytes) {
+#define COL(p, c) ((p) ? (void *)((char *)(p) + (size_t)(c) * act_bytes) : NULL)
+    UlAttention a = {.q = qkv, .k = COL(qkv, Hq * d), .v = COL(qkv, (Hq + Hkv) * d), .qs = rs, .ks = rs, .vs = rs,
+                     .o = o, .os = Hq * d, .lse = lse, .dout = dout, .dos = Hq * d,
+                     .dq = dqkv, .dk = COL(dqkv, Hq * d), .dv = COL(dqkv, (Hq + Hkv) * d), .dqs = rs, .dks = rs, .dvs = rs,
+                     .T = T, .Hq = Hq, .Hkv = Hkv, .d = d, .cu_seqlens = cu, .n_docs = n_docs,
+                     .scale = (float)(1.0 / sqrt((double)d))};
+#undef COL
+    return a;
+}
+
 /* reuse: the attention output and lse of this layer are kept from the forward pass
  * (recompute == 2): the exchange still runs (backward needs q, k, v), the kernel does not. */
 static void attn_fwd(Model *m, const StepCtx *sc, LayerActs *a, int reuse) {
     const KernelOps *k = m->k;
     const ModelConfig *c = &m->c;
     int64_t d = c->head_dim, H = c->num_heads, Hkv = c->num_kv_heads, rs = (H + 2 * Hkv) * d;
-    float scale = (float)(1.0 / sqrt((double)d));
     if (m->no_exchange) {
-        if (!reuse)
-            k->attention_fwd(a->o, H * d, a->lse, a->qkv, rs, AO(a->qkv, H * d), rs, AO(a->qkv, (H + Hkv) * d), rs, sc->t,
-                         H, Hkv, d, m->d_cul, sc->n_local, scale);
+        UlAttention at = attn_args(a->qkv, NULL, rs, a->o, a->lse, NULL, sc->t, H, Hkv, d, m->d_cul, sc->n_local,
+                                   k->act_bytes);
+        if (!reuse) k->attention_fwd(&at);
         return;
     }
     if (m->sp > 1) exchange_qkv(&m->x, sc->t, a->qkv, a->qkvh);
-    int64_t ws = m->W_l * d;
-    if (!reuse) {
+    if (!reuse) { /* the whole sequence for this rank's heads: [T, W_l, d] */
+        UlAttention at = attn_args(a->qkvh, NULL, m->W_l * d, a->oh, a->lse, NULL, sc->T, m->Hq_l, m->Hkv_l, d, m->d_cu,
+                                   sc->s->n_docs, k->act_bytes);
         phase_begin(&m->t_attn);
-        k->attention_fwd(a->oh, m->Hq_l * d, a->lse, a->qkvh, ws, AO(a->qkvh, m->Hq_l * d), ws,
-                         AO(a->qkvh, (m->Hq_l + m->Hkv_l) * d), ws, sc->T, m->Hq_l, m->Hkv_l, d, m->d_cu,
-                         sc->s->n_docs, scale);
+        k->attention_fwd(&at);
         phase_end(&m->t_attn);
     }
     if (m->sp > 1) exchange_o(&m->x, sc->t, a->oh, a->o);
@@ -321,24 +333,22 @@ static void attn_bwd(Model *m, const StepCtx *sc, LayerActs *a) {
     const KernelOps *k = m->k;
     const ModelConfig *c = &m->c;
     int64_t d = c->head_dim, H = c->num_heads, Hkv = c->num_kv_heads, rs = (H + 2 * Hkv) * d;
-    float scale = (float)(1.0 / sqrt((double)d));
     if (m->no_exchange) {
         const void *dout = m->dout;
         if (dout == m->dqkv) { /* dout shares dqkv's buffer (sp > 1): move it to doh ([T, Hq_l, d] = [t, H d]) */
             k->copy2d(m->doh, H * d, m->dout, H * d, sc->t, H * d);
             dout = m->doh;
         }
-        k->attention_bwd(m->dqkv, rs, AO(m->dqkv, H * d), rs, AO(m->dqkv, (H + Hkv) * d), rs, dout, H * d, a->qkv,
-                         rs, AO(a->qkv, H * d), rs, AO(a->qkv, (H + Hkv) * d), rs, a->o, H * d, a->lse, sc->t, H, Hkv,
-                         d, m->d_cul, sc->n_local, scale);
+        UlAttention at = attn_args(a->qkv, m->dqkv, rs, a->o, a->lse, dout, sc->t, H, Hkv, d, m->d_cul, sc->n_local,
+                                   k->act_bytes);
+        k->attention_bwd(&at);
         return;
     }
     if (m->sp > 1) exchange_dout(&m->x, sc->t, m->dout, m->doh);
-    int64_t ws = m->W_l * d, qo = m->Hq_l * d, vo = (m->Hq_l + m->Hkv_l) * d;
+    UlAttention at = attn_args(a->qkvh, m->dqkvh, m->W_l * d, a->oh, a->lse, m->doh, sc->T, m->Hq_l, m->Hkv_l, d,
+                               m->d_cu, sc->s->n_docs, k->act_bytes);
     phase_begin(&m->t_attn);
-    k->attention_bwd(m->dqkvh, ws, AO(m->dqkvh, qo), ws, AO(m->dqkvh, vo), ws, m->doh, m->Hq_l * d, a->qkvh, ws,
-                     AO(a->qkvh, qo), ws, AO(a->qkvh, vo), ws, a->oh, m->Hq_l * d, a->lse, sc->T, m->Hq_l, m->Hkv_l, d,
-                     m->d_cu, sc->s->n_docs, scale);
+    k->attention_bwd(&at);
     phase_end(&m->t_attn);
     if (m->sp > 1) exchange_dqkv(&m->x, sc->t, m->dqkvh, m->dqkv);
 }

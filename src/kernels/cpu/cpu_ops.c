@@ -63,17 +63,13 @@ static void cpu_swiglu_fwd(void *h, const void *g, const void *u, int64_t n) { u
 static void cpu_swiglu_bwd(void *dg, void *du, const void *dh, const void *g, const void *u, int64_t n) {
     ul_cpu_swiglu_bwd(dg, du, dh, g, u, n);
 }
-static void cpu_attention_fwd(void *o, int64_t os, float *lse, const void *q, int64_t qs, const void *k, int64_t ks,
-                              const void *v, int64_t vs, int64_t T, int64_t Hq, int64_t Hkv, int64_t d,
-                              const int64_t *cu, int64_t n_docs, float scale) {
-    ul_cpu_attention_fwd(o, os, lse, q, qs, k, ks, v, vs, T, Hq, Hkv, d, cu, n_docs, scale);
+static void cpu_attention_fwd(const UlAttention *a) {
+    ul_cpu_attention_fwd(a->o, a->os, a->lse, a->q, a->qs, a->k, a->ks, a->v, a->vs, a->T, a->Hq, a->Hkv, a->d,
+                         a->cu_seqlens, a->n_docs, a->scale);
 }
-static void cpu_attention_bwd(void *dq, int64_t dqs, void *dk, int64_t dks, void *dv, int64_t dvs, const void *dout,
-                              int64_t dos, const void *q, int64_t qs, const void *k, int64_t ks, const void *v,
-                              int64_t vs, const void *o, int64_t os, const float *lse, int64_t T, int64_t Hq,
-                              int64_t Hkv, int64_t d, const int64_t *cu, int64_t n_docs, float scale) {
-    ul_cpu_attention_bwd(dq, dqs, dk, dks, dv, dvs, dout, dos, q, qs, k, ks, v, vs, o, os, lse, T, Hq, Hkv, d, cu,
-                         n_docs, scale);
+static void cpu_attention_bwd(const UlAttention *a) {
+    ul_cpu_attention_bwd(a->dq, a->dqs, a->dk, a->dks, a->dv, a->dvs, a->dout, a->dos, a->q, a->qs, a->k, a->ks, a->v,
+                         a->vs, a->o, a->os, a->lse, a->T, a->Hq, a->Hkv, a->d, a->cu_seqlens, a->n_docs, a->scale);
 }
 /* Synchronous stand-ins for the copy stream: an event is the wall-clock time of its record. */
 static void *cpu_event_create(void) { return ul_calloc(1, sizeof(double)); }

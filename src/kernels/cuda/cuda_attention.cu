@@ -789,7 +789,7 @@ static void check_shape(int64_t T, int64_t Hq, int64_t Hkv, int64_t d, int64_t n
               (long long)Hkv, (long long)d, (long long)n_docs);
 }
 
-void ul_cuda_attention_fwd(void *o, int64_t os, float *lse, const void *q, int64_t qs, const void *k, int64_t ks,
+static void attention_fwd_args(void *o, int64_t os, float *lse, const void *q, int64_t qs, const void *k, int64_t ks,
                            const void *v, int64_t vs, int64_t T, int64_t Hq, int64_t Hkv, int64_t d,
                            const int64_t *cu_seqlens, int64_t n_docs, float scale) {
     check_shape(T, Hq, Hkv, d, n_docs);
@@ -835,7 +835,7 @@ static void launch_bwd(const AttnArgs &a, cudaStream_t s) {
     launch_dkv<DP, AT_DKV_MT(DP), AT_DKV_BQ>(a, s);
 }
 
-void ul_cuda_attention_bwd(void *dq, int64_t dqs, void *dk, int64_t dks, void *dv, int64_t dvs, const void *dout,
+static void attention_bwd_args(void *dq, int64_t dqs, void *dk, int64_t dks, void *dv, int64_t dvs, const void *dout,
                            int64_t dos, const void *q, int64_t qs, const void *k, int64_t ks, const void *v,
                            int64_t vs, const void *o, int64_t os, const float *lse, int64_t T, int64_t Hq,
                            int64_t Hkv, int64_t d, const int64_t *cu_seqlens, int64_t n_docs, float scale) {
@@ -891,4 +891,15 @@ void ul_cuda_attention_bwd(void *dq, int64_t dqs, void *dk, int64_t dks, void *d
     case 96: launch_bwd<96>(a, s); break;
     default: launch_bwd<128>(a, s); break;
     }
+}
+
+/* The KernelOps entry points (kernels.h UlAttention). */
+void ul_cuda_attention_fwd(const UlAttention *a) {
+    attention_fwd_args(a->o, a->os, a->lse, a->q, a->qs, a->k, a->ks, a->v, a->vs, a->T, a->Hq, a->Hkv, a->d,
+                       a->cu_seqlens, a->n_docs, a->scale);
+}
+
+void ul_cuda_attention_bwd(const UlAttention *a) {
+    attention_bwd_args(a->dq, a->dqs, a->dk, a->dks, a->dv, a->dvs, a->dout, a->dos, a->q, a->qs, a->k, a->ks, a->v,
+                       a->vs, a->o, a->os, a->lse, a->T, a->Hq, a->Hkv, a->d, a->cu_seqlens, a->n_docs, a->scale);
 }

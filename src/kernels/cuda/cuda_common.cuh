@@ -116,13 +116,8 @@ void ul_cuda_rope(void *x, int64_t stride, int64_t t, int64_t nh, int64_t d, con
 void ul_cuda_swiglu_fwd(void *h, const void *g, const void *u, int64_t n);
 void ul_cuda_swiglu_bwd(void *dg, void *du, const void *dh, const void *g, const void *u, int64_t n);
 void ul_cuda_attention_init(void);
-void ul_cuda_attention_fwd(void *o, int64_t os, float *lse, const void *q, int64_t qs, const void *k, int64_t ks,
-                           const void *v, int64_t vs, int64_t T, int64_t Hq, int64_t Hkv, int64_t d,
-                           const int64_t *cu_seqlens, int64_t n_docs, float scale);
-void ul_cuda_attention_bwd(void *dq, int64_t dqs, void *dk, int64_t dks, void *dv, int64_t dvs, const void *dout,
-                           int64_t dos, const void *q, int64_t qs, const void *k, int64_t ks, const void *v,
-                           int64_t vs, const void *o, int64_t os, const float *lse, int64_t T, int64_t Hq,
-                           int64_t Hkv, int64_t d, const int64_t *cu_seqlens, int64_t n_docs, float scale);
+void ul_cuda_attention_fwd(const UlAttention *a);
+void ul_cuda_attention_bwd(const UlAttention *a);
 /* Hopper forward (cuda_attention_sm90.cu): returns 1 when it ran, 0 when the device, the
  * build or the shape needs the portable kernel (or UL_ATTN_KERNEL=simple asks for it). */
 int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, int64_t qs, const void *k, int64_t ks,
