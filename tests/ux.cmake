@@ -5,3 +5,4 @@ foreach(case help plan eval progress)
   set_tests_properties(ux_${case} PROPERTIES ENVIRONMENT
     "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMPI_MCA_rmaps_base_oversubscribe=1;MPIRUN=${MPIEXEC_EXECUTABLE} --oversubscribe")
 endforeach()
+set_tests_properties(ux_eval ux_progress PROPERTIES PROCESSORS 2)

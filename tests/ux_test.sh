@@ -204,15 +204,17 @@ progress)
     > /dev/null 2> demo.txt
   check $([ $? -eq 0 ] && [ "$(grep -o $'\r\\[' demo.txt | wc -l)" -eq 2 ]; echo $?) "demo --progress bar: $(tail -n 2 demo.txt)"
   expect_error 2 "\-\-progress sometimes: expected auto, bar or lines" $T --progress sometimes
-  if command -v script > /dev/null; then # a pseudo-terminal for mpirun, as an interactive shell gives it
-    script -qec "$MPIRUN -np 2 $BIN $T" pty.txt > /dev/null
+  # a pseudo-terminal for mpirun, as an interactive shell gives it (script(1) needs a stdin:
+  # with none it records nothing)
+  if command -v script > /dev/null && script -qec "echo pty-ok" t.txt < /dev/null > /dev/null && grep -q pty-ok t.txt; then
+    script -qec "$MPIRUN -np 2 $BIN $T" pty.txt < /dev/null > /dev/null
     check $? "train under script failed: $(tail -n 3 pty.txt)"
-    script -qec "$MPIRUN -np 2 $BIN $T 2> inner.txt" pty2.txt > /dev/null
+    script -qec "$MPIRUN -np 2 $BIN $T 2> inner.txt" pty2.txt < /dev/null > /dev/null
     echo "progress: mpirun on a terminal: $(bars pty.txt) line(s) with the live bar, $(lines pty.txt) plain lines; its stderr in a file: $(bars inner.txt), $(lines inner.txt)"
     check $([ "$(bars pty.txt)" -eq 1 ] && [ "$(lines pty.txt)" -eq 0 ]; echo $?) "auto under mpirun on a terminal: no live line"
     check $([ "$(bars inner.txt)" -eq 0 ] && [ "$(lines inner.txt)" -eq 4 ]; echo $?) "auto with mpirun's stderr in a file: not plain lines"
   else
-    echo "progress: script(1) missing: the terminal cases are not checked"
+    echo "progress: no working script(1): the terminal cases are not checked"
   fi
   ;;
 *) echo "unknown case $CASE"; exit 2 ;;
