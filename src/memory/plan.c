@@ -344,8 +344,8 @@ void plan_print(FILE *f, const Plan *p, int64_t ranks_per_host, const char *unit
             (long long)ranks_per_host, gib(p->host_total * ranks_per_host));
 }
 
-void plan_summary(const Plan *p, char *buf, size_t n) {
-    size_t o = (size_t)snprintf(buf, n, "per GPU %.3f GiB (", gib(p->dev_total));
+void plan_summary(const Plan *p, const char *unit, char *buf, size_t n) {
+    size_t o = (size_t)snprintf(buf, n, "per %s %.3f GiB (", unit, gib(p->dev_total));
     int first = 1;
     for (int g = 0; g < PG_COUNT && o < n; g++)
         if (p->dev_group[g]) {

@@ -124,8 +124,8 @@ void plan_mlp_desc(const Plan *p, char *buf, size_t n);
 
 /* The breakdown table per device (unit: "GPU", or "rank" on the CPU backend) and per host. */
 void plan_print(FILE *f, const Plan *p, int64_t ranks_per_host, const char *unit);
-/* One line: "per GPU X GiB (weights .., ...), host Y GiB". */
-void plan_summary(const Plan *p, char *buf, size_t n);
+/* One line: "per GPU X GiB (weights .., ...), host Y GiB" (unit: "GPU", or "rank" on the CPU). */
+void plan_summary(const Plan *p, const char *unit, char *buf, size_t n);
 /* Fills buf with the plan's largest device items ("name X GiB, ..."). */
 void plan_top_items(const Plan *p, int k, char *buf, size_t n);
 

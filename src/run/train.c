@@ -584,7 +584,7 @@ static void run_report(TrainRun *r) {
                 (long long)o->dp_shard, (long long)o->sp, (long long)o->steps, (long long)o->batch,
                 (long long)o->seq_len);
         char sum[512], mlp[64];
-        plan_summary(&r->plan, sum, sizeof sum);
+        plan_summary(&r->plan, r->on_gpu ? "GPU" : "rank", sum, sizeof sum);
         plan_mlp_desc(&r->plan, mlp, sizeof mlp);
         /* allocated: what model and optimizer took through the backend; the plan's exact items must equal it */
         fprintf(stderr,
