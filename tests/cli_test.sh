@@ -84,6 +84,7 @@ badinput)
   expect 2 "no file matches" train --model tiny.json --data "nothing-*.tok" --seq-len 64 --steps 2 --batch 2
   expect 1 "\-\-lr" $T --model tiny.json --lr abc
   expect 1 "\-\-bogus" $T --model tiny.json --bogus 3
+  expect 1 "tokenize corpus.txt: name the tokenizer before the files: --bytes FILE" tokenize corpus.txt -o x.tok
   expect 2 "mesh" $T --model tiny.json --sp 4
   expect 2 "\-\-sp 3" $T --model tiny.json --sp 3 --dp-shard 1 --dp-replicate 1
   expect 2 "\-\-batch" $T --model tiny.json --dp-shard 2 --batch 3

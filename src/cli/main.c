@@ -300,6 +300,9 @@ static int cmd_tokenize(int argc, char **argv) {
     };
     UlError e = {{0}};
     int rc = flags_parse(flags, NFLAGS(flags), argc, argv, &e);
+    if (rc != 1 && argc > 0 && argv[0][0] != '-') /* files first: the tokenizer was not named */
+        rc = ul_err(&e, "tokenize %s: name the tokenizer before the files: --bytes FILE... (byte-level) or "
+                        "--tokenizer TOK FILE... (a Hugging Face tokenizer.json or model directory)", argv[0]);
     if (rc == 1) {
         if (g_rank == 0)
             flags_help(stdout,
