@@ -230,7 +230,7 @@ int ul_tokenize_hf(const HfTokenizeOptions *o, UlError *e) {
     free(d.p);
     free(d.len);
     free(d.owned);
-    if (rc == 0) rc = tok_shard_write(o->out, all.v, all.n, off, n_docs, hf_tok_vocab_size(t), e);
+    if (rc == 0) rc = tok_shard_write(o->out, all.v, all.n, off, n_docs, hf_tok_vocab_size(t), NULL, e);
     if (rc == 0) {
         double dt = ul_now() - t0;
         fprintf(stderr,
