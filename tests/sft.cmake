@@ -3,5 +3,7 @@
 # "Fine-tune a Hugging Face model" commands on the tiny Qwen2 model of tests/fixtures/chat_qwen2.
 add_test(NAME sft_tokenize COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/sft_test.sh $<TARGET_FILE:ulysses> tokenize)
 set_tests_properties(sft_tokenize PROPERTIES LABELS formats)
-add_test(NAME sft_finetune COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/sft_test.sh $<TARGET_FILE:ulysses> finetune)
-set_tests_properties(sft_finetune PROPERTIES ENVIRONMENT "${UL_CLI_ENV}" PROCESSORS 2)
+foreach(case finetune mesh)
+  add_test(NAME sft_${case} COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/sft_test.sh $<TARGET_FILE:ulysses> ${case})
+  set_tests_properties(sft_${case} PROPERTIES ENVIRONMENT "${UL_CLI_ENV}" PROCESSORS 2)
+endforeach()

@@ -9,6 +9,10 @@
 #                                  the tiny Qwen2 model of tests/fixtures/chat_qwen2: the training
 #                                  and held-out losses go down, eval_tokens is the number of
 #                                  tokens with loss, --out holds config.json + model.safetensors
+#   sft_test.sh ULYSSES mesh       10 steps on that SFT data (masks, documents cut at --seq-len)
+#                                  on sp = 2, 4 and dp = 2 meshes equal one process (losses rel
+#                                  1e-5, valid_tokens equal); one document per step: valid_tokens
+#                                  is the document's tokens with loss
 # Needs python3 (standard library only) to read the shards.
 set -u
 HERE=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")") # before any cd
@@ -148,6 +152,47 @@ print(sum(mask[i] for d in range(nd) for i in range(off[d] + 1, off[d + 1])))
 PY
 )
   check $([ -n "$nt" ] && [ "$nt" = "$want" ]; echo $?) "eval_tokens $nt, the held-out data has $want tokens with loss"
+  ;;
+mesh)
+  MODEL=$FIX/chat_qwen2
+  for i in 1 2 3 4; do cat "$FIX/chat_sft/data.jsonl"; done > train.jsonl
+  "$BIN" tokenize --tokenizer "$MODEL" train.jsonl -o train.tok 2> e.txt
+  check $? "tokenize: $(cat e.txt)"
+  run() { # run NP OUT ARGS...
+    local np=$1 out=$2; shift 2
+    OMP_NUM_THREADS=1 $MPIRUN -np "$np" "$BIN" train --init "$MODEL" --data train.tok --seq-len 64 --batch 4 \
+      --grad-accum 2 --steps 10 --lr 3e-3 --warmup 2 --seed 11 --metrics "$out" --quiet "$@"
+    check $? "train np=$np $* failed"
+  }
+  run 1 ref.jsonl
+  for mesh in "2 --sp 2" "4 --sp 4" "2 --dp-shard 2" "4 --sp 2 --dp-shard 2"; do
+    set -- $mesh
+    np=$1; shift
+    run "$np" got.jsonl "$@"
+    worst=$(paste -d' ' <(field ref.jsonl loss) <(field got.jsonl loss) |
+            awk '{ d = $1 - $2; if (d < 0) d = -d; r = d / $1; if (r > w) w = r } END { printf "%.3g", w }')
+    echo "mesh np=$np $*: 10-step losses worst rel diff $worst vs 1 process"
+    check $([ "$(wc -l < got.jsonl)" -eq 10 ]; echo $?) "np=$np $*: not 10 metric lines"
+    check $(awk -v w="$worst" 'BEGIN { exit !(w <= 1e-5) }'; echo $?) "np=$np $*: losses differ by $worst > 1e-5"
+    check $([ "$(field ref.jsonl valid_tokens)" = "$(field got.jsonl valid_tokens)" ]; echo $?) \
+      "np=$np $*: valid_tokens differ from 1 process"
+  done
+  # one document per step, in file order: valid_tokens = its tokens with loss mask 1, first excluded
+  OMP_NUM_THREADS=1 $MPIRUN -np 2 "$BIN" train --init "$MODEL" --data train.tok --seq-len 128 --batch 1 --sp 2 \
+    --doc-per-sample --no-shuffle --steps 12 --lr 1e-3 --metrics one.jsonl --quiet
+  check $? "train --doc-per-sample failed"
+  want=$(python3 - train.tok <<'PY'
+import struct, sys
+b = open(sys.argv[1], "rb").read()
+ver, vocab, nd, nt = struct.unpack_from("<IIQQ", b, 8)
+off = struct.unpack_from(f"<{nd + 1}Q", b, 32)
+mask = b[32 + 8 * (nd + 1) + 4 * nt :]
+print(" ".join(str(sum(mask[off[d] + 1 : off[d + 1]])) for d in range(12)))
+PY
+)
+  got=$(field one.jsonl valid_tokens | tr '\n' ' ' | sed -e 's/ $//')
+  echo "valid_tokens per document: $got"
+  check $([ "$got" = "$want" ]; echo $?) "valid_tokens per document $got, the shard's masks give $want"
   ;;
 *)
   echo "unknown case $CASE"
