@@ -36,7 +36,8 @@ recomputes:
     the data holds fewer);
   * inside a sample, position_ids restart at 0 at every document, attention is causal
     within each document and never crosses documents, label[t] = token[t+1] within a
-    document and -100 at each document's last token (and on padding);
+    document where the shard's loss mask of token t+1 is 1 (version 2 shards; version 1:
+    always), else -100, and -100 at each document's last token (and on padding);
   * loss = mean cross-entropy over every labelled token of those samples.
 Here every sample is one forward over the packed sequence with a block-diagonal causal
 4-D attention mask (checked against per-document forwards on the first sample holding several).
