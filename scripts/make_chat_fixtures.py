@@ -19,7 +19,8 @@ References (expected_*.jsonl, one {"ids", "mask"} per line of data.jsonl):
   prompt/completion   tokenizers: post-processor ids before, prompt, completion, EOS
                       (tokenizer_config.json eos_token, unless the completion ends with it),
                       post-processor ids after; mask 1 from the completion on
-  input_ids + labels  as given; mask = labels != -100
+  input_ids + labels  as given, without the tokens whose attention_mask is 0; mask =
+                      labels != -100
   text                tokenizers' encode(text).ids, mask all ones
 expected_chatml.jsonl is chat_qwen2 rendered with the plain ChatML template (the test
 passes --chat-format chatml).
@@ -95,6 +96,7 @@ DATA = [
     {"prompt": "Translate to French: cat\n", "completion": "chat"},
     {"input_ids": [5, 6, 7, 8, 9, 10], "labels": [-100, -100, -100, 8, 9, 10]},
     {"input_ids": [11, 12, 13]},
+    {"input_ids": [14, 15, 16, 17, 1, 1], "labels": [-100, 15, 16, 17, -100, -100], "attention_mask": [1, 1, 1, 1, 0, 0]},
     {"text": "Plain pretraining text: the lazy dog sleeps."},
 ]
 
@@ -163,8 +165,9 @@ def references(tok, hf, template, end_marker, head_marker, eos):
                 c = c + [eos_id]
             ids, mask = pre + p + c, [0] * (len(pre) + len(p)) + [1] * len(c)
         elif "input_ids" in rec:
-            ids = rec["input_ids"]
-            mask = [int(x != -100) for x in rec.get("labels", ids)]
+            keep = rec.get("attention_mask", [1] * len(rec["input_ids"]))
+            ids = [x for x, k in zip(rec["input_ids"], keep) if k]
+            mask = [int(x != -100) for x, k in zip(rec.get("labels", rec["input_ids"]), keep) if k]
         else:
             ids = tok.encode(rec["text"]).ids
             mask = [1] * len(ids)

@@ -96,6 +96,8 @@ tokenize)
   tok_error 'bad6.jsonl:1: labels[1] is 3: neither -100 nor input_ids[1] (2)' --tokenizer "$FIX/chat_qwen2" bad6.jsonl
   printf '%s\n' '{"input_ids": [1, 2.5]}' > bad7.jsonl
   tok_error 'bad7.jsonl:1: input_ids[1] is not an integer' --tokenizer "$FIX/chat_qwen2" bad7.jsonl
+  printf '%s\n' '{"input_ids": [1, 2], "attention_mask": [1, 2]}' > bad8.jsonl
+  tok_error 'bad8.jsonl:1: attention_mask[1] is not an integer in [0, 1]' --tokenizer "$FIX/chat_qwen2" bad8.jsonl
   cat bad1.jsonl bad3.jsonl bad4.jsonl bad6.jsonl "$D" > mixed.jsonl
   "$BIN" tokenize --skip-bad-lines --tokenizer "$FIX/chat_qwen2" mixed.jsonl -o mixed.tok 2> e.txt
   check $? "--skip-bad-lines: $(cat e.txt)"

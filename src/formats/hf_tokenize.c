@@ -212,22 +212,32 @@ static LineStatus parse_record(const cJSON *j, const char *field, uint32_t vocab
                 return free(v), free(lab), L_BAD;
             }
         }
+        int64_t *att = NULL, na = 0; /* attention_mask: its 0s (padding) are dropped */
+        const cJSON *am = cJSON_GetObjectItemCaseSensitive(j, "attention_mask");
+        if (am && !cJSON_IsNull(am)) {
+            if (int_array(am, "attention_mask", 0, 1, &att, &na, why, wn)) return free(v), free(lab), L_BAD;
+            if (na != n) {
+                snprintf(why, wn, "\"attention_mask\" has %lld entries, \"input_ids\" %lld", (long long)na,
+                         (long long)n);
+                return free(v), free(lab), free(att), L_BAD;
+            }
+        }
         x->kind = R_IDS;
         x->ids = ul_malloc((size_t)n * sizeof *x->ids + 1);
         x->mask = lab ? ul_malloc((size_t)n + 1) : NULL;
-        x->n_ids = n;
         for (int64_t i = 0; i < n; i++) {
-            x->ids[i] = (uint32_t)v[i];
-            if (!lab) continue;
-            if (lab[i] != -100 && lab[i] != v[i]) {
+            if (lab && lab[i] != -100 && lab[i] != v[i]) {
                 snprintf(why, wn, "labels[%lld] is %lld: neither -100 nor input_ids[%lld] (%lld)", (long long)i,
                          (long long)lab[i], (long long)i, (long long)v[i]);
-                return free(v), free(lab), L_BAD;
+                return free(v), free(lab), free(att), L_BAD;
             }
-            x->mask[i] = lab[i] != -100;
+            if (att && !att[i]) continue;
+            if (lab) x->mask[x->n_ids] = lab[i] != -100;
+            x->ids[x->n_ids++] = (uint32_t)v[i];
         }
         free(v);
         free(lab);
+        free(att);
         return L_OK;
     }
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, field ? field : "text");
