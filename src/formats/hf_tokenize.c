@@ -333,14 +333,18 @@ typedef struct {
     int masked; /* some mask bit is 0 */
 } Enc;
 
-static void enc_mark(Enc *o, int64_t from, int bit) {
+/* The mask of ids [from, to) (to < 0: to the end) is bit. */
+static void enc_mark_range(Enc *o, int64_t from, int64_t to, int bit) {
     if (o->mcap < o->ids.cap) {
         o->mcap = o->ids.cap;
         o->m = ul_realloc(o->m, (size_t)o->mcap);
     }
-    for (int64_t i = from; i < o->ids.n; i++) o->m[i] = (uint8_t)bit;
-    if (!bit && from < o->ids.n) o->masked = 1;
+    if (to < 0) to = o->ids.n;
+    for (int64_t i = from; i < to; i++) o->m[i] = (uint8_t)bit;
+    if (!bit && from < to) o->masked = 1;
 }
+
+static void enc_mark(Enc *o, int64_t from, int bit) { enc_mark_range(o, from, -1, bit); }
 
 static void enc_ids(Enc *o, const uint32_t *ids, int n, int bit) {
     int64_t at = o->ids.n;
@@ -369,7 +373,7 @@ static void enc_run(const EncCtx *c, HfTokScratch *sc, Enc *o, const char *pre, 
         hf_tok_encode_text(c->t, sc, pre, np, tmp);
         while (k < tmp->n && at + k < o->ids.n && tmp->v[k] == o->ids.v[at + k]) k++;
     } else k = nb ? 0 : o->ids.n - at;
-    enc_mark(o, at, 0);
+    enc_mark_range(o, at, at + k, 0);
     enc_mark(o, at + k, loss);
     free(cat);
 }
