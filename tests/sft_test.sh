@@ -102,6 +102,33 @@ tokenize)
   "$BIN" tokenize --skip-bad-lines --tokenizer "$FIX/chat_qwen2" mixed.jsonl -o mixed.tok 2> e.txt
   check $? "--skip-bad-lines: $(cat e.txt)"
   check $(grep -q "skipped 4 malformed JSONL line(s)" e.txt; echo $?) "--skip-bad-lines count: $(cat e.txt)"
+  # mutated lines (bytes flipped, cut, keys swapped): skipped and counted, never a crash
+  python3 - "$D" > fuzz.jsonl <<'PY'
+import random, sys
+r = random.Random(5)
+lines = open(sys.argv[1], "rb").read().splitlines()
+out = []
+for i in range(400):
+    b = bytearray(r.choice(lines))
+    for _ in range(r.randint(1, 4)):
+        k = r.randrange(len(b))
+        op = r.randrange(3)
+        if op == 0:
+            b[k] = r.choice(b'{}[]",:-0123456789 \\ux\xff\x00')
+        elif op == 1:
+            del b[k:]
+            if not b:
+                b = bytearray(b"{")
+        else:
+            b[k:k] = r.choice([b'"role"', b'"content"', b'"labels"', b'-100', b'null', b'[]', b'{}', b'1e9'])
+    out.append(bytes(b).replace(b"\n", b" "))
+sys.stdout.buffer.write(b"\n".join(out) + b"\n")
+PY
+  "$BIN" tokenize --skip-bad-lines --tokenizer "$FIX/chat_qwen2" fuzz.jsonl -o fuzz.tok > o.txt 2> e.txt
+  rc=$?
+  echo "fuzz: rc $rc, $(grep -h 'skipped\|error' e.txt | cut -c1-160)"
+  check $([ $rc -eq 0 ] || { [ $rc -eq 1 ] && [ "$(grep -c 'ulysses: error' e.txt)" -eq 1 ]; }; echo $?) \
+    "mutated lines: rc $rc: $(tail -3 e.txt)"
   # chat formats: an unknown template, no tokenizer_config.json, a format whose tokens are missing
   mkdir -p other none
   cp "$FIX/chat_qwen2/tokenizer.json" other/ && cp "$FIX/chat_qwen2/tokenizer.json" none/
