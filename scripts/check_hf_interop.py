@@ -36,7 +36,8 @@ recomputes:
     the data holds fewer);
   * inside a sample, position_ids restart at 0 at every document, attention is causal
     within each document and never crosses documents, label[t] = token[t+1] within a
-    document and -100 at each document's last token (and on padding);
+    document where the shard's loss mask of token t+1 is 1 (version 2 shards; version 1:
+    always), else -100, and -100 at each document's last token (and on padding);
   * loss = mean cross-entropy over every labelled token of those samples.
 Here every sample is one forward over the packed sequence with a block-diagonal causal
 4-D attention mask (checked against per-document forwards on the first sample holding several).
@@ -78,17 +79,23 @@ MAGIC = b"ULYSTOK1"
 
 
 def read_shard(path):
-    """A ulysses token shard (docs/formats.md): list of documents (np.int64 arrays)."""
+    """A ulysses token shard (docs/formats.md): list of documents, each an np.int64 array
+    [n, 2] of (token, loss mask); version 1 shards have no mask (all ones)."""
     with open(path, "rb") as f:
         buf = f.read()
     if buf[:8] != MAGIC:
         fail(f"{path}: not a ulysses token shard")
     version, vocab, n_docs, n_tokens = struct.unpack_from("<IIQQ", buf, 8)
-    if version != 1:
-        fail(f"{path}: shard version {version}, expected 1")
+    if version not in (1, 2):
+        fail(f"{path}: shard version {version}, expected 1 or 2")
     offs = np.frombuffer(buf, dtype="<u8", count=n_docs + 1, offset=32).astype(np.int64)
-    toks = np.frombuffer(buf, dtype="<u4", count=n_tokens, offset=32 + 8 * (n_docs + 1)).astype(np.int64)
-    return [toks[offs[i] : offs[i + 1]] for i in range(n_docs)]
+    at = 32 + 8 * (n_docs + 1)
+    toks = np.frombuffer(buf, dtype="<u4", count=n_tokens, offset=at).astype(np.int64)
+    mask = np.ones(n_tokens, dtype=np.int64)
+    if version == 2:
+        mask = np.frombuffer(buf, dtype="u1", count=n_tokens, offset=at + 4 * n_tokens).astype(np.int64)
+    both = np.stack([toks, mask], axis=1)
+    return [both[offs[i] : offs[i + 1]] for i in range(n_docs)]
 
 
 def packed_samples(docs, seq_len):
@@ -108,10 +115,11 @@ def packed_samples(docs, seq_len):
 
 
 def sample_tensors(pieces):
-    tokens = torch.tensor(np.concatenate(pieces), dtype=torch.long)
+    tokens = torch.tensor(np.concatenate([p[:, 0] for p in pieces]), dtype=torch.long)
     pos = torch.cat([torch.arange(len(p)) for p in pieces])
+    # label[t] = token[t+1] where the loss mask of token t+1 is 1 (docs/formats.md)
     labels = torch.cat(
-        [torch.cat([torch.tensor(p[1:], dtype=torch.long), torch.tensor([-100])]) for p in pieces]
+        [torch.tensor(np.append(np.where(p[1:, 1] == 1, p[1:, 0], -100), -100), dtype=torch.long) for p in pieces]
     )
     doc = torch.cat([torch.full((len(p),), i) for i, p in enumerate(pieces)])
     return tokens, pos, labels, doc
@@ -130,7 +138,7 @@ def packed_logits(model, tokens, pos, doc):
 def per_document_logits(model, pieces):
     out = []
     for p in pieces:
-        ids = torch.tensor(p, dtype=torch.long)[None]
+        ids = torch.tensor(p[:, 0], dtype=torch.long)[None]
         out.append(
             model(
                 input_ids=ids,

@@ -24,3 +24,12 @@ foreach(c "2;1;2;qwen2" "4;1;1;qwen2" "2;2;2;qwen3" "4;1;2;qwen3" "4;1;1;qwen3" 
   add_test(NAME sp${sp}_dp${dp}_hkv${hkv}_${fam} COMMAND ${UL_MPIRUN} -np ${np} $<TARGET_FILE:test_sp> ${sp} ${dp} ${hkv} ${fam})
   set_tests_properties(sp${sp}_dp${dp}_hkv${hkv}_${fam} PROPERTIES ENVIRONMENT "${UL_MPI_ENV}" PROCESSORS ${np})
 endforeach()
+# Loss masks (SFT data: a prompt without loss and scattered masked tokens), issue 18.
+foreach(c "2;1;2" "4;1;2" "2;2;2" "4;2;2" "1;2;2")
+  list(GET c 0 sp)
+  list(GET c 1 dp)
+  list(GET c 2 hkv)
+  math(EXPR np "${sp} * ${dp}")
+  add_test(NAME sp${sp}_dp${dp}_hkv${hkv}_mask COMMAND ${UL_MPIRUN} -np ${np} $<TARGET_FILE:test_sp> ${sp} ${dp} ${hkv} llama mask)
+  set_tests_properties(sp${sp}_dp${dp}_hkv${hkv}_mask PROPERTIES ENVIRONMENT "${UL_MPI_ENV}" PROCESSORS ${np})
+endforeach()

@@ -323,7 +323,8 @@ static int try_shard(const char *path) {
         rc[k] = tok_shard_open(&s, path, &e[k]);
         if (rc[k]) continue;
         for (int64_t d = 0; d < s.n_docs; d++)
-            for (uint64_t t = s.doc_offsets[d]; t < s.doc_offsets[d + 1]; t++) sum[k] += s.tokens[t] + 1;
+            for (uint64_t t = s.doc_offsets[d]; t < s.doc_offsets[d + 1]; t++)
+                sum[k] += s.tokens[t] + 1 + (s.mask ? s.mask[t] : 1);
         CHECK(s.vocab_size == 0 || s.n_tokens == 0 || sum[k] > 0, "accepted shard unreadable");
         tok_shard_close(&s);
     }
@@ -332,13 +333,15 @@ static int try_shard(const char *path) {
     return rc[0];
 }
 
-static void test_tokens(UlRng *r) {
+/* A version 1 shard (masked = 0) or a version 2 one with a loss mask. */
+static void test_tokens(UlRng *r, int masked) {
     uint32_t tok[20]; /* [20] */
-    for (int i = 0; i < 20; i++) tok[i] = (uint32_t)(ul_rng_u64(r) % 50);
+    uint8_t mask[20]; /* [20] */
+    for (int i = 0; i < 20; i++) tok[i] = (uint32_t)(ul_rng_u64(r) % 50), mask[i] = i % 3 != 0;
     const uint64_t off[4] = {0, 5, 5, 20}; /* [n_docs + 1] */
     Path good = tp("good.tok"), bad = tp("bad.tok");
     UlError e;
-    CHECK(tok_shard_write(good.s, tok, 20, off, 3, 50, &e) == 0, "%s", e.msg);
+    CHECK(tok_shard_write(good.s, tok, 20, off, 3, 50, masked ? mask : NULL, &e) == 0, "%s", e.msg);
     CHECK(try_shard(good.s) == 0, "valid shard does not open");
     size_t n;
     uint8_t *orig = slurp(good.s, &n);
@@ -381,10 +384,13 @@ static void test_tokens(UlRng *r) {
         CHECK(try_shard(bad.s) != 0, "patch %zu (offset %d = %llu) accepted", i, patches[i].at,
               (unsigned long long)patches[i].v);
     }
-    memcpy(buf, orig, n);
-    ul_store_le32(buf + 8, 2); /* version */
-    write_bytes(bad.s, buf, n);
-    CHECK(try_shard(bad.s) != 0, "version 2 accepted");
+    for (uint32_t v = 0; v < 4; v++) { /* unknown versions, and 1 <-> 2 (with / without a mask) */
+        if (v == (masked ? 2u : 1u)) continue;
+        memcpy(buf, orig, n);
+        ul_store_le32(buf + 8, v);
+        write_bytes(bad.s, buf, n);
+        CHECK(try_shard(bad.s) != 0, "version %u accepted", v);
+    }
     memcpy(buf, orig, n);
     ul_store_le32(buf + 12, 10); /* vocab smaller than the tokens */
     write_bytes(bad.s, buf, n);
@@ -476,7 +482,8 @@ int main(void) {
     ul_rng_seed(&r, 20240611);
     test_safetensors(&r);
     test_config(&r);
-    test_tokens(&r);
+    test_tokens(&r, 0);
+    test_tokens(&r, 1);
     test_model_dir(&r);
     ul_remove_tree(g_tmp);
     return tu_finish("test_corrupt");

@@ -7,6 +7,10 @@
 #include "testutil.h"
 #include "data/data.h"
 
+/* The loss mask the test gives token value v (doc * 1000 + offset): shard b (documents
+ * 10..) has a mask (version 2), shard a none (version 1, all ones). */
+static int mask_of(int32_t v) { return v < 10000 || (v % 1000) % 3 != 1; }
+
 /* Checks the invariants of one sample against the documents it claims to hold. */
 static void check_sample(const Sample *s, int64_t pad, int64_t seq_len) {
     CHECK(s->T % pad == 0, "T %lld not a multiple of %lld", (long long)s->T, (long long)pad);
@@ -18,7 +22,7 @@ static void check_sample(const Sample *s, int64_t pad, int64_t seq_len) {
         CHECK(b > a, "empty document %lld", (long long)d);
         for (int64_t i = a; i < b; i++) {
             CHECK(s->pos[i] == i - a, "position %lld of doc %lld is %d", (long long)i, (long long)d, s->pos[i]);
-            int32_t want = (i + 1 < b && i < s->n_real) ? s->tokens[i + 1] : UL_IGNORE_INDEX;
+            int32_t want = (i + 1 < b && i < s->n_real && mask_of(s->tokens[i + 1])) ? s->tokens[i + 1] : UL_IGNORE_INDEX;
             CHECK(s->labels[i] == want, "label %lld: %d, want %d", (long long)i, s->labels[i], want);
             valid += s->labels[i] != UL_IGNORE_INDEX;
         }
@@ -45,11 +49,22 @@ int main(void) {
         for (int64_t d = 0; d < nd; d++) off[d + 1] = off[d] + (uint64_t)lens[d];
         n = (int64_t)off[nd];
         uint32_t *tok = malloc((size_t)n * sizeof(uint32_t));
+        uint8_t *mask = malloc((size_t)n);
         for (int64_t d = 0; d < nd; d++)
             for (int64_t i = 0; i < lens[d]; i++) tok[off[d] + (uint64_t)i] = (uint32_t)((f * 10 + d) * 1000 + i);
-        CHECK(tok_shard_write(f ? p2 : p1, tok, n, off, nd, 0, &e) == 0, "write shard: %s", e.msg);
+        for (int64_t i = 0; i < n; i++) mask[i] = (uint8_t)mask_of((int32_t)tok[i]);
+        /* shard a's mask is all ones: written as version 1, as a shard without one */
+        CHECK(tok_shard_write(f ? p2 : p1, tok, n, off, nd, 0, mask, &e) == 0, "write shard: %s", e.msg);
+        TokShard sh;
+        CHECK(tok_shard_open(&sh, f ? p2 : p1, &e) == 0, "open shard: %s", e.msg);
+        CHECK(((const uint8_t *)sh.map)[8] == (f ? 2 : 1) && (sh.mask != NULL) == f, "shard %d: version %d", f,
+              ((const uint8_t *)sh.map)[8]);
+        CHECK(sh.size == (size_t)(32 + 8 * (nd + 1) + 4 * n + (f ? n : 0)), "shard %d: size %zu", f, sh.size);
+        CHECK(!f || memcmp(sh.mask, mask, (size_t)n) == 0, "mask read back");
+        tok_shard_close(&sh);
         total += n;
         free(tok);
+        free(mask);
     }
     int64_t seq_len = 48;
     DataLoader dl;
@@ -114,12 +129,20 @@ int main(void) {
     int32_t d0[] = {7, 8, 9}, d1[] = {4};
     const int32_t *docs[] = {d0, d1};
     int64_t dl2[] = {3, 1};
-    sample_from_docs(&s, docs, dl2, 2, 4, 0);
+    sample_from_docs(&s, docs, NULL, dl2, 2, 4, 0);
     CHECK(s.T == 4 && s.n_docs == 2 && s.n_valid == 2, "from docs: T %lld docs %lld valid %lld", (long long)s.T,
           (long long)s.n_docs, (long long)s.n_valid);
-    sample_from_docs(&s, docs, dl2, 2, 3, 0);
+    sample_from_docs(&s, docs, NULL, dl2, 2, 3, 0);
     CHECK(s.T == 6 && s.n_docs == 3 && s.labels[3] == UL_IGNORE_INDEX, "padding doc");
     check_sample(&s, 3, 6);
+    /* masks: HF labels [-100, 8, 9] for document 0 give label[t] = token[t+1] where it is not -100 */
+    uint8_t m0[] = {1, 0, 1}, m1[] = {1};
+    const uint8_t *masks[] = {m0, m1};
+    sample_from_docs(&s, docs, masks, dl2, 2, 1, 0);
+    CHECK(s.T == 4 && s.labels[0] == UL_IGNORE_INDEX && s.labels[1] == 9 && s.labels[2] == UL_IGNORE_INDEX &&
+              s.labels[3] == UL_IGNORE_INDEX && s.n_valid == 1,
+          "masked labels %d %d %d %d, valid %lld", s.labels[0], s.labels[1], s.labels[2], s.labels[3],
+          (long long)s.n_valid);
     sample_free(&s);
     sample_free(&s2);
     unlink(p1);

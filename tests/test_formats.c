@@ -735,7 +735,7 @@ static void test_tokens(void) {
     UlError e = {{0}};
     Path tpth = tp("t.tok");
     const char *path = tpth.s;
-    CHECK(tok_shard_write(path, tok, 100, off, 4, 1000, &e) == 0, "write: %s", e.msg);
+    CHECK(tok_shard_write(path, tok, 100, off, 4, 1000, NULL, &e) == 0, "write: %s", e.msg);
     TokShard s;
     int rc = tok_shard_open(&s, path, &e);
     CHECK(rc == 0, "open: %s", e.msg);
@@ -747,20 +747,34 @@ static void test_tokens(void) {
               "header bytes");
         tok_shard_close(&s);
     }
+    /* version 2: a loss mask after the tokens; a mask value other than 0/1 is refused */
+    uint8_t mask[100]; /* [100] */
+    for (int i = 0; i < 100; i++) mask[i] = i % 7 != 0;
+    CHECK(tok_shard_write(TP("m.tok"), tok, 100, off, 4, 1000, mask, &e) == 0 && tok_shard_open(&s, TP("m.tok"), &e) == 0,
+          "masked shard: %s", e.msg);
+    if (s.map) {
+        CHECK(s.size == 32 + 8 * 5 + 4 * 100 + 100 && ((const uint8_t *)s.map)[8] == 2 && s.mask &&
+                  memcmp(s.mask, mask, 100) == 0 && memcmp(s.tokens, tok, sizeof tok) == 0,
+              "version 2 layout");
+        tok_shard_close(&s);
+    }
+    mask[3] = 2;
+    CHECK(tok_shard_write(TP("bad.tok"), tok, 100, off, 4, 1000, mask, &e) != 0 && has(e.msg, "loss mask of token 3"),
+          "mask 2: '%s'", e.msg);
     /* empty shard */
     uint64_t zero = 0;
-    CHECK(tok_shard_write(TP("e.tok"), NULL, 0, &zero, 0, 0, &e) == 0 && tok_shard_open(&s, TP("e.tok"), &e) == 0,
+    CHECK(tok_shard_write(TP("e.tok"), NULL, 0, &zero, 0, 0, NULL, &e) == 0 && tok_shard_open(&s, TP("e.tok"), &e) == 0,
           "empty shard: %s", e.msg);
     if (s.map) tok_shard_close(&s);
     /* writer validation */
     e.msg[0] = 0;
-    CHECK(tok_shard_write(TP("bad.tok"), tok, 100, off, 4, 999, &e) != 0 && has(e.msg, "bad.tok") &&
+    CHECK(tok_shard_write(TP("bad.tok"), tok, 100, off, 4, 999, NULL, &e) != 0 && has(e.msg, "bad.tok") &&
               has(e.msg, "999"),
           "token >= vocab: '%s'", e.msg);
     uint64_t dec[5] = {0, 10, 5, 55, 100};
-    CHECK(tok_shard_write(TP("bad.tok"), tok, 100, dec, 4, 0, &e) != 0 && has(e.msg, "decrease"), "'%s'", e.msg);
+    CHECK(tok_shard_write(TP("bad.tok"), tok, 100, dec, 4, 0, NULL, &e) != 0 && has(e.msg, "decrease"), "'%s'", e.msg);
     uint64_t short_end[5] = {0, 10, 10, 55, 99};
-    CHECK(tok_shard_write(TP("bad.tok"), tok, 100, short_end, 4, 0, &e) != 0, "offsets not ending at n_tokens");
+    CHECK(tok_shard_write(TP("bad.tok"), tok, 100, short_end, 4, 0, NULL, &e) != 0, "offsets not ending at n_tokens");
     CHECK(access(TP("bad.tok"), F_OK) != 0, "failed write left a file");
     /* reader: a vocab smaller than a token, patched into a valid file */
     size_t n;

@@ -244,7 +244,7 @@ int main(int argc, char **argv) {
     }
     Sample s;
     memset(&s, 0, sizeof s);
-    sample_from_docs(&s, (const int32_t *const *)docs, lens, 3, world, 0);
+    sample_from_docs(&s, (const int32_t *const *)docs, NULL, lens, 3, world, 0);
     CommGroup *g = world > 1 ? &mesh.sp_g : NULL;
 
     ModelMemOpts plain = {0, 0, 0, 0};

@@ -2,8 +2,8 @@
  * Run under mpirun -np sp*dp: every rank also computes the single-process reference
  * (the whole global batch through a model with no SP group) and checks that the
  * distributed loss and every parameter gradient match it (rel. err <= 1e-5).
- * Usage: test_sp SP DP HKV [FAMILY]   (FAMILY: llama (default), qwen2, qwen3, mistral; qwen3
- * with head_dim 6 != hidden / heads) */
+ * Usage: test_sp SP DP HKV [FAMILY [mask]]   (FAMILY: llama (default), qwen2, qwen3, mistral; qwen3
+ * with head_dim 6 != hidden / heads; mask: documents with loss masks, as SFT data has) */
 #include <math.h>
 #include <mpi.h>
 #include <stdlib.h>
@@ -37,8 +37,10 @@ static ModelConfig tiny(int64_t Hkv, UlFamilyId fam) {
 }
 
 /* Sample i of the global batch: documents that cross shard boundaries, a length-1
- * document, and (sample 1) a tail with no valid label at all on the last shards. */
-static void make_sample(Sample *s, int64_t i, int64_t sp, UlRng *r, int64_t V) {
+ * document, and (sample 1) a tail with no valid label at all on the last shards. With
+ * masks, each document has a loss mask as prompt/completion data does (a prompt of random
+ * length without loss), with a fifth of the other tokens masked out too. */
+static void make_sample(Sample *s, int64_t i, int64_t sp, UlRng *r, int64_t V, int masked) {
     int64_t lens[4];
     int64_t n;
     if (i % 3 == 1) {
@@ -49,13 +51,19 @@ static void make_sample(Sample *s, int64_t i, int64_t sp, UlRng *r, int64_t V) {
         for (int64_t j = 0; j < n; j++) lens[j] = 1 + (int64_t)(ul_rng_u64(r) % 13);
     }
     int32_t *docs[4];
+    uint8_t *masks[4] = {0};
     for (int64_t j = 0; j < n; j++) {
         docs[j] = malloc((size_t)lens[j] * sizeof(int32_t));
         for (int64_t q = 0; q < lens[j]; q++) docs[j][q] = (int32_t)(ul_rng_u64(r) % (uint64_t)V);
+        if (!masked) continue;
+        masks[j] = malloc((size_t)lens[j]);
+        int64_t prompt = (int64_t)(ul_rng_u64(r) % (uint64_t)lens[j]);
+        for (int64_t q = 0; q < lens[j]; q++) masks[j][q] = q >= prompt && ul_rng_u64(r) % 5 != 0;
     }
     int64_t fixed = i % 3 == 1 ? 16 : 0; /* 9 tokens padded to 16: with sp = 4 the last two shards hold no label */
-    sample_from_docs(s, (const int32_t *const *)docs, lens, n, sp, fixed);
-    for (int64_t j = 0; j < n; j++) free(docs[j]);
+    sample_from_docs(s, (const int32_t *const *)docs, masked ? (const uint8_t *const *)masks : NULL, lens, n, sp,
+                     fixed);
+    for (int64_t j = 0; j < n; j++) free(docs[j]), free(masks[j]);
 }
 
 /* Random weights (model_init_random), then biases and norm weights away from their init
@@ -85,8 +93,9 @@ int main(int argc, char **argv) {
     UlFamilyId fam = UL_FAM_COUNT;
     for (int f = 0; f < UL_FAM_COUNT; f++)
         if (!strcmp(argc > 4 ? argv[4] : "llama", ul_families[f].model_type)) fam = (UlFamilyId)f;
-    if (argc < 4 || fam == UL_FAM_COUNT) {
-        fprintf(stderr, "usage: test_sp SP DP HKV [llama|qwen2|qwen3|mistral]\n");
+    int masked = argc > 5 && !strcmp(argv[5], "mask");
+    if (argc < 4 || fam == UL_FAM_COUNT || (argc > 5 && !masked)) {
+        fprintf(stderr, "usage: test_sp SP DP HKV [llama|qwen2|qwen3|mistral [mask]]\n");
         MPI_Abort(MPI_COMM_WORLD, 2);
     }
     int sp = atoi(argv[1]), dp = atoi(argv[2]);
@@ -101,7 +110,7 @@ int main(int argc, char **argv) {
     ul_rng_seed(&r, 42);
     int64_t T_max = 0;
     for (int64_t i = 0; i < B; i++) {
-        make_sample(&smp[i], i, sp, &r, c.vocab_size);
+        make_sample(&smp[i], i, sp, &r, c.vocab_size, masked);
         if (smp[i].T > T_max) T_max = smp[i].T;
     }
 
@@ -161,8 +170,10 @@ int main(int argc, char **argv) {
     int fails = tu_failures;
     MPI_Allreduce(MPI_IN_PLACE, &fails, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     if (mesh.rank == 0) {
-        printf("%s sp=%d dp=%d Hkv=%lld: %lld tensors, loss %.9g (reference %.9g), worst gradient rel err %.3g\n",
-               ul_families[fam].architecture, sp, dp, (long long)Hkv, (long long)nt, loss, ref_loss, worst);
+        printf("%s sp=%d dp=%d Hkv=%lld%s: %lld tensors, %lld labelled tokens, loss %.9g (reference %.9g), worst "
+               "gradient rel err %.3g\n",
+               ul_families[fam].architecture, sp, dp, (long long)Hkv, masked ? " (loss masks)" : "", (long long)nt,
+               (long long)n_global, loss, ref_loss, worst);
         tu_failures = fails;
         tu_finish("test_sp");
     }

@@ -272,15 +272,17 @@ static const char *ABOUT_TOKENIZE =
     "Turn text into a token shard (format: docs/formats.md) with the byte-level vocabulary (--bytes)\n"
     "or a Hugging Face tokenizer (--tokenizer: tokenizer.json or a model directory, then the input\n"
     "files; ids equal to the `tokenizers` library, BOS/EOS as its post-processor adds them).\n"
-    "Inputs: *.jsonl, one JSON object per line, the document in --field (default \"text\"); any\n"
-    "other file is plain text, one document per file or per blank-line block. Invalid UTF-8\n"
+    "Inputs: *.jsonl, one JSON object per line: \"messages\" (role/content; loss on the assistant\n"
+    "turns), \"prompt\" + \"completion\" (loss on the completion), \"input_ids\" [+ \"labels\", -100 =\n"
+    "no loss] or \"text\" (or --field); any other file is plain text, one document per file or\n"
+    "per blank-line block. The loss mask goes into the shard (docs/formats.md). Invalid UTF-8\n"
     "becomes U+FFFD, as Python reading with errors='replace'. --decode prints a shard as text.";
 
 static int cmd_tokenize(int argc, char **argv) {
     const char **files = calloc((size_t)argc + 1, sizeof(char *));
     const char **tfiles = calloc((size_t)argc + 1, sizeof(char *));
     FlagStrings fs = {files, 0}, ts = {tfiles, 0};
-    const char *out = NULL, *field = NULL, *bos_eos = NULL;
+    const char *out = NULL, *field = NULL, *bos_eos = NULL, *chat_format = NULL;
     int blank = 0, skip_bad = 0, decode = 0, jsonl = 0, keep_special = 0;
     Flag flags[] = {
         {"--bytes", FLAG_STRINGS, &fs, "FILE...", "text files to tokenize with the byte-level vocabulary (256)"},
@@ -288,7 +290,12 @@ static int cmd_tokenize(int argc, char **argv) {
          "a Hugging Face tokenizer.json or model directory, then the files to tokenize (or shards, with --decode)"},
         {"-o", FLAG_STRING, &out, "OUT", "output token shard (with --decode: text file, default stdout)"},
         {"--split-blank-lines", FLAG_BOOL, &blank, NULL, "one document per blank-line-separated block (default: per file)"},
-        {"--field", FLAG_STRING, &field, "NAME", "JSONL: the string field holding each document (default text)"},
+        {"--field", FLAG_STRING, &field, "NAME",
+         "JSONL: read only this string field as each document's text (default: messages, prompt + completion, "
+         "input_ids [+ labels] or text, whichever the line has)"},
+        {"--chat-format", FLAG_STRING, &chat_format, "llama3|chatml",
+         "JSONL messages: format them as Llama 3 or ChatML (Qwen) (default: recognized from the chat_template of "
+         "tokenizer_config.json; loss on the assistant turns)"},
         {"--skip-bad-lines", FLAG_BOOL, &skip_bad, NULL,
          "JSONL: skip and count malformed lines (default: the first one is an error naming file:line)"},
         {"--bos-eos", FLAG_STRING, &bos_eos, "json|config",
@@ -317,8 +324,10 @@ static int cmd_tokenize(int argc, char **argv) {
     if (rc == 0 && ts.n == 1) rc = ul_err(&e, "--tokenizer %s: no input files after the tokenizer", ts.v[0]);
     if (rc == 0 && decode && fs.n) rc = ul_err(&e, "--decode needs --tokenizer TOK SHARD...");
     if (rc == 0 && !decode && !out) rc = ul_err(&e, "-o: the output shard path is required");
-    if (rc == 0 && fs.n && (field || skip_bad)) rc = ul_err(&e, "--field and --skip-bad-lines go with --tokenizer (JSONL input)");
+    if (rc == 0 && fs.n && (field || skip_bad || chat_format))
+        rc = ul_err(&e, "--field, --chat-format and --skip-bad-lines go with --tokenizer (JSONL input)");
     if (rc == 0 && !decode && (jsonl || keep_special)) rc = ul_err(&e, "--jsonl and --keep-special go with --decode");
+    if (rc == 0 && decode && chat_format) rc = ul_err(&e, "--chat-format goes with tokenizing, not --decode");
     if (rc == 0 && bos_eos && ((strcmp(bos_eos, "json") != 0 && strcmp(bos_eos, "config") != 0) || !ts.n || decode))
         rc = ul_err(&e, "--bos-eos %s: json or config, with --tokenizer (not --decode)", bos_eos);
     if (rc == 0 && g_rank == 0) {
@@ -326,7 +335,7 @@ static int cmd_tokenize(int argc, char **argv) {
         else if (decode) rc = ul_detokenize(ts.v[0], ts.v + 1, ts.n - 1, keep_special, jsonl, out, &e);
         else {
             HfTokenizeOptions o = {ts.v[0], ts.v + 1, ts.n - 1, blank, field, skip_bad, out,
-                                   bos_eos && strcmp(bos_eos, "config") == 0};
+                                   bos_eos && strcmp(bos_eos, "config") == 0, chat_format};
             rc = ul_tokenize_hf(&o, &e);
         }
     }

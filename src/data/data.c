@@ -116,15 +116,20 @@ static void sample_reserve(Sample *s, int64_t T, int64_t n_docs) {
     s->cu_seqlens = ul_realloc(s->cu_seqlens, (size_t)(n_docs + 2) * sizeof(int64_t));
 }
 
-/* Appends one document at token offset `at`; returns the new offset. */
-static int64_t put_doc(Sample *s, int64_t at, const uint32_t *tok32, const int32_t *tok, int64_t len) {
+/* Appends one document at token offset `at`; returns the new offset. label[i] is token
+ * i+1 of the document when that token is a target (mask NULL: every token is), else -100. */
+static int64_t put_doc(Sample *s, int64_t at, const uint32_t *tok32, const int32_t *tok, const uint8_t *mask,
+                       int64_t len) {
     if (len <= 0) return at;
     for (int64_t i = 0; i < len; i++) {
         s->tokens[at + i] = tok32 ? (int32_t)tok32[i] : tok[i];
         s->pos[at + i] = (int32_t)i;
     }
-    for (int64_t i = 0; i < len; i++) s->labels[at + i] = i + 1 < len ? s->tokens[at + i + 1] : UL_IGNORE_INDEX;
-    s->n_valid += len - 1;
+    for (int64_t i = 0; i < len; i++) {
+        int target = i + 1 < len && (!mask || mask[i + 1]);
+        s->labels[at + i] = target ? s->tokens[at + i + 1] : UL_IGNORE_INDEX;
+        s->n_valid += target;
+    }
     s->cu_seqlens[++s->n_docs] = at + len;
     return at + len;
 }
@@ -181,13 +186,14 @@ void data_sample(DataLoader *d, int64_t g, int64_t pad_multiple, int fixed_len, 
     int64_t at = 0;
     for (int64_t i = a; i < b; i++) {
         const DocPiece *p = &d->pieces[d->order[i]];
-        at = put_doc(s, at, d->shards[p->shard].tokens + p->start, NULL, p->len);
+        const TokShard *sh = &d->shards[p->shard];
+        at = put_doc(s, at, sh->tokens + p->start, NULL, sh->mask ? sh->mask + p->start : NULL, p->len);
     }
     finish_padding(s, at);
 }
 
-void sample_from_docs(Sample *s, const int32_t *const *docs, const int64_t *lens, int64_t n_docs,
-                      int64_t pad_multiple, int64_t fixed_T) {
+void sample_from_docs(Sample *s, const int32_t *const *docs, const uint8_t *const *masks, const int64_t *lens,
+                      int64_t n_docs, int64_t pad_multiple, int64_t fixed_T) {
     int64_t n = 0;
     for (int64_t i = 0; i < n_docs; i++) n += lens[i];
     int64_t T = padded_len(n, pad_multiple, fixed_T);
@@ -198,7 +204,7 @@ void sample_from_docs(Sample *s, const int32_t *const *docs, const int64_t *lens
     s->n_valid = 0;
     s->cu_seqlens[0] = 0;
     int64_t at = 0;
-    for (int64_t i = 0; i < n_docs; i++) at = put_doc(s, at, NULL, docs[i], lens[i]);
+    for (int64_t i = 0; i < n_docs; i++) at = put_doc(s, at, NULL, docs[i], masks ? masks[i] : NULL, lens[i]);
     finish_padding(s, at);
 }
 

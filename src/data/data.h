@@ -4,7 +4,12 @@
  * is a document of its own (positions restart). Every epoch the pieces are shuffled with
  * (seed, epoch) and packed greedily into samples of at most seq_len tokens (or, with
  * pack = 0, one piece per sample). Sample number g of the stream is a pure function of
- * (data, seq_len, seed, g): the same on every rank and every mesh. */
+ * (data, seq_len, seed, g): the same on every rank and every mesh.
+ *
+ * Labels: label[t] = token[t+1] when t+1 is in the same document piece and the shard's loss
+ * mask of token t+1 is 1 (shards without a mask: always); else -100 (a piece's last token,
+ * padding, tokens before a masked-out one). This is Hugging Face's labels = input_ids with
+ * -100 where there is no loss, shifted by one as its models do inside the loss. */
 #ifndef UL_DATA_H
 #define UL_DATA_H
 
@@ -46,7 +51,8 @@ typedef struct {
     int64_t T;           /* padded length: multiple of pad_multiple (or seq_len in fixed mode) */
     int64_t n_real;      /* tokens before padding */
     int32_t *tokens;     /* [T] */
-    int32_t *labels;     /* [T] label[t] = token[t+1] inside a document, else -100 */
+    int32_t *labels;     /* [T] label[t] = token[t+1] inside a document when the loss mask of
+                          * token t+1 is 1 (no mask: always), else -100 */
     int32_t *pos;        /* [T] position ids, restart at 0 per document */
     int64_t n_docs;      /* documents incl. a trailing padding document */
     int64_t *cu_seqlens; /* [n_docs + 1] */
@@ -67,8 +73,9 @@ void data_sample(DataLoader *d, int64_t g, int64_t pad_multiple, int fixed_len, 
 int64_t data_epoch_samples(DataLoader *d);
 void sample_free(Sample *s);
 
-/* Builds a sample from explicit documents (tests, eval): docs are concatenated in order. */
-void sample_from_docs(Sample *s, const int32_t *const *docs, const int64_t *lens, int64_t n_docs,
-                      int64_t pad_multiple, int64_t fixed_T);
+/* Builds a sample from explicit documents (tests, eval): docs are concatenated in order.
+ * masks: [n_docs] loss masks (each [lens[i]], 0/1; NULL entries or masks = NULL: all ones). */
+void sample_from_docs(Sample *s, const int32_t *const *docs, const uint8_t *const *masks, const int64_t *lens,
+                      int64_t n_docs, int64_t pad_multiple, int64_t fixed_T);
 
 #endif

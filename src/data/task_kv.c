@@ -42,7 +42,7 @@ void kv_sample(const KvTask *task, int64_t g, Sample *s, int32_t *dist) {
     }
     const int32_t *docs[1] = {tok};
     int64_t lens[1] = {T};
-    sample_from_docs(s, docs, lens, 1, 1, T);
+    sample_from_docs(s, docs, NULL, lens, 1, 1, T);
     for (int64_t i = 0; i < T; i++) {
         s->labels[i] = i < h ? UL_IGNORE_INDEX : KV_VAL0 + val[key[i]];
         if (dist) dist[i] = i < h ? -1 : (int32_t)(i - last[key[i]]);

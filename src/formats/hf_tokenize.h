@@ -14,6 +14,7 @@ typedef struct {
     int skip_bad_lines;          /* JSONL: skip and count malformed lines instead of failing */
     const char *out;             /* the shard */
     int bos_eos_from_config;     /* BOS/EOS per tokenizer_config.json, not the post-processor */
+    const char *chat_format;     /* "llama3", "chatml", or NULL: recognized from tokenizer_config.json */
 } HfTokenizeOptions;
 
 /* Writes one shard (PATH.tmp, then renamed); a summary line goes to stderr. */

@@ -975,6 +975,18 @@ static void encode_segment(const HfTokenizer *t, HfTokScratch *sc, size_t off, s
 
 void hf_tok_encode(const HfTokenizer *t, HfTokScratch *sc, const char *text, size_t len, HfIds *out) {
     for (int k = 0; k < t->n_pre_ids; k++) hf_ids_push(out, t->pre_ids[k]);
+    hf_tok_encode_text(t, sc, text, len, out);
+    for (int k = 0; k < t->n_post_ids; k++) hf_ids_push(out, t->post_ids[k]);
+}
+
+void hf_tok_special_ids(const HfTokenizer *t, const uint32_t **pre, int *n_pre, const uint32_t **post, int *n_post) {
+    *pre = t->pre_ids;
+    *n_pre = t->n_pre_ids;
+    *post = t->post_ids;
+    *n_post = t->n_post_ids;
+}
+
+void hf_tok_encode_text(const HfTokenizer *t, HfTokScratch *sc, const char *text, size_t len, HfIds *out) {
     AddedIter it = {0, 0, -1, 0, 0};
     size_t a, b;
     int k;
@@ -987,7 +999,6 @@ void hf_tok_encode(const HfTokenizer *t, HfTokScratch *sc, const char *text, siz
         size_t off = arena_add(sc, text + a, b - a);
         encode_segment(t, sc, off, b - a, a == 0, out);
     }
-    for (int k = 0; k < t->n_post_ids; k++) hf_ids_push(out, t->post_ids[k]);
     if (sc->arena.cap > ((size_t)64 << 20)) { /* do not keep a huge document's arena */
         free(sc->arena.p);
         sc->arena = (Buf){0};

@@ -51,6 +51,10 @@ void hf_tok_scratch_free(HfTokScratch *s);
 /* Appends the ids of text[len] (valid UTF-8), post-processor included, to out: what
  * tokenizers' Tokenizer.encode(text).ids gives. */
 void hf_tok_encode(const HfTokenizer *t, HfTokScratch *s, const char *text, size_t len, HfIds *out);
+/* The same without the post-processor's ids: encode(text, add_special_tokens=False). */
+void hf_tok_encode_text(const HfTokenizer *t, HfTokScratch *s, const char *text, size_t len, HfIds *out);
+/* The ids the post-processor (or --bos-eos config) puts before and after each document. */
+void hf_tok_special_ids(const HfTokenizer *t, const uint32_t **pre, int *n_pre, const uint32_t **post, int *n_post);
 void hf_ids_push(HfIds *ids, uint32_t id);
 
 /* ids -> text as tokenizers' Tokenizer.decode(ids, skip_special_tokens): a malloc'd,

@@ -10,7 +10,7 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "token shards assume a
 
 /* Checks offsets (monotone, 0 .. n_tokens) and tokens (< vocab_size when known). */
 static int check_contents(const char *path, const uint64_t *off, int64_t n_docs, const uint32_t *tok,
-                          int64_t n_tokens, uint32_t vocab_size, UlError *e) {
+                          int64_t n_tokens, uint32_t vocab_size, const uint8_t *mask, UlError *e) {
     if (off[0] != 0) return ul_err(e, "%s: doc_offsets[0] is %llu, must be 0", path, (unsigned long long)off[0]);
     for (int64_t i = 0; i < n_docs; i++)
         if (off[i + 1] < off[i])
@@ -24,6 +24,10 @@ static int check_contents(const char *path, const uint64_t *off, int64_t n_docs,
             if (tok[i] >= vocab_size)
                 return ul_err(e, "%s: token %lld is %u, outside the vocabulary (size %u)", path, (long long)i, tok[i],
                               vocab_size);
+    if (mask)
+        for (int64_t i = 0; i < n_tokens; i++)
+            if (mask[i] > 1)
+                return ul_err(e, "%s: loss mask of token %lld is %u, must be 0 or 1", path, (long long)i, mask[i]);
     return 0;
 }
 
@@ -34,22 +38,22 @@ int tok_shard_open(TokShard *s, const char *path, UlError *e) {
     const uint8_t *p = s->map; /* [size] */
     int rc = 0;
     uint64_t n_docs = 0, n_tokens = 0;
+    uint32_t version = 0;
     if (s->size < UL_TOK_HEADER_BYTES)
         rc = ul_err(e, "%s: truncated: %zu bytes, a token shard header needs %d", path, s->size, UL_TOK_HEADER_BYTES);
     else if (memcmp(p, UL_TOK_MAGIC, 8) != 0)
         rc = ul_err(e, "%s: not a token shard (bad magic)", path);
-    else if (ul_load_le32(p + 8) != UL_TOK_VERSION)
-        rc = ul_err(e, "%s: unsupported token shard version %u (expected %u)", path, ul_load_le32(p + 8),
-                    UL_TOK_VERSION);
+    else if ((version = ul_load_le32(p + 8)) < 1 || version > UL_TOK_VERSION)
+        rc = ul_err(e, "%s: unsupported token shard version %u (expected 1 to %u)", path, version, UL_TOK_VERSION);
     if (rc == 0) {
         s->vocab_size = ul_load_le32(p + 12);
         n_docs = ul_load_le64(p + 16);
         n_tokens = ul_load_le64(p + 24);
-        /* Expected size, overflow-checked: header + 8*(n_docs+1) + 4*n_tokens. */
-        uint64_t need = UL_TOK_HEADER_BYTES, a, b;
+        /* Expected size, overflow-checked: header + 8*(n_docs+1) + 4*n_tokens (+ n_tokens, version 2). */
+        uint64_t need = UL_TOK_HEADER_BYTES, a, b, m = version >= 2 ? n_tokens : 0;
         if (n_docs >= (1ull << 60) || n_tokens >= (1ull << 60) || __builtin_mul_overflow(n_docs + 1, 8ull, &a) ||
             __builtin_mul_overflow(n_tokens, 4ull, &b) || __builtin_add_overflow(need, a, &need) ||
-            __builtin_add_overflow(need, b, &need))
+            __builtin_add_overflow(need, b, &need) || __builtin_add_overflow(need, m, &need))
             rc = ul_err(e, "%s: implausible header (n_docs %llu, n_tokens %llu)", path, (unsigned long long)n_docs,
                         (unsigned long long)n_tokens);
         else if (need != (uint64_t)s->size)
@@ -62,7 +66,8 @@ int tok_shard_open(TokShard *s, const char *path, UlError *e) {
         s->n_tokens = (int64_t)n_tokens;
         s->doc_offsets = (const uint64_t *)(p + UL_TOK_HEADER_BYTES);               /* 8-aligned in the map */
         s->tokens = (const uint32_t *)(p + UL_TOK_HEADER_BYTES + 8 * (n_docs + 1)); /* 4-aligned */
-        rc = check_contents(path, s->doc_offsets, s->n_docs, s->tokens, s->n_tokens, s->vocab_size, e);
+        s->mask = version >= 2 ? (const uint8_t *)(s->tokens + n_tokens) : NULL;
+        rc = check_contents(path, s->doc_offsets, s->n_docs, s->tokens, s->n_tokens, s->vocab_size, s->mask, e);
     }
     if (rc) tok_shard_close(s);
     return rc;
@@ -75,12 +80,15 @@ void tok_shard_close(TokShard *s) {
 }
 
 int tok_shard_write(const char *path, const uint32_t *tokens, int64_t n_tokens, const uint64_t *doc_offsets,
-                    int64_t n_docs, uint32_t vocab_size, UlError *e) {
+                    int64_t n_docs, uint32_t vocab_size, const uint8_t *mask, UlError *e) {
     if (n_tokens < 0 || n_docs < 0) return ul_err(e, "%s: negative token or document count", path);
-    if (check_contents(path, doc_offsets, n_docs, tokens, n_tokens, vocab_size, e)) return -1;
+    if (check_contents(path, doc_offsets, n_docs, tokens, n_tokens, vocab_size, mask, e)) return -1;
+    int64_t ones = 0;
+    for (int64_t i = 0; mask && i < n_tokens; i++) ones += mask[i];
+    if (ones == n_tokens) mask = NULL; /* all ones: version 1 */
     uint8_t hdr[UL_TOK_HEADER_BYTES];
     memcpy(hdr, UL_TOK_MAGIC, 8);
-    ul_store_le32(hdr + 8, UL_TOK_VERSION);
+    ul_store_le32(hdr + 8, mask ? 2u : 1u);
     ul_store_le32(hdr + 12, vocab_size);
     ul_store_le64(hdr + 16, (uint64_t)n_docs);
     ul_store_le64(hdr + 24, (uint64_t)n_tokens);
@@ -88,7 +96,8 @@ int tok_shard_write(const char *path, const uint32_t *tokens, int64_t n_tokens, 
     if (ul_afile_open(&af, path, e)) return -1;
     if (ul_afile_write(&af, hdr, sizeof hdr, e) ||
         ul_afile_write(&af, doc_offsets, 8 * (size_t)(n_docs + 1), e) ||
-        ul_afile_write(&af, tokens, 4 * (size_t)n_tokens, e)) {
+        ul_afile_write(&af, tokens, 4 * (size_t)n_tokens, e) ||
+        (mask && ul_afile_write(&af, mask, (size_t)n_tokens, e))) {
         ul_afile_abort(&af);
         return -1;
     }
@@ -169,7 +178,7 @@ int ul_tokenize_bytes(const char *const *files, int n_files, int split_blank_lin
     }
     if (rc == 0) {
         uint64_t zero = 0;
-        rc = tok_shard_write(out, b.tok, b.n_tok, b.n_docs ? b.off : &zero, b.n_docs, 256, e);
+        rc = tok_shard_write(out, b.tok, b.n_tok, b.n_docs ? b.off : &zero, b.n_docs, 256, NULL, e);
     }
     free(b.tok);
     free(b.off);
