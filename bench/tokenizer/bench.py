@@ -17,6 +17,7 @@ import glob
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import sysconfig
@@ -95,9 +96,10 @@ def main():
                 u = subprocess.run([a.bin, "tokenize", "--tokenizer", tj, data, "-o", os.path.join(work, "out.tok")],
                                    env=env, capture_output=True, text=True, check=True)
                 wall = time.perf_counter() - t0
-                line = [ln for ln in u.stderr.splitlines() if " tokens in " in ln][0]
-                ntok = int(line.split(" documents, ")[1].split(" tokens")[0])
-                secs = float(line.split(" tokens in ")[1].split(" s ")[0])
+                # "tokenize: F file(s), D documents (...), N tokens (M with loss) in S s (...)"
+                m = [re.search(r" documents[^,]*, (\d+) tokens.* in ([0-9.]+) s ", ln) for ln in u.stderr.splitlines()]
+                m = [x for x in m if x][0]
+                ntok, secs = int(m.group(1)), float(m.group(2))
                 if best is None or secs < best[0]:
                     best = (secs, wall, ntok)
             if best[2] != ref["tokens"]:
