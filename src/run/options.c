@@ -96,38 +96,28 @@ void ul_plan_input(const TrainOptions *o, const ModelConfig *c, size_t act_bytes
     if (o->reserve_gib > 0) in->reserve_gib = o->reserve_gib;
 }
 
-int ul_parse_offload_layers(const char *s, int64_t *k, UlError *e) {
-    if (!s) return 0;
-    if (strcmp(s, "auto") == 0) {
-        *k = PLAN_OFFLOAD_AUTO;
-        return 0;
-    }
-    if (strcmp(s, "all") == 0) {
-        *k = -1;
+/* s is w1 (-> v1), w2 (-> v2) or a count >= 0: 0 with *out set, -1 otherwise */
+static int word_or_count(const char *s, const char *w1, int64_t v1, const char *w2, int64_t v2, int64_t *out) {
+    if (strcmp(s, w1) == 0 || strcmp(s, w2) == 0) {
+        *out = strcmp(s, w1) == 0 ? v1 : v2;
         return 0;
     }
     char *end = NULL;
     long long v = strtoll(s, &end, 10);
-    if (!*s || *end || v < 0) return ul_err(e, "--offload-layers %s: expected auto, all, or a layer count >= 0", s);
-    *k = v;
+    if (!*s || *end || v < 0) return -1;
+    *out = v;
+    return 0;
+}
+
+int ul_parse_offload_layers(const char *s, int64_t *k, UlError *e) {
+    if (s && word_or_count(s, "auto", PLAN_OFFLOAD_AUTO, "all", -1, k))
+        return ul_err(e, "--offload-layers %s: expected auto, all, or a layer count >= 0", s);
     return 0;
 }
 
 int ul_parse_tiled_mlp(const char *s, int64_t *rows, UlError *e) {
-    if (!s) return 0;
-    if (strcmp(s, "auto") == 0) {
-        *rows = PLAN_MLP_AUTO;
-        return 0;
-    }
-    if (strcmp(s, "off") == 0) {
-        *rows = 0;
-        return 0;
-    }
-    char *end = NULL;
-    long long v = strtoll(s, &end, 10);
-    if (!*s || *end || v < 0)
+    if (s && word_or_count(s, "auto", PLAN_MLP_AUTO, "off", 0, rows))
         return ul_err(e, "--tiled-mlp %s: expected auto, off, or rows per tile (an integer >= 0; 0 = off)", s);
-    *rows = v;
     return 0;
 }
 
