@@ -5,7 +5,7 @@
 #include <mpi.h>
 #include <stdlib.h>
 
-#include "comm/comm.h"
+#include "comm/mesh.h"
 #include "testutil.h"
 #include "parallel/exchange.h"
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "comm/mesh.h"
 #include "fixture.h"
 #include "testutil.h"
 #include "model/model.h"

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "comm/mesh.h"
 #include "testutil.h"
 #include "data/data.h"
 #include "model/model.h"

@@ -6,7 +6,7 @@
 
 #include "cli/flags.h"
 #include "core/term.h"
-#include "comm/comm.h"
+#include "comm/mesh.h"
 #include "core/threads.h"
 #include "formats/hf_tokenize.h"
 #include "formats/tokens.h"

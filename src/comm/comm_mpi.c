@@ -3,7 +3,7 @@
 #include <mpi.h>
 #include <stdlib.h>
 
-#include "comm/comm.h"
+#include "comm/mesh.h"
 #include "core/common.h"
 
 #define MPI_CHECK(call)                                                           \

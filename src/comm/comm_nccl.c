@@ -5,7 +5,7 @@
  * owns a communication stream: a collective waits for the compute stream (event), runs on
  * the communication stream, and the compute stream waits for it in turn (event) — no
  * device-wide synchronization. Built only with the CUDA backend (UL_HAVE_CUDA). */
-#include "comm/comm.h"
+#include "comm/mesh.h"
 
 #include <stdlib.h>
 

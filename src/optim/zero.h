@@ -55,7 +55,7 @@
 
 #include <stdint.h>
 
-#include "comm/comm.h"
+#include "comm/mesh.h"
 #include "core/params.h"
 #include "kernels/kernels.h"
 #include "model/model.h"

@@ -22,7 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "comm/comm.h"
+#include "comm/mesh.h"
 #include "core/config.h"
 #include "formats/safetensors.h"
 #include "data/data.h"

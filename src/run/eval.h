@@ -7,7 +7,7 @@
 
 #include <stdint.h>
 
-#include "comm/comm.h"
+#include "comm/mesh.h"
 #include "model/model.h"
 #include "data/source.h"
 

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "comm/comm.h"
+#include "comm/mesh.h"
 #include "run/options.h"
 #include "run/setup.h"
 

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "comm/comm.h"
+#include "comm/mesh.h"
 #include "formats/hf_model.h"
 
 int ul_open_data(const char *glob, int64_t seq_len, int pack, int shuffle, uint64_t seed, const ModelConfig *c,
