@@ -2,6 +2,11 @@
 # GPU machine: configure with the CUDA backend forced on, build, run the GPU-labelled tests,
 # print their table. Logs go to $OUT (device tool) or build-gpu/ otherwise.
 #   scripts/gpu_test.sh [extra ctest args]
+# The GPU image lacks cJSON, PCRE2 and utf8proc headers (and pkg-config): fetch their Debian
+# packages here first, then carry .deps and start the command with `source .deps/deps.sh unpack;`
+#   ../shared/device/deps.sh fetch libcjson1 libcjson-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 \
+#       libpcre2-posix3 libpcre2-dev libutf8proc2 libutf8proc-dev
+#   (cd .deps && mkdir -p extra && cd extra && apt-get download pkgconf pkgconf-bin libpkgconf3)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOG=${OUT:-build-gpu}
