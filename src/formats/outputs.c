@@ -90,11 +90,13 @@ typedef struct {
     int is_dir;
 } InputEnt;
 
-static void add_input(InputEnt **v, int64_t *n, int64_t *cap, const char *flag, const char *path) {
+/* Appends path when it exists; returns whether it was added. */
+static int add_input(InputEnt **v, int64_t *n, int64_t *cap, const char *flag, const char *path) {
     struct stat st;
-    if (stat(path, &st) != 0) return;
+    if (stat(path, &st) != 0) return 0;
     if (*n == *cap) *v = ul_realloc(*v, (size_t)(*cap *= 2) * sizeof **v);
     (*v)[(*n)++] = (InputEnt){flag, ul_strdup(path), st, S_ISDIR(st.st_mode)};
+    return 1;
 }
 
 static void add_glob(InputEnt **v, int64_t *n, int64_t *cap, const char *flag, const char *pattern) {
@@ -115,8 +117,9 @@ static int64_t collect_inputs(const UlInput *in, int n_in, InputEnt **out) {
             add_glob(&v, &n, &cap, in[i].flag, in[i].path);
             continue;
         }
-        add_input(&v, &n, &cap, in[i].flag, in[i].path);
-        if (in[i].kind == UL_IN_MODEL_DIR && n > 0 && v[n - 1].is_dir && strlen(in[i].path) < OUT_PATH_CAP - 16) {
+        /* a model directory: its files too (the last entry is this input only when it was added) */
+        if (add_input(&v, &n, &cap, in[i].flag, in[i].path) && in[i].kind == UL_IN_MODEL_DIR && v[n - 1].is_dir &&
+            strlen(in[i].path) < OUT_PATH_CAP - 16) {
             char p[OUT_PATH_CAP + 16];
             snprintf(p, sizeof p, "%s/*.json", in[i].path);
             add_glob(&v, &n, &cap, in[i].flag, p);
