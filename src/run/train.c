@@ -452,9 +452,9 @@ static int run_data(TrainRun *r, UlError *e) {
     r->eval_n = o->eval_samples > 0 ? o->eval_samples : 16;
     if (o->eval_data) { /* packed as the training data, in file order; every sample once per evaluation */
         rc = ul_open_data(o->eval_data, o->seq_len, !o->doc_per_sample, 0, 0, &r->c, &r->dl_eval, e);
-        if (rc == 0 && data_epoch_samples(&r->dl_eval) < 1) rc = ul_err(e, "--eval-data %s: no samples", o->eval_data);
+        int64_t all = rc == 0 ? data_epoch_samples(&r->dl_eval) : 0;
+        if (rc == 0 && all < 1) rc = ul_err(e, "--eval-data %s: no samples", o->eval_data);
         if (ul_agree(rc, e)) return -1;
-        int64_t all = data_epoch_samples(&r->dl_eval);
         r->eval_n = o->eval_samples > 0 && o->eval_samples < all ? o->eval_samples : all;
         r->eval_source = (SampleSource){&r->dl_eval, NULL, o->sp, o->fixed_len};
     }
@@ -625,6 +625,7 @@ static void run_report(TrainRun *r) {
 /* What one optimizer step measured, for the metrics and the progress line. */
 typedef struct {
     double loss, gn, lr, tokens, valid, dt, a2a_s, attn_s, loss_s, optim_s, offload_s;
+    int bad;     /* the loss or the norm is not finite (the same on every rank) */
     int do_eval;
     EvalResult ev;
 } StepStats;
@@ -711,8 +712,8 @@ static void run_step(TrainRun *r, int64_t step, StepStats *s) {
     s->tokens = cnt[1];
     s->valid = n_global;
     r->train_time += s->dt;
-    const int bad = !isfinite(s->loss) || !isfinite(s->gn);
-    s->do_eval = !bad && (o->task || o->eval_data) && o->eval_every > 0 &&
+    s->bad = !isfinite(s->loss) || !isfinite(s->gn);
+    s->do_eval = !s->bad && (o->task || o->eval_data) && o->eval_every > 0 &&
                  ((step + 1) % o->eval_every == 0 || step + 1 == o->steps);
     if (s->do_eval) { /* forward only, on the training mesh (sp included) */
         eval_run(m, mesh, &r->eval_source, plan_padded_len(o->seq_len, o->sp), 0, r->eval_n, &s->ev);
@@ -785,15 +786,14 @@ static int run_loop(TrainRun *r, UlError *e) {
     for (int64_t step = r->first; step < r->end && rc == 0; step++) {
         StepStats s;
         run_step(r, step, &s);
-        const int bad = !isfinite(s.loss) || !isfinite(s.gn);
         if (r->rank == 0) {
             if (r->mf) write_metrics(r, step, &s);
             if (s.do_eval && r->ef) eval_write_json(r->ef, &s.ev, step + 1);
-            if (!bad)
+            if (!s.bad)
                 progress(o, r->tty, r->first, r->end, step, s.loss, s.gn, s.lr, s.dt > 0 ? s.tokens / s.dt : 0,
                          r->train_time, r->last_acc, r->last_eval_loss);
         }
-        if (bad) { /* every rank: loss and norm are global */
+        if (s.bad) { /* every rank: loss and norm are global */
             rc = nonfinite_error(r, step, &s, e);
             break;
         }
