@@ -148,7 +148,8 @@ void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGro
     m->d_cu = k->alloc((size_t)(T_max + 2) * sizeof(int64_t));
     m->d_cul = k->alloc((size_t)(t + 2) * sizeof(int64_t));
     m->cu_local = ul_malloc((size_t)(t + 2) * sizeof(int64_t));
-    m->acc = k->alloc(2 * sizeof(double));
+    m->acc = k->alloc(2 * sizeof(double)); /* [CE sum, valid count], read by model_loss_take */
+    k->zero(m->acc, 2 * sizeof(double));
 }
 
 void model_set_timing(Model *m, int on) {
@@ -539,7 +540,6 @@ void model_step(Model *m, const LocalSeq *s, float dscale, int backward, double 
     step_ctx(m, s, &sc);
     int64_t t = sc.t, D = c->hidden_size, V = c->vocab_size, L = c->num_layers;
     forward_layers(m, &sc, backward);
-    k->zero(m->acc, 2 * sizeof(double));
     if (backward) SHARDS(grad_begin, c->tie_word_embeddings ? 0 : L + 1); /* lm_head's gradient */
 
     /* tiled logits + CE, the head's backward right away: never a [t, V] buffer */
@@ -593,8 +593,13 @@ void model_step(Model *m, const LocalSeq *s, float dscale, int backward, double 
         k->embedding_bwd(m->G.wte, m->dres, m->d_tok, t, D);
         SHARDS(grad_end, 0);
     }
-    double acc[2];
-    k->download(acc, m->acc, sizeof acc);
+    if (loss_sum) model_loss_take(m, loss_sum, count);
+}
+
+void model_loss_take(Model *m, double *loss_sum, int64_t *count) {
+    double acc[2]; /* [CE sum, valid count] */
+    m->k->download(acc, m->acc, sizeof acc);
+    m->k->zero(m->acc, 2 * sizeof(double));
     *loss_sum += acc[0];
     *count += (int64_t)acc[1];
 }

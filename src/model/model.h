@@ -173,8 +173,14 @@ void model_pad_params(Model *m, int64_t n_alloc);
 void model_drop_master(Model *m);
 
 /* Forward + loss on one sequence shard; with backward = 1 also the backward, adding
- * d(dscale * sum CE)/dparams into m->grads. Adds this shard's CE sum / valid count. */
+ * d(dscale * sum CE)/dparams into m->grads. The shard's CE sum and valid count go into a
+ * device accumulator: with loss_sum given, it is read (model_loss_take) right away; with
+ * loss_sum = NULL it keeps adding up, and the caller reads it once per optimizer step (no
+ * host sync per micro-batch under --grad-accum). */
 void model_step(Model *m, const LocalSeq *s, float dscale, int backward, double *loss_sum, int64_t *count);
+/* Adds the accumulated CE sum and valid count to *loss_sum, *count and zeroes the
+ * accumulator (one device-to-host copy: waits for the work queued so far). */
+void model_loss_take(Model *m, double *loss_sum, int64_t *count);
 
 /* Forward only, keeping logits per token for eval: calls fn(user, i, logits_row[V]) for
  * every local token i whose label != -100. */

@@ -691,10 +691,11 @@ static void run_step(TrainRun *r, int64_t step, StepStats *s) {
         int64_t t = sm->T / o->sp, off = mesh->r_sp * t;
         LocalSeq ls = {.T = sm->T, .tokens = sm->tokens + off, .labels = sm->labels + off, .pos = sm->pos + off,
                        .cu_seqlens = sm->cu_seqlens, .n_docs = sm->n_docs, .offset = off};
-        int64_t cnt_i = 0;
-        model_step(m, &ls, dscale, 1, &loss_acc[0], &cnt_i);
-        loss_acc[1] += (double)cnt_i;
+        model_step(m, &ls, dscale, 1, NULL, NULL); /* the loss stays on the device until the last one */
     }
+    int64_t cnt_l = 0;
+    model_loss_take(m, &loss_acc[0], &cnt_l);
+    loss_acc[1] = (double)cnt_l;
     mesh->world_g.ops->allreduce_sum(&mesh->world_g, loss_acc, 2, UL_F64);
     s->loss = loss_acc[1] > 0 ? loss_acc[0] / loss_acc[1] : 0.0;
     s->lr = lr_at(o, step);
