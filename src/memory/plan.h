@@ -37,6 +37,104 @@ typedef struct {
 
 #define PLAN_MAX_ITEMS 64
 
+/* ---- the buffer table: the allocator ----
+ * Every buffer model_init_opts takes (the Ulysses exchange's staging and the saved-activation
+ * stores of memory/offload.h included) is one row of PlanTable, built by plan_compute from
+ * PlanInput: its shape, dtype, arena and offset. An arena is ONE backend allocation
+ * (KernelOps.alloc, or host_alloc for PA_MODEL_HOST); the model takes the pointers as
+ * arena base + offset (plan_buf) and frees the arenas, nothing else. Every row is padded to
+ * PLAN_ALIGN bytes (per copy) and the padding is counted: the plan's items are the sums of
+ * their rows, so "allocated = plan" holds by construction. */
+typedef enum {
+    PA_MODEL,      /* device: activations, their gradients, scratch, inputs, exchange staging, saved activations */
+    PA_MODEL_HOST, /* pinned host: the offloaded saved activations (--offload-checkpoints) */
+    PA_COUNT
+} PlanArena;
+
+#define PLAN_ALIGN ((int64_t)256)
+
+/* X(id, name, arena). Per-layer rows (LAYER_*) have one copy per layer kept ([L], or [1]
+ * with --checkpoint); the stores' rows one per slot or offloaded item. */
+#define PLAN_BUFS(X)                                        \
+    X(INV_FREQ, "rope inv_freq", PA_MODEL)                  \
+    X(XCHG, "all-to-all staging", PA_MODEL)                 \
+    X(XIN, "layer inputs (device)", PA_MODEL)               \
+    X(XIN_HOST, "layer inputs (host)", PA_MODEL_HOST)       \
+    X(XN1, "xn1", PA_MODEL)                                 \
+    X(XMID, "xmid", PA_MODEL)                               \
+    X(XN2, "xn2", PA_MODEL)                                 \
+    X(RSTD1, "rstd1", PA_MODEL)                             \
+    X(RSTD2, "rstd2", PA_MODEL)                             \
+    X(QKV, "qkv", PA_MODEL)                                 \
+    X(QKN, "q, k before q/k norm", PA_MODEL)                \
+    X(RSTDQ, "q/k norm rstd", PA_MODEL)                     \
+    X(QKVH, "qkv head-sharded", PA_MODEL)                   \
+    X(OH, "attention out head-sharded", PA_MODEL)           \
+    X(LSE, "lse", PA_MODEL)                                 \
+    X(O, "attention out", PA_MODEL)                         \
+    X(G, "MLP g", PA_MODEL)                                 \
+    X(U, "MLP u", PA_MODEL)                                 \
+    X(H, "MLP h", PA_MODEL)                                 \
+    X(KEEP_OH, "kept attention out (device)", PA_MODEL)     \
+    X(KEEP_OH_HOST, "kept attention out (host)", PA_MODEL_HOST) \
+    X(KEEP_LSE, "kept lse (device)", PA_MODEL)              \
+    X(KEEP_LSE_HOST, "kept lse (host)", PA_MODEL_HOST)      \
+    X(XNF, "final norm out", PA_MODEL)                      \
+    X(RSTDF, "final norm rstd", PA_MODEL)                   \
+    X(LOGITS, "logits tile", PA_MODEL)                      \
+    X(DRES, "dres", PA_MODEL)                               \
+    X(DXN, "dxn", PA_MODEL)                                 \
+    X(DH, "MLP dh", PA_MODEL)                               \
+    X(DG, "MLP dg", PA_MODEL)                               \
+    X(DU, "MLP du", PA_MODEL)                               \
+    X(TG, "TiledMLP g", PA_MODEL)                           \
+    X(TU, "TiledMLP u", PA_MODEL)                           \
+    X(TH, "TiledMLP h", PA_MODEL)                           \
+    X(DQKV, "dqkv", PA_MODEL)                               \
+    X(DOUT, "dout", PA_MODEL)                               \
+    X(DOH, "dout head-sharded", PA_MODEL)                   \
+    X(DQKVH, "dqkv head-sharded", PA_MODEL)                 \
+    X(TOK, "tokens", PA_MODEL)                              \
+    X(LAB, "labels", PA_MODEL)                              \
+    X(POS, "positions", PA_MODEL)                           \
+    X(CU, "cu_seqlens", PA_MODEL)                           \
+    X(CUL, "local document bounds", PA_MODEL)               \
+    X(ACC, "loss sum and count", PA_MODEL)
+
+typedef enum {
+#define PLAN_BUF_ID(id, name, arena) PB_##id,
+    PLAN_BUFS(PLAN_BUF_ID)
+#undef PLAN_BUF_ID
+    PB_COUNT
+} PlanBufId;
+
+typedef enum { PD_ACT, PD_F32, PD_I32, PD_I64, PD_F64 } PlanDtype; /* PD_ACT: the backend's (fp32 CPU, bf16 CUDA) */
+
+typedef struct {
+    int present;        /* 0: this configuration has no such buffer (plan_buf gives NULL) */
+    PlanBufId alias;    /* the row whose memory it uses: itself, or the one it shares (sized by the larger) */
+    PlanDtype dtype;
+    int64_t elem;       /* bytes per element */
+    int64_t count;      /* copies (layers, slots, offloaded items) */
+    int64_t numel;      /* elements per copy */
+    char shape[48];     /* e.g. "[t=512, D=2048]" */
+    int64_t stride;     /* bytes per copy: numel elem padded to PLAN_ALIGN (own rows; the max over an alias group) */
+    int64_t offset;     /* bytes from the arena's base (own rows) */
+    int item;           /* the Plan.items line it is counted in (own rows) */
+} PlanBuf;
+
+typedef struct {
+    PlanBuf buf[PB_COUNT];
+    int64_t arena_bytes[PA_COUNT];
+} PlanTable;
+
+const char *plan_buf_name(PlanBufId id);
+PlanArena plan_buf_arena(PlanBufId id);
+/* Copy i of buffer id inside the arenas base[PA_COUNT] (NULL when the buffer is absent). */
+void *plan_buf(const PlanTable *tab, void *const *base, PlanBufId id, int64_t i);
+/* Bytes per copy as the owner laid them out (the padded stride). */
+int64_t plan_buf_stride(const PlanTable *tab, PlanBufId id);
+
 typedef struct {
     ModelConfig c;
     int64_t sp, dp_replicate, dp_shard; /* the mesh (docs/design.md §2) */
@@ -67,6 +165,7 @@ typedef struct {
 typedef struct {
     PlanItem items[PLAN_MAX_ITEMS];
     int n;
+    PlanTable tab;            /* the buffers behind the items of the arenas (the allocator) */
     int64_t T, t;             /* padded sample length, tokens per rank */
     int64_t loss_tile, mlp_tile;  /* mlp_tile: rows actually used (0 = not tiled) */
     int mlp_auto;                 /* mlp_tile was chosen by PLAN_MLP_AUTO */
@@ -124,6 +223,8 @@ void plan_mlp_desc(const Plan *p, char *buf, size_t n);
 
 /* The breakdown table per device (unit: "GPU", or "rank" on the CPU backend) and per host. */
 void plan_print(FILE *f, const Plan *p, int64_t ranks_per_host, const char *unit);
+/* The buffer table: per row its arena, offset, copies, shape, elements, bytes (padded), dtype. */
+void plan_print_buffers(FILE *f, const Plan *p, const char *unit);
 /* One line: "per GPU X GiB (weights .., ...), host Y GiB" (unit: "GPU", or "rank" on the CPU). */
 void plan_summary(const Plan *p, const char *unit, char *buf, size_t n);
 /* Fills buf with the plan's largest device items ("name X GiB, ..."). */

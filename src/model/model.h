@@ -22,6 +22,7 @@
 #include "parallel/exchange.h"
 #include "model/phase.h"
 #include "memory/offload.h"
+#include "memory/plan.h"
 
 /* Activations are "act" buffers (the backend's dtype: fp32 on CPU, bf16 on CUDA);
  * rstd and lse are fp32. */
@@ -112,6 +113,8 @@ struct Model {
     int64_t *d_cul;  /* [t_max + 2] document bounds inside the local shard (no_exchange) */
     int64_t *cu_local; /* [t_max + 2] host copy of d_cul */
     double *acc;     /* [2] CE sum and count (backend memory) */
+    PlanTable tab;   /* where the buffers below live (memory/plan.h): copies i of PB_* rows */
+    void *arena[PA_COUNT]; /* one backend allocation each (host_alloc for PA_MODEL_HOST); model_free frees these */
     PhaseTimer t_attn, t_loss; /* device time of the attention kernels and of the loss head (model_set_timing) */
     ModelShards *shards; /* ZeRO-3 (set by zero_init): params, grads, wact are NULL, P and G
                             point into the units the hooks bind; NULL otherwise */
@@ -141,6 +144,8 @@ typedef struct {
                          activations of the first `offload` layers (0: none; > L: all, the
                          final norm's input too) */
     int sharded;      /* ZeRO-3: no full params, grads, act weights (zero_init installs the hooks) */
+    const Plan *plan; /* the memory plan of these options (train's), whose table places the model's
+                         buffers; NULL: the model plans them from the options above itself */
 } ModelMemOpts;
 void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *sp_g, int64_t T_max,
                      const ModelMemOpts *o);
