@@ -80,7 +80,6 @@ static const PlanArena buf_arenas[PB_COUNT] = {
 };
 
 const char *plan_buf_name(PlanBufId id) { return id < PB_COUNT ? buf_names[id] : "?"; }
-PlanArena plan_buf_arena(PlanBufId id) { return buf_arenas[id]; }
 
 static int64_t pad(int64_t bytes) { return (bytes + PLAN_ALIGN - 1) / PLAN_ALIGN * PLAN_ALIGN; }
 
@@ -96,23 +95,24 @@ static int item(Plan *p, PlanGroup g, PlanArena a, const char *fmt, ...) {
     vsnprintf(it->name, sizeof it->name, fmt, ap);
     va_end(ap);
     it->group = g;
-    it->host = a == PA_MODEL_HOST;
+    it->host = plan_arena_host(a);
     it->exact = 1;
     return p->n++;
 }
 
-/* Row id: count copies of [numel] elements of dtype (act: A bytes), counted in line it;
- * with `of` != id it shares of's memory (registered before it, same count), which is
- * then sized by the larger of the two. Nothing for count or numel <= 0. */
-static void buf_as(Plan *p, int it, PlanBufId id, PlanBufId of, int64_t count, int64_t numel, PlanDtype dt, int64_t A,
-                   const char *fmt, ...) __attribute__((format(printf, 9, 10)));
-static void buf_as(Plan *p, int it, PlanBufId id, PlanBufId of, int64_t count, int64_t numel, PlanDtype dt, int64_t A,
-                   const char *fmt, ...) {
+/* Row id in arena a: count copies of [numel] elements of dtype (act: A bytes), counted in line
+ * it; with `of` != id it shares of's memory (registered before it, same count, same arena),
+ * which is then sized by the larger of the two. Nothing for count or numel <= 0. */
+static void buf_at(Plan *p, int it, PlanBufId id, PlanBufId of, PlanArena a, int64_t count, int64_t numel,
+                   PlanDtype dt, int64_t A, const char *fmt, ...) __attribute__((format(printf, 10, 11)));
+static void buf_at(Plan *p, int it, PlanBufId id, PlanBufId of, PlanArena a, int64_t count, int64_t numel,
+                   PlanDtype dt, int64_t A, const char *fmt, ...) {
     static const int64_t sizes[] = {0, 4, 4, 8, 8};
     if (count <= 0 || numel <= 0) return;
     PlanBuf *b = &p->tab.buf[id];
     b->present = of == id || p->tab.buf[of].present;
     if (!b->present) return;
+    b->arena = of == id ? a : p->tab.buf[of].arena;
     b->alias = of;
     b->dtype = dt;
     b->elem = dt == PD_ACT ? A : sizes[dt];
@@ -124,7 +124,10 @@ static void buf_as(Plan *p, int it, PlanBufId id, PlanBufId of, int64_t count, i
     vsnprintf(b->shape, sizeof b->shape, fmt, ap);
     va_end(ap);
 }
-#define buf(p, it, id, count, numel, dt, A, ...) buf_as(p, it, id, id, count, numel, dt, A, __VA_ARGS__)
+/* in the row's own arena (plan.h PLAN_BUFS); sharing of's memory */
+#define buf(p, it, id, count, numel, dt, A, ...) buf_at(p, it, id, id, buf_arenas[id], count, numel, dt, A, __VA_ARGS__)
+#define buf_as(p, it, id, of, count, numel, dt, A, ...) \
+    buf_at(p, it, id, of, buf_arenas[id], count, numel, dt, A, __VA_ARGS__)
 
 /* Strides (alias groups sized by their largest member), offsets in each arena, the lines'
  * bytes; then the totals over all lines, dropping empty ones. */
@@ -142,8 +145,8 @@ static void plan_finish(Plan *p) {
         PlanBuf *b = &tab->buf[i];
         if (!b->present || b->alias != (PlanBufId)i) continue;
         int64_t bytes = b->count * b->stride;
-        b->offset = tab->arena_bytes[buf_arenas[i]];
-        tab->arena_bytes[buf_arenas[i]] += bytes;
+        b->offset = tab->arena_bytes[b->arena];
+        tab->arena_bytes[b->arena] += bytes;
         p->items[b->item].bytes += bytes;
     }
     for (int i = 0; i < PB_COUNT; i++) /* the alias rows take their owner's place */
@@ -158,7 +161,8 @@ static void plan_finish(Plan *p) {
         p->items[n++] = p->items[i];
     }
     p->n = n;
-    for (int i = 0; i < PB_COUNT; i++) tab->buf[i].item = map[tab->buf[i].item];
+    for (int i = 0; i < PB_COUNT; i++)
+        if (tab->buf[i].present && tab->buf[i].alias == (PlanBufId)i) tab->buf[i].item = map[tab->buf[i].item];
     for (int i = 0; i < p->n; i++) {
         const PlanItem *it = &p->items[i];
         if (it->host) {
@@ -176,12 +180,26 @@ static void plan_finish(Plan *p) {
 void *plan_buf(const PlanTable *tab, void *const *base, PlanBufId id, int64_t i) {
     const PlanBuf *b = &tab->buf[id];
     if (!b->present) return NULL;
-    UL_ASSERT(i >= 0 && i < b->count && base[buf_arenas[id]], "plan_buf %s: copy %lld of %lld", buf_names[id],
+    UL_ASSERT(i >= 0 && i < b->count && base[b->arena], "plan_buf %s: copy %lld of %lld", buf_names[id],
               (long long)i, (long long)b->count);
-    return (char *)base[buf_arenas[id]] + b->offset + i * b->stride;
+    return (char *)base[b->arena] + b->offset + i * b->stride;
 }
 
 int64_t plan_buf_stride(const PlanTable *tab, PlanBufId id) { return tab->buf[id].stride; }
+
+void plan_arenas_alloc(const PlanTable *tab, const KernelOps *k, PlanArena a0, PlanArena a1, void **base) {
+    for (int a = a0; a <= (int)a1; a++) {
+        size_t bytes = (size_t)tab->arena_bytes[a];
+        base[a] = !bytes ? NULL : plan_arena_host((PlanArena)a) ? k->host_alloc(bytes) : k->alloc(bytes);
+    }
+}
+
+void plan_arenas_free(const KernelOps *k, PlanArena a0, PlanArena a1, void **base) {
+    for (int a = a0; a <= (int)a1; a++) {
+        if (base[a]) (plan_arena_host((PlanArena)a) ? k->host_free : k->free)(base[a]);
+        base[a] = NULL;
+    }
+}
 
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -220,9 +238,9 @@ static void add_store(Plan *p, int64_t n_off, int64_t n, int64_t numel, PlanDtyp
     buf(p, it, host, n_off, numel, dt, A, "%s", shape);
 }
 
-/* The lines in the order of the printed table; the model's own buffers are rows of p->tab (the
- * allocator: model_init_opts carves them from its arenas); the weights, gradients and optimizer
- * state are allocated one by one (model_init, zero_init).
+/* The lines in the order of the printed table; the model's buffers are rows of p->tab (the
+ * allocator: model_init_opts carves them from its arenas); the optimizer's (zero_init) and the
+ * backend's are lines only, allocated one by one.
  * mlp_req: the TiledMLP rows requested (0 = off), never PLAN_MLP_AUTO here. */
 static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     memset(p, 0, sizeof *p);
@@ -252,26 +270,58 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     if (z >= 3) zero3_sizes(c, nsh, &zper, &umax);
     int64_t n_pad = z >= 1 ? zper * nsh : N;
     const char *shard = z >= 1 ? " (shard)" : "";
-    add(p, PG_MASTER, oo, 1, zper * F, "master weights fp32%s", shard);
-    if (z <= 2) /* the accumulation buffer of the backward passes (zero_init pads it) */
-        add(p, PG_GRADS, 0, 1, n_pad * F, "gradients fp32");
-    if (z >= 2 || oo) add(p, PG_GRADS, 0, 1, zper * F, "reduced gradients fp32 (shard)");
-    if (z >= 3) add(p, PG_GRADS, 0, 1, umax * F, "gradients of one unit fp32 (reduce-scatter)");
+    const PlanArena oa = oo ? PA_OPT_HOST : PA_OPT; /* the optimizer's master and moments */
+    /* the model's flat vectors (rows of its arena, padded to n_pad for ZeRO 1, 2): the fp32
+     * master with ZeRO 0 (with ZeRO >= 1 the optimizer's slice is the master: the model has
+     * none, except on the CPU where it is the act working copy), the gradients' accumulation
+     * buffer, the act working copy (the fp32 master itself on the CPU) */
+    int it = 0; /* the line the next rows are counted in */
+    if (z == 0) {
+        it = item(p, PG_MASTER, PA_MODEL, "master weights fp32");
+        buf(p, it, PB_PARAMS, 1, N, PD_F32, A, "[N]");
+    } else {
+        it = item(p, PG_MASTER, oa, "master weights fp32%s", shard);
+        buf_at(p, it, PB_OPT_MASTER, PB_OPT_MASTER, oa, 1, zper, PD_F32, A, "[per]");
+    }
+    if (z <= 2) { /* the accumulation buffer of the backward passes */
+        it = item(p, PG_GRADS, PA_MODEL, "gradients fp32");
+        buf(p, it, PB_GRADS, 1, n_pad, PD_F32, A, z ? "[n_pad]" : "[N]");
+    }
+    if (z >= 2 || oo) {
+        it = item(p, PG_GRADS, PA_OPT, "reduced gradients fp32 (shard)");
+        buf(p, it, PB_OPT_GSLICE, 1, zper, PD_F32, A, "[per]");
+    }
+    if (z >= 3) {
+        it = item(p, PG_GRADS, PA_OPT, "gradients of one unit fp32 (reduce-scatter)");
+        buf(p, it, PB_OPT_GBUF, 1, umax, PD_F32, A, "[umax]");
+    }
     if (oo) { /* the reduced slice goes to the CPU AdamW through pinned chunks, never whole */
         int nbuf;
         int64_t chunk = plan_offload_chunk(zper, in->offload_chunk, &nbuf);
-        add(p, PG_GRADS, 1, 1, nbuf * chunk * F, "gradient staging for the CPU AdamW [%lld] x%d", (long long)chunk,
-            nbuf);
+        it = item(p, PG_GRADS, PA_OPT_HOST, "gradient staging for the CPU AdamW [%lld] x%d", (long long)chunk, nbuf);
+        buf(p, it, PB_OPT_GSTAGE, nbuf, chunk, PD_F32, A, "[chunk]");
     }
     if (z >= 3) {
-        add(p, PG_WEIGHTS, 0, 1, zper * A, "weights working copy (shard)");
-        add(p, PG_WEIGHTS, 0, 1, 2 * umax * A, "gathered unit weights (x2)");
-    } else if (A != F || z >= 1) { /* CPU zero 0: the kernels use the fp32 master copy itself */
-        add(p, PG_WEIGHTS, 0, 1, n_pad * A, "weights working copy");
-        if (z >= 1 && A != F) add(p, PG_WEIGHTS, 0, 1, zper * A, "all-gather send slice (shard)");
+        it = item(p, PG_WEIGHTS, PA_OPT, "weights working copy (shard)");
+        buf(p, it, PB_OPT_WSL, 1, zper, PD_ACT, A, "[per]");
+        it = item(p, PG_WEIGHTS, PA_OPT, "gathered unit weights (x2)");
+        buf(p, it, PB_OPT_WBUF, 2, umax, PD_ACT, A, "[umax]");
+    } else if (A != F) {
+        it = item(p, PG_WEIGHTS, PA_MODEL, "weights working copy");
+        buf(p, it, PB_WACT, 1, n_pad, PD_ACT, A, z ? "[n_pad]" : "[N]");
+        if (z >= 1) {
+            it = item(p, PG_WEIGHTS, PA_OPT, "all-gather send slice (shard)");
+            buf(p, it, PB_OPT_SEND, 1, zper, PD_ACT, A, "[per]");
+        }
+    } else { /* the CPU: the kernels use the fp32 master copy itself */
+        if (z >= 1) { /* the model's only copy: the optimizer's slice is the master */
+            it = item(p, PG_WEIGHTS, PA_MODEL, "weights working copy");
+            buf(p, it, PB_PARAMS, 1, n_pad, PD_F32, A, "[n_pad]");
+        }
+        buf_as(p, it, PB_WACT, PB_PARAMS, 1, n_pad, PD_ACT, A, z ? "[n_pad]" : "[N]");
     }
-    /* ---- the model's arenas (model_init_opts): the buffer table ---- */
-    int it = item(p, PG_WORK, PA_MODEL, "rope inv_freq");
+    /* ---- the rest of the model's arena ---- */
+    it = item(p, PG_WORK, PA_MODEL, "rope inv_freq");
     buf(p, it, PB_INV_FREQ, 1, d / 2, PD_F32, A, "[d/2]");
 
     /* ---- the Ulysses exchange: staging for the all-to-alls ---- */
@@ -367,7 +417,9 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     buf(p, it, PB_ACC, 1, 2, PD_F64, A, "[2]");
 
     /* ---- optimizer state (train_run) ---- */
-    add(p, PG_OPTIM, oo, 1, 2 * zper * F, "AdamW m + v fp32%s", shard);
+    it = item(p, PG_OPTIM, oa, "AdamW m + v fp32%s", shard);
+    buf_at(p, it, PB_OPT_M1, PB_OPT_M1, oa, 1, zper, PD_F32, A, z ? "[per]" : "[N]");
+    buf_at(p, it, PB_OPT_M2, PB_OPT_M2, oa, 1, zper, PD_F32, A, z ? "[per]" : "[N]");
 
     /* ---- allocated later or outside KernelOps (not part of the exact check) ---- */
     if (in->eval) {
@@ -522,21 +574,23 @@ void plan_print(FILE *f, const Plan *p, int64_t ranks_per_host, const char *unit
 }
 
 void plan_print_buffers(FILE *f, const Plan *p, const char *unit) {
-    static const char *arena_names[PA_COUNT] = {"device", "host"};
+    static const char *arena_names[PA_COUNT] = {"model", "model host", "optimizer", "optimizer host"};
     static const char *dtypes[] = {"act", "fp32", "int32", "int64", "fp64"};
     const PlanTable *tab = &p->tab;
-    fprintf(f, "\nthe model's buffers: one allocation per arena, %lld bytes per %s + %lld bytes pinned host; each "
-               "copy padded to %lld bytes\n",
-            (long long)tab->arena_bytes[PA_MODEL], unit, (long long)tab->arena_bytes[PA_MODEL_HOST],
-            (long long)PLAN_ALIGN);
-    fprintf(f, "  %-28s %-6s %-5s %6s  %-20s %12s %12s %12s\n", "buffer", "arena", "dtype", "copies", "shape",
+    fprintf(f, "\nthe buffers: one allocation per arena (per %s):", unit);
+    for (int a = 0; a < PA_COUNT; a++)
+        if (tab->arena_bytes[a])
+            fprintf(f, "  %s%s %lld bytes", arena_names[a], plan_arena_host((PlanArena)a) ? " (pinned)" : "",
+                    (long long)tab->arena_bytes[a]);
+    fprintf(f, "; each copy padded to %lld bytes\n", (long long)PLAN_ALIGN);
+    fprintf(f, "  %-28s %-14s %-5s %6s  %-16s %12s %12s %12s\n", "buffer", "arena", "dtype", "copies", "shape",
             "elements", "offset", "bytes");
     for (int a = 0; a < PA_COUNT; a++)
         for (int i = 0; i < PB_COUNT; i++) {
             const PlanBuf *b = &tab->buf[i];
-            if (!b->present || buf_arenas[i] != (PlanArena)a) continue;
+            if (!b->present || b->arena != (PlanArena)a) continue;
             const char *dt = b->dtype == PD_ACT ? (b->elem == 2 ? "bf16" : "fp32") : dtypes[b->dtype];
-            fprintf(f, "  %-28s %-6s %-5s %6lld  %-20s %12lld %12lld ", buf_names[i], arena_names[a], dt,
+            fprintf(f, "  %-28s %-14s %-5s %6lld  %-16s %12lld %12lld ", buf_names[i], arena_names[a], dt,
                     (long long)b->count, b->shape, (long long)b->numel, (long long)b->offset);
             if (b->alias == (PlanBufId)i)
                 fprintf(f, "%12lld\n", (long long)(b->count * b->stride));

@@ -8,8 +8,7 @@
 #include "formats/hf_model.h"
 #include "memory/plan.h"
 
-/* act buffer of n elements; fp32 buffer of n elements; element offset into an act buffer */
-#define ACT(n) (m->k->alloc((size_t)(n) * m->k->act_bytes))
+/* fp32 buffer of n elements (eval's, allocated on first use); element offset into an act buffer */
 #define F32(n) ((float *)m->k->alloc((size_t)(n) * sizeof(float)))
 #define AO(p, n) ((void *)((char *)(p) + (size_t)(n) * m->k->act_bytes))
 /* ZeRO-3 unit hooks (ModelShards); nothing without sharding */
@@ -68,8 +67,8 @@ void model_init_ex(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup
     model_init_opts(m, c, k, sp_g, T_max, &o);
 }
 
-/* Every backend allocation here has its line in memory/plan.c (plan_fixed), which
- * tests/test_memory.c checks against the backend's accounting. */
+/* Every buffer here is a row of the plan's table (memory/plan.h), carved from the model's
+ * arenas: two backend allocations at most (device, pinned host), exactly the plan's bytes. */
 void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *sp_g, int64_t T_max,
                      const ModelMemOpts *o) {
     int recompute = o->recompute;
@@ -109,23 +108,22 @@ void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGro
               (long long)plan->mlp_tile);
     m->tab = plan->tab;
     free(own);
-    for (int a = 0; a < PA_COUNT; a++) {
-        int64_t bytes = m->tab.arena_bytes[a];
-        if (bytes > 0) m->arena[a] = a == PA_MODEL_HOST ? k->host_alloc((size_t)bytes) : k->alloc((size_t)bytes);
-    }
+    plan_arenas_alloc(&m->tab, k, PA_MODEL, PA_MODEL_HOST, m->arena); /* the optimizer's are zero_init's */
 
     exchange_init(&m->x, k, sp_g, H, Hkv, d, BUF(XCHG, 0));
     m->Hq_l = m->x.Hq_l;
     m->Hkv_l = m->x.Hkv_l;
     m->W_l = m->x.W_l;
 
+    /* the flat vectors: none with ZeRO-3 (the parameters live in optim/zero.c's units), no
+     * fp32 master with ZeRO >= 1 on CUDA (the optimizer's slice is), padded for ZeRO 1, 2 */
     m->n_params = ul_param_numel(c);
-    m->n_alloc = o->sharded ? 0 : m->n_params; /* ZeRO-3: the parameters live in optim/zero.c's units */
-    if (!o->sharded) {
-        m->params = F32(m->n_alloc);
-        m->grads = F32(m->n_alloc);
-        m->wact = k->act_bytes == sizeof(float) ? (void *)m->params : ACT(m->n_alloc);
-    }
+    m->n_alloc = m->tab.buf[PB_GRADS].present ? m->tab.buf[PB_GRADS].numel : 0;
+    m->params = BUF(PARAMS, 0);
+    m->grads = BUF(GRADS, 0);
+    m->wact = BUF(WACT, 0); /* == params on the CPU */
+    UL_ASSERT(!o->sharded == !!m->grads && (o->sharded || m->n_alloc >= m->n_params),
+              "model_init: the memory plan's parameter buffers do not match ModelMemOpts.sharded = %d", o->sharded);
     ul_tensors_bind(&m->P, c, m->wact, k->act_bytes);
     ul_tensors_bind(&m->G, c, m->grads, sizeof(float));
 
@@ -193,12 +191,8 @@ void model_free(Model *m) {
     actstore_free(&m->keep_oh);
     actstore_free(&m->keep_lse);
     actstore_free(&m->xin);
-    for (int a = 0; a < PA_COUNT; a++) /* a host free waits for the offload copies */
-        if (m->arena[a]) (a == PA_MODEL_HOST ? k->host_free : k->free)(m->arena[a]);
-    if (m->wact != (void *)m->params) k->free(m->wact);
-    void *bufs[] = {m->params, m->grads, m->logits32};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-        if (bufs[i]) k->free(bufs[i]);
+    plan_arenas_free(k, PA_MODEL, PA_MODEL_HOST, m->arena); /* after the stores: waits for their copies */
+    if (m->logits32) k->free(m->logits32);
     free(m->logits_host);
     free(m->cu_local);
     ul_tensors_free(&m->P);
@@ -214,29 +208,6 @@ double model_offload_seconds(Model *m) {
 
 void model_params_updated(Model *m) {
     if (m->params && m->wact != (void *)m->params) m->k->to_act(m->wact, m->params, m->n_params);
-}
-
-void model_pad_params(Model *m, int64_t n_alloc) {
-    UL_ASSERT(n_alloc >= m->n_params && m->params, "model_pad_params: %lld < %lld params", (long long)n_alloc,
-              (long long)m->n_params);
-    const KernelOps *k = m->k;
-    if (m->wact != (void *)m->params) k->free(m->wact);
-    k->free(m->params);
-    k->free(m->grads);
-    ul_tensors_free(&m->P);
-    ul_tensors_free(&m->G);
-    m->n_alloc = n_alloc;
-    m->params = F32(n_alloc);
-    m->grads = F32(n_alloc);
-    m->wact = k->act_bytes == sizeof(float) ? (void *)m->params : ACT(n_alloc);
-    ul_tensors_bind(&m->P, &m->c, m->wact, k->act_bytes);
-    ul_tensors_bind(&m->G, &m->c, m->grads, sizeof(float));
-}
-
-void model_drop_master(Model *m) {
-    if (!m->params || m->wact == (void *)m->params) return;
-    m->k->free(m->params);
-    m->params = NULL;
 }
 
 void model_set_params(Model *m, const float *host) {
