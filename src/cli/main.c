@@ -167,8 +167,10 @@ static int cmd_train(int argc, char **argv) {
 
 static const char *ABOUT_PLAN =
     "The memory plan of a training run, without running it (one process, no GPU needed): every\n"
-    "buffer per GPU and per host by name, and the largest --seq-len that fits --gpu-mem (and\n"
-    "--host-mem). train computes the same plan and refuses up front what does not fit.\n"
+    "buffer per GPU and per host by name, the table of buffers the model and the optimizer are\n"
+    "carved from (arena, shape, dtype, offset, bytes), and the largest --seq-len that fits\n"
+    "--gpu-mem (and --host-mem). train computes the same plan and refuses up front what does\n"
+    "not fit.\n"
     "With --device cpu the device buffers are each rank's share of host memory, with no limit\n"
     "unless --gpu-mem gives one. Line items and formulas: docs/memory.md.\n"
     "Exit status: 0 when the run fits, 2 when it does not, 1 on an error (flag or file).";
