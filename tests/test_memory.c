@@ -6,7 +6,8 @@
  *    (the offload ring carries no state between steps). 5 layers: the ring of 2 slots
  *    wraps several times in forward and backward.
  *  - the planner's exact items equal the bytes model_init allocated through the backend
- *    (device and host, byte for byte; KernelOps.mem_stats);
+ *    (device and host, byte for byte; KernelOps.mem_stats): true by construction, the
+ *    model carving its buffers from the plan's table (memory/plan.h), and checked here;
  *  - plan_max_seq_len: the answer fits, one more sp step does not, monotone in the limit;
  *  - --tiled-mlp auto: untiled when the plan fits; under a tighter limit the largest
  *    multiple of 64 rows within half the headroom, which fits where the untiled plan does

@@ -256,6 +256,7 @@ static int cmd_plan(int argc, char **argv) {
                offload_opt ? ", optimizer offloaded" : "");
         plan_print(stdout, &p, per_host, unit);
         plan_print_buffers(stdout, &p, unit);
+        printf("\n");
         if (lim <= 0 && hlim <= 0) {
             printf("fits: yes (no memory limit given: --gpu-mem GiB per %s, --host-mem GiB per host)\n", unit);
             printf("largest seq_len that fits: no limit given\n");

@@ -55,8 +55,8 @@ int64_t actstore_dev_slots(int64_t n, int64_t n_off);
  * (page-locked: KernelOps.host_alloc); both strides >= bytes. */
 void actstore_init(ActStore *s, const KernelOps *k, int64_t n, size_t bytes, int64_t n_off, void *dev,
                    size_t dev_stride, void *host, size_t host_stride);
-/* Its events and bookkeeping; the memory stays the caller's (free it after this: a host
- * free waits for the copies). */
+/* Its events and bookkeeping; the memory is the caller's (freeing host memory waits for the
+ * copies in flight: the model frees its arenas first). */
 void actstore_free(ActStore *s);
 void *actstore_write(ActStore *s, int64_t i);
 void actstore_saved(ActStore *s, int64_t i);

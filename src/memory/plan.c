@@ -238,9 +238,10 @@ static void add_store(Plan *p, int64_t n_off, int64_t n, int64_t numel, PlanDtyp
     buf(p, it, host, n_off, numel, dt, A, "%s", shape);
 }
 
-/* The lines in the order of the printed table; the model's buffers are rows of p->tab (the
- * allocator: model_init_opts carves them from its arenas); the optimizer's (zero_init) and the
- * backend's are lines only, allocated one by one.
+/* The lines in the order of the printed table. The model's and the optimizer's buffers are
+ * rows of p->tab, summed into the lines (the allocator: model_init_opts and zero_init carve
+ * them from their arenas); the backend's workspace, the eval logits and the transient host
+ * copies are lines only (add), not exact.
  * mlp_req: the TiledMLP rows requested (0 = off), never PLAN_MLP_AUTO here. */
 static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     memset(p, 0, sizeof *p);

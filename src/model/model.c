@@ -188,10 +188,10 @@ void model_free(Model *m) {
     phase_free(&m->t_loss);
     const KernelOps *k = m->k;
     free(m->acts);
+    plan_arenas_free(k, PA_MODEL, PA_MODEL_HOST, m->arena); /* a host free waits for the stores' copies first */
     actstore_free(&m->keep_oh);
     actstore_free(&m->keep_lse);
     actstore_free(&m->xin);
-    plan_arenas_free(k, PA_MODEL, PA_MODEL_HOST, m->arena); /* after the stores: waits for their copies */
     if (m->logits32) k->free(m->logits32);
     free(m->logits_host);
     free(m->cu_local);

@@ -448,6 +448,7 @@ int64_t zero_host_range(ZeroOpt *z, const Model *m, Mesh *mesh, const int64_t *w
 void zero_free(ZeroOpt *z) {
     const KernelOps *k = z->k;
     if (!k) return;
+    plan_arenas_free(k, PA_OPT, PA_OPT_HOST, z->arena); /* a host free waits for the copies first */
     if (z->offload) {
         for (int b = 0; b < z->nbuf; b++) {
             k->event_destroy(z->ev_c0[b]);
@@ -455,7 +456,6 @@ void zero_free(ZeroOpt *z) {
         }
         k->event_destroy(z->ev_grad);
     }
-    plan_arenas_free(k, PA_OPT, PA_OPT_HOST, z->arena);
     free(z->units);
     free(z->pinfo);
     memset(z, 0, sizeof *z);
