@@ -266,8 +266,8 @@ static void add_store(Plan *p, int64_t n_off, int64_t n, int64_t numel, PlanDtyp
 
 /* The lines in the order of the printed table. The model's and the optimizer's buffers are
  * rows of p->tab, summed into the lines (the allocator: model_init_opts and zero_init carve
- * them from their arenas); the backend's workspace, the eval logits and the transient host
- * copies are lines only (add), not exact.
+ * them from their arenas; model_eval the eval arena, at its first call: not exact); the
+ * backend's workspace and the host copies are lines only (add), not exact.
  * mlp_req: the TiledMLP rows requested (0 = off), never PLAN_MLP_AUTO here. */
 static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     memset(p, 0, sizeof *p);
@@ -450,7 +450,9 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
 
     /* ---- allocated later or outside KernelOps (not part of the exact check) ---- */
     if (in->eval) {
-        add(p, PG_LOSS, 0, 0, loss_tile * V * F, "eval logits fp32 (first evaluation)");
+        it = item(p, PG_LOSS, PA_EVAL, "eval logits fp32 (first evaluation)");
+        p->items[it].exact = 0;
+        buf(p, it, PB_LOGITS32, 1, loss_tile * V, PD_F32, A, "[%lld, V]", (long long)loss_tile);
         add(p, PG_LOSS, 1, 0, loss_tile * V * F, "eval logits host copy");
     }
     /* Host copies of the state exist only around their use (train.c save_state,
@@ -601,7 +603,7 @@ void plan_print(FILE *f, const Plan *p, int64_t ranks_per_host, const char *unit
 }
 
 void plan_print_buffers(FILE *f, const Plan *p, const char *unit) {
-    static const char *arena_names[PA_COUNT] = {"model", "model host", "optimizer", "optimizer host"};
+    static const char *arena_names[PA_COUNT] = {"model", "model host", "optimizer", "optimizer host", "eval"};
     static const char *dtypes[] = {"act", "fp32", "int32", "int64", "fp64"};
     const PlanTable *tab = &p->tab;
     fprintf(f, "\nthe buffers: one allocation per arena (per %s):", unit);

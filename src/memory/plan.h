@@ -59,6 +59,7 @@ typedef enum {
     PA_MODEL_HOST, /* pinned host: the offloaded saved activations (--offload-checkpoints) */
     PA_OPT,        /* device: the optimizer's (zero_init): moments, slices, ZeRO-3 units */
     PA_OPT_HOST,   /* pinned host: the optimizer's with --offload-optimizer */
+    PA_EVAL,       /* device: evaluation's (model_eval allocates it at its first call; not exact) */
     PA_COUNT
 } PlanArena;
 
@@ -127,7 +128,8 @@ static inline int plan_arena_host(PlanArena a) { return a == PA_MODEL_HOST || a 
     X(OPT_WBUF, "gathered unit weights", PA_OPT)            \
     X(OPT_SEND, "all-gather send slice", PA_OPT)            \
     X(OPT_M1, "AdamW m", PA_OPT)                            \
-    X(OPT_M2, "AdamW v", PA_OPT)
+    X(OPT_M2, "AdamW v", PA_OPT)                            \
+    X(LOGITS32, "eval logits fp32", PA_EVAL)
 
 typedef enum {
 #define PLAN_BUF_ID(id, name, arena) PB_##id,

@@ -8,8 +8,7 @@
 #include "formats/hf_model.h"
 #include "memory/plan.h"
 
-/* fp32 buffer of n elements (eval's, allocated on first use); element offset into an act buffer */
-#define F32(n) ((float *)m->k->alloc((size_t)(n) * sizeof(float)))
+/* element offset into an act buffer */
 #define AO(p, n) ((void *)((char *)(p) + (size_t)(n) * m->k->act_bytes))
 /* ZeRO-3 unit hooks (ModelShards); nothing without sharding */
 #define SHARDS(fn, u)                                          \
@@ -54,6 +53,7 @@ static void model_plan(const ModelConfig *c, const KernelOps *k, int64_t S, int6
     in.offload_checkpoints = o->offload > 0;
     in.offload_layers = o->offload > 0 ? o->offload : -1;
     in.zero = o->sharded ? 3 : 0;
+    in.eval = 1; /* its arena is allocated by model_eval only */
     plan_compute(&in, p);
 }
 
@@ -192,7 +192,7 @@ void model_free(Model *m) {
     actstore_free(&m->keep_oh);
     actstore_free(&m->keep_lse);
     actstore_free(&m->xin);
-    if (m->logits32) k->free(m->logits32);
+    plan_arenas_free(k, PA_EVAL, PA_EVAL, m->arena);
     free(m->logits_host);
     free(m->cu_local);
     ul_tensors_free(&m->P);
@@ -596,8 +596,10 @@ void model_eval(Model *m, const LocalSeq *s, LogitsFn fn, void *user) {
     StepCtx sc;
     step_ctx(m, s, &sc);
     int64_t t = sc.t, D = c->hidden_size, V = c->vocab_size;
-    if (!m->logits32) {
-        m->logits32 = F32(m->loss_tile * V);
+    if (!m->logits32) { /* the plan's eval arena, at the first evaluation */
+        UL_ASSERT(m->tab.buf[PB_LOGITS32].present, "model_eval: the memory plan has no evaluation (PlanInput.eval)");
+        plan_arenas_alloc(&m->tab, k, PA_EVAL, PA_EVAL, m->arena);
+        m->logits32 = BUF(LOGITS32, 0); /* [loss_tile, V] */
         m->logits_host = ul_malloc((size_t)(m->loss_tile * V) * sizeof(float));
     }
     forward_layers(m, &sc, 0);

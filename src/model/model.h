@@ -115,7 +115,8 @@ struct Model {
     int64_t *cu_local; /* [t_max + 2] host copy of d_cul */
     double *acc;     /* [2] CE sum and count (backend memory) */
     PlanTable tab;   /* where the buffers below live (memory/plan.h): copies i of PB_* rows */
-    void *arena[PA_COUNT]; /* PA_MODEL, PA_MODEL_HOST: one backend allocation each; model_free frees these */
+    void *arena[PA_COUNT]; /* PA_MODEL, PA_MODEL_HOST (model_init), PA_EVAL (model_eval's first call): one
+                              backend allocation each; model_free frees these */
     PhaseTimer t_attn, t_loss; /* device time of the attention kernels and of the loss head (model_set_timing) */
     ModelShards *shards; /* ZeRO-3 (set by zero_init): params, grads, wact are NULL, P and G
                             point into the units the hooks bind; NULL otherwise */
