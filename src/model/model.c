@@ -68,7 +68,8 @@ void model_init_ex(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup
 }
 
 /* Every buffer here is a row of the plan's table (memory/plan.h), carved from the model's
- * arenas: two backend allocations at most (device, pinned host), exactly the plan's bytes. */
+ * arenas: two backend allocations at most (device, pinned host), exactly the plan's bytes
+ * (model_eval adds the eval arena at its first call). */
 void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *sp_g, int64_t T_max,
                      const ModelMemOpts *o) {
     int recompute = o->recompute;
@@ -92,8 +93,8 @@ void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGro
     m->mlp_tile = plan_mlp_tile(mlp_tile, t);
     m->loss_tile = plan_loss_tile(V, t);
 
-    /* the activations, scratch and saved activations: one allocation per arena, every
-     * pointer from the plan's table (memory/plan.h) */
+    /* the plan (train's, or one of these options): one allocation per arena, every pointer
+     * from its table */
     Plan *own = NULL;
     const Plan *plan = o->plan;
     if (!plan) {
