@@ -15,8 +15,10 @@ static void run(Mesh *m, int64_t H, int64_t Hkv, int64_t d, int64_t t) {
     const KernelOps *k = ul_kernels_cpu();
     Exchange x;
     int64_t S = m->sp, T = S * t, r = m->r_sp;
-    exchange_init(&x, k, &m->sp_g, H, Hkv, d, T);
-    int64_t rs = (H + 2 * Hkv) * d, ws = x.W_l * d;
+    int64_t rs = (H + 2 * Hkv) * d;
+    void *staging = k->alloc((size_t)(T * rs) * sizeof(float)); /* [T, H + 2Hkv, d] >= [T, W_l, d] */
+    exchange_init(&x, k, &m->sp_g, H, Hkv, d, staging);
+    int64_t ws = x.W_l * d;
     float *qkv = k->alloc((size_t)(t * rs) * sizeof(float));    /* [t, H + 2Hkv, d] */
     float *qkvh = k->alloc((size_t)(T * ws) * sizeof(float));   /* [T, W_l, d] */
     float *o = k->alloc((size_t)(t * H * d) * sizeof(float));   /* [t, H*d] */
@@ -77,7 +79,7 @@ static void run(Mesh *m, int64_t H, int64_t Hkv, int64_t d, int64_t t) {
     k->free(oh);
     k->free(back);
     k->free(doh);
-    exchange_free(&x);
+    k->free(staging);
 }
 
 int main(int argc, char **argv) {

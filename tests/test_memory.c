@@ -6,7 +6,8 @@
  *    (the offload ring carries no state between steps). 5 layers: the ring of 2 slots
  *    wraps several times in forward and backward.
  *  - the planner's exact items equal the bytes model_init allocated through the backend
- *    (device and host, byte for byte; KernelOps.mem_stats);
+ *    (device and host, byte for byte; KernelOps.mem_stats): true by construction, the
+ *    model carving its buffers from the plan's table (memory/plan.h), and checked here;
  *  - plan_max_seq_len: the answer fits, one more sp step does not, monotone in the limit;
  *  - --tiled-mlp auto: untiled when the plan fits; under a tighter limit the largest
  *    multiple of 64 rows within half the headroom, which fits where the untiled plan does
@@ -248,12 +249,12 @@ int main(int argc, char **argv) {
     sample_from_docs(&s, (const int32_t *const *)docs, NULL, lens, 3, world, 0);
     CommGroup *g = world > 1 ? &mesh.sp_g : NULL;
 
-    ModelMemOpts plain = {0, 0, 0, 0};
+    ModelMemOpts plain = {0, 0, 0, 0, NULL};
     Result ref = run(&c, g, &s, world, mesh.r_sp, &plain);
     int64_t N = ul_param_numel(&c);
     for (int rc = 0; rc <= 2; rc++)
         for (int tile = 0; tile <= 1; tile++) {
-            ModelMemOpts mo = {rc, tile ? 5 : 0, 0, 0};
+            ModelMemOpts mo = {rc, tile ? 5 : 0, 0, 0, NULL};
             Result a = run(&c, g, &s, world, mesh.r_sp, &mo);
             double gl = fabs(a.loss - ref.loss) / fabs(ref.loss), ge = tu_rel_err_f32(a.grads, ref.grads, N, 1e-30);
             CHECK(gl <= 1e-5 && ge <= 1e-5, "recompute %d tile %d vs plain: loss rel %.3g, gradients rel %.3g", rc,
@@ -278,7 +279,7 @@ int main(int argc, char **argv) {
         ModelConfig cf = c;
         cf.family = (UlFamilyId)f;
         if (f == UL_FAM_QWEN3) cf.head_dim = 8;
-        ModelMemOpts p0 = {0, 0, 0, 0}, p2 = {2, 5, INT64_MAX, 0}, p1 = {1, 0, 0, 0};
+        ModelMemOpts p0 = {0, 0, 0, 0, NULL}, p2 = {2, 5, INT64_MAX, 0, NULL}, p1 = {1, 0, 0, 0, NULL};
         Result a = run(&cf, g, &s, world, mesh.r_sp, &p0), b = run(&cf, g, &s, world, mesh.r_sp, &p2);
         Result d = run(&cf, g, &s, world, mesh.r_sp, &p1);
         int64_t Nf = ul_param_numel(&cf);

@@ -167,8 +167,10 @@ static int cmd_train(int argc, char **argv) {
 
 static const char *ABOUT_PLAN =
     "The memory plan of a training run, without running it (one process, no GPU needed): every\n"
-    "buffer per GPU and per host by name, and the largest --seq-len that fits --gpu-mem (and\n"
-    "--host-mem). train computes the same plan and refuses up front what does not fit.\n"
+    "buffer per GPU and per host by name, the table of buffers the model and the optimizer are\n"
+    "carved from (arena, shape, dtype, offset, bytes), and the largest --seq-len that fits\n"
+    "--gpu-mem (and --host-mem). train computes the same plan and refuses up front what does\n"
+    "not fit.\n"
     "With --device cpu the device buffers are each rank's share of host memory, with no limit\n"
     "unless --gpu-mem gives one. Line items and formulas: docs/memory.md.\n"
     "Exit status: 0 when the run fits, 2 when it does not, 1 on an error (flag or file).";
@@ -253,6 +255,8 @@ static int cmd_plan(int argc, char **argv) {
                ckpt_off, mlp, (long long)zero,
                offload_opt ? ", optimizer offloaded" : "");
         plan_print(stdout, &p, per_host, unit);
+        plan_print_buffers(stdout, &p, unit);
+        printf("\n");
         if (lim <= 0 && hlim <= 0) {
             printf("fits: yes (no memory limit given: --gpu-mem GiB per %s, --host-mem GiB per host)\n", unit);
             printf("largest seq_len that fits: no limit given\n");

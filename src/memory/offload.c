@@ -6,12 +6,16 @@
 #include "core/common.h"
 
 /* device buffers: the ring slots of the offloaded items, then one per resident item */
+int64_t actstore_dev_slots(int64_t n, int64_t n_off) {
+    return (n_off < ACTSTORE_RING ? n_off : ACTSTORE_RING) + (n - n_off);
+}
 static int64_t n_ring(const ActStore *s) { return s->n_off < ACTSTORE_RING ? s->n_off : ACTSTORE_RING; }
-static int64_t n_slots(const ActStore *s) { return n_ring(s) + (s->n - s->n_off); }
+static int64_t n_slots(const ActStore *s) { return actstore_dev_slots(s->n, s->n_off); }
 static int resident(const ActStore *s, int64_t i) { return i >= s->n_off; }
 static void *resident_buf(const ActStore *s, int64_t i) { return s->dev[n_ring(s) + (i - s->n_off)]; }
 
-void actstore_init(ActStore *s, const KernelOps *k, int64_t n, size_t bytes, int64_t n_off) {
+void actstore_init(ActStore *s, const KernelOps *k, int64_t n, size_t bytes, int64_t n_off, void *dev,
+                   size_t dev_stride, void *host, size_t host_stride) {
     memset(s, 0, sizeof *s);
     s->k = k;
     s->n = n;
@@ -19,12 +23,15 @@ void actstore_init(ActStore *s, const KernelOps *k, int64_t n, size_t bytes, int
     s->n_off = n_off < 0 ? 0 : n_off < n ? n_off : n;
     s->offload = s->n_off > 0;
     int64_t ns = n_slots(s);
+    UL_ASSERT((ns == 0 || dev) && (!s->offload || host) && dev_stride >= bytes && (!s->offload || host_stride >= bytes),
+              "actstore_init: %lld slots and %lld host items of %zu bytes need their memory", (long long)ns,
+              (long long)s->n_off, bytes);
     s->dev = ul_calloc((size_t)(ns > 0 ? ns : 1), sizeof(void *));
-    for (int64_t i = 0; i < ns; i++) s->dev[i] = k->alloc(bytes);
+    for (int64_t i = 0; i < ns; i++) s->dev[i] = (char *)dev + i * dev_stride;
     for (int r = 0; r < ACTSTORE_RING; r++) s->slot_item[r] = -1;
     if (!s->offload) return;
     s->host = ul_calloc((size_t)s->n_off, sizeof(void *));
-    for (int64_t i = 0; i < s->n_off; i++) s->host[i] = k->host_alloc(bytes);
+    for (int64_t i = 0; i < s->n_off; i++) s->host[i] = (char *)host + i * host_stride;
     for (int r = 0; r < ACTSTORE_RING; r++) {
         s->ev_copy[r] = k->event_create();
         s->ev_use[r] = k->event_create();
@@ -43,10 +50,8 @@ void actstore_init(ActStore *s, const KernelOps *k, int64_t n, size_t bytes, int
 void actstore_free(ActStore *s) {
     const KernelOps *k = s->k;
     if (!k) return;
-    for (int64_t i = 0; i < n_slots(s); i++) k->free(s->dev[i]);
     free(s->dev);
     if (s->offload) {
-        for (int64_t i = 0; i < s->n_off; i++) k->host_free(s->host[i]); /* waits for both streams */
         free(s->host);
         for (int r = 0; r < ACTSTORE_RING; r++) {
             k->event_destroy(s->ev_copy[r]);

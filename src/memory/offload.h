@@ -2,9 +2,9 @@
  * host memory: n items of `bytes` each (the layer inputs xin[0..L], or with --checkpoint 2
  * each layer's attention output / lse), written in forward order and read back in reverse.
  *
- * Without offload every item has its own backend buffer. With offload the first n_off items
+ * Without offload every item has its own device slot. With offload the first n_off items
  * (all, or fewer when host memory is short: the partial offload) live in page-locked host
- * memory (KernelOps.host_alloc) and share a ring of ACTSTORE_RING device slots, item i
+ * memory and share a ring of ACTSTORE_RING device slots, item i
  * < n_off in slot i % ACTSTORE_RING; the items from n_off on keep their own device buffers
  * (the last ones written, the first read back: no copy and no wait for them). An offloaded
  * item goes through:
@@ -47,8 +47,16 @@ typedef struct {
     int64_t n_copies;       /* copies timed since the last actstore_copy_seconds */
 } ActStore;
 
-/* n_off: items [0, n_off) offloaded (clamped to [0, n]; 0: none, n or more: all). */
-void actstore_init(ActStore *s, const KernelOps *k, int64_t n, size_t bytes, int64_t n_off);
+/* Device slots of a store of n items with n_off offloaded: the ring's, then one per resident item. */
+int64_t actstore_dev_slots(int64_t n, int64_t n_off);
+/* n_off: items [0, n_off) offloaded (clamped to [0, n]; 0: none, n or more: all). The memory
+ * is the caller's (the model's arenas, memory/plan.h): dev holds actstore_dev_slots(n, n_off)
+ * slots dev_stride bytes apart, host the n_off offloaded items host_stride bytes apart
+ * (page-locked: KernelOps.host_alloc); both strides >= bytes. */
+void actstore_init(ActStore *s, const KernelOps *k, int64_t n, size_t bytes, int64_t n_off, void *dev,
+                   size_t dev_stride, void *host, size_t host_stride);
+/* Its events and bookkeeping; the memory is the caller's (freeing host memory waits for the
+ * copies in flight: the model frees its arenas first). */
 void actstore_free(ActStore *s);
 void *actstore_write(ActStore *s, int64_t i);
 void actstore_saved(ActStore *s, int64_t i);

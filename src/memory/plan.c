@@ -3,8 +3,10 @@
 #include <stdarg.h>
 #include <string.h>
 
+#include "core/common.h"
 #include "core/params.h"
 #include "kernels/kernels.h"
+#include "memory/offload.h"
 
 
 void plan_input_default(PlanInput *in) {
@@ -62,14 +64,166 @@ static void add(Plan *p, PlanGroup g, int host, int exact, int64_t bytes, const 
     it->host = host;
     it->exact = exact;
     it->bytes = bytes;
-    if (host) {
-        p->host_total += bytes;
-        p->host_group[g] += bytes;
-        if (exact) p->host_exact += bytes;
-    } else {
-        p->dev_total += bytes;
-        p->dev_group[g] += bytes;
-        if (exact) p->dev_exact += bytes;
+}
+
+/* ---- the buffer table (plan.h PlanTable) ---- */
+
+static const char *const buf_names[PB_COUNT] = {
+#define PLAN_BUF_NAME(id, name, arena) name,
+    PLAN_BUFS(PLAN_BUF_NAME)
+#undef PLAN_BUF_NAME
+};
+static const PlanArena buf_arenas[PB_COUNT] = {
+#define PLAN_BUF_ARENA(id, name, arena) arena,
+    PLAN_BUFS(PLAN_BUF_ARENA)
+#undef PLAN_BUF_ARENA
+};
+
+const char *plan_buf_name(PlanBufId id) { return id < PB_COUNT ? buf_names[id] : "?"; }
+
+static int64_t pad(int64_t bytes) { return (bytes + PLAN_ALIGN - 1) / PLAN_ALIGN * PLAN_ALIGN; }
+
+/* A line of the table whose bytes are the sum of the rows registered into it (buf, below);
+ * exact, and in host memory when its arena is. Returns its index. */
+static int item(Plan *p, PlanGroup g, PlanArena a, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int item(Plan *p, PlanGroup g, PlanArena a, const char *fmt, ...) {
+    if (p->n >= PLAN_MAX_ITEMS) return PLAN_MAX_ITEMS - 1; /* cannot happen */
+    PlanItem *it = &p->items[p->n];
+    memset(it, 0, sizeof *it);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(it->name, sizeof it->name, fmt, ap);
+    va_end(ap);
+    it->group = g;
+    it->host = plan_arena_host(a);
+    it->exact = 1;
+    return p->n++;
+}
+
+/* Row id in arena a: count copies of [numel] elements of dtype (act: A bytes), counted in line
+ * it; with `of` != id it shares of's memory (registered before it, same count, same arena),
+ * which is then sized by the larger of the two. Nothing for count or numel <= 0. */
+static void buf_at(Plan *p, int it, PlanBufId id, PlanBufId of, PlanArena a, int64_t count, int64_t numel,
+                   PlanDtype dt, int64_t A, const char *fmt, ...) __attribute__((format(printf, 10, 11)));
+static void buf_at(Plan *p, int it, PlanBufId id, PlanBufId of, PlanArena a, int64_t count, int64_t numel,
+                   PlanDtype dt, int64_t A, const char *fmt, ...) {
+    static const int64_t sizes[] = {0, 4, 4, 8, 8};
+    if (count <= 0 || numel <= 0) return;
+    PlanBuf *b = &p->tab.buf[id];
+    b->present = of == id || p->tab.buf[of].present;
+    if (!b->present) return;
+    b->arena = of == id ? a : p->tab.buf[of].arena;
+    b->alias = of;
+    b->dtype = dt;
+    b->elem = dt == PD_ACT ? A : sizes[dt];
+    b->count = count;
+    b->numel = numel;
+    b->item = it;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(b->shape, sizeof b->shape, fmt, ap);
+    va_end(ap);
+}
+/* in the row's own arena (plan.h PLAN_BUFS); sharing of's memory */
+#define buf(p, it, id, count, numel, dt, A, ...) buf_at(p, it, id, id, buf_arenas[id], count, numel, dt, A, __VA_ARGS__)
+#define buf_as(p, it, id, of, count, numel, dt, A, ...) \
+    buf_at(p, it, id, of, buf_arenas[id], count, numel, dt, A, __VA_ARGS__)
+
+/* Strides (alias groups sized by their largest member), offsets in each arena, the lines'
+ * bytes; then the totals over all lines, dropping empty ones. */
+static void plan_finish(Plan *p) {
+    PlanTable *tab = &p->tab;
+    for (int i = 0; i < PB_COUNT; i++)
+        if (tab->buf[i].present) tab->buf[i].stride = pad(tab->buf[i].numel * tab->buf[i].elem);
+    for (int i = 0; i < PB_COUNT; i++) {
+        PlanBuf *b = &tab->buf[i], *o = &tab->buf[b->alias];
+        if (!b->present || b->alias == (PlanBufId)i) continue;
+        if (b->stride > o->stride) o->stride = b->stride;
+        b->count = o->count; /* the same copies (asserted equal where they are made) */
+    }
+    for (int i = 0; i < PB_COUNT; i++) {
+        PlanBuf *b = &tab->buf[i];
+        if (!b->present || b->alias != (PlanBufId)i) continue;
+        int64_t bytes = b->count * b->stride;
+        b->offset = tab->arena_bytes[b->arena];
+        tab->arena_bytes[b->arena] += bytes;
+        p->items[b->item].bytes += bytes;
+    }
+    for (int i = 0; i < PB_COUNT; i++) /* the alias rows take their owner's place */
+        if (tab->buf[i].present && tab->buf[i].alias != (PlanBufId)i) {
+            tab->buf[i].offset = tab->buf[tab->buf[i].alias].offset;
+            tab->buf[i].stride = tab->buf[tab->buf[i].alias].stride;
+        }
+    int map[PLAN_MAX_ITEMS], n = 0;
+    for (int i = 0; i < p->n; i++) {
+        map[i] = n;
+        if (p->items[i].bytes <= 0) continue;
+        p->items[n++] = p->items[i];
+    }
+    p->n = n;
+    for (int i = 0; i < PB_COUNT; i++)
+        if (tab->buf[i].present && tab->buf[i].alias == (PlanBufId)i) tab->buf[i].item = map[tab->buf[i].item];
+    for (int i = 0; i < p->n; i++) {
+        const PlanItem *it = &p->items[i];
+        if (it->host) {
+            p->host_total += it->bytes;
+            p->host_group[it->group] += it->bytes;
+            if (it->exact) p->host_exact += it->bytes;
+        } else {
+            p->dev_total += it->bytes;
+            p->dev_group[it->group] += it->bytes;
+            if (it->exact) p->dev_exact += it->bytes;
+        }
+    }
+}
+
+void *plan_buf(const PlanTable *tab, void *const *base, PlanBufId id, int64_t i) {
+    const PlanBuf *b = &tab->buf[id];
+    if (!b->present) return NULL;
+    UL_ASSERT(i >= 0 && i < b->count && base[b->arena], "plan_buf %s: copy %lld of %lld", buf_names[id],
+              (long long)i, (long long)b->count);
+    return (char *)base[b->arena] + b->offset + i * b->stride;
+}
+
+int64_t plan_buf_stride(const PlanTable *tab, PlanBufId id) { return tab->buf[id].stride; }
+
+/* Under AddressSanitizer (the *_asan tests, CPU backend) the padding after each copy of a row
+ * is poisoned, so that an overrun of one buffer into the next is still caught as it was when
+ * every buffer was its own allocation (the allocator clears it at the arena's free). */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+static void poison_padding(const PlanTable *tab, const KernelOps *k, PlanArena a0, PlanArena a1, void **base) {
+    if (k->on_device) return; /* device memory, and pinned host memory the allocator does not see */
+    for (int i = 0; i < PB_COUNT; i++) {
+        const PlanBuf *b = &tab->buf[i];
+        if (!b->present || b->alias != (PlanBufId)i || b->arena < a0 || b->arena > a1 || !base[b->arena]) continue;
+        int64_t used = b->numel * b->elem;
+        for (int j = 0; j < PB_COUNT; j++) /* the largest member of the alias group */
+            if (tab->buf[j].present && tab->buf[j].alias == (PlanBufId)i && tab->buf[j].numel * tab->buf[j].elem > used)
+                used = tab->buf[j].numel * tab->buf[j].elem;
+        for (int64_t c = 0; c < b->count && used < b->stride; c++)
+            ASAN_POISON_MEMORY_REGION((char *)base[b->arena] + b->offset + c * b->stride + used,
+                                      (size_t)(b->stride - used));
+    }
+}
+#else
+static void poison_padding(const PlanTable *tab, const KernelOps *k, PlanArena a0, PlanArena a1, void **base) {
+    (void)tab, (void)k, (void)a0, (void)a1, (void)base;
+}
+#endif
+
+void plan_arenas_alloc(const PlanTable *tab, const KernelOps *k, PlanArena a0, PlanArena a1, void **base) {
+    for (int a = a0; a <= (int)a1; a++) {
+        size_t bytes = (size_t)tab->arena_bytes[a];
+        base[a] = !bytes ? NULL : plan_arena_host((PlanArena)a) ? k->host_alloc(bytes) : k->alloc(bytes);
+    }
+    poison_padding(tab, k, a0, a1, base);
+}
+
+void plan_arenas_free(const KernelOps *k, PlanArena a0, PlanArena a1, void **base) {
+    for (int a = a0; a <= (int)a1; a++) {
+        if (base[a]) (plan_arena_host((PlanArena)a) ? k->host_free : k->free)(base[a]);
+        base[a] = NULL;
     }
 }
 
@@ -89,26 +243,31 @@ static void zero3_sizes(const ModelConfig *c, int64_t nsh, int64_t *per, int64_t
     }
 }
 
-/* A saved-activation store (memory/offload.h): n items of `bytes`, on the device or (offload)
- * in pinned host memory behind a ring of 2 device slots. */
 /* A saved-activation store of n items (memory/offload.h): the first n_off in pinned host
- * memory through a device ring of 2, the rest in their own device buffers */
-static void add_store(Plan *p, int64_t n_off, int64_t n, int64_t bytes, const char *what) {
+ * memory through a device ring of 2, the rest in their own device buffers; rows dev and host. */
+static void add_store(Plan *p, int64_t n_off, int64_t n, int64_t numel, PlanDtype dt, int64_t A, PlanBufId dev,
+                      PlanBufId host, const char *what, const char *shape) {
     if (n_off > n) n_off = n;
-    if (n_off <= 0) {
-        add(p, PG_CKPT, 0, 1, n * bytes, "%s (%lld)", what, (long long)n);
-        return;
-    }
-    int64_t ring = n_off < 2 ? n_off : 2;
-    if (n_off < n)
-        add(p, PG_CKPT, 0, 1, (ring + n - n_off) * bytes, "%s: device ring (%lld) + resident (%lld)", what,
-            (long long)ring, (long long)(n - n_off));
+    if (n_off < 0) n_off = 0;
+    int64_t slots = actstore_dev_slots(n, n_off), ring = slots - (n - n_off);
+    int it;
+    if (n_off <= 0)
+        it = item(p, PG_CKPT, PA_MODEL, "%s %s (%lld)", what, shape, (long long)n);
+    else if (n_off < n)
+        it = item(p, PG_CKPT, PA_MODEL, "%s %s: device ring (%lld) + resident (%lld)", what, shape, (long long)ring,
+                  (long long)(n - n_off));
     else
-        add(p, PG_CKPT, 0, 1, ring * bytes, "%s: device ring (%lld)", what, (long long)ring);
-    add(p, PG_CKPT, 1, 1, n_off * bytes, "%s: pinned host (%lld)", what, (long long)n_off);
+        it = item(p, PG_CKPT, PA_MODEL, "%s %s: device ring (%lld)", what, shape, (long long)ring);
+    buf(p, it, dev, slots, numel, dt, A, "%s", shape);
+    if (n_off <= 0) return;
+    it = item(p, PG_CKPT, PA_MODEL_HOST, "%s %s: pinned host (%lld)", what, shape, (long long)n_off);
+    buf(p, it, host, n_off, numel, dt, A, "%s", shape);
 }
 
-/* The order follows model_init_opts (model/model.c), exchange_init and train_run.
+/* The lines in the order of the printed table. The model's and the optimizer's buffers are
+ * rows of p->tab, summed into the lines (the allocator: model_init_opts and zero_init carve
+ * them from their arenas; model_eval the eval arena, at its first call: not exact); the
+ * backend's workspace and the host copies are lines only (add), not exact.
  * mlp_req: the TiledMLP rows requested (0 = off), never PLAN_MLP_AUTO here. */
 static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     memset(p, 0, sizeof *p);
@@ -138,64 +297,162 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     if (z >= 3) zero3_sizes(c, nsh, &zper, &umax);
     int64_t n_pad = z >= 1 ? zper * nsh : N;
     const char *shard = z >= 1 ? " (shard)" : "";
-    add(p, PG_MASTER, oo, 1, zper * F, "master weights fp32%s", shard);
-    if (z <= 2) /* the accumulation buffer of the backward passes (zero_init pads it) */
-        add(p, PG_GRADS, 0, 1, n_pad * F, "gradients fp32");
-    if (z >= 2 || oo) add(p, PG_GRADS, 0, 1, zper * F, "reduced gradients fp32 (shard)");
-    if (z >= 3) add(p, PG_GRADS, 0, 1, umax * F, "gradients of one unit fp32 (reduce-scatter)");
+    const PlanArena oa = oo ? PA_OPT_HOST : PA_OPT; /* the optimizer's master and moments */
+    /* the model's flat vectors (rows of its arena, padded to n_pad for ZeRO 1, 2): the fp32
+     * master with ZeRO 0 (with ZeRO >= 1 the optimizer's slice is the master: the model has
+     * none, except on the CPU where it is the act working copy), the gradients' accumulation
+     * buffer, the act working copy (the fp32 master itself on the CPU) */
+    int it = 0; /* the line the next rows are counted in */
+    if (z == 0) {
+        it = item(p, PG_MASTER, PA_MODEL, "master weights fp32");
+        buf(p, it, PB_PARAMS, 1, N, PD_F32, A, "[N]");
+    } else {
+        it = item(p, PG_MASTER, oa, "master weights fp32%s", shard);
+        buf_at(p, it, PB_OPT_MASTER, PB_OPT_MASTER, oa, 1, zper, PD_F32, A, "[per]");
+    }
+    if (z <= 2) { /* the accumulation buffer of the backward passes */
+        it = item(p, PG_GRADS, PA_MODEL, "gradients fp32");
+        buf(p, it, PB_GRADS, 1, n_pad, PD_F32, A, z ? "[n_pad]" : "[N]");
+    }
+    if (z >= 2 || oo) {
+        it = item(p, PG_GRADS, PA_OPT, "reduced gradients fp32 (shard)");
+        buf(p, it, PB_OPT_GSLICE, 1, zper, PD_F32, A, "[per]");
+    }
+    if (z >= 3) {
+        it = item(p, PG_GRADS, PA_OPT, "gradients of one unit fp32 (reduce-scatter)");
+        buf(p, it, PB_OPT_GBUF, 1, umax, PD_F32, A, "[umax]");
+    }
     if (oo) { /* the reduced slice goes to the CPU AdamW through pinned chunks, never whole */
         int nbuf;
         int64_t chunk = plan_offload_chunk(zper, in->offload_chunk, &nbuf);
-        add(p, PG_GRADS, 1, 1, nbuf * chunk * F, "gradient staging for the CPU AdamW [%lld] x%d", (long long)chunk,
-            nbuf);
+        it = item(p, PG_GRADS, PA_OPT_HOST, "gradient staging for the CPU AdamW [%lld] x%d", (long long)chunk, nbuf);
+        buf(p, it, PB_OPT_GSTAGE, nbuf, chunk, PD_F32, A, "[chunk]");
     }
     if (z >= 3) {
-        add(p, PG_WEIGHTS, 0, 1, zper * A, "weights working copy (shard)");
-        add(p, PG_WEIGHTS, 0, 1, 2 * umax * A, "gathered unit weights (x2)");
-    } else if (A != F || z >= 1) { /* CPU zero 0: the kernels use the fp32 master copy itself */
-        add(p, PG_WEIGHTS, 0, 1, n_pad * A, "weights working copy");
-        if (z >= 1 && A != F) add(p, PG_WEIGHTS, 0, 1, zper * A, "all-gather send slice (shard)");
+        it = item(p, PG_WEIGHTS, PA_OPT, "weights working copy (shard)");
+        buf(p, it, PB_OPT_WSL, 1, zper, PD_ACT, A, "[per]");
+        it = item(p, PG_WEIGHTS, PA_OPT, "gathered unit weights (x2)");
+        buf(p, it, PB_OPT_WBUF, 2, umax, PD_ACT, A, "[umax]");
+    } else if (A != F) {
+        it = item(p, PG_WEIGHTS, PA_MODEL, "weights working copy");
+        buf(p, it, PB_WACT, 1, n_pad, PD_ACT, A, z ? "[n_pad]" : "[N]");
+        if (z >= 1) {
+            it = item(p, PG_WEIGHTS, PA_OPT, "all-gather send slice (shard)");
+            buf(p, it, PB_OPT_SEND, 1, zper, PD_ACT, A, "[per]");
+        }
+    } else { /* the CPU: the kernels use the fp32 master copy itself */
+        if (z >= 1) { /* the model's only copy: the optimizer's slice is the master */
+            it = item(p, PG_WEIGHTS, PA_MODEL, "weights working copy");
+            buf(p, it, PB_PARAMS, 1, n_pad, PD_F32, A, "[n_pad]");
+        }
+        buf_as(p, it, PB_WACT, PB_PARAMS, 1, n_pad, PD_ACT, A, z ? "[n_pad]" : "[N]");
     }
-    add(p, PG_WORK, 0, 1, (d / 2) * F, "rope inv_freq");
+    /* ---- the rest of the model's arena ---- */
+    it = item(p, PG_WORK, PA_MODEL, "rope inv_freq");
+    buf(p, it, PB_INV_FREQ, 1, d / 2, PD_F32, A, "[d/2]");
 
     /* ---- the Ulysses exchange: staging for the all-to-alls ---- */
-    if (S > 1) add(p, PG_ATTN, 0, 1, T * W_l * d * A, "all-to-all staging [T, W_l, d] (send or recv)");
+    if (S > 1) {
+        it = item(p, PG_ATTN, PA_MODEL, "all-to-all staging [T, W_l, d] (send or recv)");
+        buf(p, it, PB_XCHG, 1, T * W_l * d, PD_ACT, A, "[T, W_l, d]");
+    }
 
     /* ---- saved activations ---- */
-    add_store(p, off, L + 1, t * D * A, "layer inputs [t, D]");
+    add_store(p, off, L + 1, t * D, PD_ACT, A, PB_XIN, PB_XIN_HOST, "layer inputs", "[t, D]");
     int64_t nacts = recompute ? 1 : L;
     const char *per = recompute ? "1 layer" : "all layers";
-    add(p, PG_ACTS, 0, 1, nacts * (3 * t * D * A + 2 * t * F), "xn1, xmid, xn2 + rstd (%s)", per);
-    add(p, PG_ATTN, 0, 1, nacts * t * (H + 2 * Hkv) * d * A, "qkv [t, H+2Hkv, d] (%s)", per);
-    if (ul_family(c)->qk_norm)
-        add(p, PG_ATTN, 0, 1, nacts * (t * (H + Hkv) * d * A + t * (H + Hkv) * F), "q, k before q/k norm + rstd (%s)",
-            per);
-    if (S > 1) add(p, PG_ATTN, 0, 1, nacts * T * W_l * d * A, "qkv head-sharded [T, W_l, d] (%s)", per);
-    if (recompute != 2) add(p, PG_ATTN, 0, 1, nacts * (T * Hq_l * d * A + T * Hq_l * F), "attention out + lse (%s)", per);
-    if (S > 1) add(p, PG_ATTN, 0, 1, nacts * t * H * d * A, "attention out [t, H*d] (%s)", per);
-    if (!mlp_tile) add(p, PG_ACTS, 0, 1, nacts * 3 * t * I * A, "MLP g, u, h [t, I] (%s)", per);
-    if (recompute == 2) {
-        add_store(p, off, L, T * Hq_l * d * A, "kept attention out [T, Hq_l, d]");
-        add_store(p, off, L, T * Hq_l * F, "kept lse [T, Hq_l]");
+    it = item(p, PG_ACTS, PA_MODEL, "xn1, xmid, xn2 + rstd (%s)", per);
+    buf(p, it, PB_XN1, nacts, t * D, PD_ACT, A, "[t, D]");
+    buf(p, it, PB_RSTD1, nacts, t, PD_F32, A, "[t]");
+    buf(p, it, PB_XMID, nacts, t * D, PD_ACT, A, "[t, D]");
+    buf(p, it, PB_XN2, nacts, t * D, PD_ACT, A, "[t, D]");
+    buf(p, it, PB_RSTD2, nacts, t, PD_F32, A, "[t]");
+    it = item(p, PG_ATTN, PA_MODEL, "qkv [t, H+2Hkv, d] (%s)", per);
+    buf(p, it, PB_QKV, nacts, t * (H + 2 * Hkv) * d, PD_ACT, A, "[t, H+2Hkv, d]");
+    if (ul_family(c)->qk_norm) {
+        it = item(p, PG_ATTN, PA_MODEL, "q, k before q/k norm + rstd (%s)", per);
+        buf(p, it, PB_QKN, nacts, t * (H + Hkv) * d, PD_ACT, A, "[t, H+Hkv, d]");
+        buf(p, it, PB_RSTDQ, nacts, t * (H + Hkv), PD_F32, A, "[t, H+Hkv]");
     }
-    add(p, PG_ACTS, 0, 1, t * D * A + t * F, "final norm out + rstd");
-    add(p, PG_LOSS, 0, 1, loss_tile * V * A, "logits tile [%lld, V]", (long long)loss_tile);
-    add(p, PG_ACTS, 0, 1, 2 * t * D * A, "dres, dxn [t, D]");
-    add(p, PG_ACTS, 0, 1, 3 * rows_I * I * A, "MLP grads dh, dg, du [%lld, I]", (long long)rows_I);
-    if (mlp_tile) add(p, PG_ACTS, 0, 1, 3 * rows_I * I * A, "TiledMLP tile g, u, h [%lld, I]", (long long)rows_I);
-    if (S > 1) /* dout lives in dqkv's buffer */
-        add(p, PG_ATTN, 0, 1, t * (H + 2 * Hkv) * d * A, "dqkv (and dout) [t, H+2Hkv, d]");
-    else
-        add(p, PG_ATTN, 0, 1, t * H * d * A + t * (H + 2 * Hkv) * d * A, "dout, dqkv [t, *]");
-    if (S > 1) add(p, PG_ATTN, 0, 1, T * Hq_l * d * A + T * W_l * d * A, "dout, dqkv head-sharded [T, *]");
-    add(p, PG_WORK, 0, 1, 3 * t * 4 + (T + 2) * 8 + (t + 2) * 8 + 2 * 8, "tokens, labels, positions, cu_seqlens");
+    if (S > 1) {
+        it = item(p, PG_ATTN, PA_MODEL, "qkv head-sharded [T, W_l, d] (%s)", per);
+        buf(p, it, PB_QKVH, nacts, T * W_l * d, PD_ACT, A, "[T, W_l, d]");
+    } else { /* the exchange is the identity: qkv itself */
+        buf_as(p, it, PB_QKVH, PB_QKV, nacts, T * W_l * d, PD_ACT, A, "[T, W_l, d]");
+    }
+    if (recompute != 2) { /* with --checkpoint 2 they are the kept ones (below) */
+        it = item(p, PG_ATTN, PA_MODEL, "attention out + lse (%s)", per);
+        buf(p, it, PB_OH, nacts, T * Hq_l * d, PD_ACT, A, "[T, Hq_l, d]");
+        buf(p, it, PB_LSE, nacts, T * Hq_l, PD_F32, A, "[T, Hq_l]");
+    }
+    if (S > 1) {
+        it = item(p, PG_ATTN, PA_MODEL, "attention out [t, H*d] (%s)", per);
+        buf(p, it, PB_O, nacts, t * H * d, PD_ACT, A, "[t, H*d]");
+    } else {
+        buf_as(p, it, PB_O, PB_OH, nacts, t * H * d, PD_ACT, A, "[t, H*d]");
+    }
+    if (!mlp_tile) {
+        it = item(p, PG_ACTS, PA_MODEL, "MLP g, u, h [t, I] (%s)", per);
+        buf(p, it, PB_G, nacts, t * I, PD_ACT, A, "[t, I]");
+        buf(p, it, PB_U, nacts, t * I, PD_ACT, A, "[t, I]");
+        buf(p, it, PB_H, nacts, t * I, PD_ACT, A, "[t, I]");
+    }
+    if (recompute == 2) {
+        add_store(p, off, L, T * Hq_l * d, PD_ACT, A, PB_KEEP_OH, PB_KEEP_OH_HOST, "kept attention out",
+                  "[T, Hq_l, d]");
+        add_store(p, off, L, T * Hq_l, PD_F32, A, PB_KEEP_LSE, PB_KEEP_LSE_HOST, "kept lse", "[T, Hq_l]");
+    }
+    it = item(p, PG_ACTS, PA_MODEL, "final norm out + rstd");
+    buf(p, it, PB_XNF, 1, t * D, PD_ACT, A, "[t, D]");
+    buf(p, it, PB_RSTDF, 1, t, PD_F32, A, "[t]");
+    it = item(p, PG_LOSS, PA_MODEL, "logits tile [%lld, V]", (long long)loss_tile);
+    buf(p, it, PB_LOGITS, 1, loss_tile * V, PD_ACT, A, "[%lld, V]", (long long)loss_tile);
+    it = item(p, PG_ACTS, PA_MODEL, "dres, dxn [t, D]");
+    buf(p, it, PB_DRES, 1, t * D, PD_ACT, A, "[t, D]");
+    buf(p, it, PB_DXN, 1, t * D, PD_ACT, A, "[t, D]");
+    it = item(p, PG_ACTS, PA_MODEL, "MLP grads dh, dg, du [%lld, I]", (long long)rows_I);
+    buf(p, it, PB_DH, 1, rows_I * I, PD_ACT, A, "[%lld, I]", (long long)rows_I);
+    buf(p, it, PB_DG, 1, rows_I * I, PD_ACT, A, "[%lld, I]", (long long)rows_I);
+    buf(p, it, PB_DU, 1, rows_I * I, PD_ACT, A, "[%lld, I]", (long long)rows_I);
+    if (mlp_tile) {
+        it = item(p, PG_ACTS, PA_MODEL, "TiledMLP tile g, u, h [%lld, I]", (long long)rows_I);
+        buf(p, it, PB_TG, 1, rows_I * I, PD_ACT, A, "[%lld, I]", (long long)rows_I);
+        buf(p, it, PB_TU, 1, rows_I * I, PD_ACT, A, "[%lld, I]", (long long)rows_I);
+        buf(p, it, PB_TH, 1, rows_I * I, PD_ACT, A, "[%lld, I]", (long long)rows_I);
+    }
+    if (S > 1) { /* dout lives in dqkv's buffer: dead once exchange_dout packed it, before
+                    exchange_dqkv writes dqkv (model.c attn_bwd) */
+        it = item(p, PG_ATTN, PA_MODEL, "dqkv (and dout) [t, H+2Hkv, d]");
+        buf(p, it, PB_DQKV, 1, t * (H + 2 * Hkv) * d, PD_ACT, A, "[t, H+2Hkv, d]");
+        buf_as(p, it, PB_DOUT, PB_DQKV, 1, t * H * d, PD_ACT, A, "[t, H*d]");
+        it = item(p, PG_ATTN, PA_MODEL, "dout, dqkv head-sharded [T, *]");
+        buf(p, it, PB_DOH, 1, T * Hq_l * d, PD_ACT, A, "[T, Hq_l, d]");
+        buf(p, it, PB_DQKVH, 1, T * W_l * d, PD_ACT, A, "[T, W_l, d]");
+    } else { /* the head-sharded ones are the same buffers */
+        it = item(p, PG_ATTN, PA_MODEL, "dout, dqkv [t, *]");
+        buf(p, it, PB_DOUT, 1, t * H * d, PD_ACT, A, "[t, H*d]");
+        buf(p, it, PB_DQKV, 1, t * (H + 2 * Hkv) * d, PD_ACT, A, "[t, H+2Hkv, d]");
+        buf_as(p, it, PB_DOH, PB_DOUT, 1, T * Hq_l * d, PD_ACT, A, "[T, Hq_l, d]");
+        buf_as(p, it, PB_DQKVH, PB_DQKV, 1, T * W_l * d, PD_ACT, A, "[T, W_l, d]");
+    }
+    it = item(p, PG_WORK, PA_MODEL, "tokens, labels, positions, cu_seqlens");
+    buf(p, it, PB_TOK, 1, t, PD_I32, A, "[t]");
+    buf(p, it, PB_LAB, 1, t, PD_I32, A, "[t]");
+    buf(p, it, PB_POS, 1, t, PD_I32, A, "[t]");
+    buf(p, it, PB_CU, 1, T + 2, PD_I64, A, "[T + 2]");
+    buf(p, it, PB_CUL, 1, t + 2, PD_I64, A, "[t + 2]");
+    buf(p, it, PB_ACC, 1, 2, PD_F64, A, "[2]");
 
     /* ---- optimizer state (train_run) ---- */
-    add(p, PG_OPTIM, oo, 1, 2 * zper * F, "AdamW m + v fp32%s", shard);
+    it = item(p, PG_OPTIM, oa, "AdamW m + v fp32%s", shard);
+    buf_at(p, it, PB_OPT_M1, PB_OPT_M1, oa, 1, zper, PD_F32, A, z ? "[per]" : "[N]");
+    buf_at(p, it, PB_OPT_M2, PB_OPT_M2, oa, 1, zper, PD_F32, A, z ? "[per]" : "[N]");
 
     /* ---- allocated later or outside KernelOps (not part of the exact check) ---- */
     if (in->eval) {
-        add(p, PG_LOSS, 0, 0, loss_tile * V * F, "eval logits fp32 (first evaluation)");
+        it = item(p, PG_LOSS, PA_EVAL, "eval logits fp32 (first evaluation)");
+        p->items[it].exact = 0;
+        buf(p, it, PB_LOGITS32, 1, loss_tile * V, PD_F32, A, "[%lld, V]", (long long)loss_tile);
         add(p, PG_LOSS, 1, 0, loss_tile * V * F, "eval logits host copy");
     }
     /* Host copies of the state exist only around their use (train.c save_state,
@@ -237,6 +494,7 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     ul_kernels_workspace(in->cuda, T, Hq_l, d, &ws);
     for (int i = 0; i < ws.n; i++) add(p, PG_WORK, 0, 0, ws.item[i].bytes, ws.item[i].name);
     if (in->cuda) add(p, PG_WORK, 0, 0, (int64_t)(in->reserve_gib * PLAN_GIB), "CUDA context + cuBLASLt + NCCL reserve");
+    plan_finish(p);
 }
 
 /* PLAN_MLP_AUTO (plan.h): with TiledMLP the [*, I] buffers cost 6 rows I act bytes (the
@@ -342,6 +600,32 @@ void plan_print(FILE *f, const Plan *p, int64_t ranks_per_host, const char *unit
     fprintf(f, "\n%s total:  %.3f GiB (%lld bytes)\n", per, gib(p->dev_total), (long long)p->dev_total);
     fprintf(f, "per rank host:  %.3f GiB;  per host (%lld ranks): %.3f GiB\n", gib(p->host_total),
             (long long)ranks_per_host, gib(p->host_total * ranks_per_host));
+}
+
+void plan_print_buffers(FILE *f, const Plan *p, const char *unit) {
+    static const char *arena_names[PA_COUNT] = {"model", "model host", "optimizer", "optimizer host", "eval"};
+    static const char *dtypes[] = {"act", "fp32", "int32", "int64", "fp64"};
+    const PlanTable *tab = &p->tab;
+    fprintf(f, "\nthe buffers: one allocation per arena (per %s):", unit);
+    for (int a = 0; a < PA_COUNT; a++)
+        if (tab->arena_bytes[a])
+            fprintf(f, "  %s%s %lld bytes", arena_names[a], plan_arena_host((PlanArena)a) ? " (pinned)" : "",
+                    (long long)tab->arena_bytes[a]);
+    fprintf(f, "; each copy padded to %lld bytes\n", (long long)PLAN_ALIGN);
+    fprintf(f, "  %-28s %-14s %-5s %6s  %-16s %12s %12s %12s\n", "buffer", "arena", "dtype", "copies", "shape",
+            "elements", "offset", "bytes");
+    for (int a = 0; a < PA_COUNT; a++)
+        for (int i = 0; i < PB_COUNT; i++) {
+            const PlanBuf *b = &tab->buf[i];
+            if (!b->present || b->arena != (PlanArena)a) continue;
+            const char *dt = b->dtype == PD_ACT ? (b->elem == 2 ? "bf16" : "fp32") : dtypes[b->dtype];
+            fprintf(f, "  %-28s %-14s %-5s %6lld  %-16s %12lld %12lld ", buf_names[i], arena_names[a], dt,
+                    (long long)b->count, b->shape, (long long)b->numel, (long long)b->offset);
+            if (b->alias == (PlanBufId)i)
+                fprintf(f, "%12lld\n", (long long)(b->count * b->stride));
+            else
+                fprintf(f, "%12s  (in %s)\n", "-", buf_names[b->alias]);
+        }
 }
 
 void plan_summary(const Plan *p, const char *unit, char *buf, size_t n) {

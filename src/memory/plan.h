@@ -1,11 +1,17 @@
-/* The memory planner (docs/design.md §8, docs/memory.md): every buffer the model, the optimizer
- * and the backend allocate for one rank, by name, from (model, mesh, seq_len, options),
- * before anything is allocated. `ulysses plan` prints it with the largest seq_len that
- * fits; `train` refuses up front what does not fit.
+/* The memory planner (docs/design.md §8, §13, docs/memory.md): every buffer the model, the
+ * optimizer and the backend allocate for one rank, by name, from (model, mesh, seq_len,
+ * options), before anything is allocated. `ulysses plan` prints it with the largest seq_len
+ * that fits; `train` refuses up front what does not fit.
  *
- * One source of truth: model_init takes its tile sizes from plan_loss_tile and
- * plan_mlp_tile, and tests/test_memory.c checks the items marked `exact` against the
- * bytes the backend actually allocated (KernelOps.mem_stats), byte for byte on the CPU. */
+ * The plan is the allocator: the buffers of the model (model_init_opts, with the exchange's
+ * staging and the saved-activation stores) and of the optimizer (zero_init) are the rows of
+ * one table (PlanTable below), and those modules allocate one block per arena and take every
+ * pointer from it (plan_buf). The plan's lines (PlanItem) are sums of rows, so the items
+ * marked `exact` equal what the backend allocated (KernelOps.mem_stats) by construction;
+ * tests/test_memory.c still checks it byte for byte on the CPU. The backend's own buffers
+ * are declared by the backend (ul_kernels_workspace); the rest (eval logits, transient host
+ * copies of the state, the CUDA context) are estimates, not exact. model_init takes its tile
+ * sizes from plan_loss_tile and plan_mlp_tile. */
 #ifndef UL_PLAN_H
 #define UL_PLAN_H
 
@@ -13,6 +19,7 @@
 #include <stdio.h>
 
 #include "core/config.h"
+#include "kernels/kernels.h"
 
 typedef enum {
     PG_WEIGHTS,   /* working copy of the weights used by the kernels */
@@ -36,6 +43,133 @@ typedef struct {
 } PlanItem;
 
 #define PLAN_MAX_ITEMS 64
+
+/* ---- the buffer table: the allocator ----
+ * Every buffer model_init_opts takes (the Ulysses exchange's staging and the saved-activation
+ * stores of memory/offload.h included) and every one zero_init takes is one row of PlanTable,
+ * built by plan_compute from PlanInput: its shape, dtype, arena and offset. An arena is ONE
+ * backend allocation (KernelOps.alloc, or host_alloc: plan_arena_host); the model and the
+ * optimizer take the pointers as arena base + offset (plan_buf) and free their arenas,
+ * nothing else. Every row is padded to
+ * PLAN_ALIGN bytes (per copy) and the padding is counted: the plan's items are the sums of
+ * their rows, so "allocated = plan" holds by construction. */
+typedef enum {
+    PA_MODEL,      /* device: the flat weights and gradients, activations, their gradients, scratch, inputs,
+                      exchange staging, saved activations (model_init_opts) */
+    PA_MODEL_HOST, /* pinned host: the offloaded saved activations (--offload-checkpoints) */
+    PA_OPT,        /* device: the optimizer's (zero_init): moments, slices, ZeRO-3 units */
+    PA_OPT_HOST,   /* pinned host: the optimizer's with --offload-optimizer */
+    PA_EVAL,       /* device: evaluation's (model_eval allocates it at its first call; not exact) */
+    PA_COUNT
+} PlanArena;
+
+/* 1: the arena is pinned host memory (KernelOps.host_alloc), 0: device (KernelOps.alloc). */
+static inline int plan_arena_host(PlanArena a) { return a == PA_MODEL_HOST || a == PA_OPT_HOST; }
+
+#define PLAN_ALIGN ((int64_t)256)
+
+/* X(id, name, arena): the arena is the row's unless the plan puts it elsewhere (the optimizer's
+ * master and moments are in PA_OPT_HOST with --offload-optimizer). PARAMS, GRADS, WACT: the flat parameter vectors (core/params.h; padded
+ * for ZeRO 1, 2: optim/zero.h). The per-layer rows (XN1 .. H) have one copy per layer kept ([L],
+ * or [1] with --checkpoint); the stores' rows one per slot or offloaded item. */
+#define PLAN_BUFS(X)                                        \
+    X(PARAMS, "fp32 master weights", PA_MODEL)              \
+    X(GRADS, "fp32 gradients", PA_MODEL)                    \
+    X(WACT, "act weights", PA_MODEL)                        \
+    X(INV_FREQ, "rope inv_freq", PA_MODEL)                  \
+    X(XCHG, "all-to-all staging", PA_MODEL)                 \
+    X(XIN, "layer inputs (device)", PA_MODEL)               \
+    X(XIN_HOST, "layer inputs (host)", PA_MODEL_HOST)       \
+    X(XN1, "xn1", PA_MODEL)                                 \
+    X(XMID, "xmid", PA_MODEL)                               \
+    X(XN2, "xn2", PA_MODEL)                                 \
+    X(RSTD1, "rstd1", PA_MODEL)                             \
+    X(RSTD2, "rstd2", PA_MODEL)                             \
+    X(QKV, "qkv", PA_MODEL)                                 \
+    X(QKN, "q, k before q/k norm", PA_MODEL)                \
+    X(RSTDQ, "q/k norm rstd", PA_MODEL)                     \
+    X(QKVH, "qkv head-sharded", PA_MODEL)                   \
+    X(OH, "attention out head-sharded", PA_MODEL)           \
+    X(LSE, "lse", PA_MODEL)                                 \
+    X(O, "attention out", PA_MODEL)                         \
+    X(G, "MLP g", PA_MODEL)                                 \
+    X(U, "MLP u", PA_MODEL)                                 \
+    X(H, "MLP h", PA_MODEL)                                 \
+    X(KEEP_OH, "kept attention out (device)", PA_MODEL)     \
+    X(KEEP_OH_HOST, "kept attention out (host)", PA_MODEL_HOST) \
+    X(KEEP_LSE, "kept lse (device)", PA_MODEL)              \
+    X(KEEP_LSE_HOST, "kept lse (host)", PA_MODEL_HOST)      \
+    X(XNF, "final norm out", PA_MODEL)                      \
+    X(RSTDF, "final norm rstd", PA_MODEL)                   \
+    X(LOGITS, "logits tile", PA_MODEL)                      \
+    X(DRES, "dres", PA_MODEL)                               \
+    X(DXN, "dxn", PA_MODEL)                                 \
+    X(DH, "MLP dh", PA_MODEL)                               \
+    X(DG, "MLP dg", PA_MODEL)                               \
+    X(DU, "MLP du", PA_MODEL)                               \
+    X(TG, "TiledMLP g", PA_MODEL)                           \
+    X(TU, "TiledMLP u", PA_MODEL)                           \
+    X(TH, "TiledMLP h", PA_MODEL)                           \
+    X(DQKV, "dqkv", PA_MODEL)                               \
+    X(DOUT, "dout", PA_MODEL)                               \
+    X(DOH, "dout head-sharded", PA_MODEL)                   \
+    X(DQKVH, "dqkv head-sharded", PA_MODEL)                 \
+    X(TOK, "tokens", PA_MODEL)                              \
+    X(LAB, "labels", PA_MODEL)                              \
+    X(POS, "positions", PA_MODEL)                           \
+    X(CU, "cu_seqlens", PA_MODEL)                           \
+    X(CUL, "local document bounds", PA_MODEL)               \
+    X(ACC, "loss sum and count", PA_MODEL)                  \
+    X(OPT_MASTER, "fp32 master slice", PA_OPT)              \
+    X(OPT_GSLICE, "reduced gradient slice", PA_OPT)         \
+    X(OPT_GBUF, "unit gradients", PA_OPT)                   \
+    X(OPT_GSTAGE, "gradient staging", PA_OPT_HOST)          \
+    X(OPT_WSL, "act weights slice", PA_OPT)                 \
+    X(OPT_WBUF, "gathered unit weights", PA_OPT)            \
+    X(OPT_SEND, "all-gather send slice", PA_OPT)            \
+    X(OPT_M1, "AdamW m", PA_OPT)                            \
+    X(OPT_M2, "AdamW v", PA_OPT)                            \
+    X(LOGITS32, "eval logits fp32", PA_EVAL)
+
+typedef enum {
+#define PLAN_BUF_ID(id, name, arena) PB_##id,
+    PLAN_BUFS(PLAN_BUF_ID)
+#undef PLAN_BUF_ID
+    PB_COUNT
+} PlanBufId;
+
+typedef enum { PD_ACT, PD_F32, PD_I32, PD_I64, PD_F64 } PlanDtype; /* PD_ACT: the backend's (fp32 CPU, bf16 CUDA) */
+
+typedef struct {
+    int present;        /* 0: this configuration has no such buffer (plan_buf gives NULL) */
+    PlanArena arena;
+    PlanBufId alias;    /* the row whose memory it uses: itself, or the one it shares (sized by the larger) */
+    PlanDtype dtype;
+    int64_t elem;       /* bytes per element */
+    int64_t count;      /* copies (layers, slots, offloaded items) */
+    int64_t numel;      /* elements per copy */
+    char shape[48];     /* e.g. "[t=512, D=2048]" */
+    int64_t stride;     /* bytes per copy: numel elem padded to PLAN_ALIGN (own rows; the max over an alias group) */
+    int64_t offset;     /* bytes from the arena's base (own rows) */
+    int item;           /* the Plan.items line it is counted in (own rows) */
+} PlanBuf;
+
+typedef struct {
+    PlanBuf buf[PB_COUNT];
+    int64_t arena_bytes[PA_COUNT];
+} PlanTable;
+
+const char *plan_buf_name(PlanBufId id);
+/* Copy i of buffer id inside the arenas base[PA_COUNT] (NULL when the buffer is absent). */
+void *plan_buf(const PlanTable *tab, void *const *base, PlanBufId id, int64_t i);
+/* Bytes per copy as the owner laid them out (the padded stride). */
+int64_t plan_buf_stride(const PlanTable *tab, PlanBufId id);
+/* base[a] for the arenas a in [a0, a1] with bytes: one k->alloc, or k->host_alloc for a
+ * host arena, each (zero-filled); the others NULL. Under AddressSanitizer on the CPU the
+ * rows' padding is poisoned. */
+void plan_arenas_alloc(const PlanTable *tab, const KernelOps *k, PlanArena a0, PlanArena a1, void **base);
+/* Frees them (a host free waits for the copies in flight first) and sets them NULL. */
+void plan_arenas_free(const KernelOps *k, PlanArena a0, PlanArena a1, void **base);
 
 typedef struct {
     ModelConfig c;
@@ -67,6 +201,7 @@ typedef struct {
 typedef struct {
     PlanItem items[PLAN_MAX_ITEMS];
     int n;
+    PlanTable tab;            /* the buffers behind the items of the arenas (the allocator) */
     int64_t T, t;             /* padded sample length, tokens per rank */
     int64_t loss_tile, mlp_tile;  /* mlp_tile: rows actually used (0 = not tiled) */
     int mlp_auto;                 /* mlp_tile was chosen by PLAN_MLP_AUTO */
@@ -124,6 +259,8 @@ void plan_mlp_desc(const Plan *p, char *buf, size_t n);
 
 /* The breakdown table per device (unit: "GPU", or "rank" on the CPU backend) and per host. */
 void plan_print(FILE *f, const Plan *p, int64_t ranks_per_host, const char *unit);
+/* The buffer table: per row its arena, offset, copies, shape, elements, bytes (padded), dtype. */
+void plan_print_buffers(FILE *f, const Plan *p, const char *unit);
 /* One line: "per GPU X GiB (weights .., ...), host Y GiB" (unit: "GPU", or "rank" on the CPU). */
 void plan_summary(const Plan *p, const char *unit, char *buf, size_t n);
 /* Fills buf with the plan's largest device items ("name X GiB, ..."). */

@@ -8,9 +8,7 @@
 #include "formats/hf_model.h"
 #include "memory/plan.h"
 
-/* act buffer of n elements; fp32 buffer of n elements; element offset into an act buffer */
-#define ACT(n) (m->k->alloc((size_t)(n) * m->k->act_bytes))
-#define F32(n) ((float *)m->k->alloc((size_t)(n) * sizeof(float)))
+/* element offset into an act buffer */
 #define AO(p, n) ((void *)((char *)(p) + (size_t)(n) * m->k->act_bytes))
 /* ZeRO-3 unit hooks (ModelShards); nothing without sharding */
 #define SHARDS(fn, u)                                          \
@@ -18,41 +16,45 @@
         if (m->shards) m->shards->fn(m->shards, m, (int64_t)(u)); \
     } while (0)
 
-static void acts_alloc(Model *m, LayerActs *a) {
-    const ModelConfig *c = &m->c;
-    int64_t t = m->t_max, T = m->T_max, D = c->hidden_size, I = c->intermediate_size, d = c->head_dim;
-    int64_t H = c->num_heads, Hkv = c->num_kv_heads;
-    a->xn1 = ACT(t * D);
-    a->rstd1 = F32(t);
-    a->qkv = ACT(t * (H + 2 * Hkv) * d);
-    if (ul_family(c)->qk_norm) {
-        a->qkn = ACT(t * (H + Hkv) * d);
-        a->rstdq = F32(t * (H + Hkv));
-    }
-    a->qkvh = m->sp > 1 ? ACT(T * m->W_l * d) : a->qkv;
-    if (m->recompute != 2) { /* with recompute == 2 they are kept per layer (m->keep_oh, keep_lse) */
-        a->oh = ACT(T * m->Hq_l * d);
-        a->lse = F32(T * m->Hq_l);
-    }
-    a->o = m->sp > 1 ? ACT(t * H * d) : a->oh;
-    a->xmid = ACT(t * D);
-    a->xn2 = ACT(t * D);
-    a->rstd2 = F32(t);
-    if (m->mlp_tile == 0) { /* TiledMLP keeps no [t, I] activations: see layer_fwd / layer_bwd */
-        a->g = ACT(t * I);
-        a->u = ACT(t * I);
-        a->h = ACT(t * I);
-    }
+/* copy i of a buffer of the model's arenas (memory/plan.h: the table decides where) */
+#define BUF(id, i) plan_buf(&m->tab, m->arena, PB_##id, (int64_t)(i))
+
+static void acts_bind(Model *m, LayerActs *a, int64_t l) {
+    a->xn1 = BUF(XN1, l);
+    a->rstd1 = BUF(RSTD1, l);
+    a->qkv = BUF(QKV, l);
+    a->qkn = BUF(QKN, l);     /* qk_norm families; else NULL */
+    a->rstdq = BUF(RSTDQ, l);
+    a->qkvh = BUF(QKVH, l);   /* == qkv when sp == 1 */
+    a->oh = BUF(OH, l);       /* NULL with recompute == 2: the kept ones (m->keep_oh, keep_lse) per layer */
+    a->lse = BUF(LSE, l);
+    a->o = BUF(O, l);         /* == oh when sp == 1 */
+    a->xmid = BUF(XMID, l);
+    a->xn2 = BUF(XN2, l);
+    a->rstd2 = BUF(RSTD2, l);
+    a->g = BUF(G, l);         /* NULL with TiledMLP: no [t, I] activations (layer_fwd / layer_bwd) */
+    a->u = BUF(U, l);
+    a->h = BUF(H, l);
 }
 
-static void acts_free(Model *m, LayerActs *a) {
-    const KernelOps *k = m->k;
-    if (a->qkvh != a->qkv) k->free(a->qkvh);
-    if (a->o != a->oh) k->free(a->o);
-    if (m->recompute == 2) a->oh = a->lse = NULL; /* owned by keep_oh / keep_lse */
-    void *bufs[] = {a->xn1, a->rstd1, a->qkv, a->qkn, a->rstdq, a->oh, a->lse, a->xmid, a->xn2, a->rstd2, a->g, a->u, a->h};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-        if (bufs[i]) k->free(bufs[i]);
+/* The plan of a model made from these options alone (tests, eval): the same function train's
+ * plan comes from (memory/plan.c), for the parts the model's arenas depend on. */
+static void model_plan(const ModelConfig *c, const KernelOps *k, int64_t S, int64_t T_max, const ModelMemOpts *o,
+                       Plan *p) {
+    PlanInput in;
+    plan_input_default(&in);
+    in.c = *c;
+    in.sp = S;
+    in.seq_len = T_max;
+    in.act_bytes = (int64_t)k->act_bytes;
+    in.cuda = k->on_device;
+    in.checkpoint = o->recompute;
+    in.mlp_tile = o->mlp_tile;
+    in.offload_checkpoints = o->offload > 0;
+    in.offload_layers = o->offload > 0 ? o->offload : -1;
+    in.zero = o->sharded ? 3 : 0;
+    in.eval = 1; /* its arena is allocated by model_eval only */
+    plan_compute(&in, p);
 }
 
 void model_init(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *sp_g, int64_t T_max, int recompute) {
@@ -61,12 +63,13 @@ void model_init(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *s
 
 void model_init_ex(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *sp_g, int64_t T_max, int recompute,
                    int64_t mlp_tile) {
-    ModelMemOpts o = {recompute, mlp_tile, 0, 0};
+    ModelMemOpts o = {recompute, mlp_tile, 0, 0, NULL};
     model_init_opts(m, c, k, sp_g, T_max, &o);
 }
 
-/* Every backend allocation here has its line in memory/plan.c (plan_fixed), which
- * tests/test_memory.c checks against the backend's accounting. */
+/* Every buffer here is a row of the plan's table (memory/plan.h), carved from the model's
+ * arenas: two backend allocations at most (device, pinned host), exactly the plan's bytes
+ * (model_eval adds the eval arena at its first call). */
 void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *sp_g, int64_t T_max,
                      const ModelMemOpts *o) {
     int recompute = o->recompute;
@@ -82,25 +85,46 @@ void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGro
     UL_ASSERT(o->offload <= 0 || recompute >= 1, "checkpoint offload needs recompute >= 1");
     m->offload = o->offload > 0 ? o->offload : 0;
     int64_t H = c->num_heads, Hkv = c->num_kv_heads, d = c->head_dim, D = c->hidden_size;
-    int64_t I = c->intermediate_size, V = c->vocab_size, L = c->num_layers, S = m->sp;
+    int64_t V = c->vocab_size, L = c->num_layers, S = m->sp;
     UL_ASSERT(T_max % S == 0, "T_max %lld not a multiple of sp", (long long)T_max);
-    exchange_init(&m->x, k, sp_g, H, Hkv, d, T_max);
-    m->Hq_l = m->x.Hq_l;
-    m->Hkv_l = m->x.Hkv_l;
-    m->W_l = m->x.W_l;
     m->T_max = T_max;
     m->t_max = T_max / S;
     int64_t t = m->t_max;
     m->mlp_tile = plan_mlp_tile(mlp_tile, t);
-    int64_t rows_I = m->mlp_tile ? m->mlp_tile : t; /* rows of the [*, I] buffers */
+    m->loss_tile = plan_loss_tile(V, t);
 
-    m->n_params = ul_param_numel(c);
-    m->n_alloc = o->sharded ? 0 : m->n_params; /* ZeRO-3: the parameters live in optim/zero.c's units */
-    if (!o->sharded) {
-        m->params = F32(m->n_alloc);
-        m->grads = F32(m->n_alloc);
-        m->wact = k->act_bytes == sizeof(float) ? (void *)m->params : ACT(m->n_alloc);
+    /* the plan (train's, or one of these options): one allocation per arena, every pointer
+     * from its table */
+    Plan *own = NULL;
+    const Plan *plan = o->plan;
+    if (!plan) {
+        own = ul_malloc(sizeof *own);
+        model_plan(c, k, S, T_max, o, own);
+        plan = own;
     }
+    UL_ASSERT(plan->T == T_max && plan->t == t && plan->mlp_tile == m->mlp_tile && plan->loss_tile == m->loss_tile &&
+                  plan->tab.buf[PB_XIN].elem == (int64_t)k->act_bytes &&
+                  plan->tab.buf[PB_XIN].count == actstore_dev_slots(L + 1, m->offload < L + 1 ? m->offload : L + 1),
+              "model_init: the memory plan is for other options (T %lld, tile %lld)", (long long)plan->T,
+              (long long)plan->mlp_tile);
+    m->tab = plan->tab;
+    free(own);
+    plan_arenas_alloc(&m->tab, k, PA_MODEL, PA_MODEL_HOST, m->arena); /* the optimizer's are zero_init's */
+
+    exchange_init(&m->x, k, sp_g, H, Hkv, d, BUF(XCHG, 0));
+    m->Hq_l = m->x.Hq_l;
+    m->Hkv_l = m->x.Hkv_l;
+    m->W_l = m->x.W_l;
+
+    /* the flat vectors: none with ZeRO-3 (the parameters live in optim/zero.c's units), no
+     * fp32 master with ZeRO >= 1 on CUDA (the optimizer's slice is), padded for ZeRO 1, 2 */
+    m->n_params = ul_param_numel(c);
+    m->n_alloc = m->tab.buf[PB_GRADS].present ? m->tab.buf[PB_GRADS].numel : 0;
+    m->params = BUF(PARAMS, 0);
+    m->grads = BUF(GRADS, 0);
+    m->wact = BUF(WACT, 0); /* == params on the CPU */
+    UL_ASSERT(!o->sharded == !!m->grads && (o->sharded || m->n_alloc >= m->n_params),
+              "model_init: the memory plan's parameter buffers do not match ModelMemOpts.sharded = %d", o->sharded);
     ul_tensors_bind(&m->P, c, m->wact, k->act_bytes);
     ul_tensors_bind(&m->G, c, m->grads, sizeof(float));
 
@@ -108,47 +132,49 @@ void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGro
     float *invf = ul_malloc((size_t)(d / 2) * sizeof(float));
     ul_rope_inv_freq(c, invd);
     for (int64_t i = 0; i < d / 2; i++) invf[i] = (float)invd[i];
-    m->inv_freq = F32(d / 2);
+    m->inv_freq = BUF(INV_FREQ, 0);
     k->upload(m->inv_freq, invf, (size_t)(d / 2) * sizeof(float));
     free(invd);
     free(invf);
 
-    m->loss_tile = plan_loss_tile(V, t);
-
-    actstore_init(&m->xin, k, L + 1, (size_t)(t * D) * k->act_bytes, m->offload);
+    actstore_init(&m->xin, k, L + 1, (size_t)(t * D) * k->act_bytes, m->offload, BUF(XIN, 0),
+                  (size_t)plan_buf_stride(&m->tab, PB_XIN), BUF(XIN_HOST, 0), (size_t)plan_buf_stride(&m->tab, PB_XIN_HOST));
     int64_t nacts = recompute ? 1 : L;
     m->acts = ul_calloc((size_t)nacts, sizeof(LayerActs));
-    for (int64_t l = 0; l < nacts; l++) acts_alloc(m, &m->acts[l]);
+    for (int64_t l = 0; l < nacts; l++) acts_bind(m, &m->acts[l], l);
     if (recompute == 2) { /* keep every layer's attention output and lse: backward skips the attention */
-        actstore_init(&m->keep_oh, k, L, (size_t)(T_max * m->Hq_l * d) * k->act_bytes, m->offload);
-        actstore_init(&m->keep_lse, k, L, (size_t)(T_max * m->Hq_l) * sizeof(float), m->offload);
+        actstore_init(&m->keep_oh, k, L, (size_t)(T_max * m->Hq_l * d) * k->act_bytes, m->offload, BUF(KEEP_OH, 0),
+                      (size_t)plan_buf_stride(&m->tab, PB_KEEP_OH), BUF(KEEP_OH_HOST, 0),
+                      (size_t)plan_buf_stride(&m->tab, PB_KEEP_OH_HOST));
+        actstore_init(&m->keep_lse, k, L, (size_t)(T_max * m->Hq_l) * sizeof(float), m->offload, BUF(KEEP_LSE, 0),
+                      (size_t)plan_buf_stride(&m->tab, PB_KEEP_LSE), BUF(KEEP_LSE_HOST, 0),
+                      (size_t)plan_buf_stride(&m->tab, PB_KEEP_LSE_HOST));
     }
-    m->xnf = ACT(t * D);
-    m->rstdf = F32(t);
-    m->logits = ACT(m->loss_tile * V);
-    m->dres = ACT(t * D);
-    m->dxn = ACT(t * D);
-    m->dh = ACT(rows_I * I);
-    m->dg = ACT(rows_I * I);
-    m->du = ACT(rows_I * I);
-    if (m->mlp_tile) { /* the one tile of MLP activations, forward and (recomputed) backward */
-        m->tg = ACT(rows_I * I);
-        m->tu = ACT(rows_I * I);
-        m->th = ACT(rows_I * I);
-    }
+    m->xnf = BUF(XNF, 0);
+    m->rstdf = BUF(RSTDF, 0);
+    m->logits = BUF(LOGITS, 0);
+    m->dres = BUF(DRES, 0);
+    m->dxn = BUF(DXN, 0);
+    m->dh = BUF(DH, 0); /* [mlp_tile or t, I] */
+    m->dg = BUF(DG, 0);
+    m->du = BUF(DU, 0);
+    m->tg = BUF(TG, 0); /* TiledMLP: the one tile of MLP activations, forward and (recomputed) backward */
+    m->tu = BUF(TU, 0);
+    m->th = BUF(TH, 0);
     /* with sp > 1, dout [t, H d] lives in dqkv's buffer: it is dead once exchange_dout has
-     * packed it, before exchange_dqkv writes dqkv (attn_bwd) */
-    m->dqkv = ACT(t * (H + 2 * Hkv) * d);
-    m->dout = S > 1 ? m->dqkv : ACT(t * H * d);
-    m->doh = S > 1 ? ACT(T_max * m->Hq_l * d) : m->dout;
-    m->dqkvh = S > 1 ? ACT(T_max * m->W_l * d) : m->dqkv;
-    m->d_tok = k->alloc((size_t)t * sizeof(int32_t));
-    m->d_lab = k->alloc((size_t)t * sizeof(int32_t));
-    m->d_pos = k->alloc((size_t)t * sizeof(int32_t));
-    m->d_cu = k->alloc((size_t)(T_max + 2) * sizeof(int64_t));
-    m->d_cul = k->alloc((size_t)(t + 2) * sizeof(int64_t));
+     * packed it, before exchange_dqkv writes dqkv (attn_bwd); with sp == 1 doh and dqkvh are
+     * dout and dqkv */
+    m->dqkv = BUF(DQKV, 0);
+    m->dout = BUF(DOUT, 0);
+    m->doh = BUF(DOH, 0);
+    m->dqkvh = BUF(DQKVH, 0);
+    m->d_tok = BUF(TOK, 0);
+    m->d_lab = BUF(LAB, 0);
+    m->d_pos = BUF(POS, 0);
+    m->d_cu = BUF(CU, 0);
+    m->d_cul = BUF(CUL, 0);
     m->cu_local = ul_malloc((size_t)(t + 2) * sizeof(int64_t));
-    m->acc = k->alloc(2 * sizeof(double)); /* [CE sum, valid count], read by model_loss_take */
+    m->acc = BUF(ACC, 0); /* [CE sum, valid count], read by model_loss_take */
     k->zero(m->acc, 2 * sizeof(double));
 }
 
@@ -163,25 +189,14 @@ void model_free(Model *m) {
     phase_free(&m->t_attn);
     phase_free(&m->t_loss);
     const KernelOps *k = m->k;
-    int64_t nacts = m->recompute ? 1 : m->c.num_layers;
-    for (int64_t l = 0; l < nacts; l++) acts_free(m, &m->acts[l]);
     free(m->acts);
+    plan_arenas_free(k, PA_MODEL, PA_MODEL_HOST, m->arena); /* a host free waits for the stores' copies first */
     actstore_free(&m->keep_oh);
     actstore_free(&m->keep_lse);
     actstore_free(&m->xin);
-    if (m->doh != m->dout) k->free(m->doh);
-    if (m->dqkvh != m->dqkv) k->free(m->dqkvh);
-    if (m->dout == m->dqkv) m->dout = NULL; /* one buffer (sp > 1) */
-    if (m->wact != (void *)m->params) k->free(m->wact);
-    void *bufs[] = {m->params, m->grads, m->inv_freq, m->xnf, m->rstdf, m->logits, m->logits32, m->dres, m->dxn,
-                    m->dh, m->dg, m->du, m->tg, m->tu, m->th, m->dout, m->dqkv, m->d_tok, m->d_lab, m->d_pos,
-                    m->d_cu, m->d_cul,
-                    m->acc};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-        if (bufs[i]) k->free(bufs[i]);
+    plan_arenas_free(k, PA_EVAL, PA_EVAL, m->arena);
     free(m->logits_host);
     free(m->cu_local);
-    exchange_free(&m->x);
     ul_tensors_free(&m->P);
     ul_tensors_free(&m->G);
     memset(m, 0, sizeof *m);
@@ -195,29 +210,6 @@ double model_offload_seconds(Model *m) {
 
 void model_params_updated(Model *m) {
     if (m->params && m->wact != (void *)m->params) m->k->to_act(m->wact, m->params, m->n_params);
-}
-
-void model_pad_params(Model *m, int64_t n_alloc) {
-    UL_ASSERT(n_alloc >= m->n_params && m->params, "model_pad_params: %lld < %lld params", (long long)n_alloc,
-              (long long)m->n_params);
-    const KernelOps *k = m->k;
-    if (m->wact != (void *)m->params) k->free(m->wact);
-    k->free(m->params);
-    k->free(m->grads);
-    ul_tensors_free(&m->P);
-    ul_tensors_free(&m->G);
-    m->n_alloc = n_alloc;
-    m->params = F32(n_alloc);
-    m->grads = F32(n_alloc);
-    m->wact = k->act_bytes == sizeof(float) ? (void *)m->params : ACT(n_alloc);
-    ul_tensors_bind(&m->P, &m->c, m->wact, k->act_bytes);
-    ul_tensors_bind(&m->G, &m->c, m->grads, sizeof(float));
-}
-
-void model_drop_master(Model *m) {
-    if (!m->params || m->wact == (void *)m->params) return;
-    m->k->free(m->params);
-    m->params = NULL;
 }
 
 void model_set_params(Model *m, const float *host) {
@@ -610,8 +602,10 @@ void model_eval(Model *m, const LocalSeq *s, LogitsFn fn, void *user) {
     StepCtx sc;
     step_ctx(m, s, &sc);
     int64_t t = sc.t, D = c->hidden_size, V = c->vocab_size;
-    if (!m->logits32) {
-        m->logits32 = F32(m->loss_tile * V);
+    if (!m->logits32) { /* the plan's eval arena, at the first evaluation */
+        UL_ASSERT(m->tab.buf[PB_LOGITS32].present, "model_eval: the memory plan has no evaluation (PlanInput.eval)");
+        plan_arenas_alloc(&m->tab, k, PA_EVAL, PA_EVAL, m->arena);
+        m->logits32 = BUF(LOGITS32, 0); /* [loss_tile, V] */
         m->logits_host = ul_malloc((size_t)(m->loss_tile * V) * sizeof(float));
     }
     forward_layers(m, &sc, 0);

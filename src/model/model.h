@@ -22,6 +22,7 @@
 #include "parallel/exchange.h"
 #include "model/phase.h"
 #include "memory/offload.h"
+#include "memory/plan.h"
 
 /* Activations are "act" buffers (the backend's dtype: fp32 on CPU, bf16 on CUDA);
  * rstd and lse are fp32. */
@@ -82,9 +83,10 @@ struct Model {
 
     /* Parameters (flat, order of core/params.h), all in backend memory: */
     int64_t n_params;
-    int64_t n_alloc; /* elements of params/grads/wact: n_params, or padded for ZeRO (zero tail) */
-    float *params;   /* [n_alloc] fp32 master weights (what the optimizer updates); NULL after
-                        model_drop_master (ZeRO >= 1 on CUDA: the master is sharded) */
+    int64_t n_alloc; /* elements of params/grads/wact: n_params, or padded to n_pad for ZeRO 1, 2
+                        (zero tail; the plan's: optim/zero.h); 0 with ZeRO-3 */
+    float *params;   /* [n_alloc] fp32 master weights (what the optimizer updates); NULL with
+                        ZeRO >= 1 on CUDA (the optimizer's slice is the master) and ZeRO-3 */
     float *grads;    /* [n_alloc] fp32, accumulated over the samples of a step */
     void *wact;      /* [n_alloc] act working copy used by the kernels (== params on CPU) */
     ModelTensors P;  /* act pointers into wact */
@@ -112,6 +114,9 @@ struct Model {
     int64_t *d_cul;  /* [t_max + 2] document bounds inside the local shard (no_exchange) */
     int64_t *cu_local; /* [t_max + 2] host copy of d_cul */
     double *acc;     /* [2] CE sum and count (backend memory) */
+    PlanTable tab;   /* where the buffers below live (memory/plan.h): copies i of PB_* rows */
+    void *arena[PA_COUNT]; /* PA_MODEL, PA_MODEL_HOST (model_init), PA_EVAL (model_eval's first call): one
+                              backend allocation each; model_free frees these */
     PhaseTimer t_attn, t_loss; /* device time of the attention kernels and of the loss head (model_set_timing) */
     ModelShards *shards; /* ZeRO-3 (set by zero_init): params, grads, wact are NULL, P and G
                             point into the units the hooks bind; NULL otherwise */
@@ -141,6 +146,10 @@ typedef struct {
                          activations of the first `offload` layers (0: none; > L: all, the
                          final norm's input too) */
     int sharded;      /* ZeRO-3: no full params, grads, act weights (zero_init installs the hooks) */
+    const Plan *plan; /* the memory plan of these options (train's), whose table places the model's
+                         buffers (with ZeRO 1, 2 the padded vectors, and no fp32 master on CUDA:
+                         the plan's --zero); NULL: the model plans them from the options above
+                         itself, without ZeRO */
 } ModelMemOpts;
 void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *sp_g, int64_t T_max,
                      const ModelMemOpts *o);
@@ -163,14 +172,6 @@ void model_get_grads(const Model *m, float *host);
 int model_load_weights(Model *m, const char *dir, UlError *e);
 /* After the optimizer changed m->params: refresh the act working copy. */
 void model_params_updated(Model *m);
-/* ZeRO (optim/zero.h): reallocates params, grads and wact with n_alloc >= n_params
- * elements (the tail stays zero: padding to a multiple of the shard group, so that
- * reduce-scatter and all-gather move equal chunks). Before the parameters are set. */
-void model_pad_params(Model *m, int64_t n_alloc);
-/* ZeRO >= 1, once the sharded optimizer holds its slice of the fp32 master: frees the
- * full fp32 master where it is not also the act copy (CUDA: params = NULL; the CPU keeps
- * it, it is the act copy). The optimizer then writes wact directly (all-gather). */
-void model_drop_master(Model *m);
 
 /* Forward + loss on one sequence shard; with backward = 1 also the backward, adding
  * d(dscale * sum CE)/dparams into m->grads. The shard's CE sum and valid count go into a

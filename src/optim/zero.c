@@ -96,7 +96,7 @@ static void put(const ZeroOpt *z, float *dst, const float *src, int64_t n) {
 
 void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, Model *m, const Mesh *mesh) {
     UL_ASSERT(stage >= 0 && stage <= 3, "zero stage %d", stage);
-    UL_ASSERT((stage == 3) == (m->params == NULL), "zero stage %d: the model must be made %s", stage,
+    UL_ASSERT((stage == 3) == (m->wact == NULL), "zero stage %d: the model must be made %s", stage,
               stage == 3 ? "sharded (ModelMemOpts.sharded)" : "with its parameters");
     UL_ASSERT(!offload || stage >= 1, "optimizer offload needs a ZeRO stage >= 1");
     memset(z, 0, sizeof *z);
@@ -132,41 +132,51 @@ void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, Model 
         z->lo = q * z->per < z->n ? q * z->per : z->n;
         z->hi = (q + 1) * z->per < z->n ? (q + 1) * z->per : z->n;
     }
+    /* the optimizer's buffers: rows of the plan's table (memory/plan.h, the model's copy),
+     * carved from one allocation per arena */
+    const PlanTable *tab = &m->tab;
+    plan_arenas_alloc(tab, k, PA_OPT, PA_OPT_HOST, z->arena);
+#define ZBUF(id, i) plan_buf(tab, z->arena, PB_##id, (i))
+    UL_ASSERT(tab->buf[PB_OPT_M1].numel == (stage ? z->per : z->n) &&
+                  (stage < 3 || tab->buf[PB_OPT_WBUF].numel == z->umax) &&
+                  plan_arena_host(tab->buf[PB_OPT_M1].arena) == offload,
+              "zero stage %d: the memory plan is for another optimizer layout (%lld elements per rank, not %lld)",
+              stage, (long long)tab->buf[PB_OPT_M1].numel, (long long)(stage ? z->per : z->n));
     if (stage == 0) { /* replicated: the model's master, full moments */
         z->master = m->params;
-        z->m1 = k->alloc(F32B(z->n)); /* [n] */
-        z->m2 = k->alloc(F32B(z->n)); /* [n] */
+        z->m1 = ZBUF(OPT_M1, 0); /* [n] */
+        z->m2 = ZBUF(OPT_M2, 0); /* [n] */
         z->bytes.weights = m->n_alloc * (int64_t)k->act_bytes;
         z->bytes.master = k->act_bytes == sizeof(float) ? 0 : F32B(z->n); /* on the CPU the act copy IS the master */
         z->bytes.grads = F32B(m->n_alloc);
         z->bytes.moments = 2 * F32B(z->n);
         return;
     }
-    if (stage < 3) model_pad_params(m, z->n_pad);
+    /* stages 1, 2: the model's vectors come padded to n_pad from the plan (memory/plan.h) */
+    UL_ASSERT(stage == 3 || m->n_alloc == z->n_pad, "zero stage %d: the model's vectors have %lld elements, not %lld",
+              stage, (long long)m->n_alloc, (long long)z->n_pad);
+    z->master = ZBUF(OPT_MASTER, 0); /* [per], host with offload */
+    z->m1 = ZBUF(OPT_M1, 0);         /* [per] */
+    z->m2 = ZBUF(OPT_M2, 0);         /* [per] */
     if (offload) {
-        z->master = k->host_alloc(F32B(z->per)); /* [per] */
-        z->m1 = k->host_alloc(F32B(z->per));     /* [per] */
-        z->m2 = k->host_alloc(F32B(z->per));     /* [per] */
         z->gchunk = plan_offload_chunk(z->per, offload_chunk, &z->nbuf);
+        UL_ASSERT(tab->buf[PB_OPT_GSTAGE].numel == z->gchunk && tab->buf[PB_OPT_GSTAGE].count == z->nbuf,
+                  "zero: the memory plan's gradient staging is not [%lld] x %d", (long long)z->gchunk, z->nbuf);
         for (int b = 0; b < z->nbuf; b++) {
-            z->h_g[b] = k->host_alloc(F32B(z->gchunk)); /* [gchunk] */
+            z->h_g[b] = ZBUF(OPT_GSTAGE, b); /* [gchunk] */
             z->ev_c0[b] = k->event_create();
             z->ev_c1[b] = k->event_create();
         }
         z->ev_grad = k->event_create();
-    } else {
-        z->master = k->alloc(F32B(z->per)); /* [per] */
-        z->m1 = k->alloc(F32B(z->per));     /* [per] */
-        z->m2 = k->alloc(F32B(z->per));     /* [per] */
     }
-    if (stage >= 2 || offload) z->gslice = k->alloc(F32B(z->per)); /* [per] */
+    z->gslice = ZBUF(OPT_GSLICE, 0); /* [per]: stage >= 2 or offload, else NULL */
     if (stage == 3) {
-        z->wsl = k->alloc((size_t)z->per * k->act_bytes); /* [per] act */
+        z->wsl = ZBUF(OPT_WSL, 0); /* [per] act */
         for (int b = 0; b < 2; b++) {
-            z->wbuf[b] = k->alloc((size_t)z->umax * k->act_bytes); /* [umax] act */
+            z->wbuf[b] = ZBUF(OPT_WBUF, b); /* [umax] act */
             z->wunit[b] = -1;
         }
-        z->gbuf = k->alloc(F32B(z->umax)); /* [umax] */
+        z->gbuf = ZBUF(OPT_GBUF, 0); /* [umax] */
         z->hooks.fetch = z3_fetch;
         z->hooks.prefetch = z3_prefetch;
         z->hooks.grad_begin = z3_grad_begin;
@@ -179,7 +189,8 @@ void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, Model 
         z->bytes.host = offload ? 3 * F32B(z->per) + z->nbuf * F32B(z->gchunk) : 0;
         return;
     }
-    if (k->act_bytes != sizeof(float)) z->act_send = k->alloc((size_t)z->per * k->act_bytes); /* [per] act */
+    z->act_send = ZBUF(OPT_SEND, 0); /* [per] act; NULL on the CPU (the master slice itself is sent) */
+#undef ZBUF
     z->bytes.weights = (m->n_alloc + (z->act_send ? z->per : 0)) * (int64_t)k->act_bytes;
     z->bytes.master = F32B(z->per);
     z->bytes.grads = F32B(m->n_alloc) + (z->gslice ? F32B(z->per) : 0);
@@ -329,14 +340,13 @@ int64_t zero_slice_pieces(const ZeroOpt *z, int64_t q, int64_t a, int64_t b, Zer
 }
 
 /* Stages >= 1: the master slice is set; the weights go to the model (stages 1, 2: all-gathered
- * into its act copy, and its full fp32 master is not needed; stage 3: the act slice). */
+ * into its act copy, the model has no fp32 master of its own; stage 3: the act slice). */
 static void publish_start(ZeroOpt *z, Model *m, Mesh *mesh) {
     if (z->stage == 3) {
         z3_publish(z);
         return;
     }
     publish12(z, m, mesh);
-    model_drop_master(m);
 }
 
 void zero_start_slice(ZeroOpt *z, Model *m, Mesh *mesh, const float *sp, const float *sm1, const float *sm2) {
@@ -438,26 +448,14 @@ int64_t zero_host_range(ZeroOpt *z, const Model *m, Mesh *mesh, const int64_t *w
 void zero_free(ZeroOpt *z) {
     const KernelOps *k = z->k;
     if (!k) return;
+    plan_arenas_free(k, PA_OPT, PA_OPT_HOST, z->arena); /* a host free waits for the copies first */
     if (z->offload) {
-        k->host_free(z->master);
-        k->host_free(z->m1);
-        k->host_free(z->m2);
         for (int b = 0; b < z->nbuf; b++) {
-            k->host_free(z->h_g[b]);
             k->event_destroy(z->ev_c0[b]);
             k->event_destroy(z->ev_c1[b]);
         }
         k->event_destroy(z->ev_grad);
-    } else {
-        if (z->stage > 0) k->free(z->master); /* stage 0: the model's */
-        k->free(z->m1);
-        k->free(z->m2);
     }
-    if (z->gslice) k->free(z->gslice);
-    if (z->act_send) k->free(z->act_send);
-    void *z3[4] = {z->wsl, z->wbuf[0], z->wbuf[1], z->gbuf};
-    for (int i = 0; i < 4; i++)
-        if (z3[i]) k->free(z3[i]);
     free(z->units);
     free(z->pinfo);
     memset(z, 0, sizeof *z);

@@ -112,6 +112,7 @@ typedef struct {
     float *gbuf;       /* [umax] fp32: the open unit's gradients */
     int64_t umax;      /* the largest padded unit, S * per_u */
     ZeroBytes bytes;
+    void *arena[PA_COUNT]; /* PA_OPT, PA_OPT_HOST: where the buffers above live (memory/plan.h) */
 } ZeroOpt;
 
 /* Optimizer hyper-parameters of one step. */
@@ -120,9 +121,9 @@ typedef struct {
     int64_t t; /* 1-based step for the bias correction */
 } ZeroHyper;
 
-/* After model_init, before the weights are set (pads the model's flat buffers for
- * stages 1, 2; stage 3 needs a model made with ModelMemOpts.sharded, and installs the unit
- * hooks in it). Collective over nothing; allocates the optimizer state. offload_chunk:
+/* After model_init, before the weights are set. Stages 1, 2 need a model made from the plan
+ * of this stage (ModelMemOpts.plan: its flat buffers padded to n_pad, no fp32 master on
+ * CUDA); stage 3 one made with ModelMemOpts.sharded, and installs the unit hooks in it. Collective over nothing; allocates the optimizer state. offload_chunk:
  * elements per chunk of the offload's gradient staging (0: PLAN_OFFLOAD_CHUNK; the sizes
  * are plan_offload_chunk's). */
 void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, Model *m, const Mesh *mesh);

@@ -11,7 +11,7 @@ static void a2a(Exchange *x, const void *send, void *recv, int64_t elems_per_ran
     x->g->ops->alltoall(x->g, send, recv, (size_t)elems_per_rank * x->k->act_bytes);
 }
 
-void exchange_init(Exchange *x, const KernelOps *k, CommGroup *g, int64_t H, int64_t Hkv, int64_t d, int64_t T_max) {
+void exchange_init(Exchange *x, const KernelOps *k, CommGroup *g, int64_t H, int64_t Hkv, int64_t d, void *staging) {
     memset(x, 0, sizeof *x);
     x->k = k;
     x->g = g;
@@ -25,15 +25,11 @@ void exchange_init(Exchange *x, const KernelOps *k, CommGroup *g, int64_t H, int
     x->Hkv_l = Hkv % x->S == 0 ? Hkv / x->S : 1;
     x->kv_rep = Hkv % x->S == 0 ? 1 : x->S / Hkv;
     x->W_l = x->Hq_l + 2 * x->Hkv_l;
+    UL_ASSERT(x->S == 1 || staging, "exchange_init: sp %lld needs its staging buffer", (long long)x->S);
     /* one staging buffer serves as send and as recv: every exchange uses one side only (qkv
      * and dout pack into it and send; o and dqkv receive into it and unpack), and the compute
      * stream waits for each all-to-all before it touches the buffer again (comm.h) */
-    if (x->S > 1) x->send = x->recv = k->alloc((size_t)(T_max * x->W_l * d) * k->act_bytes);
-}
-
-void exchange_free(Exchange *x) {
-    if (x->send) x->k->free(x->send);
-    x->send = x->recv = NULL;
+    if (x->S > 1) x->send = x->recv = staging;
 }
 
 int64_t exchange_kv_base(const Exchange *x, int64_t j) { return x->kv_rep == 1 ? j * x->Hkv_l : j / x->kv_rep; }

@@ -25,9 +25,10 @@ typedef struct {
     void *send, *recv;  /* staging, [T_max, W_l, d] act: one buffer, both names (an exchange uses one side) */
 } Exchange;
 
-/* Sets the per-rank head counts (requires H % S == 0 and Hkv % S == 0 or S % Hkv == 0). */
-void exchange_init(Exchange *x, const KernelOps *k, CommGroup *g, int64_t H, int64_t Hkv, int64_t d, int64_t T_max);
-void exchange_free(Exchange *x);
+/* Sets the per-rank head counts (requires H % S == 0 and Hkv % S == 0 or S % Hkv == 0).
+ * staging: the caller's act buffer of at least [T_max, W_l, d] (S > 1; the model's arena, memory/plan.h
+ * PB_XCHG), W_l = H / S + 2 Hkv_l, Hkv_l = Hkv / S, or 1 when S % Hkv == 0. */
+void exchange_init(Exchange *x, const KernelOps *k, CommGroup *g, int64_t H, int64_t Hkv, int64_t d, void *staging);
 /* First global kv head held by rank j. */
 int64_t exchange_kv_base(const Exchange *x, int64_t j);
 

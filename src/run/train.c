@@ -477,7 +477,7 @@ static int run_build(TrainRun *r, UlError *e) {
     r->have_mesh = 1;
     int64_t T_max = plan_padded_len(o->seq_len, o->sp);
     ModelMemOpts mo = {o->checkpoint, r->plan.mlp_tile, r->plan.offload_items,
-                       o->zero == 3}; /* the plan's tile and offload (auto resolved) */
+                       o->zero == 3, &r->plan}; /* the plan's tile and offload (auto resolved), its table */
     model_init_opts(&r->m, &r->c, r->k, r->mesh.dev_sp, T_max, &mo);
     r->m.no_exchange = o->no_exchange;
     r->have_model = 1;
