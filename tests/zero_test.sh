@@ -4,8 +4,9 @@
 #               of --zero 0 on the same mesh (loss and grad_norm per step within 1e-5 relative),
 #               on sp=2; sp=2 x dp_shard=2; dp_shard=2 x dp_replicate=2; dp_shard=3 (padded slices)
 #   stage3      the same for --zero 3 with and without --offload-optimizer, on the same meshes,
-#               with --checkpoint 0 and 1, untied and tied embeddings
-#               (--offload-optimizer also with small gradient staging chunks: many chunks per step)
+#               with --checkpoint 0 and 1, untied and tied embeddings; the offload with every unit's
+#               gradients sent to host during the backward (the default), none (--offload-gradients
+#               off), and the first 2 units' with small gradient staging chunks (many chunks per step)
 #   memory      the per-rank state bytes of the startup log shrink as the stage says, and what
 #               model and optimizer allocated equals the memory plan's exact items (stages 0-3,
 #               the offload's gradient staging: one [per] chunk, or 2 chunks of --debug-offload-chunk)
@@ -105,7 +106,7 @@ stage3)
   for mesh in "${MESHES[@]}"; do
     for MODEL in tiny.json tied.json; do
       for ck in 0 1; do
-        vs_zero0 "$MODEL" "--zero 3|--zero 3 --offload-optimizer|--zero 3 --offload-optimizer --debug-offload-chunk 77" $mesh $T --checkpoint $ck
+        vs_zero0 "$MODEL" "--zero 3|--zero 3 --offload-optimizer|--zero 3 --offload-optimizer --offload-gradients off|--zero 3 --offload-optimizer --offload-gradients 2 --debug-offload-chunk 77" $mesh $T --checkpoint $ck
       done
     done
   done
@@ -172,12 +173,18 @@ memory)
     for z in 3 3o 3oc; do
       chk "zero $z weights (act slice + 2 gathered units)" "$(bytes weights log$z.txt)" $((4 * (per3 + 2 * umax)))
       chk "zero $z master" "$(bytes master log$z.txt)" $((4 * per3))
-      chk "zero $z grads (slice + one unit's buffer)" "$(bytes grads log$z.txt)" $((4 * (per3 + umax)))
       chk "zero $z moments" "$(bytes moments log$z.txt)" $((8 * per3))
     done
+    chk "zero 3 grads (slice + one unit's buffer)" "$(bytes grads log3.txt)" $((4 * (per3 + umax)))
+    # offload: every unit's gradients go to host (--offload-gradients auto, no host limit): the
+    # device keeps one unit's buffer and the reduce-scatter's target [umax / S] the copy reads
+    for z in 3o 3oc; do
+      chk "zero $z grads (one unit's buffer + its reduced chunk)" "$(bytes grads log$z.txt)" $((4 * (umax + umax / S)))
+    done
     chk "zero 3 host" "$(bytes host log3.txt)" 0
-    chk "zero 3 offload host (master, m, v, one [per] staging chunk)" "$(bytes host log3o.txt)" $((16 * per3))
-    chk "zero 3 offload host (master, m, v, 2 staging chunks of $C)" "$(bytes host log3oc.txt)" $((12 * per3 + 8 * C))
+    chk "zero 3 offload host (master, m, v, gradients, one [per] staging chunk)" "$(bytes host log3o.txt)" $((20 * per3))
+    chk "zero 3 offload host (master, m, v, gradients, 2 staging chunks of $C)" "$(bytes host log3oc.txt)" \
+      $((16 * per3 + 8 * C))
     w2=$(bytes weights log2.txt) w3=$(bytes weights log3.txt) g2=$(bytes grads log2.txt) g3=$(bytes grads log3.txt)
     check $([ "$w3" -lt "$w2" ] && [ "$g3" -lt "$g2" ]; echo $?) \
       "np=$np $*: zero 3 weights/grads ($w3/$g3) not below zero 2's ($w2/$g2)"

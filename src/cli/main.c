@@ -55,7 +55,7 @@ static int cmd_train(int argc, char **argv) {
     TrainOptions o;
     train_options_default(&o);
     int64_t checkpoint = INT64_MIN; /* not given */
-    const char *tiled = NULL, *offl = NULL, *progress = NULL;
+    const char *tiled = NULL, *offl = NULL, *offg = NULL, *progress = NULL;
     Flag flags[] = {
         {"--model", FLAG_STRING, &o.model, "CONFIG|DIR", "model architecture: a config.json or a directory holding one"},
         {"--init", FLAG_STRING, &o.init, "DIR", "start from the weights of this HF model directory (else random init)"},
@@ -115,6 +115,12 @@ static int cmd_train(int argc, char **argv) {
         {"--offload-optimizer", FLAG_BOOL, &o.offload_optimizer, NULL,
          "with --zero 1|2|3: keep the fp32 master slice and AdamW moments in (pinned) host memory, updated by a "
          "multithreaded CPU AdamW"},
+        {"--offload-gradients", FLAG_STRING, &offg, "auto|all|off|K",
+         "with --zero 3 --offload-optimizer: each gather unit's fp32 gradients leave for host memory right after "
+         "its backward (overlapped with the next unit's) and accumulate there for the CPU AdamW; K: only the "
+         "first K units' (the embedding, then layers 0, 1, ...), the rest stay on the GPU; auto (default): as "
+         "many as --host-mem holds (before --offload-layers auto's checkpoints; without --host-mem: 90% of the "
+         "node's physical memory)"},
         {"--out", FLAG_STRING, &o.out, "DIR",
          "write the trained model here (config.json + model.safetensors, each replaced by rename; nothing else "
          "in DIR is touched)"},
@@ -160,6 +166,7 @@ static int cmd_train(int argc, char **argv) {
         o.checkpoint = checkpoint < -1 ? -1 : checkpoint > 99 ? 99 : (int)checkpoint;
     if (rc == 0) rc = ul_parse_tiled_mlp(tiled, &o.mlp_tile, &e);
     if (rc == 0) rc = ul_parse_offload_layers(offl, &o.offload_layers, &e);
+    if (rc == 0) rc = ul_parse_offload_grads(offg, &o, &e);
     if (rc == 0) rc = ul_parse_progress(progress, &o.progress, &e);
     if (rc) return fail(&e);
     return finish_train(train_run(&o, &e), &e);
@@ -177,7 +184,7 @@ static int cmd_plan(int argc, char **argv) {
     TrainOptions o;
     train_options_default(&o);
     int64_t gpus = 0, checkpoint = 0, zero = 0, per_host = 0;
-    const char *device = "cuda", *tiled = NULL, *offl = NULL;
+    const char *device = "cuda", *tiled = NULL, *offl = NULL, *offg = NULL;
     int offload_opt = 0;
     double gpu_mem = -1; /* not given: 139 (an H200) on CUDA, no limit on the CPU */
     Flag flags[] = {
@@ -196,6 +203,9 @@ static int cmd_plan(int argc, char **argv) {
          "TiledMLP rows per tile; auto (default): chosen from --gpu-mem as train does (untiled when it fits)"},
         {"--zero", FLAG_INT, &zero, "0|1|2|3", "ZeRO stage over the shard group (dp-shard x sp ranks) (default 0)"},
         {"--offload-optimizer", FLAG_BOOL, &offload_opt, NULL, "fp32 master weights and AdamW moments in host memory"},
+        {"--offload-gradients", FLAG_STRING, &offg, "auto|all|off|K",
+         "with --zero 3 --offload-optimizer: the fp32 gradients of all, none or the first K gather units in host "
+         "memory; auto (default): as many as --host-mem holds, before --offload-layers auto's checkpoints"},
         {"--device", FLAG_STRING, &device, "cuda|cpu",
          "cuda: bf16 activations, the CUDA buffers and context reserve; cpu: fp32 (default cuda)"},
         {"--gpu-mem", FLAG_DOUBLE, &gpu_mem, "GiB",
@@ -224,6 +234,7 @@ static int cmd_plan(int argc, char **argv) {
     o.checkpoint = checkpoint < -1 ? -1 : checkpoint > 99 ? 99 : (int)checkpoint;
     o.zero = zero;
     o.offload_optimizer = offload_opt;
+    if (rc == 0) rc = ul_parse_offload_grads(offg, &o, &e);
     /* the same resolution and checks as train (run/options.h) */
     if (rc == 0) rc = ul_check_memory_flags(&o, &e);
     if (rc == 0) rc = ul_resolve_mesh(&o, gpus, 1, &c, &e);
@@ -252,6 +263,11 @@ static int cmd_plan(int argc, char **argv) {
                (long long)p.t, unit, cuda ? "CUDA bf16" : "CPU fp32", (long long)checkpoint,
                ckpt_off, mlp, (long long)zero,
                offload_opt ? ", optimizer offloaded" : "");
+        if (p.units && zero == 3 && offload_opt) {
+            char gd[64];
+            plan_grads_desc(&p, gd, sizeof gd);
+            printf("gradients in host memory: %s\n\n", gd);
+        }
         plan_print(stdout, &p, per_host, unit);
         if (lim <= 0 && hlim <= 0) {
             printf("fits: yes (no memory limit given: --gpu-mem GiB per %s, --host-mem GiB per host)\n", unit);

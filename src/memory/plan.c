@@ -14,6 +14,7 @@ void plan_input_default(PlanInput *in) {
     in->act_bytes = 4;
     in->reserve_gib = PLAN_DEFAULT_RESERVE_GIB;
     in->offload_layers = -1;
+    in->offload_grads = -1;
 }
 
 /* Items of each saved-activation store that go to host memory (Plan.offload_items): none
@@ -77,16 +78,19 @@ static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 /* ZeRO-3's layout (optim/zero.h): each gather unit padded to a multiple of the shard group
  * size nsh and split evenly; *per: the rank's slice (sum of the unit chunks), *umax: the
- * largest padded unit (the gathered-weights and unit-gradient buffers). */
-static void zero3_sizes(const ModelConfig *c, int64_t nsh, int64_t *per, int64_t *umax) {
-    *per = *umax = 0;
+ * largest padded unit (the gathered-weights and unit-gradient buffers), *so_g: the chunks of
+ * the first g units (the gradient offload's host part). */
+static void zero3_sizes(const ModelConfig *c, int64_t nsh, int64_t g, int64_t *per, int64_t *umax, int64_t *so_g) {
+    *per = *umax = *so_g = 0;
     for (int64_t u = 0; u < ul_param_unit_count(c); u++) {
         int64_t off, n;
         ul_param_unit(c, u, &off, &n);
         int64_t pu = ceil_div(n, nsh);
+        if (u == g) *so_g = *per;
         *per += pu;
         if (pu * nsh > *umax) *umax = pu * nsh;
     }
+    if (g >= ul_param_unit_count(c)) *so_g = *per;
 }
 
 /* A saved-activation store (memory/offload.h): n items of `bytes`, on the device or (offload)
@@ -134,15 +138,27 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     int z = in->zero, oo = in->offload_optimizer && z >= 1;
     /* the rank's slice (stages >= 1): stages 1, 2 one range of the vector padded to n_pad;
      * stage 3 per gather unit (zero3_sizes) */
-    int64_t zper = z >= 1 ? ceil_div(N, nsh) : N, umax = 0;
-    if (z >= 3) zero3_sizes(c, nsh, &zper, &umax);
+    int64_t zper = z >= 1 ? ceil_div(N, nsh) : N, umax = 0, so_h = 0, nu = ul_param_unit_count(c);
+    /* gradient offload (ZeRO 3 with offload): the first gu units' gradients in host memory */
+    int64_t gu = z >= 3 && oo ? (in->offload_grads < 0 || in->offload_grads > nu ? nu : in->offload_grads) : 0;
+    if (z >= 3) zero3_sizes(c, nsh, gu, &zper, &umax, &so_h);
+    p->grad_units = gu;
+    p->units = nu;
     int64_t n_pad = z >= 1 ? zper * nsh : N;
     const char *shard = z >= 1 ? " (shard)" : "";
     add(p, PG_MASTER, oo, 1, zper * F, "master weights fp32%s", shard);
     if (z <= 2) /* the accumulation buffer of the backward passes (zero_init pads it) */
         add(p, PG_GRADS, 0, 1, n_pad * F, "gradients fp32");
-    if (z >= 2 || oo) add(p, PG_GRADS, 0, 1, zper * F, "reduced gradients fp32 (shard)");
+    if ((z >= 2 || oo) && !gu) add(p, PG_GRADS, 0, 1, zper * F, "reduced gradients fp32 (shard)");
+    if (gu) { /* the rest on the device; a second unit buffer (S = 1) or the reduce-scatter's target
+                 (S > 1) holds one unit's gradients while they are copied to host */
+        add(p, PG_GRADS, 0, 1, (zper - so_h) * F, "reduced gradients fp32 (shard, %lld units on the GPU)",
+            (long long)(nu - gu));
+        add(p, PG_GRADS, 1, 1, so_h * F, "gradients fp32 (shard, %lld units on the host)", (long long)gu);
+    }
     if (z >= 3) add(p, PG_GRADS, 0, 1, umax * F, "gradients of one unit fp32 (reduce-scatter)");
+    if (gu && nsh == 1) add(p, PG_GRADS, 0, 1, umax * F, "gradients of one unit fp32: 2nd (copy to host)");
+    if (gu && nsh > 1) add(p, PG_GRADS, 0, 1, umax / nsh * F, "reduced unit gradients fp32 (copy to host)");
     if (oo) { /* the reduced slice goes to the CPU AdamW through pinned chunks, never whole */
         int nbuf;
         int64_t chunk = plan_offload_chunk(zper, in->offload_chunk, &nbuf);
@@ -263,7 +279,13 @@ static void plan_compute_mlp(const PlanInput *in, Plan *p) {
     p->mlp_auto = 1;
 }
 
-void plan_compute(const PlanInput *in, Plan *p) {
+static int host_fits(const PlanInput *in, const Plan *p) {
+    int64_t rph = in->ranks_per_host > 0 ? in->ranks_per_host : 1;
+    return in->host_limit <= 0 || p->host_total * rph <= in->host_limit;
+}
+
+/* --offload-layers auto (PLAN_OFFLOAD_AUTO) */
+static void plan_compute_ckpt(const PlanInput *in, Plan *p) {
     if (!(in->offload_checkpoints && in->checkpoint >= 1 && in->offload_layers == PLAN_OFFLOAD_AUTO)) {
         plan_compute_mlp(in, p);
         return;
@@ -271,13 +293,47 @@ void plan_compute(const PlanInput *in, Plan *p) {
     /* the most layers whose checkpoints the host holds: each one offloaded costs host
      * memory and saves device memory, so the most that fit is the best */
     PlanInput q = *in;
-    int64_t rph = in->ranks_per_host > 0 ? in->ranks_per_host : 1;
     for (int64_t K = in->c.num_layers + 1; K >= 0; K--) {
         q.offload_layers = K;
         plan_compute_mlp(&q, p);
-        if (in->host_limit <= 0 || p->host_total * rph <= in->host_limit) break;
+        if (host_fits(in, p)) break;
     }
     p->offload_auto = 1;
+}
+
+void plan_compute(const PlanInput *in, Plan *p) {
+    if (!(in->zero >= 3 && in->offload_optimizer && in->offload_grads == PLAN_OFFLOAD_AUTO)) {
+        plan_compute_ckpt(in, p);
+        return;
+    }
+    /* the most units whose gradients the host holds, beside checkpoints offloaded as asked (auto:
+     * none yet): a byte of gradients on the host costs one copy a step (which the CPU AdamW needs
+     * anyway), a byte of checkpoints two, so the gradients go first; auto checkpoints take the rest */
+    PlanInput q = *in;
+    if (q.offload_layers == PLAN_OFFLOAD_AUTO) q.offload_layers = 0;
+    int64_t lo = 0, hi = ul_param_unit_count(&in->c); /* host memory grows with the units: bisection */
+    while (lo < hi) {
+        q.offload_grads = lo + (hi - lo + 1) / 2;
+        plan_compute_mlp(&q, p);
+        if (host_fits(in, p))
+            lo = q.offload_grads;
+        else
+            hi = q.offload_grads - 1;
+    }
+    q.offload_grads = lo;
+    q.offload_layers = in->offload_layers;
+    plan_compute_ckpt(&q, p);
+    p->grad_auto = 1;
+}
+
+void plan_grads_desc(const Plan *p, char *buf, size_t n) {
+    const char *a = p->grad_auto ? "auto: " : "";
+    if (p->grad_units <= 0)
+        snprintf(buf, n, "%s", p->grad_auto ? "auto: none" : "off");
+    else if (p->grad_units >= p->units)
+        snprintf(buf, n, "%sall %lld units", a, (long long)p->units);
+    else
+        snprintf(buf, n, "%s%lld of %lld units", a, (long long)p->grad_units, (long long)p->units);
 }
 
 void plan_offload_desc(const Plan *p, int64_t L, char *buf, size_t n) {

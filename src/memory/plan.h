@@ -52,6 +52,9 @@ typedef struct {
     int64_t ranks_per_host;   /* PLAN_OFFLOAD_AUTO: ranks sharing that host memory (0: 1) */
     int zero;                 /* ZeRO stage 0..3 over the shard group (dp_shard x sp ranks) */
     int offload_optimizer;    /* fp32 master weights and AdamW moments in host memory */
+    int64_t offload_grads;    /* ZeRO 3 with offload_optimizer: the gradients of the first K gather units in
+                                 host memory, sent there right after each unit's backward (-1: all;
+                                 PLAN_OFFLOAD_AUTO: as many as host_limit holds, before the checkpoints) */
     int64_t offload_chunk;    /* elements per chunk of the offload's gradient staging (0: PLAN_OFFLOAD_CHUNK) */
     int eval;                 /* evaluation during training (model_eval's fp32 logits) */
     double reserve_gib;       /* CUDA context + cuBLASLt + NCCL (cuda only) */
@@ -72,6 +75,8 @@ typedef struct {
     int mlp_auto;                 /* mlp_tile was chosen by PLAN_MLP_AUTO */
     int64_t offload_items;        /* saved-activation items per store in host memory (ModelMemOpts.offload) */
     int offload_auto;             /* offload_items was chosen by PLAN_OFFLOAD_AUTO */
+    int64_t grad_units, units;    /* gather units whose gradients are in host memory (zero_init), of units */
+    int grad_auto;                /* grad_units was chosen by PLAN_OFFLOAD_AUTO */
     int64_t dev_total, host_total;     /* per rank */
     int64_t dev_exact, host_exact;     /* the items with exact = 1 */
     int64_t dev_group[PG_COUNT], host_group[PG_COUNT];
@@ -94,6 +99,8 @@ typedef struct {
 int64_t plan_offload_chunk(int64_t per, int64_t req, int *nbuf);
 /* "off", "all 32 layers", "auto: 20 of 32 layers", ... */
 void plan_offload_desc(const Plan *p, int64_t num_layers, char *buf, size_t n);
+/* The gradient offload: "off", "all 34 units", "auto: 20 of 34 units", ... */
+void plan_grads_desc(const Plan *p, char *buf, size_t n);
 
 /* Default CUDA context + cuBLASLt + NCCL reserve (GiB per GPU), docs/memory.md. */
 #define PLAN_DEFAULT_RESERVE_GIB 3.0

@@ -55,30 +55,62 @@ static void z3_prefetch(ModelShards *s, Model *m, int64_t u) {
     z3_gather(zopt(s), u, 1); /* the buffer's last use stays older than the current unit's */
 }
 
+/* The device gradients of a unit kept on the device (u >= gu_host): gslice covers the
+ * slice's [so_host, per). */
+static float *gdev(const ZeroOpt *z, int64_t so) { return z->gslice + (so - z->so_host); }
+
+static void drain_grads(ZeroOpt *z);
+
 static void z3_grad_begin(ModelShards *s, Model *m, int64_t u) {
     ZeroOpt *z = zopt(s);
     const ZeroUnit *un = &z->units[u];
-    z->k->zero(z->gbuf, F32B(z->S * un->per));
-    /* the slice's sum so far in this rank's chunk: the reduce-scatter then adds the new part */
-    copy_f32(z->k, z->gbuf + z->q * un->per, z->gslice + un->so, un->per);
-    ul_tensors_bind_unit(&m->G, &m->c, u, z->gbuf, sizeof(float));
+    if (z->gbuf2) { /* the units alternate between two buffers: the other one may still be read out */
+        int b = z->gopen == z->gbuf ? 1 : 0;
+        z->gopen = b ? z->gbuf2 : z->gbuf;
+        if (z->gpend >= 0 && z->gpend_src == z->gopen) drain_grads(z); /* still to be read out (a tied head) */
+        z->k->event_wait(UL_STREAM_COMPUTE, z->ev_gfree[b]);
+    }
+    z->k->zero(z->gopen, F32B(z->S * un->per));
+    /* the slice's sum so far in this rank's chunk: the reduce-scatter then adds the new part
+     * (gradients offloaded to host accumulate there instead: drain_grads) */
+    if (u >= z->gu_host) copy_f32(z->k, z->gopen + z->q * un->per, gdev(z, un->so), un->per);
+    ul_tensors_bind_unit(&m->G, &m->c, u, z->gopen, sizeof(float));
 }
 
 static void z3_grad_end(ModelShards *s, Model *m, int64_t u) {
     (void)m;
     ZeroOpt *z = zopt(s);
     const ZeroUnit *un = &z->units[u];
-    z->dev_shard->ops->reduce_scatter_sum(z->dev_shard, z->gbuf, z->gslice + un->so, z->S * un->per, UL_F32);
+    CommGroup *g = z->dev_shard;
+    if (u >= z->gu_host) {
+        g->ops->reduce_scatter_sum(g, z->gopen, gdev(z, un->so), z->S * un->per, UL_F32);
+        return;
+    }
+    /* to host: the previous unit's copy is taken first (it may read gred), then this one waits
+     * for its copy, which overlaps the next unit's backward */
+    drain_grads(z);
+    const float *src = z->gopen; /* S == 1: the unit's buffer is its reduced gradient */
+    if (z->S > 1) {
+        g->ops->reduce_scatter_sum(g, z->gopen, z->gred, z->S * un->per, UL_F32);
+        src = z->gred;
+    }
+    z->k->event_record(z->ev_gdone, UL_STREAM_COMPUTE);
+    z->gpend = u;
+    z->gpend_src = src;
+    z->gpend_b = z->gopen == z->gbuf2 ? 1 : 0;
 }
 
 /* the updated master slice -> the act slice the gathers read; the gathered units are stale */
 static void z3_publish(ZeroOpt *z) {
-    const float *src = z->master;
-    if (z->offload) { /* through the device gradient slice: the step's gradients are consumed */
-        z->k->upload(z->gslice, z->master, F32B(z->per));
-        src = z->gslice;
+    if (!z->offload) {
+        z->k->to_act(z->wsl, z->master, z->per);
+    } else { /* uploaded through the unit gradient buffer (free between steps), umax elements at a time */
+        for (int64_t c0 = 0; c0 < z->per; c0 += z->umax) {
+            int64_t n = z->per - c0 < z->umax ? z->per - c0 : z->umax;
+            z->k->upload(z->gbuf, z->master + c0, F32B(n));
+            z->k->to_act(AOFF(z, z->wsl, c0), z->gbuf, n);
+        }
     }
-    z->k->to_act(z->wsl, src, z->per);
     z->wunit[0] = z->wunit[1] = -1;
 }
 
@@ -94,7 +126,8 @@ static void put(const ZeroOpt *z, float *dst, const float *src, int64_t n) {
 
 /* ---------------- all stages ---------------- */
 
-void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, Model *m, const Mesh *mesh) {
+void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, int64_t grad_units, Model *m,
+               const Mesh *mesh) {
     UL_ASSERT(stage >= 0 && stage <= 3, "zero stage %d", stage);
     UL_ASSERT((stage == 3) == (m->params == NULL), "zero stage %d: the model must be made %s", stage,
               stage == 3 ? "sharded (ModelMemOpts.sharded)" : "with its parameters");
@@ -126,6 +159,11 @@ void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, Model 
         if (S * un->per > z->umax) z->umax = S * un->per;
     }
     z->n_pad = S * z->per;
+    z->gpend = -1;
+    if (stage == 3 && offload) { /* gradient offload: units [0, gu_host) */
+        z->gu_host = grad_units < 0 || grad_units > z->nu ? z->nu : grad_units;
+        z->so_host = z->gu_host < z->nu ? z->units[z->gu_host].so : z->per;
+    }
     if (stage == 3) {
         z->lo = z->hi = 0; /* no single range: the units' chunks */
     } else {
@@ -159,7 +197,8 @@ void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, Model 
         z->m1 = k->alloc(F32B(z->per));     /* [per] */
         z->m2 = k->alloc(F32B(z->per));     /* [per] */
     }
-    if (stage >= 2 || offload) z->gslice = k->alloc(F32B(z->per)); /* [per] */
+    if ((stage >= 2 || offload) && z->per > z->so_host)
+        z->gslice = k->alloc(F32B(z->per - z->so_host)); /* [per - so_host]: without gradient offload [per] */
     if (stage == 3) {
         z->wsl = k->alloc((size_t)z->per * k->act_bytes); /* [per] act */
         for (int b = 0; b < 2; b++) {
@@ -167,6 +206,21 @@ void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, Model 
             z->wunit[b] = -1;
         }
         z->gbuf = k->alloc(F32B(z->umax)); /* [umax] */
+        z->gopen = z->gbuf;
+        if (z->gu_host > 0) {
+            z->hgrad = k->host_alloc(F32B(z->so_host)); /* [so_host] */
+            if (S == 1)
+                z->gbuf2 = k->alloc(F32B(z->umax)); /* [umax] */
+            else
+                z->gred = k->alloc(F32B(z->umax / S)); /* [umax / S] */
+            z->ev_gdone = k->event_create();
+            for (int b = 0; b < 2; b++) {
+                z->ev_gfree[b] = k->event_create();
+                k->event_record(z->ev_gfree[b], UL_STREAM_COPY); /* the first waits have something to wait for */
+            }
+            z->gfresh = ul_calloc((size_t)z->nu, 1);
+            z->gss = ul_calloc((size_t)z->nu, sizeof(double));
+        }
         z->hooks.fetch = z3_fetch;
         z->hooks.prefetch = z3_prefetch;
         z->hooks.grad_begin = z3_grad_begin;
@@ -174,9 +228,10 @@ void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, Model 
         m->shards = &z->hooks;
         z->bytes.weights = (z->per + 2 * z->umax) * (int64_t)k->act_bytes;
         z->bytes.master = F32B(z->per);
-        z->bytes.grads = F32B(z->per + z->umax);
+        z->bytes.grads = F32B(z->per - z->so_host + z->umax) + (z->gbuf2 ? F32B(z->umax) : 0) +
+                         (z->gred ? F32B(z->umax / S) : 0);
         z->bytes.moments = 2 * F32B(z->per);
-        z->bytes.host = offload ? 3 * F32B(z->per) + z->nbuf * F32B(z->gchunk) : 0;
+        z->bytes.host = offload ? 3 * F32B(z->per) + z->nbuf * F32B(z->gchunk) + F32B(z->so_host) : 0;
         return;
     }
     if (k->act_bytes != sizeof(float)) z->act_send = k->alloc((size_t)z->per * k->act_bytes); /* [per] act */
@@ -197,9 +252,10 @@ void zero_start(ZeroOpt *z, Model *m, const float *hp, const float *hm1, const f
 }
 
 void zero_clear_grads(ZeroOpt *z, Model *m) {
-    if (z->stage == 3)
-        z->k->zero(z->gslice, F32B(z->per));
-    else
+    if (z->stage == 3) {
+        if (z->gslice) z->k->zero(z->gslice, F32B(z->per - z->so_host));
+        if (z->gfresh) memset(z->gfresh, 1, (size_t)z->nu); /* the host gradients: the first arrival is copied */
+    } else
         z->k->zero(m->grads, (size_t)m->n_alloc * sizeof(float));
 }
 
@@ -245,65 +301,137 @@ static void adamw_range(const ZeroOpt *z, const KernelOps *ok, const float *g, i
     }
 }
 
-/* Offload: the clipped gradient slice g[own] (device) reaches the CPU AdamW in chunks of
- * gchunk elements through the pinned buffers h_g: chunk c + 1 is copied on the copy stream
- * (after the compute stream finished g) while the CPU updates chunk c; the CPU reads a
- * buffer only after waiting for its copy's end event (event_elapsed waits for it), and a
- * buffer is refilled only after the (synchronous) CPU update of its previous chunk. */
-static void queue_chunk(ZeroOpt *z, const float *g, int64_t own, int64_t c) {
+/* Offload: device fp32 src[0, n) reaches the CPU in chunks of gchunk elements through the
+ * pinned buffers h_g, after the compute stream's event `ready`: chunk c + 1 is copied on the
+ * copy stream while fn runs on chunk c (h[0] is element c0 of src); the CPU reads a buffer
+ * only after waiting for its copy's end event (event_elapsed waits for it), and a buffer is
+ * refilled only after fn (synchronous) is done with its previous chunk. */
+typedef void (*ChunkFn)(ZeroOpt *z, const float *h, int64_t c0, int64_t c1, void *ctx);
+
+static void queue_chunk(ZeroOpt *z, const float *src, int64_t n, int64_t c) {
     const KernelOps *k = z->k;
     int b = (int)(c % z->nbuf);
-    int64_t c0 = c * z->gchunk, n = own - c0 < z->gchunk ? own - c0 : z->gchunk;
+    int64_t c0 = c * z->gchunk, len = n - c0 < z->gchunk ? n - c0 : z->gchunk;
     k->event_record(z->ev_c0[b], UL_STREAM_COPY);
-    k->copy_async(z->h_g[b], g + c0, F32B(n), 1);
+    k->copy_async(z->h_g[b], src + c0, F32B(len), 1);
     k->event_record(z->ev_c1[b], UL_STREAM_COPY);
 }
 
-static void adamw_offload(ZeroOpt *z, const float *g, int64_t own, const ZeroHyper *h) {
+static void stream_to_host(ZeroOpt *z, const float *src, int64_t n, void *ready, ChunkFn fn, void *ctx) {
     const KernelOps *k = z->k;
-    const int64_t C = z->gchunk, nc = (own + C - 1) / C;
-    UL_ASSERT(nc <= 1 || z->nbuf == 2, "offload: %lld chunks through %d buffer", (long long)nc, z->nbuf);
+    const int64_t C = z->gchunk, nc = (n + C - 1) / C;
     if (nc == 0) return;
-    k->event_record(z->ev_grad, UL_STREAM_COMPUTE);
-    k->event_wait(UL_STREAM_COPY, z->ev_grad);
-    queue_chunk(z, g, own, 0);
+    k->event_wait(UL_STREAM_COPY, ready);
+    queue_chunk(z, src, n, 0);
     for (int64_t c = 0; c < nc; c++) {
-        /* chunk c + 1 goes into the buffer of chunk c - 1, whose update is done */
-        if (c + 1 < nc) queue_chunk(z, g, own, c + 1);
+        /* with 2 buffers chunk c + 1 goes into the buffer of chunk c - 1, whose fn is done */
+        if (c + 1 < nc && z->nbuf == 2) queue_chunk(z, src, n, c + 1);
         int b = (int)(c % z->nbuf);
-        int64_t c0 = c * C, c1 = own - c0 < C ? own : c0 + C;
+        int64_t c0 = c * C, c1 = n - c0 < C ? n : c0 + C;
         (void)k->event_elapsed(z->ev_c0[b], z->ev_c1[b]); /* returns once the copy has ended */
-        adamw_range(z, ul_kernels_cpu(), z->h_g[b], c0, c1, h);
+        fn(z, z->h_g[b], c0, c1, ctx);
+        if (c + 1 < nc && z->nbuf == 1) queue_chunk(z, src, n, c + 1);
     }
+}
+
+typedef struct {
+    int64_t from; /* slice offset of the streamed range's first element */
+    const ZeroHyper *h;
+} AdamwCtx;
+
+static void adamw_chunk(ZeroOpt *z, const float *h, int64_t c0, int64_t c1, void *ctx) {
+    const AdamwCtx *a = ctx;
+    adamw_range(z, ul_kernels_cpu(), h, a->from + c0, a->from + c1, a->h);
+}
+
+/* the clipped device gradients g of the slice's [from, to) -> the CPU AdamW, chunk by chunk */
+static void adamw_offload(ZeroOpt *z, const float *g, int64_t from, int64_t to, const ZeroHyper *h) {
+    AdamwCtx a = {from, h};
+    z->k->event_record(z->ev_grad, UL_STREAM_COMPUTE);
+    stream_to_host(z, g, to - from, z->ev_grad, adamw_chunk, &a);
+}
+
+/* acc[c0, c1) += h (the host gradients of a unit arriving again in the same step) */
+static void add_chunk(ZeroOpt *z, const float *h, int64_t c0, int64_t c1, void *ctx) {
+    (void)z;
+    float *acc = (float *)ctx + c0;
+    const int64_t n = c1 - c0;
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+    for (int64_t i = 0; i < n; i++) acc[i] += h[i];
+}
+
+/* The pending unit's reduced gradients (device) -> its chunk of the host gradients: copied
+ * straight into them (pinned) when it is the unit's first arrival of the step, else added
+ * through the staging chunks; its sum of squares is recorded (the norm from the chunks as
+ * they arrive). Then its device buffer is free (ev_gfree). */
+static void drain_grads(ZeroOpt *z) {
+    if (z->gpend < 0) return;
+    const KernelOps *k = z->k;
+    int64_t u = z->gpend;
+    const ZeroUnit *un = &z->units[u];
+    float *acc = z->hgrad + un->so; /* [per_u] host */
+    if (z->gfresh[u]) {
+        k->event_wait(UL_STREAM_COPY, z->ev_gdone);
+        k->event_record(z->ev_c0[0], UL_STREAM_COPY);
+        k->copy_async(acc, z->gpend_src, F32B(un->per), 1);
+        k->event_record(z->ev_c1[0], UL_STREAM_COPY);
+        (void)k->event_elapsed(z->ev_c0[0], z->ev_c1[0]); /* returns once the copy has ended */
+        z->gfresh[u] = 0;
+    } else {
+        stream_to_host(z, z->gpend_src, un->per, z->ev_gdone, add_chunk, acc);
+    }
+    z->gss[u] = ul_kernels_cpu()->sumsq(acc, un->per); /* the padding is zero */
+    k->event_record(z->ev_gfree[z->gpend_b], UL_STREAM_COPY);
+    z->gpend = -1;
 }
 
 double zero_step(ZeroOpt *z, Model *m, Mesh *mesh, const ZeroHyper *h, int update) {
     const KernelOps *k = z->k;
     int64_t own = z->stage == 3 ? z->per : z->hi - z->lo; /* the slice's elements to clip and update */
-    float *g; /* this rank's reduced gradient slice [own] (backend memory) */
+    int64_t nh = z->so_host; /* of which the first nh are host memory (gradient offload), the rest on the device */
+    float *g; /* this rank's reduced gradient slice [own - nh] (backend memory), element nh first */
     double gn;
     if (z->stage <= 1) {
         mesh->dev_world->ops->allreduce_sum(mesh->dev_world, m->grads, z->n, UL_F32);
         gn = sqrt(k->sumsq(m->grads, z->n));
         g = m->grads + z->lo;
     } else { /* stage 3: reduce-scattered per unit during the backward already */
+        drain_grads(z); /* the last unit to host */
         if (z->stage == 2)
             mesh->dev_shard->ops->reduce_scatter_sum(mesh->dev_shard, m->grads, z->gslice, z->n_pad, UL_F32);
-        if (mesh->dev_rep->size > 1) mesh->dev_rep->ops->allreduce_sum(mesh->dev_rep, z->gslice, z->per, UL_F32);
-        double ss = k->sumsq(z->gslice, z->per); /* the padding is zero */
+        if (mesh->dev_rep->size > 1 && own > nh)
+            mesh->dev_rep->ops->allreduce_sum(mesh->dev_rep, z->gslice, own - nh, UL_F32);
+        double ss = own > nh ? k->sumsq(z->gslice, own - nh) : 0; /* the padding is zero */
+        if (nh > 0) { /* the host units' sums of squares, taken as they arrived */
+            if (mesh->rep_g.size > 1) { /* summed over the replicas first */
+                mesh->rep_g.ops->allreduce_sum(&mesh->rep_g, z->hgrad, nh, UL_F32);
+                ss += ul_kernels_cpu()->sumsq(z->hgrad, nh);
+            } else {
+                for (int64_t u = 0; u < z->gu_host; u++) {
+                    UL_ASSERT(!z->gfresh[u], "zero_step: unit %lld's gradients did not arrive", (long long)u);
+                    ss += z->gss[u];
+                }
+            }
+        }
         mesh->shard_g.ops->allreduce_sum(&mesh->shard_g, &ss, 1, UL_F64); /* not over replicas: same slices */
         gn = sqrt(ss);
         g = z->gslice;
     }
-    if (h->clip > 0 && gn > h->clip) k->scale(g, own, (float)(h->clip / (gn + 1e-6)));
+    if (h->clip > 0 && gn > h->clip) {
+        float f = (float)(h->clip / (gn + 1e-6));
+        if (own > nh) k->scale(g, own - nh, f);
+        if (nh > 0) ul_kernels_cpu()->scale(z->hgrad, nh, f);
+    }
     if (!update) {
         if (z->stage == 0) model_params_updated(m);
         return gn;
     }
-    if (z->offload)
-        adamw_offload(z, g, own, h);
-    else
+    if (z->offload) {
+        if (nh > 0) adamw_range(z, ul_kernels_cpu(), z->hgrad, 0, nh, h);
+        adamw_offload(z, g, nh, own, h);
+    } else {
         adamw_range(z, k, g, 0, own, h);
+    }
     if (z->stage == 0) {
         model_params_updated(m);
         return gn;
@@ -448,6 +576,11 @@ void zero_free(ZeroOpt *z) {
             k->event_destroy(z->ev_c1[b]);
         }
         k->event_destroy(z->ev_grad);
+        if (z->hgrad) {
+            k->host_free(z->hgrad);
+            k->event_destroy(z->ev_gdone);
+            for (int b = 0; b < 2; b++) k->event_destroy(z->ev_gfree[b]);
+        }
     } else {
         if (z->stage > 0) k->free(z->master); /* stage 0: the model's */
         k->free(z->m1);
@@ -455,9 +588,11 @@ void zero_free(ZeroOpt *z) {
     }
     if (z->gslice) k->free(z->gslice);
     if (z->act_send) k->free(z->act_send);
-    void *z3[4] = {z->wsl, z->wbuf[0], z->wbuf[1], z->gbuf};
-    for (int i = 0; i < 4; i++)
+    void *z3[6] = {z->wsl, z->wbuf[0], z->wbuf[1], z->gbuf, z->gbuf2, z->gred};
+    for (int i = 0; i < 6; i++)
         if (z3[i]) k->free(z3[i]);
+    free(z->gfresh);
+    free(z->gss);
     free(z->units);
     free(z->pinfo);
     memset(z, 0, sizeof *z);

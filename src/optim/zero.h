@@ -111,6 +111,26 @@ typedef struct {
     int wpend[2];      /* a prefetch gather into it the compute has not waited for yet */
     float *gbuf;       /* [umax] fp32: the open unit's gradients */
     int64_t umax;      /* the largest padded unit, S * per_u */
+    /* stage 3 with offload: gradient offload. The gradients of units [0, gu_host) (the embedding
+     * and the first layers: the last of the backward) leave for host memory right after each
+     * unit's backward and accumulate there in fp32 over the step's samples; the device keeps
+     * only the gradients of units [gu_host, nu) in gslice ([per - so_host]). A unit's reduced
+     * gradient is copied on the copy stream while the next unit's backward computes, and taken
+     * (added, its sum of squares recorded) at the next unit's grad_end or at zero_step. */
+    int64_t gu_host;   /* units whose gradients live in host memory */
+    int64_t so_host;   /* their elements: the slice's [0, so_host) */
+    float *hgrad;      /* [so_host] host fp32 (pinned on CUDA): the step's accumulated gradients */
+    float *gbuf2;      /* [umax] fp32, S == 1: the second unit buffer (the units alternate: the copy of
+                          one overlaps the next one's backward) */
+    float *gred;       /* [umax / S] fp32, S > 1: the reduce-scatter target the copy reads */
+    float *gopen;      /* the open unit's buffer (gbuf or gbuf2) */
+    int64_t gpend;     /* the unit whose gradients wait to be taken to host (-1: none) */
+    const float *gpend_src; /* [per_u] its reduced gradients (device) */
+    int gpend_b;       /* 0: gbuf, 1: gbuf2 (the buffer its copy frees) */
+    void *ev_gdone;    /* compute stream: the pending unit's reduced gradients are complete */
+    void *ev_gfree[2]; /* copy stream: gbuf / gbuf2 read out */
+    unsigned char *gfresh; /* [nu] no gradient of unit u arrived yet this step (the first is copied) */
+    double *gss;       /* [nu] sum of squares of each host unit's accumulated gradients (fp64) */
     ZeroBytes bytes;
 } ZeroOpt;
 
@@ -124,8 +144,11 @@ typedef struct {
  * stages 1, 2; stage 3 needs a model made with ModelMemOpts.sharded, and installs the unit
  * hooks in it). Collective over nothing; allocates the optimizer state. offload_chunk:
  * elements per chunk of the offload's gradient staging (0: PLAN_OFFLOAD_CHUNK; the sizes
- * are plan_offload_chunk's). */
-void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, Model *m, const Mesh *mesh);
+ * are plan_offload_chunk's). grad_units (stage 3 with offload; else ignored): the gradients of
+ * the first grad_units gather units go to host memory (ZeroOpt.gu_host; -1 or more than there
+ * are: all; the plan's Plan.grad_units). */
+void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, int64_t grad_units, Model *m,
+               const Mesh *mesh);
 /* Stage 0, once, after the weights were set (--init or random init): with hp/hm1/hm2 (full
  * host buffers of n elements, a resumed checkpoint; any may be NULL) the weights and
  * moments come from there. Stages >= 1 start from their slices instead: zero_start_fill /

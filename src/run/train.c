@@ -482,7 +482,7 @@ static int run_build(TrainRun *r, UlError *e) {
     r->m.no_exchange = o->no_exchange;
     r->have_model = 1;
     /* the optimizer state, sharded with --zero (optim/zero.h); pads the model: before the weights */
-    zero_init(&r->zo, (int)o->zero, o->offload_optimizer, o->offload_chunk, &r->m, &r->mesh);
+    zero_init(&r->zo, (int)o->zero, o->offload_optimizer, o->offload_chunk, r->plan.grad_units, &r->m, &r->mesh);
     r->have_zo = 1;
     r->k->mem_stats(&r->mem1);
     return 0;
@@ -598,6 +598,12 @@ static void run_report(TrainRun *r) {
                     (long long)(actstore_host_bytes(&r->m.xin) + actstore_host_bytes(&r->m.keep_oh) +
                                 actstore_host_bytes(&r->m.keep_lse)),
                     od);
+        }
+        if (r->zo.stage == 3 && r->zo.offload) {
+            char gd[64];
+            plan_grads_desc(&r->plan, gd, sizeof gd);
+            fprintf(stderr, "ulysses: gradient offload: %lld bytes of fp32 gradients in host memory (%s)\n",
+                    (long long)(r->zo.so_host * (int64_t)sizeof(float)), gd);
         }
     }
     r->k->mem_reset_peak();
