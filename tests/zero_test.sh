@@ -26,6 +26,8 @@
 #               for byte; on one rank the files of --zero 0 (in place) and of stages 1-3 with
 #               and without offload (gathered) are the same bytes (checkpoint, --out); and a
 #               save + resume on the same mesh and stage gives the straight run exactly
+#   ckpt_every  --checkpoint-every 2, 3, 5 on 5 layers: bitwise the trajectory of --checkpoint 1 (sp=2;
+#               --zero 3 + offload on sp=2 x dp_shard=2; kept inputs offloaded), allocation = plan
 #   eval3       --zero 3 with --task kv evaluations (a number of eval samples that the DP
 #               indices do not divide) and --out: the evaluations of --zero 0, and a model
 #               that continues like --zero 0's
@@ -387,6 +389,44 @@ savemem)
       train "$np" $T "$@" --resume ck --metrics m.jsonl --quiet
     check $? "save/resume np=$np $* failed"
     TOL=0 compare straight.jsonl m.jsonl "np=$np $*: save at 4 + resume vs straight (exact)" 8
+  done
+  ;;
+ckpt_every)
+  # --checkpoint-every K on 5 layers (segments of 2+2+1, 3+2, 5): bitwise the trajectory of
+  # --checkpoint 1 (the recomputed segment inputs are the forward's bits), on sp=2 and with
+  # --zero 3 + offload on sp=2 x dp_shard=2 (the unit hooks in the recompute order), with the
+  # kept inputs offloaded (all, and the first 2); what was allocated equals the plan
+  sed -e 's/"num_hidden_layers": 2/"num_hidden_layers": 5/' tiny.json > five.json
+  same() { # same A B WHAT: loss and grad_norm equal as written
+    check $([ -n "$(field "$1" loss)" ] && [ "$(field "$1" loss)" = "$(field "$2" loss)" ] &&
+            [ "$(field "$1" grad_norm)" = "$(field "$2" grad_norm)" ]; echo $?) "$3: not bitwise the same trajectory"
+  }
+  for cfg in "2 --sp 2" "4 --sp 2 --dp-shard 2 --zero 3 --offload-optimizer"; do
+    set -- $cfg
+    np=$1; shift
+    MODEL=five.json train "$np" --batch 8 --grad-accum 2 --steps 4 --checkpoint 1 "$@" --metrics ref.jsonl --quiet
+    check $? "np=$np $* --checkpoint 1 failed"
+    for k in 2 3 5 "3 --offload-checkpoints" "2 --offload-checkpoints --offload-layers 2"; do
+      rm -f got.jsonl
+      MODEL=five.json train "$np" --batch 8 --grad-accum 2 --steps 4 --checkpoint 1 "$@" --checkpoint-every $k \
+        --metrics got.jsonl 2> log.txt
+      check $? "np=$np $* --checkpoint-every $k failed: $(tail -2 log.txt)"
+      same ref.jsonl got.jsonl "np=$np $* --checkpoint-every $k"
+      got=$(sed -n 's/.*allocated \([0-9]*\) device + \([0-9]*\) host bytes (plan: \([0-9]*\) + \([0-9]*\)).*/\1 \2 \3 \4/p' log.txt)
+      set -- $got
+      check $([ $# -eq 4 ] && [ "$1" = "$3" ] && [ "$2" = "$4" ]; echo $?) "--checkpoint-every $k: allocated vs plan: '$got'"
+      set -- $cfg
+      shift
+      k1=${k%% *}
+      grep -q "checkpoint-every ${k1} layers: $(( (5 + k1 - 1) / k1 + 1 )) kept layer inputs" log.txt
+      check $? "--checkpoint-every $k: start-up line: $(grep checkpoint-every log.txt)"
+    done
+  done
+  # bad values: one error naming the flag
+  for bad in "0" "x" "2 --checkpoint 2"; do
+    MODEL=five.json train 1 --batch 2 --steps 1 --checkpoint 1 --checkpoint-every $bad > o.txt 2> e.txt
+    check $([ $? -ne 0 ] && [ "$(grep -c 'ulysses: error' e.txt)" -eq 1 ] && grep -q -- "--checkpoint-every" e.txt; echo $?) \
+      "--checkpoint-every $bad: $(cat e.txt)"
   done
   ;;
 eval3)

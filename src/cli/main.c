@@ -55,7 +55,7 @@ static int cmd_train(int argc, char **argv) {
     TrainOptions o;
     train_options_default(&o);
     int64_t checkpoint = INT64_MIN; /* not given */
-    const char *tiled = NULL, *offl = NULL, *offg = NULL, *progress = NULL;
+    const char *tiled = NULL, *offl = NULL, *offg = NULL, *ckev = NULL, *progress = NULL;
     Flag flags[] = {
         {"--model", FLAG_STRING, &o.model, "CONFIG|DIR", "model architecture: a config.json or a directory holding one"},
         {"--init", FLAG_STRING, &o.init, "DIR", "start from the weights of this HF model directory (else random init)"},
@@ -93,6 +93,10 @@ static int cmd_train(int argc, char **argv) {
         {"--checkpoint", FLAG_INT, &checkpoint, "0|1|2",
          "per-layer activation checkpointing: 1 keeps only layer inputs and recomputes each layer in backward; 2 "
          "also keeps each layer's attention output + lse so the recompute skips the attention (default 0: off)"},
+        {"--checkpoint-every", FLAG_STRING, &ckev, "K|auto",
+         "with --checkpoint 1: keep only every K-th layer's input; the backward recomputes each segment of K "
+         "layers from it (K - 1 more layer forwards per K layers, K - 1 recomputed inputs on the GPU); auto: the "
+         "smallest K whose memory plan fits (default 1: every layer's)"},
         {"--offload-checkpoints", FLAG_BOOL, &o.offload_checkpoints, NULL,
          "keep the checkpointed layer inputs (and --checkpoint 2's attention outputs) in pinned host memory, "
          "copied on a side stream and prefetched one layer ahead in backward (needs --checkpoint 1|2)"},
@@ -167,6 +171,7 @@ static int cmd_train(int argc, char **argv) {
     if (rc == 0) rc = ul_parse_tiled_mlp(tiled, &o.mlp_tile, &e);
     if (rc == 0) rc = ul_parse_offload_layers(offl, &o.offload_layers, &e);
     if (rc == 0) rc = ul_parse_offload_grads(offg, &o, &e);
+    if (rc == 0) rc = ul_parse_ckpt_every(ckev, &o.ckpt_every, &e);
     if (rc == 0) rc = ul_parse_progress(progress, &o.progress, &e);
     if (rc) return fail(&e);
     return finish_train(train_run(&o, &e), &e);
@@ -184,7 +189,7 @@ static int cmd_plan(int argc, char **argv) {
     TrainOptions o;
     train_options_default(&o);
     int64_t gpus = 0, checkpoint = 0, zero = 0, per_host = 0;
-    const char *device = "cuda", *tiled = NULL, *offl = NULL, *offg = NULL;
+    const char *device = "cuda", *tiled = NULL, *offl = NULL, *offg = NULL, *ckev = NULL;
     int offload_opt = 0;
     double gpu_mem = -1; /* not given: 139 (an H200) on CUDA, no limit on the CPU */
     Flag flags[] = {
@@ -196,6 +201,9 @@ static int cmd_plan(int argc, char **argv) {
         {"--dp-shard", FLAG_INT, &o.dp_shard, "K", "data-parallel shard degree (default: N / (sp x R))"},
         {"--seq-len", FLAG_INT, &o.seq_len, "T", "tokens per sample (default 2048)"},
         {"--checkpoint", FLAG_INT, &checkpoint, "0|1|2", "per-layer activation checkpointing, as in train (default 0)"},
+        {"--checkpoint-every", FLAG_STRING, &ckev, "K|auto",
+         "with --checkpoint 1: keep every K-th layer's input, recompute segments of K layers; auto: the smallest "
+         "K that fits (default 1)"},
         {"--offload-checkpoints", FLAG_BOOL, &o.offload_checkpoints, NULL, "saved activations in pinned host memory"},
         {"--offload-layers", FLAG_STRING, &offl, "K|auto|all",
          "with --offload-checkpoints: only the first K layers'; auto: as many as --host-mem holds (default: all)"},
@@ -235,6 +243,7 @@ static int cmd_plan(int argc, char **argv) {
     o.zero = zero;
     o.offload_optimizer = offload_opt;
     if (rc == 0) rc = ul_parse_offload_grads(offg, &o, &e);
+    if (rc == 0) rc = ul_parse_ckpt_every(ckev, &o.ckpt_every, &e);
     /* the same resolution and checks as train (run/options.h) */
     if (rc == 0) rc = ul_check_memory_flags(&o, &e);
     if (rc == 0) rc = ul_resolve_mesh(&o, gpus, 1, &c, &e);
@@ -257,6 +266,9 @@ static int cmd_plan(int argc, char **argv) {
         plan_mlp_desc(&p, mlp, sizeof mlp);
         plan_offload_desc(&p, c.num_layers, od, sizeof od);
         if (o.offload_checkpoints) snprintf(ckpt_off, sizeof ckpt_off, " (offloaded: %s)", od);
+        if (p.ckpt_every > 1 || p.ckpt_auto)
+            snprintf(ckpt_off + strlen(ckpt_off), sizeof ckpt_off - strlen(ckpt_off), ", every %s%lld layers",
+                     p.ckpt_auto ? "auto: " : "", (long long)p.ckpt_every);
         printf("memory plan: %lld %ss (sp %lld, dp_replicate %lld, dp_shard %lld), seq_len %lld (%lld tokens per %s), "
                "%s, checkpoint %lld%s, tiled-mlp %s, zero %lld%s\n\n",
                (long long)gpus, unit, (long long)o.sp, (long long)o.dp_replicate, (long long)o.dp_shard, (long long)p.T,

@@ -125,7 +125,10 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     int64_t Hq_l = H / S, Hkv_l = Hkv % S == 0 ? Hkv / S : 1, W_l = Hq_l + 2 * Hkv_l;
     int recompute = in->checkpoint;
     int64_t off = recompute >= 1 ? plan_offload_items(in->offload_checkpoints, in->offload_layers) : 0;
-    p->offload_items = off < L + 1 ? off : L + 1;
+    int64_t ck = recompute == 1 ? plan_ckpt_every(in->ckpt_every, L) : 1, nck = plan_ckpt_items(ck, L);
+    p->offload_items = off < nck ? off : nck;
+    p->ckpt_every = ck;
+    p->ckpt_items = nck;
     int64_t mlp_tile = plan_mlp_tile(mlp_req, t), rows_I = mlp_tile ? mlp_tile : t;
     int64_t loss_tile = plan_loss_tile(V, t);
     p->T = T;
@@ -178,7 +181,8 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     if (S > 1) add(p, PG_ATTN, 0, 1, T * W_l * d * A, "all-to-all staging [T, W_l, d] (send or recv)");
 
     /* ---- saved activations ---- */
-    add_store(p, off, L + 1, t * D * A, "layer inputs [t, D]");
+    add_store(p, off, nck, t * D * A, ck > 1 ? "layer inputs [t, D], every K-th" : "layer inputs [t, D]");
+    if (ck > 1) add(p, PG_CKPT, 0, 1, (ck - 1) * t * D * A, "segment's recomputed inputs [t, D] (%lld)", (long long)(ck - 1));
     int64_t nacts = recompute ? 1 : L;
     const char *per = recompute ? "1 layer" : "all layers";
     add(p, PG_ACTS, 0, 1, nacts * (3 * t * D * A + 2 * t * F), "xn1, xmid, xn2 + rstd (%s)", per);
@@ -301,7 +305,7 @@ static void plan_compute_ckpt(const PlanInput *in, Plan *p) {
     p->offload_auto = 1;
 }
 
-void plan_compute(const PlanInput *in, Plan *p) {
+static void plan_compute_grads(const PlanInput *in, Plan *p) {
     if (!(in->zero >= 3 && in->offload_optimizer && in->offload_grads == PLAN_OFFLOAD_AUTO)) {
         plan_compute_ckpt(in, p);
         return;
@@ -326,6 +330,26 @@ void plan_compute(const PlanInput *in, Plan *p) {
     p->grad_auto = 1;
 }
 
+void plan_compute(const PlanInput *in, Plan *p) {
+    if (!(in->ckpt_every == PLAN_CKPT_AUTO && in->checkpoint == 1)) {
+        plan_compute_grads(in, p);
+        return;
+    }
+    /* --checkpoint-every auto: the smallest K that fits (the least recompute); none: the K with
+     * the smallest device total, for the message */
+    PlanInput q = *in;
+    Plan best;
+    memset(&best, 0, sizeof best);
+    for (int64_t K = 1; K <= (in->c.num_layers > 1 ? in->c.num_layers : 1); K++) {
+        q.ckpt_every = K;
+        plan_compute_grads(&q, p);
+        p->ckpt_auto = 1;
+        if ((in->dev_limit <= 0 || p->dev_total <= in->dev_limit) && host_fits(in, p)) return;
+        if (K == 1 || p->dev_total < best.dev_total) best = *p;
+    }
+    *p = best;
+}
+
 void plan_grads_desc(const Plan *p, char *buf, size_t n) {
     const char *a = p->grad_auto ? "auto: " : "";
     if (p->grad_units <= 0)
@@ -337,13 +361,17 @@ void plan_grads_desc(const Plan *p, char *buf, size_t n) {
 }
 
 void plan_offload_desc(const Plan *p, int64_t L, char *buf, size_t n) {
+    const char *a = p->offload_auto ? "auto: " : "";
     if (p->offload_items <= 0)
         snprintf(buf, n, "%s", p->offload_auto ? "auto: none" : "off");
-    else if (p->offload_items > L)
-        snprintf(buf, n, "%sall %lld layers", p->offload_auto ? "auto: " : "", (long long)L);
+    else if (p->offload_items >= p->ckpt_items && p->ckpt_every <= 1)
+        snprintf(buf, n, "%sall %lld layers", a, (long long)L);
+    else if (p->offload_items >= p->ckpt_items)
+        snprintf(buf, n, "%sall %lld kept inputs", a, (long long)p->ckpt_items);
+    else if (p->ckpt_every <= 1)
+        snprintf(buf, n, "%s%lld of %lld layers", a, (long long)p->offload_items, (long long)L);
     else
-        snprintf(buf, n, "%s%lld of %lld layers", p->offload_auto ? "auto: " : "", (long long)p->offload_items,
-                 (long long)L);
+        snprintf(buf, n, "%s%lld of %lld kept inputs", a, (long long)p->offload_items, (long long)p->ckpt_items);
 }
 
 void plan_mlp_desc(const Plan *p, char *buf, size_t n) {

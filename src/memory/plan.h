@@ -44,6 +44,8 @@ typedef struct {
     int64_t act_bytes;        /* 2: CUDA (bf16), 4: CPU (fp32) */
     int cuda;                 /* add the CUDA backend's own buffers and the context reserve */
     int checkpoint;           /* 0, 1, 2 (train --checkpoint) */
+    int64_t ckpt_every;       /* checkpoint 1: keep every K-th layer's input (0, 1: every layer's;
+                                 PLAN_CKPT_AUTO: the smallest K that fits dev_limit and host_limit) */
     int64_t mlp_tile;         /* TiledMLP rows requested (0 = off, PLAN_MLP_AUTO: chosen from dev_limit) */
     int offload_checkpoints;  /* saved activations in pinned host memory */
     int64_t offload_layers;   /* only those of the first K layers (-1: all; PLAN_OFFLOAD_AUTO: as many
@@ -77,6 +79,8 @@ typedef struct {
     int offload_auto;             /* offload_items was chosen by PLAN_OFFLOAD_AUTO */
     int64_t grad_units, units;    /* gather units whose gradients are in host memory (zero_init), of units */
     int grad_auto;                /* grad_units was chosen by PLAN_OFFLOAD_AUTO */
+    int64_t ckpt_every, ckpt_items; /* layers per recomputed segment (ModelMemOpts.ckpt_every), kept inputs */
+    int ckpt_auto;                /* ckpt_every was chosen by PLAN_CKPT_AUTO */
     int64_t dev_total, host_total;     /* per rank */
     int64_t dev_exact, host_exact;     /* the items with exact = 1 */
     int64_t dev_group[PG_COUNT], host_group[PG_COUNT];
@@ -97,10 +101,17 @@ typedef struct {
  * min(per, req); *nbuf: the pinned host buffers of that many elements, 2 when there is more
  * than one chunk (the next chunk's download overlaps the CPU AdamW on this one), else 1. */
 int64_t plan_offload_chunk(int64_t per, int64_t req, int *nbuf);
-/* "off", "all 32 layers", "auto: 20 of 32 layers", ... */
+/* "off", "all 32 layers", "auto: 20 of 32 layers", "auto: 5 of 9 kept inputs", ... */
 void plan_offload_desc(const Plan *p, int64_t num_layers, char *buf, size_t n);
 /* The gradient offload: "off", "all 34 units", "auto: 20 of 34 units", ... */
 void plan_grads_desc(const Plan *p, char *buf, size_t n);
+
+/* --checkpoint-every K: layers per recomputed segment, K clamped to [1, L] (0: 1). */
+static inline int64_t plan_ckpt_every(int64_t K, int64_t L) { return K < 1 ? 1 : K > L && L > 0 ? L : K; }
+/* The saved layer inputs with every K-th kept: those of layers 0, K, 2K, ... and the final norm's. */
+static inline int64_t plan_ckpt_items(int64_t K, int64_t L) { return (L + K - 1) / K + 1; }
+/* --checkpoint-every auto: the smallest K whose plan fits (plan_compute). */
+#define PLAN_CKPT_AUTO ((int64_t)-1)
 
 /* Default CUDA context + cuBLASLt + NCCL reserve (GiB per GPU), docs/memory.md. */
 #define PLAN_DEFAULT_RESERVE_GIB 3.0

@@ -61,7 +61,7 @@ void model_init(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *s
 
 void model_init_ex(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *sp_g, int64_t T_max, int recompute,
                    int64_t mlp_tile) {
-    ModelMemOpts o = {recompute, mlp_tile, 0, 0};
+    ModelMemOpts o = {recompute, mlp_tile, 0, 0, 1};
     model_init_opts(m, c, k, sp_g, T_max, &o);
 }
 
@@ -115,7 +115,14 @@ void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGro
 
     m->loss_tile = plan_loss_tile(V, t);
 
-    actstore_init(&m->xin, k, L + 1, (size_t)(t * D) * k->act_bytes, m->offload);
+    m->ck_every = plan_ckpt_every(o->ckpt_every, L);
+    UL_ASSERT(m->ck_every == 1 || recompute == 1, "checkpointing every %lld layers needs recompute 1",
+              (long long)m->ck_every);
+    actstore_init(&m->xin, k, plan_ckpt_items(m->ck_every, L), (size_t)(t * D) * k->act_bytes, m->offload);
+    if (m->ck_every > 1) { /* a recomputed segment's inputs after its first */
+        m->xseg = ul_calloc((size_t)(m->ck_every - 1), sizeof(void *));
+        for (int64_t i = 0; i < m->ck_every - 1; i++) m->xseg[i] = ACT(t * D); /* [t, D] */
+    }
     int64_t nacts = recompute ? 1 : L;
     m->acts = ul_calloc((size_t)nacts, sizeof(LayerActs));
     for (int64_t l = 0; l < nacts; l++) acts_alloc(m, &m->acts[l]);
@@ -168,6 +175,8 @@ void model_free(Model *m) {
     actstore_free(&m->keep_oh);
     actstore_free(&m->keep_lse);
     actstore_free(&m->xin);
+    for (int64_t i = 0; m->xseg && i < m->ck_every - 1; i++) k->free(m->xseg[i]);
+    free(m->xseg);
     if (m->doh != m->dout) k->free(m->doh);
     if (m->dqkvh != m->dqkv) k->free(m->dqkvh);
     if (m->dout == m->dqkv) m->dout = NULL; /* one buffer (sp > 1) */
@@ -496,13 +505,17 @@ static void forward_layers(Model *m, const StepCtx *sc, int save) {
     SHARDS(prefetch, 1); /* layer 0's gather overlaps the embedding (and so on) */
     m->k->embedding_fwd(x, m->d_tok, m->P.wte, sc->t, c->hidden_size);
     if (save) actstore_saved(&m->xin, 0);
+    const int64_t K = m->ck_every;
     for (int64_t l = 0; l < L; l++) {
-        void *y = actstore_write(&m->xin, l + 1); /* with offload: slot (l+1) % ring, once xin[l-1] is out */
+        /* layer l + 1's input: kept (item ceil((l + 1) / K); with offload: in its ring slot, once
+         * the slot's previous item is out), or a segment's inner input (recomputed in backward) */
+        int kept = (l + 1) % K == 0 || l + 1 == L;
+        void *y = kept ? actstore_write(&m->xin, (l + K) / K) : m->xseg[(l + 1) % K - 1];
         SHARDS(fetch, 1 + l);
         SHARDS(prefetch, 2 + l); /* the next layer, or the tail after the last */
         layer_fwd(m, sc, l, x, y, &m->acts[m->recompute ? 0 : l], 0);
         if (save) {
-            actstore_saved(&m->xin, l + 1);
+            if (kept) actstore_saved(&m->xin, (l + K) / K);
             if (m->recompute == 2) {
                 actstore_saved(&m->keep_oh, l);
                 actstore_saved(&m->keep_lse, l);
@@ -515,6 +528,45 @@ static void forward_layers(Model *m, const StepCtx *sc, int save) {
      * tile is skipped for lack of labels: the fetches are collective) */
     if (c->tie_word_embeddings) SHARDS(fetch, 0);
     m->k->rmsnorm_fwd(m->xnf, m->rstdf, x, m->P.lnf, sc->t, c->hidden_size, (float)c->rms_norm_eps);
+}
+
+/* The layers' backward, from m->dres = dL/d(last layer's output) to dL/d(embedding output),
+ * segment by segment (--checkpoint-every K; K = 1: layer by layer): segment j, layers
+ * [jK, e], starts from its kept input xin[j]; its other inputs are recomputed forward into
+ * xseg, then each layer is recomputed (recompute >= 1) and differentiated, the last first.
+ * The recomputed inputs are the forward's bits (the same kernels on the same inputs). */
+static void backward_layers(Model *m, const StepCtx *sc) {
+    const int64_t L = m->c.num_layers, K = m->ck_every;
+    for (int64_t j = (L + K - 1) / K - 1; j >= 0; j--) {
+        int64_t s = j * K, e = (s + K < L ? s + K : L) - 1; /* the segment's layers [s, e] */
+        const void *xs = actstore_read(&m->xin, j);
+        /* offload: the next segment's kept input comes back while this one runs */
+        actstore_prefetch(&m->xin, j - 1);
+        for (int64_t l = s; l < e; l++) { /* the inputs of layers s + 1 .. e again (K > 1) */
+            SHARDS(fetch, 1 + l);
+            SHARDS(prefetch, 2 + l);
+            layer_fwd(m, sc, l, l == s ? xs : m->xseg[l - s - 1], m->xseg[l - s], &m->acts[0], 0);
+        }
+        for (int64_t l = e; l >= s; l--) {
+            LayerActs *a = &m->acts[m->recompute ? 0 : l];
+            const void *x = l == s ? xs : m->xseg[l - s - 1];
+            if (m->recompute == 2) { /* layer l's own are read back in layer_fwd */
+                actstore_prefetch(&m->keep_oh, l - 1);
+                actstore_prefetch(&m->keep_lse, l - 1);
+            }
+            SHARDS(fetch, 1 + l); /* ZeRO-3: the layer's weights again, its gradient buffer */
+            if (l > 0) SHARDS(prefetch, l > s ? l : 1 + (j - 1) * K); /* the next needed, during this backward */
+            SHARDS(grad_begin, 1 + l);
+            if (m->recompute) layer_fwd(m, sc, l, x, NULL, a, 1);
+            layer_bwd(m, sc, l, x, a);
+            SHARDS(grad_end, 1 + l);
+            if (l == s) actstore_release(&m->xin, j);
+            if (m->recompute == 2) {
+                actstore_release(&m->keep_oh, l);
+                actstore_release(&m->keep_lse, l);
+            }
+        }
+    }
 }
 
 /* Validates the shard and uploads its inputs. */
@@ -565,30 +617,11 @@ void model_step(Model *m, const LocalSeq *s, float dscale, int backward, double 
             SHARDS(grad_begin, L + 1);
         }
         k->zero(m->dres, (size_t)(t * D) * k->act_bytes);
-        k->rmsnorm_bwd(m->dres, m->G.lnf, m->dxn, actstore_read(&m->xin, L), m->P.lnf, m->rstdf, t, D);
-        actstore_release(&m->xin, L);
+        int64_t nx = m->xin.n; /* the last item: the final norm's input */
+        k->rmsnorm_bwd(m->dres, m->G.lnf, m->dxn, actstore_read(&m->xin, nx - 1), m->P.lnf, m->rstdf, t, D);
+        actstore_release(&m->xin, nx - 1);
         SHARDS(grad_end, L + 1);
-        for (int64_t l = L - 1; l >= 0; l--) {
-            LayerActs *a = &m->acts[m->recompute ? 0 : l];
-            const void *x = actstore_read(&m->xin, l);
-            /* offload: the next layer's saved activations come back while this one runs */
-            actstore_prefetch(&m->xin, l - 1);
-            if (m->recompute == 2) { /* layer l's own are read back in layer_fwd */
-                actstore_prefetch(&m->keep_oh, l - 1);
-                actstore_prefetch(&m->keep_lse, l - 1);
-            }
-            SHARDS(fetch, 1 + l); /* ZeRO-3: the layer's weights again, its gradient buffer */
-            if (l > 0) SHARDS(prefetch, l); /* the layer below, during this one's backward */
-            SHARDS(grad_begin, 1 + l);
-            if (m->recompute) layer_fwd(m, &sc, l, x, NULL, a, 1);
-            layer_bwd(m, &sc, l, x, a);
-            SHARDS(grad_end, 1 + l);
-            actstore_release(&m->xin, l);
-            if (m->recompute == 2) {
-                actstore_release(&m->keep_oh, l);
-                actstore_release(&m->keep_lse, l);
-            }
-        }
+        backward_layers(m, &sc);
         SHARDS(grad_begin, 0);
         k->embedding_bwd(m->G.wte, m->dres, m->d_tok, t, D);
         SHARDS(grad_end, 0);

@@ -32,6 +32,7 @@ void train_options_default(TrainOptions *o) {
     o->log_every = 1;
     o->offload_layers = -1;
     o->offload_grads = PLAN_OFFLOAD_AUTO;
+    o->ckpt_every = 1;
     o->eval_samples = 0; /* kv: 16; --eval-data: all of it */
     o->mlp_tile = PLAN_MLP_AUTO;
 }
@@ -58,6 +59,9 @@ int ul_resolve_mesh(TrainOptions *o, int64_t world, int gpus_flag, const ModelCo
 int ul_check_memory_flags(const TrainOptions *o, UlError *e) {
     if (o->checkpoint < 0 || o->checkpoint > 2)
         return ul_err(e, "--checkpoint %d: expected 0, 1 or 2", o->checkpoint);
+    if (o->ckpt_every != 1 && o->checkpoint != 1)
+        return ul_err(e, "--checkpoint-every: needs --checkpoint 1 (a segment of layers is recomputed from its "
+                         "first layer's input)");
     if (o->mlp_tile < 0 && o->mlp_tile != PLAN_MLP_AUTO)
         return ul_err(e, "--tiled-mlp %lld: must be >= 0 (or auto)", (long long)o->mlp_tile);
     if (o->offload_checkpoints && o->checkpoint < 1)
@@ -87,6 +91,7 @@ void ul_plan_input(const TrainOptions *o, const ModelConfig *c, size_t act_bytes
     in->act_bytes = (int64_t)act_bytes;
     in->cuda = cuda;
     in->checkpoint = o->checkpoint;
+    in->ckpt_every = o->ckpt_every;
     in->mlp_tile = o->mlp_tile;
     in->offload_checkpoints = o->offload_checkpoints;
     in->offload_layers = o->offload_layers;
@@ -117,6 +122,12 @@ static int word_or_count(const char *s, const char *w1, int64_t v1, const char *
 int ul_parse_offload_layers(const char *s, int64_t *k, UlError *e) {
     if (s && word_or_count(s, "auto", PLAN_OFFLOAD_AUTO, "all", -1, k))
         return ul_err(e, "--offload-layers %s: expected auto, all, or a layer count >= 0", s);
+    return 0;
+}
+
+int ul_parse_ckpt_every(const char *s, int64_t *k, UlError *e) {
+    if (s && (word_or_count(s, "auto", PLAN_CKPT_AUTO, "auto", PLAN_CKPT_AUTO, k) || *k == 0))
+        return ul_err(e, "--checkpoint-every %s: expected auto or a layer count >= 1", s);
     return 0;
 }
 
@@ -165,7 +176,8 @@ int ul_plan_check(const TrainOptions *o, const ModelConfig *c, const KernelOps *
     in.dev_limit = lim;
     int node_rank = 0, node_size = 1;
     ul_node_rank(&node_rank, &node_size);
-    if (in.offload_layers == PLAN_OFFLOAD_AUTO || in.offload_grads == PLAN_OFFLOAD_AUTO) {
+    if (in.offload_layers == PLAN_OFFLOAD_AUTO || in.offload_grads == PLAN_OFFLOAD_AUTO ||
+        in.ckpt_every == PLAN_CKPT_AUTO) {
         /* --offload-layers auto and --offload-gradients auto fill --host-mem, else 90 % of the node's memory (the
          * smallest node's: every rank chooses the same) */
         long long mine = o->host_mem > 0 ? (long long)(o->host_mem * PLAN_GIB)
@@ -195,6 +207,11 @@ int ul_plan_check(const TrainOptions *o, const ModelConfig *c, const KernelOps *
     if (in.checkpoint == 0) {
         q.checkpoint = 1;
         f = suggest(fix, f, sizeof fix, &q, lim, "--checkpoint 1");
+    }
+    if (in.checkpoint == 1 && in.ckpt_every != PLAN_CKPT_AUTO) { /* sparser checkpoints */
+        PlanInput ke = in;
+        ke.ckpt_every = PLAN_CKPT_AUTO;
+        f = suggest(fix, f, sizeof fix, &ke, lim, "--checkpoint-every auto");
     }
     if (!in.offload_checkpoints) {
         q.offload_checkpoints = 1;

@@ -40,6 +40,8 @@ typedef struct {
     const char *device;    /* "cpu" | "cuda" | NULL: cuda when built with it and a GPU is visible */
     /* memory */
     int checkpoint;        /* per-layer activation checkpointing (recompute in backward) */
+    int64_t ckpt_every;    /* --checkpoint-every K (checkpoint 1): keep every K-th layer's input (default 1;
+                              PLAN_CKPT_AUTO: the smallest K that fits) */
     int64_t mlp_tile;      /* TiledMLP: rows per MLP tile, 0 = off, PLAN_MLP_AUTO (default): the planner's */
     int offload_checkpoints; /* saved layer inputs (and kept attention) in pinned host memory */
     int64_t offload_layers;  /* --offload-layers K: only the first K layers' (-1, the default: all;
@@ -102,6 +104,8 @@ void ul_plan_input(const TrainOptions *o, const ModelConfig *c, size_t act_bytes
 int ul_parse_tiled_mlp(const char *s, int64_t *rows, UlError *e);
 /* --offload-layers: an integer K >= 0, "all" (-1) or "auto" (PLAN_OFFLOAD_AUTO); NULL: unchanged. */
 int ul_parse_offload_layers(const char *s, int64_t *k, UlError *e);
+/* --checkpoint-every: an integer K >= 1 or "auto" (PLAN_CKPT_AUTO); NULL: unchanged. */
+int ul_parse_ckpt_every(const char *s, int64_t *k, UlError *e);
 /* --offload-gradients: an integer K >= 0, "off" (0), "all" (-1) or "auto" (PLAN_OFFLOAD_AUTO);
  * NULL: unchanged. Sets o->offload_grads and o->offload_grads_given. */
 int ul_parse_offload_grads(const char *s, TrainOptions *o, UlError *e);
