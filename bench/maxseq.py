@@ -12,10 +12,11 @@ Phases (--what, default plan,ours,peer):
   plan  `ulysses plan` gives the largest --seq-len that fits --gpu-mem and --host-mem with
         the memory options (--opts, default: --checkpoint 1 --checkpoint-every auto
         --offload-checkpoints --offload-layers auto --zero 3 --offload-optimizer
-        --offload-gradients auto --tiled-mlp auto: the smallest checkpoint spacing that fits,
-        as many units' gradients and then kept checkpoints on the host as --host-mem holds
-        beside the optimizer state). Recorded with the plan's choices at that length
-        (tiled_mlp, ckpt_every, ckpt_offload, grads_host); train makes its own at each length.
+        --offload-gradients auto --offload-params auto --tiled-mlp auto: the smallest checkpoint
+        spacing that fits, as many units' gradients and then kept checkpoints on the host as
+        --host-mem holds beside the optimizer state, the weights there only when that is what
+        makes it fit). Recorded with the plan's choices at that length
+        (tiled_mlp, ckpt_every, ckpt_offload, grads_host, params_host); train makes its own at each length.
   ours  one training step (--steps) at that length; on failure (refused, out of memory,
         killed, timeout) a bisection down to the largest length that trains, within --tol;
         then one step at each fraction of it in --below (default 0.75,0.5). Recorded per
@@ -60,7 +61,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEER = os.path.join(HERE, "peer", "ulysses_peer.py")
 DEFAULT_OPTS = ("--checkpoint 1 --checkpoint-every auto --offload-checkpoints --offload-layers auto --zero 3 "
-                "--offload-optimizer --offload-gradients auto --tiled-mlp auto")
+                "--offload-optimizer --offload-gradients auto --offload-params auto --tiled-mlp auto")
 
 
 class OutOfTime(Exception):
@@ -199,7 +200,8 @@ class Bench:
         # the plan's other choices at this length (header lines of `ulysses plan`)
         ch = {}
         for key, pat in (("ckpt_every", r", every (?:auto: )?(\d+) layers"), ("ckpt_offload", r"\(offloaded: ([^)]+)\)"),
-                         ("grads_host", r"^gradients in host memory: (.+)$")):
+                         ("grads_host", r"^gradients in host memory: ([^;]+);"),
+                         ("params_host", r"; weights in host memory: (.+)$")):
             g = re.search(pat, r.stdout, re.M)
             if g:
                 ch[key] = int(g.group(1)) if key == "ckpt_every" else g.group(1)
@@ -318,7 +320,8 @@ def table(res):
                      + (f" ({p['plan_gib']:.1f} GiB per GPU, tiled-mlp {p['tiled_mlp']}"
                         + (f", checkpoint every {p['ckpt_every']} layers" if "ckpt_every" in p else "")
                         + (f", checkpoints offloaded {p['ckpt_offload']}" if "ckpt_offload" in p else "")
-                        + (f", gradients on host {p['grads_host']}" if "grads_host" in p else "") + ")"
+                        + (f", gradients on host {p['grads_host']}" if "grads_host" in p else "")
+                        + (f", weights on host {p['params_host']}" if "params_host" in p else "") + ")"
                         if "plan_gib" in p else ""))
     lines.append(f"{'who':5} {'seq_len':>9} {'result':30} {'step_s':>8} {'tok/s':>9} {'mem GiB':>8} {'plan GiB':>8}")
     for who in ("ours", "peer"):

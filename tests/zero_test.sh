@@ -26,6 +26,8 @@
 #               for byte; on one rank the files of --zero 0 (in place) and of stages 1-3 with
 #               and without offload (gathered) are the same bytes (checkpoint, --out); and a
 #               save + resume on the same mesh and stage gives the straight run exactly
+#   params      --offload-params on (one process; 2 replicas): the trajectory of --zero 0 (tied, untied,
+#               checkpoint 0, 1, every 2; all or 2 units' gradients on the host), allocation = plan
 #   ckpt_every  --checkpoint-every 2, 3, 5 on 5 layers: bitwise the trajectory of --checkpoint 1 (sp=2;
 #               --zero 3 + offload on sp=2 x dp_shard=2; kept inputs offloaded), allocation = plan
 #   eval3       --zero 3 with --task kv evaluations (a number of eval samples that the DP
@@ -389,6 +391,31 @@ savemem)
       train "$np" $T "$@" --resume ck --metrics m.jsonl --quiet
     check $? "save/resume np=$np $* failed"
     TOL=0 compare straight.jsonl m.jsonl "np=$np $*: save at 4 + resume vs straight (exact)" 8
+  done
+  ;;
+params)
+  # --offload-params on (a shard group of one rank: one process, and 2 replicas): the bf16 weights
+  # in host memory, each unit copied in before use; the trajectory of --zero 0, with all and the
+  # first 2 units' gradients on the host, untied and tied, --checkpoint 0, 1 and every 2 layers;
+  # what was allocated equals the plan
+  for mesh in "1" "2 --dp-replicate 2"; do
+    for MODEL in tiny.json tied.json; do
+      for ck in 0 1 "1 --checkpoint-every 2"; do
+        vs_zero0 "$MODEL" "--zero 3 --offload-optimizer --offload-params on|--zero 3 --offload-optimizer --offload-params on --offload-gradients 2 --debug-offload-chunk 77" $mesh $T --checkpoint $ck
+      done
+    done
+  done
+  train 1 --batch 4 --steps 1 --zero 3 --offload-optimizer --offload-params on --metrics m.jsonl 2> log.txt
+  check $? "--offload-params on failed: $(tail -2 log.txt)"
+  got=$(sed -n 's/.*allocated \([0-9]*\) device + \([0-9]*\) host bytes (plan: \([0-9]*\) + \([0-9]*\)).*/\1 \2 \3 \4/p' log.txt)
+  set -- $got
+  check $([ $# -eq 4 ] && [ "$1" = "$3" ] && [ "$2" = "$4" ]; echo $?) "--offload-params on: allocated vs plan: '$got'"
+  grep -q "parameter offload: [0-9]* bytes of weights in pinned host memory" log.txt
+  check $? "--offload-params on: no start-up line"
+  for bad in "--offload-params maybe" "--sp 2 --offload-params on" "--zero 2 --offload-params on"; do
+    train 2 --batch 4 --steps 1 --zero 3 --offload-optimizer $bad > o.txt 2> e.txt
+    check $([ $? -ne 0 ] && [ "$(grep -c 'ulysses: error' e.txt)" -eq 1 ] && grep -q -- "--offload-params" e.txt; echo $?) \
+      "$bad: $(cat e.txt)"
   done
   ;;
 ckpt_every)

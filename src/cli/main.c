@@ -55,7 +55,7 @@ static int cmd_train(int argc, char **argv) {
     TrainOptions o;
     train_options_default(&o);
     int64_t checkpoint = INT64_MIN; /* not given */
-    const char *tiled = NULL, *offl = NULL, *offg = NULL, *ckev = NULL, *progress = NULL;
+    const char *tiled = NULL, *offl = NULL, *offg = NULL, *ckev = NULL, *offp = NULL, *progress = NULL;
     Flag flags[] = {
         {"--model", FLAG_STRING, &o.model, "CONFIG|DIR", "model architecture: a config.json or a directory holding one"},
         {"--init", FLAG_STRING, &o.init, "DIR", "start from the weights of this HF model directory (else random init)"},
@@ -125,6 +125,10 @@ static int cmd_train(int argc, char **argv) {
          "first K units' (the embedding, then layers 0, 1, ...), the rest stay on the GPU; auto (default): as "
          "many as --host-mem holds (before --offload-layers auto's checkpoints; without --host-mem: 90% of the "
          "node's physical memory)"},
+        {"--offload-params", FLAG_STRING, &offp, "auto|on|off",
+         "with --zero 3 --offload-optimizer on one GPU (--sp 1 --dp-shard 1): keep the bf16 weights in pinned "
+         "host memory, each layer copied in before its forward and backward, the next one prefetched on the "
+         "copy stream; auto (default): only when the memory plan fits with it and not without"},
         {"--out", FLAG_STRING, &o.out, "DIR",
          "write the trained model here (config.json + model.safetensors, each replaced by rename; nothing else "
          "in DIR is touched)"},
@@ -172,6 +176,7 @@ static int cmd_train(int argc, char **argv) {
     if (rc == 0) rc = ul_parse_offload_layers(offl, &o.offload_layers, &e);
     if (rc == 0) rc = ul_parse_offload_grads(offg, &o, &e);
     if (rc == 0) rc = ul_parse_ckpt_every(ckev, &o.ckpt_every, &e);
+    if (rc == 0) rc = ul_parse_offload_params(offp, &o.offload_params, &e);
     if (rc == 0) rc = ul_parse_progress(progress, &o.progress, &e);
     if (rc) return fail(&e);
     return finish_train(train_run(&o, &e), &e);
@@ -189,7 +194,7 @@ static int cmd_plan(int argc, char **argv) {
     TrainOptions o;
     train_options_default(&o);
     int64_t gpus = 0, checkpoint = 0, zero = 0, per_host = 0;
-    const char *device = "cuda", *tiled = NULL, *offl = NULL, *offg = NULL, *ckev = NULL;
+    const char *device = "cuda", *tiled = NULL, *offl = NULL, *offg = NULL, *ckev = NULL, *offp = NULL;
     int offload_opt = 0;
     double gpu_mem = -1; /* not given: 139 (an H200) on CUDA, no limit on the CPU */
     Flag flags[] = {
@@ -214,6 +219,9 @@ static int cmd_plan(int argc, char **argv) {
         {"--offload-gradients", FLAG_STRING, &offg, "auto|all|off|K",
          "with --zero 3 --offload-optimizer: the fp32 gradients of all, none or the first K gather units in host "
          "memory; auto (default): as many as --host-mem holds, before --offload-layers auto's checkpoints"},
+        {"--offload-params", FLAG_STRING, &offp, "auto|on|off",
+         "with --zero 3 --offload-optimizer on one GPU: the bf16 weights in pinned host memory, streamed in per "
+         "unit; auto (default): only when the plan fits with it and not without"},
         {"--device", FLAG_STRING, &device, "cuda|cpu",
          "cuda: bf16 activations, the CUDA buffers and context reserve; cpu: fp32 (default cuda)"},
         {"--gpu-mem", FLAG_DOUBLE, &gpu_mem, "GiB",
@@ -244,9 +252,10 @@ static int cmd_plan(int argc, char **argv) {
     o.offload_optimizer = offload_opt;
     if (rc == 0) rc = ul_parse_offload_grads(offg, &o, &e);
     if (rc == 0) rc = ul_parse_ckpt_every(ckev, &o.ckpt_every, &e);
+    if (rc == 0) rc = ul_parse_offload_params(offp, &o.offload_params, &e);
     /* the same resolution and checks as train (run/options.h) */
-    if (rc == 0) rc = ul_check_memory_flags(&o, &e);
     if (rc == 0) rc = ul_resolve_mesh(&o, gpus, 1, &c, &e);
+    if (rc == 0) rc = ul_check_memory_flags(&o, &e);
     if (rc == 0 && gpus <= 0) gpus = o.sp * o.dp_replicate * o.dp_shard;
     if (rc == 0 && per_host < 0) rc = ul_err(&e, "--gpus-per-host %lld: must be >= 1", (long long)per_host);
     if (rc) return fail(&e);
@@ -278,7 +287,8 @@ static int cmd_plan(int argc, char **argv) {
         if (p.units && zero == 3 && offload_opt) {
             char gd[64];
             plan_grads_desc(&p, gd, sizeof gd);
-            printf("gradients in host memory: %s\n\n", gd);
+            printf("gradients in host memory: %s; weights in host memory: %s%s\n\n", gd, p.param_auto ? "auto: " : "",
+                   p.param_host ? "yes" : "no");
         }
         plan_print(stdout, &p, per_host, unit);
         if (lim <= 0 && hlim <= 0) {

@@ -168,8 +168,12 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
         add(p, PG_GRADS, 1, 1, nbuf * chunk * F, "gradient staging for the CPU AdamW [%lld] x%d", (long long)chunk,
             nbuf);
     }
+    p->param_host = z >= 3 && oo && nsh == 1 && in->offload_params == 1;
     if (z >= 3) {
-        add(p, PG_WEIGHTS, 0, 1, zper * A, "weights working copy (shard)");
+        if (p->param_host) /* each unit copied in before its forward and backward */
+            add(p, PG_WEIGHTS, 1, 1, zper * A, "weights working copy (shard, pinned host)");
+        else
+            add(p, PG_WEIGHTS, 0, 1, zper * A, "weights working copy (shard)");
         add(p, PG_WEIGHTS, 0, 1, 2 * umax * A, "gathered unit weights (x2)");
     } else if (A != F || z >= 1) { /* CPU zero 0: the kernels use the fp32 master copy itself */
         add(p, PG_WEIGHTS, 0, 1, n_pad * A, "weights working copy");
@@ -330,9 +334,32 @@ static void plan_compute_grads(const PlanInput *in, Plan *p) {
     p->grad_auto = 1;
 }
 
+/* --offload-params auto: the weights go to host only when the plan then fits the device and
+ * did not before (every unit crosses PCIe twice a step; the fastest plan that fits keeps them) */
+static void plan_compute_params(const PlanInput *in, Plan *p) {
+    if (in->offload_params != PLAN_OFFLOAD_AUTO) {
+        plan_compute_grads(in, p);
+        return;
+    }
+    PlanInput q = *in;
+    q.offload_params = 0;
+    plan_compute_grads(&q, p);
+    p->param_auto = 1;
+    int64_t nsh = (in->dp_shard > 0 ? in->dp_shard : 1) * (in->sp > 0 ? in->sp : 1);
+    if (!(in->zero >= 3 && in->offload_optimizer && nsh == 1) || in->dev_limit <= 0 || p->dev_total <= in->dev_limit)
+        return;
+    Plan on;
+    q.offload_params = 1;
+    plan_compute_grads(&q, &on);
+    if (on.dev_total <= in->dev_limit && host_fits(in, &on)) {
+        *p = on;
+        p->param_auto = 1;
+    }
+}
+
 void plan_compute(const PlanInput *in, Plan *p) {
     if (!(in->ckpt_every == PLAN_CKPT_AUTO && in->checkpoint == 1)) {
-        plan_compute_grads(in, p);
+        plan_compute_params(in, p);
         return;
     }
     /* --checkpoint-every auto: the smallest K that fits (the least recompute); none: the K with
@@ -342,7 +369,7 @@ void plan_compute(const PlanInput *in, Plan *p) {
     memset(&best, 0, sizeof best);
     for (int64_t K = 1; K <= (in->c.num_layers > 1 ? in->c.num_layers : 1); K++) {
         q.ckpt_every = K;
-        plan_compute_grads(&q, p);
+        plan_compute_params(&q, p);
         p->ckpt_auto = 1;
         if ((in->dev_limit <= 0 || p->dev_total <= in->dev_limit) && host_fits(in, p)) return;
         if (K == 1 || p->dev_total < best.dev_total) best = *p;

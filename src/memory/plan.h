@@ -54,6 +54,9 @@ typedef struct {
     int64_t ranks_per_host;   /* PLAN_OFFLOAD_AUTO: ranks sharing that host memory (0: 1) */
     int zero;                 /* ZeRO stage 0..3 over the shard group (dp_shard x sp ranks) */
     int offload_optimizer;    /* fp32 master weights and AdamW moments in host memory */
+    int64_t offload_params;   /* ZeRO 3 with offload_optimizer on a shard group of one rank: the act weights
+                                 slice in pinned host memory (0 off, 1 on, PLAN_OFFLOAD_AUTO: on only when the
+                                 plan fits dev_limit with it and not without) */
     int64_t offload_grads;    /* ZeRO 3 with offload_optimizer: the gradients of the first K gather units in
                                  host memory, sent there right after each unit's backward (-1: all;
                                  PLAN_OFFLOAD_AUTO: as many as host_limit holds, before the checkpoints) */
@@ -81,6 +84,7 @@ typedef struct {
     int grad_auto;                /* grad_units was chosen by PLAN_OFFLOAD_AUTO */
     int64_t ckpt_every, ckpt_items; /* layers per recomputed segment (ModelMemOpts.ckpt_every), kept inputs */
     int ckpt_auto;                /* ckpt_every was chosen by PLAN_CKPT_AUTO */
+    int param_host, param_auto;   /* the act weights slice in host memory (zero_init); chosen by auto */
     int64_t dev_total, host_total;     /* per rank */
     int64_t dev_exact, host_exact;     /* the items with exact = 1 */
     int64_t dev_group[PG_COUNT], host_group[PG_COUNT];

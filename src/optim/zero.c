@@ -32,6 +32,17 @@ static int z3_gather(ZeroOpt *z, int64_t u, int start) {
     const ZeroUnit *un = &z->units[u];
     CommGroup *g = z->dev_shard;
     b = z->wuse[0] <= z->wuse[1] ? 0 : 1;
+    if (z->param_host) { /* one rank: the unit from pinned host memory, on the copy stream after the
+                            compute queued so far (the buffer's previous unit is done with) */
+        const KernelOps *k = z->k;
+        k->event_record(z->ev_wq[b], UL_STREAM_COMPUTE);
+        k->event_wait(UL_STREAM_COPY, z->ev_wq[b]);
+        k->copy_async(z->wbuf[b], AOFF(z, z->wsl, un->so), (size_t)un->per * k->act_bytes, 0);
+        k->event_record(z->ev_wcopy[b], UL_STREAM_COPY);
+        z->wunit[b] = u;
+        z->wpend[b] = 1; /* the compute waits for the copy when it fetches the unit */
+        return b;
+    }
     (start ? g->ops->allgather_start : g->ops->allgather)(g, AOFF(z, z->wsl, un->so), z->wbuf[b], un->per,
                                                           act_type(z->k));
     z->wunit[b] = u;
@@ -42,8 +53,11 @@ static int z3_gather(ZeroOpt *z, int64_t u, int start) {
 static void z3_fetch(ModelShards *s, Model *m, int64_t u) {
     ZeroOpt *z = zopt(s);
     int b = z3_gather(z, u, 0);
-    if (z->wpend[b]) { /* prefetched: the compute waits for it now */
-        z->dev_shard->ops->wait(z->dev_shard);
+    if (z->wpend[b]) { /* prefetched (or copied from host): the compute waits for it now */
+        if (z->param_host)
+            z->k->event_wait(UL_STREAM_COMPUTE, z->ev_wcopy[b]);
+        else
+            z->dev_shard->ops->wait(z->dev_shard);
         z->wpend[b] = 0;
     }
     z->wuse[b] = ++z->clock;
@@ -102,13 +116,17 @@ static void z3_grad_end(ModelShards *s, Model *m, int64_t u) {
 
 /* the updated master slice -> the act slice the gathers read; the gathered units are stale */
 static void z3_publish(ZeroOpt *z) {
+    const KernelOps *k = z->k;
     if (!z->offload) {
-        z->k->to_act(z->wsl, z->master, z->per);
-    } else { /* uploaded through the unit gradient buffer (free between steps), umax elements at a time */
+        k->to_act(z->wsl, z->master, z->per);
+    } else { /* uploaded through the unit gradient buffer (free between steps), umax elements at a time;
+                with the weights in host memory converted in a gathered-unit buffer and downloaded */
+        for (int b = 0; b < 2 && z->param_host; b++) k->event_wait(UL_STREAM_COMPUTE, z->ev_wcopy[b]);
         for (int64_t c0 = 0; c0 < z->per; c0 += z->umax) {
             int64_t n = z->per - c0 < z->umax ? z->per - c0 : z->umax;
-            z->k->upload(z->gbuf, z->master + c0, F32B(n));
-            z->k->to_act(AOFF(z, z->wsl, c0), z->gbuf, n);
+            k->upload(z->gbuf, z->master + c0, F32B(n));
+            k->to_act(z->param_host ? z->wbuf[0] : AOFF(z, z->wsl, c0), z->gbuf, n);
+            if (z->param_host) k->download(AOFF(z, z->wsl, c0), z->wbuf[0], (size_t)n * k->act_bytes);
         }
     }
     z->wunit[0] = z->wunit[1] = -1;
@@ -126,8 +144,8 @@ static void put(const ZeroOpt *z, float *dst, const float *src, int64_t n) {
 
 /* ---------------- all stages ---------------- */
 
-void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, int64_t grad_units, Model *m,
-               const Mesh *mesh) {
+void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, int64_t grad_units, int offload_params,
+               Model *m, const Mesh *mesh) {
     UL_ASSERT(stage >= 0 && stage <= 3, "zero stage %d", stage);
     UL_ASSERT((stage == 3) == (m->params == NULL), "zero stage %d: the model must be made %s", stage,
               stage == 3 ? "sharded (ModelMemOpts.sharded)" : "with its parameters");
@@ -200,7 +218,16 @@ void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, int64_
     if ((stage >= 2 || offload) && z->per > z->so_host)
         z->gslice = k->alloc(F32B(z->per - z->so_host)); /* [per - so_host]: without gradient offload [per] */
     if (stage == 3) {
-        z->wsl = k->alloc((size_t)z->per * k->act_bytes); /* [per] act */
+        z->param_host = offload_params && offload && S == 1;
+        if (z->param_host) {
+            z->wsl = k->host_alloc((size_t)z->per * k->act_bytes); /* [per] act, pinned host */
+            for (int b = 0; b < 2; b++) {
+                z->ev_wq[b] = k->event_create();
+                z->ev_wcopy[b] = k->event_create();
+            }
+        } else {
+            z->wsl = k->alloc((size_t)z->per * k->act_bytes); /* [per] act */
+        }
         for (int b = 0; b < 2; b++) {
             z->wbuf[b] = k->alloc((size_t)z->umax * k->act_bytes); /* [umax] act */
             z->wunit[b] = -1;
@@ -226,12 +253,13 @@ void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, int64_
         z->hooks.grad_begin = z3_grad_begin;
         z->hooks.grad_end = z3_grad_end;
         m->shards = &z->hooks;
-        z->bytes.weights = (z->per + 2 * z->umax) * (int64_t)k->act_bytes;
+        z->bytes.weights = (z->per + 2 * z->umax) * (int64_t)k->act_bytes; /* param_host: the act slice on host */
         z->bytes.master = F32B(z->per);
         z->bytes.grads = F32B(z->per - z->so_host + z->umax) + (z->gbuf2 ? F32B(z->umax) : 0) +
                          (z->gred ? F32B(z->umax / S) : 0);
         z->bytes.moments = 2 * F32B(z->per);
         z->bytes.host = offload ? 3 * F32B(z->per) + z->nbuf * F32B(z->gchunk) + F32B(z->so_host) : 0;
+        if (z->param_host) z->bytes.host += z->per * (int64_t)k->act_bytes;
         return;
     }
     if (k->act_bytes != sizeof(float)) z->act_send = k->alloc((size_t)z->per * k->act_bytes); /* [per] act */
@@ -588,6 +616,14 @@ void zero_free(ZeroOpt *z) {
     }
     if (z->gslice) k->free(z->gslice);
     if (z->act_send) k->free(z->act_send);
+    if (z->param_host) {
+        k->host_free(z->wsl);
+        z->wsl = NULL;
+        for (int b = 0; b < 2; b++) {
+            k->event_destroy(z->ev_wq[b]);
+            k->event_destroy(z->ev_wcopy[b]);
+        }
+    }
     void *z3[6] = {z->wsl, z->wbuf[0], z->wbuf[1], z->gbuf, z->gbuf2, z->gred};
     for (int i = 0; i < 6; i++)
         if (z3[i]) k->free(z3[i]);

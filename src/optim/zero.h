@@ -104,7 +104,10 @@ typedef struct {
     void *ev_c0[2], *ev_c1[2]; /* copy stream: around buffer b's download (the CPU waits for ev_c1) */
     void *act_send; /* [per] act: the all-gather's source (stages 1, 2) */
     /* stage 3 */
-    void *wsl;         /* [per] act: this rank's act weights, the source of every unit gather */
+    void *wsl;         /* [per] act: this rank's act weights, the source of every unit gather (param_host:
+                          pinned host memory, each unit copied in on the copy stream before its use) */
+    int param_host;    /* parameter offload (one rank per shard group, with offload): wsl in host memory */
+    void *ev_wq[2], *ev_wcopy[2]; /* param_host: the compute before / the copy into wbuf[b] */
     void *wbuf[2];     /* [umax] act: two gathered units */
     int64_t wunit[2];  /* the unit each holds (-1: none) */
     int64_t wuse[2], clock; /* last use of each: the least recently used one is refilled */
@@ -146,9 +149,11 @@ typedef struct {
  * elements per chunk of the offload's gradient staging (0: PLAN_OFFLOAD_CHUNK; the sizes
  * are plan_offload_chunk's). grad_units (stage 3 with offload; else ignored): the gradients of
  * the first grad_units gather units go to host memory (ZeroOpt.gu_host; -1 or more than there
- * are: all; the plan's Plan.grad_units). */
-void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, int64_t grad_units, Model *m,
-               const Mesh *mesh);
+ * are: all; the plan's Plan.grad_units). offload_params (stage 3 with offload, a shard group of
+ * one rank; else ignored): the act weights slice in pinned host memory, each unit copied to
+ * the device before its forward and backward, the next one prefetched (Plan.param_host). */
+void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, int64_t grad_units, int offload_params,
+               Model *m, const Mesh *mesh);
 /* Stage 0, once, after the weights were set (--init or random init): with hp/hm1/hm2 (full
  * host buffers of n elements, a resumed checkpoint; any may be NULL) the weights and
  * moments come from there. Stages >= 1 start from their slices instead: zero_start_fill /

@@ -33,6 +33,7 @@ void train_options_default(TrainOptions *o) {
     o->offload_layers = -1;
     o->offload_grads = PLAN_OFFLOAD_AUTO;
     o->ckpt_every = 1;
+    o->offload_params = PLAN_OFFLOAD_AUTO;
     o->eval_samples = 0; /* kv: 16; --eval-data: all of it */
     o->mlp_tile = PLAN_MLP_AUTO;
 }
@@ -75,6 +76,11 @@ int ul_check_memory_flags(const TrainOptions *o, UlError *e) {
     if (o->zero < 0 || o->zero > 3) return ul_err(e, "--zero %lld: expected 0, 1, 2 or 3", (long long)o->zero);
     if (o->offload_optimizer && o->zero < 1)
         return ul_err(e, "--offload-optimizer: needs --zero 1, 2 or 3 (the offloaded state is the rank's ZeRO slice)");
+    if (o->offload_params == 1 && !(o->zero == 3 && o->offload_optimizer))
+        return ul_err(e, "--offload-params on: needs --zero 3 --offload-optimizer");
+    if (o->offload_params == 1 && o->sp * o->dp_shard != 1)
+        return ul_err(e, "--offload-params on: needs a shard group of one GPU (--sp 1 --dp-shard 1); with more "
+                         "the weights are sharded over the group already");
     if (o->offload_grads_given && !(o->zero == 3 && o->offload_optimizer))
         return ul_err(e, "--offload-gradients: needs --zero 3 --offload-optimizer (the gradients go to the CPU AdamW "
                          "unit by unit)");
@@ -99,6 +105,7 @@ void ul_plan_input(const TrainOptions *o, const ModelConfig *c, size_t act_bytes
     in->offload_optimizer = o->offload_optimizer;
     in->offload_chunk = o->offload_chunk;
     in->offload_grads = o->offload_grads;
+    in->offload_params = o->offload_params;
     in->eval = (o->task || o->eval_data) && o->eval_every > 0;
     in->save_state = o->save_every > 0 || o->resume;
     in->resume = o->resume != NULL;
@@ -123,6 +130,15 @@ int ul_parse_offload_layers(const char *s, int64_t *k, UlError *e) {
     if (s && word_or_count(s, "auto", PLAN_OFFLOAD_AUTO, "all", -1, k))
         return ul_err(e, "--offload-layers %s: expected auto, all, or a layer count >= 0", s);
     return 0;
+}
+
+int ul_parse_offload_params(const char *s, int64_t *v, UlError *e) {
+    if (!s) return 0;
+    if (strcmp(s, "auto") == 0 || strcmp(s, "on") == 0 || strcmp(s, "off") == 0) {
+        *v = s[0] == 'a' ? PLAN_OFFLOAD_AUTO : s[1] == 'n';
+        return 0;
+    }
+    return ul_err(e, "--offload-params %s: expected auto, on or off", s);
 }
 
 int ul_parse_ckpt_every(const char *s, int64_t *k, UlError *e) {

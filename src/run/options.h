@@ -55,6 +55,9 @@ typedef struct {
                               gradients in host memory (-1: all; PLAN_OFFLOAD_AUTO, the default: as many as
                               the host memory holds) */
     int offload_grads_given; /* --offload-gradients was on the command line */
+    int64_t offload_params; /* --offload-params (zero 3 with offload_optimizer, one rank per shard group): the
+                               bf16 weights in pinned host memory: 0 off, 1 on, PLAN_OFFLOAD_AUTO (default):
+                               only when the plan fits with and not without */
     /* outputs */
     const char *out;
     const char *save_dtype; /* "f32" | "bf16" */
@@ -104,6 +107,8 @@ void ul_plan_input(const TrainOptions *o, const ModelConfig *c, size_t act_bytes
 int ul_parse_tiled_mlp(const char *s, int64_t *rows, UlError *e);
 /* --offload-layers: an integer K >= 0, "all" (-1) or "auto" (PLAN_OFFLOAD_AUTO); NULL: unchanged. */
 int ul_parse_offload_layers(const char *s, int64_t *k, UlError *e);
+/* --offload-params: auto (PLAN_OFFLOAD_AUTO), on (1) or off (0); NULL: unchanged. */
+int ul_parse_offload_params(const char *s, int64_t *v, UlError *e);
 /* --checkpoint-every: an integer K >= 1 or "auto" (PLAN_CKPT_AUTO); NULL: unchanged. */
 int ul_parse_ckpt_every(const char *s, int64_t *k, UlError *e);
 /* --offload-gradients: an integer K >= 0, "off" (0), "all" (-1) or "auto" (PLAN_OFFLOAD_AUTO);

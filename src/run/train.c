@@ -482,7 +482,8 @@ static int run_build(TrainRun *r, UlError *e) {
     r->m.no_exchange = o->no_exchange;
     r->have_model = 1;
     /* the optimizer state, sharded with --zero (optim/zero.h); pads the model: before the weights */
-    zero_init(&r->zo, (int)o->zero, o->offload_optimizer, o->offload_chunk, r->plan.grad_units, &r->m, &r->mesh);
+    zero_init(&r->zo, (int)o->zero, o->offload_optimizer, o->offload_chunk, r->plan.grad_units, r->plan.param_host,
+              &r->m, &r->mesh);
     r->have_zo = 1;
     r->k->mem_stats(&r->mem1);
     return 0;
@@ -607,6 +608,9 @@ static void run_report(TrainRun *r) {
             plan_grads_desc(&r->plan, gd, sizeof gd);
             fprintf(stderr, "ulysses: gradient offload: %lld bytes of fp32 gradients in host memory (%s)\n",
                     (long long)(r->zo.so_host * (int64_t)sizeof(float)), gd);
+            if (r->zo.param_host)
+                fprintf(stderr, "ulysses: parameter offload%s: %lld bytes of weights in pinned host memory\n",
+                        r->plan.param_auto ? " (auto)" : "", (long long)(r->zo.per * (int64_t)r->k->act_bytes));
         }
     }
     r->k->mem_reset_peak();
