@@ -36,7 +36,8 @@
 #   families    the trajectory check for Qwen2 (q/k/v biases, tied) and Qwen3 (q/k norm, head_dim
 #               12 != 32 / 4): stages 1-3 and the offload on sp=2 x dp_shard=2, stage 3 with recompute
 #   gpu         the trajectory check on CUDA (bf16 weights, NCCL; within 2e-3), stages 1-3 (also for
-#               Qwen2 and Qwen3): 1 GPU, and sp=2, dp_shard=2 on 2 GPUs when present; exits 77
+#               Qwen2 and Qwen3), the gradient offload, --checkpoint-every and (1 GPU) --offload-params:
+#               1 GPU, and sp=2, dp_shard=2 on 2 GPUs when present; exits 77
 #               (skipped) without a GPU
 set -u
 HERE=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")") # before any cd
@@ -507,6 +508,10 @@ gpu)
     # the families' tensors and kernels (q/k/v bias, q/k norm) through the same stages
     MODEL=qwen2.json vs_zero0 "cuda qwen2" "--zero 1|--zero 3" $mesh $T
     MODEL=qwen3.json vs_zero0 "cuda qwen3" "--zero 2|--zero 3 --offload-optimizer" $mesh $T --checkpoint 1
+    # the gradients to host (all units, the first 2, with many staging chunks), sparser checkpoints,
+    # and on one GPU the weights in host memory (copy stream, events)
+    one=""; [ "$mesh" = 1 ] && one="|--zero 3 --offload-optimizer --offload-params on|--zero 3 --offload-optimizer --offload-params on --checkpoint-every 2 --offload-checkpoints"
+    MODEL=tied.json vs_zero0 "cuda offload" "--zero 3 --offload-optimizer --offload-gradients 2 --debug-offload-chunk 77|--zero 3 --offload-optimizer --checkpoint-every 2$one" $mesh $T --checkpoint 1
   done
   ;;
 *) echo "unknown case $CASE"; exit 2 ;;
