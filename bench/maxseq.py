@@ -200,7 +200,7 @@ class Bench:
         # the plan's other choices at this length (header lines of `ulysses plan`)
         ch = {}
         for key, pat in (("ckpt_every", r", every (?:auto: )?(\d+) layers"), ("ckpt_offload", r"\(offloaded: ([^)]+)\)"),
-                         ("grads_host", r"^gradients in host memory: ([^;]+);"),
+                         ("grads_host", r"^gradients in host memory: ([^;\n]+)"),
                          ("params_host", r"; weights in host memory: (.+)$")):
             g = re.search(pat, r.stdout, re.M)
             if g:

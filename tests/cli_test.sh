@@ -181,7 +181,8 @@ plan)
   pexpect "\-\-model" --sp 1
   pexpect "\-\-tiled-mlp sometimes" --model tiny.json --tiled-mlp sometimes
   pexpect "\-\-offload-gradients lots" --model tiny.json --zero 3 --offload-optimizer --offload-gradients lots
-  pexpect "\-\-offload-gradients: needs --zero 3" --model tiny.json --zero 2 --offload-optimizer --offload-gradients 1
+  pexpect "\-\-offload-gradients 1: with --zero 1 or 2" --model tiny.json --zero 2 --offload-optimizer --offload-gradients 1
+  pexpect "\-\-offload-gradients: needs --offload-optimizer" --model tiny.json --zero 3 --offload-gradients all
   # the gradient offload: all units' gradients on the host (3 of 4 tiny units: the rest on the device)
   for g in all 3 off; do
     "$BIN" plan --model tiny.json --gpus 2 --sp 2 --seq-len 4096 --checkpoint 1 --device cpu --zero 3 \

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ZeRO stages and optimizer offload through the CLI (issue 8). Usage: zero_test.sh BIN CASE
-#   trajectory  --zero 1 / 2, with and without --offload-optimizer, give the 10-step trajectory
+#   trajectory  --zero 1 / 2, with and without --offload-optimizer (the gradients to host unit by unit,
+#               and with --offload-gradients off), give the 10-step trajectory
 #               of --zero 0 on the same mesh (loss and grad_norm per step within 1e-5 relative),
 #               on sp=2; sp=2 x dp_shard=2; dp_shard=2 x dp_replicate=2; dp_shard=3 (padded slices)
 #   stage3      the same for --zero 3 with and without --offload-optimizer, on the same meshes,
@@ -104,7 +105,7 @@ T="--batch 24 --grad-accum 2 --steps 10 --quiet"
 case "$CASE" in
 trajectory)
   for mesh in "${MESHES[@]}"; do
-    vs_zero0 "" "--zero 1|--zero 2|--zero 1 --offload-optimizer|--zero 2 --offload-optimizer|--zero 1 --offload-optimizer --debug-offload-chunk 100|--zero 2 --offload-optimizer --debug-offload-chunk 1000" $mesh $T
+    vs_zero0 "" "--zero 1|--zero 2|--zero 1 --offload-optimizer|--zero 2 --offload-optimizer|--zero 2 --offload-optimizer --offload-gradients off|--zero 1 --offload-optimizer --debug-offload-chunk 100|--zero 2 --offload-optimizer --debug-offload-chunk 1000" $mesh $T
   done
   ;;
 stage3)
@@ -157,8 +158,18 @@ memory)
     chk "zero 1 host" "$(bytes host log1.txt)" 0
     # offload: master, m, v, and the gradient staging: the whole slice is one chunk (the default
     # chunk, 64 Mi floats, is more than per), or 2 buffers of C floats
-    chk "zero 2 offload host (master, m, v, one [per] staging chunk)" "$(bytes host log2o.txt)" $((16 * per))
-    chk "zero 2 offload host (master, m, v, 2 staging chunks of $C)" "$(bytes host log2oc.txt)" $((12 * per + 8 * C))
+    # offload: master, m, v, the gradients (--offload-gradients auto: this rank's slice of each unit's,
+    # on the host), and the gradient staging: the whole slice is one chunk (the default chunk, 64 Mi
+    # floats, is more than per), or 2 buffers of C floats; on the device two buffers of the largest
+    # unit (a layer of tiny.json: 2 norms D, q and o D*32, k and v D*16, the MLP 3*D*I) and the
+    # slice the new weights are uploaded through, no [n_pad] gradient
+    chk "zero 2 offload host (master, m, v, gradients, one [per] staging chunk)" "$(bytes host log2o.txt)" $((20 * per))
+    chk "zero 2 offload host (master, m, v, gradients, 2 staging chunks of $C)" "$(bytes host log2oc.txt)" \
+      $((16 * per + 8 * C))
+    ulayer=$((2 * 32 + 2 * 32 * 32 + 2 * 32 * 16 + 3 * 32 * 64))
+    for z in 2o 2oc; do
+      chk "zero $z grads (2 unit buffers + the upload slice)" "$(bytes grads log$z.txt)" $((4 * (2 * ulayer + per)))
+    done
     # stage 3: the gather units of tiny.json (core/params.h; V 256, D 32, I 64, 4 heads and 2 kv
     # heads of 8): the embedding V*D; each of the 2 layers 2 norms D, q and o D*32, k and v
     # D*16, the MLP 3*D*I; the tail D + V*D (untied lm_head). Each unit is padded to a multiple

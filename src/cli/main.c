@@ -120,11 +120,11 @@ static int cmd_train(int argc, char **argv) {
          "with --zero 1|2|3: keep the fp32 master slice and AdamW moments in (pinned) host memory, updated by a "
          "multithreaded CPU AdamW"},
         {"--offload-gradients", FLAG_STRING, &offg, "auto|all|off|K",
-         "with --zero 3 --offload-optimizer: each gather unit's fp32 gradients leave for host memory right after "
-         "its backward (overlapped with the next unit's) and accumulate there for the CPU AdamW; K: only the "
-         "first K units' (the embedding, then layers 0, 1, ...), the rest stay on the GPU; auto (default): as "
-         "many as --host-mem holds (before --offload-layers auto's checkpoints; without --host-mem: 90% of the "
-         "node's physical memory)"},
+         "with --offload-optimizer: each gather unit's fp32 gradients (reduced over the ranks) leave for host "
+         "memory right after its backward (overlapped with the next unit's) and accumulate there for the CPU "
+         "AdamW; K (--zero 3): only the first K units' (the embedding, then layers 0, 1, ...), the rest stay on "
+         "the GPU; auto (default): as many as --host-mem holds (before --offload-layers auto's checkpoints; "
+         "without --host-mem: 90% of the node's physical memory; --zero 1, 2: all or none)"},
         {"--offload-params", FLAG_STRING, &offp, "auto|on|off",
          "with --zero 3 --offload-optimizer on one GPU (--sp 1 --dp-shard 1): keep the bf16 weights in pinned "
          "host memory, each layer copied in before its forward and backward, the next one prefetched on the "
@@ -217,8 +217,8 @@ static int cmd_plan(int argc, char **argv) {
         {"--zero", FLAG_INT, &zero, "0|1|2|3", "ZeRO stage over the shard group (dp-shard x sp ranks) (default 0)"},
         {"--offload-optimizer", FLAG_BOOL, &offload_opt, NULL, "fp32 master weights and AdamW moments in host memory"},
         {"--offload-gradients", FLAG_STRING, &offg, "auto|all|off|K",
-         "with --zero 3 --offload-optimizer: the fp32 gradients of all, none or the first K gather units in host "
-         "memory; auto (default): as many as --host-mem holds, before --offload-layers auto's checkpoints"},
+         "with --offload-optimizer: the fp32 gradients of all, none or (--zero 3) the first K gather units in "
+         "host memory; auto (default): as many as --host-mem holds, before --offload-layers auto's checkpoints"},
         {"--offload-params", FLAG_STRING, &offp, "auto|on|off",
          "with --zero 3 --offload-optimizer on one GPU: the bf16 weights in pinned host memory, streamed in per "
          "unit; auto (default): only when the plan fits with it and not without"},
@@ -284,11 +284,13 @@ static int cmd_plan(int argc, char **argv) {
                (long long)p.t, unit, cuda ? "CUDA bf16" : "CPU fp32", (long long)checkpoint,
                ckpt_off, mlp, (long long)zero,
                offload_opt ? ", optimizer offloaded" : "");
-        if (p.units && zero == 3 && offload_opt) {
+        if (p.units && zero >= 1 && offload_opt) {
             char gd[64];
             plan_grads_desc(&p, gd, sizeof gd);
-            printf("gradients in host memory: %s; weights in host memory: %s%s\n\n", gd, p.param_auto ? "auto: " : "",
-                   p.param_host ? "yes" : "no");
+            printf("gradients in host memory: %s", gd);
+            if (zero == 3 && o.sp * o.dp_shard == 1) /* --offload-params: one GPU per shard group */
+                printf("; weights in host memory: %s%s", p.param_auto ? "auto: " : "", p.param_host ? "yes" : "no");
+            printf("\n\n");
         }
         plan_print(stdout, &p, per_host, unit);
         if (lim <= 0 && hlim <= 0) {

@@ -143,17 +143,29 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
      * stage 3 per gather unit (zero3_sizes) */
     int64_t zper = z >= 1 ? ceil_div(N, nsh) : N, umax = 0, so_h = 0, nu = ul_param_unit_count(c);
     /* gradient offload (ZeRO 3 with offload): the first gu units' gradients in host memory */
-    int64_t gu = z >= 3 && oo ? (in->offload_grads < 0 || in->offload_grads > nu ? nu : in->offload_grads) : 0;
+    int64_t gu = oo ? (in->offload_grads < 0 || in->offload_grads > nu ? nu : in->offload_grads) : 0;
+    if (z <= 2 && gu > 0) gu = nu; /* ZeRO 1, 2: all units' or none */
+    int64_t umaxu = 0; /* ZeRO 1, 2: the largest unit (its gradients' buffers) */
+    for (int64_t u = 0; u < nu; u++) {
+        int64_t uo, un;
+        ul_param_unit(c, u, &uo, &un);
+        if (un > umaxu) umaxu = un;
+    }
     if (z >= 3) zero3_sizes(c, nsh, gu, &zper, &umax, &so_h);
     p->grad_units = gu;
     p->units = nu;
     int64_t n_pad = z >= 1 ? zper * nsh : N;
     const char *shard = z >= 1 ? " (shard)" : "";
     add(p, PG_MASTER, oo, 1, zper * F, "master weights fp32%s", shard);
-    if (z <= 2) /* the accumulation buffer of the backward passes (zero_init pads it) */
+    if (z <= 2 && !gu) /* the accumulation buffer of the backward passes (zero_init pads it) */
         add(p, PG_GRADS, 0, 1, n_pad * F, "gradients fp32");
-    if ((z >= 2 || oo) && !gu) add(p, PG_GRADS, 0, 1, zper * F, "reduced gradients fp32 (shard)");
-    if (gu) { /* the rest on the device; a second unit buffer (S = 1) or the reduce-scatter's target
+    if ((z >= 2 || oo) && (!gu || z <= 2)) add(p, PG_GRADS, 0, 1, zper * F, "reduced gradients fp32 (shard)");
+    if (gu && z <= 2) { /* each unit's gradients all-reduced in one of two buffers (one is copied to host
+                           while the next unit computes), the slice's part accumulated on the host */
+        add(p, PG_GRADS, 0, 1, 2 * umaxu * F, "gradients of one unit fp32 (x2, copy to host)");
+        add(p, PG_GRADS, 1, 1, zper * F, "gradients fp32 (shard, on the host)");
+    }
+    if (gu && z >= 3) { /* the rest on the device; a second unit buffer (S = 1) or the reduce-scatter's target
                  (S > 1) holds one unit's gradients while they are copied to host */
         add(p, PG_GRADS, 0, 1, (zper - so_h) * F, "reduced gradients fp32 (shard, %lld units on the GPU)",
             (long long)(nu - gu));
@@ -310,7 +322,7 @@ static void plan_compute_ckpt(const PlanInput *in, Plan *p) {
 }
 
 static void plan_compute_grads(const PlanInput *in, Plan *p) {
-    if (!(in->zero >= 3 && in->offload_optimizer && in->offload_grads == PLAN_OFFLOAD_AUTO)) {
+    if (!(in->zero >= 1 && in->offload_optimizer && in->offload_grads == PLAN_OFFLOAD_AUTO)) {
         plan_compute_ckpt(in, p);
         return;
     }

@@ -95,10 +95,10 @@ void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGro
     int64_t rows_I = m->mlp_tile ? m->mlp_tile : t; /* rows of the [*, I] buffers */
 
     m->n_params = ul_param_numel(c);
-    m->n_alloc = o->sharded ? 0 : m->n_params; /* ZeRO-3: the parameters live in optim/zero.c's units */
-    if (!o->sharded) {
+    m->n_alloc = o->sharded == 1 ? 0 : m->n_params; /* ZeRO-3: the parameters live in optim/zero.c's units */
+    if (o->sharded != 1) {
         m->params = F32(m->n_alloc);
-        m->grads = F32(m->n_alloc);
+        if (!o->sharded) m->grads = F32(m->n_alloc); /* sharded 2: each unit's in optim/zero.c's buffers */
         m->wact = k->act_bytes == sizeof(float) ? (void *)m->params : ACT(m->n_alloc);
     }
     ul_tensors_bind(&m->P, c, m->wact, k->act_bytes);
@@ -211,12 +211,13 @@ void model_pad_params(Model *m, int64_t n_alloc) {
     const KernelOps *k = m->k;
     if (m->wact != (void *)m->params) k->free(m->wact);
     k->free(m->params);
-    k->free(m->grads);
+    int grads = m->grads != NULL; /* none with the gradient offload of ZeRO 1, 2 */
+    if (grads) k->free(m->grads);
     ul_tensors_free(&m->P);
     ul_tensors_free(&m->G);
     m->n_alloc = n_alloc;
     m->params = F32(n_alloc);
-    m->grads = F32(n_alloc);
+    m->grads = grads ? F32(n_alloc) : NULL;
     m->wact = k->act_bytes == sizeof(float) ? (void *)m->params : ACT(n_alloc);
     ul_tensors_bind(&m->P, &m->c, m->wact, k->act_bytes);
     ul_tensors_bind(&m->G, &m->c, m->grads, sizeof(float));

@@ -144,7 +144,8 @@ typedef struct {
     int64_t offload;  /* checkpoint offload to host memory (needs recompute >= 1): the saved
                          activations of the first `offload` layers (0: none; > L: all, the
                          final norm's input too) */
-    int sharded;      /* ZeRO-3: no full params, grads, act weights (zero_init installs the hooks) */
+    int sharded;      /* 1: ZeRO-3: no full params, grads, act weights (zero_init installs the hooks); 2: ZeRO 1, 2
+                         with the gradient offload: no full grads (the hooks bind each unit's gradients) */
     int64_t ckpt_every; /* recompute 1: keep only every K-th layer's input (0 or 1: every layer's); the
                            backward recomputes each segment of K layers from it (model.c backward_layers) */
 } ModelMemOpts;

@@ -75,19 +75,46 @@ static float *gdev(const ZeroOpt *z, int64_t so) { return z->gslice + (so - z->s
 
 static void drain_grads(ZeroOpt *z);
 
+/* The next unit's gradient buffer: with two, the units alternate (the other one may still be
+ * read out to host: waited for on the device, or taken first when it is still pending). */
+static void open_unit(ZeroOpt *z) {
+    if (!z->gbuf2) return;
+    int b = z->gopen == z->gbuf ? 1 : 0;
+    z->gopen = b ? z->gbuf2 : z->gbuf;
+    if (z->gpend >= 0 && z->gpend_b == b) drain_grads(z); /* still to be read out (a tied head) */
+    z->k->event_wait(UL_STREAM_COMPUTE, z->ev_gfree[b]);
+}
+
+/* Whether offloaded unit u's gradients already arrived this step (a later sample, a tied head's
+ * second round): their sum so far is then uploaded into the unit's buffer, so that the sums
+ * run in the order of the device slice's (and of --zero 0): bitwise the same. */
+static int host_so_far(ZeroOpt *z, int64_t u) {
+    if (z->gpend == u) drain_grads(z); /* a tied head's first round, still pending */
+    return !z->gfresh[u];
+}
+
+/* unit u's reduced gradients src[n] (device, in the open buffer or gred) are complete on the
+ * compute stream: their copy to dst (host) waits for that, the CPU takes them later (drain_grads) */
+static void set_pending(ZeroOpt *z, int64_t u, const float *src, float *dst, int64_t n) {
+    z->k->event_record(z->ev_gdone, UL_STREAM_COMPUTE);
+    z->gpend = u;
+    z->gpend_src = src;
+    z->gpend_dst = dst;
+    z->gpend_n = n;
+    z->gpend_b = z->gopen == z->gbuf2 ? 1 : 0;
+}
+
 static void z3_grad_begin(ModelShards *s, Model *m, int64_t u) {
     ZeroOpt *z = zopt(s);
     const ZeroUnit *un = &z->units[u];
-    if (z->gbuf2) { /* the units alternate between two buffers: the other one may still be read out */
-        int b = z->gopen == z->gbuf ? 1 : 0;
-        z->gopen = b ? z->gbuf2 : z->gbuf;
-        if (z->gpend >= 0 && z->gpend_src == z->gopen) drain_grads(z); /* still to be read out (a tied head) */
-        z->k->event_wait(UL_STREAM_COMPUTE, z->ev_gfree[b]);
-    }
+    open_unit(z);
     z->k->zero(z->gopen, F32B(z->S * un->per));
     /* the slice's sum so far in this rank's chunk: the reduce-scatter then adds the new part
-     * (gradients offloaded to host accumulate there instead: drain_grads) */
-    if (u >= z->gu_host) copy_f32(z->k, z->gopen + z->q * un->per, gdev(z, un->so), un->per);
+     * (offloaded units: uploaded from the host when the unit already arrived this step) */
+    if (u >= z->gu_host)
+        copy_f32(z->k, z->gopen + z->q * un->per, gdev(z, un->so), un->per);
+    else if (host_so_far(z, u))
+        z->k->upload(z->gopen + z->q * un->per, z->hgrad + un->so, F32B(un->per));
     ul_tensors_bind_unit(&m->G, &m->c, u, z->gopen, sizeof(float));
 }
 
@@ -108,10 +135,37 @@ static void z3_grad_end(ModelShards *s, Model *m, int64_t u) {
         g->ops->reduce_scatter_sum(g, z->gopen, z->gred, z->S * un->per, UL_F32);
         src = z->gred;
     }
-    z->k->event_record(z->ev_gdone, UL_STREAM_COMPUTE);
-    z->gpend = u;
-    z->gpend_src = src;
-    z->gpend_b = z->gopen == z->gbuf2 ? 1 : 0;
+    set_pending(z, u, src, z->hgrad + un->so, un->per);
+}
+
+/* ---------------- stages 1, 2 with the gradient offload: the model's unit hooks ---------------- */
+
+static void z12_fetch(ModelShards *s, Model *m, int64_t u) { (void)s, (void)m, (void)u; } /* full weights */
+
+static void z12_grad_begin(ModelShards *s, Model *m, int64_t u) {
+    ZeroOpt *z = zopt(s);
+    int64_t off, n;
+    ul_param_unit(&m->c, u, &off, &n);
+    open_unit(z);
+    z->k->zero(z->gopen, F32B(n));
+    /* the sum so far of this rank's slice part, once over the replicas (the all-reduce adds the rest) */
+    int64_t a = off > z->lo ? off : z->lo, b = off + n < z->hi ? off + n : z->hi;
+    if (host_so_far(z, u) && z->rep_rank == 0 && b > a)
+        z->k->upload(z->gopen + (a - off), z->hgrad + (a - z->lo), F32B(b - a));
+    ul_tensors_bind_unit(&m->G, &m->c, u, z->gopen, sizeof(float));
+}
+
+/* the unit's gradients summed over every rank (what stage 1 all-reduces and stage 2 reduce-
+ * scatters, by the unit), the part inside this rank's slice to host */
+static void z12_grad_end(ModelShards *s, Model *m, int64_t u) {
+    ZeroOpt *z = zopt(s);
+    int64_t off, n;
+    ul_param_unit(&m->c, u, &off, &n);
+    drain_grads(z);
+    z->dev_world->ops->allreduce_sum(z->dev_world, z->gopen, n, UL_F32);
+    int64_t a = off > z->lo ? off : z->lo, b = off + n < z->hi ? off + n : z->hi;
+    if (b < a) b = a;
+    set_pending(z, u, z->gopen + (a - off), z->hgrad + (a - z->lo), b - a);
 }
 
 /* the updated master slice -> the act slice the gathers read; the gathered units are stale */
@@ -144,6 +198,19 @@ static void put(const ZeroOpt *z, float *dst, const float *src, int64_t n) {
 
 /* ---------------- all stages ---------------- */
 
+/* The gradient offload's events and per-unit flags, for ngu units. */
+static void grad_offload_init(ZeroOpt *z, int64_t ngu) {
+    const KernelOps *k = z->k;
+    z->ngu = ngu;
+    z->ev_gdone = k->event_create();
+    for (int b = 0; b < 2; b++) {
+        z->ev_gfree[b] = k->event_create();
+        k->event_record(z->ev_gfree[b], UL_STREAM_COPY); /* the first waits have something to wait for */
+    }
+    z->gfresh = ul_calloc((size_t)ngu, 1);
+    z->gss = ul_calloc((size_t)ngu, sizeof(double));
+}
+
 void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, int64_t grad_units, int offload_params,
                Model *m, const Mesh *mesh) {
     UL_ASSERT(stage >= 0 && stage <= 3, "zero stage %d", stage);
@@ -162,6 +229,8 @@ void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, int64_
     z->S = stage ? mesh->shard_g.size : 1;
     z->q = stage ? mesh->shard_g.rank : 0;
     z->dev_shard = mesh->dev_shard;
+    z->dev_world = mesh->dev_world;
+    z->rep_rank = mesh->rep_g.rank;
     int64_t S = z->S, q = z->q;
     z->nu = stage == 3 ? ul_param_unit_count(&m->c) : 1;
     z->units = ul_calloc((size_t)z->nu, sizeof(ZeroUnit));
@@ -240,18 +309,9 @@ void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, int64_
                 z->gbuf2 = k->alloc(F32B(z->umax)); /* [umax] */
             else
                 z->gred = k->alloc(F32B(z->umax / S)); /* [umax / S] */
-            z->ev_gdone = k->event_create();
-            for (int b = 0; b < 2; b++) {
-                z->ev_gfree[b] = k->event_create();
-                k->event_record(z->ev_gfree[b], UL_STREAM_COPY); /* the first waits have something to wait for */
-            }
-            z->gfresh = ul_calloc((size_t)z->nu, 1);
-            z->gss = ul_calloc((size_t)z->nu, sizeof(double));
+            grad_offload_init(z, z->nu);
         }
-        z->hooks.fetch = z3_fetch;
-        z->hooks.prefetch = z3_prefetch;
-        z->hooks.grad_begin = z3_grad_begin;
-        z->hooks.grad_end = z3_grad_end;
+        z->hooks = (ModelShards){z3_fetch, z3_prefetch, z3_grad_begin, z3_grad_end};
         m->shards = &z->hooks;
         z->bytes.weights = (z->per + 2 * z->umax) * (int64_t)k->act_bytes; /* param_host: the act slice on host */
         z->bytes.master = F32B(z->per);
@@ -262,12 +322,35 @@ void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, int64_
         if (z->param_host) z->bytes.host += z->per * (int64_t)k->act_bytes;
         return;
     }
+    if (offload && grad_units != 0) { /* the gradient offload: each unit's, this rank's part to host */
+        UL_ASSERT(!m->grads, "zero stage %d: the gradient offload needs a model made without gradients "
+                  "(ModelMemOpts.sharded 2)", stage);
+        z->g12 = 1;
+        z->ngu = ul_param_unit_count(&m->c);
+        z->gu_host = z->ngu;
+        z->so_host = z->hi - z->lo;
+        int64_t umaxu = 0; /* the largest unit */
+        for (int64_t u = 0; u < z->ngu; u++) {
+            int64_t off, n;
+            ul_param_unit(&m->c, u, &off, &n);
+            if (n > umaxu) umaxu = n;
+        }
+        z->hgrad = k->host_alloc(F32B(z->per)); /* [per] */
+        z->gbuf = k->alloc(F32B(umaxu));  /* [umaxu] */
+        z->gbuf2 = k->alloc(F32B(umaxu)); /* [umaxu] */
+        z->gopen = z->gbuf;
+        grad_offload_init(z, z->ngu);
+        z->hooks = (ModelShards){z12_fetch, z12_fetch, z12_grad_begin, z12_grad_end}; /* no gathers */
+        m->shards = &z->hooks;
+        z->bytes.grads = 2 * F32B(umaxu); /* the model has none */
+        z->bytes.host = F32B(z->per);
+    }
     if (k->act_bytes != sizeof(float)) z->act_send = k->alloc((size_t)z->per * k->act_bytes); /* [per] act */
     z->bytes.weights = (m->n_alloc + (z->act_send ? z->per : 0)) * (int64_t)k->act_bytes;
     z->bytes.master = F32B(z->per);
-    z->bytes.grads = F32B(m->n_alloc) + (z->gslice ? F32B(z->per) : 0);
+    z->bytes.grads += (m->grads ? F32B(m->n_alloc) : 0) + (z->gslice ? F32B(z->per) : 0);
     z->bytes.moments = 2 * F32B(z->per);
-    z->bytes.host = offload ? 3 * F32B(z->per) + z->nbuf * F32B(z->gchunk) : 0; /* master, m, v, gradient staging */
+    z->bytes.host += offload ? 3 * F32B(z->per) + z->nbuf * F32B(z->gchunk) : 0; /* master, m, v, gradient staging */
 }
 
 void zero_start(ZeroOpt *z, Model *m, const float *hp, const float *hm1, const float *hm2) {
@@ -280,10 +363,10 @@ void zero_start(ZeroOpt *z, Model *m, const float *hp, const float *hm1, const f
 }
 
 void zero_clear_grads(ZeroOpt *z, Model *m) {
+    if (z->gfresh) memset(z->gfresh, 1, (size_t)z->ngu); /* the host gradients: the first arrival is copied */
     if (z->stage == 3) {
         if (z->gslice) z->k->zero(z->gslice, F32B(z->per - z->so_host));
-        if (z->gfresh) memset(z->gfresh, 1, (size_t)z->nu); /* the host gradients: the first arrival is copied */
-    } else
+    } else if (!z->g12)
         z->k->zero(m->grads, (size_t)m->n_alloc * sizeof(float));
 }
 
@@ -379,36 +462,22 @@ static void adamw_offload(ZeroOpt *z, const float *g, int64_t from, int64_t to, 
     stream_to_host(z, g, to - from, z->ev_grad, adamw_chunk, &a);
 }
 
-/* acc[c0, c1) += h (the host gradients of a unit arriving again in the same step) */
-static void add_chunk(ZeroOpt *z, const float *h, int64_t c0, int64_t c1, void *ctx) {
-    (void)z;
-    float *acc = (float *)ctx + c0;
-    const int64_t n = c1 - c0;
-#pragma omp parallel for schedule(static) if (n > (1 << 16))
-    for (int64_t i = 0; i < n; i++) acc[i] += h[i];
-}
-
-/* The pending unit's reduced gradients (device) -> its chunk of the host gradients: copied
- * straight into them (pinned) when it is the unit's first arrival of the step, else added
- * through the staging chunks; its sum of squares is recorded (the norm from the chunks as
- * they arrive). Then its device buffer is free (ev_gfree). */
+/* The pending unit's reduced gradients (device: its sum so far over the step, grad_begin put
+ * the earlier part in) -> its part of the host gradients, copied straight into them (pinned);
+ * its sum of squares is recorded (the norm from the units as they arrive). Then its device
+ * buffer is free (ev_gfree). */
 static void drain_grads(ZeroOpt *z) {
     if (z->gpend < 0) return;
     const KernelOps *k = z->k;
-    int64_t u = z->gpend;
-    const ZeroUnit *un = &z->units[u];
-    float *acc = z->hgrad + un->so; /* [per_u] host */
-    if (z->gfresh[u]) {
-        k->event_wait(UL_STREAM_COPY, z->ev_gdone);
-        k->event_record(z->ev_c0[0], UL_STREAM_COPY);
-        k->copy_async(acc, z->gpend_src, F32B(un->per), 1);
-        k->event_record(z->ev_c1[0], UL_STREAM_COPY);
-        (void)k->event_elapsed(z->ev_c0[0], z->ev_c1[0]); /* returns once the copy has ended */
-        z->gfresh[u] = 0;
-    } else {
-        stream_to_host(z, z->gpend_src, un->per, z->ev_gdone, add_chunk, acc);
-    }
-    z->gss[u] = ul_kernels_cpu()->sumsq(acc, un->per); /* the padding is zero */
+    int64_t u = z->gpend, n = z->gpend_n;
+    float *acc = z->gpend_dst; /* [n] host */
+    k->event_wait(UL_STREAM_COPY, z->ev_gdone);
+    k->event_record(z->ev_c0[0], UL_STREAM_COPY);
+    k->copy_async(acc, z->gpend_src, F32B(n), 1);
+    k->event_record(z->ev_c1[0], UL_STREAM_COPY);
+    (void)k->event_elapsed(z->ev_c0[0], z->ev_c1[0]); /* returns once the copy has ended */
+    z->gfresh[u] = 0;
+    z->gss[u] = ul_kernels_cpu()->sumsq(acc, n); /* the padding is zero */
     k->event_record(z->ev_gfree[z->gpend_b], UL_STREAM_COPY);
     z->gpend = -1;
 }
@@ -419,7 +488,17 @@ double zero_step(ZeroOpt *z, Model *m, Mesh *mesh, const ZeroHyper *h, int updat
     int64_t nh = z->so_host; /* of which the first nh are host memory (gradient offload), the rest on the device */
     float *g; /* this rank's reduced gradient slice [own - nh] (backend memory), element nh first */
     double gn;
-    if (z->stage <= 1) {
+    if (z->g12) { /* summed over the world unit by unit, this rank's slice on the host already */
+        drain_grads(z);
+        double ss = 0;
+        for (int64_t u = 0; u < z->ngu; u++) {
+            UL_ASSERT(!z->gfresh[u], "zero_step: unit %lld's gradients did not arrive", (long long)u);
+            ss += z->gss[u];
+        }
+        mesh->shard_g.ops->allreduce_sum(&mesh->shard_g, &ss, 1, UL_F64); /* not over replicas: same slices */
+        gn = sqrt(ss);
+        g = NULL;
+    } else if (z->stage <= 1) {
         mesh->dev_world->ops->allreduce_sum(mesh->dev_world, m->grads, z->n, UL_F32);
         gn = sqrt(k->sumsq(m->grads, z->n));
         g = m->grads + z->lo;

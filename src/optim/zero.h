@@ -90,6 +90,8 @@ typedef struct {
     int64_t nu;          /* units: L + 2 with stage 3, else 1 (the whole vector) */
     ZeroUnit *units;     /* [nu] */
     CommGroup *dev_shard; /* the shard group for backend buffers (stage 3's hooks) */
+    CommGroup *dev_world; /* all ranks (the gradient offload of stages 1, 2) */
+    int rep_rank;         /* this rank's replica (mesh rep_g) */
     float *master;  /* [per] fp32 master slice (device, or host with offload); stage 0: the model's params */
     float *m1, *m2; /* [per] AdamW moments (device, or host with offload) */
     float *gslice;  /* [per] device fp32: the stage-2 reduce-scatter target, and the offload's
@@ -119,7 +121,8 @@ typedef struct {
      * unit's backward and accumulate there in fp32 over the step's samples; the device keeps
      * only the gradients of units [gu_host, nu) in gslice ([per - so_host]). A unit's reduced
      * gradient is copied on the copy stream while the next unit's backward computes, and taken
-     * (added, its sum of squares recorded) at the next unit's grad_end or at zero_step. */
+     * (its sum of squares recorded) at the next unit's grad_end or at zero_step; when the unit
+     * comes again in the step, its sum so far is uploaded into its buffer first, as gslice's is. */
     int64_t gu_host;   /* units whose gradients live in host memory */
     int64_t so_host;   /* their elements: the slice's [0, so_host) */
     float *hgrad;      /* [so_host] host fp32 (pinned on CUDA): the step's accumulated gradients */
@@ -128,12 +131,20 @@ typedef struct {
     float *gred;       /* [umax / S] fp32, S > 1: the reduce-scatter target the copy reads */
     float *gopen;      /* the open unit's buffer (gbuf or gbuf2) */
     int64_t gpend;     /* the unit whose gradients wait to be taken to host (-1: none) */
-    const float *gpend_src; /* [per_u] its reduced gradients (device) */
+    const float *gpend_src; /* [gpend_n] its reduced gradients of this rank's slice (device) */
+    float *gpend_dst;  /* [gpend_n] where they accumulate (in hgrad) */
+    int64_t gpend_n;
     int gpend_b;       /* 0: gbuf, 1: gbuf2 (the buffer its copy frees) */
     void *ev_gdone;    /* compute stream: the pending unit's reduced gradients are complete */
     void *ev_gfree[2]; /* copy stream: gbuf / gbuf2 read out */
-    unsigned char *gfresh; /* [nu] no gradient of unit u arrived yet this step (the first is copied) */
-    double *gss;       /* [nu] sum of squares of each host unit's accumulated gradients (fp64) */
+    unsigned char *gfresh; /* [ngu] no gradient of unit u arrived yet this step */
+    double *gss;       /* [ngu] sum of squares of each host unit's accumulated gradients (fp64) */
+    /* stages 1, 2 with offload (g12): the model has no gradient buffer; the hooks bind each gather
+     * unit's (core/params.h) gradients to gbuf / gbuf2 ([umax], the largest unit), all-reduce them
+     * over the world at its end, and the part inside this rank's slice [lo, hi) goes to hgrad
+     * ([per], host) as in stage 3. gu_host = ngu = the model's units, so_host = per. */
+    int g12;
+    int64_t ngu;       /* gather units of the model (stage 3: nu) */
     ZeroBytes bytes;
 } ZeroOpt;
 

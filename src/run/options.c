@@ -81,9 +81,12 @@ int ul_check_memory_flags(const TrainOptions *o, UlError *e) {
     if (o->offload_params == 1 && o->sp * o->dp_shard != 1)
         return ul_err(e, "--offload-params on: needs a shard group of one GPU (--sp 1 --dp-shard 1); with more "
                          "the weights are sharded over the group already");
-    if (o->offload_grads_given && !(o->zero == 3 && o->offload_optimizer))
-        return ul_err(e, "--offload-gradients: needs --zero 3 --offload-optimizer (the gradients go to the CPU AdamW "
-                         "unit by unit)");
+    if (o->offload_grads_given && !o->offload_optimizer)
+        return ul_err(e, "--offload-gradients: needs --offload-optimizer (the gradients go to the CPU AdamW unit by "
+                         "unit)");
+    if (o->offload_grads_given && o->zero < 3 && o->offload_grads > 0)
+        return ul_err(e, "--offload-gradients %lld: with --zero 1 or 2 the gradients go to host all or none (all, "
+                         "off or auto); a count of units needs --zero 3", (long long)o->offload_grads);
     return 0;
 }
 

@@ -476,7 +476,8 @@ static int run_build(TrainRun *r, UlError *e) {
     if (r->on_gpu) ul_mesh_init_nccl(&r->mesh, r->k->compute_stream());
     r->have_mesh = 1;
     int64_t T_max = plan_padded_len(o->seq_len, o->sp);
-    ModelMemOpts mo = {o->checkpoint, r->plan.mlp_tile, r->plan.offload_items, o->zero == 3,
+    int sharded = o->zero == 3 ? 1 : r->plan.grad_units > 0 ? 2 : 0; /* 2: ZeRO 1, 2 with the gradient offload */
+    ModelMemOpts mo = {o->checkpoint, r->plan.mlp_tile, r->plan.offload_items, sharded,
                        r->plan.ckpt_every}; /* the plan's tile, offload and segments (auto resolved) */
     model_init_opts(&r->m, &r->c, r->k, r->mesh.dev_sp, T_max, &mo);
     r->m.no_exchange = o->no_exchange;
@@ -603,7 +604,7 @@ static void run_report(TrainRun *r) {
         if (o->checkpoint == 1 && (r->plan.ckpt_every > 1 || r->plan.ckpt_auto))
             fprintf(stderr, "ulysses: checkpoint-every %s%lld layers: %lld kept layer inputs, the rest recomputed\n",
                     r->plan.ckpt_auto ? "auto: " : "", (long long)r->plan.ckpt_every, (long long)r->plan.ckpt_items);
-        if (r->zo.stage == 3 && r->zo.offload) {
+        if (r->zo.stage >= 1 && r->zo.offload) {
             char gd[64];
             plan_grads_desc(&r->plan, gd, sizeof gd);
             fprintf(stderr, "ulysses: gradient offload: %lld bytes of fp32 gradients in host memory (%s)\n",
