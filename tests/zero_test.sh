@@ -28,7 +28,7 @@
 #               and without offload (gathered) are the same bytes (checkpoint, --out); and a
 #               save + resume on the same mesh and stage gives the straight run exactly
 #   params      --offload-params on (one process; 2 replicas): the trajectory of --zero 0 (tied, untied,
-#               checkpoint 0, 1, every 2; all or 2 units' gradients on the host), allocation = plan
+#               checkpoint 1, every 2; all or 2 units' gradients on the host), allocation = plan
 #   ckpt_every  --checkpoint-every 2, 3, 5 on 5 layers: bitwise the trajectory of --checkpoint 1 (sp=2;
 #               --zero 3 + offload on sp=2 x dp_shard=2; kept inputs offloaded), allocation = plan
 #   eval3       --zero 3 with --task kv evaluations (a number of eval samples that the DP
@@ -408,11 +408,11 @@ savemem)
 params)
   # --offload-params on (a shard group of one rank: one process, and 2 replicas): the bf16 weights
   # in host memory, each unit copied in before use; the trajectory of --zero 0, with all and the
-  # first 2 units' gradients on the host, untied and tied, --checkpoint 0, 1 and every 2 layers;
+  # first 2 units' gradients on the host, untied and tied, --checkpoint 1 and every 2 layers;
   # what was allocated equals the plan
   for mesh in "1" "2 --dp-replicate 2"; do
     for MODEL in tiny.json tied.json; do
-      for ck in 0 1 "1 --checkpoint-every 2"; do
+      for ck in 1 "1 --checkpoint-every 2"; do
         vs_zero0 "$MODEL" "--zero 3 --offload-optimizer --offload-params on|--zero 3 --offload-optimizer --offload-params on --offload-gradients 2 --debug-offload-chunk 77" $mesh $T --checkpoint $ck
       done
     done
