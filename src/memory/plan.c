@@ -142,7 +142,7 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     /* the rank's slice (stages >= 1): stages 1, 2 one range of the vector padded to n_pad;
      * stage 3 per gather unit (zero3_sizes) */
     int64_t zper = z >= 1 ? ceil_div(N, nsh) : N, umax = 0, so_h = 0, nu = ul_param_unit_count(c);
-    /* gradient offload (ZeRO 3 with offload): the first gu units' gradients in host memory */
+    /* gradient offload (with offload): the first gu units' gradients in host memory (ZeRO 1, 2: all or none) */
     int64_t gu = oo ? (in->offload_grads < 0 || in->offload_grads > nu ? nu : in->offload_grads) : 0;
     if (z <= 2 && gu > 0) gu = nu; /* ZeRO 1, 2: all units' or none */
     int64_t umaxu = 0; /* ZeRO 1, 2: the largest unit (its gradients' buffers) */
