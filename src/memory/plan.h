@@ -57,8 +57,9 @@ typedef enum {
     PA_MODEL,      /* device: the flat weights and gradients, activations, their gradients, scratch, inputs,
                       exchange staging, saved activations (model_init_opts) */
     PA_MODEL_HOST, /* pinned host: the offloaded saved activations (--offload-checkpoints) */
-    PA_OPT,        /* device: the optimizer's (zero_init): moments, slices, ZeRO-3 units */
-    PA_OPT_HOST,   /* pinned host: the optimizer's with --offload-optimizer */
+    PA_OPT,        /* device: the optimizer's (zero_init): moments, slices, ZeRO-3 units, unit gradients */
+    PA_OPT_HOST,   /* pinned host: the optimizer's with --offload-optimizer (master, moments, gradient
+                      staging, the offloaded gradients; the act weights slice with --offload-params) */
     PA_EVAL,       /* device: evaluation's (model_eval allocates it at its first call; not exact) */
     PA_COUNT
 } PlanArena;
