@@ -10,9 +10,13 @@ Run on the GPU machine from the repository root after building build-gpu/ (scrip
 Phases (--what, default plan,ours,peer):
 
   plan  `ulysses plan` gives the largest --seq-len that fits --gpu-mem and --host-mem with
-        the memory options (--opts, default: --checkpoint 1 --offload-checkpoints
-        --offload-layers auto --zero 3 --offload-optimizer --tiled-mlp auto: as many layers'
-        checkpoints on the host as --host-mem holds beside the optimizer state).
+        the memory options (--opts, default: --checkpoint 1 --checkpoint-every auto
+        --offload-checkpoints --offload-layers auto --zero 3 --offload-optimizer
+        --offload-gradients auto --offload-params auto --tiled-mlp auto: the smallest checkpoint
+        spacing that fits, as many units' gradients and then kept checkpoints on the host as
+        --host-mem holds beside the optimizer state, the weights there only when that is what
+        makes it fit). Recorded with the plan's choices at that length
+        (tiled_mlp, ckpt_every, ckpt_offload, grads_host, params_host); train makes its own at each length.
   ours  one training step (--steps) at that length; on failure (refused, out of memory,
         killed, timeout) a bisection down to the largest length that trains, within --tol;
         then one step at each fraction of it in --below (default 0.75,0.5). Recorded per
@@ -56,7 +60,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEER = os.path.join(HERE, "peer", "ulysses_peer.py")
-DEFAULT_OPTS = "--checkpoint 1 --offload-checkpoints --offload-layers auto --zero 3 --offload-optimizer --tiled-mlp auto"
+DEFAULT_OPTS = ("--checkpoint 1 --checkpoint-every auto --offload-checkpoints --offload-layers auto --zero 3 "
+                "--offload-optimizer --offload-gradients auto --offload-params auto --tiled-mlp auto")
 
 
 class OutOfTime(Exception):
@@ -192,14 +197,22 @@ class Bench:
         if not m:
             raise RuntimeError(f"{' '.join(cmd)}: no memory limit to plan against (give --gpu-mem)")
         mlp = re.search(r"tiled-mlp ([^,]+),", r.stdout)
-        return int(m.group(1)), float(tot.group(1)), mlp.group(1) if mlp else None
+        # the plan's other choices at this length (header lines of `ulysses plan`)
+        ch = {}
+        for key, pat in (("ckpt_every", r", every (?:auto: )?(\d+) layers"), ("ckpt_offload", r"\(offloaded: ([^)]+)\)"),
+                         ("grads_host", r"^gradients in host memory: ([^;\n]+)"),
+                         ("params_host", r"; weights in host memory: (.+)$")):
+            g = re.search(pat, r.stdout, re.M)
+            if g:
+                ch[key] = int(g.group(1)) if key == "ckpt_every" else g.group(1)
+        return int(m.group(1)), float(tot.group(1)), mlp.group(1) if mlp else None, ch
 
     def run_plan(self):
-        t_max, _, _ = self.plan(self.unit)
+        t_max, _, _, _ = self.plan(self.unit)
         out = {"max_seq_len": t_max}
         if t_max > 0:
-            _, gib, mlp = self.plan(t_max)
-            out.update(plan_gib=gib, tiled_mlp=mlp)
+            _, gib, mlp, ch = self.plan(t_max)
+            out.update(plan_gib=gib, tiled_mlp=mlp, **ch)
         self.res["plan"] = out
         return t_max
 
@@ -304,7 +317,12 @@ def table(res):
     if "plan" in res:
         p = res["plan"]
         lines.append(f"plan: largest seq_len {p['max_seq_len']}"
-                     + (f" ({p['plan_gib']:.1f} GiB per GPU, tiled-mlp {p['tiled_mlp']})" if "plan_gib" in p else ""))
+                     + (f" ({p['plan_gib']:.1f} GiB per GPU, tiled-mlp {p['tiled_mlp']}"
+                        + (f", checkpoint every {p['ckpt_every']} layers" if "ckpt_every" in p else "")
+                        + (f", checkpoints offloaded {p['ckpt_offload']}" if "ckpt_offload" in p else "")
+                        + (f", gradients on host {p['grads_host']}" if "grads_host" in p else "")
+                        + (f", weights on host {p['params_host']}" if "params_host" in p else "") + ")"
+                        if "plan_gib" in p else ""))
     lines.append(f"{'who':5} {'seq_len':>9} {'result':30} {'step_s':>8} {'tok/s':>9} {'mem GiB':>8} {'plan GiB':>8}")
     for who in ("ours", "peer"):
         for pt in res.get(who, {}).get("points", []):

@@ -180,6 +180,20 @@ plan)
   pexpect "\-\-offload-checkpoints" --model tiny.json --offload-checkpoints
   pexpect "\-\-model" --sp 1
   pexpect "\-\-tiled-mlp sometimes" --model tiny.json --tiled-mlp sometimes
+  pexpect "\-\-offload-gradients lots" --model tiny.json --zero 3 --offload-optimizer --offload-gradients lots
+  pexpect "\-\-offload-gradients 1: with --zero 1 or 2" --model tiny.json --zero 2 --offload-optimizer --offload-gradients 1
+  pexpect "\-\-offload-gradients: needs --offload-optimizer" --model tiny.json --zero 3 --offload-gradients all
+  # the gradient offload: all units' gradients on the host (3 of 4 tiny units: the rest on the device)
+  for g in all 3 off; do
+    "$BIN" plan --model tiny.json --gpus 2 --sp 2 --seq-len 4096 --checkpoint 1 --device cpu --zero 3 \
+      --offload-optimizer --offload-gradients $g > pg$g.txt 2> e.txt
+    check $? "plan --offload-gradients $g failed: $(cat e.txt)"
+  done
+  grep -q "gradients in host memory: all 4 units" pgall.txt; check $? "plan --offload-gradients all: $(head -3 pgall.txt)"
+  grep -q "gradients fp32 (shard, 3 units on the host)" pg3.txt; check $? "plan --offload-gradients 3 lacks the host item"
+  ga=$(sed -n 's/^per rank total: .*(\([0-9]*\) bytes)/\1/p' pgall.txt)
+  goff=$(sed -n 's/^per rank total: .*(\([0-9]*\) bytes)/\1/p' pgoff.txt)
+  check $([ -n "$ga" ] && [ "$ga" -lt "$goff" ]; echo $?) "plan: gradients offloaded ($ga) not below on the device ($goff)"
   # train: what model and optimizer allocate equals the plan's exact items, byte for byte
   corpus 200
   for opts in "--checkpoint 0" "--checkpoint 2 --offload-checkpoints --tiled-mlp 16"; do

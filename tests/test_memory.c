@@ -59,6 +59,7 @@ static Result run(const ModelConfig *c, CommGroup *sp_g, const Sample *s, int sp
     in.sp = sp;
     in.seq_len = s->T;
     in.checkpoint = mo->recompute;
+    in.ckpt_every = mo->ckpt_every;
     in.mlp_tile = mo->mlp_tile;
     in.offload_checkpoints = mo->offload > 0;
     in.offload_layers = mo->offload == INT64_MAX ? -1 : mo->offload;
@@ -100,7 +101,8 @@ static Result run(const ModelConfig *c, CommGroup *sp_g, const Sample *s, int sp
         }
     }
     if (mo->offload) {
-        int64_t items = mo->offload < c->num_layers + 1 ? mo->offload : c->num_layers + 1;
+        int64_t nck = plan_ckpt_items(plan_ckpt_every(mo->ckpt_every, c->num_layers), c->num_layers);
+        int64_t items = mo->offload < nck ? mo->offload : nck;
         CHECK(actstore_host_bytes(&m.xin) == items * t * c->hidden_size * 4, "offloaded bytes");
         CHECK(model_offload_seconds(&m) >= 0, "offload copy time");
     }
@@ -227,6 +229,44 @@ static void check_auto_tile(const ModelConfig *c, int sp) {
           (long long)T0, (long long)Ta);
 }
 
+/* --checkpoint-every: K kept inputs ceil(L / K) + 1 plus K - 1 recomputed ones; auto takes the
+ * smallest K that fits, the same plan as asking for it, and 1 without a limit. */
+static void check_ckpt_every(const ModelConfig *c, int sp) {
+    PlanInput in;
+    plan_input_default(&in);
+    in.c = *c;
+    in.sp = sp;
+    in.seq_len = 64 * sp;
+    in.checkpoint = 1;
+    int64_t L = c->num_layers, item = 64 * c->hidden_size * in.act_bytes;
+    Plan p1, pk, au;
+    in.ckpt_every = 1;
+    plan_compute(&in, &p1);
+    int64_t tot[64];
+    for (int64_t K = 1; K <= L && K < 64; K++) {
+        in.ckpt_every = K;
+        plan_compute(&in, &pk);
+        tot[K] = pk.dev_total;
+        int64_t want = p1.dev_total - (L + 1) * item + ((L + K - 1) / K + 1 + K - 1) * item;
+        CHECK(pk.dev_total == want && pk.ckpt_every == K, "checkpoint-every %lld: %lld bytes, expected %lld",
+              (long long)K, (long long)pk.dev_total, (long long)want);
+    }
+    for (int64_t K = 1; K <= L && K < 64; K++) { /* auto at exactly K's bytes: the smallest K' that fits them */
+        int64_t k0 = 1;
+        while (tot[k0] > tot[K]) k0++;
+        in.ckpt_every = PLAN_CKPT_AUTO;
+        in.dev_limit = tot[K];
+        plan_compute(&in, &au);
+        CHECK(au.ckpt_auto && au.ckpt_every == k0 && au.dev_total == tot[k0],
+              "checkpoint-every auto at K=%lld's %lld bytes: chose %lld (%lld bytes), expected %lld", (long long)K,
+              (long long)tot[K], (long long)au.ckpt_every, (long long)au.dev_total, (long long)k0);
+    }
+    in.dev_limit = 0;
+    in.ckpt_every = PLAN_CKPT_AUTO;
+    plan_compute(&in, &au);
+    CHECK(au.ckpt_every == 1, "checkpoint-every auto without a limit: %lld", (long long)au.ckpt_every);
+}
+
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     int world, rank;
@@ -249,12 +289,12 @@ int main(int argc, char **argv) {
     sample_from_docs(&s, (const int32_t *const *)docs, NULL, lens, 3, world, 0);
     CommGroup *g = world > 1 ? &mesh.sp_g : NULL;
 
-    ModelMemOpts plain = {0, 0, 0, 0, NULL};
+    ModelMemOpts plain = {0, 0, 0, 0, 1, NULL};
     Result ref = run(&c, g, &s, world, mesh.r_sp, &plain);
     int64_t N = ul_param_numel(&c);
     for (int rc = 0; rc <= 2; rc++)
         for (int tile = 0; tile <= 1; tile++) {
-            ModelMemOpts mo = {rc, tile ? 5 : 0, 0, 0, NULL};
+            ModelMemOpts mo = {rc, tile ? 5 : 0, 0, 0, 1, NULL};
             Result a = run(&c, g, &s, world, mesh.r_sp, &mo);
             double gl = fabs(a.loss - ref.loss) / fabs(ref.loss), ge = tu_rel_err_f32(a.grads, ref.grads, N, 1e-30);
             CHECK(gl <= 1e-5 && ge <= 1e-5, "recompute %d tile %d vs plain: loss rel %.3g, gradients rel %.3g", rc,
@@ -270,6 +310,21 @@ int main(int argc, char **argv) {
                       rc, tile, (long long)offs[oi], b.loss, a.loss, tu_rel_err_f32(b.grads, a.grads, N, 1e-30));
                 free(b.grads);
             }
+            /* --checkpoint-every K (5 layers: segments of 2 + 2 + 1, 3 + 2, and all 5): the
+             * recomputed segment inputs are the forward's, so bitwise the same, offloaded or not */
+            int64_t ks[3] = {2, 3, 5}, koffs[3] = {0, INT64_MAX, 1};
+            for (int ki = 0; ki < 3 && rc == 1; ki++)
+                for (int oi = 0; oi < 3; oi++) {
+                    ModelMemOpts mk = mo;
+                    mk.ckpt_every = ks[ki];
+                    mk.offload = koffs[oi];
+                    Result b = run(&c, g, &s, world, mesh.r_sp, &mk);
+                    CHECK(b.loss == a.loss && memcmp(a.grads, b.grads, (size_t)N * sizeof(float)) == 0,
+                          "checkpoint-every %lld tile %d offload %lld: changes the result (loss %.9g vs %.9g, "
+                          "gradients rel %.3g)", (long long)ks[ki], tile, (long long)koffs[oi], b.loss, a.loss,
+                          tu_rel_err_f32(b.grads, a.grads, N, 1e-30));
+                    free(b.grads);
+                }
             free(a.grads);
         }
     free(ref.grads);
@@ -279,7 +334,7 @@ int main(int argc, char **argv) {
         ModelConfig cf = c;
         cf.family = (UlFamilyId)f;
         if (f == UL_FAM_QWEN3) cf.head_dim = 8;
-        ModelMemOpts p0 = {0, 0, 0, 0, NULL}, p2 = {2, 5, INT64_MAX, 0, NULL}, p1 = {1, 0, 0, 0, NULL};
+        ModelMemOpts p0 = {0, 0, 0, 0, 1, NULL}, p2 = {2, 5, INT64_MAX, 0, 1, NULL}, p1 = {1, 0, 0, 0, 1, NULL};
         Result a = run(&cf, g, &s, world, mesh.r_sp, &p0), b = run(&cf, g, &s, world, mesh.r_sp, &p2);
         Result d = run(&cf, g, &s, world, mesh.r_sp, &p1);
         int64_t Nf = ul_param_numel(&cf);
@@ -289,6 +344,7 @@ int main(int argc, char **argv) {
         free(a.grads), free(b.grads), free(d.grads);
     }
     check_max_seq(&c, world);
+    check_ckpt_every(&c, world);
     check_auto_tile(&c, world);
     check_auto_offload(&c, world);
 

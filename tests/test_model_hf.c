@@ -40,7 +40,7 @@ int main(int argc, char **argv) {
      * gradients as variant 0 (rel <= 1e-5). */
     for (int variant = 0; variant <= 7; variant++) {
         int recompute = variant == 3 || variant == 5 || variant == 7 ? 2 : variant >= 1;
-        ModelMemOpts mo = {recompute, variant == 2 ? 7 : 0, variant >= 6 ? 1 : variant >= 4 ? INT64_MAX : 0, 0, NULL};
+        ModelMemOpts mo = {recompute, variant == 2 ? 7 : 0, variant >= 6 ? 1 : variant >= 4 ? INT64_MAX : 0, 0, 1, NULL};
         Model m;
         model_init_opts(&m, c, ul_kernels_cpu(), NULL, f.T, &mo);
         model_set_params(&m, f.weights);

@@ -133,7 +133,7 @@ int main(int argc, char **argv) {
      * recompute for odd dp (keeping attention outputs when sp = 2), TiledMLP (tiles of 3 rows)
      * for sp >= 2, the saved activations offloaded to host memory when both */
     int rc = dp % 2 == 1 ? (sp == 2 ? 2 : 1) : 0;
-    ModelMemOpts mo = {rc, sp >= 2 ? 3 : 0, rc >= 1 && sp >= 2, 0, NULL}; /* offload the checkpoints when sp >= 2 */
+    ModelMemOpts mo = {rc, sp >= 2 ? 3 : 0, rc >= 1 && sp >= 2, 0, 1, NULL}; /* offload the checkpoints when sp >= 2 */
     Model m;
     model_init_opts(&m, &c, k, &mesh.sp_g, T_max, &mo);
     init_params(&m);

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # ZeRO stages and optimizer offload through the CLI (issue 8). Usage: zero_test.sh BIN CASE
-#   trajectory  --zero 1 / 2, with and without --offload-optimizer, give the 10-step trajectory
+#   trajectory  --zero 1 / 2, with and without --offload-optimizer (the gradients to host unit by unit,
+#               and with --offload-gradients off), give the 10-step trajectory
 #               of --zero 0 on the same mesh (loss and grad_norm per step within 1e-5 relative),
 #               on sp=2; sp=2 x dp_shard=2; dp_shard=2 x dp_replicate=2; dp_shard=3 (padded slices)
 #   stage3      the same for --zero 3 with and without --offload-optimizer, on the same meshes,
-#               with --checkpoint 0 and 1, untied and tied embeddings
-#               (--offload-optimizer also with small gradient staging chunks: many chunks per step)
+#               with --checkpoint 0 and 1, untied and tied embeddings; the offload with every unit's
+#               gradients sent to host during the backward (the default), none (--offload-gradients
+#               off), and the first 2 units' with small gradient staging chunks (many chunks per step)
 #   memory      the per-rank state bytes of the startup log shrink as the stage says, and what
 #               model and optimizer allocated equals the memory plan's exact items (stages 0-3,
 #               the offload's gradient staging: one [per] chunk, or 2 chunks of --debug-offload-chunk)
@@ -25,13 +27,18 @@
 #               for byte; on one rank the files of --zero 0 (in place) and of stages 1-3 with
 #               and without offload (gathered) are the same bytes (checkpoint, --out); and a
 #               save + resume on the same mesh and stage gives the straight run exactly
+#   params      --offload-params on (one process; 2 replicas): the trajectory of --zero 0 (tied, untied,
+#               checkpoint 1, every 2; all or 2 units' gradients on the host), allocation = plan
+#   ckpt_every  --checkpoint-every 2, 3, 5 on 5 layers: bitwise the trajectory of --checkpoint 1 (sp=2;
+#               --zero 3 + offload on sp=2 x dp_shard=2; kept inputs offloaded), allocation = plan
 #   eval3       --zero 3 with --task kv evaluations (a number of eval samples that the DP
 #               indices do not divide) and --out: the evaluations of --zero 0, and a model
 #               that continues like --zero 0's
 #   families    the trajectory check for Qwen2 (q/k/v biases, tied) and Qwen3 (q/k norm, head_dim
 #               12 != 32 / 4): stages 1-3 and the offload on sp=2 x dp_shard=2, stage 3 with recompute
 #   gpu         the trajectory check on CUDA (bf16 weights, NCCL; within 2e-3), stages 1-3 (also for
-#               Qwen2 and Qwen3): 1 GPU, and sp=2, dp_shard=2 on 2 GPUs when present; exits 77
+#               Qwen2 and Qwen3), the gradient offload, --checkpoint-every and (1 GPU) --offload-params:
+#               1 GPU, and sp=2, dp_shard=2 on 2 GPUs when present; exits 77
 #               (skipped) without a GPU
 set -u
 HERE=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")") # before any cd
@@ -98,14 +105,14 @@ T="--batch 24 --grad-accum 2 --steps 10 --quiet"
 case "$CASE" in
 trajectory)
   for mesh in "${MESHES[@]}"; do
-    vs_zero0 "" "--zero 1|--zero 2|--zero 1 --offload-optimizer|--zero 2 --offload-optimizer|--zero 1 --offload-optimizer --debug-offload-chunk 100|--zero 2 --offload-optimizer --debug-offload-chunk 1000" $mesh $T
+    vs_zero0 "" "--zero 1|--zero 2|--zero 1 --offload-optimizer|--zero 2 --offload-optimizer|--zero 2 --offload-optimizer --offload-gradients off|--zero 1 --offload-optimizer --debug-offload-chunk 100|--zero 2 --offload-optimizer --debug-offload-chunk 1000" $mesh $T
   done
   ;;
 stage3)
   for mesh in "${MESHES[@]}"; do
     for MODEL in tiny.json tied.json; do
       for ck in 0 1; do
-        vs_zero0 "$MODEL" "--zero 3|--zero 3 --offload-optimizer|--zero 3 --offload-optimizer --debug-offload-chunk 77" $mesh $T --checkpoint $ck
+        vs_zero0 "$MODEL" "--zero 3|--zero 3 --offload-optimizer|--zero 3 --offload-optimizer --offload-gradients off|--zero 3 --offload-optimizer --offload-gradients 2 --debug-offload-chunk 77" $mesh $T --checkpoint $ck
       done
     done
   done
@@ -151,8 +158,18 @@ memory)
     chk "zero 1 host" "$(bytes host log1.txt)" 0
     # offload: master, m, v, and the gradient staging: the whole slice is one chunk (the default
     # chunk, 64 Mi floats, is more than per), or 2 buffers of C floats
-    chk "zero 2 offload host (master, m, v, one [per] staging chunk)" "$(bytes host log2o.txt)" $((16 * per))
-    chk "zero 2 offload host (master, m, v, 2 staging chunks of $C)" "$(bytes host log2oc.txt)" $((12 * per + 8 * C))
+    # offload: master, m, v, the gradients (--offload-gradients auto: this rank's slice of each unit's,
+    # on the host), and the gradient staging: the whole slice is one chunk (the default chunk, 64 Mi
+    # floats, is more than per), or 2 buffers of C floats; on the device two buffers of the largest
+    # unit (a layer of tiny.json: 2 norms D, q and o D*32, k and v D*16, the MLP 3*D*I) and the
+    # slice the new weights are uploaded through, no [n_pad] gradient
+    chk "zero 2 offload host (master, m, v, gradients, one [per] staging chunk)" "$(bytes host log2o.txt)" $((20 * per))
+    chk "zero 2 offload host (master, m, v, gradients, 2 staging chunks of $C)" "$(bytes host log2oc.txt)" \
+      $((16 * per + 8 * C))
+    ulayer=$((2 * 32 + 2 * 32 * 32 + 2 * 32 * 16 + 3 * 32 * 64))
+    for z in 2o 2oc; do
+      chk "zero $z grads (2 unit buffers + the upload slice)" "$(bytes grads log$z.txt)" $((4 * (2 * ulayer + per)))
+    done
     # stage 3: the gather units of tiny.json (core/params.h; V 256, D 32, I 64, 4 heads and 2 kv
     # heads of 8): the embedding V*D; each of the 2 layers 2 norms D, q and o D*32, k and v
     # D*16, the MLP 3*D*I; the tail D + V*D (untied lm_head). Each unit is padded to a multiple
@@ -172,12 +189,18 @@ memory)
     for z in 3 3o 3oc; do
       chk "zero $z weights (act slice + 2 gathered units)" "$(bytes weights log$z.txt)" $((4 * (per3 + 2 * umax)))
       chk "zero $z master" "$(bytes master log$z.txt)" $((4 * per3))
-      chk "zero $z grads (slice + one unit's buffer)" "$(bytes grads log$z.txt)" $((4 * (per3 + umax)))
       chk "zero $z moments" "$(bytes moments log$z.txt)" $((8 * per3))
     done
+    chk "zero 3 grads (slice + one unit's buffer)" "$(bytes grads log3.txt)" $((4 * (per3 + umax)))
+    # offload: every unit's gradients go to host (--offload-gradients auto, no host limit): the
+    # device keeps one unit's buffer and the reduce-scatter's target [umax / S] the copy reads
+    for z in 3o 3oc; do
+      chk "zero $z grads (one unit's buffer + its reduced chunk)" "$(bytes grads log$z.txt)" $((4 * (umax + umax / S)))
+    done
     chk "zero 3 host" "$(bytes host log3.txt)" 0
-    chk "zero 3 offload host (master, m, v, one [per] staging chunk)" "$(bytes host log3o.txt)" $((16 * per3))
-    chk "zero 3 offload host (master, m, v, 2 staging chunks of $C)" "$(bytes host log3oc.txt)" $((12 * per3 + 8 * C))
+    chk "zero 3 offload host (master, m, v, gradients, one [per] staging chunk)" "$(bytes host log3o.txt)" $((20 * per3))
+    chk "zero 3 offload host (master, m, v, gradients, 2 staging chunks of $C)" "$(bytes host log3oc.txt)" \
+      $((16 * per3 + 8 * C))
     w2=$(bytes weights log2.txt) w3=$(bytes weights log3.txt) g2=$(bytes grads log2.txt) g3=$(bytes grads log3.txt)
     check $([ "$w3" -lt "$w2" ] && [ "$g3" -lt "$g2" ]; echo $?) \
       "np=$np $*: zero 3 weights/grads ($w3/$g3) not below zero 2's ($w2/$g2)"
@@ -382,6 +405,69 @@ savemem)
     TOL=0 compare straight.jsonl m.jsonl "np=$np $*: save at 4 + resume vs straight (exact)" 8
   done
   ;;
+params)
+  # --offload-params on (a shard group of one rank: one process, and 2 replicas): the bf16 weights
+  # in host memory, each unit copied in before use; the trajectory of --zero 0, with all and the
+  # first 2 units' gradients on the host, untied and tied, --checkpoint 1 and every 2 layers;
+  # what was allocated equals the plan
+  for mesh in "1" "2 --dp-replicate 2"; do
+    for MODEL in tiny.json tied.json; do
+      for ck in 1 "1 --checkpoint-every 2"; do
+        vs_zero0 "$MODEL" "--zero 3 --offload-optimizer --offload-params on|--zero 3 --offload-optimizer --offload-params on --offload-gradients 2 --debug-offload-chunk 77" $mesh $T --checkpoint $ck
+      done
+    done
+  done
+  train 1 --batch 4 --steps 1 --zero 3 --offload-optimizer --offload-params on --metrics m.jsonl 2> log.txt
+  check $? "--offload-params on failed: $(tail -2 log.txt)"
+  got=$(sed -n 's/.*allocated \([0-9]*\) device + \([0-9]*\) host bytes (plan: \([0-9]*\) + \([0-9]*\)).*/\1 \2 \3 \4/p' log.txt)
+  set -- $got
+  check $([ $# -eq 4 ] && [ "$1" = "$3" ] && [ "$2" = "$4" ]; echo $?) "--offload-params on: allocated vs plan: '$got'"
+  grep -q "parameter offload: [0-9]* bytes of weights in pinned host memory" log.txt
+  check $? "--offload-params on: no start-up line"
+  for bad in "--offload-params maybe" "--sp 2 --offload-params on" "--zero 2 --offload-params on"; do
+    train 2 --batch 4 --steps 1 --zero 3 --offload-optimizer $bad > o.txt 2> e.txt
+    check $([ $? -ne 0 ] && [ "$(grep -c 'ulysses: error' e.txt)" -eq 1 ] && grep -q -- "--offload-params" e.txt; echo $?) \
+      "$bad: $(cat e.txt)"
+  done
+  ;;
+ckpt_every)
+  # --checkpoint-every K on 5 layers (segments of 2+2+1, 3+2, 5): bitwise the trajectory of
+  # --checkpoint 1 (the recomputed segment inputs are the forward's bits), on sp=2 and with
+  # --zero 3 + offload on sp=2 x dp_shard=2 (the unit hooks in the recompute order), with the
+  # kept inputs offloaded (all, and the first 2); what was allocated equals the plan
+  sed -e 's/"num_hidden_layers": 2/"num_hidden_layers": 5/' tiny.json > five.json
+  same() { # same A B WHAT: loss and grad_norm equal as written
+    check $([ -n "$(field "$1" loss)" ] && [ "$(field "$1" loss)" = "$(field "$2" loss)" ] &&
+            [ "$(field "$1" grad_norm)" = "$(field "$2" grad_norm)" ]; echo $?) "$3: not bitwise the same trajectory"
+  }
+  for cfg in "2 --sp 2" "4 --sp 2 --dp-shard 2 --zero 3 --offload-optimizer"; do
+    set -- $cfg
+    np=$1; shift
+    MODEL=five.json train "$np" --batch 8 --grad-accum 2 --steps 4 --checkpoint 1 "$@" --metrics ref.jsonl --quiet
+    check $? "np=$np $* --checkpoint 1 failed"
+    for k in 2 3 5 "3 --offload-checkpoints" "2 --offload-checkpoints --offload-layers 2"; do
+      rm -f got.jsonl
+      MODEL=five.json train "$np" --batch 8 --grad-accum 2 --steps 4 --checkpoint 1 "$@" --checkpoint-every $k \
+        --metrics got.jsonl 2> log.txt
+      check $? "np=$np $* --checkpoint-every $k failed: $(tail -2 log.txt)"
+      same ref.jsonl got.jsonl "np=$np $* --checkpoint-every $k"
+      got=$(sed -n 's/.*allocated \([0-9]*\) device + \([0-9]*\) host bytes (plan: \([0-9]*\) + \([0-9]*\)).*/\1 \2 \3 \4/p' log.txt)
+      set -- $got
+      check $([ $# -eq 4 ] && [ "$1" = "$3" ] && [ "$2" = "$4" ]; echo $?) "--checkpoint-every $k: allocated vs plan: '$got'"
+      set -- $cfg
+      shift
+      k1=${k%% *}
+      grep -q "checkpoint-every ${k1} layers: $(( (5 + k1 - 1) / k1 + 1 )) kept layer inputs" log.txt
+      check $? "--checkpoint-every $k: start-up line: $(grep checkpoint-every log.txt)"
+    done
+  done
+  # bad values: one error naming the flag
+  for bad in "0" "x" "2 --checkpoint 2"; do
+    MODEL=five.json train 1 --batch 2 --steps 1 --checkpoint 1 --checkpoint-every $bad > o.txt 2> e.txt
+    check $([ $? -ne 0 ] && [ "$(grep -c 'ulysses: error' e.txt)" -eq 1 ] && grep -q -- "--checkpoint-every" e.txt; echo $?) \
+      "--checkpoint-every $bad: $(cat e.txt)"
+  done
+  ;;
 eval3)
   sed -e 's/"vocab_size": 256/"vocab_size": 200/' tiny.json > kv.json
   sed -e 's/"tie_word_embeddings": false/"tie_word_embeddings": true/' kv.json > kvt.json
@@ -433,6 +519,10 @@ gpu)
     # the families' tensors and kernels (q/k/v bias, q/k norm) through the same stages
     MODEL=qwen2.json vs_zero0 "cuda qwen2" "--zero 1|--zero 3" $mesh $T
     MODEL=qwen3.json vs_zero0 "cuda qwen3" "--zero 2|--zero 3 --offload-optimizer" $mesh $T --checkpoint 1
+    # the gradients to host (all units, the first 2, with many staging chunks), sparser checkpoints,
+    # and on one GPU the weights in host memory (copy stream, events)
+    one=""; [ "$mesh" = 1 ] && one="|--zero 3 --offload-optimizer --offload-params on|--zero 3 --offload-optimizer --offload-params on --checkpoint-every 2 --offload-checkpoints"
+    MODEL=tied.json vs_zero0 "cuda offload" "--zero 3 --offload-optimizer --offload-gradients 2 --debug-offload-chunk 77|--zero 3 --offload-optimizer --checkpoint-every 2$one" $mesh $T --checkpoint 1
   done
   ;;
 *) echo "unknown case $CASE"; exit 2 ;;

@@ -55,7 +55,7 @@ static int cmd_train(int argc, char **argv) {
     TrainOptions o;
     train_options_default(&o);
     int64_t checkpoint = INT64_MIN; /* not given */
-    const char *tiled = NULL, *offl = NULL, *progress = NULL;
+    const char *tiled = NULL, *offl = NULL, *offg = NULL, *ckev = NULL, *offp = NULL, *progress = NULL;
     Flag flags[] = {
         {"--model", FLAG_STRING, &o.model, "CONFIG|DIR", "model architecture: a config.json or a directory holding one"},
         {"--init", FLAG_STRING, &o.init, "DIR", "start from the weights of this HF model directory (else random init)"},
@@ -93,6 +93,10 @@ static int cmd_train(int argc, char **argv) {
         {"--checkpoint", FLAG_INT, &checkpoint, "0|1|2",
          "per-layer activation checkpointing: 1 keeps only layer inputs and recomputes each layer in backward; 2 "
          "also keeps each layer's attention output + lse so the recompute skips the attention (default 0: off)"},
+        {"--checkpoint-every", FLAG_STRING, &ckev, "K|auto",
+         "with --checkpoint 1: keep only every K-th layer's input; the backward recomputes each segment of K "
+         "layers from it (K - 1 more layer forwards per K layers, K - 1 recomputed inputs on the GPU); auto: the "
+         "smallest K whose memory plan fits (default 1: every layer's)"},
         {"--offload-checkpoints", FLAG_BOOL, &o.offload_checkpoints, NULL,
          "keep the checkpointed layer inputs (and --checkpoint 2's attention outputs) in pinned host memory, "
          "copied on a side stream and prefetched one layer ahead in backward (needs --checkpoint 1|2)"},
@@ -115,6 +119,16 @@ static int cmd_train(int argc, char **argv) {
         {"--offload-optimizer", FLAG_BOOL, &o.offload_optimizer, NULL,
          "with --zero 1|2|3: keep the fp32 master slice and AdamW moments in (pinned) host memory, updated by a "
          "multithreaded CPU AdamW"},
+        {"--offload-gradients", FLAG_STRING, &offg, "auto|all|off|K",
+         "with --offload-optimizer: each gather unit's fp32 gradients (reduced over the ranks) leave for host "
+         "memory right after its backward (overlapped with the next unit's) and accumulate there for the CPU "
+         "AdamW; K (--zero 3): only the first K units' (the embedding, then layers 0, 1, ...), the rest stay on "
+         "the GPU; auto (default): as many as --host-mem holds (before --offload-layers auto's checkpoints; "
+         "without --host-mem: 90% of the node's physical memory; --zero 1, 2: all or none)"},
+        {"--offload-params", FLAG_STRING, &offp, "auto|on|off",
+         "with --zero 3 --offload-optimizer on one GPU (--sp 1 --dp-shard 1): keep the bf16 weights in pinned "
+         "host memory, each layer copied in before its forward and backward, the next one prefetched on the "
+         "copy stream; auto (default): only when the memory plan fits with it and not without"},
         {"--out", FLAG_STRING, &o.out, "DIR",
          "write the trained model here (config.json + model.safetensors, each replaced by rename; nothing else "
          "in DIR is touched)"},
@@ -160,6 +174,9 @@ static int cmd_train(int argc, char **argv) {
         o.checkpoint = checkpoint < -1 ? -1 : checkpoint > 99 ? 99 : (int)checkpoint;
     if (rc == 0) rc = ul_parse_tiled_mlp(tiled, &o.mlp_tile, &e);
     if (rc == 0) rc = ul_parse_offload_layers(offl, &o.offload_layers, &e);
+    if (rc == 0) rc = ul_parse_offload_grads(offg, &o, &e);
+    if (rc == 0) rc = ul_parse_ckpt_every(ckev, &o.ckpt_every, &e);
+    if (rc == 0) rc = ul_parse_offload_params(offp, &o.offload_params, &e);
     if (rc == 0) rc = ul_parse_progress(progress, &o.progress, &e);
     if (rc) return fail(&e);
     return finish_train(train_run(&o, &e), &e);
@@ -179,7 +196,7 @@ static int cmd_plan(int argc, char **argv) {
     TrainOptions o;
     train_options_default(&o);
     int64_t gpus = 0, checkpoint = 0, zero = 0, per_host = 0;
-    const char *device = "cuda", *tiled = NULL, *offl = NULL;
+    const char *device = "cuda", *tiled = NULL, *offl = NULL, *offg = NULL, *ckev = NULL, *offp = NULL;
     int offload_opt = 0;
     double gpu_mem = -1; /* not given: 139 (an H200) on CUDA, no limit on the CPU */
     Flag flags[] = {
@@ -191,6 +208,9 @@ static int cmd_plan(int argc, char **argv) {
         {"--dp-shard", FLAG_INT, &o.dp_shard, "K", "data-parallel shard degree (default: N / (sp x R))"},
         {"--seq-len", FLAG_INT, &o.seq_len, "T", "tokens per sample (default 2048)"},
         {"--checkpoint", FLAG_INT, &checkpoint, "0|1|2", "per-layer activation checkpointing, as in train (default 0)"},
+        {"--checkpoint-every", FLAG_STRING, &ckev, "K|auto",
+         "with --checkpoint 1: keep every K-th layer's input, recompute segments of K layers; auto: the smallest "
+         "K that fits (default 1)"},
         {"--offload-checkpoints", FLAG_BOOL, &o.offload_checkpoints, NULL, "saved activations in pinned host memory"},
         {"--offload-layers", FLAG_STRING, &offl, "K|auto|all",
          "with --offload-checkpoints: only the first K layers'; auto: as many as --host-mem holds (default: all)"},
@@ -198,6 +218,12 @@ static int cmd_plan(int argc, char **argv) {
          "TiledMLP rows per tile; auto (default): chosen from --gpu-mem as train does (untiled when it fits)"},
         {"--zero", FLAG_INT, &zero, "0|1|2|3", "ZeRO stage over the shard group (dp-shard x sp ranks) (default 0)"},
         {"--offload-optimizer", FLAG_BOOL, &offload_opt, NULL, "fp32 master weights and AdamW moments in host memory"},
+        {"--offload-gradients", FLAG_STRING, &offg, "auto|all|off|K",
+         "with --offload-optimizer: the fp32 gradients of all, none or (--zero 3) the first K gather units in "
+         "host memory; auto (default): as many as --host-mem holds, before --offload-layers auto's checkpoints"},
+        {"--offload-params", FLAG_STRING, &offp, "auto|on|off",
+         "with --zero 3 --offload-optimizer on one GPU: the bf16 weights in pinned host memory, streamed in per "
+         "unit; auto (default): only when the plan fits with it and not without"},
         {"--device", FLAG_STRING, &device, "cuda|cpu",
          "cuda: bf16 activations, the CUDA buffers and context reserve; cpu: fp32 (default cuda)"},
         {"--gpu-mem", FLAG_DOUBLE, &gpu_mem, "GiB",
@@ -226,9 +252,12 @@ static int cmd_plan(int argc, char **argv) {
     o.checkpoint = checkpoint < -1 ? -1 : checkpoint > 99 ? 99 : (int)checkpoint;
     o.zero = zero;
     o.offload_optimizer = offload_opt;
+    if (rc == 0) rc = ul_parse_offload_grads(offg, &o, &e);
+    if (rc == 0) rc = ul_parse_ckpt_every(ckev, &o.ckpt_every, &e);
+    if (rc == 0) rc = ul_parse_offload_params(offp, &o.offload_params, &e);
     /* the same resolution and checks as train (run/options.h) */
-    if (rc == 0) rc = ul_check_memory_flags(&o, &e);
     if (rc == 0) rc = ul_resolve_mesh(&o, gpus, 1, &c, &e);
+    if (rc == 0) rc = ul_check_memory_flags(&o, &e);
     if (rc == 0 && gpus <= 0) gpus = o.sp * o.dp_replicate * o.dp_shard;
     if (rc == 0 && per_host < 0) rc = ul_err(&e, "--gpus-per-host %lld: must be >= 1", (long long)per_host);
     if (rc) return fail(&e);
@@ -248,12 +277,23 @@ static int cmd_plan(int argc, char **argv) {
         plan_mlp_desc(&p, mlp, sizeof mlp);
         plan_offload_desc(&p, c.num_layers, od, sizeof od);
         if (o.offload_checkpoints) snprintf(ckpt_off, sizeof ckpt_off, " (offloaded: %s)", od);
+        if (p.ckpt_every > 1 || p.ckpt_auto)
+            snprintf(ckpt_off + strlen(ckpt_off), sizeof ckpt_off - strlen(ckpt_off), ", every %s%lld layers",
+                     p.ckpt_auto ? "auto: " : "", (long long)p.ckpt_every);
         printf("memory plan: %lld %ss (sp %lld, dp_replicate %lld, dp_shard %lld), seq_len %lld (%lld tokens per %s), "
                "%s, checkpoint %lld%s, tiled-mlp %s, zero %lld%s\n\n",
                (long long)gpus, unit, (long long)o.sp, (long long)o.dp_replicate, (long long)o.dp_shard, (long long)p.T,
                (long long)p.t, unit, cuda ? "CUDA bf16" : "CPU fp32", (long long)checkpoint,
                ckpt_off, mlp, (long long)zero,
                offload_opt ? ", optimizer offloaded" : "");
+        if (p.units && zero >= 1 && offload_opt) {
+            char gd[64];
+            plan_grads_desc(&p, gd, sizeof gd);
+            printf("gradients in host memory: %s", gd);
+            if (zero == 3 && o.sp * o.dp_shard == 1) /* --offload-params: one GPU per shard group */
+                printf("; weights in host memory: %s%s", p.param_auto ? "auto: " : "", p.param_host ? "yes" : "no");
+            printf("\n\n");
+        }
         plan_print(stdout, &p, per_host, unit);
         plan_print_buffers(stdout, &p, unit);
         printf("\n");

@@ -16,6 +16,7 @@ void plan_input_default(PlanInput *in) {
     in->act_bytes = 4;
     in->reserve_gib = PLAN_DEFAULT_RESERVE_GIB;
     in->offload_layers = -1;
+    in->offload_grads = -1;
 }
 
 /* Items of each saved-activation store that go to host memory (Plan.offload_items): none
@@ -231,20 +232,24 @@ static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 /* ZeRO-3's layout (optim/zero.h): each gather unit padded to a multiple of the shard group
  * size nsh and split evenly; *per: the rank's slice (sum of the unit chunks), *umax: the
- * largest padded unit (the gathered-weights and unit-gradient buffers). */
-static void zero3_sizes(const ModelConfig *c, int64_t nsh, int64_t *per, int64_t *umax) {
-    *per = *umax = 0;
+ * largest padded unit (the gathered-weights and unit-gradient buffers), *so_g: the chunks of
+ * the first g units (the gradient offload's host part). */
+static void zero3_sizes(const ModelConfig *c, int64_t nsh, int64_t g, int64_t *per, int64_t *umax, int64_t *so_g) {
+    *per = *umax = *so_g = 0;
     for (int64_t u = 0; u < ul_param_unit_count(c); u++) {
         int64_t off, n;
         ul_param_unit(c, u, &off, &n);
         int64_t pu = ceil_div(n, nsh);
+        if (u == g) *so_g = *per;
         *per += pu;
         if (pu * nsh > *umax) *umax = pu * nsh;
     }
+    if (g >= ul_param_unit_count(c)) *so_g = *per;
 }
 
 /* A saved-activation store of n items (memory/offload.h): the first n_off in pinned host
- * memory through a device ring of 2, the rest in their own device buffers; rows dev and host. */
+ * memory through a device ring of 2, the rest in their own device buffers; rows dev and host
+ * of [numel] (shape), lines named by what. */
 static void add_store(Plan *p, int64_t n_off, int64_t n, int64_t numel, PlanDtype dt, int64_t A, PlanBufId dev,
                       PlanBufId host, const char *what, const char *shape) {
     if (n_off > n) n_off = n;
@@ -252,15 +257,15 @@ static void add_store(Plan *p, int64_t n_off, int64_t n, int64_t numel, PlanDtyp
     int64_t slots = actstore_dev_slots(n, n_off), ring = slots - (n - n_off);
     int it;
     if (n_off <= 0)
-        it = item(p, PG_CKPT, PA_MODEL, "%s %s (%lld)", what, shape, (long long)n);
+        it = item(p, PG_CKPT, PA_MODEL, "%s (%lld)", what, (long long)n);
     else if (n_off < n)
-        it = item(p, PG_CKPT, PA_MODEL, "%s %s: device ring (%lld) + resident (%lld)", what, shape, (long long)ring,
+        it = item(p, PG_CKPT, PA_MODEL, "%s: device ring (%lld) + resident (%lld)", what, (long long)ring,
                   (long long)(n - n_off));
     else
-        it = item(p, PG_CKPT, PA_MODEL, "%s %s: device ring (%lld)", what, shape, (long long)ring);
+        it = item(p, PG_CKPT, PA_MODEL, "%s: device ring (%lld)", what, (long long)ring);
     buf(p, it, dev, slots, numel, dt, A, "%s", shape);
     if (n_off <= 0) return;
-    it = item(p, PG_CKPT, PA_MODEL_HOST, "%s %s: pinned host (%lld)", what, shape, (long long)n_off);
+    it = item(p, PG_CKPT, PA_MODEL_HOST, "%s: pinned host (%lld)", what, (long long)n_off);
     buf(p, it, host, n_off, numel, dt, A, "%s", shape);
 }
 
@@ -280,7 +285,10 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     int64_t Hq_l = H / S, Hkv_l = Hkv % S == 0 ? Hkv / S : 1, W_l = Hq_l + 2 * Hkv_l;
     int recompute = in->checkpoint;
     int64_t off = recompute >= 1 ? plan_offload_items(in->offload_checkpoints, in->offload_layers) : 0;
-    p->offload_items = off < L + 1 ? off : L + 1;
+    int64_t ck = recompute == 1 ? plan_ckpt_every(in->ckpt_every, L) : 1, nck = plan_ckpt_items(ck, L);
+    p->offload_items = off < nck ? off : nck;
+    p->ckpt_every = ck;
+    p->ckpt_items = nck;
     int64_t mlp_tile = plan_mlp_tile(mlp_req, t), rows_I = mlp_tile ? mlp_tile : t;
     int64_t loss_tile = plan_loss_tile(V, t);
     p->T = T;
@@ -293,15 +301,27 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     int z = in->zero, oo = in->offload_optimizer && z >= 1;
     /* the rank's slice (stages >= 1): stages 1, 2 one range of the vector padded to n_pad;
      * stage 3 per gather unit (zero3_sizes) */
-    int64_t zper = z >= 1 ? ceil_div(N, nsh) : N, umax = 0;
-    if (z >= 3) zero3_sizes(c, nsh, &zper, &umax);
+    int64_t zper = z >= 1 ? ceil_div(N, nsh) : N, umax = 0, so_h = 0, nu = ul_param_unit_count(c);
+    /* gradient offload (with offload): the first gu units' gradients in host memory (ZeRO 1, 2: all or none) */
+    int64_t gu = oo ? (in->offload_grads < 0 || in->offload_grads > nu ? nu : in->offload_grads) : 0;
+    if (z <= 2 && gu > 0) gu = nu; /* ZeRO 1, 2: all units' or none */
+    int64_t umaxu = 0; /* ZeRO 1, 2: the largest unit (its gradients' buffers) */
+    for (int64_t u = 0; u < nu; u++) {
+        int64_t uo, un;
+        ul_param_unit(c, u, &uo, &un);
+        if (un > umaxu) umaxu = un;
+    }
+    if (z >= 3) zero3_sizes(c, nsh, gu, &zper, &umax, &so_h);
+    p->grad_units = gu;
+    p->units = nu;
     int64_t n_pad = z >= 1 ? zper * nsh : N;
     const char *shard = z >= 1 ? " (shard)" : "";
     const PlanArena oa = oo ? PA_OPT_HOST : PA_OPT; /* the optimizer's master and moments */
     /* the model's flat vectors (rows of its arena, padded to n_pad for ZeRO 1, 2): the fp32
      * master with ZeRO 0 (with ZeRO >= 1 the optimizer's slice is the master: the model has
      * none, except on the CPU where it is the act working copy), the gradients' accumulation
-     * buffer, the act working copy (the fp32 master itself on the CPU) */
+     * buffer (none with the gradient offload: the optimizer's unit buffers), the act working
+     * copy (the fp32 master itself on the CPU) */
     int it = 0; /* the line the next rows are counted in */
     if (z == 0) {
         it = item(p, PG_MASTER, PA_MODEL, "master weights fp32");
@@ -310,17 +330,39 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
         it = item(p, PG_MASTER, oa, "master weights fp32%s", shard);
         buf_at(p, it, PB_OPT_MASTER, PB_OPT_MASTER, oa, 1, zper, PD_F32, A, "[per]");
     }
-    if (z <= 2) { /* the accumulation buffer of the backward passes */
+    if (z <= 2 && !gu) { /* the accumulation buffer of the backward passes */
         it = item(p, PG_GRADS, PA_MODEL, "gradients fp32");
         buf(p, it, PB_GRADS, 1, n_pad, PD_F32, A, z ? "[n_pad]" : "[N]");
     }
-    if (z >= 2 || oo) {
+    if ((z >= 2 || oo) && (!gu || z <= 2)) {
         it = item(p, PG_GRADS, PA_OPT, "reduced gradients fp32 (shard)");
         buf(p, it, PB_OPT_GSLICE, 1, zper, PD_F32, A, "[per]");
+    }
+    if (gu && z <= 2) { /* each unit's gradients all-reduced in one of two buffers (one is copied to host
+                           while the next unit computes), the slice's part accumulated on the host */
+        it = item(p, PG_GRADS, PA_OPT, "gradients of one unit fp32 (x2, copy to host)");
+        buf(p, it, PB_OPT_GBUF, 1, umaxu, PD_F32, A, "[umaxu]");
+        buf(p, it, PB_OPT_GBUF2, 1, umaxu, PD_F32, A, "[umaxu]");
+        it = item(p, PG_GRADS, PA_OPT_HOST, "gradients fp32 (shard, on the host)");
+        buf(p, it, PB_OPT_HGRAD, 1, zper, PD_F32, A, "[per]");
+    }
+    if (gu && z >= 3) { /* the rest on the device; a second unit buffer (S = 1) or the reduce-scatter's target
+                 (S > 1) holds one unit's gradients while they are copied to host */
+        it = item(p, PG_GRADS, PA_OPT, "reduced gradients fp32 (shard, %lld units on the GPU)", (long long)(nu - gu));
+        buf(p, it, PB_OPT_GSLICE, 1, zper - so_h, PD_F32, A, "[per - so_host]");
+        it = item(p, PG_GRADS, PA_OPT_HOST, "gradients fp32 (shard, %lld units on the host)", (long long)gu);
+        buf(p, it, PB_OPT_HGRAD, 1, so_h, PD_F32, A, "[so_host]");
     }
     if (z >= 3) {
         it = item(p, PG_GRADS, PA_OPT, "gradients of one unit fp32 (reduce-scatter)");
         buf(p, it, PB_OPT_GBUF, 1, umax, PD_F32, A, "[umax]");
+        if (gu && nsh == 1) {
+            it = item(p, PG_GRADS, PA_OPT, "gradients of one unit fp32: 2nd (copy to host)");
+            buf(p, it, PB_OPT_GBUF2, 1, umax, PD_F32, A, "[umax]");
+        } else if (gu) {
+            it = item(p, PG_GRADS, PA_OPT, "reduced unit gradients fp32 (copy to host)");
+            buf(p, it, PB_OPT_GRED, 1, umax / nsh, PD_F32, A, "[umax / S]");
+        }
     }
     if (oo) { /* the reduced slice goes to the CPU AdamW through pinned chunks, never whole */
         int nbuf;
@@ -328,9 +370,13 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
         it = item(p, PG_GRADS, PA_OPT_HOST, "gradient staging for the CPU AdamW [%lld] x%d", (long long)chunk, nbuf);
         buf(p, it, PB_OPT_GSTAGE, nbuf, chunk, PD_F32, A, "[chunk]");
     }
+    p->param_host = z >= 3 && oo && nsh == 1 && in->offload_params == 1;
     if (z >= 3) {
-        it = item(p, PG_WEIGHTS, PA_OPT, "weights working copy (shard)");
-        buf(p, it, PB_OPT_WSL, 1, zper, PD_ACT, A, "[per]");
+        const PlanArena wa = p->param_host ? PA_OPT_HOST : PA_OPT; /* param_host: each unit copied in before
+                                                                        its forward and backward */
+        it = item(p, PG_WEIGHTS, wa, "%s", p->param_host ? "weights working copy (shard, pinned host)"
+                                                         : "weights working copy (shard)");
+        buf_at(p, it, PB_OPT_WSL, PB_OPT_WSL, wa, 1, zper, PD_ACT, A, "[per]");
         it = item(p, PG_WEIGHTS, PA_OPT, "gathered unit weights (x2)");
         buf(p, it, PB_OPT_WBUF, 2, umax, PD_ACT, A, "[umax]");
     } else if (A != F) {
@@ -358,7 +404,12 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     }
 
     /* ---- saved activations ---- */
-    add_store(p, off, L + 1, t * D, PD_ACT, A, PB_XIN, PB_XIN_HOST, "layer inputs", "[t, D]");
+    add_store(p, off, nck, t * D, PD_ACT, A, PB_XIN, PB_XIN_HOST,
+              ck > 1 ? "layer inputs [t, D], every K-th" : "layer inputs [t, D]", "[t, D]");
+    if (ck > 1) { /* a recomputed segment's inputs after its first (model.c backward_layers) */
+        it = item(p, PG_CKPT, PA_MODEL, "segment's recomputed inputs [t, D] (%lld)", (long long)(ck - 1));
+        buf(p, it, PB_XSEG, ck - 1, t * D, PD_ACT, A, "[t, D]");
+    }
     int64_t nacts = recompute ? 1 : L;
     const char *per = recompute ? "1 layer" : "all layers";
     it = item(p, PG_ACTS, PA_MODEL, "xn1, xmid, xn2 + rstd (%s)", per);
@@ -398,9 +449,9 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
         buf(p, it, PB_H, nacts, t * I, PD_ACT, A, "[t, I]");
     }
     if (recompute == 2) {
-        add_store(p, off, L, T * Hq_l * d, PD_ACT, A, PB_KEEP_OH, PB_KEEP_OH_HOST, "kept attention out",
+        add_store(p, off, L, T * Hq_l * d, PD_ACT, A, PB_KEEP_OH, PB_KEEP_OH_HOST, "kept attention out [T, Hq_l, d]",
                   "[T, Hq_l, d]");
-        add_store(p, off, L, T * Hq_l, PD_F32, A, PB_KEEP_LSE, PB_KEEP_LSE_HOST, "kept lse", "[T, Hq_l]");
+        add_store(p, off, L, T * Hq_l, PD_F32, A, PB_KEEP_LSE, PB_KEEP_LSE_HOST, "kept lse [T, Hq_l]", "[T, Hq_l]");
     }
     it = item(p, PG_ACTS, PA_MODEL, "final norm out + rstd");
     buf(p, it, PB_XNF, 1, t * D, PD_ACT, A, "[t, D]");
@@ -521,7 +572,13 @@ static void plan_compute_mlp(const PlanInput *in, Plan *p) {
     p->mlp_auto = 1;
 }
 
-void plan_compute(const PlanInput *in, Plan *p) {
+static int host_fits(const PlanInput *in, const Plan *p) {
+    int64_t rph = in->ranks_per_host > 0 ? in->ranks_per_host : 1;
+    return in->host_limit <= 0 || p->host_total * rph <= in->host_limit;
+}
+
+/* --offload-layers auto (PLAN_OFFLOAD_AUTO) */
+static void plan_compute_ckpt(const PlanInput *in, Plan *p) {
     if (!(in->offload_checkpoints && in->checkpoint >= 1 && in->offload_layers == PLAN_OFFLOAD_AUTO)) {
         plan_compute_mlp(in, p);
         return;
@@ -529,23 +586,104 @@ void plan_compute(const PlanInput *in, Plan *p) {
     /* the most layers whose checkpoints the host holds: each one offloaded costs host
      * memory and saves device memory, so the most that fit is the best */
     PlanInput q = *in;
-    int64_t rph = in->ranks_per_host > 0 ? in->ranks_per_host : 1;
     for (int64_t K = in->c.num_layers + 1; K >= 0; K--) {
         q.offload_layers = K;
         plan_compute_mlp(&q, p);
-        if (in->host_limit <= 0 || p->host_total * rph <= in->host_limit) break;
+        if (host_fits(in, p)) break;
     }
     p->offload_auto = 1;
 }
 
+static void plan_compute_grads(const PlanInput *in, Plan *p) {
+    if (!(in->zero >= 1 && in->offload_optimizer && in->offload_grads == PLAN_OFFLOAD_AUTO)) {
+        plan_compute_ckpt(in, p);
+        return;
+    }
+    /* the most units whose gradients the host holds, beside checkpoints offloaded as asked (auto:
+     * none yet): a byte of gradients on the host costs one copy a step (which the CPU AdamW needs
+     * anyway), a byte of checkpoints two, so the gradients go first; auto checkpoints take the rest */
+    PlanInput q = *in;
+    if (q.offload_layers == PLAN_OFFLOAD_AUTO) q.offload_layers = 0;
+    int64_t lo = 0, hi = ul_param_unit_count(&in->c); /* host memory grows with the units: bisection */
+    while (lo < hi) {
+        q.offload_grads = lo + (hi - lo + 1) / 2;
+        plan_compute_mlp(&q, p);
+        if (host_fits(in, p))
+            lo = q.offload_grads;
+        else
+            hi = q.offload_grads - 1;
+    }
+    q.offload_grads = lo;
+    q.offload_layers = in->offload_layers;
+    plan_compute_ckpt(&q, p);
+    p->grad_auto = 1;
+}
+
+/* --offload-params auto: the weights go to host only when the plan then fits the device and
+ * did not before (every unit crosses PCIe twice a step; the fastest plan that fits keeps them) */
+static void plan_compute_params(const PlanInput *in, Plan *p) {
+    if (in->offload_params != PLAN_OFFLOAD_AUTO) {
+        plan_compute_grads(in, p);
+        return;
+    }
+    PlanInput q = *in;
+    q.offload_params = 0;
+    plan_compute_grads(&q, p);
+    p->param_auto = 1;
+    int64_t nsh = (in->dp_shard > 0 ? in->dp_shard : 1) * (in->sp > 0 ? in->sp : 1);
+    if (!(in->zero >= 3 && in->offload_optimizer && nsh == 1) || in->dev_limit <= 0 || p->dev_total <= in->dev_limit)
+        return;
+    Plan on;
+    q.offload_params = 1;
+    plan_compute_grads(&q, &on);
+    if (on.dev_total <= in->dev_limit && host_fits(in, &on)) {
+        *p = on;
+        p->param_auto = 1;
+    }
+}
+
+void plan_compute(const PlanInput *in, Plan *p) {
+    if (!(in->ckpt_every == PLAN_CKPT_AUTO && in->checkpoint == 1)) {
+        plan_compute_params(in, p);
+        return;
+    }
+    /* --checkpoint-every auto: the smallest K that fits (the least recompute); none: the K with
+     * the smallest device total, for the message */
+    PlanInput q = *in;
+    Plan best;
+    memset(&best, 0, sizeof best);
+    for (int64_t K = 1; K <= (in->c.num_layers > 1 ? in->c.num_layers : 1); K++) {
+        q.ckpt_every = K;
+        plan_compute_params(&q, p);
+        p->ckpt_auto = 1;
+        if ((in->dev_limit <= 0 || p->dev_total <= in->dev_limit) && host_fits(in, p)) return;
+        if (K == 1 || p->dev_total < best.dev_total) best = *p;
+    }
+    *p = best;
+}
+
+void plan_grads_desc(const Plan *p, char *buf, size_t n) {
+    const char *a = p->grad_auto ? "auto: " : "";
+    if (p->grad_units <= 0)
+        snprintf(buf, n, "%s", p->grad_auto ? "auto: none" : "off");
+    else if (p->grad_units >= p->units)
+        snprintf(buf, n, "%sall %lld units", a, (long long)p->units);
+    else
+        snprintf(buf, n, "%s%lld of %lld units", a, (long long)p->grad_units, (long long)p->units);
+}
+
 void plan_offload_desc(const Plan *p, int64_t L, char *buf, size_t n) {
+    const char *a = p->offload_auto ? "auto: " : "";
     if (p->offload_items <= 0)
         snprintf(buf, n, "%s", p->offload_auto ? "auto: none" : "off");
-    else if (p->offload_items > L)
-        snprintf(buf, n, "%sall %lld layers", p->offload_auto ? "auto: " : "", (long long)L);
+    else if (p->offload_items >= p->ckpt_items && p->ckpt_every <= 1)
+        snprintf(buf, n, "%sall %lld layers", a, (long long)L);
+    else if (p->offload_items >= p->ckpt_items)
+        snprintf(buf, n, "%sall %lld kept inputs", a, (long long)p->ckpt_items);
+    else if (p->ckpt_every <= 1)
+        snprintf(buf, n, "%s%lld of %lld layers", a, (long long)p->offload_items, (long long)L);
     else
-        snprintf(buf, n, "%s%lld of %lld layers", p->offload_auto ? "auto: " : "", (long long)p->offload_items,
-                 (long long)L);
+        snprintf(buf, n, "%s%lld of %lld kept inputs", a, (long long)p->offload_items, (long long)p->ckpt_items);
 }
 
 void plan_mlp_desc(const Plan *p, char *buf, size_t n) {

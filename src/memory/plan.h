@@ -57,8 +57,9 @@ typedef enum {
     PA_MODEL,      /* device: the flat weights and gradients, activations, their gradients, scratch, inputs,
                       exchange staging, saved activations (model_init_opts) */
     PA_MODEL_HOST, /* pinned host: the offloaded saved activations (--offload-checkpoints) */
-    PA_OPT,        /* device: the optimizer's (zero_init): moments, slices, ZeRO-3 units */
-    PA_OPT_HOST,   /* pinned host: the optimizer's with --offload-optimizer */
+    PA_OPT,        /* device: the optimizer's (zero_init): moments, slices, ZeRO-3 units, unit gradients */
+    PA_OPT_HOST,   /* pinned host: the optimizer's with --offload-optimizer (master, moments, gradient
+                      staging, the offloaded gradients; the act weights slice with --offload-params) */
     PA_EVAL,       /* device: evaluation's (model_eval allocates it at its first call; not exact) */
     PA_COUNT
 } PlanArena;
@@ -69,8 +70,10 @@ static inline int plan_arena_host(PlanArena a) { return a == PA_MODEL_HOST || a 
 #define PLAN_ALIGN ((int64_t)256)
 
 /* X(id, name, arena): the arena is the row's unless the plan puts it elsewhere (the optimizer's
- * master and moments are in PA_OPT_HOST with --offload-optimizer). PARAMS, GRADS, WACT: the flat parameter vectors (core/params.h; padded
- * for ZeRO 1, 2: optim/zero.h). The per-layer rows (XN1 .. H) have one copy per layer kept ([L],
+ * master and moments are in PA_OPT_HOST with --offload-optimizer, the act weights slice with
+ * --offload-params). PARAMS, GRADS, WACT: the flat parameter vectors (core/params.h; padded
+ * for ZeRO 1, 2: optim/zero.h; no GRADS with the gradient offload). OPT_GBUF2, OPT_GRED,
+ * OPT_HGRAD: the gradient offload's second unit buffer, reduce-scatter target and host sums. The per-layer rows (XN1 .. H) have one copy per layer kept ([L],
  * or [1] with --checkpoint); the stores' rows one per slot or offloaded item. */
 #define PLAN_BUFS(X)                                        \
     X(PARAMS, "fp32 master weights", PA_MODEL)              \
@@ -80,6 +83,7 @@ static inline int plan_arena_host(PlanArena a) { return a == PA_MODEL_HOST || a 
     X(XCHG, "all-to-all staging", PA_MODEL)                 \
     X(XIN, "layer inputs (device)", PA_MODEL)               \
     X(XIN_HOST, "layer inputs (host)", PA_MODEL_HOST)       \
+    X(XSEG, "segment's recomputed inputs", PA_MODEL)        \
     X(XN1, "xn1", PA_MODEL)                                 \
     X(XMID, "xmid", PA_MODEL)                               \
     X(XN2, "xn2", PA_MODEL)                                 \
@@ -123,6 +127,9 @@ static inline int plan_arena_host(PlanArena a) { return a == PA_MODEL_HOST || a 
     X(OPT_MASTER, "fp32 master slice", PA_OPT)              \
     X(OPT_GSLICE, "reduced gradient slice", PA_OPT)         \
     X(OPT_GBUF, "unit gradients", PA_OPT)                   \
+    X(OPT_GBUF2, "unit gradients, 2nd", PA_OPT)             \
+    X(OPT_GRED, "reduced unit gradients", PA_OPT)           \
+    X(OPT_HGRAD, "gradients (host)", PA_OPT_HOST)           \
     X(OPT_GSTAGE, "gradient staging", PA_OPT_HOST)          \
     X(OPT_WSL, "act weights slice", PA_OPT)                 \
     X(OPT_WBUF, "gathered unit weights", PA_OPT)            \
@@ -178,6 +185,8 @@ typedef struct {
     int64_t act_bytes;        /* 2: CUDA (bf16), 4: CPU (fp32) */
     int cuda;                 /* add the CUDA backend's own buffers and the context reserve */
     int checkpoint;           /* 0, 1, 2 (train --checkpoint) */
+    int64_t ckpt_every;       /* checkpoint 1: keep every K-th layer's input (0, 1: every layer's;
+                                 PLAN_CKPT_AUTO: the smallest K that fits dev_limit and host_limit) */
     int64_t mlp_tile;         /* TiledMLP rows requested (0 = off, PLAN_MLP_AUTO: chosen from dev_limit) */
     int offload_checkpoints;  /* saved activations in pinned host memory */
     int64_t offload_layers;   /* only those of the first K layers (-1: all; PLAN_OFFLOAD_AUTO: as many
@@ -186,6 +195,12 @@ typedef struct {
     int64_t ranks_per_host;   /* PLAN_OFFLOAD_AUTO: ranks sharing that host memory (0: 1) */
     int zero;                 /* ZeRO stage 0..3 over the shard group (dp_shard x sp ranks) */
     int offload_optimizer;    /* fp32 master weights and AdamW moments in host memory */
+    int64_t offload_params;   /* ZeRO 3 with offload_optimizer on a shard group of one rank: the act weights
+                                 slice in pinned host memory (0 off, 1 on, PLAN_OFFLOAD_AUTO: on only when the
+                                 plan fits dev_limit with it and not without) */
+    int64_t offload_grads;    /* ZeRO 3 with offload_optimizer: the gradients of the first K gather units in
+                                 host memory, sent there right after each unit's backward (-1: all;
+                                 PLAN_OFFLOAD_AUTO: as many as host_limit holds, before the checkpoints) */
     int64_t offload_chunk;    /* elements per chunk of the offload's gradient staging (0: PLAN_OFFLOAD_CHUNK) */
     int eval;                 /* evaluation during training (model_eval's fp32 logits) */
     double reserve_gib;       /* CUDA context + cuBLASLt + NCCL (cuda only) */
@@ -207,6 +222,11 @@ typedef struct {
     int mlp_auto;                 /* mlp_tile was chosen by PLAN_MLP_AUTO */
     int64_t offload_items;        /* saved-activation items per store in host memory (ModelMemOpts.offload) */
     int offload_auto;             /* offload_items was chosen by PLAN_OFFLOAD_AUTO */
+    int64_t grad_units, units;    /* gather units whose gradients are in host memory (zero_init), of units */
+    int grad_auto;                /* grad_units was chosen by PLAN_OFFLOAD_AUTO */
+    int64_t ckpt_every, ckpt_items; /* layers per recomputed segment (ModelMemOpts.ckpt_every), kept inputs */
+    int ckpt_auto;                /* ckpt_every was chosen by PLAN_CKPT_AUTO */
+    int param_host, param_auto;   /* the act weights slice in host memory (zero_init); chosen by auto */
     int64_t dev_total, host_total;     /* per rank */
     int64_t dev_exact, host_exact;     /* the items with exact = 1 */
     int64_t dev_group[PG_COUNT], host_group[PG_COUNT];
@@ -227,8 +247,17 @@ typedef struct {
  * min(per, req); *nbuf: the pinned host buffers of that many elements, 2 when there is more
  * than one chunk (the next chunk's download overlaps the CPU AdamW on this one), else 1. */
 int64_t plan_offload_chunk(int64_t per, int64_t req, int *nbuf);
-/* "off", "all 32 layers", "auto: 20 of 32 layers", ... */
+/* "off", "all 32 layers", "auto: 20 of 32 layers", "auto: 5 of 9 kept inputs", ... */
 void plan_offload_desc(const Plan *p, int64_t num_layers, char *buf, size_t n);
+/* The gradient offload: "off", "all 34 units", "auto: 20 of 34 units", ... */
+void plan_grads_desc(const Plan *p, char *buf, size_t n);
+
+/* --checkpoint-every K: layers per recomputed segment, K clamped to [1, L] (0: 1). */
+static inline int64_t plan_ckpt_every(int64_t K, int64_t L) { return K < 1 ? 1 : K > L && L > 0 ? L : K; }
+/* The saved layer inputs with every K-th kept: those of layers 0, K, 2K, ... and the final norm's. */
+static inline int64_t plan_ckpt_items(int64_t K, int64_t L) { return (L + K - 1) / K + 1; }
+/* --checkpoint-every auto: the smallest K whose plan fits (plan_compute). */
+#define PLAN_CKPT_AUTO ((int64_t)-1)
 
 /* Default CUDA context + cuBLASLt + NCCL reserve (GiB per GPU), docs/memory.md. */
 #define PLAN_DEFAULT_RESERVE_GIB 3.0

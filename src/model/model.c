@@ -52,7 +52,8 @@ static void model_plan(const ModelConfig *c, const KernelOps *k, int64_t S, int6
     in.mlp_tile = o->mlp_tile;
     in.offload_checkpoints = o->offload > 0;
     in.offload_layers = o->offload > 0 ? o->offload : -1;
-    in.zero = o->sharded ? 3 : 0;
+    in.ckpt_every = o->ckpt_every;
+    in.zero = o->sharded ? 3 : 0; /* sharded 2 (ZeRO 1, 2 with the gradient offload) comes with train's plan */
     in.eval = 1; /* its arena is allocated by model_eval only */
     plan_compute(&in, p);
 }
@@ -63,7 +64,7 @@ void model_init(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *s
 
 void model_init_ex(Model *m, const ModelConfig *c, const KernelOps *k, CommGroup *sp_g, int64_t T_max, int recompute,
                    int64_t mlp_tile) {
-    ModelMemOpts o = {recompute, mlp_tile, 0, 0, NULL};
+    ModelMemOpts o = {recompute, mlp_tile, 0, 0, 1, NULL};
     model_init_opts(m, c, k, sp_g, T_max, &o);
 }
 
@@ -102,11 +103,15 @@ void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGro
         model_plan(c, k, S, T_max, o, own);
         plan = own;
     }
+    m->ck_every = plan_ckpt_every(o->ckpt_every, L);
+    UL_ASSERT(m->ck_every == 1 || recompute == 1, "checkpointing every %lld layers needs recompute 1",
+              (long long)m->ck_every);
+    int64_t nck = plan_ckpt_items(m->ck_every, L); /* the kept layer inputs */
     UL_ASSERT(plan->T == T_max && plan->t == t && plan->mlp_tile == m->mlp_tile && plan->loss_tile == m->loss_tile &&
-                  plan->tab.buf[PB_XIN].elem == (int64_t)k->act_bytes &&
-                  plan->tab.buf[PB_XIN].count == actstore_dev_slots(L + 1, m->offload < L + 1 ? m->offload : L + 1),
-              "model_init: the memory plan is for other options (T %lld, tile %lld)", (long long)plan->T,
-              (long long)plan->mlp_tile);
+                  plan->ckpt_every == m->ck_every && plan->tab.buf[PB_XIN].elem == (int64_t)k->act_bytes &&
+                  plan->tab.buf[PB_XIN].count == actstore_dev_slots(nck, m->offload < nck ? m->offload : nck),
+              "model_init: the memory plan is for other options (T %lld, tile %lld, checkpoint every %lld)",
+              (long long)plan->T, (long long)plan->mlp_tile, (long long)plan->ckpt_every);
     m->tab = plan->tab;
     free(own);
     plan_arenas_alloc(&m->tab, k, PA_MODEL, PA_MODEL_HOST, m->arena); /* the optimizer's are zero_init's */
@@ -119,11 +124,11 @@ void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGro
     /* the flat vectors: none with ZeRO-3 (the parameters live in optim/zero.c's units), no
      * fp32 master with ZeRO >= 1 on CUDA (the optimizer's slice is), padded for ZeRO 1, 2 */
     m->n_params = ul_param_numel(c);
-    m->n_alloc = m->tab.buf[PB_GRADS].present ? m->tab.buf[PB_GRADS].numel : 0;
+    m->n_alloc = m->tab.buf[PB_WACT].present ? m->tab.buf[PB_WACT].numel : 0;
     m->params = BUF(PARAMS, 0);
-    m->grads = BUF(GRADS, 0);
+    m->grads = BUF(GRADS, 0); /* none with the gradient offload of ZeRO 1, 2 (sharded 2): the optimizer's units */
     m->wact = BUF(WACT, 0); /* == params on the CPU */
-    UL_ASSERT(!o->sharded == !!m->grads && (o->sharded || m->n_alloc >= m->n_params),
+    UL_ASSERT(!o->sharded == !!m->grads && (o->sharded == 1) == !m->wact && (o->sharded == 1 || m->n_alloc >= m->n_params),
               "model_init: the memory plan's parameter buffers do not match ModelMemOpts.sharded = %d", o->sharded);
     ul_tensors_bind(&m->P, c, m->wact, k->act_bytes);
     ul_tensors_bind(&m->G, c, m->grads, sizeof(float));
@@ -137,8 +142,13 @@ void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGro
     free(invd);
     free(invf);
 
-    actstore_init(&m->xin, k, L + 1, (size_t)(t * D) * k->act_bytes, m->offload, BUF(XIN, 0),
-                  (size_t)plan_buf_stride(&m->tab, PB_XIN), BUF(XIN_HOST, 0), (size_t)plan_buf_stride(&m->tab, PB_XIN_HOST));
+    actstore_init(&m->xin, k, nck, (size_t)(t * D) * k->act_bytes, m->offload,
+                  BUF(XIN, 0), (size_t)plan_buf_stride(&m->tab, PB_XIN), BUF(XIN_HOST, 0),
+                  (size_t)plan_buf_stride(&m->tab, PB_XIN_HOST));
+    if (m->ck_every > 1) { /* a recomputed segment's inputs after its first */
+        m->xseg = ul_calloc((size_t)(m->ck_every - 1), sizeof(void *));
+        for (int64_t i = 0; i < m->ck_every - 1; i++) m->xseg[i] = BUF(XSEG, i); /* [t, D] */
+    }
     int64_t nacts = recompute ? 1 : L;
     m->acts = ul_calloc((size_t)nacts, sizeof(LayerActs));
     for (int64_t l = 0; l < nacts; l++) acts_bind(m, &m->acts[l], l);
@@ -195,6 +205,7 @@ void model_free(Model *m) {
     actstore_free(&m->keep_lse);
     actstore_free(&m->xin);
     plan_arenas_free(k, PA_EVAL, PA_EVAL, m->arena);
+    free(m->xseg);
     free(m->logits_host);
     free(m->cu_local);
     ul_tensors_free(&m->P);
@@ -489,13 +500,17 @@ static void forward_layers(Model *m, const StepCtx *sc, int save) {
     SHARDS(prefetch, 1); /* layer 0's gather overlaps the embedding (and so on) */
     m->k->embedding_fwd(x, m->d_tok, m->P.wte, sc->t, c->hidden_size);
     if (save) actstore_saved(&m->xin, 0);
+    const int64_t K = m->ck_every;
     for (int64_t l = 0; l < L; l++) {
-        void *y = actstore_write(&m->xin, l + 1); /* with offload: slot (l+1) % ring, once xin[l-1] is out */
+        /* layer l + 1's input: kept (item ceil((l + 1) / K); with offload: in its ring slot, once
+         * the slot's previous item is out), or a segment's inner input (recomputed in backward) */
+        int kept = (l + 1) % K == 0 || l + 1 == L;
+        void *y = kept ? actstore_write(&m->xin, (l + K) / K) : m->xseg[(l + 1) % K - 1];
         SHARDS(fetch, 1 + l);
         SHARDS(prefetch, 2 + l); /* the next layer, or the tail after the last */
         layer_fwd(m, sc, l, x, y, &m->acts[m->recompute ? 0 : l], 0);
         if (save) {
-            actstore_saved(&m->xin, l + 1);
+            if (kept) actstore_saved(&m->xin, (l + K) / K);
             if (m->recompute == 2) {
                 actstore_saved(&m->keep_oh, l);
                 actstore_saved(&m->keep_lse, l);
@@ -508,6 +523,45 @@ static void forward_layers(Model *m, const StepCtx *sc, int save) {
      * tile is skipped for lack of labels: the fetches are collective) */
     if (c->tie_word_embeddings) SHARDS(fetch, 0);
     m->k->rmsnorm_fwd(m->xnf, m->rstdf, x, m->P.lnf, sc->t, c->hidden_size, (float)c->rms_norm_eps);
+}
+
+/* The layers' backward, from m->dres = dL/d(last layer's output) to dL/d(embedding output),
+ * segment by segment (--checkpoint-every K; K = 1: layer by layer): segment j, layers
+ * [jK, e], starts from its kept input xin[j]; its other inputs are recomputed forward into
+ * xseg, then each layer is recomputed (recompute >= 1) and differentiated, the last first.
+ * The recomputed inputs are the forward's bits (the same kernels on the same inputs). */
+static void backward_layers(Model *m, const StepCtx *sc) {
+    const int64_t L = m->c.num_layers, K = m->ck_every;
+    for (int64_t j = (L + K - 1) / K - 1; j >= 0; j--) {
+        int64_t s = j * K, e = (s + K < L ? s + K : L) - 1; /* the segment's layers [s, e] */
+        const void *xs = actstore_read(&m->xin, j);
+        /* offload: the next segment's kept input comes back while this one runs */
+        actstore_prefetch(&m->xin, j - 1);
+        for (int64_t l = s; l < e; l++) { /* the inputs of layers s + 1 .. e again (K > 1) */
+            SHARDS(fetch, 1 + l);
+            SHARDS(prefetch, 2 + l);
+            layer_fwd(m, sc, l, l == s ? xs : m->xseg[l - s - 1], m->xseg[l - s], &m->acts[0], 0);
+        }
+        for (int64_t l = e; l >= s; l--) {
+            LayerActs *a = &m->acts[m->recompute ? 0 : l];
+            const void *x = l == s ? xs : m->xseg[l - s - 1];
+            if (m->recompute == 2) { /* layer l's own are read back in layer_fwd */
+                actstore_prefetch(&m->keep_oh, l - 1);
+                actstore_prefetch(&m->keep_lse, l - 1);
+            }
+            SHARDS(fetch, 1 + l); /* ZeRO-3: the layer's weights again, its gradient buffer */
+            if (l > 0) SHARDS(prefetch, l > s ? l : 1 + (j - 1) * K); /* the next needed, during this backward */
+            SHARDS(grad_begin, 1 + l);
+            if (m->recompute) layer_fwd(m, sc, l, x, NULL, a, 1);
+            layer_bwd(m, sc, l, x, a);
+            SHARDS(grad_end, 1 + l);
+            if (l == s) actstore_release(&m->xin, j);
+            if (m->recompute == 2) {
+                actstore_release(&m->keep_oh, l);
+                actstore_release(&m->keep_lse, l);
+            }
+        }
+    }
 }
 
 /* Validates the shard and uploads its inputs. */
@@ -557,30 +611,11 @@ void model_step(Model *m, const LocalSeq *s, float dscale, int backward, double 
             SHARDS(grad_begin, L + 1);
         }
         k->zero(m->dres, (size_t)(t * D) * k->act_bytes);
-        k->rmsnorm_bwd(m->dres, m->G.lnf, m->dxn, actstore_read(&m->xin, L), m->P.lnf, m->rstdf, t, D);
-        actstore_release(&m->xin, L);
+        int64_t nx = m->xin.n; /* the last item: the final norm's input */
+        k->rmsnorm_bwd(m->dres, m->G.lnf, m->dxn, actstore_read(&m->xin, nx - 1), m->P.lnf, m->rstdf, t, D);
+        actstore_release(&m->xin, nx - 1);
         SHARDS(grad_end, L + 1);
-        for (int64_t l = L - 1; l >= 0; l--) {
-            LayerActs *a = &m->acts[m->recompute ? 0 : l];
-            const void *x = actstore_read(&m->xin, l);
-            /* offload: the next layer's saved activations come back while this one runs */
-            actstore_prefetch(&m->xin, l - 1);
-            if (m->recompute == 2) { /* layer l's own are read back in layer_fwd */
-                actstore_prefetch(&m->keep_oh, l - 1);
-                actstore_prefetch(&m->keep_lse, l - 1);
-            }
-            SHARDS(fetch, 1 + l); /* ZeRO-3: the layer's weights again, its gradient buffer */
-            if (l > 0) SHARDS(prefetch, l); /* the layer below, during this one's backward */
-            SHARDS(grad_begin, 1 + l);
-            if (m->recompute) layer_fwd(m, &sc, l, x, NULL, a, 1);
-            layer_bwd(m, &sc, l, x, a);
-            SHARDS(grad_end, 1 + l);
-            actstore_release(&m->xin, l);
-            if (m->recompute == 2) {
-                actstore_release(&m->keep_oh, l);
-                actstore_release(&m->keep_lse, l);
-            }
-        }
+        backward_layers(m, &sc);
         SHARDS(grad_begin, 0);
         k->embedding_bwd(m->G.wte, m->dres, m->d_tok, t, D);
         SHARDS(grad_end, 0);

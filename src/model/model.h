@@ -75,6 +75,9 @@ struct Model {
                         2 also keep each layer's attention output + lse (backward skips the attention) */
     ActStore keep_oh;  /* [L] x [T, Hq_l, d] act (recompute == 2) */
     ActStore keep_lse; /* [L] x [T, Hq_l] f32 (recompute == 2) */
+    int64_t ck_every; /* K: xin keeps the inputs of layers 0, K, 2K, ... and the final norm's (item
+                         ceil(l / K) for layer input l); the segment's other inputs are recomputed into xseg */
+    void **xseg;      /* [K - 1] x [t, D] act: the inputs of a segment's layers 2..K (K > 1) */
     int64_t offload; /* the saved activations (xin, keep_oh, keep_lse) of the first `offload`
                         layers live in host memory (memory/offload.h); requires recompute >= 1 */
     int no_exchange; /* debug: attend only inside the local shard (the control experiment) */
@@ -94,7 +97,8 @@ struct Model {
     float *inv_freq; /* [d/2] */
 
     int64_t T_max, t_max, loss_tile;
-    ActStore xin;    /* [L + 1] x [t, D] act: residual stream at each layer input; item L = final */
+    ActStore xin;    /* [ceil(L / K) + 1] x [t, D] act: the residual stream at every K-th layer's input; the
+                        last item: the final norm's input (K = 1: [L + 1], item l = layer l's input) */
     LayerActs *acts; /* [L], or [1] with recompute */
     void *xnf;       /* [t, D] */
     float *rstdf;    /* [t] */
@@ -145,7 +149,10 @@ typedef struct {
     int64_t offload;  /* checkpoint offload to host memory (needs recompute >= 1): the saved
                          activations of the first `offload` layers (0: none; > L: all, the
                          final norm's input too) */
-    int sharded;      /* ZeRO-3: no full params, grads, act weights (zero_init installs the hooks) */
+    int sharded;      /* 1: ZeRO-3: no full params, grads, act weights (zero_init installs the hooks); 2: ZeRO 1, 2
+                         with the gradient offload: no full grads (the hooks bind each unit's gradients) */
+    int64_t ckpt_every; /* recompute 1: keep only every K-th layer's input (0 or 1: every layer's); the
+                           backward recomputes each segment of K layers from it (model.c backward_layers) */
     const Plan *plan; /* the memory plan of these options (train's), whose table places the model's
                          buffers (with ZeRO 1, 2 the padded vectors, and no fp32 master on CUDA:
                          the plan's --zero); NULL: the model plans them from the options above

@@ -32,6 +32,17 @@ static int z3_gather(ZeroOpt *z, int64_t u, int start) {
     const ZeroUnit *un = &z->units[u];
     CommGroup *g = z->dev_shard;
     b = z->wuse[0] <= z->wuse[1] ? 0 : 1;
+    if (z->param_host) { /* one rank: the unit from pinned host memory, on the copy stream after the
+                            compute queued so far (the buffer's previous unit is done with) */
+        const KernelOps *k = z->k;
+        k->event_record(z->ev_wq[b], UL_STREAM_COMPUTE);
+        k->event_wait(UL_STREAM_COPY, z->ev_wq[b]);
+        k->copy_async(z->wbuf[b], AOFF(z, z->wsl, un->so), (size_t)un->per * k->act_bytes, 0);
+        k->event_record(z->ev_wcopy[b], UL_STREAM_COPY);
+        z->wunit[b] = u;
+        z->wpend[b] = 1; /* the compute waits for the copy when it fetches the unit */
+        return b;
+    }
     (start ? g->ops->allgather_start : g->ops->allgather)(g, AOFF(z, z->wsl, un->so), z->wbuf[b], un->per,
                                                           act_type(z->k));
     z->wunit[b] = u;
@@ -42,8 +53,11 @@ static int z3_gather(ZeroOpt *z, int64_t u, int start) {
 static void z3_fetch(ModelShards *s, Model *m, int64_t u) {
     ZeroOpt *z = zopt(s);
     int b = z3_gather(z, u, 0);
-    if (z->wpend[b]) { /* prefetched: the compute waits for it now */
-        z->dev_shard->ops->wait(z->dev_shard);
+    if (z->wpend[b]) { /* prefetched (or copied from host): the compute waits for it now */
+        if (z->param_host)
+            z->k->event_wait(UL_STREAM_COMPUTE, z->ev_wcopy[b]);
+        else
+            z->dev_shard->ops->wait(z->dev_shard);
         z->wpend[b] = 0;
     }
     z->wuse[b] = ++z->clock;
@@ -55,30 +69,120 @@ static void z3_prefetch(ModelShards *s, Model *m, int64_t u) {
     z3_gather(zopt(s), u, 1); /* the buffer's last use stays older than the current unit's */
 }
 
+/* The device gradients of a unit kept on the device (u >= gu_host): gslice covers the
+ * slice's [so_host, per). */
+static float *gdev(const ZeroOpt *z, int64_t so) { return z->gslice + (so - z->so_host); }
+
+static void drain_grads(ZeroOpt *z);
+
+/* The next unit's gradient buffer: with two, the units alternate (the other one may still be
+ * read out to host: waited for on the device, or taken first when it is still pending). */
+static void open_unit(ZeroOpt *z) {
+    if (!z->gbuf2) return;
+    int b = z->gopen == z->gbuf ? 1 : 0;
+    z->gopen = b ? z->gbuf2 : z->gbuf;
+    if (z->gpend >= 0 && z->gpend_b == b) drain_grads(z); /* still to be read out (a tied head) */
+    z->k->event_wait(UL_STREAM_COMPUTE, z->ev_gfree[b]);
+}
+
+/* Whether offloaded unit u's gradients already arrived this step (a later sample, a tied head's
+ * second round): their sum so far is then uploaded into the unit's buffer, so that the sums
+ * run in the order of the device slice's (and of --zero 0): bitwise the same. */
+static int host_so_far(ZeroOpt *z, int64_t u) {
+    if (z->gpend == u) drain_grads(z); /* a tied head's first round, still pending */
+    return !z->gfresh[u];
+}
+
+/* unit u's reduced gradients src[n] (device, in the open buffer or gred) are complete on the
+ * compute stream: their copy to dst (host) waits for that, the CPU takes them later (drain_grads) */
+static void set_pending(ZeroOpt *z, int64_t u, const float *src, float *dst, int64_t n) {
+    z->k->event_record(z->ev_gdone, UL_STREAM_COMPUTE);
+    z->gpend = u;
+    z->gpend_src = src;
+    z->gpend_dst = dst;
+    z->gpend_n = n;
+    z->gpend_b = z->gopen == z->gbuf2 ? 1 : 0;
+}
+
 static void z3_grad_begin(ModelShards *s, Model *m, int64_t u) {
     ZeroOpt *z = zopt(s);
     const ZeroUnit *un = &z->units[u];
-    z->k->zero(z->gbuf, F32B(z->S * un->per));
-    /* the slice's sum so far in this rank's chunk: the reduce-scatter then adds the new part */
-    copy_f32(z->k, z->gbuf + z->q * un->per, z->gslice + un->so, un->per);
-    ul_tensors_bind_unit(&m->G, &m->c, u, z->gbuf, sizeof(float));
+    open_unit(z);
+    z->k->zero(z->gopen, F32B(z->S * un->per));
+    /* the slice's sum so far in this rank's chunk: the reduce-scatter then adds the new part
+     * (offloaded units: uploaded from the host when the unit already arrived this step) */
+    if (u >= z->gu_host)
+        copy_f32(z->k, z->gopen + z->q * un->per, gdev(z, un->so), un->per);
+    else if (host_so_far(z, u))
+        z->k->upload(z->gopen + z->q * un->per, z->hgrad + un->so, F32B(un->per));
+    ul_tensors_bind_unit(&m->G, &m->c, u, z->gopen, sizeof(float));
 }
 
 static void z3_grad_end(ModelShards *s, Model *m, int64_t u) {
     (void)m;
     ZeroOpt *z = zopt(s);
     const ZeroUnit *un = &z->units[u];
-    z->dev_shard->ops->reduce_scatter_sum(z->dev_shard, z->gbuf, z->gslice + un->so, z->S * un->per, UL_F32);
+    CommGroup *g = z->dev_shard;
+    if (u >= z->gu_host) {
+        g->ops->reduce_scatter_sum(g, z->gopen, gdev(z, un->so), z->S * un->per, UL_F32);
+        return;
+    }
+    /* to host: the previous unit's copy is taken first (it may read gred), then this one waits
+     * for its copy, which overlaps the next unit's backward */
+    drain_grads(z);
+    const float *src = z->gopen; /* S == 1: the unit's buffer is its reduced gradient */
+    if (z->S > 1) {
+        g->ops->reduce_scatter_sum(g, z->gopen, z->gred, z->S * un->per, UL_F32);
+        src = z->gred;
+    }
+    set_pending(z, u, src, z->hgrad + un->so, un->per);
+}
+
+/* ---------------- stages 1, 2 with the gradient offload: the model's unit hooks ---------------- */
+
+static void z12_fetch(ModelShards *s, Model *m, int64_t u) { (void)s, (void)m, (void)u; } /* full weights */
+
+static void z12_grad_begin(ModelShards *s, Model *m, int64_t u) {
+    ZeroOpt *z = zopt(s);
+    int64_t off, n;
+    ul_param_unit(&m->c, u, &off, &n);
+    open_unit(z);
+    z->k->zero(z->gopen, F32B(n));
+    /* the sum so far of this rank's slice part, once over the replicas (the all-reduce adds the rest) */
+    int64_t a = off > z->lo ? off : z->lo, b = off + n < z->hi ? off + n : z->hi;
+    if (host_so_far(z, u) && z->rep_rank == 0 && b > a)
+        z->k->upload(z->gopen + (a - off), z->hgrad + (a - z->lo), F32B(b - a));
+    ul_tensors_bind_unit(&m->G, &m->c, u, z->gopen, sizeof(float));
+}
+
+/* the unit's gradients summed over every rank (what stage 1 all-reduces and stage 2 reduce-
+ * scatters, by the unit), the part inside this rank's slice to host */
+static void z12_grad_end(ModelShards *s, Model *m, int64_t u) {
+    ZeroOpt *z = zopt(s);
+    int64_t off, n;
+    ul_param_unit(&m->c, u, &off, &n);
+    drain_grads(z);
+    z->dev_world->ops->allreduce_sum(z->dev_world, z->gopen, n, UL_F32);
+    int64_t a = off > z->lo ? off : z->lo, b = off + n < z->hi ? off + n : z->hi;
+    if (b < a) b = a;
+    set_pending(z, u, z->gopen + (a - off), z->hgrad + (a - z->lo), b - a);
 }
 
 /* the updated master slice -> the act slice the gathers read; the gathered units are stale */
 static void z3_publish(ZeroOpt *z) {
-    const float *src = z->master;
-    if (z->offload) { /* through the device gradient slice: the step's gradients are consumed */
-        z->k->upload(z->gslice, z->master, F32B(z->per));
-        src = z->gslice;
+    const KernelOps *k = z->k;
+    if (!z->offload) {
+        k->to_act(z->wsl, z->master, z->per);
+    } else { /* uploaded through the unit gradient buffer (free between steps), umax elements at a time;
+                with the weights in host memory converted in a gathered-unit buffer and downloaded */
+        for (int b = 0; b < 2 && z->param_host; b++) k->event_wait(UL_STREAM_COMPUTE, z->ev_wcopy[b]);
+        for (int64_t c0 = 0; c0 < z->per; c0 += z->umax) {
+            int64_t n = z->per - c0 < z->umax ? z->per - c0 : z->umax;
+            k->upload(z->gbuf, z->master + c0, F32B(n));
+            k->to_act(z->param_host ? z->wbuf[0] : AOFF(z, z->wsl, c0), z->gbuf, n);
+            if (z->param_host) k->download(AOFF(z, z->wsl, c0), z->wbuf[0], (size_t)n * k->act_bytes);
+        }
     }
-    z->k->to_act(z->wsl, src, z->per);
     z->wunit[0] = z->wunit[1] = -1;
 }
 
@@ -94,7 +198,21 @@ static void put(const ZeroOpt *z, float *dst, const float *src, int64_t n) {
 
 /* ---------------- all stages ---------------- */
 
-void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, Model *m, const Mesh *mesh) {
+/* The gradient offload's events and per-unit flags, for ngu units. */
+static void grad_offload_init(ZeroOpt *z, int64_t ngu) {
+    const KernelOps *k = z->k;
+    z->ngu = ngu;
+    z->ev_gdone = k->event_create();
+    for (int b = 0; b < 2; b++) {
+        z->ev_gfree[b] = k->event_create();
+        k->event_record(z->ev_gfree[b], UL_STREAM_COPY); /* the first waits have something to wait for */
+    }
+    z->gfresh = ul_calloc((size_t)ngu, 1);
+    z->gss = ul_calloc((size_t)ngu, sizeof(double));
+}
+
+void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, int64_t grad_units, int offload_params,
+               Model *m, const Mesh *mesh) {
     UL_ASSERT(stage >= 0 && stage <= 3, "zero stage %d", stage);
     UL_ASSERT((stage == 3) == (m->wact == NULL), "zero stage %d: the model must be made %s", stage,
               stage == 3 ? "sharded (ModelMemOpts.sharded)" : "with its parameters");
@@ -111,6 +229,8 @@ void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, Model 
     z->S = stage ? mesh->shard_g.size : 1;
     z->q = stage ? mesh->shard_g.rank : 0;
     z->dev_shard = mesh->dev_shard;
+    z->dev_world = mesh->dev_world;
+    z->rep_rank = mesh->rep_g.rank;
     int64_t S = z->S, q = z->q;
     z->nu = stage == 3 ? ul_param_unit_count(&m->c) : 1;
     z->units = ul_calloc((size_t)z->nu, sizeof(ZeroUnit));
@@ -126,6 +246,11 @@ void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, Model 
         if (S * un->per > z->umax) z->umax = S * un->per;
     }
     z->n_pad = S * z->per;
+    z->gpend = -1;
+    if (stage == 3 && offload) { /* gradient offload: units [0, gu_host) */
+        z->gu_host = grad_units < 0 || grad_units > z->nu ? z->nu : grad_units;
+        z->so_host = z->gu_host < z->nu ? z->units[z->gu_host].so : z->per;
+    }
     if (stage == 3) {
         z->lo = z->hi = 0; /* no single range: the units' chunks */
     } else {
@@ -169,33 +294,81 @@ void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, Model 
         }
         z->ev_grad = k->event_create();
     }
-    z->gslice = ZBUF(OPT_GSLICE, 0); /* [per]: stage >= 2 or offload, else NULL */
+    z->gslice = ZBUF(OPT_GSLICE, 0); /* [per - so_host]: stage >= 2 or offload, else NULL; [per] without
+                                        the gradient offload of stage 3 */
     if (stage == 3) {
-        z->wsl = ZBUF(OPT_WSL, 0); /* [per] act */
+        z->param_host = offload_params && offload && S == 1;
+        UL_ASSERT(plan_arena_host(tab->buf[PB_OPT_WSL].arena) == z->param_host &&
+                      (z->per > z->so_host ? tab->buf[PB_OPT_GSLICE].numel == z->per - z->so_host : !z->gslice) &&
+                      (z->gu_host ? tab->buf[PB_OPT_HGRAD].numel == z->so_host : !tab->buf[PB_OPT_HGRAD].present),
+                  "zero stage 3: the memory plan is for another parameter or gradient offload (%lld units' "
+                  "gradients on the host)", (long long)z->gu_host);
+        z->wsl = ZBUF(OPT_WSL, 0); /* [per] act (param_host: pinned host) */
+        if (z->param_host) {
+            for (int b = 0; b < 2; b++) {
+                z->ev_wq[b] = k->event_create();
+                z->ev_wcopy[b] = k->event_create();
+            }
+        }
         for (int b = 0; b < 2; b++) {
             z->wbuf[b] = ZBUF(OPT_WBUF, b); /* [umax] act */
             z->wunit[b] = -1;
         }
         z->gbuf = ZBUF(OPT_GBUF, 0); /* [umax] */
-        z->hooks.fetch = z3_fetch;
-        z->hooks.prefetch = z3_prefetch;
-        z->hooks.grad_begin = z3_grad_begin;
-        z->hooks.grad_end = z3_grad_end;
+        z->gopen = z->gbuf;
+        if (z->gu_host > 0) {
+            z->hgrad = ZBUF(OPT_HGRAD, 0); /* [so_host] host */
+            z->gbuf2 = ZBUF(OPT_GBUF2, 0); /* [umax], S == 1; else NULL */
+            z->gred = ZBUF(OPT_GRED, 0);   /* [umax / S], S > 1; else NULL */
+            UL_ASSERT(!z->gbuf2 == (S > 1) && !z->gred == (S == 1), "zero stage 3: the memory plan's gradient offload "
+                      "buffers are not for a shard group of %lld", (long long)S);
+            grad_offload_init(z, z->nu);
+        }
+        z->hooks = (ModelShards){z3_fetch, z3_prefetch, z3_grad_begin, z3_grad_end};
         m->shards = &z->hooks;
-        z->bytes.weights = (z->per + 2 * z->umax) * (int64_t)k->act_bytes;
+        z->bytes.weights = (z->per + 2 * z->umax) * (int64_t)k->act_bytes; /* param_host: the act slice on host */
         z->bytes.master = F32B(z->per);
-        z->bytes.grads = F32B(z->per + z->umax);
+        z->bytes.grads = F32B(z->per - z->so_host + z->umax) + (z->gbuf2 ? F32B(z->umax) : 0) +
+                         (z->gred ? F32B(z->umax / S) : 0);
         z->bytes.moments = 2 * F32B(z->per);
-        z->bytes.host = offload ? 3 * F32B(z->per) + z->nbuf * F32B(z->gchunk) : 0;
+        z->bytes.host = offload ? 3 * F32B(z->per) + z->nbuf * F32B(z->gchunk) + F32B(z->so_host) : 0;
+        if (z->param_host) z->bytes.host += z->per * (int64_t)k->act_bytes;
         return;
+    }
+    if (offload && grad_units != 0) { /* the gradient offload: each unit's, this rank's part to host */
+        UL_ASSERT(!m->grads, "zero stage %d: the gradient offload needs a model made without gradients "
+                  "(ModelMemOpts.sharded 2)", stage);
+        z->g12 = 1;
+        z->ngu = ul_param_unit_count(&m->c);
+        z->gu_host = z->ngu;
+        z->so_host = z->hi - z->lo;
+        int64_t umaxu = 0; /* the largest unit */
+        for (int64_t u = 0; u < z->ngu; u++) {
+            int64_t off, n;
+            ul_param_unit(&m->c, u, &off, &n);
+            if (n > umaxu) umaxu = n;
+        }
+        z->hgrad = ZBUF(OPT_HGRAD, 0); /* [per] host */
+        z->gbuf = ZBUF(OPT_GBUF, 0);   /* [umaxu] */
+        z->gbuf2 = ZBUF(OPT_GBUF2, 0); /* [umaxu] */
+        UL_ASSERT(z->hgrad && tab->buf[PB_OPT_HGRAD].numel == z->per && tab->buf[PB_OPT_GBUF].numel == umaxu &&
+                      tab->buf[PB_OPT_GBUF2].numel == umaxu,
+                  "zero stage %d: the memory plan has no gradient offload of [%lld] with units of %lld", stage,
+                  (long long)z->per, (long long)umaxu);
+        z->gopen = z->gbuf;
+        grad_offload_init(z, z->ngu);
+        z->hooks = (ModelShards){z12_fetch, z12_fetch, z12_grad_begin, z12_grad_end}; /* no gathers */
+        m->shards = &z->hooks;
+        z->bytes.grads = 2 * F32B(umaxu); /* the model has none */
+        z->bytes.host = F32B(z->per);
     }
     z->act_send = ZBUF(OPT_SEND, 0); /* [per] act; NULL on the CPU (the master slice itself is sent) */
 #undef ZBUF
     z->bytes.weights = (m->n_alloc + (z->act_send ? z->per : 0)) * (int64_t)k->act_bytes;
     z->bytes.master = F32B(z->per);
-    z->bytes.grads = F32B(m->n_alloc) + (z->gslice ? F32B(z->per) : 0);
+    z->bytes.grads += (m->grads ? F32B(m->n_alloc) : 0) + (z->gslice ? F32B(z->per) : 0);
     z->bytes.moments = 2 * F32B(z->per);
-    z->bytes.host = offload ? 3 * F32B(z->per) + z->nbuf * F32B(z->gchunk) : 0; /* master, m, v, gradient staging */
+    z->bytes.host += offload ? 3 * F32B(z->per) + z->nbuf * F32B(z->gchunk) : 0; /* master, m, v, gradient staging */
 }
 
 void zero_start(ZeroOpt *z, Model *m, const float *hp, const float *hm1, const float *hm2) {
@@ -208,9 +381,10 @@ void zero_start(ZeroOpt *z, Model *m, const float *hp, const float *hm1, const f
 }
 
 void zero_clear_grads(ZeroOpt *z, Model *m) {
-    if (z->stage == 3)
-        z->k->zero(z->gslice, F32B(z->per));
-    else
+    if (z->gfresh) memset(z->gfresh, 1, (size_t)z->ngu); /* the host gradients: the first arrival is copied */
+    if (z->stage == 3) {
+        if (z->gslice) z->k->zero(z->gslice, F32B(z->per - z->so_host));
+    } else if (!z->g12)
         z->k->zero(m->grads, (size_t)m->n_alloc * sizeof(float));
 }
 
@@ -256,65 +430,133 @@ static void adamw_range(const ZeroOpt *z, const KernelOps *ok, const float *g, i
     }
 }
 
-/* Offload: the clipped gradient slice g[own] (device) reaches the CPU AdamW in chunks of
- * gchunk elements through the pinned buffers h_g: chunk c + 1 is copied on the copy stream
- * (after the compute stream finished g) while the CPU updates chunk c; the CPU reads a
- * buffer only after waiting for its copy's end event (event_elapsed waits for it), and a
- * buffer is refilled only after the (synchronous) CPU update of its previous chunk. */
-static void queue_chunk(ZeroOpt *z, const float *g, int64_t own, int64_t c) {
+/* Offload: device fp32 src[0, n) reaches the CPU in chunks of gchunk elements through the
+ * pinned buffers h_g, after the compute stream's event `ready`: chunk c + 1 is copied on the
+ * copy stream while fn runs on chunk c (h[0] is element c0 of src); the CPU reads a buffer
+ * only after waiting for its copy's end event (event_elapsed waits for it), and a buffer is
+ * refilled only after fn (synchronous) is done with its previous chunk. */
+typedef void (*ChunkFn)(ZeroOpt *z, const float *h, int64_t c0, int64_t c1, void *ctx);
+
+static void queue_chunk(ZeroOpt *z, const float *src, int64_t n, int64_t c) {
     const KernelOps *k = z->k;
     int b = (int)(c % z->nbuf);
-    int64_t c0 = c * z->gchunk, n = own - c0 < z->gchunk ? own - c0 : z->gchunk;
+    int64_t c0 = c * z->gchunk, len = n - c0 < z->gchunk ? n - c0 : z->gchunk;
     k->event_record(z->ev_c0[b], UL_STREAM_COPY);
-    k->copy_async(z->h_g[b], g + c0, F32B(n), 1);
+    k->copy_async(z->h_g[b], src + c0, F32B(len), 1);
     k->event_record(z->ev_c1[b], UL_STREAM_COPY);
 }
 
-static void adamw_offload(ZeroOpt *z, const float *g, int64_t own, const ZeroHyper *h) {
+static void stream_to_host(ZeroOpt *z, const float *src, int64_t n, void *ready, ChunkFn fn, void *ctx) {
     const KernelOps *k = z->k;
-    const int64_t C = z->gchunk, nc = (own + C - 1) / C;
-    UL_ASSERT(nc <= 1 || z->nbuf == 2, "offload: %lld chunks through %d buffer", (long long)nc, z->nbuf);
+    const int64_t C = z->gchunk, nc = (n + C - 1) / C;
     if (nc == 0) return;
-    k->event_record(z->ev_grad, UL_STREAM_COMPUTE);
-    k->event_wait(UL_STREAM_COPY, z->ev_grad);
-    queue_chunk(z, g, own, 0);
+    k->event_wait(UL_STREAM_COPY, ready);
+    queue_chunk(z, src, n, 0);
     for (int64_t c = 0; c < nc; c++) {
-        /* chunk c + 1 goes into the buffer of chunk c - 1, whose update is done */
-        if (c + 1 < nc) queue_chunk(z, g, own, c + 1);
+        /* with 2 buffers chunk c + 1 goes into the buffer of chunk c - 1, whose fn is done */
+        if (c + 1 < nc && z->nbuf == 2) queue_chunk(z, src, n, c + 1);
         int b = (int)(c % z->nbuf);
-        int64_t c0 = c * C, c1 = own - c0 < C ? own : c0 + C;
+        int64_t c0 = c * C, c1 = n - c0 < C ? n : c0 + C;
         (void)k->event_elapsed(z->ev_c0[b], z->ev_c1[b]); /* returns once the copy has ended */
-        adamw_range(z, ul_kernels_cpu(), z->h_g[b], c0, c1, h);
+        fn(z, z->h_g[b], c0, c1, ctx);
+        if (c + 1 < nc && z->nbuf == 1) queue_chunk(z, src, n, c + 1);
     }
+}
+
+typedef struct {
+    int64_t from; /* slice offset of the streamed range's first element */
+    const ZeroHyper *h;
+} AdamwCtx;
+
+static void adamw_chunk(ZeroOpt *z, const float *h, int64_t c0, int64_t c1, void *ctx) {
+    const AdamwCtx *a = ctx;
+    adamw_range(z, ul_kernels_cpu(), h, a->from + c0, a->from + c1, a->h);
+}
+
+/* the clipped device gradients g of the slice's [from, to) -> the CPU AdamW, chunk by chunk */
+static void adamw_offload(ZeroOpt *z, const float *g, int64_t from, int64_t to, const ZeroHyper *h) {
+    AdamwCtx a = {from, h};
+    z->k->event_record(z->ev_grad, UL_STREAM_COMPUTE);
+    stream_to_host(z, g, to - from, z->ev_grad, adamw_chunk, &a);
+}
+
+/* The pending unit's reduced gradients (device: its sum so far over the step, grad_begin put
+ * the earlier part in) -> its part of the host gradients, copied straight into them (pinned);
+ * its sum of squares is recorded (the norm from the units as they arrive). Then its device
+ * buffer is free (ev_gfree). */
+static void drain_grads(ZeroOpt *z) {
+    if (z->gpend < 0) return;
+    const KernelOps *k = z->k;
+    int64_t u = z->gpend, n = z->gpend_n;
+    float *acc = z->gpend_dst; /* [n] host */
+    k->event_wait(UL_STREAM_COPY, z->ev_gdone);
+    k->event_record(z->ev_c0[0], UL_STREAM_COPY);
+    k->copy_async(acc, z->gpend_src, F32B(n), 1);
+    k->event_record(z->ev_c1[0], UL_STREAM_COPY);
+    (void)k->event_elapsed(z->ev_c0[0], z->ev_c1[0]); /* returns once the copy has ended */
+    z->gfresh[u] = 0;
+    z->gss[u] = ul_kernels_cpu()->sumsq(acc, n); /* the padding is zero */
+    k->event_record(z->ev_gfree[z->gpend_b], UL_STREAM_COPY);
+    z->gpend = -1;
 }
 
 double zero_step(ZeroOpt *z, Model *m, Mesh *mesh, const ZeroHyper *h, int update) {
     const KernelOps *k = z->k;
     int64_t own = z->stage == 3 ? z->per : z->hi - z->lo; /* the slice's elements to clip and update */
-    float *g; /* this rank's reduced gradient slice [own] (backend memory) */
+    int64_t nh = z->so_host; /* of which the first nh are host memory (gradient offload), the rest on the device */
+    float *g; /* this rank's reduced gradient slice [own - nh] (backend memory), element nh first */
     double gn;
-    if (z->stage <= 1) {
+    if (z->g12) { /* summed over the world unit by unit, this rank's slice on the host already */
+        drain_grads(z);
+        double ss = 0;
+        for (int64_t u = 0; u < z->ngu; u++) {
+            UL_ASSERT(!z->gfresh[u], "zero_step: unit %lld's gradients did not arrive", (long long)u);
+            ss += z->gss[u];
+        }
+        mesh->shard_g.ops->allreduce_sum(&mesh->shard_g, &ss, 1, UL_F64); /* not over replicas: same slices */
+        gn = sqrt(ss);
+        g = NULL;
+    } else if (z->stage <= 1) {
         mesh->dev_world->ops->allreduce_sum(mesh->dev_world, m->grads, z->n, UL_F32);
         gn = sqrt(k->sumsq(m->grads, z->n));
         g = m->grads + z->lo;
     } else { /* stage 3: reduce-scattered per unit during the backward already */
+        drain_grads(z); /* the last unit to host */
         if (z->stage == 2)
             mesh->dev_shard->ops->reduce_scatter_sum(mesh->dev_shard, m->grads, z->gslice, z->n_pad, UL_F32);
-        if (mesh->dev_rep->size > 1) mesh->dev_rep->ops->allreduce_sum(mesh->dev_rep, z->gslice, z->per, UL_F32);
-        double ss = k->sumsq(z->gslice, z->per); /* the padding is zero */
+        if (mesh->dev_rep->size > 1 && own > nh)
+            mesh->dev_rep->ops->allreduce_sum(mesh->dev_rep, z->gslice, own - nh, UL_F32);
+        double ss = own > nh ? k->sumsq(z->gslice, own - nh) : 0; /* the padding is zero */
+        if (nh > 0) { /* the host units' sums of squares, taken as they arrived */
+            if (mesh->rep_g.size > 1) { /* summed over the replicas first */
+                mesh->rep_g.ops->allreduce_sum(&mesh->rep_g, z->hgrad, nh, UL_F32);
+                ss += ul_kernels_cpu()->sumsq(z->hgrad, nh);
+            } else {
+                for (int64_t u = 0; u < z->gu_host; u++) {
+                    UL_ASSERT(!z->gfresh[u], "zero_step: unit %lld's gradients did not arrive", (long long)u);
+                    ss += z->gss[u];
+                }
+            }
+        }
         mesh->shard_g.ops->allreduce_sum(&mesh->shard_g, &ss, 1, UL_F64); /* not over replicas: same slices */
         gn = sqrt(ss);
         g = z->gslice;
     }
-    if (h->clip > 0 && gn > h->clip) k->scale(g, own, (float)(h->clip / (gn + 1e-6)));
+    if (h->clip > 0 && gn > h->clip) {
+        float f = (float)(h->clip / (gn + 1e-6));
+        if (own > nh) k->scale(g, own - nh, f);
+        if (nh > 0) ul_kernels_cpu()->scale(z->hgrad, nh, f);
+    }
     if (!update) {
         if (z->stage == 0) model_params_updated(m);
         return gn;
     }
-    if (z->offload)
-        adamw_offload(z, g, own, h);
-    else
+    if (z->offload) {
+        if (nh > 0) adamw_range(z, ul_kernels_cpu(), z->hgrad, 0, nh, h);
+        adamw_offload(z, g, nh, own, h);
+    } else {
         adamw_range(z, k, g, 0, own, h);
+    }
     if (z->stage == 0) {
         model_params_updated(m);
         return gn;
@@ -455,7 +697,19 @@ void zero_free(ZeroOpt *z) {
             k->event_destroy(z->ev_c1[b]);
         }
         k->event_destroy(z->ev_grad);
+        if (z->hgrad) {
+            k->event_destroy(z->ev_gdone);
+            for (int b = 0; b < 2; b++) k->event_destroy(z->ev_gfree[b]);
+        }
     }
+    if (z->param_host) {
+        for (int b = 0; b < 2; b++) {
+            k->event_destroy(z->ev_wq[b]);
+            k->event_destroy(z->ev_wcopy[b]);
+        }
+    }
+    free(z->gfresh);
+    free(z->gss);
     free(z->units);
     free(z->pinfo);
     memset(z, 0, sizeof *z);

@@ -90,6 +90,8 @@ typedef struct {
     int64_t nu;          /* units: L + 2 with stage 3, else 1 (the whole vector) */
     ZeroUnit *units;     /* [nu] */
     CommGroup *dev_shard; /* the shard group for backend buffers (stage 3's hooks) */
+    CommGroup *dev_world; /* all ranks (the gradient offload of stages 1, 2) */
+    int rep_rank;         /* this rank's replica (mesh rep_g) */
     float *master;  /* [per] fp32 master slice (device, or host with offload); stage 0: the model's params */
     float *m1, *m2; /* [per] AdamW moments (device, or host with offload) */
     float *gslice;  /* [per] device fp32: the stage-2 reduce-scatter target, and the offload's
@@ -104,13 +106,45 @@ typedef struct {
     void *ev_c0[2], *ev_c1[2]; /* copy stream: around buffer b's download (the CPU waits for ev_c1) */
     void *act_send; /* [per] act: the all-gather's source (stages 1, 2) */
     /* stage 3 */
-    void *wsl;         /* [per] act: this rank's act weights, the source of every unit gather */
+    void *wsl;         /* [per] act: this rank's act weights, the source of every unit gather (param_host:
+                          pinned host memory, each unit copied in on the copy stream before its use) */
+    int param_host;    /* parameter offload (one rank per shard group, with offload): wsl in host memory */
+    void *ev_wq[2], *ev_wcopy[2]; /* param_host: the compute before / the copy into wbuf[b] */
     void *wbuf[2];     /* [umax] act: two gathered units */
     int64_t wunit[2];  /* the unit each holds (-1: none) */
     int64_t wuse[2], clock; /* last use of each: the least recently used one is refilled */
     int wpend[2];      /* a prefetch gather into it the compute has not waited for yet */
     float *gbuf;       /* [umax] fp32: the open unit's gradients */
     int64_t umax;      /* the largest padded unit, S * per_u */
+    /* stage 3 with offload: gradient offload. The gradients of units [0, gu_host) (the embedding
+     * and the first layers: the last of the backward) leave for host memory right after each
+     * unit's backward and accumulate there in fp32 over the step's samples; the device keeps
+     * only the gradients of units [gu_host, nu) in gslice ([per - so_host]). A unit's reduced
+     * gradient is copied on the copy stream while the next unit's backward computes, and taken
+     * (its sum of squares recorded) at the next unit's grad_end or at zero_step; when the unit
+     * comes again in the step, its sum so far is uploaded into its buffer first, as gslice's is. */
+    int64_t gu_host;   /* units whose gradients live in host memory */
+    int64_t so_host;   /* their elements: the slice's [0, so_host) */
+    float *hgrad;      /* [so_host] host fp32 (pinned on CUDA): the step's accumulated gradients */
+    float *gbuf2;      /* [umax] fp32, S == 1: the second unit buffer (the units alternate: the copy of
+                          one overlaps the next one's backward) */
+    float *gred;       /* [umax / S] fp32, S > 1: the reduce-scatter target the copy reads */
+    float *gopen;      /* the open unit's buffer (gbuf or gbuf2) */
+    int64_t gpend;     /* the unit whose gradients wait to be taken to host (-1: none) */
+    const float *gpend_src; /* [gpend_n] its reduced gradients of this rank's slice (device) */
+    float *gpend_dst;  /* [gpend_n] where they accumulate (in hgrad) */
+    int64_t gpend_n;
+    int gpend_b;       /* 0: gbuf, 1: gbuf2 (the buffer its copy frees) */
+    void *ev_gdone;    /* compute stream: the pending unit's reduced gradients are complete */
+    void *ev_gfree[2]; /* copy stream: gbuf / gbuf2 read out */
+    unsigned char *gfresh; /* [ngu] no gradient of unit u arrived yet this step */
+    double *gss;       /* [ngu] sum of squares of each host unit's accumulated gradients (fp64) */
+    /* stages 1, 2 with offload (g12): the model has no gradient buffer; the hooks bind each gather
+     * unit's (core/params.h) gradients to gbuf / gbuf2 ([umax], the largest unit), all-reduce them
+     * over the world at its end, and the part inside this rank's slice [lo, hi) goes to hgrad
+     * ([per], host) as in stage 3. gu_host = ngu = the model's units, so_host = per. */
+    int g12;
+    int64_t ngu;       /* gather units of the model (stage 3: nu) */
     ZeroBytes bytes;
     void *arena[PA_COUNT]; /* PA_OPT, PA_OPT_HOST: where the buffers above live (memory/plan.h) */
 } ZeroOpt;
@@ -125,8 +159,13 @@ typedef struct {
  * of this stage (ModelMemOpts.plan: its flat buffers padded to n_pad, no fp32 master on
  * CUDA); stage 3 one made with ModelMemOpts.sharded, and installs the unit hooks in it. Collective over nothing; allocates the optimizer state. offload_chunk:
  * elements per chunk of the offload's gradient staging (0: PLAN_OFFLOAD_CHUNK; the sizes
- * are plan_offload_chunk's). */
-void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, Model *m, const Mesh *mesh);
+ * are plan_offload_chunk's). grad_units (stage 3 with offload; else ignored): the gradients of
+ * the first grad_units gather units go to host memory (ZeroOpt.gu_host; -1 or more than there
+ * are: all; the plan's Plan.grad_units). offload_params (stage 3 with offload, a shard group of
+ * one rank; else ignored): the act weights slice in pinned host memory, each unit copied to
+ * the device before its forward and backward, the next one prefetched (Plan.param_host). */
+void zero_init(ZeroOpt *z, int stage, int offload, int64_t offload_chunk, int64_t grad_units, int offload_params,
+               Model *m, const Mesh *mesh);
 /* Stage 0, once, after the weights were set (--init or random init): with hp/hm1/hm2 (full
  * host buffers of n elements, a resumed checkpoint; any may be NULL) the weights and
  * moments come from there. Stages >= 1 start from their slices instead: zero_start_fill /

@@ -31,6 +31,9 @@ void train_options_default(TrainOptions *o) {
     o->save_dtype = "f32";
     o->log_every = 1;
     o->offload_layers = -1;
+    o->offload_grads = PLAN_OFFLOAD_AUTO;
+    o->ckpt_every = 1;
+    o->offload_params = PLAN_OFFLOAD_AUTO;
     o->eval_samples = 0; /* kv: 16; --eval-data: all of it */
     o->mlp_tile = PLAN_MLP_AUTO;
 }
@@ -57,6 +60,9 @@ int ul_resolve_mesh(TrainOptions *o, int64_t world, int gpus_flag, const ModelCo
 int ul_check_memory_flags(const TrainOptions *o, UlError *e) {
     if (o->checkpoint < 0 || o->checkpoint > 2)
         return ul_err(e, "--checkpoint %d: expected 0, 1 or 2", o->checkpoint);
+    if (o->ckpt_every != 1 && o->checkpoint != 1)
+        return ul_err(e, "--checkpoint-every: needs --checkpoint 1 (a segment of layers is recomputed from its "
+                         "first layer's input)");
     if (o->mlp_tile < 0 && o->mlp_tile != PLAN_MLP_AUTO)
         return ul_err(e, "--tiled-mlp %lld: must be >= 0 (or auto)", (long long)o->mlp_tile);
     if (o->offload_checkpoints && o->checkpoint < 1)
@@ -70,6 +76,17 @@ int ul_check_memory_flags(const TrainOptions *o, UlError *e) {
     if (o->zero < 0 || o->zero > 3) return ul_err(e, "--zero %lld: expected 0, 1, 2 or 3", (long long)o->zero);
     if (o->offload_optimizer && o->zero < 1)
         return ul_err(e, "--offload-optimizer: needs --zero 1, 2 or 3 (the offloaded state is the rank's ZeRO slice)");
+    if (o->offload_params == 1 && !(o->zero == 3 && o->offload_optimizer))
+        return ul_err(e, "--offload-params on: needs --zero 3 --offload-optimizer");
+    if (o->offload_params == 1 && o->sp * o->dp_shard != 1)
+        return ul_err(e, "--offload-params on: needs a shard group of one GPU (--sp 1 --dp-shard 1); with more "
+                         "the weights are sharded over the group already");
+    if (o->offload_grads_given && !o->offload_optimizer)
+        return ul_err(e, "--offload-gradients: needs --offload-optimizer (the gradients go to the CPU AdamW unit by "
+                         "unit)");
+    if (o->offload_grads_given && o->zero < 3 && o->offload_grads > 0)
+        return ul_err(e, "--offload-gradients %lld: with --zero 1 or 2 the gradients go to host all or none (all, "
+                         "off or auto); a count of units needs --zero 3", (long long)o->offload_grads);
     return 0;
 }
 
@@ -83,12 +100,15 @@ void ul_plan_input(const TrainOptions *o, const ModelConfig *c, size_t act_bytes
     in->act_bytes = (int64_t)act_bytes;
     in->cuda = cuda;
     in->checkpoint = o->checkpoint;
+    in->ckpt_every = o->ckpt_every;
     in->mlp_tile = o->mlp_tile;
     in->offload_checkpoints = o->offload_checkpoints;
     in->offload_layers = o->offload_layers;
     in->zero = (int)o->zero;
     in->offload_optimizer = o->offload_optimizer;
     in->offload_chunk = o->offload_chunk;
+    in->offload_grads = o->offload_grads;
+    in->offload_params = o->offload_params;
     in->eval = (o->task || o->eval_data) && o->eval_every > 0;
     in->save_state = o->save_every > 0 || o->resume;
     in->resume = o->resume != NULL;
@@ -112,6 +132,33 @@ static int word_or_count(const char *s, const char *w1, int64_t v1, const char *
 int ul_parse_offload_layers(const char *s, int64_t *k, UlError *e) {
     if (s && word_or_count(s, "auto", PLAN_OFFLOAD_AUTO, "all", -1, k))
         return ul_err(e, "--offload-layers %s: expected auto, all, or a layer count >= 0", s);
+    return 0;
+}
+
+int ul_parse_offload_params(const char *s, int64_t *v, UlError *e) {
+    if (!s) return 0;
+    if (strcmp(s, "auto") == 0 || strcmp(s, "on") == 0 || strcmp(s, "off") == 0) {
+        *v = s[0] == 'a' ? PLAN_OFFLOAD_AUTO : s[1] == 'n';
+        return 0;
+    }
+    return ul_err(e, "--offload-params %s: expected auto, on or off", s);
+}
+
+int ul_parse_ckpt_every(const char *s, int64_t *k, UlError *e) {
+    if (s && (word_or_count(s, "auto", PLAN_CKPT_AUTO, "auto", PLAN_CKPT_AUTO, k) || *k == 0))
+        return ul_err(e, "--checkpoint-every %s: expected auto or a layer count >= 1", s);
+    return 0;
+}
+
+int ul_parse_offload_grads(const char *s, TrainOptions *o, UlError *e) {
+    if (!s) return 0;
+    int64_t k;
+    if (strcmp(s, "off") == 0)
+        k = 0;
+    else if (word_or_count(s, "auto", PLAN_OFFLOAD_AUTO, "all", -1, &k))
+        return ul_err(e, "--offload-gradients %s: expected auto, all, off, or a count of gather units >= 0", s);
+    o->offload_grads = k;
+    o->offload_grads_given = 1;
     return 0;
 }
 
@@ -148,8 +195,9 @@ int ul_plan_check(const TrainOptions *o, const ModelConfig *c, const KernelOps *
     in.dev_limit = lim;
     int node_rank = 0, node_size = 1;
     ul_node_rank(&node_rank, &node_size);
-    if (in.offload_layers == PLAN_OFFLOAD_AUTO) {
-        /* --offload-layers auto fills --host-mem, else 90 % of the node's memory (the
+    if (in.offload_layers == PLAN_OFFLOAD_AUTO || in.offload_grads == PLAN_OFFLOAD_AUTO ||
+        in.ckpt_every == PLAN_CKPT_AUTO) {
+        /* --offload-layers auto and --offload-gradients auto fill --host-mem, else 90 % of the node's memory (the
          * smallest node's: every rank chooses the same) */
         long long mine = o->host_mem > 0 ? (long long)(o->host_mem * PLAN_GIB)
                                          : (long long)(0.9 * (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGE_SIZE));
@@ -163,8 +211,8 @@ int ul_plan_check(const TrainOptions *o, const ModelConfig *c, const KernelOps *
     if (o->host_mem > 0 && gib(p->host_total) * node_size > o->host_mem)
         return ul_err(e,
                       "memory plan: %.2f GiB of host memory per rank x %d ranks on this node is more than --host-mem "
-                      "%.2f GiB (leave out --offload-checkpoints, offload fewer layers with --offload-layers K or auto, or use "
-                      "more nodes)",
+                      "%.2f GiB (leave out --offload-checkpoints, offload fewer layers with --offload-layers K or auto, "
+                      "fewer gradients with --offload-gradients K or auto, or use more nodes)",
                       gib(p->host_total), node_size, o->host_mem);
     if (lim <= 0 || p->dev_total <= lim) return 0;
     char lim_s[96], top[320], fix[400] = "";
@@ -178,6 +226,11 @@ int ul_plan_check(const TrainOptions *o, const ModelConfig *c, const KernelOps *
     if (in.checkpoint == 0) {
         q.checkpoint = 1;
         f = suggest(fix, f, sizeof fix, &q, lim, "--checkpoint 1");
+    }
+    if (in.checkpoint == 1 && in.ckpt_every != PLAN_CKPT_AUTO) { /* sparser checkpoints */
+        PlanInput ke = in;
+        ke.ckpt_every = PLAN_CKPT_AUTO;
+        f = suggest(fix, f, sizeof fix, &ke, lim, "--checkpoint-every auto");
     }
     if (!in.offload_checkpoints) {
         q.offload_checkpoints = 1;

@@ -40,6 +40,8 @@ typedef struct {
     const char *device;    /* "cpu" | "cuda" | NULL: cuda when built with it and a GPU is visible */
     /* memory */
     int checkpoint;        /* per-layer activation checkpointing (recompute in backward) */
+    int64_t ckpt_every;    /* --checkpoint-every K (checkpoint 1): keep every K-th layer's input (default 1;
+                              PLAN_CKPT_AUTO: the smallest K that fits) */
     int64_t mlp_tile;      /* TiledMLP: rows per MLP tile, 0 = off, PLAN_MLP_AUTO (default): the planner's */
     int offload_checkpoints; /* saved layer inputs (and kept attention) in pinned host memory */
     int64_t offload_layers;  /* --offload-layers K: only the first K layers' (-1, the default: all;
@@ -49,6 +51,13 @@ typedef struct {
     double reserve_gib;    /* CUDA context + cuBLASLt + NCCL reserve in the plan (0: the default) */
     int64_t zero;          /* ZeRO stage over the shard group: 0 (replicated), 1, 2 (optim/zero.h) */
     int offload_optimizer; /* fp32 master slice and AdamW moments in host memory, CPU AdamW (zero >= 1) */
+    int64_t offload_grads; /* --offload-gradients (zero 3 with offload_optimizer): the first K gather units'
+                              gradients in host memory (-1: all; PLAN_OFFLOAD_AUTO, the default: as many as
+                              the host memory holds) */
+    int offload_grads_given; /* --offload-gradients was on the command line */
+    int64_t offload_params; /* --offload-params (zero 3 with offload_optimizer, one rank per shard group): the
+                               bf16 weights in pinned host memory: 0 off, 1 on, PLAN_OFFLOAD_AUTO (default):
+                               only when the plan fits with and not without */
     /* outputs */
     const char *out;
     const char *save_dtype; /* "f32" | "bf16" */
@@ -98,6 +107,13 @@ void ul_plan_input(const TrainOptions *o, const ModelConfig *c, size_t act_bytes
 int ul_parse_tiled_mlp(const char *s, int64_t *rows, UlError *e);
 /* --offload-layers: an integer K >= 0, "all" (-1) or "auto" (PLAN_OFFLOAD_AUTO); NULL: unchanged. */
 int ul_parse_offload_layers(const char *s, int64_t *k, UlError *e);
+/* --offload-params: auto (PLAN_OFFLOAD_AUTO), on (1) or off (0); NULL: unchanged. */
+int ul_parse_offload_params(const char *s, int64_t *v, UlError *e);
+/* --checkpoint-every: an integer K >= 1 or "auto" (PLAN_CKPT_AUTO); NULL: unchanged. */
+int ul_parse_ckpt_every(const char *s, int64_t *k, UlError *e);
+/* --offload-gradients: an integer K >= 0, "off" (0), "all" (-1) or "auto" (PLAN_OFFLOAD_AUTO);
+ * NULL: unchanged. Sets o->offload_grads and o->offload_grads_given. */
+int ul_parse_offload_grads(const char *s, TrainOptions *o, UlError *e);
 /* Plans the run and checks it against --gpu-mem (or the smallest GPU's total memory,
  * agreed over the job: collective on CUDA) and --host-mem; an auto TiledMLP tile is
  * chosen for that limit (p->mlp_tile):

@@ -476,13 +476,15 @@ static int run_build(TrainRun *r, UlError *e) {
     if (r->on_gpu) ul_mesh_init_nccl(&r->mesh, r->k->compute_stream());
     r->have_mesh = 1;
     int64_t T_max = plan_padded_len(o->seq_len, o->sp);
-    ModelMemOpts mo = {o->checkpoint, r->plan.mlp_tile, r->plan.offload_items,
-                       o->zero == 3, &r->plan}; /* the plan's tile and offload (auto resolved), its table */
+    int sharded = o->zero == 3 ? 1 : r->plan.grad_units > 0 ? 2 : 0; /* 2: ZeRO 1, 2 with the gradient offload */
+    ModelMemOpts mo = {o->checkpoint, r->plan.mlp_tile, r->plan.offload_items, sharded, r->plan.ckpt_every,
+                       &r->plan}; /* the plan's tile, offload and segments (auto resolved), its table */
     model_init_opts(&r->m, &r->c, r->k, r->mesh.dev_sp, T_max, &mo);
     r->m.no_exchange = o->no_exchange;
     r->have_model = 1;
     /* the optimizer state, sharded with --zero (optim/zero.h); pads the model: before the weights */
-    zero_init(&r->zo, (int)o->zero, o->offload_optimizer, o->offload_chunk, &r->m, &r->mesh);
+    zero_init(&r->zo, (int)o->zero, o->offload_optimizer, o->offload_chunk, r->plan.grad_units, r->plan.param_host,
+              &r->m, &r->mesh);
     r->have_zo = 1;
     r->k->mem_stats(&r->mem1);
     return 0;
@@ -598,6 +600,18 @@ static void run_report(TrainRun *r) {
                     (long long)(actstore_host_bytes(&r->m.xin) + actstore_host_bytes(&r->m.keep_oh) +
                                 actstore_host_bytes(&r->m.keep_lse)),
                     od);
+        }
+        if (o->checkpoint == 1 && (r->plan.ckpt_every > 1 || r->plan.ckpt_auto))
+            fprintf(stderr, "ulysses: checkpoint-every %s%lld layers: %lld kept layer inputs, the rest recomputed\n",
+                    r->plan.ckpt_auto ? "auto: " : "", (long long)r->plan.ckpt_every, (long long)r->plan.ckpt_items);
+        if (r->zo.stage >= 1 && r->zo.offload) {
+            char gd[64];
+            plan_grads_desc(&r->plan, gd, sizeof gd);
+            fprintf(stderr, "ulysses: gradient offload: %lld bytes of fp32 gradients in host memory (%s)\n",
+                    (long long)(r->zo.so_host * (int64_t)sizeof(float)), gd);
+            if (r->zo.param_host)
+                fprintf(stderr, "ulysses: parameter offload%s: %lld bytes of weights in pinned host memory\n",
+                        r->plan.param_auto ? " (auto)" : "", (long long)(r->zo.per * (int64_t)r->k->act_bytes));
         }
     }
     r->k->mem_reset_peak();
