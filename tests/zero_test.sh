@@ -105,7 +105,7 @@ T="--batch 24 --grad-accum 2 --steps 10 --quiet"
 case "$CASE" in
 trajectory)
   for mesh in "${MESHES[@]}"; do
-    vs_zero0 "" "--zero 1|--zero 2|--zero 1 --offload-optimizer|--zero 2 --offload-optimizer|--zero 2 --offload-optimizer --offload-gradients off|--zero 1 --offload-optimizer --debug-offload-chunk 100|--zero 2 --offload-optimizer --debug-offload-chunk 1000" $mesh $T
+    vs_zero0 "" "--zero 1|--zero 2|--zero 1 --offload-optimizer|--zero 2 --offload-optimizer|--zero 1 --offload-optimizer --offload-gradients all|--zero 2 --offload-optimizer --offload-gradients all|--zero 1 --offload-optimizer --offload-gradients all --debug-offload-chunk 100|--zero 2 --offload-optimizer --debug-offload-chunk 1000" $mesh $T
   done
   ;;
 stage3)
@@ -127,6 +127,7 @@ memory)
     for z in 0 1 2 2o 2oc 3 3o 3oc; do
       zf="--zero ${z:0:1}"
       case $z in *o*) zf="$zf --offload-optimizer" ;; esac
+      case $z in 2o*) zf="$zf --offload-gradients all" ;; esac # ZeRO 1, 2: auto sends them only when needed
       case $z in *c) zf="$zf --debug-offload-chunk $C" ;; esac
       train "$np" --batch 12 --steps 1 "$@" $zf --metrics m.jsonl 2> log$z.txt
       check $? "np=$np $* $zf failed"
@@ -158,7 +159,7 @@ memory)
     chk "zero 1 host" "$(bytes host log1.txt)" 0
     # offload: master, m, v, and the gradient staging: the whole slice is one chunk (the default
     # chunk, 64 Mi floats, is more than per), or 2 buffers of C floats
-    # offload: master, m, v, the gradients (--offload-gradients auto: this rank's slice of each unit's,
+    # offload: master, m, v, the gradients (--offload-gradients all: this rank's slice of each unit's,
     # on the host), and the gradient staging: the whole slice is one chunk (the default chunk, 64 Mi
     # floats, is more than per), or 2 buffers of C floats; on the device two buffers of the largest
     # unit (a layer of tiny.json: 2 norms D, q and o D*32, k and v D*16, the MLP 3*D*I) and the

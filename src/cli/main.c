@@ -124,7 +124,9 @@ static int cmd_train(int argc, char **argv) {
          "memory right after its backward (overlapped with the next unit's) and accumulate there for the CPU "
          "AdamW; K (--zero 3): only the first K units' (the embedding, then layers 0, 1, ...), the rest stay on "
          "the GPU; auto (default): as many as --host-mem holds (before --offload-layers auto's checkpoints; "
-         "without --host-mem: 90% of the node's physical memory; --zero 1, 2: all or none)"},
+         "without --host-mem: 90% of the node's physical memory); with --zero 1|2 all or none, and auto sends "
+         "them only when the plan does not fit --gpu-mem without (each unit is then all-reduced on its own, "
+         "every sample)"},
         {"--offload-params", FLAG_STRING, &offp, "auto|on|off",
          "with --zero 3 --offload-optimizer on one GPU (--sp 1 --dp-shard 1): keep the bf16 weights in pinned "
          "host memory, each layer copied in before its forward and backward, the next one prefetched on the "
@@ -220,7 +222,8 @@ static int cmd_plan(int argc, char **argv) {
         {"--offload-optimizer", FLAG_BOOL, &offload_opt, NULL, "fp32 master weights and AdamW moments in host memory"},
         {"--offload-gradients", FLAG_STRING, &offg, "auto|all|off|K",
          "with --offload-optimizer: the fp32 gradients of all, none or (--zero 3) the first K gather units in "
-         "host memory; auto (default): as many as --host-mem holds, before --offload-layers auto's checkpoints"},
+         "host memory; auto (default): --zero 3 as many as --host-mem holds, before --offload-layers auto's "
+         "checkpoints; --zero 1|2 all, only when the plan does not fit the GPU without"},
         {"--offload-params", FLAG_STRING, &offp, "auto|on|off",
          "with --zero 3 --offload-optimizer on one GPU: the bf16 weights in pinned host memory, streamed in per "
          "unit; auto (default): only when the plan fits with it and not without"},

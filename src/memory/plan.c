@@ -599,7 +599,24 @@ static void plan_compute_grads(const PlanInput *in, Plan *p) {
         plan_compute_ckpt(in, p);
         return;
     }
-    /* the most units whose gradients the host holds, beside checkpoints offloaded as asked (auto:
+    if (in->zero < 3) {
+        /* ZeRO 1, 2: a unit's gradients are all-reduced over the ranks on their own, every sample
+         * (not one reduce-scatter a step): sent to host only when the plan fits no other way */
+        PlanInput q = *in;
+        q.offload_grads = 0;
+        plan_compute_ckpt(&q, p);
+        int fits = in->dev_limit <= 0 || p->dev_total <= in->dev_limit;
+        if (!fits) {
+            Plan on;
+            q.offload_grads = -1;
+            plan_compute_ckpt(&q, &on);
+            if (host_fits(in, &on)) *p = on;
+        }
+        p->grad_auto = 1;
+        return;
+    }
+    /* ZeRO 3: each unit is reduce-scattered on its own anyway, and the CPU AdamW needs the
+     * gradients on the host: the most units whose gradients the host holds, beside checkpoints offloaded as asked (auto:
      * none yet): a byte of gradients on the host costs one copy a step (which the CPU AdamW needs
      * anyway), a byte of checkpoints two, so the gradients go first; auto checkpoints take the rest */
     PlanInput q = *in;
