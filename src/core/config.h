@@ -60,6 +60,14 @@ typedef struct {
 
 static inline const UlFamily *ul_family(const ModelConfig *c) { return &ul_families[c->family]; }
 
+/* The Ulysses head split (docs/design.md §4), the one statement of the rule: each of sp ranks
+ * takes H / sp query heads after the all-to-all; kv heads are split when Hkv % sp == 0, else
+ * (sp % Hkv == 0) each kv head is replicated over sp / Hkv ranks, one per rank. */
+static inline int ul_heads_split_ok(int64_t H, int64_t Hkv, int64_t sp) {
+    return H % sp == 0 && (Hkv % sp == 0 || sp % Hkv == 0);
+}
+static inline int64_t ul_kv_heads_per_rank(int64_t Hkv, int64_t sp) { return Hkv % sp == 0 ? Hkv / sp : 1; }
+
 /* Fills RoPE inverse frequencies inv_freq[d/2] exactly as transformers does
  * (default or llama3 scaling), computed in double. */
 void ul_rope_inv_freq(const ModelConfig *c, double *inv_freq);

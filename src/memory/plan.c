@@ -282,7 +282,7 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     int64_t I = c->intermediate_size, V = c->vocab_size, L = c->num_layers;
     int64_t T = plan_padded_len(in->seq_len, S), t = T / S;
     /* heads per rank after the exchange (exchange_init) */
-    int64_t Hq_l = H / S, Hkv_l = Hkv % S == 0 ? Hkv / S : 1, W_l = Hq_l + 2 * Hkv_l;
+    int64_t Hq_l = H / S, Hkv_l = ul_kv_heads_per_rank(Hkv, S), W_l = Hq_l + 2 * Hkv_l;
     int recompute = in->checkpoint;
     int64_t off = recompute >= 1 ? plan_offload_items(in->offload_checkpoints, in->offload_layers) : 0;
     int64_t ck = recompute == 1 ? plan_ckpt_every(in->ckpt_every, L) : 1, nck = plan_ckpt_items(ck, L);

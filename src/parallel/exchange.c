@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "core/common.h"
+#include "core/config.h"
 
 #define AO(p, n) ((void *)((char *)(p) + (size_t)(n) * x->k->act_bytes))
 
@@ -19,10 +20,10 @@ void exchange_init(Exchange *x, const KernelOps *k, CommGroup *g, int64_t H, int
     x->H = H;
     x->Hkv = Hkv;
     x->d = d;
-    UL_ASSERT(H % x->S == 0 && (Hkv % x->S == 0 || x->S % Hkv == 0), "heads %lld/%lld incompatible with sp %lld",
+    UL_ASSERT(ul_heads_split_ok(H, Hkv, x->S), "heads %lld/%lld incompatible with sp %lld",
               (long long)H, (long long)Hkv, (long long)x->S);
     x->Hq_l = H / x->S;
-    x->Hkv_l = Hkv % x->S == 0 ? Hkv / x->S : 1;
+    x->Hkv_l = ul_kv_heads_per_rank(Hkv, x->S);
     x->kv_rep = Hkv % x->S == 0 ? 1 : x->S / Hkv;
     x->W_l = x->Hq_l + 2 * x->Hkv_l;
     UL_ASSERT(x->S == 1 || staging, "exchange_init: sp %lld needs its staging buffer", (long long)x->S);

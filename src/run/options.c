@@ -247,7 +247,7 @@ int ul_plan_check(const TrainOptions *o, const ModelConfig *c, const KernelOps *
     }
     PlanInput s2 = in;
     s2.sp = in.sp * 2;
-    if (c->num_heads % s2.sp == 0 && (c->num_kv_heads % s2.sp == 0 || s2.sp % c->num_kv_heads == 0)) {
+    if (ul_heads_split_ok(c->num_heads, c->num_kv_heads, s2.sp)) {
         char flag[64];
         snprintf(flag, sizeof flag, "--sp %lld on twice the GPUs", (long long)s2.sp);
         f = suggest(fix, f, sizeof fix, &s2, lim, flag);
