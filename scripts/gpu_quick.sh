@@ -15,13 +15,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 LOG=${OUT:-build-gpu/quick}
 mkdir -p "$LOG"
-if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
-if [ -f .deps/deps.sh ]; then source .deps/deps.sh unpack >/dev/null; fi
-if ! command -v pkg-config >/dev/null && ls .deps/extra/*.deb >/dev/null 2>&1; then
-  for f in .deps/extra/*.deb; do dpkg -x "$f" .deps/root; done
-  export PATH=$PWD/.deps/root/usr/bin:$PATH
-fi
-if [ -d .deps/root/usr/include/cjson ] && [ ! -d /usr/include/cjson ]; then export PKG_CONFIG_SYSROOT_DIR=$PWD/.deps/root; fi
+source scripts/gpu_env.sh # mpirun as root; the packages carried in .deps
 nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
 t0=$(date +%s)
 el() { echo "[$(( $(date +%s) - t0 )) s]"; }

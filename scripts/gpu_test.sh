@@ -3,7 +3,7 @@
 # print their table. Logs go to $OUT (device tool) or build-gpu/ otherwise.
 #   scripts/gpu_test.sh [extra ctest args]
 # The GPU image lacks cJSON, PCRE2 and utf8proc headers (and pkg-config): fetch their Debian
-# packages here first, then carry .deps and start the command with `source .deps/deps.sh unpack;`
+# packages here first, then carry .deps (scripts/gpu_env.sh unpacks them there)
 #   ../shared/device/deps.sh fetch libcjson1 libcjson-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 \
 #       libpcre2-posix3 libpcre2-dev libutf8proc2 libutf8proc-dev
 #   (cd .deps && mkdir -p extra && cd extra && apt-get download pkgconf pkgconf-bin libpkgconf3)
@@ -11,15 +11,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 LOG=${OUT:-build-gpu}
 mkdir -p "$LOG"
-if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
-# pkg-config (cJSON is found through it): unpack carried debs from .deps/extra if missing
-if ! command -v pkg-config >/dev/null && ls .deps/extra/*.deb >/dev/null 2>&1; then
-  for f in .deps/extra/*.deb; do dpkg -x "$f" .deps/root; done
-  export PATH=$PWD/.deps/root/usr/bin:$PATH LD_LIBRARY_PATH=$PWD/.deps/root/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-  echo "pkg-config from .deps/extra"
-fi
-# cJSON carried by .deps (its .pc says prefix=/usr): resolve its paths inside .deps/root
-if [ -d .deps/root/usr/include/cjson ] && [ ! -d /usr/include/cjson ]; then export PKG_CONFIG_SYSROOT_DIR=$PWD/.deps/root; fi
+source scripts/gpu_env.sh # mpirun as root; the packages carried in .deps
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 t0=$(date +%s)
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DUL_CUDA=ON -DUL_SANITIZE_TESTS=OFF \

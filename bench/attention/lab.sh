@@ -22,13 +22,7 @@ POINTS=${POINTS:-128:32768:16 128:131072:4 128:524288:1 64:32768:16 64:131072:4 
 SANITIZE=${SANITIZE:-ovpp}
 NCU=${NCU:-0}
 CHECK=${CHECK:-1}
-# cJSON and pkg-config carried in .deps (see ../shared/device/deps.sh), as scripts/gpu_test.sh does
-if ! command -v pkg-config >/dev/null && ls .deps/extra/*.deb >/dev/null 2>&1; then
-  for f in .deps/extra/*.deb; do dpkg -x "$f" .deps/root; done
-  export PATH=$PWD/.deps/root/usr/bin:$PATH
-fi
-if [ -f .deps/deps.sh ]; then source .deps/deps.sh unpack >/dev/null; fi
-if [ -d .deps/root/usr/include/cjson ] && [ ! -d /usr/include/cjson ]; then export PKG_CONFIG_SYSROOT_DIR=$PWD/.deps/root; fi
+source scripts/gpu_env.sh # cJSON and pkg-config carried in .deps, as for scripts/gpu_test.sh
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
 t0=$(date +%s)
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DUL_CUDA=ON -DUL_SANITIZE_TESTS=OFF -DUL_CUDA_PTXAS_VERBOSE=ON \
