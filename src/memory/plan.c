@@ -548,6 +548,13 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     plan_finish(p);
 }
 
+/* Whether the plan fits the device limit (dev_limit <= 0: none) and the host limit. */
+static int dev_fits(const PlanInput *in, const Plan *p) { return in->dev_limit <= 0 || p->dev_total <= in->dev_limit; }
+static int host_fits(const PlanInput *in, const Plan *p) {
+    int64_t rph = in->ranks_per_host > 0 ? in->ranks_per_host : 1;
+    return in->host_limit <= 0 || p->host_total * rph <= in->host_limit;
+}
+
 /* PLAN_MLP_AUTO (plan.h): with TiledMLP the [*, I] buffers cost 6 rows I act bytes (the
  * tile's g, u, h and the grads dh, dg, du); everything else does not depend on the tile. */
 static void plan_compute_mlp(const PlanInput *in, Plan *p) {
@@ -558,7 +565,7 @@ static void plan_compute_mlp(const PlanInput *in, Plan *p) {
     plan_fixed(in, 0, p);
     p->mlp_auto = 1;
     int64_t t = p->t, rmax = (t - 1) / PLAN_MLP_ALIGN * PLAN_MLP_ALIGN; /* largest tile below t */
-    if (in->dev_limit <= 0 || p->dev_total <= in->dev_limit || rmax < PLAN_MLP_ALIGN) return;
+    if (dev_fits(in, p) || rmax < PLAN_MLP_ALIGN) return;
     Plan q;
     plan_fixed(in, PLAN_MLP_ALIGN, &q);
     int64_t per_row = 6 * in->c.intermediate_size * in->act_bytes;   /* [1, I] x 6 */
@@ -570,11 +577,6 @@ static void plan_compute_mlp(const PlanInput *in, Plan *p) {
     if (r > rmax) r = rmax;
     plan_fixed(in, r, p);
     p->mlp_auto = 1;
-}
-
-static int host_fits(const PlanInput *in, const Plan *p) {
-    int64_t rph = in->ranks_per_host > 0 ? in->ranks_per_host : 1;
-    return in->host_limit <= 0 || p->host_total * rph <= in->host_limit;
 }
 
 /* --offload-layers auto (PLAN_OFFLOAD_AUTO) */
@@ -605,8 +607,7 @@ static void plan_compute_grads(const PlanInput *in, Plan *p) {
         PlanInput q = *in;
         q.offload_grads = 0;
         plan_compute_ckpt(&q, p);
-        int fits = in->dev_limit <= 0 || p->dev_total <= in->dev_limit;
-        if (!fits) {
+        if (!dev_fits(in, p)) {
             Plan on;
             q.offload_grads = -1;
             plan_compute_ckpt(&q, &on);
@@ -648,12 +649,11 @@ static void plan_compute_params(const PlanInput *in, Plan *p) {
     plan_compute_grads(&q, p);
     p->param_auto = 1;
     int64_t nsh = (in->dp_shard > 0 ? in->dp_shard : 1) * (in->sp > 0 ? in->sp : 1);
-    if (!(in->zero >= 3 && in->offload_optimizer && nsh == 1) || in->dev_limit <= 0 || p->dev_total <= in->dev_limit)
-        return;
+    if (!(in->zero >= 3 && in->offload_optimizer && nsh == 1) || dev_fits(in, p)) return;
     Plan on;
     q.offload_params = 1;
     plan_compute_grads(&q, &on);
-    if (on.dev_total <= in->dev_limit && host_fits(in, &on)) {
+    if (dev_fits(in, &on) && host_fits(in, &on)) {
         *p = on;
         p->param_auto = 1;
     }
@@ -673,7 +673,7 @@ void plan_compute(const PlanInput *in, Plan *p) {
         q.ckpt_every = K;
         plan_compute_params(&q, p);
         p->ckpt_auto = 1;
-        if ((in->dev_limit <= 0 || p->dev_total <= in->dev_limit) && host_fits(in, p)) return;
+        if (dev_fits(in, p) && host_fits(in, p)) return;
         if (K == 1 || p->dev_total < best.dev_total) best = *p;
     }
     *p = best;
