@@ -142,14 +142,23 @@ static void z3_grad_end(ModelShards *s, Model *m, int64_t u) {
 
 static void z12_fetch(ModelShards *s, Model *m, int64_t u) { (void)s, (void)m, (void)u; } /* full weights */
 
+/* unit u's elements [off, off + n) of the flat vector, and their part [a, b) inside this
+ * rank's slice [lo, hi) (a == b: none) */
+static void z12_unit(const ZeroOpt *z, const ModelConfig *c, int64_t u, int64_t *off, int64_t *n, int64_t *a,
+                     int64_t *b) {
+    ul_param_unit(c, u, off, n);
+    *a = *off > z->lo ? *off : z->lo;
+    *b = *off + *n < z->hi ? *off + *n : z->hi;
+    if (*b < *a) *b = *a;
+}
+
 static void z12_grad_begin(ModelShards *s, Model *m, int64_t u) {
     ZeroOpt *z = zopt(s);
-    int64_t off, n;
-    ul_param_unit(&m->c, u, &off, &n);
+    int64_t off, n, a, b;
+    z12_unit(z, &m->c, u, &off, &n, &a, &b);
     open_unit(z);
     z->k->zero(z->gopen, F32B(n));
     /* the sum so far of this rank's slice part, once over the replicas (the all-reduce adds the rest) */
-    int64_t a = off > z->lo ? off : z->lo, b = off + n < z->hi ? off + n : z->hi;
     if (host_so_far(z, u) && z->rep_rank == 0 && b > a)
         z->k->upload(z->gopen + (a - off), z->hgrad + (a - z->lo), F32B(b - a));
     ul_tensors_bind_unit(&m->G, &m->c, u, z->gopen, sizeof(float));
@@ -159,12 +168,10 @@ static void z12_grad_begin(ModelShards *s, Model *m, int64_t u) {
  * scatters, by the unit), the part inside this rank's slice to host */
 static void z12_grad_end(ModelShards *s, Model *m, int64_t u) {
     ZeroOpt *z = zopt(s);
-    int64_t off, n;
-    ul_param_unit(&m->c, u, &off, &n);
+    int64_t off, n, a, b;
+    z12_unit(z, &m->c, u, &off, &n, &a, &b);
     drain_grads(z);
     z->dev_world->ops->allreduce_sum(z->dev_world, z->gopen, n, UL_F32);
-    int64_t a = off > z->lo ? off : z->lo, b = off + n < z->hi ? off + n : z->hi;
-    if (b < a) b = a;
     set_pending(z, u, z->gopen + (a - off), z->hgrad + (a - z->lo), b - a);
 }
 
