@@ -19,6 +19,14 @@
 /* copy i of a buffer of the model's arenas (memory/plan.h: the table decides where) */
 #define BUF(id, i) plan_buf(&m->tab, m->arena, PB_##id, (int64_t)(i))
 
+/* a saved-activation store of n items of `bytes` (memory/offload.h) on the table's rows dev
+ * (device slots) and host (the offloaded items) */
+static void store_init(Model *m, ActStore *s, int64_t n, size_t bytes, PlanBufId dev, PlanBufId host) {
+    actstore_init(s, m->k, n, bytes, m->offload, plan_buf(&m->tab, m->arena, dev, 0),
+                  (size_t)plan_buf_stride(&m->tab, dev), plan_buf(&m->tab, m->arena, host, 0),
+                  (size_t)plan_buf_stride(&m->tab, host));
+}
+
 static void acts_bind(Model *m, LayerActs *a, int64_t l) {
     a->xn1 = BUF(XN1, l);
     a->rstd1 = BUF(RSTD1, l);
@@ -142,9 +150,7 @@ void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGro
     free(invd);
     free(invf);
 
-    actstore_init(&m->xin, k, nck, (size_t)(t * D) * k->act_bytes, m->offload,
-                  BUF(XIN, 0), (size_t)plan_buf_stride(&m->tab, PB_XIN), BUF(XIN_HOST, 0),
-                  (size_t)plan_buf_stride(&m->tab, PB_XIN_HOST));
+    store_init(m, &m->xin, nck, (size_t)(t * D) * k->act_bytes, PB_XIN, PB_XIN_HOST);
     if (m->ck_every > 1) { /* a recomputed segment's inputs after its first */
         m->xseg = ul_calloc((size_t)(m->ck_every - 1), sizeof(void *));
         for (int64_t i = 0; i < m->ck_every - 1; i++) m->xseg[i] = BUF(XSEG, i); /* [t, D] */
@@ -153,12 +159,8 @@ void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGro
     m->acts = ul_calloc((size_t)nacts, sizeof(LayerActs));
     for (int64_t l = 0; l < nacts; l++) acts_bind(m, &m->acts[l], l);
     if (recompute == 2) { /* keep every layer's attention output and lse: backward skips the attention */
-        actstore_init(&m->keep_oh, k, L, (size_t)(T_max * m->Hq_l * d) * k->act_bytes, m->offload, BUF(KEEP_OH, 0),
-                      (size_t)plan_buf_stride(&m->tab, PB_KEEP_OH), BUF(KEEP_OH_HOST, 0),
-                      (size_t)plan_buf_stride(&m->tab, PB_KEEP_OH_HOST));
-        actstore_init(&m->keep_lse, k, L, (size_t)(T_max * m->Hq_l) * sizeof(float), m->offload, BUF(KEEP_LSE, 0),
-                      (size_t)plan_buf_stride(&m->tab, PB_KEEP_LSE), BUF(KEEP_LSE_HOST, 0),
-                      (size_t)plan_buf_stride(&m->tab, PB_KEEP_LSE_HOST));
+        store_init(m, &m->keep_oh, L, (size_t)(T_max * m->Hq_l * d) * k->act_bytes, PB_KEEP_OH, PB_KEEP_OH_HOST);
+        store_init(m, &m->keep_lse, L, (size_t)(T_max * m->Hq_l) * sizeof(float), PB_KEEP_LSE, PB_KEEP_LSE_HOST);
     }
     m->xnf = BUF(XNF, 0);
     m->rstdf = BUF(RSTDF, 0);
