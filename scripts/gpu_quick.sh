@@ -2,7 +2,7 @@
 # One device call of at most 10 minutes on one GPU (the `device` tool): build the CUDA backend
 # once, then, most important first, each step under its own time limit:
 #   1. every kernel against the CPU backend (test_cuda_kernels; also the attention lab's
-#      Hopper forward variants, UL_TEST_ATTN_FWD);
+#      serial forward, the baseline, UL_TEST_ATTN_FWD);
 #   2. the whole model on one GPU against the transformers fixture of every family;
 #   3. the attention timing next to torch SDPA's cuDNN backend (bench/attention/lab.sh's
 #      timing at d 128 and 64, T 32K and 128K);
@@ -25,14 +25,14 @@ cmake --build build-gpu -j"$(nproc)" --target test_cuda_kernels test_gpu_model u
   >"$LOG/build.log" 2>&1 || { grep -E "error" -A3 "$LOG/build.log" | head -40; exit 1; }
 echo "$(el) built"
 export UL_TEST_REPORT="$LOG/gpu_report.txt"
-UL_TEST_ATTN_FWD="pp ov ovpp" timeout 200 build-gpu/tests/test_cuda_kernels >"$LOG/test_cuda_kernels.log" 2>&1
+UL_TEST_ATTN_FWD="serial" timeout 200 build-gpu/tests/test_cuda_kernels >"$LOG/test_cuda_kernels.log" 2>&1
 echo "$(el) test_cuda_kernels: exit $?, $(grep -c '| ok' "$LOG/test_cuda_kernels.log") ok, $(grep -c 'FAIL' "$LOG/test_cuda_kernels.log") FAIL"
 grep FAIL "$LOG/test_cuda_kernels.log" | head -20
 for fx in hf_tiny hf_tiny_tied qwen2_tiny qwen3_tiny mistral_tiny; do
   timeout 60 mpirun -np 1 build-gpu/tests/test_gpu_model "tests/fixtures/$fx" >"$LOG/gpu_model_$fx.log" 2>&1
   echo "$(el) gpu_model $fx (1 GPU): exit $?"
 done
-FWDS="serial pp ov ovpp" POINTS="128:32768:16 128:131072:4 64:32768:16 64:131072:4" SANITIZE="" CHECK=0 \
+FWDS="serial ovpp" POINTS="128:32768:16 128:131072:4 64:32768:16 64:131072:4" SANITIZE="" CHECK=0 \
   OUT="$LOG/lab" timeout 200 bash bench/attention/lab.sh 2>&1 | sed -n '/== timing/,$p'
 echo "$(el) attention timing"
 left=$(( 560 - ($(date +%s) - t0) ))

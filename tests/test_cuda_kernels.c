@@ -528,11 +528,11 @@ static void test_attention(void) {
     }
     unsetenv("UL_ATTN_KERNEL");
     /* the Hopper forward variants of the kernel lab named in UL_TEST_ATTN_FWD (space
-     * separated UL_ATTN_FWD values; bench/attention/lab.sh sets it), each with the default
-     * backward */
+     * separated UL_ATTN_FWD values; bench/attention/lab.sh sets it; unset: "serial", the
+     * lab's baseline beside the default checked above), each with the default backward */
     const char *fv = getenv("UL_TEST_ATTN_FWD");
     char list[64];
-    snprintf(list, sizeof list, "%s", fv ? fv : "");
+    snprintf(list, sizeof list, "%s", fv ? fv : "serial");
     for (char *save = NULL, *f = strtok_r(list, " ", &save); f; f = strtok_r(NULL, " ", &save)) {
         char label[32];
         snprintf(label, sizeof label, "fwd=%s", f);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The attention kernel lab (issue 21), one device call: builds the CUDA backend, times each
-# Hopper forward variant (UL_ATTN_FWD: serial, pp, ov, ovpp; see cuda_attention_sm90.cu) with
+# Hopper forward variant (UL_ATTN_FWD: ovpp, the default, and serial, the baseline; see cuda_attention_sm90.cu) with
 # the backward forms in $BWDS next to torch SDPA's cuDNN backend at each point, checks them
 # against the CPU backend (test_cuda_kernels --only attention: the default, fused,
 # deterministic and simple kernels, then each forward variant that passed a smoke run), runs compute-sanitizer
@@ -8,7 +8,7 @@
 # variant with ncu when $NCU is 1. Logs under $OUT (device tool) or build-gpu/lab; carry .deps
 # (cJSON, see ../shared/device/deps.sh).
 #   bench/attention/lab.sh
-# Environment (defaults in brackets): FWDS [serial pp ov ovpp]; BWDS, UL_ATTN_KERNEL values
+# Environment (defaults in brackets): FWDS [serial ovpp]; BWDS, UL_ATTN_KERNEL values
 # [default]; POINTS, "d:T:H ..." [d 128 and 64 at 32K, 128K, 512K]; SANITIZE [ovpp];
 # NCU [0]; NCU_D, head dims profiled [128]; NCU_F, variants profiled [$FWDS]; CHECK, the
 # correctness run against the CPU backend [1].
@@ -16,7 +16,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 LOG=${OUT:-build-gpu/lab}
 mkdir -p "$LOG"
-FWDS=${FWDS:-serial pp ov ovpp}
+FWDS=${FWDS:-serial ovpp}
 BWDS=${BWDS:-default}
 POINTS=${POINTS:-128:32768:16 128:131072:4 128:524288:1 64:32768:16 64:131072:4 64:524288:1}
 SANITIZE=${SANITIZE:-ovpp}

@@ -6,23 +6,18 @@
  *
  * Forward: one CTA = BM = 64 NW query rows of one head (NW = 2 at d = 128, 3 at d = 64):
  *   producer      one thread issues the TMA copies (Q once; K and V tiles of 128 keys into
- *                 a 2-stage ring) and waits for a stage to be released before refilling it
- *                 (NW = 2: one warp; NW = 3: a warpgroup that hands its registers to the
- *                 consumers with setmaxnreg);
- *   NW consumer   warpgroups of 64 query rows each: S = Q K^T (wgmma m64n128k16, both
- *                 operands from shared memory), the online softmax in registers (fp32, log2
- *                 units), O += P V (wgmma with P from registers, V read N-major), then
- *                 release the stage. The warpgroups overlap each other's softmax and matrix
- *                 work through the warp scheduler only.
- * Lab variants (UL_ATTN_FWD, bench/attention/lab.sh; not the default until measured):
- *   pp            the same, the consumer warpgroups taking turns on the tensor cores
- *                 (named barriers, FlashAttention-3's ping-pong);
- *   ov            k_attn_fwd_ov_sm90: FlashAttention-3's intra-warpgroup pipeline, S of
- *                 tile kb issued with P V of tile kb - 1 and the softmax of S run while
- *                 P V does, producer warpgroup with setmaxnreg, K and V released apart;
- *   ovpp          both (FlashAttention-3's schedule at d = 128).
- * (An earlier intra-warpgroup pipeline, commits 2abb676 and 917f924, measured 0.55x of the
- * serial order on H200 and a ping-pong 0.93x; neither was profiled.)
+ *                 a 2-stage ring) and waits for a stage to be released before refilling it;
+ *                 a warpgroup that hands its registers to the consumers with setmaxnreg;
+ *   NW consumer   warpgroups of 64 query rows each (k_attn_fwd_ov_sm90, the default):
+ *                 S = Q K^T of tile kb (wgmma m64n128k16, both operands from shared memory)
+ *                 issued with O += P V of tile kb - 1 (wgmma with P from registers, V read
+ *                 N-major), the online softmax of S (fp32, log2 units) run while P V does;
+ *                 K and V stages released apart; the warpgroups take turns issuing on the
+ *                 tensor cores (named barriers, ping-pong): FlashAttention-3's schedule.
+ * UL_ATTN_FWD=serial (k_attn_fwd_sm90, the lab's baseline): S, softmax, P V in turn in each
+ * warpgroup. Measured on H100 (bench/RESULTS.md, issue 21): the default 1.04-1.17x the
+ * serial order; ping-pong alone (0.86-0.97x) and the pipeline alone (0.96-1.02x) were
+ * retired. (An earlier pipeline, commits 2abb676 and 917f924, measured 0.55x on H200.)
  * The key tiles end at the block's last row: tile kb covers keys
  * [r0 + BM - (nkb - kb) * 128, +128); the first may start before the document (or before
  * token 0: the TMA fills out-of-range rows with zeros) and is masked like any tile that
@@ -149,19 +144,16 @@ __device__ __forceinline__ void fwd_pv(float (*oacc)[4], const unsigned (*pa)[4]
     }
 }
 
-/* Ping-pong of NW consumer warpgroups (PP): warpgroup cw issues its tensor-core work only
+/* Ping-pong of NW consumer warpgroups: warpgroup cw issues its tensor-core work only
  * after named barrier 1 + cw, which warpgroup cw - 1 (mod NW) arrives at once it has
  * issued its own; so the warpgroups take turns on the tensor cores and each one's
  * softmax runs while the others' products do. Every warpgroup passes the same number of
  * turns; the last warpgroup arrives once ahead (the first turn of warpgroup 0) and skips
  * its last arrival, so every barrier completes as often as it is waited for. */
-template <bool PP, int NW>
-__device__ __forceinline__ void fwd_turn_begin(int cw) {
-    if (PP) named_bar_sync(1 + cw, 256);
-}
-template <bool PP, int NW>
+__device__ __forceinline__ void fwd_turn_begin(int cw) { named_bar_sync(1 + cw, 256); }
+template <int NW>
 __device__ __forceinline__ void fwd_turn_end(int cw, bool last) {
-    if (PP && !(last && cw == NW - 1)) named_bar_arrive(1 + (cw + 1) % NW, 256);
+    if (!(last && cw == NW - 1)) named_bar_arrive(1 + (cw + 1) % NW, 256);
 }
 
 /* epilogue of a consumer thread: O / l in bf16, lse = (m + log2 l) ln 2 */
@@ -282,10 +274,10 @@ struct FwdRows {
 /* NW consumer warpgroups of 64 query rows each (BM = 64 NW rows per CTA) + the producer:
  * NW = 2: one warp (288 threads, 168 registers each); NW = 3: a warpgroup that gives its
  * registers to the consumers (setmaxnreg 24 / 160; 13 warps would leave 128 each).
- * Serial order in each consumer warpgroup: S, softmax, P V; PP: the warpgroups take turns
- * issuing (fwd_turn_begin). */
+ * Serial order in each consumer warpgroup: S, softmax, P V (UL_ATTN_FWD=serial, the lab's
+ * baseline; the default is k_attn_fwd_ov_sm90). */
 #define HFWD_NT(NW) ((NW) == 2 ? 288 : 512)
-template <int DP, int NW, bool PP>
+template <int DP, int NW>
 __global__ void __launch_bounds__(HFWD_NT(NW), 1)
     k_attn_fwd_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                     const __grid_constant__ CUtensorMap tv, const HFwdArgs a) {
@@ -318,7 +310,6 @@ __global__ void __launch_bounds__(HFWD_NT(NW), 1)
     for (int i = 0; i < H_BN / 8; i++) sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.0f;
     float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
 
-    if (PP && cw == NW - 1) named_bar_arrive(1, 256); /* warpgroup 0 takes the first turn */
     mbar_wait(&bar[0], 0);
     for (int kb = 0; kb < c.nkb; kb++) {
         const int st = kb & 1;
@@ -327,11 +318,9 @@ __global__ void __launch_bounds__(HFWD_NT(NW), 1)
 
         /* S = Q K^T over DP / 16 k-steps */
         mbar_wait(&bar[1 + st], ph);
-        fwd_turn_begin<PP, NW>(cw);
         wgmma_fence();
         fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK + st * KB));
         wgmma_commit();
-        fwd_turn_end<PP, NW>(cw, false);
         wgmma_wait<0>();
         reg_fence<H_BN / 2>(&sc[0][0]);
 
@@ -342,11 +331,9 @@ __global__ void __launch_bounds__(HFWD_NT(NW), 1)
 
         /* O += P V over H_BN / 16 k-steps */
         mbar_wait(&bar[3 + st], ph);
-        fwd_turn_begin<PP, NW>(cw);
         wgmma_fence();
         fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + st * KB));
         wgmma_commit();
-        fwd_turn_end<PP, NW>(cw, kb == c.nkb - 1);
         wgmma_wait<0>();
         reg_fence<DP / 2>(&oacc[0][0]);
         reg_fence_u<H_BN / 4>(&pa[0][0]);
@@ -362,10 +349,11 @@ __global__ void __launch_bounds__(HFWD_NT(NW), 1)
  * Each consumer issues S_kb = Q K_kb^T and O += P_{kb-1} V_{kb-1} together, runs the
  * softmax of S_kb while P V runs on the tensor cores, then rescales O and packs P_kb.
  * K and V stages are released apart (K once S is done, V once P V is): the next K load
- * has a full step of lead. PP: the consumer warpgroups take turns issuing. */
+ * has a full step of lead. The consumer warpgroups take turns issuing (ping-pong,
+ * fwd_turn_begin): FlashAttention-3's schedule. The default forward (bench/RESULTS.md). */
 #define HOV_NT(NW) (128 * ((NW) + 1))
 #define HOV_REG(NW) ((NW) == 2 ? 240 : 160)
-template <int DP, int NW, bool PP>
+template <int DP, int NW>
 __global__ void __launch_bounds__(HOV_NT(NW), 1)
     k_attn_fwd_ov_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                        const __grid_constant__ CUtensorMap tv, const HFwdArgs a) {
@@ -399,17 +387,17 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
     for (int i = 0; i < H_BN / 8; i++) sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.0f;
     float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f}, al[2];
 
-    if (PP && cw == NW - 1) named_bar_arrive(1, 256);
+    if (cw == NW - 1) named_bar_arrive(1, 256); /* warpgroup 0 takes the first turn */
     mbar_wait(&bar[0], 0);
     /* tile 0: S alone */
     {
         const int64_t j0 = c.r0 + BM - (int64_t)nkb * H_BN;
         mbar_wait(&bar[1], 0);
-        fwd_turn_begin<PP, NW>(cw);
+        fwd_turn_begin(cw);
         wgmma_fence();
         fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK));
         wgmma_commit();
-        fwd_turn_end<PP, NW>(cw, false);
+        fwd_turn_end<NW>(cw, false);
         wgmma_wait<0>();
         reg_fence<H_BN / 2>(&sc[0][0]);
         __syncwarp();
@@ -422,13 +410,13 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
         const int64_t j0 = c.r0 + BM - (int64_t)(nkb - kb) * H_BN;
         mbar_wait(&bar[1 + st], (kb >> 1) & 1);
         mbar_wait(&bar[3 + pst], ((kb - 1) >> 1) & 1);
-        fwd_turn_begin<PP, NW>(cw);
+        fwd_turn_begin(cw);
         wgmma_fence();
         fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK + st * KB));
         wgmma_commit();
         fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + pst * KB));
         wgmma_commit();
-        fwd_turn_end<PP, NW>(cw, false);
+        fwd_turn_end<NW>(cw, false);
         wgmma_wait<1>(); /* S_kb done; P_{kb-1} V_{kb-1} may still run */
         reg_fence<H_BN / 2>(&sc[0][0]);
         __syncwarp();
@@ -445,11 +433,11 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
     {
         const int st = (nkb - 1) & 1;
         mbar_wait(&bar[3 + st], ((nkb - 1) >> 1) & 1);
-        fwd_turn_begin<PP, NW>(cw);
+        fwd_turn_begin(cw);
         wgmma_fence();
         fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + st * KB));
         wgmma_commit();
-        fwd_turn_end<PP, NW>(cw, true);
+        fwd_turn_end<NW>(cw, true);
         wgmma_wait<0>();
         reg_fence<DP / 2>(&oacc[0][0]);
         reg_fence_u<H_BN / 4>(&pa[0][0]);
@@ -1006,32 +994,24 @@ static int sm90_fused_bwd(int64_t d) {
     return d == 64;
 }
 
-/* UL_ATTN_FWD (the kernel lab, bench/attention): "serial" (S, softmax, P V in turn in each
- * consumer warpgroup), "pp" (serial, the warpgroups taking turns on the tensor cores), "ov"
- * (the intra-warpgroup pipeline), "ovpp" (both); unset: the default */
-static int sm90_fwd_variant(void) {
-    static const char *names[4] = {"serial", "pp", "ov", "ovpp"};
+/* UL_ATTN_FWD=serial (the kernel lab's baseline, bench/attention): S, softmax, P V in turn
+ * in each consumer warpgroup; unset or "ovpp": the default, the intra-warpgroup pipeline
+ * with the warpgroups in ping-pong (measured the faster at every point, bench/RESULTS.md) */
+static int sm90_fwd_serial(void) {
     const char *e = getenv("UL_ATTN_FWD");
-    if (e)
-        for (int i = 0; i < 4; i++)
-            if (strcmp(e, names[i]) == 0) return i;
-    return 0;
+    return e && strcmp(e, "serial") == 0;
 }
 
 static int sm90_enabled(int bwd) {
     if (g_sm90 < 0) {
         g_sm90 = ul_cuda_state.cc == 90 && ul_cuda_state.smem_optin >= hdkv_smem(128, 1);
         if (g_sm90) {
-#define FWD_SMEM(K, DP, NW, PP) \
-    CUDA_CHECK(cudaFuncSetAttribute(K<DP, NW, PP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)hfwd_smem(DP, NW)))
-            FWD_SMEM(k_attn_fwd_sm90, 64, 3, false);
-            FWD_SMEM(k_attn_fwd_sm90, 128, 2, false);
-            FWD_SMEM(k_attn_fwd_sm90, 64, 3, true);
-            FWD_SMEM(k_attn_fwd_sm90, 128, 2, true);
-            FWD_SMEM(k_attn_fwd_ov_sm90, 64, 3, false);
-            FWD_SMEM(k_attn_fwd_ov_sm90, 128, 2, false);
-            FWD_SMEM(k_attn_fwd_ov_sm90, 64, 3, true);
-            FWD_SMEM(k_attn_fwd_ov_sm90, 128, 2, true);
+#define FWD_SMEM(K, DP, NW) \
+    CUDA_CHECK(cudaFuncSetAttribute(K<DP, NW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)hfwd_smem(DP, NW)))
+            FWD_SMEM(k_attn_fwd_sm90, 64, 3);
+            FWD_SMEM(k_attn_fwd_sm90, 128, 2);
+            FWD_SMEM(k_attn_fwd_ov_sm90, 64, 3);
+            FWD_SMEM(k_attn_fwd_ov_sm90, 128, 2);
 #undef FWD_SMEM
             CUDA_CHECK(cudaFuncSetAttribute(k_attn_dkv_sm90<64, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             (int)hdkv_smem(64, 0)));
@@ -1083,18 +1063,14 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
     const int64_t grid = a.nblk * Hq;
     UL_ASSERT(grid <= 0x7fffffff, "attention: grid too large");
     cudaStream_t s = ul_cuda_state.stream;
-    const int fv = sm90_fwd_variant();
-#define FWD_LAUNCH(K, NT, DP, NW, PP) K<DP, NW, PP><<<(unsigned)grid, NT(NW), hfwd_smem(DP, NW), s>>>(tq, tk, tv, a)
+    const int serial = sm90_fwd_serial();
+#define FWD_LAUNCH(K, NT, DP, NW) K<DP, NW><<<(unsigned)grid, NT(NW), hfwd_smem(DP, NW), s>>>(tq, tk, tv, a)
     if (d == 128) {
-        if (fv == 0) FWD_LAUNCH(k_attn_fwd_sm90, HFWD_NT, 128, 2, false);
-        if (fv == 1) FWD_LAUNCH(k_attn_fwd_sm90, HFWD_NT, 128, 2, true);
-        if (fv == 2) FWD_LAUNCH(k_attn_fwd_ov_sm90, HOV_NT, 128, 2, false);
-        if (fv == 3) FWD_LAUNCH(k_attn_fwd_ov_sm90, HOV_NT, 128, 2, true);
+        if (serial) FWD_LAUNCH(k_attn_fwd_sm90, HFWD_NT, 128, 2);
+        else FWD_LAUNCH(k_attn_fwd_ov_sm90, HOV_NT, 128, 2);
     } else {
-        if (fv == 0) FWD_LAUNCH(k_attn_fwd_sm90, HFWD_NT, 64, 3, false);
-        if (fv == 1) FWD_LAUNCH(k_attn_fwd_sm90, HFWD_NT, 64, 3, true);
-        if (fv == 2) FWD_LAUNCH(k_attn_fwd_ov_sm90, HOV_NT, 64, 3, false);
-        if (fv == 3) FWD_LAUNCH(k_attn_fwd_ov_sm90, HOV_NT, 64, 3, true);
+        if (serial) FWD_LAUNCH(k_attn_fwd_sm90, HFWD_NT, 64, 3);
+        else FWD_LAUNCH(k_attn_fwd_ov_sm90, HOV_NT, 64, 3);
     }
 #undef FWD_LAUNCH
     CUDA_LAUNCH_CHECK();
