@@ -83,8 +83,10 @@ echo "== compute-sanitizer"
 for f in $SANITIZE; do
   for d in 128 64; do
     for tool in memcheck racecheck; do
-      r=$(UL_ATTN_FWD=$f timeout 120 compute-sanitizer --tool $tool --error-exitcode 9 "$BENCH" 1000 4 2 $d 2 1 2>&1 | tail -3 | tr '\n' ' ')
-      echo "fwd=$f d=$d $tool: ${r:0:200}"
+      UL_ATTN_FWD=$f timeout 120 compute-sanitizer --tool $tool --error-exitcode 9 "$BENCH" 1000 4 2 $d 2 1 \
+        >"$LOG/sanitize_${f}_${d}_$tool.txt" 2>&1
+      rc=$? # 0: clean; 9: the tool found errors; 124: out of time
+      echo "fwd=$f d=$d $tool: exit $rc; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$LOG/sanitize_${f}_${d}_$tool.txt" | tr '\n' ' ')"
     done
   done
 done
