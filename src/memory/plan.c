@@ -412,7 +412,12 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     }
     int64_t nacts = recompute ? 1 : L;
     const char *per = recompute ? "1 layer" : "all layers";
-    it = item(p, PG_ACTS, PA_MODEL, "xn1, xmid, xn2 + rstd (%s)", per);
+    /* with recompute the one layer's xn1, rstd1 also hold the final norm's output and rstd (free
+     * from the last layer's forward to the final norm's backward: every layer is recomputed
+     * before its backward), and with sp == 1 its xn2 holds dout (free once the MLP backward
+     * has read it; model.c model_step, layer_bwd) */
+    it = item(p, PG_ACTS, PA_MODEL, "xn1%s, xmid, xn2%s + rstd (%s)", recompute ? " (and final norm out)" : "",
+              recompute && S == 1 ? " (and dout)" : "", per);
     buf(p, it, PB_XN1, nacts, t * D, PD_ACT, A, "[t, D]");
     buf(p, it, PB_RSTD1, nacts, t, PD_F32, A, "[t]");
     buf(p, it, PB_XMID, nacts, t * D, PD_ACT, A, "[t, D]");
@@ -453,9 +458,14 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
                   "[T, Hq_l, d]");
         add_store(p, off, L, T * Hq_l, PD_F32, A, PB_KEEP_LSE, PB_KEEP_LSE_HOST, "kept lse [T, Hq_l]", "[T, Hq_l]");
     }
-    it = item(p, PG_ACTS, PA_MODEL, "final norm out + rstd");
-    buf(p, it, PB_XNF, 1, t * D, PD_ACT, A, "[t, D]");
-    buf(p, it, PB_RSTDF, 1, t, PD_F32, A, "[t]");
+    if (recompute) {
+        buf_as(p, it, PB_XNF, PB_XN1, 1, t * D, PD_ACT, A, "[t, D]");
+        buf_as(p, it, PB_RSTDF, PB_RSTD1, 1, t, PD_F32, A, "[t]");
+    } else {
+        it = item(p, PG_ACTS, PA_MODEL, "final norm out + rstd");
+        buf(p, it, PB_XNF, 1, t * D, PD_ACT, A, "[t, D]");
+        buf(p, it, PB_RSTDF, 1, t, PD_F32, A, "[t]");
+    }
     it = item(p, PG_LOSS, PA_MODEL, "logits tile [%lld, V]", (long long)loss_tile);
     buf(p, it, PB_LOGITS, 1, loss_tile * V, PD_ACT, A, "[%lld, V]", (long long)loss_tile);
     it = item(p, PG_ACTS, PA_MODEL, "dres, dxn [t, D]");
@@ -479,11 +489,15 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
         it = item(p, PG_ATTN, PA_MODEL, "dout, dqkv head-sharded [T, *]");
         buf(p, it, PB_DOH, 1, T * Hq_l * d, PD_ACT, A, "[T, Hq_l, d]");
         buf(p, it, PB_DQKVH, 1, T * W_l * d, PD_ACT, A, "[T, W_l, d]");
-    } else { /* the head-sharded ones are the same buffers */
-        it = item(p, PG_ATTN, PA_MODEL, "dout, dqkv [t, *]");
-        buf(p, it, PB_DOUT, 1, t * H * d, PD_ACT, A, "[t, H*d]");
+    } else { /* the head-sharded ones are the same buffers; dout in xn2 with recompute (above) */
+        PlanBufId dout = recompute ? PB_XN2 : PB_DOUT;
+        it = item(p, PG_ATTN, PA_MODEL, recompute ? "dqkv [t, H+2Hkv, d]" : "dout, dqkv [t, *]");
+        if (recompute)
+            buf_as(p, it, PB_DOUT, PB_XN2, 1, t * H * d, PD_ACT, A, "[t, H*d]");
+        else
+            buf(p, it, PB_DOUT, 1, t * H * d, PD_ACT, A, "[t, H*d]");
         buf(p, it, PB_DQKV, 1, t * (H + 2 * Hkv) * d, PD_ACT, A, "[t, H+2Hkv, d]");
-        buf_as(p, it, PB_DOH, PB_DOUT, 1, T * Hq_l * d, PD_ACT, A, "[T, Hq_l, d]");
+        buf_as(p, it, PB_DOH, dout, 1, T * Hq_l * d, PD_ACT, A, "[T, Hq_l, d]");
         buf_as(p, it, PB_DQKVH, PB_DQKV, 1, T * W_l * d, PD_ACT, A, "[T, W_l, d]");
     }
     it = item(p, PG_WORK, PA_MODEL, "tokens, labels, positions, cu_seqlens");
