@@ -414,10 +414,13 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     const char *per = recompute ? "1 layer" : "all layers";
     /* with recompute the one layer's xn1, rstd1 also hold the final norm's output and rstd (free
      * from the last layer's forward to the final norm's backward: every layer is recomputed
-     * before its backward), and with sp == 1 its xn2 holds dout (free once the MLP backward
-     * has read it; model.c model_step, layer_bwd) */
-    it = item(p, PG_ACTS, PA_MODEL, "xn1%s, xmid, xn2%s + rstd (%s)", recompute ? " (and final norm out)" : "",
-              recompute && S == 1 ? " (and dout)" : "", per);
+     * before its backward), its xmid dqkv and, with sp == 1, its xn2 dout (both free once the
+     * MLP and the second norm's backward have read them; model.c model_step, layer_bwd) */
+    if (recompute)
+        it = item(p, PG_ACTS, PA_MODEL, "xn1 (and final norm out), xmid (and dqkv), xn2%s + rstd (%s)",
+                  S == 1 ? " (and dout)" : "", per);
+    else
+        it = item(p, PG_ACTS, PA_MODEL, "xn1, xmid, xn2 + rstd (%s)", per);
     buf(p, it, PB_XN1, nacts, t * D, PD_ACT, A, "[t, D]");
     buf(p, it, PB_RSTD1, nacts, t, PD_F32, A, "[t]");
     buf(p, it, PB_XMID, nacts, t * D, PD_ACT, A, "[t, D]");
@@ -481,24 +484,29 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
         buf(p, it, PB_TU, 1, rows_I * I, PD_ACT, A, "[%lld, I]", (long long)rows_I);
         buf(p, it, PB_TH, 1, rows_I * I, PD_ACT, A, "[%lld, I]", (long long)rows_I);
     }
-    if (S > 1) { /* dout lives in dqkv's buffer: dead once exchange_dout packed it, before
-                    exchange_dqkv writes dqkv (model.c attn_bwd) */
-        it = item(p, PG_ATTN, PA_MODEL, "dqkv (and dout) [t, H+2Hkv, d]");
+    /* dout [t, H*d], dqkv [t, H+2Hkv, d]. With S > 1 dout lives in dqkv's buffer (dead once
+     * exchange_dout packed it, before exchange_dqkv writes dqkv: model.c attn_bwd); with S == 1
+     * the head-sharded ones are the same buffers. With recompute they live in the one layer's
+     * xmid (dqkv) and xn2 (dout, S == 1): dead from the attention's backward on (layer_bwd) */
+    PlanBufId dqkv = recompute ? PB_XMID : PB_DQKV;
+    PlanBufId dout = S > 1 ? dqkv : recompute ? PB_XN2 : PB_DOUT;
+    if (!recompute) {
+        it = item(p, PG_ATTN, PA_MODEL, S > 1 ? "dqkv (and dout) [t, H+2Hkv, d]" : "dout, dqkv [t, *]");
         buf(p, it, PB_DQKV, 1, t * (H + 2 * Hkv) * d, PD_ACT, A, "[t, H+2Hkv, d]");
-        buf_as(p, it, PB_DOUT, PB_DQKV, 1, t * H * d, PD_ACT, A, "[t, H*d]");
+    } else {
+        buf_as(p, it, PB_DQKV, dqkv, 1, t * (H + 2 * Hkv) * d, PD_ACT, A, "[t, H+2Hkv, d]");
+    }
+    if (dout == PB_DOUT)
+        buf(p, it, PB_DOUT, 1, t * H * d, PD_ACT, A, "[t, H*d]");
+    else
+        buf_as(p, it, PB_DOUT, dout, 1, t * H * d, PD_ACT, A, "[t, H*d]");
+    if (S > 1) {
         it = item(p, PG_ATTN, PA_MODEL, "dout, dqkv head-sharded [T, *]");
         buf(p, it, PB_DOH, 1, T * Hq_l * d, PD_ACT, A, "[T, Hq_l, d]");
         buf(p, it, PB_DQKVH, 1, T * W_l * d, PD_ACT, A, "[T, W_l, d]");
-    } else { /* the head-sharded ones are the same buffers; dout in xn2 with recompute (above) */
-        PlanBufId dout = recompute ? PB_XN2 : PB_DOUT;
-        it = item(p, PG_ATTN, PA_MODEL, recompute ? "dqkv [t, H+2Hkv, d]" : "dout, dqkv [t, *]");
-        if (recompute)
-            buf_as(p, it, PB_DOUT, PB_XN2, 1, t * H * d, PD_ACT, A, "[t, H*d]");
-        else
-            buf(p, it, PB_DOUT, 1, t * H * d, PD_ACT, A, "[t, H*d]");
-        buf(p, it, PB_DQKV, 1, t * (H + 2 * Hkv) * d, PD_ACT, A, "[t, H+2Hkv, d]");
+    } else {
         buf_as(p, it, PB_DOH, dout, 1, T * Hq_l * d, PD_ACT, A, "[T, Hq_l, d]");
-        buf_as(p, it, PB_DQKVH, PB_DQKV, 1, T * W_l * d, PD_ACT, A, "[T, W_l, d]");
+        buf_as(p, it, PB_DQKVH, dqkv, 1, T * W_l * d, PD_ACT, A, "[T, W_l, d]");
     }
     it = item(p, PG_WORK, PA_MODEL, "tokens, labels, positions, cu_seqlens");
     buf(p, it, PB_TOK, 1, t, PD_I32, A, "[t]");

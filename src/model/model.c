@@ -175,7 +175,8 @@ void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGro
     m->th = BUF(TH, 0);
     /* with sp > 1, dout [t, H d] lives in dqkv's buffer: it is dead once exchange_dout has
      * packed it, before exchange_dqkv writes dqkv (attn_bwd); with sp == 1 doh and dqkvh are
-     * dout and dqkv, and with recompute dout lives in acts[0].xn2 (dead after the MLP backward) */
+     * dout and dqkv; with recompute dqkv lives in acts[0].xmid and (sp == 1) dout in acts[0].xn2,
+     * dead from the attention's backward on (layer_bwd; memory/plan.c) */
     m->dqkv = BUF(DQKV, 0);
     m->dout = BUF(DOUT, 0);
     m->doh = BUF(DOH, 0);
@@ -467,7 +468,7 @@ static void layer_bwd(Model *m, const StepCtx *sc, int64_t l, const void *x, Lay
     }
     k->rmsnorm_bwd(dres, gw->ln2, dxn, a->xmid, w->ln2, a->rstd2, t, D);
 
-    /* attention (xn2, xmid are dead from here: with recompute, dout may be xn2's memory) */
+    /* attention (xn2, xmid are dead from here: with recompute, dout and dqkv live in them) */
     k->matmul(0, 0, t, Hd, D, 1.f, dres, D, w->wo, Hd, 0.f, m->dout, Hd, 0); /* dout = dres wo */
     k->matmul(1, 0, D, Hd, t, 1.f, dres, D, a->o, Hd, 1.f, gw->wo, Hd, 1);   /* dwo += dres^T o */
     attn_bwd(m, sc, a);
