@@ -349,8 +349,17 @@ static void test_swiglu(void) {
     row("swiglu_fwd", rel(a, h, n), 1e-2);
     row("swiglu_bwd dg", rel(b, dg, n), 1e-2);
     row("swiglu_bwd du", rel(c, du, n), 1e-2);
-    free(g), free(u), free(dh), free(h), free(dg), free(du), free(a), free(b), free(c);
-    G->free(gg), G->free(gu), G->free(gdh), G->free(gh), G->free(gdg), G->free(gdu);
+    /* in place (dg over g, du over u), as the model's MLP backward runs it: the CPU's
+     * result, and bitwise the out-of-place one */
+    void *ig = up_act(g, n), *iu = up_act(u, n);
+    G->swiglu_bwd(ig, iu, gdh, ig, iu, n);
+    float *ib = down_act(ig, n), *ic = down_act(iu, n);
+    row("swiglu_bwd in place dg", rel(ib, dg, n), 1e-2);
+    row("swiglu_bwd in place du", rel(ic, du, n), 1e-2);
+    row("swiglu_bwd in place = out of place (diff)",
+        (double)(memcmp(ib, b, (size_t)n * sizeof(float)) != 0 || memcmp(ic, c, (size_t)n * sizeof(float)) != 0), 0);
+    free(g), free(u), free(dh), free(h), free(dg), free(du), free(a), free(b), free(c), free(ib), free(ic);
+    G->free(gg), G->free(gu), G->free(gdh), G->free(gh), G->free(gdg), G->free(gdu), G->free(ig), G->free(iu);
 }
 
 /* ---------------------------------------------------------------- cross-entropy */

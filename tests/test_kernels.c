@@ -569,6 +569,15 @@ static void test_swiglu(Ctx *c) {
     double eb = fmax(tu_rel_err_f64(dg, rdg, n, 1e-30), tu_rel_err_f64(du, rdu, n, 1e-30));
     CHECK(e <= TOL_FWD, "swiglu_fwd: rel err %.3g", e);
     CHECK(eb <= TOL_BWD, "swiglu_bwd: rel err %.3g", eb);
+    /* in place (dg over g, du over u), as the model's MLP backward runs it: bitwise the
+     * out-of-place result */
+    float *ig = fvec(n), *iu = fvec(n);
+    memcpy(ig, g, (size_t)n * sizeof(float));
+    memcpy(iu, u, (size_t)n * sizeof(float));
+    K->swiglu_bwd(ig, iu, dh, ig, iu, n);
+    CHECK(memcmp(ig, dg, (size_t)n * sizeof(float)) == 0 && memcmp(iu, du, (size_t)n * sizeof(float)) == 0,
+          "swiglu_bwd in place differs from out of place");
+    free(ig), free(iu);
     int64_t sn = n < 50 ? n : 50;
     SwCtx s = {sn, to_d(g, sn), to_d(u, sn), to_d(dh, sn)};
     double *fg = dvec(sn), *fu = dvec(sn);

@@ -191,8 +191,8 @@ static void check_auto_tile(const ModelConfig *c, int sp) {
     in.dev_limit = full.dev_total;
     plan_compute(&in, &p);
     CHECK(p.mlp_tile == 0, "auto, limit = the untiled plan: tile %lld", (long long)p.mlp_tile);
-    int64_t per_row = 6 * c->intermediate_size * in.act_bytes, prev = 1000;
-    int64_t mlp_full = 6 * 1000 * c->intermediate_size * in.act_bytes; /* [t, I] x 6 with recompute */
+    int64_t per_row = 3 * c->intermediate_size * in.act_bytes, prev = 1000; /* the tile's g, u, h */
+    int64_t mlp_full = 3 * 1000 * c->intermediate_size * in.act_bytes; /* [t, I] x 3 with recompute */
     for (int64_t cut = 1; cut < mlp_full; cut += mlp_full / 7) {
         in.dev_limit = full.dev_total - cut;
         plan_compute(&in, &p);

@@ -145,7 +145,9 @@ typedef struct KernelOps {
     void (*rope)(void *x, int64_t stride, int64_t t, int64_t nh, int64_t d, const int32_t *pos,
                  const float *inv_freq, int inverse);
 
-    /* ---- SwiGLU: h = silu(g) * u (act) ---- */
+    /* ---- SwiGLU: h = silu(g) * u (act) ----
+     * The backward may run in place: dg == g and/or du == u (the MLP backward writes the
+     * gradients over its dead activations); dh does not alias dg, du. */
     void (*swiglu_fwd)(void *h, const void *g, const void *u, int64_t n);
     void (*swiglu_bwd)(void *dg, void *du, const void *dh, const void *g, const void *u, int64_t n);
 

@@ -474,10 +474,8 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     it = item(p, PG_ACTS, PA_MODEL, "dres, dxn [t, D]");
     buf(p, it, PB_DRES, 1, t * D, PD_ACT, A, "[t, D]");
     buf(p, it, PB_DXN, 1, t * D, PD_ACT, A, "[t, D]");
-    it = item(p, PG_ACTS, PA_MODEL, "MLP grads dh, dg, du [%lld, I]", (long long)rows_I);
-    buf(p, it, PB_DH, 1, rows_I * I, PD_ACT, A, "[%lld, I]", (long long)rows_I);
-    buf(p, it, PB_DG, 1, rows_I * I, PD_ACT, A, "[%lld, I]", (long long)rows_I);
-    buf(p, it, PB_DU, 1, rows_I * I, PD_ACT, A, "[%lld, I]", (long long)rows_I);
+    /* the MLP backward writes dg, du, dh over g, u, h (the layer's or the tile's): no
+     * [*, I] buffer of its own */
     if (mlp_tile) {
         it = item(p, PG_ACTS, PA_MODEL, "TiledMLP tile g, u, h [%lld, I]", (long long)rows_I);
         buf(p, it, PB_TG, 1, rows_I * I, PD_ACT, A, "[%lld, I]", (long long)rows_I);
@@ -577,8 +575,9 @@ static int host_fits(const PlanInput *in, const Plan *p) {
     return in->host_limit <= 0 || p->host_total * rph <= in->host_limit;
 }
 
-/* PLAN_MLP_AUTO (plan.h): with TiledMLP the [*, I] buffers cost 6 rows I act bytes (the
- * tile's g, u, h and the grads dh, dg, du); everything else does not depend on the tile. */
+/* PLAN_MLP_AUTO (plan.h): with TiledMLP the [*, I] buffers cost 3 rows I act bytes (the
+ * tile's g, u, h, which the backward overwrites with dg, du, dh); everything else does not
+ * depend on the tile. */
 static void plan_compute_mlp(const PlanInput *in, Plan *p) {
     if (in->mlp_tile != PLAN_MLP_AUTO) {
         plan_fixed(in, in->mlp_tile, p);
@@ -590,7 +589,7 @@ static void plan_compute_mlp(const PlanInput *in, Plan *p) {
     if (dev_fits(in, p) || rmax < PLAN_MLP_ALIGN) return;
     Plan q;
     plan_fixed(in, PLAN_MLP_ALIGN, &q);
-    int64_t per_row = 6 * in->c.intermediate_size * in->act_bytes;   /* [1, I] x 6 */
+    int64_t per_row = 3 * in->c.intermediate_size * in->act_bytes;   /* [1, I] x 3 */
     int64_t rest = q.dev_total - PLAN_MLP_ALIGN * per_row;              /* everything but the tile */
     int64_t head = in->dev_limit - rest > 0 ? in->dev_limit - rest : 0; /* what the tile may take */
     int64_t r = head / 2 / per_row / PLAN_MLP_ALIGN * PLAN_MLP_ALIGN;   /* half of it: slack */

@@ -108,9 +108,6 @@ static inline int plan_arena_host(PlanArena a) { return a == PA_MODEL_HOST || a 
     X(LOGITS, "logits tile", PA_MODEL)                      \
     X(DRES, "dres", PA_MODEL)                               \
     X(DXN, "dxn", PA_MODEL)                                 \
-    X(DH, "MLP dh", PA_MODEL)                               \
-    X(DG, "MLP dg", PA_MODEL)                               \
-    X(DU, "MLP du", PA_MODEL)                               \
     X(TG, "TiledMLP g", PA_MODEL)                           \
     X(TU, "TiledMLP u", PA_MODEL)                           \
     X(TH, "TiledMLP h", PA_MODEL)                           \
@@ -266,7 +263,8 @@ void plan_input_default(PlanInput *in);
 /* With in->mlp_tile == PLAN_MLP_AUTO the TiledMLP tile is chosen here, a pure function of
  * the input (the same on every rank): no tiling when the whole plan fits in->dev_limit
  * (or there is no limit); else the largest multiple of PLAN_MLP_ALIGN rows (below t)
- * whose [tile, I] buffers (g, u, h and dh, dg, du: 6 tile I act bytes) take at most half
+ * whose [tile, I] buffers (g, u, h, overwritten by dg, du, dh in backward: 3 tile I act
+ * bytes) take at most half
  * of the headroom the rest of the plan leaves, or, when that is under PLAN_MLP_ALIGN
  * rows, all of it; PLAN_MLP_ALIGN rows when not even that fits (the plan then does not
  * fit either). p->mlp_tile is the result, p->mlp_auto = 1. */

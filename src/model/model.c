@@ -167,9 +167,6 @@ void model_init_opts(Model *m, const ModelConfig *c, const KernelOps *k, CommGro
     m->logits = BUF(LOGITS, 0);
     m->dres = BUF(DRES, 0);
     m->dxn = BUF(DXN, 0);
-    m->dh = BUF(DH, 0); /* [mlp_tile or t, I] */
-    m->dg = BUF(DG, 0);
-    m->du = BUF(DU, 0);
     m->tg = BUF(TG, 0); /* TiledMLP: the one tile of MLP activations, forward and (recomputed) backward */
     m->tu = BUF(TU, 0);
     m->th = BUF(TH, 0);
@@ -372,18 +369,21 @@ static void mlp_fwd_rows(Model *m, const LayerTensors *w, const void *xn2, void 
     if (y) k->matmul(0, 1, n, D, I, 1.f, h, I, w->wd, I, 1.f, y, D, 0); /* NULL: g, u, h only (a recompute) */
 }
 
-/* Backward of mlp_fwd_rows: dy [n, D] -> dxn2 [n, D] (overwritten), weight grads accumulate. */
+/* Backward of mlp_fwd_rows: dy [n, D] -> dxn2 [n, D] (overwritten), weight grads accumulate.
+ * The gradients take the activations' memory, dead once read: g, u, h [n, I] are
+ * overwritten by dg, du, dh (no [n, I] buffer of the backward's own). */
 static void mlp_bwd_rows(Model *m, const LayerTensors *w, LayerTensors *gw, const void *xn2, const void *dy,
-                         void *dxn2, int64_t n, const void *g, const void *u, const void *h) {
+                         void *dxn2, int64_t n, void *g, void *u, void *h) {
     const KernelOps *k = m->k;
     int64_t D = m->c.hidden_size, I = m->c.intermediate_size;
-    k->matmul(0, 0, n, I, D, 1.f, dy, D, w->wd, I, 0.f, m->dh, I, 0);   /* dh = dy wd */
-    k->matmul(1, 0, D, I, n, 1.f, dy, D, h, I, 1.f, gw->wd, I, 1);      /* dwd += dy^T h */
-    k->swiglu_bwd(m->dg, m->du, m->dh, g, u, n * I);
-    k->matmul(0, 0, n, D, I, 1.f, m->dg, I, w->wg, D, 0.f, dxn2, D, 0); /* dxn2 = dg wg + du wu */
-    k->matmul(0, 0, n, D, I, 1.f, m->du, I, w->wu, D, 1.f, dxn2, D, 0);
-    k->matmul(1, 0, I, D, n, 1.f, m->dg, I, xn2, D, 1.f, gw->wg, D, 1); /* dwg += dg^T xn2 */
-    k->matmul(1, 0, I, D, n, 1.f, m->du, I, xn2, D, 1.f, gw->wu, D, 1);
+    void *dg = g, *du = u, *dh = h;
+    k->matmul(1, 0, D, I, n, 1.f, dy, D, h, I, 1.f, gw->wd, I, 1);  /* dwd += dy^T h (h's last reader) */
+    k->matmul(0, 0, n, I, D, 1.f, dy, D, w->wd, I, 0.f, dh, I, 0);  /* dh = dy wd, over h */
+    k->swiglu_bwd(dg, du, dh, g, u, n * I);                         /* in place: dg over g, du over u */
+    k->matmul(0, 0, n, D, I, 1.f, dg, I, w->wg, D, 0.f, dxn2, D, 0); /* dxn2 = dg wg + du wu */
+    k->matmul(0, 0, n, D, I, 1.f, du, I, w->wu, D, 1.f, dxn2, D, 0);
+    k->matmul(1, 0, I, D, n, 1.f, dg, I, xn2, D, 1.f, gw->wg, D, 1); /* dwg += dg^T xn2 */
+    k->matmul(1, 0, I, D, n, 1.f, du, I, xn2, D, 1.f, gw->wu, D, 1);
 }
 
 /* x [t, D] -> y [t, D], saving activations in a; recomputing: the backward's second
@@ -452,7 +452,8 @@ static void layer_bwd(Model *m, const StepCtx *sc, int64_t l, const void *x, Lay
     int64_t H = c->num_heads, Hkv = c->num_kv_heads, Hd = H * d, rs = (H + 2 * Hkv) * d;
     void *dres = m->dres, *dxn = m->dxn;
 
-    /* MLP: TiledMLP recomputes each tile's g, u, h before its backward */
+    /* MLP: TiledMLP recomputes each tile's g, u, h before its backward; the backward
+     * overwrites them with their gradients (the layer's g, u, h are read by nothing after) */
     int64_t tile = m->mlp_tile ? m->mlp_tile : t;
     for (int64_t i0 = 0; i0 < t; i0 += tile) {
         int64_t n = t - i0 < tile ? t - i0 : tile;

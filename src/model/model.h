@@ -39,7 +39,7 @@ typedef struct {
     void *xmid;   /* [t, D]  x + o_proj(o) */
     void *xn2;    /* [t, D] */
     float *rstd2; /* [t] */
-    void *g;      /* [t, I] */
+    void *g;      /* [t, I]  (the layer's MLP backward overwrites g, u, h with dg, du, dh) */
     void *u;      /* [t, I] */
     void *h;      /* [t, I]  silu(g) * u */
 } LayerActs;
@@ -82,7 +82,8 @@ struct Model {
                         layers live in host memory (memory/offload.h); requires recompute >= 1 */
     int no_exchange; /* debug: attend only inside the local shard (the control experiment) */
     int64_t mlp_tile; /* TiledMLP: rows per MLP tile (0 = off); [t, I] activations never exist */
-    void *tg, *tu, *th; /* [mlp_tile, I] the current tile's gate, up, silu(g)*u */
+    void *tg, *tu, *th; /* [mlp_tile, I] the current tile's gate, up, silu(g)*u; in backward
+                           overwritten by its grads dg, du, dh (mlp_bwd_rows) */
 
     /* Parameters (flat, order of core/params.h), all in backend memory: */
     int64_t n_params;
@@ -107,7 +108,6 @@ struct Model {
     float *logits_host; /* [loss_tile, V] host, eval only */
     void *dres;      /* [t, D]  gradient of the residual stream */
     void *dxn;       /* [t, D] */
-    void *dh, *dg, *du; /* [t, I] */
     void *dout;      /* [t, H*d] */
     void *doh;       /* [T, Hq_l, d] (== dout when sp == 1) */
     void *dqkv;      /* [t, H + 2Hkv, d] */

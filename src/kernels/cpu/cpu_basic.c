@@ -283,14 +283,14 @@ void ul_cpu_swiglu_fwd(float *h, const float *g, const float *u, int64_t n) {
     }
 }
 
+/* May run in place (dg == g, du == u): each element's inputs are loaded before its stores. */
 void ul_cpu_swiglu_bwd(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n) {
 #pragma omp parallel for schedule(static) if (n > UL_CPU_PAR_MIN)
     for (int64_t i = 0; i < n; i++) {
-        float x = g[i];
+        float x = g[i], uu = u[i], gd = dh[i];
         float s = 1.0f / (1.0f + expf(-x));
-        float gd = dh[i];
         du[i] = gd * (x * s);
-        dg[i] = gd * u[i] * (s * (1.0f + x * (1.0f - s)));
+        dg[i] = gd * uu * (s * (1.0f + x * (1.0f - s)));
     }
 }
 

@@ -338,13 +338,15 @@ __global__ void k_swiglu_fwd(bf16 *__restrict__ h, const bf16 *__restrict__ g, c
     }
 }
 
-__global__ void k_swiglu_bwd(bf16 *__restrict__ dg, bf16 *__restrict__ du, const bf16 *__restrict__ dh,
-                             const bf16 *__restrict__ g, const bf16 *__restrict__ u, int64_t n) {
+/* May run in place (dg == g, du == u; model.c's MLP backward does): no __restrict__ on the
+ * pointers that alias, and each element's inputs are loaded before its stores. */
+__global__ void k_swiglu_bwd(bf16 *dg, bf16 *du, const bf16 *__restrict__ dh, const bf16 *g, const bf16 *u,
+                             int64_t n) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         float x = __bfloat162float(g[i]);
-        float s = 1.0f / (1.0f + expf(-x));
-        float gd = __bfloat162float(dh[i]);
         float uu = __bfloat162float(u[i]);
+        float gd = __bfloat162float(dh[i]);
+        float s = 1.0f / (1.0f + expf(-x));
         du[i] = __float2bfloat16_rn(gd * (x * s));
         dg[i] = __float2bfloat16_rn(gd * uu * (s * (1.0f + x * (1.0f - s))));
     }
