@@ -417,8 +417,8 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
      * before its backward), its xmid dqkv and, with sp == 1, its xn2 dout (both free once the
      * MLP and the second norm's backward have read them; model.c model_step, layer_bwd) */
     if (recompute)
-        it = item(p, PG_ACTS, PA_MODEL, "xn1 (and final norm out), xmid (and dqkv), xn2%s + rstd (%s)",
-                  S == 1 ? " (and dout)" : "", per);
+        it = item(p, PG_ACTS, PA_MODEL, "%s + rstd (%s)",
+                  S == 1 ? "xn1/final norm, xmid/dqkv, xn2/dout" : "xn1/final norm, xmid/dqkv+dout, xn2", per);
     else
         it = item(p, PG_ACTS, PA_MODEL, "xn1, xmid, xn2 + rstd (%s)", per);
     buf(p, it, PB_XN1, nacts, t * D, PD_ACT, A, "[t, D]");
