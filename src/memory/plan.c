@@ -418,7 +418,7 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
      * MLP and the second norm's backward have read them; model.c model_step, layer_bwd) */
     if (recompute)
         it = item(p, PG_ACTS, PA_MODEL, "%s + rstd (%s)",
-                  S == 1 ? "xn1/final norm, xmid/dqkv, xn2/dout" : "xn1/final norm, xmid/dqkv+dout, xn2", per);
+                  S == 1 ? "xn1/final norm, xmid/dqkv, xn2/dout" : "xn1/norm out, xmid/dqkv+dout, xn2/doh", per);
     else
         it = item(p, PG_ACTS, PA_MODEL, "xn1, xmid, xn2 + rstd (%s)", per);
     buf(p, it, PB_XN1, nacts, t * D, PD_ACT, A, "[t, D]");
@@ -471,7 +471,7 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     }
     it = item(p, PG_LOSS, PA_MODEL, "logits tile [%lld, V]", (long long)loss_tile);
     buf(p, it, PB_LOGITS, 1, loss_tile * V, PD_ACT, A, "[%lld, V]", (long long)loss_tile);
-    it = item(p, PG_ACTS, PA_MODEL, "dres, dxn [t, D]");
+    it = item(p, PG_ACTS, PA_MODEL, "%s", recompute && S > 1 ? "dres, dxn/dqkv head-sharded [t, D]" : "dres, dxn [t, D]");
     buf(p, it, PB_DRES, 1, t * D, PD_ACT, A, "[t, D]");
     buf(p, it, PB_DXN, 1, t * D, PD_ACT, A, "[t, D]");
     /* the MLP backward writes dg, du, dh over g, u, h (the layer's or the tile's): no
@@ -485,7 +485,8 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
     /* dout [t, H*d], dqkv [t, H+2Hkv, d]. With S > 1 dout lives in dqkv's buffer (dead once
      * exchange_dout packed it, before exchange_dqkv writes dqkv: model.c attn_bwd); with S == 1
      * the head-sharded ones are the same buffers. With recompute they live in the one layer's
-     * xmid (dqkv) and xn2 (dout, S == 1): dead from the attention's backward on (layer_bwd) */
+     * xmid (dqkv) and xn2 (dout, S == 1; with S > 1 the head-sharded dout, and dqkv's in
+     * dxn): dead from the attention's backward on (layer_bwd) */
     PlanBufId dqkv = recompute ? PB_XMID : PB_DQKV;
     PlanBufId dout = S > 1 ? dqkv : recompute ? PB_XN2 : PB_DOUT;
     if (!recompute) {
@@ -498,7 +499,11 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
         buf(p, it, PB_DOUT, 1, t * H * d, PD_ACT, A, "[t, H*d]");
     else
         buf_as(p, it, PB_DOUT, dout, 1, t * H * d, PD_ACT, A, "[t, H*d]");
-    if (S > 1) {
+    if (S > 1 && recompute) { /* the head-sharded ones in xn2 and dxn: dead from the attention's
+                                 backward until the q/k/v projections' (layer_bwd) */
+        buf_as(p, it, PB_DOH, PB_XN2, 1, T * Hq_l * d, PD_ACT, A, "[T, Hq_l, d]");
+        buf_as(p, it, PB_DQKVH, PB_DXN, 1, T * W_l * d, PD_ACT, A, "[T, W_l, d]");
+    } else if (S > 1) {
         it = item(p, PG_ATTN, PA_MODEL, "dout, dqkv head-sharded [T, *]");
         buf(p, it, PB_DOH, 1, T * Hq_l * d, PD_ACT, A, "[T, Hq_l, d]");
         buf(p, it, PB_DQKVH, 1, T * W_l * d, PD_ACT, A, "[T, W_l, d]");
