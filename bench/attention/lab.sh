@@ -5,7 +5,7 @@
 # against the CPU backend (test_cuda_kernels --only attention: the default, fused,
 # deterministic and simple kernels, then each forward variant that passed a smoke run), runs compute-sanitizer
 # memcheck and racecheck on the variants in $SANITIZE, and profiles the forward of each
-# variant with ncu when $NCU is 1. Logs under $OUT (device tool) or build-gpu/lab; carry .deps
+# variant with ncu when $NCU is 1 (and the backward's dK/dV and dQ kernels at each head dim). Logs under $OUT (device tool) or build-gpu/lab; carry .deps
 # (cJSON, see ../shared/device/deps.sh).
 #   bench/attention/lab.sh
 # Environment (defaults in brackets): FWDS [serial ovpp]; BWDS, UL_ATTN_KERNEL values
@@ -91,13 +91,20 @@ for f in $SANITIZE; do
   done
 done
 if [ "$NCU" = 1 ] && command -v ncu >/dev/null; then
-  echo "== ncu (forward, T 16K, 8 heads, d in \$NCU_D)"
+  echo "== ncu (forward and backward, T 16K, 8 heads, d in \$NCU_D)"
   for d in ${NCU_D:-128}; do
     for f in ${NCU_F:-$FWDS}; do
       UL_ATTN_FWD=$f timeout 90 ncu -k regex:k_attn_fwd -c 1 --section SpeedOfLight --section SchedulerStats \
         --section WarpStateStats --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
         "$BENCH" 16384 8 8 $d 1 1 > "$LOG/ncu_${f}_$d.txt" 2>&1
       echo "fwd=$f d=$d: $(grep -E 'Duration|Compute \(SM\) Throughput|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Registers Per' "$LOG/ncu_${f}_$d.txt" | awk '{$1=$1};1' | tr '\n' ';')"
+    done
+    # the backward's kernels in the default form at this head dim (dK, dV and, deterministic, dQ)
+    for kn in k_attn_dkv k_attn_dq; do
+      timeout 120 ncu -k regex:$kn -c 1 --section SpeedOfLight --section SchedulerStats --section WarpStateStats \
+        --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
+        "$BENCH" 16384 8 8 $d 1 1 > "$LOG/ncu_${kn}_$d.txt" 2>&1
+      echo "bwd $kn d=$d: $(grep -E 'Duration|Compute \(SM\) Throughput|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Registers Per' "$LOG/ncu_${kn}_$d.txt" | awk '{$1=$1};1' | tr '\n' ';')"
     done
   done
 fi
