@@ -461,14 +461,10 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
                   "[T, Hq_l, d]");
         add_store(p, off, L, T * Hq_l, PD_F32, A, PB_KEEP_LSE, PB_KEEP_LSE_HOST, "kept lse [T, Hq_l]", "[T, Hq_l]");
     }
-    if (recompute) {
-        buf_as(p, it, PB_XNF, PB_XN1, 1, t * D, PD_ACT, A, "[t, D]");
-        buf_as(p, it, PB_RSTDF, PB_RSTD1, 1, t, PD_F32, A, "[t]");
-    } else {
-        it = item(p, PG_ACTS, PA_MODEL, "final norm out + rstd");
-        buf(p, it, PB_XNF, 1, t * D, PD_ACT, A, "[t, D]");
-        buf(p, it, PB_RSTDF, 1, t, PD_F32, A, "[t]");
-    }
+    /* the final norm's output: a line of its own, or with recompute in xn1, rstd1 (above) */
+    if (!recompute) it = item(p, PG_ACTS, PA_MODEL, "final norm out + rstd");
+    buf_as(p, it, PB_XNF, recompute ? PB_XN1 : PB_XNF, 1, t * D, PD_ACT, A, "[t, D]");
+    buf_as(p, it, PB_RSTDF, recompute ? PB_RSTD1 : PB_RSTDF, 1, t, PD_F32, A, "[t]");
     it = item(p, PG_LOSS, PA_MODEL, "logits tile [%lld, V]", (long long)loss_tile);
     buf(p, it, PB_LOGITS, 1, loss_tile * V, PD_ACT, A, "[%lld, V]", (long long)loss_tile);
     it = item(p, PG_ACTS, PA_MODEL, "%s", recompute && S > 1 ? "dres, dxn/dqkv head-sharded [t, D]" : "dres, dxn [t, D]");
@@ -482,35 +478,23 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
         buf(p, it, PB_TU, 1, rows_I * I, PD_ACT, A, "[%lld, I]", (long long)rows_I);
         buf(p, it, PB_TH, 1, rows_I * I, PD_ACT, A, "[%lld, I]", (long long)rows_I);
     }
-    /* dout [t, H*d], dqkv [t, H+2Hkv, d]. With S > 1 dout lives in dqkv's buffer (dead once
-     * exchange_dout packed it, before exchange_dqkv writes dqkv: model.c attn_bwd); with S == 1
-     * the head-sharded ones are the same buffers. With recompute they live in the one layer's
-     * xmid (dqkv) and xn2 (dout, S == 1; with S > 1 the head-sharded dout, and dqkv's in
-     * dxn): dead from the attention's backward on (layer_bwd) */
+    /* dout [t, H*d], dqkv [t, H+2Hkv, d] and their head-sharded forms, each in the row named
+     * (itself: its own memory). With S > 1 dout lives in dqkv's buffer (dead once exchange_dout
+     * packed it, before exchange_dqkv writes dqkv: model.c attn_bwd); with S == 1 the
+     * head-sharded ones are the same buffers. With recompute the recomputed layer's xmid holds
+     * dqkv, its xn2 dout (S == 1) or the head-sharded dout (S > 1), and dxn the head-sharded
+     * dqkv: dead from the attention's backward until the q/k/v projections' (layer_bwd) */
     PlanBufId dqkv = recompute ? PB_XMID : PB_DQKV;
     PlanBufId dout = S > 1 ? dqkv : recompute ? PB_XN2 : PB_DOUT;
-    if (!recompute) {
+    PlanBufId doh = S == 1 ? dout : recompute ? PB_XN2 : PB_DOH;
+    PlanBufId dqkvh = S == 1 ? dqkv : recompute ? PB_DXN : PB_DQKVH;
+    if (!recompute)
         it = item(p, PG_ATTN, PA_MODEL, S > 1 ? "dqkv (and dout) [t, H+2Hkv, d]" : "dout, dqkv [t, *]");
-        buf(p, it, PB_DQKV, 1, t * (H + 2 * Hkv) * d, PD_ACT, A, "[t, H+2Hkv, d]");
-    } else {
-        buf_as(p, it, PB_DQKV, dqkv, 1, t * (H + 2 * Hkv) * d, PD_ACT, A, "[t, H+2Hkv, d]");
-    }
-    if (dout == PB_DOUT)
-        buf(p, it, PB_DOUT, 1, t * H * d, PD_ACT, A, "[t, H*d]");
-    else
-        buf_as(p, it, PB_DOUT, dout, 1, t * H * d, PD_ACT, A, "[t, H*d]");
-    if (S > 1 && recompute) { /* the head-sharded ones in xn2 and dxn: dead from the attention's
-                                 backward until the q/k/v projections' (layer_bwd) */
-        buf_as(p, it, PB_DOH, PB_XN2, 1, T * Hq_l * d, PD_ACT, A, "[T, Hq_l, d]");
-        buf_as(p, it, PB_DQKVH, PB_DXN, 1, T * W_l * d, PD_ACT, A, "[T, W_l, d]");
-    } else if (S > 1) {
-        it = item(p, PG_ATTN, PA_MODEL, "dout, dqkv head-sharded [T, *]");
-        buf(p, it, PB_DOH, 1, T * Hq_l * d, PD_ACT, A, "[T, Hq_l, d]");
-        buf(p, it, PB_DQKVH, 1, T * W_l * d, PD_ACT, A, "[T, W_l, d]");
-    } else {
-        buf_as(p, it, PB_DOH, dout, 1, T * Hq_l * d, PD_ACT, A, "[T, Hq_l, d]");
-        buf_as(p, it, PB_DQKVH, dqkv, 1, T * W_l * d, PD_ACT, A, "[T, W_l, d]");
-    }
+    buf_as(p, it, PB_DQKV, dqkv, 1, t * (H + 2 * Hkv) * d, PD_ACT, A, "[t, H+2Hkv, d]");
+    buf_as(p, it, PB_DOUT, dout, 1, t * H * d, PD_ACT, A, "[t, H*d]");
+    if (S > 1 && !recompute) it = item(p, PG_ATTN, PA_MODEL, "dout, dqkv head-sharded [T, *]");
+    buf_as(p, it, PB_DOH, doh, 1, T * Hq_l * d, PD_ACT, A, "[T, Hq_l, d]");
+    buf_as(p, it, PB_DQKVH, dqkvh, 1, T * W_l * d, PD_ACT, A, "[T, W_l, d]");
     it = item(p, PG_WORK, PA_MODEL, "tokens, labels, positions, cu_seqlens");
     buf(p, it, PB_TOK, 1, t, PD_I32, A, "[t]");
     buf(p, it, PB_LAB, 1, t, PD_I32, A, "[t]");
