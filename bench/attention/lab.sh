@@ -91,20 +91,23 @@ for f in $SANITIZE; do
   done
 done
 if [ "$NCU" = 1 ] && command -v ncu >/dev/null; then
+  # ncu_one NAME TIMEOUT REGEX D: one profile of the first kernel matching REGEX at head dim D
+  # (T 16K, 8 heads; UL_ATTN_FWD from the environment), its key lines on one line
+  ncu_one() {
+    timeout "$2" ncu -k "regex:$3" -c 1 --section SpeedOfLight --section SchedulerStats --section WarpStateStats \
+      --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
+      "$BENCH" 16384 8 8 "$4" 1 1 > "$LOG/ncu_$1_$4.txt" 2>&1
+    grep -E 'Duration|Compute \(SM\) Throughput|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Registers Per' \
+      "$LOG/ncu_$1_$4.txt" | awk '{$1=$1};1' | tr '\n' ';'
+  }
   echo "== ncu (forward and backward, T 16K, 8 heads, d in \$NCU_D)"
   for d in ${NCU_D:-128}; do
     for f in ${NCU_F:-$FWDS}; do
-      UL_ATTN_FWD=$f timeout 90 ncu -k regex:k_attn_fwd -c 1 --section SpeedOfLight --section SchedulerStats \
-        --section WarpStateStats --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
-        "$BENCH" 16384 8 8 $d 1 1 > "$LOG/ncu_${f}_$d.txt" 2>&1
-      echo "fwd=$f d=$d: $(grep -E 'Duration|Compute \(SM\) Throughput|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Registers Per' "$LOG/ncu_${f}_$d.txt" | awk '{$1=$1};1' | tr '\n' ';')"
+      echo "fwd=$f d=$d: $(UL_ATTN_FWD=$f ncu_one "$f" 90 k_attn_fwd "$d")"
     done
     # the backward's kernels in the default form at this head dim (dK, dV and, deterministic, dQ)
     for kn in k_attn_dkv k_attn_dq; do
-      timeout 120 ncu -k regex:$kn -c 1 --section SpeedOfLight --section SchedulerStats --section WarpStateStats \
-        --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
-        "$BENCH" 16384 8 8 $d 1 1 > "$LOG/ncu_${kn}_$d.txt" 2>&1
-      echo "bwd $kn d=$d: $(grep -E 'Duration|Compute \(SM\) Throughput|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Registers Per' "$LOG/ncu_${kn}_$d.txt" | awk '{$1=$1};1' | tr '\n' ';')"
+      echo "bwd $kn d=$d: $(ncu_one "$kn" 120 "$kn" "$d")"
     done
   done
 fi
