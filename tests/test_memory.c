@@ -138,15 +138,21 @@ static void check_max_seq(const ModelConfig *c, int sp) {
     CHECK(prev > 0, "nothing fits 64 MiB");
 }
 
-/* --offload-layers auto (PLAN_OFFLOAD_AUTO): the most layers whose checkpoints fit the host
- * limit, the same plan as asking for that count; no limit: all. */
-static void check_auto_offload(const ModelConfig *c, int sp) {
+/* The plan's default input for model c on sp ranks, seq_len tokens, --checkpoint ck. */
+static PlanInput plan_in(const ModelConfig *c, int sp, int64_t seq_len, int ck) {
     PlanInput in;
     plan_input_default(&in);
     in.c = *c;
     in.sp = sp;
-    in.seq_len = 64 * sp;
-    in.checkpoint = 2;
+    in.seq_len = seq_len;
+    in.checkpoint = ck;
+    return in;
+}
+
+/* --offload-layers auto (PLAN_OFFLOAD_AUTO): the most layers whose checkpoints fit the host
+ * limit, the same plan as asking for that count; no limit: all. */
+static void check_auto_offload(const ModelConfig *c, int sp) {
+    PlanInput in = plan_in(c, sp, 64 * sp, 2);
     in.offload_checkpoints = 1;
     int64_t L = c->num_layers;
     for (int64_t want = 0; want <= L + 1; want++) {
@@ -175,12 +181,7 @@ static void check_auto_offload(const ModelConfig *c, int sp) {
 
 /* --tiled-mlp auto (plan.h PLAN_MLP_AUTO) at t = 1000 tokens per rank. */
 static void check_auto_tile(const ModelConfig *c, int sp) {
-    PlanInput in;
-    plan_input_default(&in);
-    in.c = *c;
-    in.sp = sp;
-    in.seq_len = 1000 * sp;
-    in.checkpoint = 1;
+    PlanInput in = plan_in(c, sp, 1000 * sp, 1);
     Plan full, p, q;
     plan_compute(&in, &full); /* mlp_tile 0: untiled */
     in.mlp_tile = PLAN_MLP_AUTO;
@@ -232,12 +233,7 @@ static void check_auto_tile(const ModelConfig *c, int sp) {
 /* --checkpoint-every: K kept inputs ceil(L / K) + 1 plus K - 1 recomputed ones; auto takes the
  * smallest K that fits, the same plan as asking for it, and 1 without a limit. */
 static void check_ckpt_every(const ModelConfig *c, int sp) {
-    PlanInput in;
-    plan_input_default(&in);
-    in.c = *c;
-    in.sp = sp;
-    in.seq_len = 64 * sp;
-    in.checkpoint = 1;
+    PlanInput in = plan_in(c, sp, 64 * sp, 1);
     int64_t L = c->num_layers, item = 64 * c->hidden_size * in.act_bytes;
     Plan p1, pk, au;
     in.ckpt_every = 1;
