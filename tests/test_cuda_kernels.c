@@ -528,13 +528,20 @@ static void test_attention(void) {
     };
     /* default: the Hopper kernels where the device, the build and the shape allow (head dims
      * 64 and 128, aligned rows), the portable ones elsewhere; "fused": the Hopper backward
-     * in one kernel (dQ accumulated with atomics) at both head dims; "deterministic": the
-     * two-kernel Hopper backward; "simple": the portable ones only */
-    const char *kernels[4] = {"default", "fused", "deterministic", "simple"};
-    for (int kv = 0; kv < 4; kv++) {
+     * in one kernel (dQ staged in shared memory and added by TMA bulk reduce) at both head
+     * dims; "fused-red" (the lab's baseline): dQ added with atomics from registers;
+     * "deterministic": the two-kernel Hopper backward; "simple": the portable ones only */
+    const char *kernels[5] = {"default", "fused", "fused-red", "deterministic", "simple"};
+    for (int kv = 0; kv < 5; kv++) {
         setenv("UL_ATTN_KERNEL", kernels[kv], 1);
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_attention_case(&cases[i], kernels[kv]);
     }
+    /* the fused backward in launches of one key/value head each (UL_ATTN_DQ_HEADS: fewer heads
+     * per launch than its memory budget allows, as at long sequences) */
+    setenv("UL_ATTN_KERNEL", "fused", 1);
+    setenv("UL_ATTN_DQ_HEADS", "1", 1);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_attention_case(&cases[i], "fused/1 kv head a launch");
+    unsetenv("UL_ATTN_DQ_HEADS");
     unsetenv("UL_ATTN_KERNEL");
     /* the Hopper forward variants of the kernel lab named in UL_TEST_ATTN_FWD (space
      * separated UL_ATTN_FWD values; bench/attention/lab.sh sets it; unset: "serial", the

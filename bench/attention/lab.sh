@@ -9,7 +9,10 @@
 # (cJSON, see ../shared/device/deps.sh).
 #   bench/attention/lab.sh
 # Environment (defaults in brackets): FWDS [serial ovpp]; BWDS, UL_ATTN_KERNEL values
-# [default]; POINTS, "d:T:H ..." [d 128 and 64 at 32K, 128K, 512K]; SANITIZE [ovpp];
+# [default]; POINTS, "d:T:H[:HKV[:DOCS]] ..." (HKV key/value heads [H], DOCS equal documents
+# packed in the rows [1]; cuDNN runs them as a batch) [d 128 and 64 at 32K, 128K, 512K,
+# GQA 4:1 and 64 documents at 128K]; SANITIZE [ovpp] (forward variants; the backward
+# runs with them in the first form of $BWDS);
 # NCU [0]; NCU_D, head dims profiled [128]; NCU_F, variants profiled [$FWDS]; CHECK, the
 # correctness run against the CPU backend [1].
 set -uo pipefail
@@ -18,7 +21,7 @@ LOG=${OUT:-build-gpu/lab}
 mkdir -p "$LOG"
 FWDS=${FWDS:-serial ovpp}
 BWDS=${BWDS:-default}
-POINTS=${POINTS:-128:32768:16 128:131072:4 128:524288:1 64:32768:16 64:131072:4 64:524288:1}
+POINTS=${POINTS:-128:32768:16 128:131072:4 128:524288:1 128:131072:16:4 128:131072:8:8:64 64:32768:16 64:131072:4 64:524288:1 64:131072:16:4 64:131072:8:8:64}
 SANITIZE=${SANITIZE:-ovpp}
 NCU=${NCU:-0}
 CHECK=${CHECK:-1}
@@ -50,28 +53,30 @@ FWDS=$ok
 echo "== timing"
 J="$LOG/lab.jsonl"; : > "$J"
 for p in $POINTS; do
-  IFS=: read -r d T H <<< "$p"
+  IFS=: read -r d T H HK DOCS <<< "$p"
+  HK=${HK:-$H} DOCS=${DOCS:-1}
   for f in $FWDS; do
     for b in $BWDS; do
-      UL_ATTN_FWD=$f UL_ATTN_KERNEL=$b timeout 30 "$BENCH" $T $H $H $d 1 5 | sed "s/^{/{\"fwd\": \"$f\", /" >> "$J"
+      UL_ATTN_FWD=$f UL_ATTN_KERNEL=$b timeout 30 "$BENCH" $T $H $HK $d $DOCS 5 | sed "s/^{/{\"fwd\": \"$f\", /" >> "$J"
     done
   done
-  python3 bench/attention/sdpa_bench.py $T $H $H $d 5 --backends cudnn >> "$J" 2>/dev/null
+  python3 bench/attention/sdpa_bench.py $T $H $HK $d 5 --backends cudnn --docs $DOCS >> "$J" 2>/dev/null
 done
 python3 - "$J" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print("| d | T | fwd variant | bwd form | ours fwd | ours bwd | cuDNN fwd | cuDNN bwd | fwd ratio | bwd ratio |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("| d | T | H:Hkv | docs | fwd variant | bwd form | ours fwd | ours bwd | cuDNN fwd | cuDNN bwd | fwd ratio | bwd ratio |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+key = lambda x: (x["d"], x["T"], x["H"], x["Hkv"], x.get("docs", 1))
 for r in rows:
     if r.get("impl") != "ulysses" or "error" in r:
         continue
-    c = next((x for x in rows if x.get("impl") == "torch-cudnn" and x["d"] == r["d"] and x["T"] == r["T"] and "error" not in x), None)
+    c = next((x for x in rows if x.get("impl") == "torch-cudnn" and key(x) == key(r) and "error" not in x), None)
     rf = f"{r['fwd_tflops'] / c['fwd_tflops']:.2f}" if c else "-"
     rb = f"{r['bwd_tflops'] / c['bwd_tflops']:.2f}" if c else "-"
     cf = f"{c['fwd_tflops']:.0f}" if c else "-"
     cb = f"{c['bwd_tflops']:.0f}" if c else "-"
-    print(f"| {r['d']} | {r['T']} | {r['fwd']} | {r['kernel']} | {r['fwd_tflops']:.0f} | {r['bwd_tflops']:.0f} | {cf} | {cb} | {rf} | {rb} |")
+    print(f"| {r['d']} | {r['T']} | {r['H']}:{r['Hkv']} | {r['docs']} | {r['fwd']} | {r['kernel']} | {r['fwd_tflops']:.0f} | {r['bwd_tflops']:.0f} | {cf} | {cb} | {rf} | {rb} |")
 PY
 if [ "$CHECK" = 1 ]; then
   echo "== correctness (test_cuda_kernels --only attention)"
@@ -83,7 +88,7 @@ echo "== compute-sanitizer"
 for f in $SANITIZE; do
   for d in 128 64; do
     for tool in memcheck racecheck; do
-      UL_ATTN_FWD=$f timeout 120 compute-sanitizer --tool $tool --error-exitcode 9 "$BENCH" 1000 4 2 $d 2 1 \
+      UL_ATTN_FWD=$f UL_ATTN_KERNEL=${BWDS%% *} timeout 120 compute-sanitizer --tool $tool --error-exitcode 9 "$BENCH" 1000 4 2 $d 2 1 \
         >"$LOG/sanitize_${f}_${d}_$tool.txt" 2>&1
       rc=$? # 0: clean; 9: the tool found errors; 124: out of time
       echo "fwd=$f d=$d $tool: exit $rc; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$LOG/sanitize_${f}_${d}_$tool.txt" | tr '\n' ' ')"

@@ -189,7 +189,13 @@ typedef struct {
     int n;
     UlWorkspaceItem item[UL_WORKSPACE_MAX];
 } UlWorkspace;
-void ul_kernels_workspace(int cuda, int64_t T, int64_t Hq_l, int64_t d, UlWorkspace *w);
+void ul_kernels_workspace(int cuda, int64_t T, int64_t Hq_l, int64_t Hkv_l, int64_t d, UlWorkspace *w);
+/* The CUDA attention backward's launches (Hopper, fused form): key/value heads per launch, so
+ * that its fp32 dQ accumulator [Hq_l / Hkv_l * this][T rounded up to 64][d] stays within
+ * UL_ATTN_DQ_BUDGET (and at least one key/value head's queries). Shared by the backend and
+ * ul_kernels_workspace so that the plan counts exactly what runs. */
+#define UL_ATTN_DQ_BUDGET ((int64_t)256 << 20)
+int64_t ul_attn_dq_kv_heads(int64_t T, int64_t Hq_l, int64_t Hkv_l, int64_t d);
 
 /* The CPU backend (always built). */
 const KernelOps *ul_kernels_cpu(void);

@@ -10,7 +10,13 @@ static void item(UlWorkspace *w, int64_t bytes, const char *name) {
     if (w->n < UL_WORKSPACE_MAX) w->item[w->n++] = (UlWorkspaceItem){bytes, name};
 }
 
-void ul_kernels_workspace(int cuda, int64_t T, int64_t Hq_l, int64_t d, UlWorkspace *w) {
+int64_t ul_attn_dq_kv_heads(int64_t T, int64_t Hq_l, int64_t Hkv_l, int64_t d) {
+    const int64_t per = Hq_l / Hkv_l * ((T + 63) / 64 * 64) * d * (int64_t)sizeof(float); /* one kv head's queries */
+    const int64_t n = UL_ATTN_DQ_BUDGET / per;
+    return n < 1 ? 1 : n > Hkv_l ? Hkv_l : n;
+}
+
+void ul_kernels_workspace(int cuda, int64_t T, int64_t Hq_l, int64_t Hkv_l, int64_t d, UlWorkspace *w) {
     const int64_t F = (int64_t)sizeof(float);
     w->n = 0;
     if (!cuda) {
@@ -19,10 +25,14 @@ void ul_kernels_workspace(int cuda, int64_t T, int64_t Hq_l, int64_t d, UlWorksp
     }
     item(w, UL_CUDA_WORKSPACE_BYTES, "cuBLASLt workspace");
     /* ul_cuda_scratch (kernels/cuda/cuda_ops.cu), grown by 1/4: the attention backward's
-     * rowsum(dO * O) and, for the Hopper kernels, lse in log2 units, both f32 [Hq_l][T
-     * rounded up to 64], and at d = 64 the fused Hopper backward's fp32 dQ accumulator
-     * [T, Hq_l, d] (its default there; the two-kernel default at d = 128 needs none) */
-    int64_t D_bytes = 2 * Hq_l * ((T + 63) / 64 * 64) * F + (d == 64 ? T * Hq_l * d * F : 0);
+     * rowsum(dO * O) and, for the Hopper kernels, lse in log2 units, both f32 [Hq_l][T64]
+     * (T64: T rounded up to 64), and at head dims 64 and 128 the fused Hopper backward's
+     * fp32 dQ accumulator for the query heads of one launch [Hq_l / Hkv_l * kv][T64][d]
+     * (kv = ul_attn_dq_kv_heads: at most UL_ATTN_DQ_BUDGET unless one key/value head's
+     * queries need more) */
+    const int64_t T64 = (T + 63) / 64 * 64, hopper = d == 64 || d == 128;
+    const int64_t acc = hopper ? Hq_l / Hkv_l * ul_attn_dq_kv_heads(T, Hq_l, Hkv_l, d) * T64 * d * F : 0;
+    const int64_t D_bytes = 2 * Hq_l * T64 * F + acc;
     item(w, D_bytes + D_bytes / 4 + 4096,
-         d == 64 ? "attention scratch D, lse [2][Hq_l][T], dQ fp32 [T, Hq_l, d]" : "attention scratch D, lse [2][Hq_l][T]");
+         hopper ? "attention scratch D, lse, dQ fp32 (a launch)" : "attention scratch D, lse [2][Hq_l][T]");
 }

@@ -551,7 +551,7 @@ static void plan_fixed(const PlanInput *in, int64_t mlp_req, Plan *p) {
         add(p, PG_WORK, 1, 0, h_init, init_full ? "initial weights host staging [N] (start-up)"
                                                 : "initial weights host staging [per] (start-up)");
     UlWorkspace ws; /* what the backend allocates for itself, as it declares it (kernels.h) */
-    ul_kernels_workspace(in->cuda, T, Hq_l, d, &ws);
+    ul_kernels_workspace(in->cuda, T, Hq_l, Hkv_l, d, &ws);
     for (int i = 0; i < ws.n; i++) add(p, PG_WORK, 0, 0, ws.item[i].bytes, ws.item[i].name);
     if (in->cuda) add(p, PG_WORK, 0, 0, (int64_t)(in->reserve_gib * PLAN_GIB), "CUDA context + cuBLASLt + NCCL reserve");
     plan_finish(p);

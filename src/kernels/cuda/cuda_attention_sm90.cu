@@ -24,9 +24,12 @@
  * is not entirely visible. Tiles in shared memory use the 128-byte swizzle (sm90.cuh).
  *
  * Backward: see the comment above k_attn_prep_sm90. Two forms: the fused one (dK, dV and
- * dQ in one kernel, dQ added to an fp32 accumulator with atomics: not bitwise
- * reproducible) and the deterministic one (dK, dV in one kernel, dQ in a second). The
- * default is the faster of the two at each head dim (UL_ATTN_KERNEL, below). */
+ * dQ in one kernel, dQ added to an fp32 accumulator by TMA bulk reduce: not bitwise
+ * reproducible), the default, and the deterministic one (dK, dV in one kernel, dQ in a
+ * second; UL_ATTN_KERNEL=deterministic). Measured on H100 (bench/RESULTS.md, issue 21): the
+ * fused form 1.22-1.27x the deterministic one at d = 128 and 1.20 at d = 64; adding dQ
+ * with atomics from registers instead (UL_ATTN_KERNEL=fused-red, the lab's baseline) was
+ * 0.98x the deterministic form at d = 128. */
 #include <cuda.h>
 #include <cudaTypedefs.h>
 #include <stdlib.h>
@@ -457,12 +460,14 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
  *                     query heads of the kv group and the query tiles of 64 rows:
  *                     S^T = K Q^T, dP^T = V dO^T (wgmma SS), P^T, dS^T in registers,
  *                     dV += P^T dO, dK += dS^T Q (wgmma RS, dO and Q read N-major);
- *                     fused form: also dQ += dS K into an fp32 accumulator (below);
+ *                     fused form: also dQ += dS K into an fp32 accumulator (below), in
+ *                     launches of as many kv heads as its budget allows;
  *                     CTAs ordered kv head major, longest key block first;
  *   deterministic form (FlashAttention-2 split, as in cuda_attention.cu, no atomics):
  *   k_attn_dq_sm90:   128 query rows per CTA (2 consumer warpgroups + producer warp), key
  *                     tiles of 64: S = Q K^T, dP = dO V^T, dQ += dS K;
- *   fused form: k_attn_dq_convert scales the accumulator to bf16 dQ. */
+ *   fused form: k_attn_dq_convert_tiles (k_attn_dq_convert for fused-red) scales the
+ *                     accumulator to bf16 dQ. */
 #define B_BK 128 /* dK/dV: keys per CTA */
 #define B_BQ 64  /* dK/dV: queries per tile */
 #define B_NT 384
@@ -476,6 +481,7 @@ typedef struct {
     float *dqacc;    /* [T][Hq][d] fp32: dQ accumulated by the fused kernel (atomics), then scaled to bf16 */
     int64_t dqs, dks, dvs, os, dos, Tp;
     int64_t T, Hq, group, nblk;
+    int64_t hk0, nhk; /* the key/value heads of this launch (DQ_BULK: dqacc holds their query heads) */
     const int64_t *cu; /* [n_docs + 1] */
     int64_t n_docs;
     float scale, scale2;
@@ -496,18 +502,31 @@ __global__ void k_attn_prep_sm90(const HBwdArgs a, int d) {
     }
 }
 
-/* fq: the fused form also keeps dS^T [2][BK][BQ] bf16 in shared memory */
+/* dQ in the fused form (the FQ argument of k_attn_dkv_sm90) */
+#define DQ_NONE 0 /* dK, dV only: dQ by k_attn_dq_sm90 */
+#define DQ_RED 1  /* each consumer thread adds its part of the tile's dQ with red.global */
+#define DQ_BULK 2 /* the consumers stage the tile's dQ in shared memory; one thread adds it with one TMA bulk reduce */
+
+/* fq: the fused form also keeps dS^T [2][BK][BQ] bf16 in shared memory; DQ_BULK also the
+ * tile's dQ [BQ * DP] fp32 (in fragment order, below) and two more mbarriers */
 static size_t hdkv_smem(int DP, int fq) {
     return 1024 + (size_t)2 * B_BK * DP * 2 + (size_t)2 * 2 * B_BQ * DP * 2 + (size_t)(fq ? 2 * B_BK * B_BQ * 2 : 0) +
-           (size_t)2 * 2 * B_BQ * 4 + 8 * 8;
+           (size_t)(fq == DQ_BULK ? B_BQ * DP * 4 : 0) + (size_t)2 * 2 * B_BQ * 4 + 10 * 8;
 }
 
-/* FQ = false: dK, dV only (the deterministic form; dQ by k_attn_dq_sm90). FQ = true: also
+/* FQ = DQ_NONE: dK, dV only (the deterministic form; dQ by k_attn_dq_sm90). Otherwise also
  * dQ += dS K for the tile: both warpgroups write dS^T to shared memory, then warpgroup cw
  * multiplies it by the columns [cw d/2, (cw + 1) d/2) of K and adds the 64 x d/2 result to
- * the fp32 accumulator a.dqacc with atomics (the order across key blocks varies: dQ is not
- * bitwise reproducible). */
-template <int DP, bool FQ>
+ * the fp32 accumulator a.dqacc:
+ *   DQ_RED:  [T][Hq][d], with atomics from registers;
+ *   DQ_BULK: [Hq][Tp / 64][64 d], each 64-row tile in the consumers' fragment order (float
+ *            pair ((cw * 4 + wq) * d / 8 + hf * d / 16 + nt) * 32 + lane holds row
+ *            16 wq + g + 8 hf, columns cw d/2 + 8 nt + 2 t4, +1), so a tile is one
+ *            contiguous block: the consumers stage it in shared memory (conflict-free
+ *            stores) and warp 1 adds it with one TMA bulk reduce (FlashAttention-3's way);
+ *            k_attn_dq_convert_tiles reads it back.
+ * Either way the order across key blocks varies: dQ is not bitwise reproducible. */
+template <int DP, int FQ>
 __global__ void __launch_bounds__(B_NT, 1)
     k_attn_dkv_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                     const __grid_constant__ CUtensorMap tv, const __grid_constant__ CUtensorMap tdo,
@@ -522,16 +541,18 @@ __global__ void __launch_bounds__(B_NT, 1)
     unsigned char *sQ = sV + KB;                                                       /* [2][NA][BQ][64] */
     unsigned char *sO = sQ + 2 * QB;                                                   /* [2][NA][BQ][64] dO */
     unsigned char *sS = sO + 2 * QB;                            /* FQ: [2][BK][BQ] dS^T, 128-byte swizzle */
-    float *sL = (float *)(sS + (FQ ? 2 * B_BK * B_BQ * 2 : 0)); /* [2][BQ] lse2 */
+    float *sQa = (float *)(sS + (FQ ? 2 * B_BK * B_BQ * 2 : 0)); /* DQ_BULK: [BQ * DP] dQ of a tile, fragment order */
+    float *sL = sQa + (FQ == DQ_BULK ? B_BQ * DP : 0);            /* [2][BQ] lse2 */
     float *sD = sL + 2 * B_BQ;                                                         /* [2][BQ] D */
-    uint64_t *bar = (uint64_t *)(sD + 2 * B_BQ); /* [0] K,V  [1+s] Q,lse  [3+s] dO,D  [5+s] empty */
+    /* [0] K,V  [1+s] Q,lse  [3+s] dO,D  [5+s] empty  [7] dQ staged  [8] dQ stage read */
+    uint64_t *bar = (uint64_t *)(sD + 2 * B_BQ);
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int64_t nkblk = (a.T + B_BK - 1) / B_BK;
     /* kv head major, the key blocks of a head longest first (block 0 sees every query of its
      * document): CTAs running together work on one or two heads, so the rows of dO, Q (and,
      * fused, of the dQ accumulator) they touch stay in L2, and the long blocks do not trail */
-    const int64_t hk = blockIdx.x / nkblk, kblk = blockIdx.x % nkblk;
+    const int64_t hk = a.hk0 + blockIdx.x / nkblk, kblk = blockIdx.x % nkblk;
     const int64_t k0 = kblk * B_BK, T = a.T;
     const int64_t klast = k0 + B_BK - 1 < T ? k0 + B_BK - 1 : T - 1;
     const int64_t qend = __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, klast) + 1);
@@ -545,12 +566,25 @@ __global__ void __launch_bounds__(B_NT, 1)
             mbar_init(&bar[3 + s], 1);
             mbar_init(&bar[5 + s], 8);
         }
+        mbar_init(&bar[7], 8);
+        mbar_init(&bar[8], 1);
         mbar_fence_init();
     }
     __syncthreads();
 
     if (warp < 4) { /* ---- producer warpgroup */
         reg_dealloc<24>();
+        if (FQ == DQ_BULK && warp == 1 && lane == 0) { /* the dQ writer: each tile's staged rows, added to dqacc */
+            for (int it = 0; it < nit; it++) {
+                mbar_wait(&bar[7], it & 1);
+                const int64_t h = hk * a.group + it / nqt, q0 = k0 + (int64_t)(it % nqt) * B_BQ;
+                bulk_reduce_add_f32(a.dqacc + ((h - a.hk0 * a.group) * a.Tp + q0) * DP, sQa, B_BQ * DP * 4);
+                bulk_commit();
+                bulk_wait_read0();
+                mbar_arrive(&bar[8]);
+            }
+            bulk_wait0();
+        }
         if (tid == 0) {
             mbar_expect_tx(&bar[0], 2 * KB);
             for (int at = 0; at < NA; at++) {
@@ -696,7 +730,7 @@ __global__ void __launch_bounds__(B_NT, 1)
             }
         }
         float dqp[DP / 16][4]; /* FQ: dQ of the tile's 64 queries, columns [cw d/2, (cw + 1) d/2) */
-        if (FQ) {
+        if (FQ != DQ_NONE) {
             fence_proxy_async_smem();
             named_bar_sync(1, 256); /* both halves of dS^T written (and the stage's last reads done) */
             const unsigned saddr = sm90_addr(sS + st * (B_BK * B_BQ * 2));
@@ -722,7 +756,20 @@ __global__ void __launch_bounds__(B_NT, 1)
         }
         __syncwarp();
         if (lane == 0) mbar_arrive(&bar[5 + st]);
-        if (FQ) {
+        if (FQ == DQ_BULK) { /* stage the tile's dQ rows (once the writer has read the last tile's) */
+            reg_fence<DP / 4>(&dqp[0][0]);
+            if (it > 0) mbar_wait(&bar[8], (it - 1) & 1);
+            float2 *frag = (float2 *)sQa + (cw * 4 + wq) * (DP / 8) * 32 + lane;
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++)
+#pragma unroll
+                for (int nt = 0; nt < DP / 16; nt++)
+                    frag[(hf * (DP / 16) + nt) * 32] = make_float2(dqp[nt][2 * hf], dqp[nt][2 * hf + 1]);
+            fence_proxy_async_smem();
+            __syncwarp();
+            if (lane == 0) mbar_arrive(&bar[7]);
+        }
+        if (FQ == DQ_RED) {
             reg_fence<DP / 4>(&dqp[0][0]);
             const int64_t h = hk * a.group + it / nqt;
 #pragma unroll
@@ -932,6 +979,23 @@ __global__ void k_attn_dq_convert(const HBwdArgs a, int64_t d) {
     *(uint2 *)(a.dq + i * a.dqs + c) = y;
 }
 
+/* dq of the launch's query heads from the DQ_BULK accumulator [nhk group][Tp / 64][64 d]
+ * (fragment order, see k_attn_dkv_sm90): one float pair per thread */
+template <int DP>
+__global__ void k_attn_dq_convert_tiles(const HBwdArgs a) {
+    const int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, per = 32 * DP; /* pairs per tile */
+    if (e >= a.nhk * a.group * a.Tp * DP / 2) return;
+    const int64_t tile = e / per, ntile = a.Tp / 64;
+    const int w = (int)(e - tile * per), lane = w & 31, k = (w >> 5) % (DP / 8), wg = (w >> 5) / (DP / 8);
+    const int hf = k / (DP / 16), nt = k % (DP / 16), g = lane >> 2, t4 = lane & 3;
+    const int64_t hr = tile / ntile, i = (tile - hr * ntile) * 64 + (wg & 3) * 16 + g + hf * 8;
+    const int64_t h = a.hk0 * a.group + hr;
+    if (i >= a.T) return;
+    const float2 x = *(const float2 *)(a.dqacc + 2 * e);
+    *(unsigned *)(a.dq + i * a.dqs + h * DP + (wg >> 2) * (DP / 2) + nt * 8 + 2 * t4) =
+        ul_pack_bf16(x.x * a.scale, x.y * a.scale);
+}
+
 /* ---------------------------------------------------------------- host */
 
 #ifdef UL_SM90A
@@ -983,15 +1047,16 @@ static void make_map(CUtensorMap *m, const void *base, int64_t T, int64_t H, int
 static int g_sm90 = -1; /* 1: this device runs the sm_90a kernels */
 
 /* UL_ATTN_KERNEL: unset or "default": the Hopper kernels where they apply, the backward
- * fused (dQ by atomics) at d = 64 and two kernels at d = 128 (measured the faster form at
- * each: bench/RESULTS.md); "fused": the fused backward at both; "deterministic": the
- * two-kernel backward at both (bitwise reproducible); "simple": the portable mma.sync
- * kernels only; "simple-bwd": the Hopper forward, the portable backward */
-static int sm90_fused_bwd(int64_t d) {
+ * fused with dQ staged and added by TMA bulk reduce (DQ_BULK; measured the fastest form at
+ * both head dims: bench/RESULTS.md; not bitwise reproducible); "fused": the same;
+ * "fused-red": the fused backward with dQ added by atomics from registers (the lab's
+ * baseline); "deterministic": the two-kernel backward (bitwise reproducible); "simple": the
+ * portable mma.sync kernels only; "simple-bwd": the Hopper forward, the portable backward */
+static int sm90_fused_bwd(void) {
     const char *e = getenv("UL_ATTN_KERNEL");
-    if (e && strcmp(e, "fused") == 0) return 1;
-    if (e && strcmp(e, "deterministic") == 0) return 0;
-    return d == 64;
+    if (e && strcmp(e, "fused-red") == 0) return DQ_RED;
+    if (e && strcmp(e, "deterministic") == 0) return DQ_NONE;
+    return DQ_BULK;
 }
 
 /* UL_ATTN_FWD=serial (the kernel lab's baseline, bench/attention): S, softmax, P V in turn
@@ -1004,7 +1069,7 @@ static int sm90_fwd_serial(void) {
 
 static int sm90_enabled(int bwd) {
     if (g_sm90 < 0) {
-        g_sm90 = ul_cuda_state.cc == 90 && ul_cuda_state.smem_optin >= hdkv_smem(128, 1);
+        g_sm90 = ul_cuda_state.cc == 90 && ul_cuda_state.smem_optin >= hdkv_smem(128, DQ_BULK);
         if (g_sm90) {
 #define FWD_SMEM(K, DP, NW) \
     CUDA_CHECK(cudaFuncSetAttribute(K<DP, NW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)hfwd_smem(DP, NW)))
@@ -1013,14 +1078,18 @@ static int sm90_enabled(int bwd) {
             FWD_SMEM(k_attn_fwd_ov_sm90, 64, 3);
             FWD_SMEM(k_attn_fwd_ov_sm90, 128, 2);
 #undef FWD_SMEM
-            CUDA_CHECK(cudaFuncSetAttribute(k_attn_dkv_sm90<64, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+            CUDA_CHECK(cudaFuncSetAttribute(k_attn_dkv_sm90<64, DQ_NONE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             (int)hdkv_smem(64, 0)));
-            CUDA_CHECK(cudaFuncSetAttribute(k_attn_dkv_sm90<128, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+            CUDA_CHECK(cudaFuncSetAttribute(k_attn_dkv_sm90<128, DQ_NONE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             (int)hdkv_smem(128, 0)));
-            CUDA_CHECK(cudaFuncSetAttribute(k_attn_dkv_sm90<64, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            (int)hdkv_smem(64, 1)));
-            CUDA_CHECK(cudaFuncSetAttribute(k_attn_dkv_sm90<128, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            (int)hdkv_smem(128, 1)));
+#define DKV_SMEM(DP, FQ)                                                                                  \
+    CUDA_CHECK(cudaFuncSetAttribute(k_attn_dkv_sm90<DP, FQ>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
+                                    (int)hdkv_smem(DP, FQ)))
+            DKV_SMEM(64, DQ_RED);
+            DKV_SMEM(128, DQ_RED);
+            DKV_SMEM(64, DQ_BULK);
+            DKV_SMEM(128, DQ_BULK);
+#undef DKV_SMEM
             CUDA_CHECK(cudaFuncSetAttribute(k_attn_dq_sm90<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             (int)hdq_smem(64)));
             CUDA_CHECK(cudaFuncSetAttribute(k_attn_dq_sm90<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -1113,10 +1182,18 @@ int ul_cuda_attention_bwd_sm90(void *dq, int64_t dqs, void *dk, int64_t dks, voi
     a.n_docs = n_docs;
     a.scale = scale;
     a.scale2 = scale * 1.4426950408889634f;
-    const int fused = sm90_fused_bwd(d);
-    a.DT = (float *)ul_cuda_scratch((size_t)(2 * Hq * a.Tp + (fused ? T * Hq * d : 0)) * sizeof(float));
+    const int fused = sm90_fused_bwd();
+    /* DQ_RED: [T][Hq][d], one launch (the lab's baseline: not in the memory plan);
+     * DQ_BULK: [the launch's query heads][Tp / 64][64 d] (k_attn_dkv_sm90), launches of kvl
+     * key/value heads (ul_attn_dq_kv_heads, as the plan counts; UL_ATTN_DQ_HEADS=n, fewer,
+     * for the tests) */
+    int64_t kvl = fused == DQ_BULK ? ul_attn_dq_kv_heads(T, Hq, Hkv, d) : Hkv;
+    const char *eh = getenv("UL_ATTN_DQ_HEADS");
+    if (fused == DQ_BULK && eh && atoll(eh) > 0 && atoll(eh) < kvl) kvl = atoll(eh);
+    const int64_t nacc = fused == DQ_BULK ? a.group * kvl * a.Tp * d : fused ? T * Hq * d : 0;
+    a.DT = (float *)ul_cuda_scratch((size_t)(2 * Hq * a.Tp + nacc) * sizeof(float));
     a.L2T = a.DT + Hq * a.Tp;
-    a.dqacc = fused ? a.L2T + Hq * a.Tp : NULL; /* [T][Hq][d] */
+    a.dqacc = fused ? a.L2T + Hq * a.Tp : NULL;
     /* boxes: dK/dV reads K, V in 128-row blocks and Q, dO in 64-row tiles; dQ the other way */
     CUtensorMap tq64, tdo64, tk128, tv128, tq128, tdo128, tk64, tv64, tl, tdd;
     make_map(&tq64, q, T, Hq, d, qs, B_BQ);
@@ -1130,31 +1207,50 @@ int ul_cuda_attention_bwd_sm90(void *dq, int64_t dqs, void *dk, int64_t dks, voi
     make_map_f32(&tl, a.L2T, a.Tp, Hq);
     make_map_f32(&tdd, a.DT, a.Tp, Hq);
     cudaStream_t s = ul_cuda_state.stream;
-    const int64_t gp = (T * Hq + 3) / 4, gk = (T + B_BK - 1) / B_BK * Hkv, gq = a.nblk * Hq;
+    const int64_t nkblk = (T + B_BK - 1) / B_BK, gp = (T * Hq + 3) / 4, gk = nkblk * Hkv, gq = a.nblk * Hq;
+    a.hk0 = 0;
+    a.nhk = Hkv;
     UL_ASSERT(gp <= 0x7fffffff && gq <= 0x7fffffff, "attention: grid too large");
     k_attn_prep_sm90<<<(unsigned)gp, 128, 0, s>>>(a, (int)d);
     CUDA_LAUNCH_CHECK();
+#define DKV_LAUNCH(DP, FQ, G)                                                                                 \
+    k_attn_dkv_sm90<DP, FQ><<<(unsigned)(G), B_NT, hdkv_smem(DP, FQ), s>>>(tq64, tk128, tv128, tdo64, tl, tdd, a); \
+    CUDA_LAUNCH_CHECK()
+    if (fused == DQ_BULK) {
+        for (a.hk0 = 0; a.hk0 < Hkv; a.hk0 += kvl) {
+            a.nhk = Hkv - a.hk0 < kvl ? Hkv - a.hk0 : kvl;
+            const int64_t n = a.group * a.nhk * a.Tp * d, gt = (n / 2 + 255) / 256;
+            UL_ASSERT(nkblk * a.nhk <= 0x7fffffff && gt <= 0x7fffffff, "attention: grid too large");
+            CUDA_CHECK(cudaMemsetAsync(a.dqacc, 0, (size_t)n * sizeof(float), s));
+            if (d == 128) {
+                DKV_LAUNCH(128, DQ_BULK, nkblk * a.nhk);
+                k_attn_dq_convert_tiles<128><<<(unsigned)gt, 256, 0, s>>>(a);
+            } else {
+                DKV_LAUNCH(64, DQ_BULK, nkblk * a.nhk);
+                k_attn_dq_convert_tiles<64><<<(unsigned)gt, 256, 0, s>>>(a);
+            }
+            CUDA_LAUNCH_CHECK();
+        }
+        return 1;
+    }
     if (fused) {
         const int64_t n4 = T * Hq * d / 4, gc = (n4 + 255) / 256;
         UL_ASSERT(gc <= 0x7fffffff, "attention: grid too large");
-        CUDA_CHECK(cudaMemsetAsync(a.dqacc, 0, (size_t)(T * Hq * d) * sizeof(float), s));
-        if (d == 128)
-            k_attn_dkv_sm90<128, true>
-                <<<(unsigned)gk, B_NT, hdkv_smem(128, 1), s>>>(tq64, tk128, tv128, tdo64, tl, tdd, a);
-        else
-            k_attn_dkv_sm90<64, true><<<(unsigned)gk, B_NT, hdkv_smem(64, 1), s>>>(tq64, tk128, tv128, tdo64, tl, tdd, a);
-        CUDA_LAUNCH_CHECK();
+        CUDA_CHECK(cudaMemsetAsync(a.dqacc, 0, (size_t)nacc * sizeof(float), s));
+        if (d == 128) {
+            DKV_LAUNCH(128, DQ_RED, gk);
+        } else {
+            DKV_LAUNCH(64, DQ_RED, gk);
+        }
         k_attn_dq_convert<<<(unsigned)gc, 256, 0, s>>>(a, d);
     } else if (d == 128) {
-        k_attn_dkv_sm90<128, false>
-            <<<(unsigned)gk, B_NT, hdkv_smem(128, 0), s>>>(tq64, tk128, tv128, tdo64, tl, tdd, a);
-        CUDA_LAUNCH_CHECK();
+        DKV_LAUNCH(128, DQ_NONE, gk);
         k_attn_dq_sm90<128><<<(unsigned)gq, H_NT, hdq_smem(128), s>>>(tq128, tk64, tv64, tdo128, a);
     } else {
-        k_attn_dkv_sm90<64, false><<<(unsigned)gk, B_NT, hdkv_smem(64, 0), s>>>(tq64, tk128, tv128, tdo64, tl, tdd, a);
-        CUDA_LAUNCH_CHECK();
+        DKV_LAUNCH(64, DQ_NONE, gk);
         k_attn_dq_sm90<64><<<(unsigned)gq, H_NT, hdq_smem(64), s>>>(tq128, tk64, tv64, tdo128, a);
     }
+#undef DKV_LAUNCH
     CUDA_LAUNCH_CHECK();
     return 1;
 #else

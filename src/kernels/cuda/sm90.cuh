@@ -190,5 +190,20 @@ __device__ __forceinline__ void red_add_v2(float *p, float a, float b) {
     asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(a), "f"(b) : "memory");
 }
 
+/* ---- TMA bulk reduce (no tensor map): global[dst, + bytes) += shared[src, + bytes) as
+ * fp32, asynchronously (16-byte aligned addresses, bytes a multiple of 16); the issuing
+ * thread groups its copies with bulk_commit and waits with bulk_wait_read0 (the shared
+ * source may be written again) or bulk_wait0 (all done) */
+__device__ __forceinline__ void bulk_reduce_add_f32(float *dst, const float *src, unsigned bytes) {
+    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(dst),
+                 "r"(sm90_addr(src)), "r"(bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void bulk_commit(void) { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void bulk_wait_read0(void) {
+    asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+}
+__device__ __forceinline__ void bulk_wait0(void) { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
+
 #endif /* UL_SM90A_DEVICE */
 #endif
