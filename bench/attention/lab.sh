@@ -97,21 +97,30 @@ for f in $SANITIZE; do
 done
 if [ "$NCU" = 1 ] && command -v ncu >/dev/null; then
   # ncu_one NAME TIMEOUT REGEX D: one profile of the first kernel matching REGEX at head dim D
-  # (T 16K, 8 heads; UL_ATTN_FWD from the environment), its key lines on one line
+  # (T 16K, 8 heads; UL_ATTN_FWD and UL_ATTN_KERNEL from the environment), its key lines on
+  # one line; then, from a second run's PC sampling, the six most frequent reasons a warp
+  # was stalled (share of the samples)
   ncu_one() {
     timeout "$2" ncu -k "regex:$3" -c 1 --section SpeedOfLight --section SchedulerStats --section WarpStateStats \
       --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
       "$BENCH" 16384 8 8 "$4" 1 1 > "$LOG/ncu_$1_$4.txt" 2>&1
     grep -E 'Duration|Compute \(SM\) Throughput|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Registers Per' \
       "$LOG/ncu_$1_$4.txt" | awk '{$1=$1};1' | tr '\n' ';'
+    timeout "$2" ncu -k "regex:$3" -c 1 --metrics "regex:^smsp__pcsamp_warps_issue_stalled_[a-z_]+$" \
+      "$BENCH" 16384 8 8 "$4" 1 1 > "$LOG/ncu_stall_$1_$4.txt" 2>&1
+    awk '$1 ~ /^smsp__pcsamp_warps_issue_stalled_/ && $1 !~ /_not_issued$/ {
+           v = $NF; gsub(",", "", v); n = $1; sub("smsp__pcsamp_warps_issue_stalled_", "", n); s[n] = v + 0; t += v }
+         END { for (n in s) if (t > 0) printf "%.1f %s\n", 100 * s[n] / t, n }' "$LOG/ncu_stall_$1_$4.txt" |
+      sort -rn | head -6 | awk 'BEGIN { printf " stalls:" } { printf " %s %s%%", $2, $1 }'
   }
   echo "== ncu (forward and backward, T 16K, 8 heads, d in \$NCU_D)"
   for d in ${NCU_D:-128}; do
     for f in ${NCU_F:-$FWDS}; do
       echo "fwd=$f d=$d: $(UL_ATTN_FWD=$f ncu_one "$f" 90 k_attn_fwd "$d")"
     done
-    # the backward's kernels in the default form at this head dim (dK, dV and, deterministic, dQ)
-    for kn in k_attn_dkv k_attn_dq; do
+    # the backward's kernels in the form UL_ATTN_KERNEL names (dK, dV, with dQ in the default
+    # fused form; and, deterministic, the dQ kernel)
+    for kn in k_attn_dkv k_attn_dq_sm90; do
       echo "bwd $kn d=$d: $(ncu_one "$kn" 120 "$kn" "$d")"
     done
   done
