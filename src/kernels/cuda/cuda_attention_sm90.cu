@@ -353,10 +353,16 @@ __global__ void __launch_bounds__(HFWD_NT(NW), 1)
  * softmax of S_kb while P V runs on the tensor cores, then rescales O and packs P_kb.
  * K and V stages are released apart (K once S is done, V once P V is): the next K load
  * has a full step of lead. The consumer warpgroups take turns issuing (ping-pong,
- * fwd_turn_begin): FlashAttention-3's schedule. The default forward (bench/RESULTS.md). */
+ * fwd_turn_begin): FlashAttention-3's schedule. The default forward (bench/RESULTS.md).
+ * SKIP (UL_ATTN_FWD=ovpp-skip, a lab variant, not yet measured): a warpgroup issues no
+ * product for a key tile none of its rows sees (before its first row's document, or after
+ * its last row; such tiles are a contiguous run at either end) and still takes its turns
+ * and releases the stages; an invisible tile contributes exactly nothing to O, m and l, so
+ * the output is bitwise that of SKIP = false. Meant for packed short documents, where a
+ * block of rows straddles a document boundary and its warpgroups see few of its tiles. */
 #define HOV_NT(NW) (128 * ((NW) + 1))
 #define HOV_REG(NW) ((NW) == 2 ? 240 : 160)
-template <int DP, int NW>
+template <int DP, int NW, bool SKIP>
 __global__ void __launch_bounds__(HOV_NT(NW), 1)
     k_attn_fwd_ov_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                        const __grid_constant__ CUtensorMap tv, const HFwdArgs a) {
@@ -389,61 +395,122 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
 #pragma unroll
     for (int i = 0; i < H_BN / 8; i++) sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.0f;
     float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f}, al[2];
+    /* SKIP: the keys this warpgroup's rows see lie in [kvis0, kvis1] (empty past the end of T);
+     * vis(kb): tile kb meets them. The same for the whole warpgroup, so the wgmma calls below
+     * stay warpgroup-uniform. */
+    const int64_t kvis1 = rw.i0 + 63 < a.T ? rw.i0 + 63 : a.T - 1;
+    const int64_t kvis0 = SKIP && rw.i0 < a.T ? __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, rw.i0)) : kvis1 + 1;
+    auto vis = [&](int kb) {
+        const int64_t j0 = c.r0 + BM - (int64_t)(nkb - kb) * H_BN;
+        return !SKIP || (j0 <= kvis1 && j0 + H_BN - 1 >= kvis0);
+    };
 
     if (cw == NW - 1) named_bar_arrive(1, 256); /* warpgroup 0 takes the first turn */
     mbar_wait(&bar[0], 0);
+    bool pv = vis(0); /* pa holds the P of the previous tile (else its P V is skipped) */
     /* tile 0: S alone */
     {
         const int64_t j0 = c.r0 + BM - (int64_t)nkb * H_BN;
-        mbar_wait(&bar[1], 0);
-        fwd_turn_begin(cw);
-        wgmma_fence();
-        fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK));
-        wgmma_commit();
-        fwd_turn_end<NW>(cw, false);
-        wgmma_wait<0>();
-        reg_fence<H_BN / 2>(&sc[0][0]);
-        __syncwarp();
-        if (lane == 0) mbar_arrive(&bar[5]); /* K_0 no longer needed */
-        fwd_softmax(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
-        fwd_rescale_pack<DP>(oacc, al, sc, pa);
+        if (pv) {
+            mbar_wait(&bar[1], 0);
+            fwd_turn_begin(cw);
+            wgmma_fence();
+            fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK));
+            wgmma_commit();
+            fwd_turn_end<NW>(cw, false);
+            wgmma_wait<0>();
+            reg_fence<H_BN / 2>(&sc[0][0]);
+            __syncwarp();
+            if (lane == 0) mbar_arrive(&bar[5]); /* K_0 no longer needed */
+            fwd_softmax(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
+            fwd_rescale_pack<DP>(oacc, al, sc, pa);
+        } else { /* SKIP: not seen */
+            fwd_turn_begin(cw);
+            fwd_turn_end<NW>(cw, false);
+            __syncwarp();
+            if (lane == 0) mbar_arrive(&bar[5]);
+        }
     }
     for (int kb = 1; kb < nkb; kb++) {
         const int st = kb & 1, pst = st ^ 1;
         const int64_t j0 = c.r0 + BM - (int64_t)(nkb - kb) * H_BN;
-        mbar_wait(&bar[1 + st], (kb >> 1) & 1);
-        mbar_wait(&bar[3 + pst], ((kb - 1) >> 1) & 1);
+        const bool vs = vis(kb);
+        if (vs) mbar_wait(&bar[1 + st], (kb >> 1) & 1);
+        if (pv) mbar_wait(&bar[3 + pst], ((kb - 1) >> 1) & 1);
         fwd_turn_begin(cw);
-        wgmma_fence();
-        fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK + st * KB));
-        wgmma_commit();
-        fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + pst * KB));
-        wgmma_commit();
-        fwd_turn_end<NW>(cw, false);
-        wgmma_wait<1>(); /* S_kb done; P_{kb-1} V_{kb-1} may still run */
-        reg_fence<H_BN / 2>(&sc[0][0]);
-        __syncwarp();
-        if (lane == 0) mbar_arrive(&bar[5 + st]);
-        fwd_softmax(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
-        wgmma_wait<0>();
-        reg_fence<DP / 2>(&oacc[0][0]);
-        reg_fence_u<H_BN / 4>(&pa[0][0]);
-        __syncwarp();
-        if (lane == 0) mbar_arrive(&bar[7 + pst]);
-        fwd_rescale_pack<DP>(oacc, al, sc, pa);
+        /* each path issues, waits for and fences what it issued (nothing stays in flight), so
+         * that ptxas keeps the products of the paths apart */
+        if (vs && pv) { /* the default's order: S_kb with P_{kb-1} V_{kb-1} */
+            wgmma_fence();
+            fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK + st * KB));
+            wgmma_commit();
+            fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + pst * KB));
+            wgmma_commit();
+            fwd_turn_end<NW>(cw, false);
+            wgmma_wait<1>(); /* S_kb done; P_{kb-1} V_{kb-1} may still run */
+            reg_fence<H_BN / 2>(&sc[0][0]);
+            __syncwarp();
+            if (lane == 0) mbar_arrive(&bar[5 + st]);
+            fwd_softmax(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
+            wgmma_wait<0>();
+            reg_fence<DP / 2>(&oacc[0][0]);
+            reg_fence_u<H_BN / 4>(&pa[0][0]);
+            __syncwarp();
+            if (lane == 0) mbar_arrive(&bar[7 + pst]);
+            fwd_rescale_pack<DP>(oacc, al, sc, pa);
+        } else if (vs) { /* SKIP: the first tile this warpgroup sees */
+            wgmma_fence();
+            fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK + st * KB));
+            wgmma_commit();
+            fwd_turn_end<NW>(cw, false);
+            wgmma_wait<0>();
+            reg_fence<H_BN / 2>(&sc[0][0]);
+            __syncwarp();
+            if (lane == 0) {
+                mbar_arrive(&bar[5 + st]);
+                mbar_arrive(&bar[7 + pst]);
+            }
+            fwd_softmax(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
+            fwd_rescale_pack<DP>(oacc, al, sc, pa);
+        } else if (pv) { /* SKIP: the last tile this warpgroup sees was the previous one */
+            wgmma_fence();
+            fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + pst * KB));
+            wgmma_commit();
+            fwd_turn_end<NW>(cw, false);
+            __syncwarp();
+            if (lane == 0) mbar_arrive(&bar[5 + st]);
+            wgmma_wait<0>();
+            reg_fence<DP / 2>(&oacc[0][0]);
+            reg_fence_u<H_BN / 4>(&pa[0][0]);
+            __syncwarp();
+            if (lane == 0) mbar_arrive(&bar[7 + pst]);
+        } else { /* SKIP: neither tile is seen; take the turn, release the stages */
+            fwd_turn_end<NW>(cw, false);
+            __syncwarp();
+            if (lane == 0) {
+                mbar_arrive(&bar[5 + st]);
+                mbar_arrive(&bar[7 + pst]);
+            }
+        }
+        pv = vs;
     }
     /* the last tile's P V */
     {
         const int st = (nkb - 1) & 1;
-        mbar_wait(&bar[3 + st], ((nkb - 1) >> 1) & 1);
-        fwd_turn_begin(cw);
-        wgmma_fence();
-        fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + st * KB));
-        wgmma_commit();
-        fwd_turn_end<NW>(cw, true);
-        wgmma_wait<0>();
-        reg_fence<DP / 2>(&oacc[0][0]);
-        reg_fence_u<H_BN / 4>(&pa[0][0]);
+        if (pv) {
+            mbar_wait(&bar[3 + st], ((nkb - 1) >> 1) & 1);
+            fwd_turn_begin(cw);
+            wgmma_fence();
+            fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + st * KB));
+            wgmma_commit();
+            fwd_turn_end<NW>(cw, true);
+            wgmma_wait<0>();
+            reg_fence<DP / 2>(&oacc[0][0]);
+            reg_fence_u<H_BN / 4>(&pa[0][0]);
+        } else { /* SKIP: not seen */
+            fwd_turn_begin(cw);
+            fwd_turn_end<NW>(cw, true);
+        }
     }
     fwd_store<DP>(a, oacc, mrow, lrow, c.r0, rw.irel, c.h, t4);
 #endif
@@ -1060,11 +1127,15 @@ static int sm90_fused_bwd(void) {
 }
 
 /* UL_ATTN_FWD=serial (the kernel lab's baseline, bench/attention): S, softmax, P V in turn
- * in each consumer warpgroup; unset or "ovpp": the default, the intra-warpgroup pipeline
- * with the warpgroups in ping-pong (measured the faster at every point, bench/RESULTS.md) */
-static int sm90_fwd_serial(void) {
+ * in each consumer warpgroup (1); unset or "ovpp": the default, the intra-warpgroup pipeline
+ * with the warpgroups in ping-pong (measured the faster at every point, bench/RESULTS.md)
+ * (0); "ovpp-skip": the same, skipping the tiles a warpgroup does not see (2; the lab's
+ * candidate, not yet measured) */
+static int sm90_fwd_variant(void) {
     const char *e = getenv("UL_ATTN_FWD");
-    return e && strcmp(e, "serial") == 0;
+    if (e && strcmp(e, "serial") == 0) return 1;
+    if (e && strcmp(e, "ovpp-skip") == 0) return 2;
+    return 0;
 }
 
 static int sm90_enabled(int bwd) {
@@ -1075,8 +1146,14 @@ static int sm90_enabled(int bwd) {
     CUDA_CHECK(cudaFuncSetAttribute(K<DP, NW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)hfwd_smem(DP, NW)))
             FWD_SMEM(k_attn_fwd_sm90, 64, 3);
             FWD_SMEM(k_attn_fwd_sm90, 128, 2);
-            FWD_SMEM(k_attn_fwd_ov_sm90, 64, 3);
-            FWD_SMEM(k_attn_fwd_ov_sm90, 128, 2);
+#undef FWD_SMEM
+#define FWD_SMEM(DP, NW, SKIP)                                                                           \
+    CUDA_CHECK(cudaFuncSetAttribute(k_attn_fwd_ov_sm90<DP, NW, SKIP>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
+                                    (int)hfwd_smem(DP, NW)))
+            FWD_SMEM(64, 3, false);
+            FWD_SMEM(128, 2, false);
+            FWD_SMEM(64, 3, true);
+            FWD_SMEM(128, 2, true);
 #undef FWD_SMEM
             CUDA_CHECK(cudaFuncSetAttribute(k_attn_dkv_sm90<64, DQ_NONE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             (int)hdkv_smem(64, 0)));
@@ -1132,14 +1209,16 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
     const int64_t grid = a.nblk * Hq;
     UL_ASSERT(grid <= 0x7fffffff, "attention: grid too large");
     cudaStream_t s = ul_cuda_state.stream;
-    const int serial = sm90_fwd_serial();
-#define FWD_LAUNCH(K, NT, DP, NW) K<DP, NW><<<(unsigned)grid, NT(NW), hfwd_smem(DP, NW), s>>>(tq, tk, tv, a)
+    const int variant = sm90_fwd_variant();
+#define FWD_LAUNCH(K, NT, DP, NW) K<<<(unsigned)grid, NT(NW), hfwd_smem(DP, NW), s>>>(tq, tk, tv, a)
     if (d == 128) {
-        if (serial) FWD_LAUNCH(k_attn_fwd_sm90, HFWD_NT, 128, 2);
-        else FWD_LAUNCH(k_attn_fwd_ov_sm90, HOV_NT, 128, 2);
+        if (variant == 1) FWD_LAUNCH((k_attn_fwd_sm90<128, 2>), HFWD_NT, 128, 2);
+        else if (variant == 2) FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, true>), HOV_NT, 128, 2);
+        else FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, false>), HOV_NT, 128, 2);
     } else {
-        if (serial) FWD_LAUNCH(k_attn_fwd_sm90, HFWD_NT, 64, 3);
-        else FWD_LAUNCH(k_attn_fwd_ov_sm90, HOV_NT, 64, 3);
+        if (variant == 1) FWD_LAUNCH((k_attn_fwd_sm90<64, 3>), HFWD_NT, 64, 3);
+        else if (variant == 2) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, true>), HOV_NT, 64, 3);
+        else FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, false>), HOV_NT, 64, 3);
     }
 #undef FWD_LAUNCH
     CUDA_LAUNCH_CHECK();
