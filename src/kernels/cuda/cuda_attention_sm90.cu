@@ -1129,12 +1129,15 @@ static int sm90_fused_bwd(void) {
 /* UL_ATTN_FWD=serial (the kernel lab's baseline, bench/attention): S, softmax, P V in turn
  * in each consumer warpgroup (1); unset or "ovpp": the default, the intra-warpgroup pipeline
  * with the warpgroups in ping-pong (measured the faster at every point, bench/RESULTS.md)
- * (0); "ovpp-skip": the same, skipping the tiles a warpgroup does not see (2; the lab's
- * candidate, not yet measured) */
+ * (0); "ovpp-skip": the same, skipping the tiles a warpgroup does not see (2); "ovpp-nw2":
+ * the default with two consumer warpgroups at d = 64 as at d = 128 (3; the three of the
+ * default were measured faster on the serial kernel only). 2 and 3: the lab's candidates,
+ * not yet measured. */
 static int sm90_fwd_variant(void) {
     const char *e = getenv("UL_ATTN_FWD");
     if (e && strcmp(e, "serial") == 0) return 1;
     if (e && strcmp(e, "ovpp-skip") == 0) return 2;
+    if (e && strcmp(e, "ovpp-nw2") == 0) return 3;
     return 0;
 }
 
@@ -1154,6 +1157,7 @@ static int sm90_enabled(int bwd) {
             FWD_SMEM(128, 2, false);
             FWD_SMEM(64, 3, true);
             FWD_SMEM(128, 2, true);
+            FWD_SMEM(64, 2, false);
 #undef FWD_SMEM
             CUDA_CHECK(cudaFuncSetAttribute(k_attn_dkv_sm90<64, DQ_NONE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             (int)hdkv_smem(64, 0)));
@@ -1189,8 +1193,9 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
     if (!aligned16(o, os) || !aligned16(q, qs) || !aligned16(k, ks) || !aligned16(v, vs)) return 0;
     CUtensorMap tq, tk, tv;
     /* query rows per CTA: three consumer warpgroups at d = 64 (1.27x the rate of two on
-     * H200), two at d = 128 (the registers of three do not fit) */
-    const int nw = d == 64 ? 3 : 2;
+     * H200, serial kernel), two at d = 128 (the registers of three do not fit) */
+    const int variant = sm90_fwd_variant();
+    const int nw = d == 64 && variant != 3 ? 3 : 2;
     make_map(&tq, q, T, Hq, d, qs, 64 * nw);
     make_map(&tk, k, T, Hkv, d, ks, H_BN);
     make_map(&tv, v, T, Hkv, d, vs, H_BN);
@@ -1209,7 +1214,6 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
     const int64_t grid = a.nblk * Hq;
     UL_ASSERT(grid <= 0x7fffffff, "attention: grid too large");
     cudaStream_t s = ul_cuda_state.stream;
-    const int variant = sm90_fwd_variant();
 #define FWD_LAUNCH(K, NT, DP, NW) K<<<(unsigned)grid, NT(NW), hfwd_smem(DP, NW), s>>>(tq, tk, tv, a)
     if (d == 128) {
         if (variant == 1) FWD_LAUNCH((k_attn_fwd_sm90<128, 2>), HFWD_NT, 128, 2);
@@ -1218,6 +1222,7 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
     } else {
         if (variant == 1) FWD_LAUNCH((k_attn_fwd_sm90<64, 3>), HFWD_NT, 64, 3);
         else if (variant == 2) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, true>), HOV_NT, 64, 3);
+        else if (variant == 3) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 2, false>), HOV_NT, 64, 2);
         else FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, false>), HOV_NT, 64, 3);
     }
 #undef FWD_LAUNCH
