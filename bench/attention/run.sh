@@ -6,8 +6,8 @@
 # T so that every point takes about the same time (the rate does not depend on H once
 # the GPU is full). FLOPs: causal counted once; backward = 2.5x forward. Ours runs once
 # per UL_ATTN_KERNEL value in $VARIANTS (default "fused deterministic": the one-kernel
-# backward with dQ by atomics, and the bitwise-reproducible two-kernel one); the ratios
-# are those of the default form (fused at d = 64, two kernels at d = 128).
+# backward with dQ added by TMA bulk reduce, the default at both head dims, and the
+# bitwise-reproducible two-kernel one); the ratios are those of the default form.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 J=${1:-${OUT:-.}/attention.jsonl}
@@ -35,7 +35,7 @@ for d, T in pts:
     get = lambda impl, kern=None: next((r for r in rows if r["d"] == d and r["T"] == T and r["impl"] == impl
                                         and r.get("kernel", kern) == kern and "error" not in r), None)
     of, od, c, f = get("ulysses", "fused"), get("ulysses", "deterministic"), get("torch-cudnn"), get("torch-flash")
-    o = of if d == 64 else od  # the default backward form at this head dim
+    o = of  # the default backward form (fused at both head dims)
     v = lambda r, k: f"{r[k]:.0f}" if r else "-"
     ratio = lambda k: f"{o[k] / c[k]:.2f}" if o and c else "-"
     print(f"| {d} | {T} | {v(o,'fwd_tflops')} | {v(of,'bwd_tflops')} | {v(od,'bwd_tflops')} | {v(c,'fwd_tflops')} | {v(c,'bwd_tflops')} | "
