@@ -545,7 +545,7 @@ typedef struct {
     const bf16 *o, *dout;
     const float *lse;
     float *DT, *L2T; /* [Hq][Tp] */
-    float *dqacc;    /* [T][Hq][d] fp32: dQ accumulated by the fused kernel (atomics), then scaled to bf16 */
+    float *dqacc;    /* the fused form's fp32 dQ accumulator (layout: k_attn_dkv_sm90), then scaled to bf16 */
     int64_t dqs, dks, dvs, os, dos, Tp;
     int64_t T, Hq, group, nblk;
     int64_t hk0, nhk; /* the key/value heads of this launch (DQ_BULK: dqacc holds their query heads) */
