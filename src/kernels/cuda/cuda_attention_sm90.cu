@@ -586,7 +586,7 @@ static size_t hdkv_smem(int DP, int fq) {
  * multiplies it by the columns [cw d/2, (cw + 1) d/2) of K and adds the 64 x d/2 result to
  * the fp32 accumulator a.dqacc:
  *   DQ_RED:  [T][Hq][d], with atomics from registers;
- *   DQ_BULK: [Hq][Tp / 64][64 d], each 64-row tile in the consumers' fragment order (float
+ *   DQ_BULK: [the launch's query heads][Tp / 64][64 d], each 64-row tile in the consumers' fragment order (float
  *            pair ((cw * 4 + wq) * d / 8 + hf * d / 16 + nt) * 32 + lane holds row
  *            16 wq + g + 8 hf, columns cw d/2 + 8 nt + 2 t4, +1), so a tile is one
  *            contiguous block: the consumers stage it in shared memory (conflict-free
@@ -1126,55 +1126,45 @@ static int sm90_fused_bwd(void) {
     return DQ_BULK;
 }
 
-/* UL_ATTN_FWD=serial (the kernel lab's baseline, bench/attention): S, softmax, P V in turn
- * in each consumer warpgroup (1); unset or "ovpp": the default, the intra-warpgroup pipeline
- * with the warpgroups in ping-pong (measured the faster at every point, bench/RESULTS.md)
- * (0); "ovpp-skip": the same, skipping the tiles a warpgroup does not see (2); "ovpp-nw2":
- * the default with two consumer warpgroups at d = 64 as at d = 128 (3; the three of the
- * default were measured faster on the serial kernel only). 2 and 3: the lab's candidates,
- * not yet measured. */
+/* UL_ATTN_FWD: unset or "ovpp" (FWD_OVPP): the default, the intra-warpgroup pipeline with
+ * the warpgroups in ping-pong (measured the faster at every point, bench/RESULTS.md);
+ * "serial" (FWD_SERIAL, the kernel lab's baseline, bench/attention): S, softmax, P V in
+ * turn in each consumer warpgroup; "ovpp-skip" (FWD_SKIP): the default, skipping the tiles a
+ * warpgroup does not see; "ovpp-nw2" (FWD_NW2): the default with two consumer warpgroups at
+ * d = 64 as at d = 128 (the three of the default were measured faster on the serial kernel
+ * only). FWD_SKIP and FWD_NW2: the lab's candidates, not yet measured. */
+enum { FWD_OVPP, FWD_SERIAL, FWD_SKIP, FWD_NW2 };
 static int sm90_fwd_variant(void) {
     const char *e = getenv("UL_ATTN_FWD");
-    if (e && strcmp(e, "serial") == 0) return 1;
-    if (e && strcmp(e, "ovpp-skip") == 0) return 2;
-    if (e && strcmp(e, "ovpp-nw2") == 0) return 3;
-    return 0;
+    if (e && strcmp(e, "serial") == 0) return FWD_SERIAL;
+    if (e && strcmp(e, "ovpp-skip") == 0) return FWD_SKIP;
+    if (e && strcmp(e, "ovpp-nw2") == 0) return FWD_NW2;
+    return FWD_OVPP;
 }
 
 static int sm90_enabled(int bwd) {
     if (g_sm90 < 0) {
         g_sm90 = ul_cuda_state.cc == 90 && ul_cuda_state.smem_optin >= hdkv_smem(128, DQ_BULK);
         if (g_sm90) {
-#define FWD_SMEM(K, DP, NW) \
-    CUDA_CHECK(cudaFuncSetAttribute(K<DP, NW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)hfwd_smem(DP, NW)))
-            FWD_SMEM(k_attn_fwd_sm90, 64, 3);
-            FWD_SMEM(k_attn_fwd_sm90, 128, 2);
-#undef FWD_SMEM
-#define FWD_SMEM(DP, NW, SKIP)                                                                           \
-    CUDA_CHECK(cudaFuncSetAttribute(k_attn_fwd_ov_sm90<DP, NW, SKIP>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
-                                    (int)hfwd_smem(DP, NW)))
-            FWD_SMEM(64, 3, false);
-            FWD_SMEM(128, 2, false);
-            FWD_SMEM(64, 3, true);
-            FWD_SMEM(128, 2, true);
-            FWD_SMEM(64, 2, false);
-#undef FWD_SMEM
-            CUDA_CHECK(cudaFuncSetAttribute(k_attn_dkv_sm90<64, DQ_NONE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            (int)hdkv_smem(64, 0)));
-            CUDA_CHECK(cudaFuncSetAttribute(k_attn_dkv_sm90<128, DQ_NONE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            (int)hdkv_smem(128, 0)));
-#define DKV_SMEM(DP, FQ)                                                                                  \
-    CUDA_CHECK(cudaFuncSetAttribute(k_attn_dkv_sm90<DP, FQ>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
-                                    (int)hdkv_smem(DP, FQ)))
-            DKV_SMEM(64, DQ_RED);
-            DKV_SMEM(128, DQ_RED);
-            DKV_SMEM(64, DQ_BULK);
-            DKV_SMEM(128, DQ_BULK);
-#undef DKV_SMEM
-            CUDA_CHECK(cudaFuncSetAttribute(k_attn_dq_sm90<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            (int)hdq_smem(64)));
-            CUDA_CHECK(cudaFuncSetAttribute(k_attn_dq_sm90<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            (int)hdq_smem(128)));
+/* each kernel's dynamic shared memory (K: the instantiation, in parentheses) */
+#define SET_SMEM(K, BYTES) \
+    CUDA_CHECK(cudaFuncSetAttribute(K, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(BYTES)))
+            SET_SMEM((k_attn_fwd_sm90<64, 3>), hfwd_smem(64, 3));
+            SET_SMEM((k_attn_fwd_sm90<128, 2>), hfwd_smem(128, 2));
+            SET_SMEM((k_attn_fwd_ov_sm90<64, 3, false>), hfwd_smem(64, 3));
+            SET_SMEM((k_attn_fwd_ov_sm90<128, 2, false>), hfwd_smem(128, 2));
+            SET_SMEM((k_attn_fwd_ov_sm90<64, 3, true>), hfwd_smem(64, 3));
+            SET_SMEM((k_attn_fwd_ov_sm90<128, 2, true>), hfwd_smem(128, 2));
+            SET_SMEM((k_attn_fwd_ov_sm90<64, 2, false>), hfwd_smem(64, 2));
+            SET_SMEM((k_attn_dkv_sm90<64, DQ_NONE>), hdkv_smem(64, DQ_NONE));
+            SET_SMEM((k_attn_dkv_sm90<128, DQ_NONE>), hdkv_smem(128, DQ_NONE));
+            SET_SMEM((k_attn_dkv_sm90<64, DQ_RED>), hdkv_smem(64, DQ_RED));
+            SET_SMEM((k_attn_dkv_sm90<128, DQ_RED>), hdkv_smem(128, DQ_RED));
+            SET_SMEM((k_attn_dkv_sm90<64, DQ_BULK>), hdkv_smem(64, DQ_BULK));
+            SET_SMEM((k_attn_dkv_sm90<128, DQ_BULK>), hdkv_smem(128, DQ_BULK));
+            SET_SMEM((k_attn_dq_sm90<64>), hdq_smem(64));
+            SET_SMEM((k_attn_dq_sm90<128>), hdq_smem(128));
+#undef SET_SMEM
         }
     }
     const char *e = getenv("UL_ATTN_KERNEL");
@@ -1195,7 +1185,7 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
     /* query rows per CTA: three consumer warpgroups at d = 64 (1.27x the rate of two on
      * H200, serial kernel), two at d = 128 (the registers of three do not fit) */
     const int variant = sm90_fwd_variant();
-    const int nw = d == 64 && variant != 3 ? 3 : 2;
+    const int nw = d == 64 && variant != FWD_NW2 ? 3 : 2;
     make_map(&tq, q, T, Hq, d, qs, 64 * nw);
     make_map(&tk, k, T, Hkv, d, ks, H_BN);
     make_map(&tv, v, T, Hkv, d, vs, H_BN);
@@ -1216,13 +1206,13 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
     cudaStream_t s = ul_cuda_state.stream;
 #define FWD_LAUNCH(K, NT, DP, NW) K<<<(unsigned)grid, NT(NW), hfwd_smem(DP, NW), s>>>(tq, tk, tv, a)
     if (d == 128) {
-        if (variant == 1) FWD_LAUNCH((k_attn_fwd_sm90<128, 2>), HFWD_NT, 128, 2);
-        else if (variant == 2) FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, true>), HOV_NT, 128, 2);
+        if (variant == FWD_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<128, 2>), HFWD_NT, 128, 2);
+        else if (variant == FWD_SKIP) FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, true>), HOV_NT, 128, 2);
         else FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, false>), HOV_NT, 128, 2);
     } else {
-        if (variant == 1) FWD_LAUNCH((k_attn_fwd_sm90<64, 3>), HFWD_NT, 64, 3);
-        else if (variant == 2) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, true>), HOV_NT, 64, 3);
-        else if (variant == 3) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 2, false>), HOV_NT, 64, 2);
+        if (variant == FWD_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<64, 3>), HFWD_NT, 64, 3);
+        else if (variant == FWD_SKIP) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, true>), HOV_NT, 64, 3);
+        else if (variant == FWD_NW2) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 2, false>), HOV_NT, 64, 2);
         else FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, false>), HOV_NT, 64, 3);
     }
 #undef FWD_LAUNCH
