@@ -62,9 +62,16 @@ static size_t hfwd_smem(int DP, int NW) {
 /* Masked online softmax of one S tile in place (raw scores in sc, this thread's rows
  * irel[0..1] relative to r0, their document starts dsr; keys j0 = r0 + jr + column): sc
  * becomes P (fp32), m (scaled log2 units) and l are updated, al gets the O rescale factors */
+/* ILP: the row max and the row sum are kept in FWD_NP partial chains each (by column tile
+ * nt % FWD_NP) and combined by a tree; otherwise one chain per row (FWD_NP = 1) */
+#define FWD_NP 4
+template <bool ILP = false>
 __device__ __forceinline__ void fwd_softmax(float (*sc)[4], float *mrow, float *lrow, float *al, bool full, int jr,
                                             const int *irel, const int *dsr, int t4, float scale2) {
-    float mx[2] = {-INFINITY, -INFINITY};
+    constexpr int NP = ILP ? FWD_NP : 1;
+    float mx[2][NP];
+#pragma unroll
+    for (int p = 0; p < NP; p++) mx[0][p] = mx[1][p] = -INFINITY;
 #pragma unroll
     for (int nt = 0; nt < H_BN / 8; nt++) {
 #pragma unroll
@@ -75,30 +82,42 @@ __device__ __forceinline__ void fwd_softmax(float (*sc)[4], float *mrow, float *
                 if (!(j <= irel[hf] && j >= dsr[hf])) x = -INFINITY;
             }
             sc[nt][e] = x;
-            mx[e >> 1] = fmaxf(mx[e >> 1], x);
+            mx[e >> 1][nt % NP] = fmaxf(mx[e >> 1][nt % NP], x);
         }
     }
     float mu[2];
 #pragma unroll
     for (int hf = 0; hf < 2; hf++) {
-        mx[hf] = fmaxf(mx[hf], __shfl_xor_sync(0xffffffffu, mx[hf], 1));
-        mx[hf] = fmaxf(mx[hf], __shfl_xor_sync(0xffffffffu, mx[hf], 2));
-        const float mn = fmaxf(mrow[hf], mx[hf] * scale2);
+#pragma unroll
+        for (int w = NP / 2; w >= 1; w /= 2)
+#pragma unroll
+            for (int p = 0; p < w; p++) mx[hf][p] = fmaxf(mx[hf][p], mx[hf][p + w]);
+        mx[hf][0] = fmaxf(mx[hf][0], __shfl_xor_sync(0xffffffffu, mx[hf][0], 1));
+        mx[hf][0] = fmaxf(mx[hf][0], __shfl_xor_sync(0xffffffffu, mx[hf][0], 2));
+        const float mn = fmaxf(mrow[hf], mx[hf][0] * scale2);
         mu[hf] = mn == -INFINITY ? 0.0f : mn;
         al[hf] = ul_ex2(mrow[hf] - mu[hf]);
         mrow[hf] = mn;
     }
-    float rs[2] = {0.0f, 0.0f};
+    float rs[2][NP];
+#pragma unroll
+    for (int p = 0; p < NP; p++) rs[0][p] = rs[1][p] = 0.0f;
 #pragma unroll
     for (int nt = 0; nt < H_BN / 8; nt++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             const float p = ul_ex2(fmaf(sc[nt][e], scale2, -mu[e >> 1]));
             sc[nt][e] = p;
-            rs[e >> 1] += p;
+            rs[e >> 1][nt % NP] += p;
         }
 #pragma unroll
-    for (int hf = 0; hf < 2; hf++) lrow[hf] = lrow[hf] * al[hf] + rs[hf];
+    for (int hf = 0; hf < 2; hf++) {
+#pragma unroll
+        for (int w = NP / 2; w >= 1; w /= 2)
+#pragma unroll
+            for (int p = 0; p < w; p++) rs[hf][p] += rs[hf][p + w];
+        lrow[hf] = lrow[hf] * al[hf] + rs[hf][0];
+    }
 }
 
 /* O *= al (row factors), then P (fp32 in sc) as the bf16 A fragments of the H_BN / 16 k-steps of P V */
@@ -354,15 +373,11 @@ __global__ void __launch_bounds__(HFWD_NT(NW), 1)
  * K and V stages are released apart (K once S is done, V once P V is): the next K load
  * has a full step of lead. The consumer warpgroups take turns issuing (ping-pong,
  * fwd_turn_begin): FlashAttention-3's schedule. The default forward (bench/RESULTS.md).
- * SKIP (UL_ATTN_FWD=ovpp-skip, a lab variant, not yet measured): a warpgroup issues no
- * product for a key tile none of its rows sees (before its first row's document, or after
- * its last row; such tiles are a contiguous run at either end) and still takes its turns
- * and releases the stages; an invisible tile contributes exactly nothing to O, m and l, so
- * the output is bitwise that of SKIP = false. Meant for packed short documents, where a
- * block of rows straddles a document boundary and its warpgroups see few of its tiles. */
+ * ILP (UL_ATTN_FWD=ovpp-ilp, a lab candidate): the softmax's row max and row sum in
+ * independent partial chains (fwd_softmax). */
 #define HOV_NT(NW) (128 * ((NW) + 1))
 #define HOV_REG(NW) ((NW) == 2 ? 240 : 160)
-template <int DP, int NW, bool SKIP>
+template <int DP, int NW, bool ILP>
 __global__ void __launch_bounds__(HOV_NT(NW), 1)
     k_attn_fwd_ov_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                        const __grid_constant__ CUtensorMap tv, const HFwdArgs a) {
@@ -395,122 +410,61 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
 #pragma unroll
     for (int i = 0; i < H_BN / 8; i++) sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.0f;
     float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f}, al[2];
-    /* SKIP: the keys this warpgroup's rows see lie in [kvis0, kvis1] (empty past the end of T);
-     * vis(kb): tile kb meets them. The same for the whole warpgroup, so the wgmma calls below
-     * stay warpgroup-uniform. */
-    const int64_t kvis1 = rw.i0 + 63 < a.T ? rw.i0 + 63 : a.T - 1;
-    const int64_t kvis0 = SKIP && rw.i0 < a.T ? __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, rw.i0)) : kvis1 + 1;
-    auto vis = [&](int kb) {
-        const int64_t j0 = c.r0 + BM - (int64_t)(nkb - kb) * H_BN;
-        return !SKIP || (j0 <= kvis1 && j0 + H_BN - 1 >= kvis0);
-    };
-
     if (cw == NW - 1) named_bar_arrive(1, 256); /* warpgroup 0 takes the first turn */
     mbar_wait(&bar[0], 0);
-    bool pv = vis(0); /* pa holds the P of the previous tile (else its P V is skipped) */
     /* tile 0: S alone */
     {
         const int64_t j0 = c.r0 + BM - (int64_t)nkb * H_BN;
-        if (pv) {
-            mbar_wait(&bar[1], 0);
-            fwd_turn_begin(cw);
-            wgmma_fence();
-            fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK));
-            wgmma_commit();
-            fwd_turn_end<NW>(cw, false);
-            wgmma_wait<0>();
-            reg_fence<H_BN / 2>(&sc[0][0]);
-            __syncwarp();
-            if (lane == 0) mbar_arrive(&bar[5]); /* K_0 no longer needed */
-            fwd_softmax(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
-            fwd_rescale_pack<DP>(oacc, al, sc, pa);
-        } else { /* SKIP: not seen */
-            fwd_turn_begin(cw);
-            fwd_turn_end<NW>(cw, false);
-            __syncwarp();
-            if (lane == 0) mbar_arrive(&bar[5]);
-        }
+        mbar_wait(&bar[1], 0);
+        fwd_turn_begin(cw);
+        wgmma_fence();
+        fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK));
+        wgmma_commit();
+        fwd_turn_end<NW>(cw, false);
+        wgmma_wait<0>();
+        reg_fence<H_BN / 2>(&sc[0][0]);
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&bar[5]); /* K_0 no longer needed */
+        fwd_softmax<ILP>(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
+        fwd_rescale_pack<DP>(oacc, al, sc, pa);
     }
     for (int kb = 1; kb < nkb; kb++) {
         const int st = kb & 1, pst = st ^ 1;
         const int64_t j0 = c.r0 + BM - (int64_t)(nkb - kb) * H_BN;
-        const bool vs = vis(kb);
-        if (vs) mbar_wait(&bar[1 + st], (kb >> 1) & 1);
-        if (pv) mbar_wait(&bar[3 + pst], ((kb - 1) >> 1) & 1);
+        mbar_wait(&bar[1 + st], (kb >> 1) & 1);
+        mbar_wait(&bar[3 + pst], ((kb - 1) >> 1) & 1);
         fwd_turn_begin(cw);
-        /* each path issues, waits for and fences what it issued (nothing stays in flight), so
-         * that ptxas keeps the products of the paths apart */
-        if (vs && pv) { /* the default's order: S_kb with P_{kb-1} V_{kb-1} */
-            wgmma_fence();
-            fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK + st * KB));
-            wgmma_commit();
-            fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + pst * KB));
-            wgmma_commit();
-            fwd_turn_end<NW>(cw, false);
-            wgmma_wait<1>(); /* S_kb done; P_{kb-1} V_{kb-1} may still run */
-            reg_fence<H_BN / 2>(&sc[0][0]);
-            __syncwarp();
-            if (lane == 0) mbar_arrive(&bar[5 + st]);
-            fwd_softmax(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
-            wgmma_wait<0>();
-            reg_fence<DP / 2>(&oacc[0][0]);
-            reg_fence_u<H_BN / 4>(&pa[0][0]);
-            __syncwarp();
-            if (lane == 0) mbar_arrive(&bar[7 + pst]);
-            fwd_rescale_pack<DP>(oacc, al, sc, pa);
-        } else if (vs) { /* SKIP: the first tile this warpgroup sees */
-            wgmma_fence();
-            fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK + st * KB));
-            wgmma_commit();
-            fwd_turn_end<NW>(cw, false);
-            wgmma_wait<0>();
-            reg_fence<H_BN / 2>(&sc[0][0]);
-            __syncwarp();
-            if (lane == 0) {
-                mbar_arrive(&bar[5 + st]);
-                mbar_arrive(&bar[7 + pst]);
-            }
-            fwd_softmax(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
-            fwd_rescale_pack<DP>(oacc, al, sc, pa);
-        } else if (pv) { /* SKIP: the last tile this warpgroup sees was the previous one */
-            wgmma_fence();
-            fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + pst * KB));
-            wgmma_commit();
-            fwd_turn_end<NW>(cw, false);
-            __syncwarp();
-            if (lane == 0) mbar_arrive(&bar[5 + st]);
-            wgmma_wait<0>();
-            reg_fence<DP / 2>(&oacc[0][0]);
-            reg_fence_u<H_BN / 4>(&pa[0][0]);
-            __syncwarp();
-            if (lane == 0) mbar_arrive(&bar[7 + pst]);
-        } else { /* SKIP: neither tile is seen; take the turn, release the stages */
-            fwd_turn_end<NW>(cw, false);
-            __syncwarp();
-            if (lane == 0) {
-                mbar_arrive(&bar[5 + st]);
-                mbar_arrive(&bar[7 + pst]);
-            }
-        }
-        pv = vs;
+        /* S_kb with P_{kb-1} V_{kb-1} */
+        wgmma_fence();
+        fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK + st * KB));
+        wgmma_commit();
+        fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + pst * KB));
+        wgmma_commit();
+        fwd_turn_end<NW>(cw, false);
+        wgmma_wait<1>(); /* S_kb done; P_{kb-1} V_{kb-1} may still run */
+        reg_fence<H_BN / 2>(&sc[0][0]);
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&bar[5 + st]);
+        fwd_softmax<ILP>(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
+        wgmma_wait<0>();
+        reg_fence<DP / 2>(&oacc[0][0]);
+        reg_fence_u<H_BN / 4>(&pa[0][0]);
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&bar[7 + pst]);
+        fwd_rescale_pack<DP>(oacc, al, sc, pa);
     }
     /* the last tile's P V */
     {
         const int st = (nkb - 1) & 1;
-        if (pv) {
-            mbar_wait(&bar[3 + st], ((nkb - 1) >> 1) & 1);
-            fwd_turn_begin(cw);
-            wgmma_fence();
-            fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + st * KB));
-            wgmma_commit();
-            fwd_turn_end<NW>(cw, true);
-            wgmma_wait<0>();
-            reg_fence<DP / 2>(&oacc[0][0]);
-            reg_fence_u<H_BN / 4>(&pa[0][0]);
-        } else { /* SKIP: not seen */
-            fwd_turn_begin(cw);
-            fwd_turn_end<NW>(cw, true);
-        }
+        mbar_wait(&bar[3 + st], ((nkb - 1) >> 1) & 1);
+        fwd_turn_begin(cw);
+        wgmma_fence();
+        fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + st * KB));
+        wgmma_commit();
+        fwd_turn_end<NW>(cw, true);
+        wgmma_wait<0>();
+        reg_fence<DP / 2>(&oacc[0][0]);
+        reg_fence_u<H_BN / 4>(&pa[0][0]);
     }
     fwd_store<DP>(a, oacc, mrow, lrow, c.r0, rw.irel, c.h, t4);
 #endif
@@ -1129,16 +1083,15 @@ static int sm90_fused_bwd(void) {
 /* UL_ATTN_FWD: unset or "ovpp" (FWD_OVPP): the default, the intra-warpgroup pipeline with
  * the warpgroups in ping-pong (measured the faster at every point, bench/RESULTS.md);
  * "serial" (FWD_SERIAL, the kernel lab's baseline, bench/attention): S, softmax, P V in
- * turn in each consumer warpgroup; "ovpp-skip" (FWD_SKIP): the default, skipping the tiles a
- * warpgroup does not see; "ovpp-nw2" (FWD_NW2): the default with two consumer warpgroups at
- * d = 64 as at d = 128 (the three of the default were measured faster on the serial kernel
- * only). FWD_SKIP and FWD_NW2: the lab's candidates, not yet measured. */
-enum { FWD_OVPP, FWD_SERIAL, FWD_SKIP, FWD_NW2 };
+ * turn in each consumer warpgroup; "ovpp-ilp" (FWD_ILP, a lab candidate, not yet measured):
+ * the default with the softmax's row max and sum in independent partial chains. Measured
+ * and retired (bench/RESULTS.md): ovpp-skip (tiles a warpgroup does not see skipped),
+ * ovpp-nw2 (two consumer warpgroups at d = 64). */
+enum { FWD_OVPP, FWD_SERIAL, FWD_ILP };
 static int sm90_fwd_variant(void) {
     const char *e = getenv("UL_ATTN_FWD");
     if (e && strcmp(e, "serial") == 0) return FWD_SERIAL;
-    if (e && strcmp(e, "ovpp-skip") == 0) return FWD_SKIP;
-    if (e && strcmp(e, "ovpp-nw2") == 0) return FWD_NW2;
+    if (e && strcmp(e, "ovpp-ilp") == 0) return FWD_ILP;
     return FWD_OVPP;
 }
 
@@ -1155,7 +1108,6 @@ static int sm90_enabled(int bwd) {
             SET_SMEM((k_attn_fwd_ov_sm90<128, 2, false>), hfwd_smem(128, 2));
             SET_SMEM((k_attn_fwd_ov_sm90<64, 3, true>), hfwd_smem(64, 3));
             SET_SMEM((k_attn_fwd_ov_sm90<128, 2, true>), hfwd_smem(128, 2));
-            SET_SMEM((k_attn_fwd_ov_sm90<64, 2, false>), hfwd_smem(64, 2));
             SET_SMEM((k_attn_dkv_sm90<64, DQ_NONE>), hdkv_smem(64, DQ_NONE));
             SET_SMEM((k_attn_dkv_sm90<128, DQ_NONE>), hdkv_smem(128, DQ_NONE));
             SET_SMEM((k_attn_dkv_sm90<64, DQ_RED>), hdkv_smem(64, DQ_RED));
@@ -1185,7 +1137,7 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
     /* query rows per CTA: three consumer warpgroups at d = 64 (1.27x the rate of two on
      * H200, serial kernel), two at d = 128 (the registers of three do not fit) */
     const int variant = sm90_fwd_variant();
-    const int nw = d == 64 && variant != FWD_NW2 ? 3 : 2;
+    const int nw = d == 64 ? 3 : 2;
     make_map(&tq, q, T, Hq, d, qs, 64 * nw);
     make_map(&tk, k, T, Hkv, d, ks, H_BN);
     make_map(&tv, v, T, Hkv, d, vs, H_BN);
@@ -1207,12 +1159,11 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
 #define FWD_LAUNCH(K, NT, DP, NW) K<<<(unsigned)grid, NT(NW), hfwd_smem(DP, NW), s>>>(tq, tk, tv, a)
     if (d == 128) {
         if (variant == FWD_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<128, 2>), HFWD_NT, 128, 2);
-        else if (variant == FWD_SKIP) FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, true>), HOV_NT, 128, 2);
+        else if (variant == FWD_ILP) FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, true>), HOV_NT, 128, 2);
         else FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, false>), HOV_NT, 128, 2);
     } else {
         if (variant == FWD_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<64, 3>), HFWD_NT, 64, 3);
-        else if (variant == FWD_SKIP) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, true>), HOV_NT, 64, 3);
-        else if (variant == FWD_NW2) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 2, false>), HOV_NT, 64, 2);
+        else if (variant == FWD_ILP) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, true>), HOV_NT, 64, 3);
         else FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, false>), HOV_NT, 64, 3);
     }
 #undef FWD_LAUNCH
