@@ -120,16 +120,19 @@ __device__ __forceinline__ void fwd_softmax(float (*sc)[4], float *mrow, float *
     }
 }
 
-/* O *= al (row factors), then P (fp32 in sc) as the bf16 A fragments of the H_BN / 16 k-steps of P V */
-template <int DP>
+/* O *= al (row factors), then P (fp32 in sc) as the bf16 A fragments of the H_BN / 16 k-steps of P V.
+ * COND: the rescale is skipped when every row of the warp keeps its max (al is then exactly 1) */
+template <int DP, bool COND = false>
 __device__ __forceinline__ void fwd_rescale_pack(float (*oacc)[4], const float *al, const float (*sc)[4],
                                                  unsigned (*pa)[4]) {
+    if (!COND || !__all_sync(0xffffffffu, al[0] == 1.0f && al[1] == 1.0f)) {
 #pragma unroll
-    for (int nt = 0; nt < DP / 8; nt++) {
-        oacc[nt][0] *= al[0];
-        oacc[nt][1] *= al[0];
-        oacc[nt][2] *= al[1];
-        oacc[nt][3] *= al[1];
+        for (int nt = 0; nt < DP / 8; nt++) {
+            oacc[nt][0] *= al[0];
+            oacc[nt][1] *= al[0];
+            oacc[nt][2] *= al[1];
+            oacc[nt][3] *= al[1];
+        }
     }
 #pragma unroll
     for (int kk = 0; kk < H_BN / 16; kk++) {
@@ -373,11 +376,15 @@ __global__ void __launch_bounds__(HFWD_NT(NW), 1)
  * K and V stages are released apart (K once S is done, V once P V is): the next K load
  * has a full step of lead. The consumer warpgroups take turns issuing (ping-pong,
  * fwd_turn_begin): FlashAttention-3's schedule. The default forward (bench/RESULTS.md).
- * ILP (UL_ATTN_FWD=ovpp-ilp, a lab candidate): the softmax's row max and row sum in
- * independent partial chains (fwd_softmax). */
+ * OPT, lab candidates (bits): FWD_OPT_ILP (UL_ATTN_FWD=ovpp-ilp), the softmax's row max and
+ * row sum in independent partial chains (fwd_softmax); FWD_OPT_COND (with it,
+ * UL_ATTN_FWD=ovpp-ilpc), O rescaled only when a row of the warp raised its max
+ * (fwd_rescale_pack). */
+#define FWD_OPT_ILP 1
+#define FWD_OPT_COND 2
 #define HOV_NT(NW) (128 * ((NW) + 1))
 #define HOV_REG(NW) ((NW) == 2 ? 240 : 160)
-template <int DP, int NW, bool ILP>
+template <int DP, int NW, int OPT>
 __global__ void __launch_bounds__(HOV_NT(NW), 1)
     k_attn_fwd_ov_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                        const __grid_constant__ CUtensorMap tv, const HFwdArgs a) {
@@ -425,8 +432,8 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
         reg_fence<H_BN / 2>(&sc[0][0]);
         __syncwarp();
         if (lane == 0) mbar_arrive(&bar[5]); /* K_0 no longer needed */
-        fwd_softmax<ILP>(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
-        fwd_rescale_pack<DP>(oacc, al, sc, pa);
+        fwd_softmax<(OPT & FWD_OPT_ILP) != 0>(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
+        fwd_rescale_pack<DP, (OPT & FWD_OPT_COND) != 0>(oacc, al, sc, pa);
     }
     for (int kb = 1; kb < nkb; kb++) {
         const int st = kb & 1, pst = st ^ 1;
@@ -445,13 +452,13 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
         reg_fence<H_BN / 2>(&sc[0][0]);
         __syncwarp();
         if (lane == 0) mbar_arrive(&bar[5 + st]);
-        fwd_softmax<ILP>(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
+        fwd_softmax<(OPT & FWD_OPT_ILP) != 0>(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
         wgmma_wait<0>();
         reg_fence<DP / 2>(&oacc[0][0]);
         reg_fence_u<H_BN / 4>(&pa[0][0]);
         __syncwarp();
         if (lane == 0) mbar_arrive(&bar[7 + pst]);
-        fwd_rescale_pack<DP>(oacc, al, sc, pa);
+        fwd_rescale_pack<DP, (OPT & FWD_OPT_COND) != 0>(oacc, al, sc, pa);
     }
     /* the last tile's P V */
     {
@@ -1083,15 +1090,17 @@ static int sm90_fused_bwd(void) {
 /* UL_ATTN_FWD: unset or "ovpp" (FWD_OVPP): the default, the intra-warpgroup pipeline with
  * the warpgroups in ping-pong (measured the faster at every point, bench/RESULTS.md);
  * "serial" (FWD_SERIAL, the kernel lab's baseline, bench/attention): S, softmax, P V in
- * turn in each consumer warpgroup; "ovpp-ilp" (FWD_ILP, a lab candidate, not yet measured):
- * the default with the softmax's row max and sum in independent partial chains. Measured
+ * turn in each consumer warpgroup; "ovpp-ilp" (FWD_ILP) and "ovpp-ilpc" (FWD_ILPC), lab
+ * candidates, not yet measured: the default with the softmax's row max and sum in
+ * independent partial chains, and with it O rescaled only when a row's max rose. Measured
  * and retired (bench/RESULTS.md): ovpp-skip (tiles a warpgroup does not see skipped),
  * ovpp-nw2 (two consumer warpgroups at d = 64). */
-enum { FWD_OVPP, FWD_SERIAL, FWD_ILP };
+enum { FWD_OVPP, FWD_SERIAL, FWD_ILP, FWD_ILPC };
 static int sm90_fwd_variant(void) {
     const char *e = getenv("UL_ATTN_FWD");
     if (e && strcmp(e, "serial") == 0) return FWD_SERIAL;
     if (e && strcmp(e, "ovpp-ilp") == 0) return FWD_ILP;
+    if (e && strcmp(e, "ovpp-ilpc") == 0) return FWD_ILPC;
     return FWD_OVPP;
 }
 
@@ -1104,10 +1113,12 @@ static int sm90_enabled(int bwd) {
     CUDA_CHECK(cudaFuncSetAttribute(K, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(BYTES)))
             SET_SMEM((k_attn_fwd_sm90<64, 3>), hfwd_smem(64, 3));
             SET_SMEM((k_attn_fwd_sm90<128, 2>), hfwd_smem(128, 2));
-            SET_SMEM((k_attn_fwd_ov_sm90<64, 3, false>), hfwd_smem(64, 3));
-            SET_SMEM((k_attn_fwd_ov_sm90<128, 2, false>), hfwd_smem(128, 2));
-            SET_SMEM((k_attn_fwd_ov_sm90<64, 3, true>), hfwd_smem(64, 3));
-            SET_SMEM((k_attn_fwd_ov_sm90<128, 2, true>), hfwd_smem(128, 2));
+            SET_SMEM((k_attn_fwd_ov_sm90<64, 3, 0>), hfwd_smem(64, 3));
+            SET_SMEM((k_attn_fwd_ov_sm90<128, 2, 0>), hfwd_smem(128, 2));
+            SET_SMEM((k_attn_fwd_ov_sm90<64, 3, FWD_OPT_ILP>), hfwd_smem(64, 3));
+            SET_SMEM((k_attn_fwd_ov_sm90<128, 2, FWD_OPT_ILP>), hfwd_smem(128, 2));
+            SET_SMEM((k_attn_fwd_ov_sm90<64, 3, FWD_OPT_ILP | FWD_OPT_COND>), hfwd_smem(64, 3));
+            SET_SMEM((k_attn_fwd_ov_sm90<128, 2, FWD_OPT_ILP | FWD_OPT_COND>), hfwd_smem(128, 2));
             SET_SMEM((k_attn_dkv_sm90<64, DQ_NONE>), hdkv_smem(64, DQ_NONE));
             SET_SMEM((k_attn_dkv_sm90<128, DQ_NONE>), hdkv_smem(128, DQ_NONE));
             SET_SMEM((k_attn_dkv_sm90<64, DQ_RED>), hdkv_smem(64, DQ_RED));
@@ -1159,12 +1170,14 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
 #define FWD_LAUNCH(K, NT, DP, NW) K<<<(unsigned)grid, NT(NW), hfwd_smem(DP, NW), s>>>(tq, tk, tv, a)
     if (d == 128) {
         if (variant == FWD_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<128, 2>), HFWD_NT, 128, 2);
-        else if (variant == FWD_ILP) FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, true>), HOV_NT, 128, 2);
-        else FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, false>), HOV_NT, 128, 2);
+        else if (variant == FWD_ILP) FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, FWD_OPT_ILP>), HOV_NT, 128, 2);
+        else if (variant == FWD_ILPC) FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, FWD_OPT_ILP | FWD_OPT_COND>), HOV_NT, 128, 2);
+        else FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, 0>), HOV_NT, 128, 2);
     } else {
         if (variant == FWD_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<64, 3>), HFWD_NT, 64, 3);
-        else if (variant == FWD_ILP) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, true>), HOV_NT, 64, 3);
-        else FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, false>), HOV_NT, 64, 3);
+        else if (variant == FWD_ILP) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, FWD_OPT_ILP>), HOV_NT, 64, 3);
+        else if (variant == FWD_ILPC) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, FWD_OPT_ILP | FWD_OPT_COND>), HOV_NT, 64, 3);
+        else FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, 0>), HOV_NT, 64, 3);
     }
 #undef FWD_LAUNCH
     CUDA_LAUNCH_CHECK();
