@@ -485,7 +485,8 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
  *                     contiguous TMA box;
  *   k_attn_dkv_sm90:  128 keys per CTA (2 consumer warpgroups x 64, 240 registers each
  *                     through setmaxnreg; one producer warpgroup at 24), loops over the
- *                     query heads of the kv group and the query tiles of 64 rows:
+ *                     query heads of the kv group and the query tiles of 64 rows (128
+ *                     rows at d = 64 with UL_ATTN_KERNEL=fused-bq128):
  *                     S^T = K Q^T, dP^T = V dO^T (wgmma SS), P^T, dS^T in registers,
  *                     dV += P^T dO, dK += dS^T Q (wgmma RS, dO and Q read N-major);
  *                     fused form: also dQ += dS K into an fp32 accumulator (below), in
@@ -536,11 +537,29 @@ __global__ void k_attn_prep_sm90(const HBwdArgs a, int d) {
 #define DQ_BULK 2 /* the consumers stage the tile's dQ in shared memory; one thread adds it with one TMA bulk reduce */
 
 /* fq: the fused form also keeps dS^T [2][BK][BQ] bf16 in shared memory; DQ_BULK also the
- * tile's dQ [BQ * DP] fp32 (in fragment order, below) and two more mbarriers */
-static size_t hdkv_smem(int DP, int fq) {
-    return 1024 + (size_t)2 * B_BK * DP * 2 + (size_t)2 * 2 * B_BQ * DP * 2 + (size_t)(fq ? 2 * B_BK * B_BQ * 2 : 0) +
-           (size_t)(fq == DQ_BULK ? B_BQ * DP * 4 : 0) + (size_t)2 * 2 * B_BQ * 4 + 10 * 8;
+ * tile's dQ [BQ * DP] fp32 (in fragment order, below) and two more mbarriers; bq: queries
+ * per tile (128 at d = 64: 199760 bytes of the 227 KB) */
+static size_t hdkv_smem(int DP, int fq, int bq = B_BQ) {
+    return 1024 + (size_t)2 * B_BK * DP * 2 + (size_t)2 * 2 * bq * DP * 2 + (size_t)(fq ? 2 * B_BK * bq * 2 : 0) +
+           (size_t)(fq == DQ_BULK ? bq * DP * 4 : 0) + (size_t)2 * 2 * bq * 4 + 10 * 8;
 }
+
+#ifdef UL_SM90A_DEVICE
+/* acc[DP / 2] += A B over BQ / 16 k-steps of 16: A from registers (fr[kk], the A fragments of
+ * the warpgroup's 64 keys), B the stage's [BQ][DP] tile at `base` read N-major (dO or Q) */
+template <int DP, int BQ>
+__device__ __forceinline__ void dkv_rs(float *acc, const unsigned (*fr)[4], unsigned base) {
+#pragma unroll
+    for (int kk = 0; kk < BQ / 16; kk++) {
+        const uint64_t b = wgmma_desc(base + kk * 16 * 128, BQ * 128, 1024);
+        if (DP == 128)
+            wgmma_rs_n128_tb(acc, fr[kk], b);
+        else
+            wgmma_rs_n64_tb(acc, fr[kk], b);
+    }
+}
+
+#endif /* UL_SM90A_DEVICE */
 
 /* FQ = DQ_NONE: dK, dV only (the deterministic form; dQ by k_attn_dq_sm90). Otherwise also
  * dQ += dS K for the tile: both warpgroups write dS^T to shared memory, then warpgroup cw
@@ -553,27 +572,35 @@ static size_t hdkv_smem(int DP, int fq) {
  *            contiguous block: the consumers stage it in shared memory (conflict-free
  *            stores) and warp 1 adds it with one TMA bulk reduce (FlashAttention-3's way);
  *            k_attn_dq_convert_tiles reads it back.
- * Either way the order across key blocks varies: dQ is not bitwise reproducible. */
-template <int DP, int FQ>
+ * Either way the order across key blocks varies: dQ is not bitwise reproducible.
+ * BQ: queries per tile, B_BQ = 64, or 128 (UL_ATTN_KERNEL=fused-bq128, the lab's candidate;
+ * d = 64 and DQ_BULK only: FlashAttention-3's tile at d 64, half the tiles, so half the
+ * barriers and mbarrier waits per key block): S^T, dP^T are 64 keys x 128 queries per
+ * warpgroup, dS^T two [BK][64] tiles (queries 0-63, 64-127) per stage, and warpgroup cw
+ * forms dQ for queries [64 cw, 64 cw + 64), all d columns, staged as 64-row tile cw in the
+ * order above (its column halves where BQ 64 has its warpgroups), so that one bulk reduce
+ * adds both tiles (only the first where the second would start at Tp). */
+template <int DP, int FQ, int BQ = B_BQ>
 __global__ void __launch_bounds__(B_NT, 1)
     k_attn_dkv_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                     const __grid_constant__ CUtensorMap tv, const __grid_constant__ CUtensorMap tdo,
                     const __grid_constant__ CUtensorMap tl, const __grid_constant__ CUtensorMap tdd,
                     const HBwdArgs a) {
 #ifdef UL_SM90A_DEVICE
+    static_assert(BQ == 64 || (BQ == 128 && DP == 64 && FQ == DQ_BULK), "BQ 128: d 64, DQ_BULK only");
     constexpr int NA = DP / 64;
-    constexpr unsigned KB = B_BK * DP * 2, QB = B_BQ * DP * 2;
+    constexpr unsigned KB = B_BK * DP * 2, QB = BQ * DP * 2;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     unsigned char *sK = smem_raw + ((1024u - (sm90_addr(smem_raw) & 1023u)) & 1023u); /* [NA][BK][64] */
     unsigned char *sV = sK + KB;                                                       /* [NA][BK][64] */
     unsigned char *sQ = sV + KB;                                                       /* [2][NA][BQ][64] */
     unsigned char *sO = sQ + 2 * QB;                                                   /* [2][NA][BQ][64] dO */
-    unsigned char *sS = sO + 2 * QB;                            /* FQ: [2][BK][BQ] dS^T, 128-byte swizzle */
-    float *sQa = (float *)(sS + (FQ ? 2 * B_BK * B_BQ * 2 : 0)); /* DQ_BULK: [BQ * DP] dQ of a tile, fragment order */
-    float *sL = sQa + (FQ == DQ_BULK ? B_BQ * DP : 0);            /* [2][BQ] lse2 */
-    float *sD = sL + 2 * B_BQ;                                                         /* [2][BQ] D */
+    unsigned char *sS = sO + 2 * QB;                        /* FQ: [2][BQ / 64][BK][64] dS^T, 128-byte swizzle */
+    float *sQa = (float *)(sS + (FQ ? 2 * B_BK * BQ * 2 : 0)); /* DQ_BULK: [BQ * DP] dQ of a tile, fragment order */
+    float *sL = sQa + (FQ == DQ_BULK ? BQ * DP : 0);             /* [2][BQ] lse2 */
+    float *sD = sL + 2 * BQ;                                                           /* [2][BQ] D */
     /* [0] K,V  [1+s] Q,lse  [3+s] dO,D  [5+s] empty  [7] dQ staged  [8] dQ stage read */
-    uint64_t *bar = (uint64_t *)(sD + 2 * B_BQ);
+    uint64_t *bar = (uint64_t *)(sD + 2 * BQ);
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int64_t nkblk = (a.T + B_BK - 1) / B_BK;
@@ -584,7 +611,7 @@ __global__ void __launch_bounds__(B_NT, 1)
     const int64_t k0 = kblk * B_BK, T = a.T;
     const int64_t klast = k0 + B_BK - 1 < T ? k0 + B_BK - 1 : T - 1;
     const int64_t qend = __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, klast) + 1);
-    const int nqt = (int)((qend - k0 + B_BQ - 1) / B_BQ);
+    const int nqt = (int)((qend - k0 + BQ - 1) / BQ);
     const int nit = nqt * (int)a.group;
 
     if (tid == 0) {
@@ -605,8 +632,11 @@ __global__ void __launch_bounds__(B_NT, 1)
         if (FQ == DQ_BULK && warp == 1 && lane == 0) { /* the dQ writer: each tile's staged rows, added to dqacc */
             for (int it = 0; it < nit; it++) {
                 mbar_wait(&bar[7], it & 1);
-                const int64_t h = hk * a.group + it / nqt, q0 = k0 + (int64_t)(it % nqt) * B_BQ;
-                bulk_reduce_add_f32(a.dqacc + ((h - a.hk0 * a.group) * a.Tp + q0) * DP, sQa, B_BQ * DP * 4);
+                const int64_t h = hk * a.group + it / nqt, q0 = k0 + (int64_t)(it % nqt) * BQ;
+                /* BQ 128: the tile's two 64-row tiles, or only the first where the second
+                 * starts at Tp (the accumulator ends there; its rows are past T, all zero) */
+                const unsigned bytes = BQ == 64 || q0 + BQ <= a.Tp ? BQ * DP * 4 : 64 * DP * 4;
+                bulk_reduce_add_f32(a.dqacc + ((h - a.hk0 * a.group) * a.Tp + q0) * DP, sQa, bytes);
                 bulk_commit();
                 bulk_wait_read0();
                 mbar_arrive(&bar[8]);
@@ -622,15 +652,16 @@ __global__ void __launch_bounds__(B_NT, 1)
             for (int it = 0; it < nit; it++) {
                 const int st = it & 1;
                 if (it >= 2) mbar_wait(&bar[5 + st], ((it >> 1) - 1) & 1);
-                const int h = (int)(hk * a.group) + it / nqt, q0 = (int)k0 + (it % nqt) * B_BQ;
-                mbar_expect_tx(&bar[1 + st], QB + B_BQ * 4);
+                const int h = (int)(hk * a.group) + it / nqt, q0 = (int)k0 + (it % nqt) * BQ;
+                /* whole boxes (BQ rows; those past T, or past Tp for lse2 and D, zero-filled and counted) */
+                mbar_expect_tx(&bar[1 + st], QB + BQ * 4);
                 for (int at = 0; at < NA; at++)
-                    tma_load_3d(sQ + st * QB + at * B_BQ * 128, &tq, at * 64, h, q0, &bar[1 + st]);
-                tma_load_2d(sL + st * B_BQ, &tl, q0, h, &bar[1 + st]);
-                mbar_expect_tx(&bar[3 + st], QB + B_BQ * 4);
+                    tma_load_3d(sQ + st * QB + at * BQ * 128, &tq, at * 64, h, q0, &bar[1 + st]);
+                tma_load_2d(sL + st * BQ, &tl, q0, h, &bar[1 + st]);
+                mbar_expect_tx(&bar[3 + st], QB + BQ * 4);
                 for (int at = 0; at < NA; at++)
-                    tma_load_3d(sO + st * QB + at * B_BQ * 128, &tdo, at * 64, h, q0, &bar[3 + st]);
-                tma_load_2d(sD + st * B_BQ, &tdd, q0, h, &bar[3 + st]);
+                    tma_load_3d(sO + st * QB + at * BQ * 128, &tdo, at * 64, h, q0, &bar[3 + st]);
+                tma_load_2d(sD + st * BQ, &tdd, q0, h, &bar[3 + st]);
             }
         }
         return;
@@ -652,13 +683,13 @@ __global__ void __launch_bounds__(B_NT, 1)
     const unsigned kaddr = sm90_addr(sK) + cw * 64 * 128, vaddr = sm90_addr(sV) + cw * 64 * 128;
 
     float dk[DP / 8][4], dv[DP / 8][4];
-    float sc[B_BQ / 8][4], dp[B_BQ / 8][4];
+    float sc[BQ / 8][4], dp[BQ / 8][4];
 #pragma unroll
     for (int i = 0; i < DP / 8; i++)
 #pragma unroll
         for (int e = 0; e < 4; e++) dk[i][e] = dv[i][e] = 0.0f;
 #pragma unroll
-    for (int i = 0; i < B_BQ / 8; i++)
+    for (int i = 0; i < BQ / 8; i++)
 #pragma unroll
         for (int e = 0; e < 4; e++) sc[i][e] = dp[i][e] = 0.0f;
 
@@ -666,41 +697,51 @@ __global__ void __launch_bounds__(B_NT, 1)
     for (int it = 0; it < nit; it++) {
         const int st = it & 1;
         const unsigned ph = (it >> 1) & 1;
-        const int64_t q0 = k0 + (int64_t)(it % nqt) * B_BQ;
-        const bool skip = q0 + B_BQ - 1 < kw || kw >= T; /* every query precedes every key of this warpgroup */
+        const int64_t q0 = k0 + (int64_t)(it % nqt) * BQ;
+        const bool skip = q0 + BQ - 1 < kw || kw >= T; /* every query precedes every key of this warpgroup */
         /* FQ: this thread's dS^T rows cw 64 + 16 wq + g (+ 8) of stage st: 4 bytes per (row, query pair),
-         * 16-byte chunk nt of a row stored at chunk nt ^ g (the 128-byte swizzle; rows % 8 = g) */
-        unsigned char *srow = sS + st * (B_BK * B_BQ * 2) + (cw * 64 + wq * 16 + g) * 128 + t4 * 4;
+         * 16-byte chunk nt % 8 of a row stored at chunk (nt % 8) ^ g (the 128-byte swizzle; rows % 8 = g),
+         * in the tile of queries 64 (nt / 8) (BQ 128: two tiles [BK][64], one after the other) */
+        unsigned char *srow = sS + st * (B_BK * BQ * 2) + (cw * 64 + wq * 16 + g) * 128 + t4 * 4;
         mbar_wait(&bar[1 + st], ph);
         mbar_wait(&bar[3 + st], ph);
-        unsigned pa[B_BQ / 16][4], sa[B_BQ / 16][4]; /* P^T, dS^T as A fragments (read by the wgmma in flight) */
+        unsigned pa[BQ / 16][4], sa[BQ / 16][4]; /* P^T, dS^T as A fragments (read by the wgmma in flight) */
         if (!skip) {
             const unsigned qaddr = sm90_addr(sQ + st * QB), oaddr = sm90_addr(sO + st * QB);
             wgmma_fence();
 #pragma unroll
             for (int ks = 0; ks < DP / 16; ks++) {
                 const uint64_t da = wgmma_desc(kaddr + (ks >> 2) * (B_BK * 128) + (ks & 3) * 32, 16, 1024);
-                const uint64_t db = wgmma_desc(qaddr + (ks >> 2) * (B_BQ * 128) + (ks & 3) * 32, 16, 1024);
-                wgmma_ss_n64(&sc[0][0], da, db, ks > 0);
+                const uint64_t db = wgmma_desc(qaddr + (ks >> 2) * (BQ * 128) + (ks & 3) * 32, 16, 1024);
+                if (BQ == 128)
+                    wgmma_ss_n128(&sc[0][0], da, db, ks > 0);
+                else
+                    wgmma_ss_n64(&sc[0][0], da, db, ks > 0);
             }
             wgmma_commit();
 #pragma unroll
             for (int ks = 0; ks < DP / 16; ks++) {
                 const uint64_t da = wgmma_desc(vaddr + (ks >> 2) * (B_BK * 128) + (ks & 3) * 32, 16, 1024);
-                const uint64_t db = wgmma_desc(oaddr + (ks >> 2) * (B_BQ * 128) + (ks & 3) * 32, 16, 1024);
-                wgmma_ss_n64(&dp[0][0], da, db, ks > 0);
+                const uint64_t db = wgmma_desc(oaddr + (ks >> 2) * (BQ * 128) + (ks & 3) * 32, 16, 1024);
+                if (BQ == 128)
+                    wgmma_ss_n128(&dp[0][0], da, db, ks > 0);
+                else
+                    wgmma_ss_n64(&dp[0][0], da, db, ks > 0);
             }
             wgmma_commit();
             wgmma_wait<1>(); /* S^T done; dP^T may still run */
-            reg_fence<B_BQ / 2>(&sc[0][0]);
+            reg_fence<BQ / 2>(&sc[0][0]);
 
             /* P^T = exp2(s * scale2 - lse2[i]) where key j sees query i (kept in sc), then
-             * dV += P^T dO on the tensor cores while dS^T = P^T (dP^T - D[i]) is formed */
-            const bool full = q0 >= kwl && q0 + B_BQ - 1 < de_first;
+             * dV += P^T dO on the tensor cores while dS^T = P^T (dP^T - D[i]) is formed.
+             * BQ 128: sc, dp, pa, dk and dv do not all fit in 240 registers: P^T is packed
+             * while dS^T is formed (sc[nt], dp[nt] die as it goes) and dV issued with dK */
+            constexpr bool LATE = BQ == 128;
+            const bool full = q0 >= kwl && q0 + BQ - 1 < de_first;
             const int qr = (int)(q0 - k0);
-            const float *L = sL + st * B_BQ, *Dd = sD + st * B_BQ;
+            const float *L = sL + st * BQ, *Dd = sD + st * BQ;
 #pragma unroll
-            for (int nt = 0; nt < B_BQ / 8; nt++) {
+            for (int nt = 0; nt < BQ / 8; nt++) {
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     const int c = nt * 8 + 2 * t4 + (e & 1), hf = e >> 1;
@@ -711,64 +752,68 @@ __global__ void __launch_bounds__(B_NT, 1)
                     }
                     sc[nt][e] = ok ? ul_ex2(fmaf(sc[nt][e], a.scale2, -L[c])) : 0.0f;
                 }
-                const int kk = nt >> 1, hi = (nt & 1) * 2;
-                pa[kk][hi] = ul_pack_bf16(sc[nt][0], sc[nt][1]);
-                pa[kk][hi + 1] = ul_pack_bf16(sc[nt][2], sc[nt][3]);
+                if (!LATE) {
+                    const int kk = nt >> 1, hi = (nt & 1) * 2;
+                    pa[kk][hi] = ul_pack_bf16(sc[nt][0], sc[nt][1]);
+                    pa[kk][hi + 1] = ul_pack_bf16(sc[nt][2], sc[nt][3]);
+                }
             }
-            wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < B_BQ / 16; kk++) {
-                const uint64_t bo = wgmma_desc(oaddr + kk * 16 * 128, B_BQ * 128, 1024);
-                if (DP == 128)
-                    wgmma_rs_n128_tb(&dv[0][0], pa[kk], bo);
-                else
-                    wgmma_rs_n64_tb(&dv[0][0], pa[kk], bo);
+            if (!LATE) {
+                wgmma_fence();
+                dkv_rs<DP, BQ>(&dv[0][0], pa, oaddr);
+                wgmma_commit();
+                wgmma_wait<1>(); /* dP^T done; dV may still run */
+            } else {
+                wgmma_wait<0>(); /* dP^T done */
             }
-            wgmma_commit();
-            wgmma_wait<1>(); /* dP^T done; dV may still run */
-            reg_fence<B_BQ / 2>(&dp[0][0]);
+            reg_fence<BQ / 2>(&dp[0][0]);
 #pragma unroll
-            for (int nt = 0; nt < B_BQ / 8; nt++) {
+            for (int nt = 0; nt < BQ / 8; nt++) {
                 float ds[4];
 #pragma unroll
                 for (int e = 0; e < 4; e++) ds[e] = sc[nt][e] * (dp[nt][e] - Dd[nt * 8 + 2 * t4 + (e & 1)]);
                 const int kk = nt >> 1, hi = (nt & 1) * 2;
+                if (LATE) {
+                    pa[kk][hi] = ul_pack_bf16(sc[nt][0], sc[nt][1]);
+                    pa[kk][hi + 1] = ul_pack_bf16(sc[nt][2], sc[nt][3]);
+                }
                 sa[kk][hi] = ul_pack_bf16(ds[0], ds[1]);
                 sa[kk][hi + 1] = ul_pack_bf16(ds[2], ds[3]);
                 if (FQ) {
-                    *(unsigned *)(srow + ((nt ^ g) << 4)) = sa[kk][hi];
-                    *(unsigned *)(srow + 8 * 128 + ((nt ^ g) << 4)) = sa[kk][hi + 1];
+                    unsigned char *sb = BQ == 128 ? srow + (nt >> 3) * (B_BK * 128) : srow;
+                    const int sn = BQ == 128 ? nt & 7 : nt;
+                    *(unsigned *)(sb + ((sn ^ g) << 4)) = sa[kk][hi];
+                    *(unsigned *)(sb + 8 * 128 + ((sn ^ g) << 4)) = sa[kk][hi + 1];
                 }
             }
             wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < B_BQ / 16; kk++) {
-                const uint64_t bq = wgmma_desc(qaddr + kk * 16 * 128, B_BQ * 128, 1024);
-                if (DP == 128)
-                    wgmma_rs_n128_tb(&dk[0][0], sa[kk], bq);
-                else
-                    wgmma_rs_n64_tb(&dk[0][0], sa[kk], bq);
-            }
+            if (LATE) dkv_rs<DP, BQ>(&dv[0][0], pa, oaddr);
+            dkv_rs<DP, BQ>(&dk[0][0], sa, qaddr);
             wgmma_commit();
         } else if (FQ) { /* no key of this warpgroup sees the tile: its dS^T rows are zero */
 #pragma unroll
-            for (int nt = 0; nt < B_BQ / 8; nt++) {
-                *(unsigned *)(srow + ((nt ^ g) << 4)) = 0u;
-                *(unsigned *)(srow + 8 * 128 + ((nt ^ g) << 4)) = 0u;
+            for (int nt = 0; nt < BQ / 8; nt++) {
+                unsigned char *sb = BQ == 128 ? srow + (nt >> 3) * (B_BK * 128) : srow;
+                const int sn = BQ == 128 ? nt & 7 : nt;
+                *(unsigned *)(sb + ((sn ^ g) << 4)) = 0u;
+                *(unsigned *)(sb + 8 * 128 + ((sn ^ g) << 4)) = 0u;
             }
         }
-        float dqp[DP / 16][4]; /* FQ: dQ of the tile's 64 queries, columns [cw d/2, (cw + 1) d/2) */
+        /* FQ: dQ of the tile's 64 queries, columns [cw d/2, (cw + 1) d/2); BQ 128: of its
+         * queries [64 cw, 64 cw + 64), all d columns */
+        constexpr int NQ = BQ == 128 ? DP : DP / 2;
+        float dqp[NQ / 8][4];
         if (FQ != DQ_NONE) {
             fence_proxy_async_smem();
             named_bar_sync(1, 256); /* both halves of dS^T written (and the stage's last reads done) */
-            const unsigned saddr = sm90_addr(sS + st * (B_BK * B_BQ * 2));
-            const unsigned kb = sm90_addr(sK) + (DP == 128 ? cw * B_BK * 128 : cw * 64);
+            const unsigned saddr = sm90_addr(sS + st * (B_BK * BQ * 2)) + (BQ == 128 ? cw * B_BK * 128 : 0);
+            const unsigned kb = sm90_addr(sK) + (DP == 128 ? cw * B_BK * 128 : BQ == 128 ? 0 : cw * 64);
             wgmma_fence();
 #pragma unroll
             for (int kk = 0; kk < B_BK / 16; kk++) {
                 const uint64_t da = wgmma_desc(saddr + kk * 16 * 128, B_BK * 128, 1024);
                 const uint64_t db = wgmma_desc(kb + kk * 16 * 128, B_BK * 128, 1024);
-                if (DP == 128)
+                if (NQ == 64)
                     wgmma_ss_n64_tt(&dqp[0][0], da, db, kk > 0);
                 else
                     wgmma_ss_n32_tt(&dqp[0][0], da, db, kk > 0);
@@ -779,26 +824,31 @@ __global__ void __launch_bounds__(B_NT, 1)
         if (!skip) {
             reg_fence<DP / 2>(&dv[0][0]);
             reg_fence<DP / 2>(&dk[0][0]);
-            reg_fence_u<B_BQ / 4>(&pa[0][0]);
-            reg_fence_u<B_BQ / 4>(&sa[0][0]);
+            reg_fence_u<BQ / 4>(&pa[0][0]);
+            reg_fence_u<BQ / 4>(&sa[0][0]);
         }
         __syncwarp();
         if (lane == 0) mbar_arrive(&bar[5 + st]);
         if (FQ == DQ_BULK) { /* stage the tile's dQ rows (once the writer has read the last tile's) */
-            reg_fence<DP / 4>(&dqp[0][0]);
+            reg_fence<NQ / 2>(&dqp[0][0]);
             if (it > 0) mbar_wait(&bar[8], (it - 1) & 1);
-            float2 *frag = (float2 *)sQa + (cw * 4 + wq) * (DP / 8) * 32 + lane;
+            /* BQ 128: 64-row tile cw (after tile 0's 8 (DP / 8) 32 float pairs), its column
+             * halves c = 0, 1 where BQ 64 has warpgroups 0, 1: each 64-row tile in one order */
+            float2 *frag = (float2 *)sQa + (BQ == 128 ? cw * 8 + wq : cw * 4 + wq) * (DP / 8) * 32 + lane;
 #pragma unroll
-            for (int hf = 0; hf < 2; hf++)
+            for (int c = 0; c < NQ / (DP / 2); c++)
 #pragma unroll
-                for (int nt = 0; nt < DP / 16; nt++)
-                    frag[(hf * (DP / 16) + nt) * 32] = make_float2(dqp[nt][2 * hf], dqp[nt][2 * hf + 1]);
+                for (int hf = 0; hf < 2; hf++)
+#pragma unroll
+                    for (int nt = 0; nt < DP / 16; nt++)
+                        frag[(c * 4 * (DP / 8) + hf * (DP / 16) + nt) * 32] =
+                            make_float2(dqp[c * (DP / 16) + nt][2 * hf], dqp[c * (DP / 16) + nt][2 * hf + 1]);
             fence_proxy_async_smem();
             __syncwarp();
             if (lane == 0) mbar_arrive(&bar[7]);
         }
         if (FQ == DQ_RED) {
-            reg_fence<DP / 4>(&dqp[0][0]);
+            reg_fence<NQ / 2>(&dqp[0][0]);
             const int64_t h = hk * a.group + it / nqt;
 #pragma unroll
             for (int hf = 0; hf < 2; hf++) {
@@ -1045,11 +1095,11 @@ static CUresult encode_tiled(CUtensorMap *m, CUtensorMapDataType type, cuuint32_
                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
 }
 
-/* 2-D map over f32 [H][Tp]: boxes of 64 consecutive tokens of one head */
-static void make_map_f32(CUtensorMap *m, const float *base, int64_t Tp, int64_t H) {
+/* 2-D map over f32 [H][Tp]: boxes of `rows` consecutive tokens of one head (zeros past Tp) */
+static void make_map_f32(CUtensorMap *m, const float *base, int64_t Tp, int64_t H, int rows) {
     cuuint64_t dims[2] = {(cuuint64_t)Tp, (cuuint64_t)H};
     cuuint64_t strides[1] = {(cuuint64_t)Tp * 4};
-    cuuint32_t box[2] = {64, 1};
+    cuuint32_t box[2] = {(cuuint32_t)rows, 1};
     cuuint32_t es[2] = {1, 1};
     const CUresult r = encode_tiled(m, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, (void *)base, dims, strides, box, es,
                                     CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_128B);
@@ -1077,6 +1127,8 @@ static int g_sm90 = -1; /* 1: this device runs the sm_90a kernels */
 /* UL_ATTN_KERNEL: unset or "default": the Hopper kernels where they apply, the backward
  * fused with dQ staged and added by TMA bulk reduce (DQ_BULK; measured the fastest form at
  * both head dims: bench/RESULTS.md; not bitwise reproducible); "fused": the same;
+ * "fused-bq128": the same with query tiles of 128 rows at d = 64 (the lab's candidate, as
+ * FlashAttention-3's backward at d 64; not yet measured; d = 128: the default);
  * "fused-red": the fused backward with dQ added by atomics from registers (the lab's
  * baseline); "deterministic": the two-kernel backward (bitwise reproducible); "simple": the
  * portable mma.sync kernels only; "simple-bwd": the Hopper forward, the portable backward */
@@ -1085,6 +1137,12 @@ static int sm90_fused_bwd(void) {
     if (e && strcmp(e, "fused-red") == 0) return DQ_RED;
     if (e && strcmp(e, "deterministic") == 0) return DQ_NONE;
     return DQ_BULK;
+}
+
+/* the DQ_BULK backward's query rows per tile at head dim d: 128 for "fused-bq128" at d = 64 */
+static int sm90_bwd_bq(int64_t d) {
+    const char *e = getenv("UL_ATTN_KERNEL");
+    return d == 64 && e && strcmp(e, "fused-bq128") == 0 ? 128 : B_BQ;
 }
 
 /* UL_ATTN_FWD: unset or "ovpp" (FWD_OVPP): the default, the intra-warpgroup pipeline with
@@ -1106,7 +1164,8 @@ static int sm90_fwd_variant(void) {
 
 static int sm90_enabled(int bwd) {
     if (g_sm90 < 0) {
-        g_sm90 = ul_cuda_state.cc == 90 && ul_cuda_state.smem_optin >= hdkv_smem(128, DQ_BULK);
+        g_sm90 = ul_cuda_state.cc == 90 && ul_cuda_state.smem_optin >= hdkv_smem(128, DQ_BULK) &&
+                 ul_cuda_state.smem_optin >= hdkv_smem(64, DQ_BULK, 128);
         if (g_sm90) {
 /* each kernel's dynamic shared memory (K: the instantiation, in parentheses) */
 #define SET_SMEM(K, BYTES) \
@@ -1125,6 +1184,7 @@ static int sm90_enabled(int bwd) {
             SET_SMEM((k_attn_dkv_sm90<128, DQ_RED>), hdkv_smem(128, DQ_RED));
             SET_SMEM((k_attn_dkv_sm90<64, DQ_BULK>), hdkv_smem(64, DQ_BULK));
             SET_SMEM((k_attn_dkv_sm90<128, DQ_BULK>), hdkv_smem(128, DQ_BULK));
+            SET_SMEM((k_attn_dkv_sm90<64, DQ_BULK, 128>), hdkv_smem(64, DQ_BULK, 128));
             SET_SMEM((k_attn_dq_sm90<64>), hdq_smem(64));
             SET_SMEM((k_attn_dq_sm90<128>), hdq_smem(128));
 #undef SET_SMEM
@@ -1232,7 +1292,9 @@ int ul_cuda_attention_bwd_sm90(void *dq, int64_t dqs, void *dk, int64_t dks, voi
     a.DT = (float *)ul_cuda_scratch((size_t)(2 * Hq * a.Tp + nacc) * sizeof(float));
     a.L2T = a.DT + Hq * a.Tp;
     a.dqacc = fused ? a.L2T + Hq * a.Tp : NULL;
-    /* boxes: dK/dV reads K, V in 128-row blocks and Q, dO in 64-row tiles; dQ the other way */
+    /* boxes: dK/dV reads K, V in 128-row blocks and Q, dO in 64-row tiles (fused-bq128: 128,
+     * with lse2 and D); dQ the other way */
+    const int bq = fused == DQ_BULK ? sm90_bwd_bq(d) : B_BQ;
     CUtensorMap tq64, tdo64, tk128, tv128, tq128, tdo128, tk64, tv64, tl, tdd;
     make_map(&tq64, q, T, Hq, d, qs, B_BQ);
     make_map(&tdo64, dout, T, Hq, d, dos, B_BQ);
@@ -1242,8 +1304,8 @@ int ul_cuda_attention_bwd_sm90(void *dq, int64_t dqs, void *dk, int64_t dks, voi
     make_map(&tdo128, dout, T, Hq, d, dos, H_BM);
     make_map(&tk64, k, T, Hkv, d, ks, Q_BN);
     make_map(&tv64, v, T, Hkv, d, vs, Q_BN);
-    make_map_f32(&tl, a.L2T, a.Tp, Hq);
-    make_map_f32(&tdd, a.DT, a.Tp, Hq);
+    make_map_f32(&tl, a.L2T, a.Tp, Hq, bq);
+    make_map_f32(&tdd, a.DT, a.Tp, Hq, bq);
     cudaStream_t s = ul_cuda_state.stream;
     const int64_t nkblk = (T + B_BK - 1) / B_BK, gp = (T * Hq + 3) / 4, gk = nkblk * Hkv, gq = a.nblk * Hq;
     a.hk0 = 0;
@@ -1263,6 +1325,11 @@ int ul_cuda_attention_bwd_sm90(void *dq, int64_t dqs, void *dk, int64_t dks, voi
             if (d == 128) {
                 DKV_LAUNCH(128, DQ_BULK, nkblk * a.nhk);
                 k_attn_dq_convert_tiles<128><<<(unsigned)gt, 256, 0, s>>>(a);
+            } else if (bq == 128) { /* H_BM = 128: the dQ kernel's maps are the 128-row boxes */
+                k_attn_dkv_sm90<64, DQ_BULK, 128><<<(unsigned)(nkblk * a.nhk), B_NT, hdkv_smem(64, DQ_BULK, 128), s>>>(
+                    tq128, tk128, tv128, tdo128, tl, tdd, a);
+                CUDA_LAUNCH_CHECK();
+                k_attn_dq_convert_tiles<64><<<(unsigned)gt, 256, 0, s>>>(a);
             } else {
                 DKV_LAUNCH(64, DQ_BULK, nkblk * a.nhk);
                 k_attn_dq_convert_tiles<64><<<(unsigned)gt, 256, 0, s>>>(a);
