@@ -27,7 +27,8 @@
  * dQ in one kernel, dQ added to an fp32 accumulator by TMA bulk reduce: not bitwise
  * reproducible), the default, and the deterministic one (dK, dV in one kernel, dQ in a
  * second; UL_ATTN_KERNEL=deterministic). Measured on H100 (bench/RESULTS.md, issue 21): the
- * fused form 1.22-1.27x the deterministic one at d = 128 and 1.20 at d = 64; adding dQ
+ * fused form 1.22-1.27x the deterministic one at d = 128 and 1.20 at d = 64 with 64-row
+ * query tiles; 128-row tiles at d = 64 (the default there) 1.16-1.17x more; adding dQ
  * with atomics from registers instead (UL_ATTN_KERNEL=fused-red, the lab's baseline) was
  * 0.98x the deterministic form at d = 128. */
 #include <cuda.h>
@@ -62,16 +63,9 @@ static size_t hfwd_smem(int DP, int NW) {
 /* Masked online softmax of one S tile in place (raw scores in sc, this thread's rows
  * irel[0..1] relative to r0, their document starts dsr; keys j0 = r0 + jr + column): sc
  * becomes P (fp32), m (scaled log2 units) and l are updated, al gets the O rescale factors */
-/* ILP: the row max and the row sum are kept in FWD_NP partial chains each (by column tile
- * nt % FWD_NP) and combined by a tree; otherwise one chain per row (FWD_NP = 1) */
-#define FWD_NP 4
-template <bool ILP = false>
 __device__ __forceinline__ void fwd_softmax(float (*sc)[4], float *mrow, float *lrow, float *al, bool full, int jr,
                                             const int *irel, const int *dsr, int t4, float scale2) {
-    constexpr int NP = ILP ? FWD_NP : 1;
-    float mx[2][NP];
-#pragma unroll
-    for (int p = 0; p < NP; p++) mx[0][p] = mx[1][p] = -INFINITY;
+    float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int nt = 0; nt < H_BN / 8; nt++) {
 #pragma unroll
@@ -82,57 +76,42 @@ __device__ __forceinline__ void fwd_softmax(float (*sc)[4], float *mrow, float *
                 if (!(j <= irel[hf] && j >= dsr[hf])) x = -INFINITY;
             }
             sc[nt][e] = x;
-            mx[e >> 1][nt % NP] = fmaxf(mx[e >> 1][nt % NP], x);
+            mx[e >> 1] = fmaxf(mx[e >> 1], x);
         }
     }
     float mu[2];
 #pragma unroll
     for (int hf = 0; hf < 2; hf++) {
-#pragma unroll
-        for (int w = NP / 2; w >= 1; w /= 2)
-#pragma unroll
-            for (int p = 0; p < w; p++) mx[hf][p] = fmaxf(mx[hf][p], mx[hf][p + w]);
-        mx[hf][0] = fmaxf(mx[hf][0], __shfl_xor_sync(0xffffffffu, mx[hf][0], 1));
-        mx[hf][0] = fmaxf(mx[hf][0], __shfl_xor_sync(0xffffffffu, mx[hf][0], 2));
-        const float mn = fmaxf(mrow[hf], mx[hf][0] * scale2);
+        mx[hf] = fmaxf(mx[hf], __shfl_xor_sync(0xffffffffu, mx[hf], 1));
+        mx[hf] = fmaxf(mx[hf], __shfl_xor_sync(0xffffffffu, mx[hf], 2));
+        const float mn = fmaxf(mrow[hf], mx[hf] * scale2);
         mu[hf] = mn == -INFINITY ? 0.0f : mn;
         al[hf] = ul_ex2(mrow[hf] - mu[hf]);
         mrow[hf] = mn;
     }
-    float rs[2][NP];
-#pragma unroll
-    for (int p = 0; p < NP; p++) rs[0][p] = rs[1][p] = 0.0f;
+    float rs[2] = {0.0f, 0.0f};
 #pragma unroll
     for (int nt = 0; nt < H_BN / 8; nt++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             const float p = ul_ex2(fmaf(sc[nt][e], scale2, -mu[e >> 1]));
             sc[nt][e] = p;
-            rs[e >> 1][nt % NP] += p;
+            rs[e >> 1] += p;
         }
 #pragma unroll
-    for (int hf = 0; hf < 2; hf++) {
-#pragma unroll
-        for (int w = NP / 2; w >= 1; w /= 2)
-#pragma unroll
-            for (int p = 0; p < w; p++) rs[hf][p] += rs[hf][p + w];
-        lrow[hf] = lrow[hf] * al[hf] + rs[hf][0];
-    }
+    for (int hf = 0; hf < 2; hf++) lrow[hf] = lrow[hf] * al[hf] + rs[hf];
 }
 
-/* O *= al (row factors), then P (fp32 in sc) as the bf16 A fragments of the H_BN / 16 k-steps of P V.
- * COND: the rescale is skipped when every row of the warp keeps its max (al is then exactly 1) */
-template <int DP, bool COND = false>
+/* O *= al (row factors), then P (fp32 in sc) as the bf16 A fragments of the H_BN / 16 k-steps of P V */
+template <int DP>
 __device__ __forceinline__ void fwd_rescale_pack(float (*oacc)[4], const float *al, const float (*sc)[4],
                                                  unsigned (*pa)[4]) {
-    if (!COND || !__all_sync(0xffffffffu, al[0] == 1.0f && al[1] == 1.0f)) {
 #pragma unroll
-        for (int nt = 0; nt < DP / 8; nt++) {
-            oacc[nt][0] *= al[0];
-            oacc[nt][1] *= al[0];
-            oacc[nt][2] *= al[1];
-            oacc[nt][3] *= al[1];
-        }
+    for (int nt = 0; nt < DP / 8; nt++) {
+        oacc[nt][0] *= al[0];
+        oacc[nt][1] *= al[0];
+        oacc[nt][2] *= al[1];
+        oacc[nt][3] *= al[1];
     }
 #pragma unroll
     for (int kk = 0; kk < H_BN / 16; kk++) {
@@ -375,16 +354,10 @@ __global__ void __launch_bounds__(HFWD_NT(NW), 1)
  * softmax of S_kb while P V runs on the tensor cores, then rescales O and packs P_kb.
  * K and V stages are released apart (K once S is done, V once P V is): the next K load
  * has a full step of lead. The consumer warpgroups take turns issuing (ping-pong,
- * fwd_turn_begin): FlashAttention-3's schedule. The default forward (bench/RESULTS.md).
- * OPT, lab candidates (bits): FWD_OPT_ILP (UL_ATTN_FWD=ovpp-ilp), the softmax's row max and
- * row sum in independent partial chains (fwd_softmax); FWD_OPT_COND (with it,
- * UL_ATTN_FWD=ovpp-ilpc), O rescaled only when a row of the warp raised its max
- * (fwd_rescale_pack). */
-#define FWD_OPT_ILP 1
-#define FWD_OPT_COND 2
+ * fwd_turn_begin): FlashAttention-3's schedule. The default forward (bench/RESULTS.md). */
 #define HOV_NT(NW) (128 * ((NW) + 1))
 #define HOV_REG(NW) ((NW) == 2 ? 240 : 160)
-template <int DP, int NW, int OPT>
+template <int DP, int NW>
 __global__ void __launch_bounds__(HOV_NT(NW), 1)
     k_attn_fwd_ov_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                        const __grid_constant__ CUtensorMap tv, const HFwdArgs a) {
@@ -432,8 +405,8 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
         reg_fence<H_BN / 2>(&sc[0][0]);
         __syncwarp();
         if (lane == 0) mbar_arrive(&bar[5]); /* K_0 no longer needed */
-        fwd_softmax<(OPT & FWD_OPT_ILP) != 0>(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
-        fwd_rescale_pack<DP, (OPT & FWD_OPT_COND) != 0>(oacc, al, sc, pa);
+        fwd_softmax(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
+        fwd_rescale_pack<DP>(oacc, al, sc, pa);
     }
     for (int kb = 1; kb < nkb; kb++) {
         const int st = kb & 1, pst = st ^ 1;
@@ -452,13 +425,13 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
         reg_fence<H_BN / 2>(&sc[0][0]);
         __syncwarp();
         if (lane == 0) mbar_arrive(&bar[5 + st]);
-        fwd_softmax<(OPT & FWD_OPT_ILP) != 0>(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
+        fwd_softmax(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
         wgmma_wait<0>();
         reg_fence<DP / 2>(&oacc[0][0]);
         reg_fence_u<H_BN / 4>(&pa[0][0]);
         __syncwarp();
         if (lane == 0) mbar_arrive(&bar[7 + pst]);
-        fwd_rescale_pack<DP, (OPT & FWD_OPT_COND) != 0>(oacc, al, sc, pa);
+        fwd_rescale_pack<DP>(oacc, al, sc, pa);
     }
     /* the last tile's P V */
     {
@@ -486,7 +459,7 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
  *   k_attn_dkv_sm90:  128 keys per CTA (2 consumer warpgroups x 64, 240 registers each
  *                     through setmaxnreg; one producer warpgroup at 24), loops over the
  *                     query heads of the kv group and the query tiles of 64 rows (128
- *                     rows at d = 64 with UL_ATTN_KERNEL=fused-bq128):
+ *                     rows at d = 64 in the fused form):
  *                     S^T = K Q^T, dP^T = V dO^T (wgmma SS), P^T, dS^T in registers,
  *                     dV += P^T dO, dK += dS^T Q (wgmma RS, dO and Q read N-major);
  *                     fused form: also dQ += dS K into an fp32 accumulator (below), in
@@ -573,9 +546,9 @@ __device__ __forceinline__ void dkv_rs(float *acc, const unsigned (*fr)[4], unsi
  *            stores) and warp 1 adds it with one TMA bulk reduce (FlashAttention-3's way);
  *            k_attn_dq_convert_tiles reads it back.
  * Either way the order across key blocks varies: dQ is not bitwise reproducible.
- * BQ: queries per tile, B_BQ = 64, or 128 (UL_ATTN_KERNEL=fused-bq128, the lab's candidate;
- * d = 64 and DQ_BULK only: FlashAttention-3's tile at d 64, half the tiles, so half the
- * barriers and mbarrier waits per key block): S^T, dP^T are 64 keys x 128 queries per
+ * BQ: queries per tile, B_BQ = 64, or 128 (the fused form's at d = 64, as FlashAttention-3's
+ * backward at d 64: half the tiles, so half the barriers and mbarrier waits per key block;
+ * measured 1.16-1.17x the 64-row tile on H100, bench/RESULTS.md; d = 64 and DQ_BULK only): S^T, dP^T are 64 keys x 128 queries per
  * warpgroup, dS^T two [BK][64] tiles (queries 0-63, 64-127) per stage, and warpgroup cw
  * forms dQ for queries [64 cw, 64 cw + 64), all d columns, staged as 64-row tile cw in the
  * order above (its column halves where BQ 64 has its warpgroups), so that one bulk reduce
@@ -1126,9 +1099,8 @@ static int g_sm90 = -1; /* 1: this device runs the sm_90a kernels */
 
 /* UL_ATTN_KERNEL: unset or "default": the Hopper kernels where they apply, the backward
  * fused with dQ staged and added by TMA bulk reduce (DQ_BULK; measured the fastest form at
- * both head dims: bench/RESULTS.md; not bitwise reproducible); "fused": the same;
- * "fused-bq128": the same with query tiles of 128 rows at d = 64 (the lab's candidate, as
- * FlashAttention-3's backward at d 64; not yet measured; d = 128: the default);
+ * both head dims: bench/RESULTS.md; not bitwise reproducible; query tiles of 128 rows at
+ * d = 64, of 64 at d = 128); "fused": the same;
  * "fused-red": the fused backward with dQ added by atomics from registers (the lab's
  * baseline); "deterministic": the two-kernel backward (bitwise reproducible); "simple": the
  * portable mma.sync kernels only; "simple-bwd": the Hopper forward, the portable backward */
@@ -1139,26 +1111,17 @@ static int sm90_fused_bwd(void) {
     return DQ_BULK;
 }
 
-/* the DQ_BULK backward's query rows per tile at head dim d: 128 for "fused-bq128" at d = 64 */
-static int sm90_bwd_bq(int64_t d) {
-    const char *e = getenv("UL_ATTN_KERNEL");
-    return d == 64 && e && strcmp(e, "fused-bq128") == 0 ? 128 : B_BQ;
-}
-
 /* UL_ATTN_FWD: unset or "ovpp" (FWD_OVPP): the default, the intra-warpgroup pipeline with
  * the warpgroups in ping-pong (measured the faster at every point, bench/RESULTS.md);
  * "serial" (FWD_SERIAL, the kernel lab's baseline, bench/attention): S, softmax, P V in
- * turn in each consumer warpgroup; "ovpp-ilp" (FWD_ILP) and "ovpp-ilpc" (FWD_ILPC), lab
- * candidates, not yet measured: the default with the softmax's row max and sum in
- * independent partial chains, and with it O rescaled only when a row's max rose. Measured
- * and retired (bench/RESULTS.md): ovpp-skip (tiles a warpgroup does not see skipped),
- * ovpp-nw2 (two consumer warpgroups at d = 64). */
-enum { FWD_OVPP, FWD_SERIAL, FWD_ILP, FWD_ILPC };
+ * turn in each consumer warpgroup. Measured and retired (bench/RESULTS.md): ovpp-skip (tiles
+ * a warpgroup does not see skipped), ovpp-nw2 (two consumer warpgroups at d = 64),
+ * ovpp-ilp (the softmax's row max and sum in partial chains), ovpp-ilpc (with it, O
+ * rescaled only when a row's max rose). */
+enum { FWD_OVPP, FWD_SERIAL };
 static int sm90_fwd_variant(void) {
     const char *e = getenv("UL_ATTN_FWD");
     if (e && strcmp(e, "serial") == 0) return FWD_SERIAL;
-    if (e && strcmp(e, "ovpp-ilp") == 0) return FWD_ILP;
-    if (e && strcmp(e, "ovpp-ilpc") == 0) return FWD_ILPC;
     return FWD_OVPP;
 }
 
@@ -1172,17 +1135,12 @@ static int sm90_enabled(int bwd) {
     CUDA_CHECK(cudaFuncSetAttribute(K, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(BYTES)))
             SET_SMEM((k_attn_fwd_sm90<64, 3>), hfwd_smem(64, 3));
             SET_SMEM((k_attn_fwd_sm90<128, 2>), hfwd_smem(128, 2));
-            SET_SMEM((k_attn_fwd_ov_sm90<64, 3, 0>), hfwd_smem(64, 3));
-            SET_SMEM((k_attn_fwd_ov_sm90<128, 2, 0>), hfwd_smem(128, 2));
-            SET_SMEM((k_attn_fwd_ov_sm90<64, 3, FWD_OPT_ILP>), hfwd_smem(64, 3));
-            SET_SMEM((k_attn_fwd_ov_sm90<128, 2, FWD_OPT_ILP>), hfwd_smem(128, 2));
-            SET_SMEM((k_attn_fwd_ov_sm90<64, 3, FWD_OPT_ILP | FWD_OPT_COND>), hfwd_smem(64, 3));
-            SET_SMEM((k_attn_fwd_ov_sm90<128, 2, FWD_OPT_ILP | FWD_OPT_COND>), hfwd_smem(128, 2));
+            SET_SMEM((k_attn_fwd_ov_sm90<64, 3>), hfwd_smem(64, 3));
+            SET_SMEM((k_attn_fwd_ov_sm90<128, 2>), hfwd_smem(128, 2));
             SET_SMEM((k_attn_dkv_sm90<64, DQ_NONE>), hdkv_smem(64, DQ_NONE));
             SET_SMEM((k_attn_dkv_sm90<128, DQ_NONE>), hdkv_smem(128, DQ_NONE));
             SET_SMEM((k_attn_dkv_sm90<64, DQ_RED>), hdkv_smem(64, DQ_RED));
             SET_SMEM((k_attn_dkv_sm90<128, DQ_RED>), hdkv_smem(128, DQ_RED));
-            SET_SMEM((k_attn_dkv_sm90<64, DQ_BULK>), hdkv_smem(64, DQ_BULK));
             SET_SMEM((k_attn_dkv_sm90<128, DQ_BULK>), hdkv_smem(128, DQ_BULK));
             SET_SMEM((k_attn_dkv_sm90<64, DQ_BULK, 128>), hdkv_smem(64, DQ_BULK, 128));
             SET_SMEM((k_attn_dq_sm90<64>), hdq_smem(64));
@@ -1230,14 +1188,10 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
 #define FWD_LAUNCH(K, NT, DP, NW) K<<<(unsigned)grid, NT(NW), hfwd_smem(DP, NW), s>>>(tq, tk, tv, a)
     if (d == 128) {
         if (variant == FWD_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<128, 2>), HFWD_NT, 128, 2);
-        else if (variant == FWD_ILP) FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, FWD_OPT_ILP>), HOV_NT, 128, 2);
-        else if (variant == FWD_ILPC) FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, FWD_OPT_ILP | FWD_OPT_COND>), HOV_NT, 128, 2);
-        else FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, 0>), HOV_NT, 128, 2);
+        else FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2>), HOV_NT, 128, 2);
     } else {
         if (variant == FWD_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<64, 3>), HFWD_NT, 64, 3);
-        else if (variant == FWD_ILP) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, FWD_OPT_ILP>), HOV_NT, 64, 3);
-        else if (variant == FWD_ILPC) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, FWD_OPT_ILP | FWD_OPT_COND>), HOV_NT, 64, 3);
-        else FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, 0>), HOV_NT, 64, 3);
+        else FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3>), HOV_NT, 64, 3);
     }
 #undef FWD_LAUNCH
     CUDA_LAUNCH_CHECK();
@@ -1292,9 +1246,9 @@ int ul_cuda_attention_bwd_sm90(void *dq, int64_t dqs, void *dk, int64_t dks, voi
     a.DT = (float *)ul_cuda_scratch((size_t)(2 * Hq * a.Tp + nacc) * sizeof(float));
     a.L2T = a.DT + Hq * a.Tp;
     a.dqacc = fused ? a.L2T + Hq * a.Tp : NULL;
-    /* boxes: dK/dV reads K, V in 128-row blocks and Q, dO in 64-row tiles (fused-bq128: 128,
+    /* boxes: dK/dV reads K, V in 128-row blocks and Q, dO in 64-row tiles (fused at d = 64: 128,
      * with lse2 and D); dQ the other way */
-    const int bq = fused == DQ_BULK ? sm90_bwd_bq(d) : B_BQ;
+    const int bq = fused == DQ_BULK && d == 64 ? 128 : B_BQ;
     CUtensorMap tq64, tdo64, tk128, tv128, tq128, tdo128, tk64, tv64, tl, tdd;
     make_map(&tq64, q, T, Hq, d, qs, B_BQ);
     make_map(&tdo64, dout, T, Hq, d, dos, B_BQ);
@@ -1325,13 +1279,10 @@ int ul_cuda_attention_bwd_sm90(void *dq, int64_t dqs, void *dk, int64_t dks, voi
             if (d == 128) {
                 DKV_LAUNCH(128, DQ_BULK, nkblk * a.nhk);
                 k_attn_dq_convert_tiles<128><<<(unsigned)gt, 256, 0, s>>>(a);
-            } else if (bq == 128) { /* H_BM = 128: the dQ kernel's maps are the 128-row boxes */
+            } else { /* 128-row query tiles (H_BM = 128: the dQ kernel's maps are the 128-row boxes) */
                 k_attn_dkv_sm90<64, DQ_BULK, 128><<<(unsigned)(nkblk * a.nhk), B_NT, hdkv_smem(64, DQ_BULK, 128), s>>>(
                     tq128, tk128, tv128, tdo128, tl, tdd, a);
                 CUDA_LAUNCH_CHECK();
-                k_attn_dq_convert_tiles<64><<<(unsigned)gt, 256, 0, s>>>(a);
-            } else {
-                DKV_LAUNCH(64, DQ_BULK, nkblk * a.nhk);
                 k_attn_dq_convert_tiles<64><<<(unsigned)gt, 256, 0, s>>>(a);
             }
             CUDA_LAUNCH_CHECK();
