@@ -55,16 +55,23 @@ typedef struct {
 } HFwdArgs;
 
 static size_t hfwd_smem(int DP, int NW) {
-    /* alignment slack, Q, the K and V stages, room for 16 mbarriers (FwdCta) */
-    return 1024 + (size_t)64 * NW * DP * 2 + (size_t)2 * H_ST * H_BN * DP * 2 + 16 * sizeof(uint64_t);
+    /* alignment slack, Q, the K and V stages, room for 16 mbarriers, 8 bytes per consumer
+     * thread (FwdCta) */
+    return 1024 + (size_t)64 * NW * DP * 2 + (size_t)2 * H_ST * H_BN * DP * 2 + 16 * sizeof(uint64_t) +
+           (size_t)128 * NW * 8;
 }
 
 #ifdef UL_SM90A_DEVICE
 /* Masked online softmax of one S tile in place (raw scores in sc, this thread's rows
  * irel[0..1] relative to r0, their document starts dsr; keys j0 = r0 + jr + column): sc
- * becomes P (fp32), m (scaled log2 units) and l are updated, al gets the O rescale factors */
+ * becomes P (fp32), m (scaled log2 units) and l are updated, al gets the O rescale factors.
+ * The mask applies where !full; SPLIT (full known to the caller, which branches): MASK says
+ * whether it applies, so that a full tile runs no mask code (otherwise the compiler turns
+ * the mask into predicated instructions that every tile executes) */
+template <bool SPLIT = false, bool MASK = true>
 __device__ __forceinline__ void fwd_softmax(float (*sc)[4], float *mrow, float *lrow, float *al, bool full, int jr,
                                             const int *irel, const int *dsr, int t4, float scale2) {
+    if (SPLIT) full = !MASK;
     float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int nt = 0; nt < H_BN / 8; nt++) {
@@ -190,7 +197,8 @@ __device__ __forceinline__ void fwd_store(const HFwdArgs &a, const float (*oacc)
  * [r0, r0 + BM), the nkb key tiles of H_BN ending at r0 + BM (tile kb covers keys
  * [r0 + BM - (nkb - kb) H_BN, +H_BN)). Shared memory: Q [NA][BM][64], K and V
  * [ST][NA][BN][64] (128-byte swizzle), then the mbarriers: [0] Q; for stage s [1+s] K
- * full, [3+s] V full, [5+s] released (SPLIT: K released), [7+s] V released (SPLIT only). */
+ * full, [3+s] V full, [5+s] released (SPLIT: K released), [7+s] V released (SPLIT only);
+ * then pin [64 NW] float2, one per consumer thread (wgmma_wait0_after). */
 template <int DP, int BM>
 struct FwdCta {
     static constexpr unsigned QB = BM * DP * 2, KB = H_BN * DP * 2;
@@ -198,12 +206,14 @@ struct FwdCta {
     int nkb;
     unsigned char *sQ, *sK, *sV;
     uint64_t *bar;
+    float2 *pin;
 
     __device__ __forceinline__ FwdCta(const HFwdArgs &a, unsigned char *smem_raw) {
         sQ = smem_raw + ((1024u - (sm90_addr(smem_raw) & 1023u)) & 1023u);
         sK = sQ + QB;
         sV = sK + H_ST * KB;
         bar = (uint64_t *)(sV + H_ST * KB);
+        pin = (float2 *)(bar + 16);
         const int64_t task = blockIdx.x;
         h = task % a.Hq;
         const int64_t qb = a.nblk - 1 - task / a.Hq; /* longest blocks first */
@@ -354,10 +364,15 @@ __global__ void __launch_bounds__(HFWD_NT(NW), 1)
  * softmax of S_kb while P V runs on the tensor cores, then rescales O and packs P_kb.
  * K and V stages are released apart (K once S is done, V once P V is): the next K load
  * has a full step of lead. The consumer warpgroups take turns issuing (ping-pong,
- * fwd_turn_begin): FlashAttention-3's schedule. The default forward (bench/RESULTS.md). */
+ * fwd_turn_begin): FlashAttention-3's schedule. The default forward (bench/RESULTS.md).
+ * V, the lab's candidates (0: the default): V >= 1 (UL_ATTN_FWD=ovpp-pin): ptxas hoists the
+ * wait for P V above the softmax (SASS: WARPGROUP.DEPBAR.LE gsb0, 0x0 right after the wait
+ * for S), so that the softmax does not run under P V; these wait with wgmma_wait0_after,
+ * which keeps it below. V = 2 (ovpp-pins): also a branch between the masked and the full
+ * softmax (fwd_softmax's SPLIT). */
 #define HOV_NT(NW) (128 * ((NW) + 1))
 #define HOV_REG(NW) ((NW) == 2 ? 240 : 160)
-template <int DP, int NW>
+template <int DP, int NW, int V>
 __global__ void __launch_bounds__(HOV_NT(NW), 1)
     k_attn_fwd_ov_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                        const __grid_constant__ CUtensorMap tv, const HFwdArgs a) {
@@ -425,8 +440,16 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
         reg_fence<H_BN / 2>(&sc[0][0]);
         __syncwarp();
         if (lane == 0) mbar_arrive(&bar[5 + st]);
-        fwd_softmax(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
-        wgmma_wait<0>();
+        if (V == 2 && rw.full(j0))
+            fwd_softmax<true, false>(sc, mrow, lrow, al, true, (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
+        else if (V == 2)
+            fwd_softmax<true, true>(sc, mrow, lrow, al, false, (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
+        else
+            fwd_softmax(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
+        if (V >= 1)
+            wgmma_wait0_after(sm90_addr(c.pin + tid), lrow[0], lrow[1]);
+        else
+            wgmma_wait<0>();
         reg_fence<DP / 2>(&oacc[0][0]);
         reg_fence_u<H_BN / 4>(&pa[0][0]);
         __syncwarp();
@@ -1114,14 +1137,18 @@ static int sm90_fused_bwd(void) {
 /* UL_ATTN_FWD: unset or "ovpp" (FWD_OVPP): the default, the intra-warpgroup pipeline with
  * the warpgroups in ping-pong (measured the faster at every point, bench/RESULTS.md);
  * "serial" (FWD_SERIAL, the kernel lab's baseline, bench/attention): S, softmax, P V in
- * turn in each consumer warpgroup. Measured and retired (bench/RESULTS.md): ovpp-skip (tiles
+ * turn in each consumer warpgroup; "ovpp-pin" (FWD_PIN) and "ovpp-pins" (FWD_PINS), the
+ * lab's candidates, not yet measured: the default with the wait for P V kept below the
+ * softmax, and with it the full tiles' softmax without mask code. Measured and retired (bench/RESULTS.md): ovpp-skip (tiles
  * a warpgroup does not see skipped), ovpp-nw2 (two consumer warpgroups at d = 64),
  * ovpp-ilp (the softmax's row max and sum in partial chains), ovpp-ilpc (with it, O
  * rescaled only when a row's max rose). */
-enum { FWD_OVPP, FWD_SERIAL };
+enum { FWD_OVPP, FWD_SERIAL, FWD_PIN, FWD_PINS };
 static int sm90_fwd_variant(void) {
     const char *e = getenv("UL_ATTN_FWD");
     if (e && strcmp(e, "serial") == 0) return FWD_SERIAL;
+    if (e && strcmp(e, "ovpp-pin") == 0) return FWD_PIN;
+    if (e && strcmp(e, "ovpp-pins") == 0) return FWD_PINS;
     return FWD_OVPP;
 }
 
@@ -1135,8 +1162,12 @@ static int sm90_enabled(int bwd) {
     CUDA_CHECK(cudaFuncSetAttribute(K, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(BYTES)))
             SET_SMEM((k_attn_fwd_sm90<64, 3>), hfwd_smem(64, 3));
             SET_SMEM((k_attn_fwd_sm90<128, 2>), hfwd_smem(128, 2));
-            SET_SMEM((k_attn_fwd_ov_sm90<64, 3>), hfwd_smem(64, 3));
-            SET_SMEM((k_attn_fwd_ov_sm90<128, 2>), hfwd_smem(128, 2));
+            SET_SMEM((k_attn_fwd_ov_sm90<64, 3, 0>), hfwd_smem(64, 3));
+            SET_SMEM((k_attn_fwd_ov_sm90<128, 2, 0>), hfwd_smem(128, 2));
+            SET_SMEM((k_attn_fwd_ov_sm90<64, 3, 1>), hfwd_smem(64, 3));
+            SET_SMEM((k_attn_fwd_ov_sm90<128, 2, 1>), hfwd_smem(128, 2));
+            SET_SMEM((k_attn_fwd_ov_sm90<64, 3, 2>), hfwd_smem(64, 3));
+            SET_SMEM((k_attn_fwd_ov_sm90<128, 2, 2>), hfwd_smem(128, 2));
             SET_SMEM((k_attn_dkv_sm90<64, DQ_NONE>), hdkv_smem(64, DQ_NONE));
             SET_SMEM((k_attn_dkv_sm90<128, DQ_NONE>), hdkv_smem(128, DQ_NONE));
             SET_SMEM((k_attn_dkv_sm90<64, DQ_RED>), hdkv_smem(64, DQ_RED));
@@ -1188,10 +1219,14 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
 #define FWD_LAUNCH(K, NT, DP, NW) K<<<(unsigned)grid, NT(NW), hfwd_smem(DP, NW), s>>>(tq, tk, tv, a)
     if (d == 128) {
         if (variant == FWD_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<128, 2>), HFWD_NT, 128, 2);
-        else FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2>), HOV_NT, 128, 2);
+        else if (variant == FWD_PIN) FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, 1>), HOV_NT, 128, 2);
+        else if (variant == FWD_PINS) FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, 2>), HOV_NT, 128, 2);
+        else FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, 0>), HOV_NT, 128, 2);
     } else {
         if (variant == FWD_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<64, 3>), HFWD_NT, 64, 3);
-        else FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3>), HOV_NT, 64, 3);
+        else if (variant == FWD_PIN) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, 1>), HOV_NT, 64, 3);
+        else if (variant == FWD_PINS) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, 2>), HOV_NT, 64, 3);
+        else FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, 0>), HOV_NT, 64, 3);
     }
 #undef FWD_LAUNCH
     CUDA_LAUNCH_CHECK();

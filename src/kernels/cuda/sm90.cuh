@@ -88,6 +88,15 @@ __device__ __forceinline__ void wgmma_wait(void) {
     asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
 /* keeps the compiler from moving accesses of accumulator registers across a wait */
+/* wgmma.wait_group 0 placed after a shared-memory store of (a, b) to this thread's own 8
+ * bytes at `slot`. ptxas keeps the wait below an earlier shared-memory store, but may
+ * otherwise hoist it above the ALU work before it (seen in the forward's SASS: the wait
+ * for P V went above the softmax that was to run under it); storing values that depend on
+ * all of that work pins the wait after it. */
+__device__ __forceinline__ void wgmma_wait0_after(unsigned slot, float a, float b) {
+    asm volatile("st.shared.v2.f32 [%0], {%1, %2};\nwgmma.wait_group.sync.aligned 0;\n" ::"r"(slot), "f"(a), "f"(b)
+                 : "memory");
+}
 template <int N>
 __device__ __forceinline__ void reg_fence(float *r) {
 #pragma unroll
