@@ -35,9 +35,7 @@ cmake --build build-gpu -j"$(nproc)" --target test_cuda_kernels bench_attention 
 echo "build: $(( $(date +%s) - t0 )) s"
 att=$(find build-gpu -name "cuda_attention_sm90.cu.o" | head -1)
 cuobjdump -sass "$att" > "$LOG/sm90.sass" 2>/dev/null
-awk '/Function :/{if(f)printf "%-66s HGMMA %3d WGDEPBAR %3d LDL/STL %d\n",f,w,d,l; f=$3;w=0;d=0;l=0;next}
-  /HGMMA/{w++} /WARPGROUP.DEPBAR/{d++} /LDL|STL/{l++} END{if(f)printf "%-66s HGMMA %3d WGDEPBAR %3d LDL/STL %d\n",f,w,d,l}' \
-  "$LOG/sm90.sass" | grep -i "attn"
+awk -f bench/attention/sass_summary.awk "$LOG/sm90.sass" | grep -i "attn" # per kernel; see the awk file
 TEST=$(find build-gpu -name test_cuda_kernels -type f -perm -u+x | head -1)
 BENCH=build-gpu/bench_attention
 echo "== smoke (a variant that hangs or fails here is dropped)"

@@ -11,7 +11,9 @@
  *   NW consumer   warpgroups of 64 query rows each (k_attn_fwd_ov_sm90, the default):
  *                 S = Q K^T of tile kb (wgmma m64n128k16, both operands from shared memory)
  *                 issued with O += P V of tile kb - 1 (wgmma with P from registers, V read
- *                 N-major), the online softmax of S (fp32, log2 units) run while P V does;
+ *                 N-major), the online softmax of S (fp32, log2 units) meant to run while
+ *                 P V does (in the default's SASS, ptxas placed the wait for P V before
+ *                 the softmax; UL_ATTN_FWD=ovpp-pin keeps it after, k_attn_fwd_ov_sm90);
  *                 K and V stages released apart; the warpgroups take turns issuing on the
  *                 tensor cores (named barriers, ping-pong): FlashAttention-3's schedule.
  * UL_ATTN_FWD=serial (k_attn_fwd_sm90, the lab's baseline): S, softmax, P V in turn in each
