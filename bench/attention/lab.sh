@@ -3,13 +3,14 @@
 # Hopper forward variant (UL_ATTN_FWD: ovpp, the default; serial, the baseline; ovpp-pin and ovpp-pins, candidates (the wait for P V kept below the softmax; with it, no mask code on full tiles); see cuda_attention_sm90.cu) with
 # the backward forms in $BWDS next to torch SDPA's cuDNN backend at each point, checks them
 # against the CPU backend (test_cuda_kernels --only attention: the default, fused,
-# fused-red, deterministic and simple kernels, then each forward variant that passed a smoke run), runs compute-sanitizer
+# fused-split, fused-red, deterministic and simple kernels, then each forward variant that passed a smoke run), runs compute-sanitizer
 # memcheck and racecheck on the variants in $SANITIZE, and profiles the forward of each
 # variant with ncu when $NCU is 1 (and the backward's dK/dV and dQ kernels at each head dim). Logs under $OUT (device tool) or build-gpu/lab; carry .deps
 # (cJSON, see ../shared/device/deps.sh).
 #   bench/attention/lab.sh
 # Environment (defaults in brackets): FWDS [serial ovpp ovpp-pin ovpp-pins]; BWDS, UL_ATTN_KERNEL values
-# (default, fused-red, deterministic) [default]; POINTS, "d:T:H[:HKV[:DOCS]] ..." (HKV key/value heads [H], DOCS equal documents
+# (default, fused-red, deterministic, and the candidate fused-split: no mask code on full
+# tiles) [default]; POINTS, "d:T:H[:HKV[:DOCS]] ..." (HKV key/value heads [H], DOCS equal documents
 # packed in the rows [1]; cuDNN runs them as a batch) [d 128 and 64 at 32K, 128K, 512K,
 # GQA 4:1 and 64 documents at 128K]; SANITIZE [ovpp] (forward variants; the backward
 # runs with them in the first form of $BWDS);

@@ -557,6 +557,35 @@ __device__ __forceinline__ void dkv_rs(float *acc, const unsigned (*fr)[4], unsi
     }
 }
 
+/* P^T of a tile in place in sc: exp2(s * scale2 - lse2[i]) where key j sees query i
+ * (column c: query qr + c; this thread's keys jrel[hf] with document ends derel[hf]), else 0;
+ * PACK: also the bf16 A fragments in pa. MASK 0: the mask applies where !full (tested per
+ * element: the compiler makes it predicated code that every tile runs); 1: no mask (a full
+ * tile); 2: the mask (k_attn_dkv_sm90's SPLIT branches on full) */
+template <int BQ, int MASK, bool PACK>
+__device__ __forceinline__ void dkv_p(float (*sc)[4], unsigned (*pa)[4], const float *L, float scale2, bool full,
+                                      int qr, const int *jrel, const int *derel, int t4) {
+    if (MASK) full = MASK == 1;
+#pragma unroll
+    for (int nt = 0; nt < BQ / 8; nt++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int c = nt * 8 + 2 * t4 + (e & 1), hf = e >> 1;
+            bool ok = true;
+            if (!full) {
+                const int i = qr + c;
+                ok = i >= jrel[hf] && i < derel[hf];
+            }
+            sc[nt][e] = ok ? ul_ex2(fmaf(sc[nt][e], scale2, -L[c])) : 0.0f;
+        }
+        if (PACK) {
+            const int kk = nt >> 1, hi = (nt & 1) * 2;
+            pa[kk][hi] = ul_pack_bf16(sc[nt][0], sc[nt][1]);
+            pa[kk][hi + 1] = ul_pack_bf16(sc[nt][2], sc[nt][3]);
+        }
+    }
+}
+
 #endif /* UL_SM90A_DEVICE */
 
 /* FQ = DQ_NONE: dK, dV only (the deterministic form; dQ by k_attn_dq_sm90). Otherwise also
@@ -577,8 +606,10 @@ __device__ __forceinline__ void dkv_rs(float *acc, const unsigned (*fr)[4], unsi
  * warpgroup, dS^T two [BK][64] tiles (queries 0-63, 64-127) per stage, and warpgroup cw
  * forms dQ for queries [64 cw, 64 cw + 64), all d columns, staged as 64-row tile cw in the
  * order above (its column halves where BQ 64 has its warpgroups), so that one bulk reduce
- * adds both tiles (only the first where the second would start at Tp). */
-template <int DP, int FQ, int BQ = B_BQ>
+ * adds both tiles (only the first where the second would start at Tp).
+ * SPLIT (UL_ATTN_KERNEL=fused-split, the lab's candidate, not yet measured): P^T of a tile
+ * all of whose queries the warpgroup's keys see runs without mask code (dkv_p). */
+template <int DP, int FQ, int BQ = B_BQ, bool SPLIT = false>
 __global__ void __launch_bounds__(B_NT, 1)
     k_attn_dkv_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                     const __grid_constant__ CUtensorMap tv, const __grid_constant__ CUtensorMap tdo,
@@ -738,24 +769,12 @@ __global__ void __launch_bounds__(B_NT, 1)
             const bool full = q0 >= kwl && q0 + BQ - 1 < de_first;
             const int qr = (int)(q0 - k0);
             const float *L = sL + st * BQ, *Dd = sD + st * BQ;
-#pragma unroll
-            for (int nt = 0; nt < BQ / 8; nt++) {
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int c = nt * 8 + 2 * t4 + (e & 1), hf = e >> 1;
-                    bool ok = true;
-                    if (!full) {
-                        const int i = qr + c;
-                        ok = i >= jrel[hf] && i < derel[hf];
-                    }
-                    sc[nt][e] = ok ? ul_ex2(fmaf(sc[nt][e], a.scale2, -L[c])) : 0.0f;
-                }
-                if (!LATE) {
-                    const int kk = nt >> 1, hi = (nt & 1) * 2;
-                    pa[kk][hi] = ul_pack_bf16(sc[nt][0], sc[nt][1]);
-                    pa[kk][hi + 1] = ul_pack_bf16(sc[nt][2], sc[nt][3]);
-                }
-            }
+            if (SPLIT && full)
+                dkv_p<BQ, 1, !LATE>(sc, pa, L, a.scale2, full, qr, jrel, derel, t4);
+            else if (SPLIT)
+                dkv_p<BQ, 2, !LATE>(sc, pa, L, a.scale2, full, qr, jrel, derel, t4);
+            else
+                dkv_p<BQ, 0, !LATE>(sc, pa, L, a.scale2, full, qr, jrel, derel, t4);
             if (!LATE) {
                 wgmma_fence();
                 dkv_rs<DP, BQ>(&dv[0][0], pa, oaddr);
@@ -1125,10 +1144,18 @@ static int g_sm90 = -1; /* 1: this device runs the sm_90a kernels */
 /* UL_ATTN_KERNEL: unset or "default": the Hopper kernels where they apply, the backward
  * fused with dQ staged and added by TMA bulk reduce (DQ_BULK; measured the fastest form at
  * both head dims: bench/RESULTS.md; not bitwise reproducible; query tiles of 128 rows at
- * d = 64, of 64 at d = 128); "fused": the same;
+ * d = 64, of 64 at d = 128); "fused": the same; "fused-split": the same with the
+ * mask code branched around on full tiles (the lab's candidate, not yet measured);
  * "fused-red": the fused backward with dQ added by atomics from registers (the lab's
  * baseline); "deterministic": the two-kernel backward (bitwise reproducible); "simple": the
  * portable mma.sync kernels only; "simple-bwd": the Hopper forward, the portable backward */
+/* UL_ATTN_KERNEL=fused-split: the fused form with the mask code branched around on full
+ * tiles (k_attn_dkv_sm90's SPLIT; the lab's candidate, not yet measured) */
+static int sm90_bwd_split(void) {
+    const char *e = getenv("UL_ATTN_KERNEL");
+    return e && strcmp(e, "fused-split") == 0;
+}
+
 static int sm90_fused_bwd(void) {
     const char *e = getenv("UL_ATTN_KERNEL");
     if (e && strcmp(e, "fused-red") == 0) return DQ_RED;
@@ -1176,6 +1203,8 @@ static int sm90_enabled(int bwd) {
             SET_SMEM((k_attn_dkv_sm90<128, DQ_RED>), hdkv_smem(128, DQ_RED));
             SET_SMEM((k_attn_dkv_sm90<128, DQ_BULK>), hdkv_smem(128, DQ_BULK));
             SET_SMEM((k_attn_dkv_sm90<64, DQ_BULK, 128>), hdkv_smem(64, DQ_BULK, 128));
+            SET_SMEM((k_attn_dkv_sm90<128, DQ_BULK, 64, true>), hdkv_smem(128, DQ_BULK));
+            SET_SMEM((k_attn_dkv_sm90<64, DQ_BULK, 128, true>), hdkv_smem(64, DQ_BULK, 128));
             SET_SMEM((k_attn_dq_sm90<64>), hdq_smem(64));
             SET_SMEM((k_attn_dq_sm90<128>), hdq_smem(128));
 #undef SET_SMEM
@@ -1272,6 +1301,7 @@ int ul_cuda_attention_bwd_sm90(void *dq, int64_t dqs, void *dk, int64_t dks, voi
     a.scale = scale;
     a.scale2 = scale * 1.4426950408889634f;
     const int fused = sm90_fused_bwd();
+    const int split = fused == DQ_BULK && sm90_bwd_split();
     /* DQ_RED: [T][Hq][d], one launch (the lab's baseline: not in the memory plan);
      * DQ_BULK: [the launch's query heads][Tp / 64][64 d] (k_attn_dkv_sm90), launches of kvl
      * key/value heads (ul_attn_dq_kv_heads, as the plan counts; UL_ATTN_DQ_HEADS=n, fewer,
@@ -1313,12 +1343,23 @@ int ul_cuda_attention_bwd_sm90(void *dq, int64_t dqs, void *dk, int64_t dks, voi
             const int64_t n = a.group * a.nhk * a.Tp * d, gt = (n / 2 + 255) / 256;
             UL_ASSERT(nkblk * a.nhk <= 0x7fffffff && gt <= 0x7fffffff, "attention: grid too large");
             CUDA_CHECK(cudaMemsetAsync(a.dqacc, 0, (size_t)n * sizeof(float), s));
+            const unsigned g = (unsigned)(nkblk * a.nhk);
             if (d == 128) {
-                DKV_LAUNCH(128, DQ_BULK, nkblk * a.nhk);
+                if (split) {
+                    k_attn_dkv_sm90<128, DQ_BULK, 64, true><<<g, B_NT, hdkv_smem(128, DQ_BULK), s>>>(
+                        tq64, tk128, tv128, tdo64, tl, tdd, a);
+                    CUDA_LAUNCH_CHECK();
+                } else {
+                    DKV_LAUNCH(128, DQ_BULK, g);
+                }
                 k_attn_dq_convert_tiles<128><<<(unsigned)gt, 256, 0, s>>>(a);
             } else { /* 128-row query tiles (H_BM = 128: the dQ kernel's maps are the 128-row boxes) */
-                k_attn_dkv_sm90<64, DQ_BULK, 128><<<(unsigned)(nkblk * a.nhk), B_NT, hdkv_smem(64, DQ_BULK, 128), s>>>(
-                    tq128, tk128, tv128, tdo128, tl, tdd, a);
+                if (split)
+                    k_attn_dkv_sm90<64, DQ_BULK, 128, true><<<g, B_NT, hdkv_smem(64, DQ_BULK, 128), s>>>(
+                        tq128, tk128, tv128, tdo128, tl, tdd, a);
+                else
+                    k_attn_dkv_sm90<64, DQ_BULK, 128><<<g, B_NT, hdkv_smem(64, DQ_BULK, 128), s>>>(
+                        tq128, tk128, tv128, tdo128, tl, tdd, a);
                 CUDA_LAUNCH_CHECK();
                 k_attn_dq_convert_tiles<64><<<(unsigned)gt, 256, 0, s>>>(a);
             }
