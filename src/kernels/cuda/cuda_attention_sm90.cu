@@ -111,10 +111,9 @@ __device__ __forceinline__ void fwd_softmax(float (*sc)[4], float *mrow, float *
     for (int hf = 0; hf < 2; hf++) lrow[hf] = lrow[hf] * al[hf] + rs[hf];
 }
 
-/* O *= al (row factors), then P (fp32 in sc) as the bf16 A fragments of the H_BN / 16 k-steps of P V */
+/* O *= al (row factors) */
 template <int DP>
-__device__ __forceinline__ void fwd_rescale_pack(float (*oacc)[4], const float *al, const float (*sc)[4],
-                                                 unsigned (*pa)[4]) {
+__device__ __forceinline__ void fwd_rescale_o(float (*oacc)[4], const float *al) {
 #pragma unroll
     for (int nt = 0; nt < DP / 8; nt++) {
         oacc[nt][0] *= al[0];
@@ -122,6 +121,14 @@ __device__ __forceinline__ void fwd_rescale_pack(float (*oacc)[4], const float *
         oacc[nt][2] *= al[1];
         oacc[nt][3] *= al[1];
     }
+}
+
+/* O *= al (unless !RESCALE), then P (fp32 in sc) as the bf16 A fragments of the H_BN / 16
+ * k-steps of P V */
+template <int DP, bool RESCALE = true>
+__device__ __forceinline__ void fwd_rescale_pack(float (*oacc)[4], const float *al, const float (*sc)[4],
+                                                 unsigned (*pa)[4]) {
+    if (RESCALE) fwd_rescale_o<DP>(oacc, al);
 #pragma unroll
     for (int kk = 0; kk < H_BN / 16; kk++) {
         pa[kk][0] = ul_pack_bf16(sc[2 * kk][0], sc[2 * kk][1]);
@@ -371,7 +378,9 @@ __global__ void __launch_bounds__(HFWD_NT(NW), 1)
  * wait for P V above the softmax (SASS: WARPGROUP.DEPBAR.LE gsb0, 0x0 right after the wait
  * for S), so that the softmax does not run under P V; these wait with wgmma_wait0_after,
  * which keeps it below. V = 2 (ovpp-pins): also a branch between the masked and the full
- * softmax (fwd_softmax's SPLIT). */
+ * softmax (fwd_softmax's SPLIT). V = 3 (ovpp-pinsr): also O rescaled between the issue of
+ * S_kb and that of P_{kb-1} V_{kb-1} (FlashAttention-3's place: under S_kb) instead of after
+ * the wait for P V. */
 #define HOV_NT(NW) (128 * ((NW) + 1))
 #define HOV_REG(NW) ((NW) == 2 ? 240 : 160)
 template <int DP, int NW, int V>
@@ -423,7 +432,7 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
         __syncwarp();
         if (lane == 0) mbar_arrive(&bar[5]); /* K_0 no longer needed */
         fwd_softmax(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
-        fwd_rescale_pack<DP>(oacc, al, sc, pa);
+        fwd_rescale_pack<DP, V != 3>(oacc, al, sc, pa);
     }
     for (int kb = 1; kb < nkb; kb++) {
         const int st = kb & 1, pst = st ^ 1;
@@ -435,6 +444,10 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
         wgmma_fence();
         fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK + st * KB));
         wgmma_commit();
+        if (V == 3) { /* O *= al_{kb-1} under S_kb */
+            fwd_rescale_o<DP>(oacc, al);
+            wgmma_fence();
+        }
         fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + pst * KB));
         wgmma_commit();
         fwd_turn_end<NW>(cw, false);
@@ -442,9 +455,9 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
         reg_fence<H_BN / 2>(&sc[0][0]);
         __syncwarp();
         if (lane == 0) mbar_arrive(&bar[5 + st]);
-        if (V == 2 && rw.full(j0))
+        if (V >= 2 && rw.full(j0))
             fwd_softmax<true, false>(sc, mrow, lrow, al, true, (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
-        else if (V == 2)
+        else if (V >= 2)
             fwd_softmax<true, true>(sc, mrow, lrow, al, false, (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
         else
             fwd_softmax(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
@@ -456,13 +469,14 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
         reg_fence_u<H_BN / 4>(&pa[0][0]);
         __syncwarp();
         if (lane == 0) mbar_arrive(&bar[7 + pst]);
-        fwd_rescale_pack<DP>(oacc, al, sc, pa);
+        fwd_rescale_pack<DP, V != 3>(oacc, al, sc, pa);
     }
     /* the last tile's P V */
     {
         const int st = (nkb - 1) & 1;
         mbar_wait(&bar[3 + st], ((nkb - 1) >> 1) & 1);
         fwd_turn_begin(cw);
+        if (V == 3) fwd_rescale_o<DP>(oacc, al);
         wgmma_fence();
         fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + st * KB));
         wgmma_commit();
@@ -1166,18 +1180,20 @@ static int sm90_fused_bwd(void) {
 /* UL_ATTN_FWD: unset or "ovpp" (FWD_OVPP): the default, the intra-warpgroup pipeline with
  * the warpgroups in ping-pong (measured the faster at every point, bench/RESULTS.md);
  * "serial" (FWD_SERIAL, the kernel lab's baseline, bench/attention): S, softmax, P V in
- * turn in each consumer warpgroup; "ovpp-pin" (FWD_PIN) and "ovpp-pins" (FWD_PINS), the
- * lab's candidates, not yet measured: the default with the wait for P V kept below the
- * softmax, and with it the full tiles' softmax without mask code. Measured and retired (bench/RESULTS.md): ovpp-skip (tiles
+ * turn in each consumer warpgroup; "ovpp-pin" (FWD_PIN), "ovpp-pins" (FWD_PINS) and
+ * "ovpp-pinsr" (FWD_PINSR), the lab's candidates, not yet measured: the default with the
+ * wait for P V kept below the softmax; with it the full tiles' softmax without mask code;
+ * with both, O rescaled under the next S. Measured and retired (bench/RESULTS.md): ovpp-skip (tiles
  * a warpgroup does not see skipped), ovpp-nw2 (two consumer warpgroups at d = 64),
  * ovpp-ilp (the softmax's row max and sum in partial chains), ovpp-ilpc (with it, O
  * rescaled only when a row's max rose). */
-enum { FWD_OVPP, FWD_SERIAL, FWD_PIN, FWD_PINS };
+enum { FWD_OVPP, FWD_SERIAL, FWD_PIN, FWD_PINS, FWD_PINSR };
 static int sm90_fwd_variant(void) {
     const char *e = getenv("UL_ATTN_FWD");
     if (e && strcmp(e, "serial") == 0) return FWD_SERIAL;
     if (e && strcmp(e, "ovpp-pin") == 0) return FWD_PIN;
     if (e && strcmp(e, "ovpp-pins") == 0) return FWD_PINS;
+    if (e && strcmp(e, "ovpp-pinsr") == 0) return FWD_PINSR;
     return FWD_OVPP;
 }
 
@@ -1197,6 +1213,8 @@ static int sm90_enabled(int bwd) {
             SET_SMEM((k_attn_fwd_ov_sm90<128, 2, 1>), hfwd_smem(128, 2));
             SET_SMEM((k_attn_fwd_ov_sm90<64, 3, 2>), hfwd_smem(64, 3));
             SET_SMEM((k_attn_fwd_ov_sm90<128, 2, 2>), hfwd_smem(128, 2));
+            SET_SMEM((k_attn_fwd_ov_sm90<64, 3, 3>), hfwd_smem(64, 3));
+            SET_SMEM((k_attn_fwd_ov_sm90<128, 2, 3>), hfwd_smem(128, 2));
             SET_SMEM((k_attn_dkv_sm90<64, DQ_NONE>), hdkv_smem(64, DQ_NONE));
             SET_SMEM((k_attn_dkv_sm90<128, DQ_NONE>), hdkv_smem(128, DQ_NONE));
             SET_SMEM((k_attn_dkv_sm90<64, DQ_RED>), hdkv_smem(64, DQ_RED));
@@ -1252,11 +1270,13 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
         if (variant == FWD_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<128, 2>), HFWD_NT, 128, 2);
         else if (variant == FWD_PIN) FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, 1>), HOV_NT, 128, 2);
         else if (variant == FWD_PINS) FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, 2>), HOV_NT, 128, 2);
+        else if (variant == FWD_PINSR) FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, 3>), HOV_NT, 128, 2);
         else FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, 0>), HOV_NT, 128, 2);
     } else {
         if (variant == FWD_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<64, 3>), HFWD_NT, 64, 3);
         else if (variant == FWD_PIN) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, 1>), HOV_NT, 64, 3);
         else if (variant == FWD_PINS) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, 2>), HOV_NT, 64, 3);
+        else if (variant == FWD_PINSR) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, 3>), HOV_NT, 64, 3);
         else FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, 0>), HOV_NT, 64, 3);
     }
 #undef FWD_LAUNCH
