@@ -30,7 +30,7 @@
  * reproducible), the default, and the deterministic one (dK, dV in one kernel, dQ in a
  * second; UL_ATTN_KERNEL=deterministic). Measured on H100 (bench/RESULTS.md, issue 21): the
  * fused form 1.22-1.27x the deterministic one at d = 128 and 1.20 at d = 64 with 64-row
- * query tiles; 128-row tiles at d = 64 (the default there) 1.16-1.17x more; adding dQ
+ * query tiles; 128-row tiles at d = 64 (the default there) 1.11-1.19x more; adding dQ
  * with atomics from registers instead (UL_ATTN_KERNEL=fused-red, the lab's baseline) was
  * 0.98x the deterministic form at d = 128. */
 #include <cuda.h>
@@ -207,7 +207,7 @@ __device__ __forceinline__ void fwd_store(const HFwdArgs &a, const float (*oacc)
  * [r0 + BM - (nkb - kb) H_BN, +H_BN)). Shared memory: Q [NA][BM][64], K and V
  * [ST][NA][BN][64] (128-byte swizzle), then the mbarriers: [0] Q; for stage s [1+s] K
  * full, [3+s] V full, [5+s] released (SPLIT: K released), [7+s] V released (SPLIT only);
- * then pin [64 NW] float2, one per consumer thread (wgmma_wait0_after). */
+ * then pin [128 NW] float2, one per consumer thread (wgmma_wait0_after). */
 template <int DP, int BM>
 struct FwdCta {
     static constexpr unsigned QB = BM * DP * 2, KB = H_BN * DP * 2;
@@ -616,11 +616,12 @@ __device__ __forceinline__ void dkv_p(float (*sc)[4], unsigned (*pa)[4], const f
  * Either way the order across key blocks varies: dQ is not bitwise reproducible.
  * BQ: queries per tile, B_BQ = 64, or 128 (the fused form's at d = 64, as FlashAttention-3's
  * backward at d 64: half the tiles, so half the barriers and mbarrier waits per key block;
- * measured 1.16-1.17x the 64-row tile on H100, bench/RESULTS.md; d = 64 and DQ_BULK only): S^T, dP^T are 64 keys x 128 queries per
- * warpgroup, dS^T two [BK][64] tiles (queries 0-63, 64-127) per stage, and warpgroup cw
- * forms dQ for queries [64 cw, 64 cw + 64), all d columns, staged as 64-row tile cw in the
- * order above (its column halves where BQ 64 has its warpgroups), so that one bulk reduce
- * adds both tiles (only the first where the second would start at Tp).
+ * measured 1.11-1.19x the 64-row tile on H100, bench/RESULTS.md; d = 64 and DQ_BULK only):
+ * S^T, dP^T are 64 keys x 128 queries per warpgroup, dS^T two [BK][64] tiles (queries
+ * 0-63, 64-127) per stage, and warpgroup cw forms dQ for queries [64 cw, 64 cw + 64), all
+ * d columns, staged as 64-row tile cw in the order above (its column halves where BQ 64
+ * has its warpgroups), so that one bulk reduce adds both tiles (only the first where the
+ * second would start at Tp).
  * SPLIT (UL_ATTN_KERNEL=fused-split, the lab's candidate, not yet measured): P^T of a tile
  * all of whose queries the warpgroup's keys see runs without mask code (dkv_p). */
 template <int DP, int FQ, int BQ = B_BQ, bool SPLIT = false>

@@ -87,7 +87,6 @@ template <int N>
 __device__ __forceinline__ void wgmma_wait(void) {
     asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
-/* keeps the compiler from moving accesses of accumulator registers across a wait */
 /* wgmma.wait_group 0 placed after a shared-memory store of (a, b) to this thread's own 8
  * bytes at `slot`. ptxas keeps the wait below an earlier shared-memory store, but may
  * otherwise hoist it above the ALU work before it (seen in the forward's SASS: the wait
@@ -97,6 +96,8 @@ __device__ __forceinline__ void wgmma_wait0_after(unsigned slot, float a, float 
     asm volatile("st.shared.v2.f32 [%0], {%1, %2};\nwgmma.wait_group.sync.aligned 0;\n" ::"r"(slot), "f"(a), "f"(b)
                  : "memory");
 }
+/* keeps the front end (NVVM) from moving accesses of accumulator registers across a wait
+ * (ptxas sees no instruction here: wgmma_wait0_after) */
 template <int N>
 __device__ __forceinline__ void reg_fence(float *r) {
 #pragma unroll
