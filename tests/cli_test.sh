@@ -101,6 +101,15 @@ badinput)
   export UL_GNUPLOT=$PWD/nognuplot
   expect 2 "\-\-plot: the plot needs gnuplot" $T --model tiny.json --plot p.png
   unset UL_GNUPLOT
+  # a mistyped kernel choice is refused, not run as the default (UL_ATTN_KERNEL=deterministic
+  # would otherwise give the non-reproducible default); checked on the CPU too
+  export UL_ATTN_KERNEL=determinstic
+  expect 2 "environment variable UL_ATTN_KERNEL=determinstic: unknown value; expected one of default, fused," \
+    $T --model tiny.json --sp 2 --batch 2
+  unset UL_ATTN_KERNEL
+  export UL_ATTN_FWD=pin
+  expect 1 "UL_ATTN_FWD=pin: unknown value; expected one of ovpp, serial" $T --model tiny.json
+  unset UL_ATTN_FWD
   expect 1 "\-\-offload-checkpoints" $T --model tiny.json --offload-checkpoints
   expect 1 "\-\-offload-layers: needs \-\-offload-checkpoints" $T --model tiny.json --checkpoint 1 --offload-layers 1
   expect 1 "\-\-offload-layers x: expected auto, all" $T --model tiny.json --checkpoint 1 --offload-checkpoints --offload-layers x

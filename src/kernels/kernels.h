@@ -197,6 +197,19 @@ void ul_kernels_workspace(int cuda, int64_t T, int64_t Hq_l, int64_t Hkv_l, int6
 #define UL_ATTN_DQ_BUDGET ((int64_t)256 << 20)
 int64_t ul_attn_dq_kv_heads(int64_t T, int64_t Hq_l, int64_t Hkv_l, int64_t d);
 
+/* The attention kernels the environment chooses (the CUDA backend's; README, "Tests"):
+ * UL_ATTN_KERNEL the backward's form and which kernels run, UL_ATTN_FWD the Hopper
+ * forward's variant (the kernel lab's, bench/attention). Unset or empty: 0, the default; an
+ * unknown value: -1 (refused at start-up: run/setup.c). Parsed here, once, for the backend
+ * and for that check (kernels/workspace.c). */
+enum { UL_AK_DEFAULT, UL_AK_FUSED, UL_AK_FUSED_SPLIT, UL_AK_FUSED_RED, UL_AK_DETERMINISTIC, UL_AK_SIMPLE,
+       UL_AK_SIMPLE_BWD, UL_AK_COUNT };
+enum { UL_AF_OVPP, UL_AF_SERIAL, UL_AF_PIN, UL_AF_PINS, UL_AF_PINSR, UL_AF_COUNT };
+extern const char *const ul_attn_kernel_names[UL_AK_COUNT]; /* "default", "fused", ... in enum order */
+extern const char *const ul_attn_fwd_names[UL_AF_COUNT];    /* "ovpp", "serial", ... */
+int ul_attn_kernel_choice(void);
+int ul_attn_fwd_choice(void);
+
 /* The CPU backend (always built). */
 const KernelOps *ul_kernels_cpu(void);
 /* The CUDA backend, NULL when not built or no GPU is visible. It binds to the current

@@ -5,6 +5,24 @@
 #include "kernels/kernels.h"
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *const ul_attn_kernel_names[UL_AK_COUNT] = {"default",       "fused",  "fused-split", "fused-red",
+                                                       "deterministic", "simple", "simple-bwd"};
+const char *const ul_attn_fwd_names[UL_AF_COUNT] = {"ovpp", "serial", "ovpp-pin", "ovpp-pins", "ovpp-pinsr"};
+
+/* the index of the environment variable's value in names; 0 when unset or empty, -1 when unknown */
+static int env_choice(const char *var, const char *const *names, int n) {
+    const char *v = getenv(var);
+    if (!v || !*v) return 0;
+    for (int i = 0; i < n; i++)
+        if (strcmp(v, names[i]) == 0) return i;
+    return -1;
+}
+
+int ul_attn_kernel_choice(void) { return env_choice("UL_ATTN_KERNEL", ul_attn_kernel_names, UL_AK_COUNT); }
+int ul_attn_fwd_choice(void) { return env_choice("UL_ATTN_FWD", ul_attn_fwd_names, UL_AF_COUNT); }
 
 static void item(UlWorkspace *w, int64_t bytes, const char *name) {
     if (w->n < UL_WORKSPACE_MAX) w->item[w->n++] = (UlWorkspaceItem){bytes, name};

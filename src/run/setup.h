@@ -21,7 +21,8 @@ int ul_open_data(const char *glob, int64_t seq_len, int pack, int shuffle, uint6
                  DataLoader *dl, UlError *e);
 
 /* The backend for --device (cpu | cuda | NULL: cuda when built with it and a GPU is
- * visible, else cpu); binds this rank to its GPU. NULL with e filled when unavailable. */
+ * visible, else cpu); binds this rank to its GPU. NULL with e filled when unavailable, or
+ * when UL_ATTN_KERNEL or UL_ATTN_FWD has an unknown value (kernels.h). */
 const KernelOps *ul_select_backend(const char *device, UlError *e);
 
 /* Collective agreement on an error: if any rank of the world has rc != 0, every rank

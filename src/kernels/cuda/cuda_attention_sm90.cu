@@ -1156,46 +1156,35 @@ static void make_map(CUtensorMap *m, const void *base, int64_t T, int64_t H, int
 
 static int g_sm90 = -1; /* 1: this device runs the sm_90a kernels */
 
-/* UL_ATTN_KERNEL: unset or "default": the Hopper kernels where they apply, the backward
- * fused with dQ staged and added by TMA bulk reduce (DQ_BULK; measured the fastest form at
- * both head dims: bench/RESULTS.md; not bitwise reproducible; query tiles of 128 rows at
- * d = 64, of 64 at d = 128); "fused": the same; "fused-split": the same with the
- * mask code branched around on full tiles (the lab's candidate, not yet measured);
- * "fused-red": the fused backward with dQ added by atomics from registers (the lab's
- * baseline); "deterministic": the two-kernel backward (bitwise reproducible); "simple": the
- * portable mma.sync kernels only; "simple-bwd": the Hopper forward, the portable backward */
-/* UL_ATTN_KERNEL=fused-split: the fused form with the mask code branched around on full
- * tiles (k_attn_dkv_sm90's SPLIT; the lab's candidate, not yet measured) */
-static int sm90_bwd_split(void) {
-    const char *e = getenv("UL_ATTN_KERNEL");
-    return e && strcmp(e, "fused-split") == 0;
-}
-
+/* UL_ATTN_KERNEL (ul_attn_kernel_choice, kernels.h): unset or "default": the Hopper kernels
+ * where they apply, the backward fused with dQ staged and added by TMA bulk reduce
+ * (DQ_BULK; measured the fastest form at both head dims: bench/RESULTS.md; not bitwise
+ * reproducible; query tiles of 128 rows at d = 64, of 64 at d = 128); "fused": the same;
+ * "fused-split": the same with the mask code branched around on full tiles
+ * (k_attn_dkv_sm90's SPLIT; the lab's candidate, not yet measured); "fused-red": the fused
+ * backward with dQ added by atomics from registers (the lab's baseline); "deterministic":
+ * the two-kernel backward (bitwise reproducible); "simple": the portable mma.sync kernels
+ * only; "simple-bwd": the Hopper forward, the portable backward (sm90_enabled) */
 static int sm90_fused_bwd(void) {
-    const char *e = getenv("UL_ATTN_KERNEL");
-    if (e && strcmp(e, "fused-red") == 0) return DQ_RED;
-    if (e && strcmp(e, "deterministic") == 0) return DQ_NONE;
-    return DQ_BULK;
+    const int k = ul_attn_kernel_choice();
+    return k == UL_AK_FUSED_RED ? DQ_RED : k == UL_AK_DETERMINISTIC ? DQ_NONE : DQ_BULK;
 }
+static int sm90_bwd_split(void) { return ul_attn_kernel_choice() == UL_AK_FUSED_SPLIT; }
 
-/* UL_ATTN_FWD: unset or "ovpp" (FWD_OVPP): the default, the intra-warpgroup pipeline with
- * the warpgroups in ping-pong (measured the faster at every point, bench/RESULTS.md);
- * "serial" (FWD_SERIAL, the kernel lab's baseline, bench/attention): S, softmax, P V in
- * turn in each consumer warpgroup; "ovpp-pin" (FWD_PIN), "ovpp-pins" (FWD_PINS) and
- * "ovpp-pinsr" (FWD_PINSR), the lab's candidates, not yet measured: the default with the
- * wait for P V kept below the softmax; with it the full tiles' softmax without mask code;
- * with both, O rescaled under the next S. Measured and retired (bench/RESULTS.md): ovpp-skip (tiles
- * a warpgroup does not see skipped), ovpp-nw2 (two consumer warpgroups at d = 64),
- * ovpp-ilp (the softmax's row max and sum in partial chains), ovpp-ilpc (with it, O
- * rescaled only when a row's max rose). */
-enum { FWD_OVPP, FWD_SERIAL, FWD_PIN, FWD_PINS, FWD_PINSR };
+/* UL_ATTN_FWD (ul_attn_fwd_choice): unset or "ovpp" (UL_AF_OVPP): the default, the
+ * intra-warpgroup pipeline with the warpgroups in ping-pong (measured the faster at every
+ * point, bench/RESULTS.md); "serial" (UL_AF_SERIAL, the kernel lab's baseline,
+ * bench/attention): S, softmax, P V in turn in each consumer warpgroup; "ovpp-pin",
+ * "ovpp-pins" and "ovpp-pinsr" (UL_AF_PIN, _PINS, _PINSR), the lab's candidates, not yet
+ * measured: the default with the wait for P V kept below the softmax; with it the full
+ * tiles' softmax without mask code; with both, O rescaled under the next S. Measured and
+ * retired (bench/RESULTS.md): ovpp-skip (tiles a warpgroup does not see skipped), ovpp-nw2
+ * (two consumer warpgroups at d = 64), ovpp-ilp (the softmax's row max and sum in partial
+ * chains), ovpp-ilpc (with it, O rescaled only when a row's max rose). An unknown value
+ * is refused at start-up (run/setup.c); here it would mean the default. */
 static int sm90_fwd_variant(void) {
-    const char *e = getenv("UL_ATTN_FWD");
-    if (e && strcmp(e, "serial") == 0) return FWD_SERIAL;
-    if (e && strcmp(e, "ovpp-pin") == 0) return FWD_PIN;
-    if (e && strcmp(e, "ovpp-pins") == 0) return FWD_PINS;
-    if (e && strcmp(e, "ovpp-pinsr") == 0) return FWD_PINSR;
-    return FWD_OVPP;
+    const int v = ul_attn_fwd_choice();
+    return v < 0 ? UL_AF_OVPP : v;
 }
 
 static int sm90_enabled(int bwd) {
@@ -1229,8 +1218,8 @@ static int sm90_enabled(int bwd) {
 #undef SET_SMEM
         }
     }
-    const char *e = getenv("UL_ATTN_KERNEL");
-    if (e && (strcmp(e, "simple") == 0 || (bwd && strcmp(e, "simple-bwd") == 0))) return 0;
+    const int k = ul_attn_kernel_choice();
+    if (k == UL_AK_SIMPLE || (bwd && k == UL_AK_SIMPLE_BWD)) return 0;
     return g_sm90;
 }
 
@@ -1268,16 +1257,16 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
     cudaStream_t s = ul_cuda_state.stream;
 #define FWD_LAUNCH(K, NT, DP, NW) K<<<(unsigned)grid, NT(NW), hfwd_smem(DP, NW), s>>>(tq, tk, tv, a)
     if (d == 128) {
-        if (variant == FWD_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<128, 2>), HFWD_NT, 128, 2);
-        else if (variant == FWD_PIN) FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, 1>), HOV_NT, 128, 2);
-        else if (variant == FWD_PINS) FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, 2>), HOV_NT, 128, 2);
-        else if (variant == FWD_PINSR) FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, 3>), HOV_NT, 128, 2);
+        if (variant == UL_AF_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<128, 2>), HFWD_NT, 128, 2);
+        else if (variant == UL_AF_PIN) FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, 1>), HOV_NT, 128, 2);
+        else if (variant == UL_AF_PINS) FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, 2>), HOV_NT, 128, 2);
+        else if (variant == UL_AF_PINSR) FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, 3>), HOV_NT, 128, 2);
         else FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, 0>), HOV_NT, 128, 2);
     } else {
-        if (variant == FWD_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<64, 3>), HFWD_NT, 64, 3);
-        else if (variant == FWD_PIN) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, 1>), HOV_NT, 64, 3);
-        else if (variant == FWD_PINS) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, 2>), HOV_NT, 64, 3);
-        else if (variant == FWD_PINSR) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, 3>), HOV_NT, 64, 3);
+        if (variant == UL_AF_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<64, 3>), HFWD_NT, 64, 3);
+        else if (variant == UL_AF_PIN) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, 1>), HOV_NT, 64, 3);
+        else if (variant == UL_AF_PINS) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, 2>), HOV_NT, 64, 3);
+        else if (variant == UL_AF_PINSR) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, 3>), HOV_NT, 64, 3);
         else FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, 0>), HOV_NT, 64, 3);
     }
 #undef FWD_LAUNCH
