@@ -377,7 +377,7 @@ __global__ void __launch_bounds__(HFWD_NT(NW), 1)
  * V, the lab's candidates (0: the default): V >= 1 (UL_ATTN_FWD=ovpp-pin): ptxas hoists the
  * wait for P V above the softmax (SASS: WARPGROUP.DEPBAR.LE gsb0, 0x0 right after the wait
  * for S), so that the softmax does not run under P V; these wait with wgmma_wait0_after,
- * which keeps it below. V = 2 (ovpp-pins): also a branch between the masked and the full
+ * which keeps it below, and broadcast the warpgroup index (warp-uniform to the compiler). V = 2 (ovpp-pins): also a branch between the masked and the full
  * softmax (fwd_softmax's SPLIT). V = 3 (ovpp-pinsr): also O rescaled between the issue of
  * S_kb and that of P_{kb-1} V_{kb-1} (FlashAttention-3's place: under S_kb) instead of after
  * the wait for P V. */
@@ -402,7 +402,10 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
     }
     reg_alloc<HOV_REG(NW)>();
 
-    const int cw = warp >> 2, wq = warp & 3, g = lane >> 2, t4 = lane & 3;
+    /* V >= 1: cw broadcast from lane 0 (warp-uniform to the compiler: the wgmma descriptors
+     * stay in uniform registers), as the backward's SPLIT does */
+    const int cw = V >= 1 ? __shfl_sync(0xffffffffu, warp >> 2, 0) : warp >> 2;
+    const int wq = warp & 3, g = lane >> 2, t4 = lane & 3;
     const FwdRows rw(a, c.r0, cw, wq, g);
     const unsigned qaddr = sm90_addr(c.sQ) + cw * 64 * 128;
     uint64_t *bar = c.bar;
@@ -623,7 +626,8 @@ __device__ __forceinline__ void dkv_p(float (*sc)[4], unsigned (*pa)[4], const f
  * has its warpgroups), so that one bulk reduce adds both tiles (only the first where the
  * second would start at Tp).
  * SPLIT (UL_ATTN_KERNEL=fused-split, the lab's candidate, not yet measured): P^T of a tile
- * all of whose queries the warpgroup's keys see runs without mask code (dkv_p). */
+ * all of whose queries the warpgroup's keys see runs without mask code (dkv_p), and the
+ * warpgroup index is warp-uniform to the compiler (below). */
 template <int DP, int FQ, int BQ = B_BQ, bool SPLIT = false>
 __global__ void __launch_bounds__(B_NT, 1)
     k_attn_dkv_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
@@ -713,7 +717,11 @@ __global__ void __launch_bounds__(B_NT, 1)
     reg_alloc<240>();
 
     /* ---- consumers: warpgroup cw owns keys [kw, kw + 64); this thread rows kw + 16 wq + (g, g + 8) */
-    const int cw = (warp >> 2) - 1, wq = warp & 3, g = lane >> 2, t4 = lane & 3;
+    /* SPLIT: cw broadcast from lane 0, so that the compiler knows it is warp-uniform and keeps
+     * the wgmma descriptors, which depend on it, in uniform registers (the main loop's SASS:
+     * 950 instructions at d 128 against 787, half the R2UR moves) */
+    const int cw = SPLIT ? __shfl_sync(0xffffffffu, (warp >> 2) - 1, 0) : (warp >> 2) - 1;
+    const int wq = warp & 3, g = lane >> 2, t4 = lane & 3;
     const int64_t kw = k0 + cw * 64;
     const int64_t kwl = kw + 63 < T ? kw + 63 : T - 1;
     const int64_t de_first = kw < T ? __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, kw) + 1) : 0;
