@@ -47,6 +47,7 @@ help)
     # the help column: where the text of each flag line starts; continuation lines start there too
     awk -v c="$c" '
       /^flags:/ { in_flags = 1; next }
+      /^[a-z]+:$/ { in_flags = 0 } # the next section (environment:)
       !in_flags || /^$/ { next }
       /^  -/ { s = substr($0, 3); i = match(s, /  +[^ ]/); col = i + RLENGTH + 1
                if (!i) { print c ": no help text: " $0; bad = 1; next }

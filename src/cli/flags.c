@@ -102,3 +102,11 @@ void flags_help(FILE *out, const char *usage, const char *about, const Flag *fla
     }
     help_row(out, "--help", "show this help", col);
 }
+
+void flags_help_env(FILE *out, const EnvHelp *vars, int n) {
+    int col = 0;
+    for (int i = 0; i < n; i++)
+        if (2 + (int)strlen(vars[i].name) + 2 > col) col = 2 + (int)strlen(vars[i].name) + 2;
+    fprintf(out, "\nenvironment:\n");
+    for (int i = 0; i < n; i++) help_row(out, vars[i].name, vars[i].help, col);
+}

@@ -26,5 +26,11 @@ typedef struct {
 /* Returns 0, 1 when --help was given, -1 on error (message in e names the flag). */
 int flags_parse(const Flag *flags, int n_flags, int argc, char **argv, UlError *e);
 void flags_help(FILE *f, const char *usage, const char *about, const Flag *flags, int n_flags);
+/* "environment:" and one row per variable, as flags_help lays out its rows: the
+ * environment variables a command reads (names[i], its accepted values and what they do) */
+typedef struct {
+    const char *name, *help;
+} EnvHelp;
+void flags_help_env(FILE *f, const EnvHelp *vars, int n);
 
 #endif

@@ -10,6 +10,7 @@
 #include "core/threads.h"
 #include "formats/hf_tokenize.h"
 #include "formats/tokens.h"
+#include "kernels/kernels.h"
 #include "run/eval.h"
 #include "run/plot.h"
 #include "data/task_kv.h"
@@ -28,6 +29,25 @@ static int finish(int code) {
 static int fail(const UlError *e) {
     if (g_rank == 0) fprintf(stderr, "ulysses: error: %s\n", e->msg);
     return finish(1);
+}
+
+/* The environment variables of the commands that run the attention kernels (train, demo,
+ * eval): their accepted values from the tables the backend parses (kernels/kernels.h) */
+static void env_help(void) {
+    char kern[160] = "", fwd[160] = "", h[2][700];
+    for (int i = 0; i < UL_AK_COUNT; i++)
+        snprintf(kern + strlen(kern), sizeof kern - strlen(kern), "%s%s", i ? " | " : "", ul_attn_kernel_names[i]);
+    for (int i = 0; i < UL_AF_COUNT; i++)
+        snprintf(fwd + strlen(fwd), sizeof fwd - strlen(fwd), "%s%s", i ? " | " : "", ul_attn_fwd_names[i]);
+    snprintf(h[0], sizeof h[0],
+             "%s: the CUDA attention kernels (default: the Hopper kernels where they apply, the backward fused and "
+             "not bitwise reproducible; deterministic: a bitwise reproducible attention backward, about 0.8x the "
+             "speed; simple: the portable kernels only; the others: README, \"Tests\"). An unknown value is "
+             "refused",
+             kern);
+    snprintf(h[1], sizeof h[1], "%s: the Hopper attention forward's variant (the kernel lab's: bench/attention)", fwd);
+    const EnvHelp vars[2] = {{"UL_ATTN_KERNEL", h[0]}, {"UL_ATTN_FWD", h[1]}};
+    flags_help_env(stdout, vars, 2);
 }
 
 /* train_run's outcome as the exit code: 0, 1 (an error, reported), or 128 + the signal
@@ -169,7 +189,10 @@ static int cmd_train(int argc, char **argv) {
     UlError e = {{0}};
     int rc = flags_parse(flags, NFLAGS(flags), argc, argv, &e);
     if (rc == 1) {
-        if (g_rank == 0) flags_help(stdout, "ulysses train --model CONFIG --data GLOB [flags]", ABOUT_TRAIN, flags, NFLAGS(flags));
+        if (g_rank == 0) {
+            flags_help(stdout, "ulysses train --model CONFIG --data GLOB [flags]", ABOUT_TRAIN, flags, NFLAGS(flags));
+            env_help();
+        }
         return finish(0);
     }
     if (checkpoint != INT64_MIN) /* checked with the rest in train_run (run/options.h) */
@@ -439,7 +462,10 @@ static int cmd_demo(int argc, char **argv) {
     UlError e = {{0}};
     int rc = flags_parse(flags, NFLAGS(flags), argc, argv, &e);
     if (rc == 1) {
-        if (g_rank == 0) flags_help(stdout, "mpirun -np 2 ulysses demo [flags]", ABOUT_DEMO, flags, NFLAGS(flags));
+        if (g_rank == 0) {
+            flags_help(stdout, "mpirun -np 2 ulysses demo [flags]", ABOUT_DEMO, flags, NFLAGS(flags));
+            env_help();
+        }
         return finish(0);
     }
     if (rc == 0) rc = ul_parse_progress(progress, &o.progress, &e);
@@ -504,6 +530,7 @@ static int cmd_eval(int argc, char **argv) {
                        "Loss and answer accuracy of a model, overall, per bucket of distance between an answer\n"
                        "and its evidence (kv task) and per bucket of position.",
                        flags, NFLAGS(flags));
+        if (g_rank == 0) env_help();
         return finish(0);
     }
     if (rc) return fail(&e);
