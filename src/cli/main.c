@@ -42,7 +42,7 @@ static void env_help(void) {
     snprintf(h[0], sizeof h[0],
              "%s: the CUDA attention kernels (default: the Hopper kernels where they apply, the backward fused and "
              "not bitwise reproducible; deterministic: a bitwise reproducible attention backward, about 0.8x the "
-             "speed; simple: the portable kernels only; the others: README, \"Tests\"). An unknown value is "
+             "speed; simple: the portable kernels only; the others: README, \"GPUs\"). An unknown value is "
              "refused",
              kern);
     snprintf(h[1], sizeof h[1], "%s: the Hopper attention forward's variant (the kernel lab's: bench/attention)", fwd);

@@ -197,7 +197,7 @@ void ul_kernels_workspace(int cuda, int64_t T, int64_t Hq_l, int64_t Hkv_l, int6
 #define UL_ATTN_DQ_BUDGET ((int64_t)256 << 20)
 int64_t ul_attn_dq_kv_heads(int64_t T, int64_t Hq_l, int64_t Hkv_l, int64_t d);
 
-/* The attention kernels the environment chooses (the CUDA backend's; README, "Tests"):
+/* The attention kernels the environment chooses (the CUDA backend's; README, "GPUs"):
  * UL_ATTN_KERNEL the backward's form and which kernels run, UL_ATTN_FWD the Hopper
  * forward's variant (the kernel lab's, bench/attention). Unset or empty: 0, the default; an
  * unknown value: -1 (refused at start-up: run/setup.c). Parsed here, once, for the backend
