@@ -525,6 +525,10 @@ static void test_attention(void) {
         {"T1500 GQA8/2 d64 3 docs interleaved", 1500, 8, 2, 64, 1, 0, 3, {0, 700, 701, 1500}},
         {"T3000 GQA4/1 d64 5 docs", 3000, 4, 1, 64, 0, 0, 5, {0, 130, 1200, 1201, 2688, 3000}},
         {"T2600 GQA6/2 d128 2 docs interleaved", 2600, 6, 2, 128, 1, 0, 2, {0, 1100, 2600}},
+        /* below the Hopper kernels' TMA boxes: T 150 at d 64, the portable forward with the
+         * Hopper backward; T 100, the portable kernels both ways */
+        {"T150 GQA4/2 d64 2 docs (small T)", 150, 4, 2, 64, 0, 0, 2, {0, 70, 150}},
+        {"T100 MHA2 d128 1 doc (small T)", 100, 2, 2, 128, 0, 0, 1, {0, 100}},
     };
     /* default: the Hopper kernels where the device, the build and the shape allow (head dims
      * 64 and 128, aligned rows), the portable ones elsewhere; "fused": the Hopper backward

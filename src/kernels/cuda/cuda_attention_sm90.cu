@@ -1,8 +1,9 @@
 /* Flash attention for Hopper (sm_90a), forward and backward: TMA, mbarriers, wgmma, warp
  * specialization. Same contract as the kernels of cuda_attention.cu (causal within
  * documents, GQA, THD rows, O in bf16 and lse in fp32), for head dims 64 and 128 with
- * 16-byte aligned rows; the launchers return 0 for anything else (or on another device, or
- * with UL_ATTN_KERNEL=simple) and the portable mma.sync kernels run.
+ * 16-byte aligned rows and T of at least 128 (192 for the forward at d = 64: no TMA box
+ * larger than the tensor); the launchers return 0 for anything else (or on another device,
+ * or with UL_ATTN_KERNEL=simple) and the portable mma.sync kernels run.
  *
  * Forward: one CTA = BM = 64 NW query rows of one head (NW = 2 at d = 128, 3 at d = 64):
  *   producer      one thread issues the TMA copies (Q once; K and V tiles of 128 keys into
@@ -1238,7 +1239,10 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
                                int64_t ks, const void *v, int64_t vs, int64_t T, int64_t Hq, int64_t Hkv,
                                           int64_t d, const int64_t *cu_seqlens, int64_t n_docs, float scale) {
 #ifdef UL_SM90A
+    /* T below the largest TMA box (BM query rows: 192 at d = 64; 128 keys): the portable
+     * kernels: a tensor map's box may not be larger than the tensor (not run on a GPU yet) */
     if (!sm90_enabled(0) || (d != 64 && d != 128) || T > 0x7fffff00LL || Hq > 0x7fffffffLL) return 0;
+    if (T < (d == 64 ? 192 : H_BN)) return 0;
     if (!aligned16(o, os) || !aligned16(q, qs) || !aligned16(k, ks) || !aligned16(v, vs)) return 0;
     CUtensorMap tq, tk, tv;
     /* query rows per CTA: three consumer warpgroups at d = 64 (1.27x the rate of two on
@@ -1292,7 +1296,9 @@ int ul_cuda_attention_bwd_sm90(void *dq, int64_t dqs, void *dk, int64_t dks, voi
                                int64_t vs, const void *o, int64_t os, const float *lse, int64_t T, int64_t Hq,
                                int64_t Hkv, int64_t d, const int64_t *cu_seqlens, int64_t n_docs, float scale) {
 #ifdef UL_SM90A
-    if (!sm90_enabled(1) || (d != 64 && d != 128) || T > 0x7fffff00LL || Hq > 0x7fffffffLL) return 0;
+    /* T below the largest TMA box (128 rows: B_BK keys, H_BM and the d = 64 fused form's
+     * query rows): the portable kernels, as for the forward */
+    if (!sm90_enabled(1) || (d != 64 && d != 128) || T > 0x7fffff00LL || Hq > 0x7fffffffLL || T < 128) return 0;
     if (!aligned16(dq, dqs) || !aligned16(dk, dks) || !aligned16(dv, dvs) || !aligned16(dout, dos) ||
         !aligned16(q, qs) || !aligned16(k, ks) || !aligned16(v, vs))
         return 0;
