@@ -378,8 +378,9 @@ __global__ void __launch_bounds__(HFWD_NT(NW), 1)
  * V, the lab's candidates (0: the default): V >= 1 (UL_ATTN_FWD=ovpp-pin): ptxas hoists the
  * wait for P V above the softmax (SASS: WARPGROUP.DEPBAR.LE gsb0, 0x0 right after the wait
  * for S), so that the softmax does not run under P V; these wait with wgmma_wait0_after,
- * which keeps it below, and broadcast the warpgroup index (warp-uniform to the compiler). V = 2 (ovpp-pins): also a branch between the masked and the full
- * softmax (fwd_softmax's SPLIT). V = 3 (ovpp-pinsr): also O rescaled between the issue of
+ * which keeps it below, and broadcast the warpgroup index (warp-uniform to the compiler).
+ * V = 2 (ovpp-pins): also a branch between the masked and the full softmax (fwd_softmax's
+ * SPLIT). V = 3 (ovpp-pinsr): also O rescaled between the issue of
  * S_kb and that of P_{kb-1} V_{kb-1} (FlashAttention-3's place: under S_kb) instead of after
  * the wait for P V. */
 #define HOV_NT(NW) (128 * ((NW) + 1))
@@ -1358,33 +1359,31 @@ int ul_cuda_attention_bwd_sm90(void *dq, int64_t dqs, void *dk, int64_t dks, voi
     UL_ASSERT(gp <= 0x7fffffff && gq <= 0x7fffffff, "attention: grid too large");
     k_attn_prep_sm90<<<(unsigned)gp, 128, 0, s>>>(a, (int)d);
     CUDA_LAUNCH_CHECK();
-#define DKV_LAUNCH(DP, FQ, G)                                                                                 \
-    k_attn_dkv_sm90<DP, FQ><<<(unsigned)(G), B_NT, hdkv_smem(DP, FQ), s>>>(tq64, tk128, tv128, tdo64, tl, tdd, a); \
-    CUDA_LAUNCH_CHECK()
+/* k_attn_dkv_sm90<DP, FQ, BQ, SPLIT> on G CTAs, Q and dO through the maps TQ, TDO (boxes of BQ rows) */
+#define DKV_LAUNCH(DP, FQ, BQ, SPLIT, TQ, TDO, G)                                                             \
+    do {                                                                                                      \
+        k_attn_dkv_sm90<DP, FQ, BQ, SPLIT><<<(unsigned)(G), B_NT, hdkv_smem(DP, FQ, BQ), s>>>(TQ, tk128, tv128, \
+                                                                                            TDO, tl, tdd, a); \
+        CUDA_LAUNCH_CHECK();                                                                                  \
+    } while (0)
     if (fused == DQ_BULK) {
         for (a.hk0 = 0; a.hk0 < Hkv; a.hk0 += kvl) {
             a.nhk = Hkv - a.hk0 < kvl ? Hkv - a.hk0 : kvl;
             const int64_t n = a.group * a.nhk * a.Tp * d, gt = (n / 2 + 255) / 256;
             UL_ASSERT(nkblk * a.nhk <= 0x7fffffff && gt <= 0x7fffffff, "attention: grid too large");
             CUDA_CHECK(cudaMemsetAsync(a.dqacc, 0, (size_t)n * sizeof(float), s));
-            const unsigned g = (unsigned)(nkblk * a.nhk);
+            const int64_t g = nkblk * a.nhk;
             if (d == 128) {
-                if (split) {
-                    k_attn_dkv_sm90<128, DQ_BULK, 64, true><<<g, B_NT, hdkv_smem(128, DQ_BULK), s>>>(
-                        tq64, tk128, tv128, tdo64, tl, tdd, a);
-                    CUDA_LAUNCH_CHECK();
-                } else {
-                    DKV_LAUNCH(128, DQ_BULK, g);
-                }
+                if (split)
+                    DKV_LAUNCH(128, DQ_BULK, B_BQ, true, tq64, tdo64, g);
+                else
+                    DKV_LAUNCH(128, DQ_BULK, B_BQ, false, tq64, tdo64, g);
                 k_attn_dq_convert_tiles<128><<<(unsigned)gt, 256, 0, s>>>(a);
             } else { /* 128-row query tiles (H_BM = 128: the dQ kernel's maps are the 128-row boxes) */
                 if (split)
-                    k_attn_dkv_sm90<64, DQ_BULK, 128, true><<<g, B_NT, hdkv_smem(64, DQ_BULK, 128), s>>>(
-                        tq128, tk128, tv128, tdo128, tl, tdd, a);
+                    DKV_LAUNCH(64, DQ_BULK, 128, true, tq128, tdo128, g);
                 else
-                    k_attn_dkv_sm90<64, DQ_BULK, 128><<<g, B_NT, hdkv_smem(64, DQ_BULK, 128), s>>>(
-                        tq128, tk128, tv128, tdo128, tl, tdd, a);
-                CUDA_LAUNCH_CHECK();
+                    DKV_LAUNCH(64, DQ_BULK, 128, false, tq128, tdo128, g);
                 k_attn_dq_convert_tiles<64><<<(unsigned)gt, 256, 0, s>>>(a);
             }
             CUDA_LAUNCH_CHECK();
@@ -1395,17 +1394,16 @@ int ul_cuda_attention_bwd_sm90(void *dq, int64_t dqs, void *dk, int64_t dks, voi
         const int64_t n4 = T * Hq * d / 4, gc = (n4 + 255) / 256;
         UL_ASSERT(gc <= 0x7fffffff, "attention: grid too large");
         CUDA_CHECK(cudaMemsetAsync(a.dqacc, 0, (size_t)nacc * sizeof(float), s));
-        if (d == 128) {
-            DKV_LAUNCH(128, DQ_RED, gk);
-        } else {
-            DKV_LAUNCH(64, DQ_RED, gk);
-        }
+        if (d == 128)
+            DKV_LAUNCH(128, DQ_RED, B_BQ, false, tq64, tdo64, gk);
+        else
+            DKV_LAUNCH(64, DQ_RED, B_BQ, false, tq64, tdo64, gk);
         k_attn_dq_convert<<<(unsigned)gc, 256, 0, s>>>(a, d);
     } else if (d == 128) {
-        DKV_LAUNCH(128, DQ_NONE, gk);
+        DKV_LAUNCH(128, DQ_NONE, B_BQ, false, tq64, tdo64, gk);
         k_attn_dq_sm90<128><<<(unsigned)gq, H_NT, hdq_smem(128), s>>>(tq128, tk64, tv64, tdo128, a);
     } else {
-        DKV_LAUNCH(64, DQ_NONE, gk);
+        DKV_LAUNCH(64, DQ_NONE, B_BQ, false, tq64, tdo64, gk);
         k_attn_dq_sm90<64><<<(unsigned)gq, H_NT, hdq_smem(64), s>>>(tq128, tk64, tv64, tdo128, a);
     }
 #undef DKV_LAUNCH
