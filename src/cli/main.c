@@ -34,11 +34,9 @@ static int fail(const UlError *e) {
 /* The environment variables of the commands that run the attention kernels (train, demo,
  * eval): their accepted values from the tables the backend parses (kernels/kernels.h) */
 static void env_help(void) {
-    char kern[160] = "", fwd[160] = "", h[2][700];
-    for (int i = 0; i < UL_AK_COUNT; i++)
-        snprintf(kern + strlen(kern), sizeof kern - strlen(kern), "%s%s", i ? " | " : "", ul_attn_kernel_names[i]);
-    for (int i = 0; i < UL_AF_COUNT; i++)
-        snprintf(fwd + strlen(fwd), sizeof fwd - strlen(fwd), "%s%s", i ? " | " : "", ul_attn_fwd_names[i]);
+    char kern[160], fwd[160], h[2][700];
+    ul_attn_env_values(UL_ATTN_ENV_KERNEL, " | ", kern, sizeof kern);
+    ul_attn_env_values(UL_ATTN_ENV_FWD, " | ", fwd, sizeof fwd);
     snprintf(h[0], sizeof h[0],
              "%s: the CUDA attention kernels (default: the Hopper kernels where they apply, the backward fused and "
              "not bitwise reproducible; deterministic: a bitwise reproducible attention backward, about 0.8x the "

@@ -24,6 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/common.h"
+
 /* Streams named by the event/copy operations below. */
 enum { UL_STREAM_COMPUTE = 0, UL_STREAM_COPY = 1 };
 
@@ -200,15 +202,18 @@ int64_t ul_attn_dq_kv_heads(int64_t T, int64_t Hq_l, int64_t Hkv_l, int64_t d);
 /* The attention kernels the environment chooses (the CUDA backend's; README, "GPUs"):
  * UL_ATTN_KERNEL the backward's form and which kernels run, UL_ATTN_FWD the Hopper
  * forward's variant (the kernel lab's, bench/attention). Unset or empty: 0, the default; an
- * unknown value: -1 (refused at start-up: run/setup.c). Parsed here, once, for the backend
- * and for that check (kernels/workspace.c). */
+ * unknown value: -1 (refused at start-up: ul_attn_env_check, from run/setup.c). The names
+ * and their parsing live in kernels/workspace.c, for the backend, the check and --help. */
 enum { UL_AK_DEFAULT, UL_AK_FUSED, UL_AK_FUSED_SPLIT, UL_AK_FUSED_RED, UL_AK_DETERMINISTIC, UL_AK_SIMPLE,
        UL_AK_SIMPLE_BWD, UL_AK_COUNT };
 enum { UL_AF_OVPP, UL_AF_SERIAL, UL_AF_PIN, UL_AF_PINS, UL_AF_PINSR, UL_AF_COUNT };
-extern const char *const ul_attn_kernel_names[UL_AK_COUNT]; /* "default", "fused", ... in enum order */
-extern const char *const ul_attn_fwd_names[UL_AF_COUNT];    /* "ovpp", "serial", ... */
+enum { UL_ATTN_ENV_KERNEL, UL_ATTN_ENV_FWD }; /* the variable: UL_ATTN_KERNEL, UL_ATTN_FWD */
 int ul_attn_kernel_choice(void);
 int ul_attn_fwd_choice(void);
+/* the variable's accepted values, in enum order, joined by sep into out[n] */
+void ul_attn_env_values(int var, const char *sep, char *out, size_t n);
+/* 0, or -1 with e naming the variable that has an unknown value, the value and the accepted ones */
+int ul_attn_env_check(UlError *e);
 
 /* The CPU backend (always built). */
 const KernelOps *ul_kernels_cpu(void);

@@ -8,21 +8,47 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const ul_attn_kernel_names[UL_AK_COUNT] = {"default",       "fused",  "fused-split", "fused-red",
-                                                       "deterministic", "simple", "simple-bwd"};
-const char *const ul_attn_fwd_names[UL_AF_COUNT] = {"ovpp", "serial", "ovpp-pin", "ovpp-pins", "ovpp-pinsr"};
+static const char *const kernel_names[UL_AK_COUNT] = {"default",       "fused",  "fused-split", "fused-red",
+                                                      "deterministic", "simple", "simple-bwd"};
+static const char *const fwd_names[UL_AF_COUNT] = {"ovpp", "serial", "ovpp-pin", "ovpp-pins", "ovpp-pinsr"};
+static const struct {
+    const char *var;
+    const char *const *names;
+    int n;
+} g_env[2] = {{"UL_ATTN_KERNEL", kernel_names, UL_AK_COUNT}, {"UL_ATTN_FWD", fwd_names, UL_AF_COUNT}};
 
-/* the index of the environment variable's value in names; 0 when unset or empty, -1 when unknown */
-static int env_choice(const char *var, const char *const *names, int n) {
-    const char *v = getenv(var);
+/* the index of the variable's value in its names; 0 when unset or empty, -1 when unknown */
+static int env_choice(int var) {
+    const char *v = getenv(g_env[var].var);
     if (!v || !*v) return 0;
-    for (int i = 0; i < n; i++)
-        if (strcmp(v, names[i]) == 0) return i;
+    for (int i = 0; i < g_env[var].n; i++)
+        if (strcmp(v, g_env[var].names[i]) == 0) return i;
     return -1;
 }
 
-int ul_attn_kernel_choice(void) { return env_choice("UL_ATTN_KERNEL", ul_attn_kernel_names, UL_AK_COUNT); }
-int ul_attn_fwd_choice(void) { return env_choice("UL_ATTN_FWD", ul_attn_fwd_names, UL_AF_COUNT); }
+int ul_attn_kernel_choice(void) { return env_choice(UL_ATTN_ENV_KERNEL); }
+int ul_attn_fwd_choice(void) { return env_choice(UL_ATTN_ENV_FWD); }
+
+void ul_attn_env_values(int var, const char *sep, char *out, size_t n) {
+    if (n) out[0] = 0;
+    for (int i = 0; i < g_env[var].n; i++) {
+        const size_t at = strlen(out);
+        snprintf(out + at, n - at, "%s%s", i ? sep : "", g_env[var].names[i]);
+    }
+}
+
+/* an unknown value is refused, not run as the default (a mistyped UL_ATTN_KERNEL=deterministic
+ * would otherwise run the non-reproducible default) */
+int ul_attn_env_check(UlError *e) {
+    for (int var = 0; var < 2; var++) {
+        if (env_choice(var) >= 0) continue;
+        char list[256];
+        ul_attn_env_values(var, ", ", list, sizeof list);
+        return ul_err(e, "environment variable %s=%s: unknown value; expected one of %s (unset: %s)", g_env[var].var,
+                      getenv(g_env[var].var), list, g_env[var].names[0]);
+    }
+    return 0;
+}
 
 static void item(UlWorkspace *w, int64_t bytes, const char *name) {
     if (w->n < UL_WORKSPACE_MAX) w->item[w->n++] = (UlWorkspaceItem){bytes, name};

@@ -5,8 +5,6 @@
 
 #include <limits.h>
 #include <mpi.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -31,30 +29,9 @@ int ul_open_data(const char *glob, int64_t seq_len, int pack, int shuffle, uint6
     return rc;
 }
 
-/* The attention kernels the environment chooses (kernels.h): an unknown value is refused,
- * not run as the default (a mistyped UL_ATTN_KERNEL=deterministic would otherwise run the
- * non-reproducible default). Checked on any device, since the same command may run on a GPU. */
-static int kernels_env_check(UlError *e) {
-    static const struct {
-        const char *var;
-        const char *const *names;
-        int n;
-        int (*choice)(void);
-    } v[2] = {{"UL_ATTN_KERNEL", ul_attn_kernel_names, UL_AK_COUNT, ul_attn_kernel_choice},
-              {"UL_ATTN_FWD", ul_attn_fwd_names, UL_AF_COUNT, ul_attn_fwd_choice}};
-    for (int i = 0; i < 2; i++) {
-        if (v[i].choice() >= 0) continue;
-        char list[256] = "";
-        for (int j = 0; j < v[i].n; j++)
-            snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", j ? ", " : "", v[i].names[j]);
-        return ul_err(e, "environment variable %s=%s: unknown value; expected one of %s (unset: %s)", v[i].var,
-                      getenv(v[i].var), list, v[i].names[0]);
-    }
-    return 0;
-}
-
 const KernelOps *ul_select_backend(const char *device, UlError *e) {
-    if (kernels_env_check(e)) return NULL;
+    /* checked on any device, since the same command may run on a GPU */
+    if (ul_attn_env_check(e)) return NULL;
     if (device && strcmp(device, "cpu") != 0 && strcmp(device, "cuda") != 0) {
         ul_err(e, "--device %s: expected cpu or cuda", device);
         return NULL;
