@@ -57,11 +57,11 @@ typedef struct {
     float scale2; /* scale * log2(e) */
 } HFwdArgs;
 
-static size_t hfwd_smem(int DP, int NW) {
-    /* alignment slack, Q, the K and V stages, room for 16 mbarriers, 8 bytes per consumer
-     * thread (FwdCta) */
+static size_t hfwd_smem(int DP, int NW, int pin) {
+    /* alignment slack, Q, the K and V stages, room for 16 mbarriers and, pin (the ov kernel's
+     * V >= 1), 8 bytes per consumer thread (FwdCta) */
     return 1024 + (size_t)64 * NW * DP * 2 + (size_t)2 * H_ST * H_BN * DP * 2 + 16 * sizeof(uint64_t) +
-           (size_t)128 * NW * 8;
+           (size_t)(pin ? 128 * NW * 8 : 0);
 }
 
 #ifdef UL_SM90A_DEVICE
@@ -208,7 +208,8 @@ __device__ __forceinline__ void fwd_store(const HFwdArgs &a, const float (*oacc)
  * [r0 + BM - (nkb - kb) H_BN, +H_BN)). Shared memory: Q [NA][BM][64], K and V
  * [ST][NA][BN][64] (128-byte swizzle), then the mbarriers: [0] Q; for stage s [1+s] K
  * full, [3+s] V full, [5+s] released (SPLIT: K released), [7+s] V released (SPLIT only);
- * then pin [128 NW] float2, one per consumer thread (wgmma_wait0_after). */
+ * then, in the ov kernel's V >= 1, pin [128 NW] float2, one per consumer thread
+ * (wgmma_wait0_after). */
 template <int DP, int BM>
 struct FwdCta {
     static constexpr unsigned QB = BM * DP * 2, KB = H_BN * DP * 2;
@@ -1205,16 +1206,16 @@ static int sm90_enabled(int bwd) {
 /* each kernel's dynamic shared memory (K: the instantiation, in parentheses) */
 #define SET_SMEM(K, BYTES) \
     CUDA_CHECK(cudaFuncSetAttribute(K, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(BYTES)))
-            SET_SMEM((k_attn_fwd_sm90<64, 3>), hfwd_smem(64, 3));
-            SET_SMEM((k_attn_fwd_sm90<128, 2>), hfwd_smem(128, 2));
-            SET_SMEM((k_attn_fwd_ov_sm90<64, 3, 0>), hfwd_smem(64, 3));
-            SET_SMEM((k_attn_fwd_ov_sm90<128, 2, 0>), hfwd_smem(128, 2));
-            SET_SMEM((k_attn_fwd_ov_sm90<64, 3, 1>), hfwd_smem(64, 3));
-            SET_SMEM((k_attn_fwd_ov_sm90<128, 2, 1>), hfwd_smem(128, 2));
-            SET_SMEM((k_attn_fwd_ov_sm90<64, 3, 2>), hfwd_smem(64, 3));
-            SET_SMEM((k_attn_fwd_ov_sm90<128, 2, 2>), hfwd_smem(128, 2));
-            SET_SMEM((k_attn_fwd_ov_sm90<64, 3, 3>), hfwd_smem(64, 3));
-            SET_SMEM((k_attn_fwd_ov_sm90<128, 2, 3>), hfwd_smem(128, 2));
+            SET_SMEM((k_attn_fwd_sm90<64, 3>), hfwd_smem(64, 3, 0));
+            SET_SMEM((k_attn_fwd_sm90<128, 2>), hfwd_smem(128, 2, 0));
+            SET_SMEM((k_attn_fwd_ov_sm90<64, 3, 0>), hfwd_smem(64, 3, 0));
+            SET_SMEM((k_attn_fwd_ov_sm90<128, 2, 0>), hfwd_smem(128, 2, 0));
+            SET_SMEM((k_attn_fwd_ov_sm90<64, 3, 1>), hfwd_smem(64, 3, 1));
+            SET_SMEM((k_attn_fwd_ov_sm90<128, 2, 1>), hfwd_smem(128, 2, 1));
+            SET_SMEM((k_attn_fwd_ov_sm90<64, 3, 2>), hfwd_smem(64, 3, 1));
+            SET_SMEM((k_attn_fwd_ov_sm90<128, 2, 2>), hfwd_smem(128, 2, 1));
+            SET_SMEM((k_attn_fwd_ov_sm90<64, 3, 3>), hfwd_smem(64, 3, 1));
+            SET_SMEM((k_attn_fwd_ov_sm90<128, 2, 3>), hfwd_smem(128, 2, 1));
             SET_SMEM((k_attn_dkv_sm90<64, DQ_NONE>), hdkv_smem(64, DQ_NONE));
             SET_SMEM((k_attn_dkv_sm90<128, DQ_NONE>), hdkv_smem(128, DQ_NONE));
             SET_SMEM((k_attn_dkv_sm90<64, DQ_RED>), hdkv_smem(64, DQ_RED));
@@ -1268,7 +1269,8 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
     const int64_t grid = a.nblk * Hq;
     UL_ASSERT(grid <= 0x7fffffff, "attention: grid too large");
     cudaStream_t s = ul_cuda_state.stream;
-#define FWD_LAUNCH(K, NT, DP, NW) K<<<(unsigned)grid, NT(NW), hfwd_smem(DP, NW), s>>>(tq, tk, tv, a)
+    const int pin = variant >= UL_AF_PIN; /* the candidates' pin area (FwdCta) */
+#define FWD_LAUNCH(K, NT, DP, NW) K<<<(unsigned)grid, NT(NW), hfwd_smem(DP, NW, pin), s>>>(tq, tk, tv, a)
     if (d == 128) {
         if (variant == UL_AF_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<128, 2>), HFWD_NT, 128, 2);
         else if (variant == UL_AF_PIN) FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, 1>), HOV_NT, 128, 2);
