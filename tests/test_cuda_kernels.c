@@ -534,12 +534,11 @@ static void test_attention(void) {
      * 64 and 128, aligned rows), the portable ones elsewhere; "fused": the Hopper backward
      * in one kernel (dQ staged in shared memory and added by TMA bulk reduce) at both head
      * dims (query tiles of 128 rows at d = 64: T not a multiple of 128, packed documents,
-     * GQA); "fused-split" (the lab's candidate): the same with the mask code branched around
-     * on full tiles;
+     * GQA);
      * "fused-red" (the lab's baseline): dQ added with atomics from registers;
      * "deterministic": the two-kernel Hopper backward; "simple": the portable ones only */
-    const char *kernels[6] = {"default", "fused", "fused-split", "fused-red", "deterministic", "simple"};
-    for (int kv = 0; kv < 6; kv++) {
+    const char *kernels[5] = {"default", "fused", "fused-red", "deterministic", "simple"};
+    for (int kv = 0; kv < 5; kv++) {
         setenv("UL_ATTN_KERNEL", kernels[kv], 1);
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_attention_case(&cases[i], kernels[kv]);
     }

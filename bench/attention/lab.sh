@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # The attention kernel lab (issue 21), one device call: builds the CUDA backend, times each
-# Hopper forward variant (UL_ATTN_FWD: ovpp, the default; serial, the baseline; ovpp-pin, ovpp-pins and ovpp-pinsr, candidates (the wait for P V kept below the softmax; with it, no mask code on full tiles; with both, O rescaled under the next S); see cuda_attention_sm90.cu) with
+# Hopper forward variant (UL_ATTN_FWD: ovpp, the default; serial, the baseline; a candidate
+# is added to the table in kernels/workspace.c and dispatched in cuda_attention_sm90.cu) with
 # the backward forms in $BWDS next to torch SDPA's cuDNN backend at each point, checks them
 # against the CPU backend (test_cuda_kernels --only attention: the default, fused,
-# fused-split, fused-red, deterministic and simple kernels, then each forward variant that passed a smoke run), runs compute-sanitizer
+# fused-red, deterministic and simple kernels, then each forward variant that passed a smoke run), runs compute-sanitizer
 # memcheck and racecheck on the variants in $SANITIZE, and profiles the forward of each
 # variant with ncu when $NCU is 1 (and the backward's dK/dV and dQ kernels at each head dim). Logs under $OUT (device tool) or build-gpu/lab; carry .deps
 # (cJSON, see ../shared/device/deps.sh).
 #   bench/attention/lab.sh
-# Environment (defaults in brackets): FWDS [serial ovpp ovpp-pin ovpp-pins ovpp-pinsr]; BWDS, UL_ATTN_KERNEL values
-# (default, fused-red, deterministic, and the candidate fused-split: no mask code on full
-# tiles) [default]; POINTS, "d:T:H[:HKV[:DOCS]] ..." (HKV key/value heads [H], DOCS equal documents
+# Environment (defaults in brackets): FWDS [serial ovpp]; BWDS, UL_ATTN_KERNEL values
+# (default, fused-red, deterministic) [default]; POINTS, "d:T:H[:HKV[:DOCS]] ..." (HKV key/value heads [H], DOCS equal documents
 # packed in the rows [1]; cuDNN runs them as a batch) [d 128 and 64 at 32K, 128K, 512K,
 # GQA 4:1 and 64 documents at 128K]; SANITIZE [ovpp] (forward variants; the backward
 # runs with them in the first form of $BWDS);
@@ -20,7 +20,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 LOG=${OUT:-build-gpu/lab}
 mkdir -p "$LOG"
-FWDS=${FWDS:-serial ovpp ovpp-pin ovpp-pins ovpp-pinsr}
+FWDS=${FWDS:-serial ovpp}
 BWDS=${BWDS:-default}
 POINTS=${POINTS:-128:32768:16 128:131072:4 128:524288:1 128:131072:16:4 128:131072:8:8:64 64:32768:16 64:131072:4 64:524288:1 64:131072:16:4 64:131072:8:8:64}
 SANITIZE=${SANITIZE:-ovpp}

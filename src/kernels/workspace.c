@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const kernel_names[UL_AK_COUNT] = {"default",       "fused",  "fused-split", "fused-red",
+static const char *const kernel_names[UL_AK_COUNT] = {"default", "fused",  "fused-red",
                                                       "deterministic", "simple", "simple-bwd"};
-static const char *const fwd_names[UL_AF_COUNT] = {"ovpp", "serial", "ovpp-pin", "ovpp-pins", "ovpp-pinsr"};
+static const char *const fwd_names[UL_AF_COUNT] = {"ovpp", "serial"};
 static const struct {
     const char *var;
     const char *const *names;

@@ -12,14 +12,13 @@
  *   NW consumer   warpgroups of 64 query rows each (k_attn_fwd_ov_sm90, the default):
  *                 S = Q K^T of tile kb (wgmma m64n128k16, both operands from shared memory)
  *                 issued with O += P V of tile kb - 1 (wgmma with P from registers, V read
- *                 N-major), the online softmax of S (fp32, log2 units) meant to run while
- *                 P V does (in the default's SASS, ptxas placed the wait for P V before
- *                 the softmax; UL_ATTN_FWD=ovpp-pin keeps it after, k_attn_fwd_ov_sm90);
- *                 K and V stages released apart; the warpgroups take turns issuing on the
+ *                 N-major), the online softmax of S (fp32, log2 units) while P V runs
+ *                 (the wait for P V pinned below it, full tiles without mask code: see
+ *                 k_attn_fwd_ov_sm90); K and V stages released apart; the warpgroups take turns issuing on the
  *                 tensor cores (named barriers, ping-pong): FlashAttention-3's schedule.
  * UL_ATTN_FWD=serial (k_attn_fwd_sm90, the lab's baseline): S, softmax, P V in turn in each
- * warpgroup. Measured on H100 (bench/RESULTS.md, issue 21): the default 1.04-1.17x the
- * serial order; ping-pong alone (0.86-0.97x) and the pipeline alone (0.96-1.02x) were
+ * warpgroup. Measured on H100 (bench/RESULTS.md, issue 21): the ov kernel 1.04-1.17x the
+ * serial order before the three details of k_attn_fwd_ov_sm90 (1.11-1.38x more); ping-pong alone (0.86-0.97x) and the pipeline alone (0.96-1.02x) were
  * retired. (An earlier pipeline, commits 2abb676 and 917f924, measured 0.55x on H200.)
  * The key tiles end at the block's last row: tile kb covers keys
  * [r0 + BM - (nkb - kb) * 128, +128); the first may start before the document (or before
@@ -58,8 +57,8 @@ typedef struct {
 } HFwdArgs;
 
 static size_t hfwd_smem(int DP, int NW, int pin) {
-    /* alignment slack, Q, the K and V stages, room for 16 mbarriers and, pin (the ov kernel's
-     * V >= 1), 8 bytes per consumer thread (FwdCta) */
+    /* alignment slack, Q, the K and V stages, room for 16 mbarriers and, pin (the ov kernel),
+     * 8 bytes per consumer thread (FwdCta) */
     return 1024 + (size_t)64 * NW * DP * 2 + (size_t)2 * H_ST * H_BN * DP * 2 + 16 * sizeof(uint64_t) +
            (size_t)(pin ? 128 * NW * 8 : 0);
 }
@@ -124,12 +123,12 @@ __device__ __forceinline__ void fwd_rescale_o(float (*oacc)[4], const float *al)
     }
 }
 
-/* O *= al (unless !RESCALE), then P (fp32 in sc) as the bf16 A fragments of the H_BN / 16
+/* O *= al, then P (fp32 in sc) as the bf16 A fragments of the H_BN / 16
  * k-steps of P V */
-template <int DP, bool RESCALE = true>
+template <int DP>
 __device__ __forceinline__ void fwd_rescale_pack(float (*oacc)[4], const float *al, const float (*sc)[4],
                                                  unsigned (*pa)[4]) {
-    if (RESCALE) fwd_rescale_o<DP>(oacc, al);
+    fwd_rescale_o<DP>(oacc, al);
 #pragma unroll
     for (int kk = 0; kk < H_BN / 16; kk++) {
         pa[kk][0] = ul_pack_bf16(sc[2 * kk][0], sc[2 * kk][1]);
@@ -208,7 +207,7 @@ __device__ __forceinline__ void fwd_store(const HFwdArgs &a, const float (*oacc)
  * [r0 + BM - (nkb - kb) H_BN, +H_BN)). Shared memory: Q [NA][BM][64], K and V
  * [ST][NA][BN][64] (128-byte swizzle), then the mbarriers: [0] Q; for stage s [1+s] K
  * full, [3+s] V full, [5+s] released (SPLIT: K released), [7+s] V released (SPLIT only);
- * then, in the ov kernel's V >= 1, pin [128 NW] float2, one per consumer thread
+ * then, in the ov kernel, pin [128 NW] float2, one per consumer thread
  * (wgmma_wait0_after). */
 template <int DP, int BM>
 struct FwdCta {
@@ -376,17 +375,15 @@ __global__ void __launch_bounds__(HFWD_NT(NW), 1)
  * K and V stages are released apart (K once S is done, V once P V is): the next K load
  * has a full step of lead. The consumer warpgroups take turns issuing (ping-pong,
  * fwd_turn_begin): FlashAttention-3's schedule. The default forward (bench/RESULTS.md).
- * V, the lab's candidates (0: the default): V >= 1 (UL_ATTN_FWD=ovpp-pin): ptxas hoists the
- * wait for P V above the softmax (SASS: WARPGROUP.DEPBAR.LE gsb0, 0x0 right after the wait
- * for S), so that the softmax does not run under P V; these wait with wgmma_wait0_after,
- * which keeps it below, and broadcast the warpgroup index (warp-uniform to the compiler).
- * V = 2 (ovpp-pins): also a branch between the masked and the full softmax (fwd_softmax's
- * SPLIT). V = 3 (ovpp-pinsr): also O rescaled between the issue of
- * S_kb and that of P_{kb-1} V_{kb-1} (FlashAttention-3's place: under S_kb) instead of after
- * the wait for P V. */
+ * Three details the SASS showed to matter (bench/attention/sass.sh; measured 1.11-1.38x the
+ * same kernel without them on H100, bench/RESULTS.md): with a plain wgmma_wait<0>, ptxas
+ * hoists the wait for P V above the softmax (WARPGROUP.DEPBAR.LE gsb0, 0x0 right after the
+ * wait for S) and the softmax never runs under P V: wgmma_wait0_after keeps it below; the
+ * mask is a branch to the masked softmax, so full tiles run no mask code; the warpgroup index
+ * is broadcast from lane 0, so the wgmma descriptors stay in uniform registers. */
 #define HOV_NT(NW) (128 * ((NW) + 1))
 #define HOV_REG(NW) ((NW) == 2 ? 240 : 160)
-template <int DP, int NW, int V>
+template <int DP, int NW>
 __global__ void __launch_bounds__(HOV_NT(NW), 1)
     k_attn_fwd_ov_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                        const __grid_constant__ CUtensorMap tv, const HFwdArgs a) {
@@ -405,9 +402,9 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
     }
     reg_alloc<HOV_REG(NW)>();
 
-    /* V >= 1: cw broadcast from lane 0 (warp-uniform to the compiler: the wgmma descriptors
-     * stay in uniform registers), as the backward's SPLIT does */
-    const int cw = V >= 1 ? __shfl_sync(0xffffffffu, warp >> 2, 0) : warp >> 2;
+    /* cw broadcast from lane 0: warp-uniform to the compiler, so the wgmma descriptors stay
+     * in uniform registers (as in the backward) */
+    const int cw = __shfl_sync(0xffffffffu, warp >> 2, 0);
     const int wq = warp & 3, g = lane >> 2, t4 = lane & 3;
     const FwdRows rw(a, c.r0, cw, wq, g);
     const unsigned qaddr = sm90_addr(c.sQ) + cw * 64 * 128;
@@ -438,7 +435,7 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
         __syncwarp();
         if (lane == 0) mbar_arrive(&bar[5]); /* K_0 no longer needed */
         fwd_softmax(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
-        fwd_rescale_pack<DP, V != 3>(oacc, al, sc, pa);
+        fwd_rescale_pack<DP>(oacc, al, sc, pa);
     }
     for (int kb = 1; kb < nkb; kb++) {
         const int st = kb & 1, pst = st ^ 1;
@@ -450,10 +447,6 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
         wgmma_fence();
         fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK + st * KB));
         wgmma_commit();
-        if (V == 3) { /* O *= al_{kb-1} under S_kb */
-            fwd_rescale_o<DP>(oacc, al);
-            wgmma_fence();
-        }
         fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + pst * KB));
         wgmma_commit();
         fwd_turn_end<NW>(cw, false);
@@ -461,28 +454,24 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
         reg_fence<H_BN / 2>(&sc[0][0]);
         __syncwarp();
         if (lane == 0) mbar_arrive(&bar[5 + st]);
-        if (V >= 2 && rw.full(j0))
+        /* a full tile's softmax without mask code (a branch, not predicated code every tile runs) */
+        if (rw.full(j0))
             fwd_softmax<true, false>(sc, mrow, lrow, al, true, (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
-        else if (V >= 2)
+        else
             fwd_softmax<true, true>(sc, mrow, lrow, al, false, (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
-        else
-            fwd_softmax(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
-        if (V >= 1)
-            wgmma_wait0_after(sm90_addr(c.pin + tid), lrow[0], lrow[1]);
-        else
-            wgmma_wait<0>();
+        /* the wait for P V, kept below the softmax (ptxas hoists a plain wgmma_wait<0> above it) */
+        wgmma_wait0_after(sm90_addr(c.pin + tid), lrow[0], lrow[1]);
         reg_fence<DP / 2>(&oacc[0][0]);
         reg_fence_u<H_BN / 4>(&pa[0][0]);
         __syncwarp();
         if (lane == 0) mbar_arrive(&bar[7 + pst]);
-        fwd_rescale_pack<DP, V != 3>(oacc, al, sc, pa);
+        fwd_rescale_pack<DP>(oacc, al, sc, pa);
     }
     /* the last tile's P V */
     {
         const int st = (nkb - 1) & 1;
         mbar_wait(&bar[3 + st], ((nkb - 1) >> 1) & 1);
         fwd_turn_begin(cw);
-        if (V == 3) fwd_rescale_o<DP>(oacc, al);
         wgmma_fence();
         fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + st * KB));
         wgmma_commit();
@@ -579,20 +568,18 @@ __device__ __forceinline__ void dkv_rs(float *acc, const unsigned (*fr)[4], unsi
 
 /* P^T of a tile in place in sc: exp2(s * scale2 - lse2[i]) where key j sees query i
  * (column c: query qr + c; this thread's keys jrel[hf] with document ends derel[hf]), else 0;
- * PACK: also the bf16 A fragments in pa. MASK 0: the mask applies where !full (tested per
- * element: the compiler makes it predicated code that every tile runs); 1: no mask (a full
- * tile); 2: the mask (k_attn_dkv_sm90's SPLIT branches on full) */
-template <int BQ, int MASK, bool PACK>
-__device__ __forceinline__ void dkv_p(float (*sc)[4], unsigned (*pa)[4], const float *L, float scale2, bool full,
-                                      int qr, const int *jrel, const int *derel, int t4) {
-    if (MASK) full = MASK == 1;
+ * PACK: also the bf16 A fragments in pa. MASK: the mask applies (false: a full tile; the
+ * caller branches, since a per-element test becomes predicated code that every tile runs) */
+template <int BQ, bool MASK, bool PACK>
+__device__ __forceinline__ void dkv_p(float (*sc)[4], unsigned (*pa)[4], const float *L, float scale2, int qr,
+                                      const int *jrel, const int *derel, int t4) {
 #pragma unroll
     for (int nt = 0; nt < BQ / 8; nt++) {
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             const int c = nt * 8 + 2 * t4 + (e & 1), hf = e >> 1;
             bool ok = true;
-            if (!full) {
+            if (MASK) {
                 const int i = qr + c;
                 ok = i >= jrel[hf] && i < derel[hf];
             }
@@ -628,10 +615,11 @@ __device__ __forceinline__ void dkv_p(float (*sc)[4], unsigned (*pa)[4], const f
  * d columns, staged as 64-row tile cw in the order above (its column halves where BQ 64
  * has its warpgroups), so that one bulk reduce adds both tiles (only the first where the
  * second would start at Tp).
- * SPLIT (UL_ATTN_KERNEL=fused-split, the lab's candidate, not yet measured): P^T of a tile
- * all of whose queries the warpgroup's keys see runs without mask code (dkv_p), and the
- * warpgroup index is warp-uniform to the compiler (below). */
-template <int DP, int FQ, int BQ = B_BQ, bool SPLIT = false>
+ * P^T of a tile all of whose queries the warpgroup's keys see runs without mask code (a
+ * branch in dkv_p's caller, not predicated code every tile runs), and the warpgroup index is
+ * warp-uniform to the compiler (below): measured 1.02-1.05x the same kernel without them
+ * in the fused form on H100 (bench/RESULTS.md), and no spills at d = 128 (24 bytes before). */
+template <int DP, int FQ, int BQ = B_BQ>
 __global__ void __launch_bounds__(B_NT, 1)
     k_attn_dkv_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                     const __grid_constant__ CUtensorMap tv, const __grid_constant__ CUtensorMap tdo,
@@ -720,10 +708,10 @@ __global__ void __launch_bounds__(B_NT, 1)
     reg_alloc<240>();
 
     /* ---- consumers: warpgroup cw owns keys [kw, kw + 64); this thread rows kw + 16 wq + (g, g + 8) */
-    /* SPLIT: cw broadcast from lane 0, so that the compiler knows it is warp-uniform and keeps
-     * the wgmma descriptors, which depend on it, in uniform registers (the main loop's SASS:
-     * 950 instructions at d 128 against 787, half the R2UR moves) */
-    const int cw = SPLIT ? __shfl_sync(0xffffffffu, (warp >> 2) - 1, 0) : (warp >> 2) - 1;
+    /* cw broadcast from lane 0, so that the compiler knows it is warp-uniform and keeps the
+     * wgmma descriptors, which depend on it, in uniform registers (the main loop's SASS: 787
+     * instructions at d 128 against 950 with cw from threadIdx.x, half the R2UR moves) */
+    const int cw = __shfl_sync(0xffffffffu, (warp >> 2) - 1, 0);
     const int wq = warp & 3, g = lane >> 2, t4 = lane & 3;
     const int64_t kw = k0 + cw * 64;
     const int64_t kwl = kw + 63 < T ? kw + 63 : T - 1;
@@ -795,12 +783,10 @@ __global__ void __launch_bounds__(B_NT, 1)
             const bool full = q0 >= kwl && q0 + BQ - 1 < de_first;
             const int qr = (int)(q0 - k0);
             const float *L = sL + st * BQ, *Dd = sD + st * BQ;
-            if (SPLIT && full)
-                dkv_p<BQ, 1, !LATE>(sc, pa, L, a.scale2, full, qr, jrel, derel, t4);
-            else if (SPLIT)
-                dkv_p<BQ, 2, !LATE>(sc, pa, L, a.scale2, full, qr, jrel, derel, t4);
+            if (full)
+                dkv_p<BQ, false, !LATE>(sc, pa, L, a.scale2, qr, jrel, derel, t4);
             else
-                dkv_p<BQ, 0, !LATE>(sc, pa, L, a.scale2, full, qr, jrel, derel, t4);
+                dkv_p<BQ, true, !LATE>(sc, pa, L, a.scale2, qr, jrel, derel, t4);
             if (!LATE) {
                 wgmma_fence();
                 dkv_rs<DP, BQ>(&dv[0][0], pa, oaddr);
@@ -1171,8 +1157,7 @@ static int g_sm90 = -1; /* 1: this device runs the sm_90a kernels */
  * where they apply, the backward fused with dQ staged and added by TMA bulk reduce
  * (DQ_BULK; measured the fastest form at both head dims: bench/RESULTS.md; not bitwise
  * reproducible; query tiles of 128 rows at d = 64, of 64 at d = 128); "fused": the same;
- * "fused-split": the same with the mask code branched around on full tiles
- * (k_attn_dkv_sm90's SPLIT; the lab's candidate, not yet measured); "fused-red": the fused
+ * "fused-red": the fused
  * backward with dQ added by atomics from registers (the lab's baseline); "deterministic":
  * the two-kernel backward (bitwise reproducible); "simple": the portable mma.sync kernels
  * only; "simple-bwd": the Hopper forward, the portable backward (sm90_enabled) */
@@ -1180,19 +1165,16 @@ static int sm90_fused_bwd(void) {
     const int k = ul_attn_kernel_choice();
     return k == UL_AK_FUSED_RED ? DQ_RED : k == UL_AK_DETERMINISTIC ? DQ_NONE : DQ_BULK;
 }
-static int sm90_bwd_split(void) { return ul_attn_kernel_choice() == UL_AK_FUSED_SPLIT; }
 
 /* UL_ATTN_FWD (ul_attn_fwd_choice): unset or "ovpp" (UL_AF_OVPP): the default, the
  * intra-warpgroup pipeline with the warpgroups in ping-pong (measured the faster at every
  * point, bench/RESULTS.md); "serial" (UL_AF_SERIAL, the kernel lab's baseline,
- * bench/attention): S, softmax, P V in turn in each consumer warpgroup; "ovpp-pin",
- * "ovpp-pins" and "ovpp-pinsr" (UL_AF_PIN, _PINS, _PINSR), the lab's candidates, not yet
- * measured: the default with the wait for P V kept below the softmax; with it the full
- * tiles' softmax without mask code; with both, O rescaled under the next S. Measured and
+ * bench/attention): S, softmax, P V in turn in each consumer warpgroup. Measured and
  * retired (bench/RESULTS.md): ovpp-skip (tiles a warpgroup does not see skipped), ovpp-nw2
  * (two consumer warpgroups at d = 64), ovpp-ilp (the softmax's row max and sum in partial
- * chains), ovpp-ilpc (with it, O rescaled only when a row's max rose). An unknown value
- * is refused at start-up (run/setup.c); here it would mean the default. */
+ * chains), ovpp-ilpc (with it, O rescaled only when a row's max rose), ovpp-pinsr (O
+ * rescaled under the next S, as FlashAttention-3 does: no gain over the default). An
+ * unknown value is refused at start-up (run/setup.c); here it would mean the default. */
 static int sm90_fwd_variant(void) {
     const int v = ul_attn_fwd_choice();
     return v < 0 ? UL_AF_OVPP : v;
@@ -1208,22 +1190,14 @@ static int sm90_enabled(int bwd) {
     CUDA_CHECK(cudaFuncSetAttribute(K, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(BYTES)))
             SET_SMEM((k_attn_fwd_sm90<64, 3>), hfwd_smem(64, 3, 0));
             SET_SMEM((k_attn_fwd_sm90<128, 2>), hfwd_smem(128, 2, 0));
-            SET_SMEM((k_attn_fwd_ov_sm90<64, 3, 0>), hfwd_smem(64, 3, 0));
-            SET_SMEM((k_attn_fwd_ov_sm90<128, 2, 0>), hfwd_smem(128, 2, 0));
-            SET_SMEM((k_attn_fwd_ov_sm90<64, 3, 1>), hfwd_smem(64, 3, 1));
-            SET_SMEM((k_attn_fwd_ov_sm90<128, 2, 1>), hfwd_smem(128, 2, 1));
-            SET_SMEM((k_attn_fwd_ov_sm90<64, 3, 2>), hfwd_smem(64, 3, 1));
-            SET_SMEM((k_attn_fwd_ov_sm90<128, 2, 2>), hfwd_smem(128, 2, 1));
-            SET_SMEM((k_attn_fwd_ov_sm90<64, 3, 3>), hfwd_smem(64, 3, 1));
-            SET_SMEM((k_attn_fwd_ov_sm90<128, 2, 3>), hfwd_smem(128, 2, 1));
+            SET_SMEM((k_attn_fwd_ov_sm90<64, 3>), hfwd_smem(64, 3, 1));
+            SET_SMEM((k_attn_fwd_ov_sm90<128, 2>), hfwd_smem(128, 2, 1));
             SET_SMEM((k_attn_dkv_sm90<64, DQ_NONE>), hdkv_smem(64, DQ_NONE));
             SET_SMEM((k_attn_dkv_sm90<128, DQ_NONE>), hdkv_smem(128, DQ_NONE));
             SET_SMEM((k_attn_dkv_sm90<64, DQ_RED>), hdkv_smem(64, DQ_RED));
             SET_SMEM((k_attn_dkv_sm90<128, DQ_RED>), hdkv_smem(128, DQ_RED));
             SET_SMEM((k_attn_dkv_sm90<128, DQ_BULK>), hdkv_smem(128, DQ_BULK));
             SET_SMEM((k_attn_dkv_sm90<64, DQ_BULK, 128>), hdkv_smem(64, DQ_BULK, 128));
-            SET_SMEM((k_attn_dkv_sm90<128, DQ_BULK, 64, true>), hdkv_smem(128, DQ_BULK));
-            SET_SMEM((k_attn_dkv_sm90<64, DQ_BULK, 128, true>), hdkv_smem(64, DQ_BULK, 128));
             SET_SMEM((k_attn_dq_sm90<64>), hdq_smem(64));
             SET_SMEM((k_attn_dq_sm90<128>), hdq_smem(128));
 #undef SET_SMEM
@@ -1269,20 +1243,14 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
     const int64_t grid = a.nblk * Hq;
     UL_ASSERT(grid <= 0x7fffffff, "attention: grid too large");
     cudaStream_t s = ul_cuda_state.stream;
-    const int pin = variant >= UL_AF_PIN; /* the candidates' pin area (FwdCta) */
-#define FWD_LAUNCH(K, NT, DP, NW) K<<<(unsigned)grid, NT(NW), hfwd_smem(DP, NW, pin), s>>>(tq, tk, tv, a)
+    /* PIN: the ov kernel's pin area (FwdCta) */
+#define FWD_LAUNCH(K, NT, DP, NW, PIN) K<<<(unsigned)grid, NT(NW), hfwd_smem(DP, NW, PIN), s>>>(tq, tk, tv, a)
     if (d == 128) {
-        if (variant == UL_AF_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<128, 2>), HFWD_NT, 128, 2);
-        else if (variant == UL_AF_PIN) FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, 1>), HOV_NT, 128, 2);
-        else if (variant == UL_AF_PINS) FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, 2>), HOV_NT, 128, 2);
-        else if (variant == UL_AF_PINSR) FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, 3>), HOV_NT, 128, 2);
-        else FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, 0>), HOV_NT, 128, 2);
+        if (variant == UL_AF_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<128, 2>), HFWD_NT, 128, 2, 0);
+        else FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2>), HOV_NT, 128, 2, 1);
     } else {
-        if (variant == UL_AF_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<64, 3>), HFWD_NT, 64, 3);
-        else if (variant == UL_AF_PIN) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, 1>), HOV_NT, 64, 3);
-        else if (variant == UL_AF_PINS) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, 2>), HOV_NT, 64, 3);
-        else if (variant == UL_AF_PINSR) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, 3>), HOV_NT, 64, 3);
-        else FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, 0>), HOV_NT, 64, 3);
+        if (variant == UL_AF_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<64, 3>), HFWD_NT, 64, 3, 0);
+        else FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3>), HOV_NT, 64, 3, 1);
     }
 #undef FWD_LAUNCH
     CUDA_LAUNCH_CHECK();
@@ -1328,7 +1296,6 @@ int ul_cuda_attention_bwd_sm90(void *dq, int64_t dqs, void *dk, int64_t dks, voi
     a.scale = scale;
     a.scale2 = scale * 1.4426950408889634f;
     const int fused = sm90_fused_bwd();
-    const int split = fused == DQ_BULK && sm90_bwd_split();
     /* DQ_RED: [T][Hq][d], one launch (the lab's baseline: not in the memory plan);
      * DQ_BULK: [the launch's query heads][Tp / 64][64 d] (k_attn_dkv_sm90), launches of kvl
      * key/value heads (ul_attn_dq_kv_heads, as the plan counts; UL_ATTN_DQ_HEADS=n, fewer,
@@ -1361,11 +1328,11 @@ int ul_cuda_attention_bwd_sm90(void *dq, int64_t dqs, void *dk, int64_t dks, voi
     UL_ASSERT(gp <= 0x7fffffff && gq <= 0x7fffffff, "attention: grid too large");
     k_attn_prep_sm90<<<(unsigned)gp, 128, 0, s>>>(a, (int)d);
     CUDA_LAUNCH_CHECK();
-/* k_attn_dkv_sm90<DP, FQ, BQ, SPLIT> on G CTAs, Q and dO through the maps TQ, TDO (boxes of BQ rows) */
-#define DKV_LAUNCH(DP, FQ, BQ, SPLIT, TQ, TDO, G)                                                             \
+/* k_attn_dkv_sm90<DP, FQ, BQ> on G CTAs, Q and dO through the maps TQ, TDO (boxes of BQ rows) */
+#define DKV_LAUNCH(DP, FQ, BQ, TQ, TDO, G)                                                                     \
     do {                                                                                                      \
-        k_attn_dkv_sm90<DP, FQ, BQ, SPLIT><<<(unsigned)(G), B_NT, hdkv_smem(DP, FQ, BQ), s>>>(TQ, tk128, tv128, \
-                                                                                            TDO, tl, tdd, a); \
+        k_attn_dkv_sm90<DP, FQ, BQ><<<(unsigned)(G), B_NT, hdkv_smem(DP, FQ, BQ), s>>>(TQ, tk128, tv128, TDO, tl, \
+                                                                                     tdd, a);                  \
         CUDA_LAUNCH_CHECK();                                                                                  \
     } while (0)
     if (fused == DQ_BULK) {
@@ -1376,16 +1343,10 @@ int ul_cuda_attention_bwd_sm90(void *dq, int64_t dqs, void *dk, int64_t dks, voi
             CUDA_CHECK(cudaMemsetAsync(a.dqacc, 0, (size_t)n * sizeof(float), s));
             const int64_t g = nkblk * a.nhk;
             if (d == 128) {
-                if (split)
-                    DKV_LAUNCH(128, DQ_BULK, B_BQ, true, tq64, tdo64, g);
-                else
-                    DKV_LAUNCH(128, DQ_BULK, B_BQ, false, tq64, tdo64, g);
+                DKV_LAUNCH(128, DQ_BULK, B_BQ, tq64, tdo64, g);
                 k_attn_dq_convert_tiles<128><<<(unsigned)gt, 256, 0, s>>>(a);
             } else { /* 128-row query tiles (H_BM = 128: the dQ kernel's maps are the 128-row boxes) */
-                if (split)
-                    DKV_LAUNCH(64, DQ_BULK, 128, true, tq128, tdo128, g);
-                else
-                    DKV_LAUNCH(64, DQ_BULK, 128, false, tq128, tdo128, g);
+                DKV_LAUNCH(64, DQ_BULK, 128, tq128, tdo128, g);
                 k_attn_dq_convert_tiles<64><<<(unsigned)gt, 256, 0, s>>>(a);
             }
             CUDA_LAUNCH_CHECK();
@@ -1397,15 +1358,15 @@ int ul_cuda_attention_bwd_sm90(void *dq, int64_t dqs, void *dk, int64_t dks, voi
         UL_ASSERT(gc <= 0x7fffffff, "attention: grid too large");
         CUDA_CHECK(cudaMemsetAsync(a.dqacc, 0, (size_t)nacc * sizeof(float), s));
         if (d == 128)
-            DKV_LAUNCH(128, DQ_RED, B_BQ, false, tq64, tdo64, gk);
+            DKV_LAUNCH(128, DQ_RED, B_BQ, tq64, tdo64, gk);
         else
-            DKV_LAUNCH(64, DQ_RED, B_BQ, false, tq64, tdo64, gk);
+            DKV_LAUNCH(64, DQ_RED, B_BQ, tq64, tdo64, gk);
         k_attn_dq_convert<<<(unsigned)gc, 256, 0, s>>>(a, d);
     } else if (d == 128) {
-        DKV_LAUNCH(128, DQ_NONE, B_BQ, false, tq64, tdo64, gk);
+        DKV_LAUNCH(128, DQ_NONE, B_BQ, tq64, tdo64, gk);
         k_attn_dq_sm90<128><<<(unsigned)gq, H_NT, hdq_smem(128), s>>>(tq128, tk64, tv64, tdo128, a);
     } else {
-        DKV_LAUNCH(64, DQ_NONE, B_BQ, false, tq64, tdo64, gk);
+        DKV_LAUNCH(64, DQ_NONE, B_BQ, tq64, tdo64, gk);
         k_attn_dq_sm90<64><<<(unsigned)gq, H_NT, hdq_smem(64), s>>>(tq128, tk64, tv64, tdo128, a);
     }
 #undef DKV_LAUNCH
