@@ -9,7 +9,7 @@
 # variant with ncu when $NCU is 1 (and the backward's dK/dV and dQ kernels at each head dim). Logs under $OUT (device tool) or build-gpu/lab; carry .deps
 # (cJSON, see ../shared/device/deps.sh).
 #   bench/attention/lab.sh
-# Environment (defaults in brackets): FWDS [ovpp ovpp-persist]; BWDS, UL_ATTN_KERNEL values
+# Environment (defaults in brackets): FWDS [serial ovpp]; BWDS, UL_ATTN_KERNEL values
 # (default, fused-red, deterministic) [default]; POINTS, "d:T:H[:HKV[:DOCS]] ..." (HKV key/value heads [H], DOCS equal documents
 # packed in the rows [1]; cuDNN runs them as a batch) [d 128 and 64 at 32K, 128K, 512K,
 # GQA 4:1 and 64 documents at 128K]; SANITIZE [ovpp] (forward variants; the backward
@@ -20,7 +20,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 LOG=${OUT:-build-gpu/lab}
 mkdir -p "$LOG"
-FWDS=${FWDS:-ovpp ovpp-persist}
+FWDS=${FWDS:-serial ovpp}
 BWDS=${BWDS:-default}
 POINTS=${POINTS:-128:32768:16 128:131072:4 128:524288:1 128:131072:16:4 128:131072:8:8:64 64:32768:16 64:131072:4 64:524288:1 64:131072:16:4 64:131072:8:8:64}
 SANITIZE=${SANITIZE:-ovpp}

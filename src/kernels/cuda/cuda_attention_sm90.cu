@@ -206,7 +206,7 @@ __device__ __forceinline__ void fwd_store(const HFwdArgs &a, const float (*oacc)
  * [r0, r0 + BM), the nkb key tiles of H_BN ending at r0 + BM (tile kb covers keys
  * [r0 + BM - (nkb - kb) H_BN, +H_BN)). Shared memory: Q [NA][BM][64], K and V
  * [ST][NA][BN][64] (128-byte swizzle), then the mbarriers: [0] Q; for stage s [1+s] K
- * full, [3+s] V full, [5+s] released (SPLIT: K released), [7+s] V released (SPLIT only); [9] Q released (the persistent kernel);
+ * full, [3+s] V full, [5+s] released (SPLIT: K released), [7+s] V released (SPLIT only);
  * then, in the ov kernel, pin [128 NW] float2, one per consumer thread
  * (wgmma_wait0_after). */
 template <int DP, int BM>
@@ -224,11 +224,7 @@ struct FwdCta {
         sV = sK + H_ST * KB;
         bar = (uint64_t *)(sV + H_ST * KB);
         pin = (float2 *)(bar + 16);
-        set_task(a, blockIdx.x);
-    }
-
-    /* the task's head, rows and key tiles (tasks in order: longest query blocks first) */
-    __device__ __forceinline__ void set_task(const HFwdArgs &a, int64_t task) {
+        const int64_t task = blockIdx.x;
         h = task % a.Hq;
         const int64_t qb = a.nblk - 1 - task / a.Hq; /* longest blocks first */
         hk = h / a.group;
@@ -238,7 +234,7 @@ struct FwdCta {
     }
 
     /* thread 0 initializes the barriers (a release: one arrival per consumer warp); then all sync */
-    template <bool SPLIT, bool PERSIST = false>
+    template <bool SPLIT>
     __device__ __forceinline__ void init_barriers(int tid, unsigned consumer_warps) {
         if (tid == 0) {
             mbar_init(&bar[0], 1);
@@ -248,7 +244,6 @@ struct FwdCta {
                 mbar_init(&bar[5 + s], consumer_warps);
                 if (SPLIT) mbar_init(&bar[7 + s], consumer_warps);
             }
-            if (PERSIST) mbar_init(&bar[9], consumer_warps); /* Q released */
             mbar_fence_init();
         }
         __syncthreads();
@@ -273,43 +268,6 @@ struct FwdCta {
             mbar_expect_tx(&bar[3 + st], KB);
             for (int at = 0; at < NA; at++)
                 tma_load_3d(sV + st * KB + at * H_BN * 128, tv, at * 64, (int)hk, j0, &bar[3 + st]);
-        }
-    }
-
-    /* the persistent kernel's task of round r: the CTAs take the tasks (longest first) in
-     * rounds of gridDim.x, in snake order (round r odd: reversed), so that each CTA's sum of
-     * task lengths is about the same */
-    static __device__ __forceinline__ int64_t persist_task(int64_t r) {
-        return r * gridDim.x + ((r & 1) ? gridDim.x - 1 - blockIdx.x : blockIdx.x);
-    }
-
-    /* the persistent kernel's producer thread: the tasks persist_task(0), (1), ... in
-     * turn; Q of task it once its consumers released Q of task it - 1 (bar[9]); the K and V
-     * tiles numbered across tasks (tile gk in stage gk % 2, phase (gk / 2) % 2), K and V
-     * released apart */
-    __device__ __forceinline__ void produce_persist(const HFwdArgs &a, const CUtensorMap *tq, const CUtensorMap *tk,
-                                                    const CUtensorMap *tv) {
-        constexpr int NA = DP / 64;
-        const int64_t ntask = a.nblk * a.Hq;
-        int64_t gk = 0;
-        for (int it = 0; persist_task(it) < ntask; it++) {
-            set_task(a, persist_task(it));
-            if (it > 0) mbar_wait(&bar[9], (it - 1) & 1);
-            mbar_expect_tx(&bar[0], QB);
-            for (int at = 0; at < NA; at++) tma_load_3d(sQ + at * BM * 128, tq, at * 64, (int)h, (int)r0, &bar[0]);
-            for (int kb = 0; kb < nkb; kb++, gk++) {
-                const int st = (int)(gk & 1);
-                const unsigned pe = (unsigned)(((gk >> 1) - 1) & 1);
-                const int j0 = (int)(r0 + BM - (int64_t)(nkb - kb) * H_BN);
-                if (gk >= H_ST) mbar_wait(&bar[5 + st], pe);
-                mbar_expect_tx(&bar[1 + st], KB);
-                for (int at = 0; at < NA; at++)
-                    tma_load_3d(sK + st * KB + at * H_BN * 128, tk, at * 64, (int)hk, j0, &bar[1 + st]);
-                if (gk >= H_ST) mbar_wait(&bar[7 + st], pe);
-                mbar_expect_tx(&bar[3 + st], KB);
-                for (int at = 0; at < NA; at++)
-                    tma_load_3d(sV + st * KB + at * H_BN * 128, tv, at * 64, (int)hk, j0, &bar[3 + st]);
-            }
         }
     }
 };
@@ -422,15 +380,10 @@ __global__ void __launch_bounds__(HFWD_NT(NW), 1)
  * hoists the wait for P V above the softmax (WARPGROUP.DEPBAR.LE gsb0, 0x0 right after the
  * wait for S) and the softmax never runs under P V: wgmma_wait0_after keeps it below; the
  * mask is a branch to the masked softmax, so full tiles run no mask code; the warpgroup index
- * is broadcast from lane 0, so the wgmma descriptors stay in uniform registers.
- * PERSIST (UL_ATTN_FWD=ovpp-persist, the lab's candidate, not yet measured): one CTA per SM
- * takes tasks in turn (FlashAttention-3's persistent kernel, with a static schedule:
- * FwdCta::persist_task), so that the next task's Q and first K tile load while
- * this one's last P V and O store run: with short documents (64 of 2K tokens: 8.5 key
- * tiles a task on average) the CTA's start and end are a large share of its time. */
+ * is broadcast from lane 0, so the wgmma descriptors stay in uniform registers. */
 #define HOV_NT(NW) (128 * ((NW) + 1))
 #define HOV_REG(NW) ((NW) == 2 ? 240 : 160)
-template <int DP, int NW, bool PERSIST = false>
+template <int DP, int NW>
 __global__ void __launch_bounds__(HOV_NT(NW), 1)
     k_attn_fwd_ov_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                        const __grid_constant__ CUtensorMap tv, const HFwdArgs a) {
@@ -440,16 +393,11 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     FwdCta<DP, BM> c(a, smem_raw);
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    c.template init_barriers<true, PERSIST>(tid, 4 * NW);
+    c.template init_barriers<true>(tid, 4 * NW);
 
     if (warp >= 4 * NW) { /* ---- producer warpgroup: one thread issues every copy */
         reg_dealloc<24>();
-        if (warp == 4 * NW && lane == 0) {
-            if (PERSIST)
-                c.produce_persist(a, &tq, &tk, &tv);
-            else
-                c.template produce<true>(&tq, &tk, &tv);
-        }
+        if (warp == 4 * NW && lane == 0) c.template produce<true>(&tq, &tk, &tv);
         return;
     }
     reg_alloc<HOV_REG(NW)>();
@@ -458,104 +406,81 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
      * in uniform registers (as in the backward) */
     const int cw = __shfl_sync(0xffffffffu, warp >> 2, 0);
     const int wq = warp & 3, g = lane >> 2, t4 = lane & 3;
+    const FwdRows rw(a, c.r0, cw, wq, g);
     const unsigned qaddr = sm90_addr(c.sQ) + cw * 64 * 128;
     uint64_t *bar = c.bar;
-    /* PERSIST: the tasks persist_task(0), (1), ... (as the producer takes them; the first is
-     * blockIdx.x, set by the constructor), the key tiles numbered across them (gb: the
-     * task's first); otherwise one task, gb = 0 */
-    const int64_t ntask = a.nblk * a.Hq;
-    int64_t gb = 0;
-    for (int it = 0;; it++) {
-        if (PERSIST && it > 0) c.set_task(a, c.persist_task(it));
-        const FwdRows rw(a, c.r0, cw, wq, g);
-        const int nkb = c.nkb;
+    const int nkb = c.nkb;
 
-        float oacc[DP / 8][4];
-        float sc[H_BN / 8][4];
-        unsigned pa[H_BN / 16][4]; /* P of the previous tile, the A operand of the P V in flight */
+    float oacc[DP / 8][4];
+    float sc[H_BN / 8][4];
+    unsigned pa[H_BN / 16][4]; /* P of the previous tile, the A operand of the P V in flight */
 #pragma unroll
-        for (int i = 0; i < DP / 8; i++) oacc[i][0] = oacc[i][1] = oacc[i][2] = oacc[i][3] = 0.0f;
+    for (int i = 0; i < DP / 8; i++) oacc[i][0] = oacc[i][1] = oacc[i][2] = oacc[i][3] = 0.0f;
 #pragma unroll
-        for (int i = 0; i < H_BN / 8; i++) sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.0f;
-        float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f}, al[2];
-        if (it == 0 && cw == NW - 1) named_bar_arrive(1, 256); /* warpgroup 0 takes the first turn */
-        mbar_wait(&bar[0], it & 1);
-        /* tile 0: S alone */
-        {
-            const int64_t j0 = c.r0 + BM - (int64_t)nkb * H_BN;
-            const int st = (int)(gb & 1);
-            mbar_wait(&bar[1 + st], (gb >> 1) & 1);
-            fwd_turn_begin(cw);
-            wgmma_fence();
-            fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK + st * KB));
-            wgmma_commit();
-            fwd_turn_end<NW>(cw, false);
-            wgmma_wait<0>();
-            reg_fence<H_BN / 2>(&sc[0][0]);
-            __syncwarp();
-            if (lane == 0) mbar_arrive(&bar[5 + st]); /* K_0 no longer needed */
-            fwd_softmax(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
-            fwd_rescale_pack<DP>(oacc, al, sc, pa);
-        }
-        for (int kb = 1; kb < nkb; kb++) {
-            const int64_t gk = gb + kb;
-            const int st = (int)(gk & 1), pst = st ^ 1;
-            const int64_t j0 = c.r0 + BM - (int64_t)(nkb - kb) * H_BN;
-            mbar_wait(&bar[1 + st], (gk >> 1) & 1);
-            mbar_wait(&bar[3 + pst], ((gk - 1) >> 1) & 1);
-            fwd_turn_begin(cw);
-            /* S_kb with P_{kb-1} V_{kb-1} */
-            wgmma_fence();
-            fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK + st * KB));
-            wgmma_commit();
-            fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + pst * KB));
-            wgmma_commit();
-            fwd_turn_end<NW>(cw, false);
-            wgmma_wait<1>(); /* S_kb done; P_{kb-1} V_{kb-1} may still run */
-            reg_fence<H_BN / 2>(&sc[0][0]);
-            __syncwarp();
-            if (lane == 0) mbar_arrive(&bar[5 + st]);
-            /* a full tile's softmax without mask code (a branch, not predicated code every tile runs) */
-            if (rw.full(j0))
-                fwd_softmax<true, false>(sc, mrow, lrow, al, true, (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
-            else
-                fwd_softmax<true, true>(sc, mrow, lrow, al, false, (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
-            /* the wait for P V, kept below the softmax (ptxas hoists a plain wgmma_wait<0> above it) */
-            wgmma_wait0_after(sm90_addr(c.pin + tid), lrow[0], lrow[1]);
-            reg_fence<DP / 2>(&oacc[0][0]);
-            reg_fence_u<H_BN / 4>(&pa[0][0]);
-            __syncwarp();
-            if (lane == 0) mbar_arrive(&bar[7 + pst]);
-            fwd_rescale_pack<DP>(oacc, al, sc, pa);
-        }
-        /* PERSIST: every S of the task is done: Q may be refilled with the next task's */
-        if (PERSIST) {
-            __syncwarp();
-            if (lane == 0) mbar_arrive(&bar[9]);
-        }
-        const bool last = !PERSIST || c.persist_task(it + 1) >= ntask;
-        /* the last tile's P V */
-        {
-            const int64_t gk = gb + nkb - 1;
-            const int st = (int)(gk & 1);
-            mbar_wait(&bar[3 + st], (gk >> 1) & 1);
-            fwd_turn_begin(cw);
-            wgmma_fence();
-            fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + st * KB));
-            wgmma_commit();
-            fwd_turn_end<NW>(cw, last);
-            wgmma_wait<0>();
-            reg_fence<DP / 2>(&oacc[0][0]);
-            reg_fence_u<H_BN / 4>(&pa[0][0]);
-            if (PERSIST) {
-                __syncwarp();
-                if (lane == 0) mbar_arrive(&bar[7 + st]); /* V of the last tile released */
-            }
-        }
-        fwd_store<DP>(a, oacc, mrow, lrow, c.r0, rw.irel, c.h, t4);
-        if (last) break;
-        gb += nkb;
+    for (int i = 0; i < H_BN / 8; i++) sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.0f;
+    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f}, al[2];
+    if (cw == NW - 1) named_bar_arrive(1, 256); /* warpgroup 0 takes the first turn */
+    mbar_wait(&bar[0], 0);
+    /* tile 0: S alone */
+    {
+        const int64_t j0 = c.r0 + BM - (int64_t)nkb * H_BN;
+        mbar_wait(&bar[1], 0);
+        fwd_turn_begin(cw);
+        wgmma_fence();
+        fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK));
+        wgmma_commit();
+        fwd_turn_end<NW>(cw, false);
+        wgmma_wait<0>();
+        reg_fence<H_BN / 2>(&sc[0][0]);
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&bar[5]); /* K_0 no longer needed */
+        fwd_softmax(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
+        fwd_rescale_pack<DP>(oacc, al, sc, pa);
     }
+    for (int kb = 1; kb < nkb; kb++) {
+        const int st = kb & 1, pst = st ^ 1;
+        const int64_t j0 = c.r0 + BM - (int64_t)(nkb - kb) * H_BN;
+        mbar_wait(&bar[1 + st], (kb >> 1) & 1);
+        mbar_wait(&bar[3 + pst], ((kb - 1) >> 1) & 1);
+        fwd_turn_begin(cw);
+        /* S_kb with P_{kb-1} V_{kb-1} */
+        wgmma_fence();
+        fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK + st * KB));
+        wgmma_commit();
+        fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + pst * KB));
+        wgmma_commit();
+        fwd_turn_end<NW>(cw, false);
+        wgmma_wait<1>(); /* S_kb done; P_{kb-1} V_{kb-1} may still run */
+        reg_fence<H_BN / 2>(&sc[0][0]);
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&bar[5 + st]);
+        /* a full tile's softmax without mask code (a branch, not predicated code every tile runs) */
+        if (rw.full(j0))
+            fwd_softmax<true, false>(sc, mrow, lrow, al, true, (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
+        else
+            fwd_softmax<true, true>(sc, mrow, lrow, al, false, (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
+        /* the wait for P V, kept below the softmax (ptxas hoists a plain wgmma_wait<0> above it) */
+        wgmma_wait0_after(sm90_addr(c.pin + tid), lrow[0], lrow[1]);
+        reg_fence<DP / 2>(&oacc[0][0]);
+        reg_fence_u<H_BN / 4>(&pa[0][0]);
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&bar[7 + pst]);
+        fwd_rescale_pack<DP>(oacc, al, sc, pa);
+    }
+    /* the last tile's P V */
+    {
+        const int st = (nkb - 1) & 1;
+        mbar_wait(&bar[3 + st], ((nkb - 1) >> 1) & 1);
+        fwd_turn_begin(cw);
+        wgmma_fence();
+        fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + st * KB));
+        wgmma_commit();
+        fwd_turn_end<NW>(cw, true);
+        wgmma_wait<0>();
+        reg_fence<DP / 2>(&oacc[0][0]);
+        reg_fence_u<H_BN / 4>(&pa[0][0]);
+    }
+    fwd_store<DP>(a, oacc, mrow, lrow, c.r0, rw.irel, c.h, t4);
 #endif
 }
 
@@ -1244,9 +1169,7 @@ static int sm90_fused_bwd(void) {
 /* UL_ATTN_FWD (ul_attn_fwd_choice): unset or "ovpp" (UL_AF_OVPP): the default, the
  * intra-warpgroup pipeline with the warpgroups in ping-pong (measured the faster at every
  * point, bench/RESULTS.md); "serial" (UL_AF_SERIAL, the kernel lab's baseline,
- * bench/attention): S, softmax, P V in turn in each consumer warpgroup; "ovpp-persist"
- * (UL_AF_PERSIST, the lab's candidate, not yet measured): the default as a persistent
- * kernel (k_attn_fwd_ov_sm90's PERSIST). Measured and
+ * bench/attention): S, softmax, P V in turn in each consumer warpgroup. Measured and
  * retired (bench/RESULTS.md): ovpp-skip (tiles a warpgroup does not see skipped), ovpp-nw2
  * (two consumer warpgroups at d = 64), ovpp-ilp (the softmax's row max and sum in partial
  * chains), ovpp-ilpc (with it, O rescaled only when a row's max rose), ovpp-pinsr (O
@@ -1269,8 +1192,6 @@ static int sm90_enabled(int bwd) {
             SET_SMEM((k_attn_fwd_sm90<128, 2>), hfwd_smem(128, 2, 0));
             SET_SMEM((k_attn_fwd_ov_sm90<64, 3>), hfwd_smem(64, 3, 1));
             SET_SMEM((k_attn_fwd_ov_sm90<128, 2>), hfwd_smem(128, 2, 1));
-            SET_SMEM((k_attn_fwd_ov_sm90<64, 3, true>), hfwd_smem(64, 3, 1));
-            SET_SMEM((k_attn_fwd_ov_sm90<128, 2, true>), hfwd_smem(128, 2, 1));
             SET_SMEM((k_attn_dkv_sm90<64, DQ_NONE>), hdkv_smem(64, DQ_NONE));
             SET_SMEM((k_attn_dkv_sm90<128, DQ_NONE>), hdkv_smem(128, DQ_NONE));
             SET_SMEM((k_attn_dkv_sm90<64, DQ_RED>), hdkv_smem(64, DQ_RED));
@@ -1322,17 +1243,14 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
     const int64_t grid = a.nblk * Hq;
     UL_ASSERT(grid <= 0x7fffffff, "attention: grid too large");
     cudaStream_t s = ul_cuda_state.stream;
-    /* PIN: the ov kernel's pin area (FwdCta); the persistent form: one CTA per SM at most */
-    const int64_t pgrid = ul_cuda_state.n_sm > 0 && ul_cuda_state.n_sm < grid ? ul_cuda_state.n_sm : grid;
-#define FWD_LAUNCH(K, G, NT, DP, NW, PIN) K<<<(unsigned)(G), NT(NW), hfwd_smem(DP, NW, PIN), s>>>(tq, tk, tv, a)
+    /* PIN: the ov kernel's pin area (FwdCta) */
+#define FWD_LAUNCH(K, NT, DP, NW, PIN) K<<<(unsigned)grid, NT(NW), hfwd_smem(DP, NW, PIN), s>>>(tq, tk, tv, a)
     if (d == 128) {
-        if (variant == UL_AF_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<128, 2>), grid, HFWD_NT, 128, 2, 0);
-        else if (variant == UL_AF_PERSIST) FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, true>), pgrid, HOV_NT, 128, 2, 1);
-        else FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2>), grid, HOV_NT, 128, 2, 1);
+        if (variant == UL_AF_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<128, 2>), HFWD_NT, 128, 2, 0);
+        else FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2>), HOV_NT, 128, 2, 1);
     } else {
-        if (variant == UL_AF_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<64, 3>), grid, HFWD_NT, 64, 3, 0);
-        else if (variant == UL_AF_PERSIST) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, true>), pgrid, HOV_NT, 64, 3, 1);
-        else FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3>), grid, HOV_NT, 64, 3, 1);
+        if (variant == UL_AF_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<64, 3>), HFWD_NT, 64, 3, 0);
+        else FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3>), HOV_NT, 64, 3, 1);
     }
 #undef FWD_LAUNCH
     CUDA_LAUNCH_CHECK();
