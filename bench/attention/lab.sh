@@ -14,8 +14,9 @@
 # packed in the rows [1]; cuDNN runs them as a batch) [d 128 and 64 at 32K, 128K, 512K,
 # GQA 4:1 and 64 documents at 128K]; SANITIZE [ovpp] (forward variants; the backward
 # runs with them in the first form of $BWDS);
-# NCU [0]; NCU_D, head dims profiled [128]; NCU_F, variants profiled [$FWDS]; CHECK, the
-# correctness run against the CPU backend [1].
+# NCU [0]; NCU_D, head dims profiled [128]; NCU_F, variants profiled [$FWDS]; NCU_P, the
+# profiled point "T H DOCS" (H query and key/value heads) [16384 8 1]; CHECK, the
+# correctness run against the CPU backend [1]. POINTS=" " times nothing.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 LOG=${OUT:-build-gpu/lab}
@@ -96,31 +97,34 @@ for f in $SANITIZE; do
 done
 if [ "$NCU" = 1 ] && command -v ncu >/dev/null; then
   # ncu_one NAME TIMEOUT REGEX D: one profile of the first kernel matching REGEX at head dim D
-  # (T 16K, 8 heads; UL_ATTN_FWD and UL_ATTN_KERNEL from the environment), its key lines on
+  # (at $NCU_P; UL_ATTN_FWD and UL_ATTN_KERNEL from the environment), its key lines on
   # one line; then, from a second run's PC sampling, the six most frequent reasons a warp
   # was stalled (share of the samples)
+  read -r NT NH NDOCS <<< "${NCU_P:-16384 8 1}"
   ncu_one() {
     timeout "$2" ncu -k "regex:$3" -c 1 --section SpeedOfLight --section SchedulerStats --section WarpStateStats \
       --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
-      "$BENCH" 16384 8 8 "$4" 1 1 > "$LOG/ncu_$1_$4.txt" 2>&1
-    grep -E 'Duration|Compute \(SM\) Throughput|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Registers Per' \
+      "$BENCH" "$NT" "$NH" "$NH" "$4" "$NDOCS" 1 > "$LOG/ncu_$1_$4.txt" 2>&1
+    grep -E 'Duration|Compute \(SM\) Throughput|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Registers Per|SM Active Cycles|Elapsed Cycles|Waves Per SM' \
       "$LOG/ncu_$1_$4.txt" | awk '{$1=$1};1' | tr '\n' ';'
     timeout "$2" ncu -k "regex:$3" -c 1 --metrics "regex:^smsp__pcsamp_warps_issue_stalled_[a-z_]+$" \
-      "$BENCH" 16384 8 8 "$4" 1 1 > "$LOG/ncu_stall_$1_$4.txt" 2>&1
+      "$BENCH" "$NT" "$NH" "$NH" "$4" "$NDOCS" 1 > "$LOG/ncu_stall_$1_$4.txt" 2>&1
     awk '$1 ~ /^smsp__pcsamp_warps_issue_stalled_/ && $1 !~ /_not_issued$/ {
            v = $NF; gsub(",", "", v); n = $1; sub("smsp__pcsamp_warps_issue_stalled_", "", n); s[n] = v + 0; t += v }
          END { for (n in s) if (t > 0) printf "%.1f %s\n", 100 * s[n] / t, n }' "$LOG/ncu_stall_$1_$4.txt" |
       sort -rn | head -6 | awk 'BEGIN { printf " stalls:" } { printf " %s %s%%", $2, $1 }'
   }
-  echo "== ncu (forward and backward, T 16K, 8 heads, d in \$NCU_D)"
+  echo "== ncu (forward and backward at T H DOCS = $NT $NH $NDOCS, d in \$NCU_D)"
   for d in ${NCU_D:-128}; do
     for f in ${NCU_F:-$FWDS}; do
       echo "fwd=$f d=$d: $(UL_ATTN_FWD=$f ncu_one "$f" 90 k_attn_fwd "$d")"
     done
-    # the backward's kernels in the form UL_ATTN_KERNEL names (dK, dV, with dQ in the default
-    # fused form; and, deterministic, the dQ kernel)
-    for kn in k_attn_dkv k_attn_dq_sm90; do
-      echo "bwd $kn d=$d: $(ncu_one "$kn" 120 "$kn" "$d")"
+    # the backward's kernels in the first form of $BWDS (dK, dV, with dQ in the fused forms;
+    # and, deterministic, the dQ kernel)
+    kns=k_attn_dkv
+    [ "${BWDS%% *}" = deterministic ] && kns="$kns k_attn_dq_sm90"
+    for kn in $kns; do
+      echo "bwd $kn d=$d: $(UL_ATTN_KERNEL=${BWDS%% *} ncu_one "$kn" 120 "$kn" "$d")"
     done
   done
 fi
