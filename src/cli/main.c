@@ -39,7 +39,7 @@ static void env_help(void) {
     ul_attn_env_values(UL_ATTN_ENV_FWD, " | ", fwd, sizeof fwd);
     snprintf(h[0], sizeof h[0],
              "%s: the CUDA attention kernels (default: the Hopper kernels where they apply, the backward fused and "
-             "not bitwise reproducible; deterministic: a bitwise reproducible attention backward, about 0.8x the "
+             "not bitwise reproducible; deterministic: a bitwise reproducible attention backward, 0.7-0.8x the "
              "speed; simple: the portable kernels only; the others: README, \"GPUs\"). An unknown value is "
              "refused",
              kern);

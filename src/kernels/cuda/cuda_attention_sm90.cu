@@ -56,12 +56,16 @@ typedef struct {
     float scale2; /* scale * log2(e) */
 } HFwdArgs;
 
-static size_t hfwd_smem(int DP, int NW, int pin) {
-    /* alignment slack, Q, the K and V stages, room for 16 mbarriers and, pin (the ov kernel),
-     * 8 bytes per consumer thread (FwdCta) */
-    return 1024 + (size_t)64 * NW * DP * 2 + (size_t)2 * H_ST * H_BN * DP * 2 + 16 * sizeof(uint64_t) +
+static size_t hfwd_smem(int DP, int NW, int pin, int nq = 1) {
+    /* alignment slack, nq Q buffers, the K and V stages, room for 16 mbarriers and, pin (the
+     * ov kernel), 8 bytes per consumer thread (FwdCta) */
+    return 1024 + (size_t)nq * 64 * NW * DP * 2 + (size_t)2 * H_ST * H_BN * DP * 2 + 16 * sizeof(uint64_t) +
            (size_t)(pin ? 128 * NW * 8 : 0);
 }
+
+/* the dynamic persistent forward's task counter (k_attn_fwd_ov_sm90's DYN): zeroed before
+ * each launch, then each CTA's producer takes the next task with an atomic add */
+__device__ unsigned long long g_fwd_task_ctr;
 
 #ifdef UL_SM90A_DEVICE
 /* Masked online softmax of one S tile in place (raw scores in sc, this thread's rows
@@ -204,12 +208,14 @@ __device__ __forceinline__ void fwd_store(const HFwdArgs &a, const float (*oacc)
 
 /* A forward CTA's work and shared memory. Task: query head h (kv head hk), rows
  * [r0, r0 + BM), the nkb key tiles of H_BN ending at r0 + BM (tile kb covers keys
- * [r0 + BM - (nkb - kb) H_BN, +H_BN)). Shared memory: Q [NA][BM][64], K and V
+ * [r0 + BM - (nkb - kb) H_BN, +H_BN)). Shared memory: Q [NQ][NA][BM][64], K and V
  * [ST][NA][BN][64] (128-byte swizzle), then the mbarriers: [0] Q; for stage s [1+s] K
  * full, [3+s] V full, [5+s] released (SPLIT: K released), [7+s] V released (SPLIT only);
- * then, in the ov kernel, pin [128 NW] float2, one per consumer thread
- * (wgmma_wait0_after). */
-template <int DP, int BM>
+ * the persistent kernel (NQ = 2, Q buffer q of the tasks it with it % 2 = q): [9+q] Q
+ * released, [11] Q full (buffer 1; buffer 0: [0]), [12+q] task posted, [14+q] the task
+ * (low 32 bits) and the next (high 32 bits); then, in the ov kernel, pin [128 NW] float2,
+ * one per consumer thread (wgmma_wait0_after). */
+template <int DP, int BM, int NQ = 1>
 struct FwdCta {
     static constexpr unsigned QB = BM * DP * 2, KB = H_BN * DP * 2;
     int64_t h, hk, r0;
@@ -220,11 +226,15 @@ struct FwdCta {
 
     __device__ __forceinline__ FwdCta(const HFwdArgs &a, unsigned char *smem_raw) {
         sQ = smem_raw + ((1024u - (sm90_addr(smem_raw) & 1023u)) & 1023u);
-        sK = sQ + QB;
+        sK = sQ + NQ * QB;
         sV = sK + H_ST * KB;
         bar = (uint64_t *)(sV + H_ST * KB);
         pin = (float2 *)(bar + 16);
-        const int64_t task = blockIdx.x;
+        set_task(a, blockIdx.x);
+    }
+
+    /* the task's head, rows and key tiles (tasks in order: longest query blocks first) */
+    __device__ __forceinline__ void set_task(const HFwdArgs &a, int64_t task) {
         h = task % a.Hq;
         const int64_t qb = a.nblk - 1 - task / a.Hq; /* longest blocks first */
         hk = h / a.group;
@@ -234,7 +244,7 @@ struct FwdCta {
     }
 
     /* thread 0 initializes the barriers (a release: one arrival per consumer warp); then all sync */
-    template <bool SPLIT>
+    template <bool SPLIT, bool PERSIST = false>
     __device__ __forceinline__ void init_barriers(int tid, unsigned consumer_warps) {
         if (tid == 0) {
             mbar_init(&bar[0], 1);
@@ -243,6 +253,13 @@ struct FwdCta {
                 mbar_init(&bar[3 + s], 1);
                 mbar_init(&bar[5 + s], consumer_warps);
                 if (SPLIT) mbar_init(&bar[7 + s], consumer_warps);
+            }
+            if (PERSIST) {
+                mbar_init(&bar[9], consumer_warps); /* Q released */
+                mbar_init(&bar[10], consumer_warps);
+                mbar_init(&bar[11], 1); /* Q full, buffer 1 */
+                mbar_init(&bar[12], 1); /* task posted */
+                mbar_init(&bar[13], 1);
             }
             mbar_fence_init();
         }
@@ -268,6 +285,45 @@ struct FwdCta {
             mbar_expect_tx(&bar[3 + st], KB);
             for (int at = 0; at < NA; at++)
                 tma_load_3d(sV + st * KB + at * H_BN * 128, tv, at * 64, (int)hk, j0, &bar[3 + st]);
+        }
+    }
+
+    /* the persistent kernel's producer thread: task blockIdx.x first, then each next one
+     * from the counter (g_fwd_task_ctr; the CTAs take tasks, longest first, as they free
+     * up, as the hardware schedules blocks); at task it, Q buffer it % 2, once the consumers
+     * released it (task it - 2), the task and the next one posted in shared memory ([14+q],
+     * [12+q]); the K and V tiles numbered across tasks (tile gk in stage gk % 2, phase
+     * (gk / 2) % 2), K and V released apart */
+    __device__ __forceinline__ void produce_persist(const HFwdArgs &a, const CUtensorMap *tq, const CUtensorMap *tk,
+                                                    const CUtensorMap *tv) {
+        constexpr int NA = DP / 64;
+        const int64_t ntask = a.nblk * a.Hq; /* < 2^31 (the launcher's grid check) */
+        int64_t cur = blockIdx.x;
+        int gk = 0;
+        for (int it = 0; cur < ntask; it++) {
+            const int q = it & 1;
+            const int64_t nxt = (int64_t)gridDim.x + (int64_t)atomicAdd(&g_fwd_task_ctr, 1ull);
+            set_task(a, cur);
+            if (it >= 2) mbar_wait(&bar[9 + q], ((it >> 1) - 1) & 1);
+            *(volatile uint64_t *)&bar[14 + q] = (uint64_t)cur | (uint64_t)(nxt < ntask ? nxt : ntask) << 32;
+            mbar_arrive(&bar[12 + q]); /* (a release: the consumers' wait sees the task) */
+            uint64_t *qf = &bar[q ? 11 : 0];
+            mbar_expect_tx(qf, QB);
+            for (int at = 0; at < NA; at++) tma_load_3d(sQ + q * QB + at * BM * 128, tq, at * 64, (int)h, (int)r0, qf);
+            for (int kb = 0; kb < nkb; kb++, gk++) {
+                const int st = gk & 1;
+                const unsigned pe = ((gk >> 1) - 1) & 1;
+                const int j0 = (int)(r0 + BM - (int64_t)(nkb - kb) * H_BN);
+                if (gk >= H_ST) mbar_wait(&bar[5 + st], pe);
+                mbar_expect_tx(&bar[1 + st], KB);
+                for (int at = 0; at < NA; at++)
+                    tma_load_3d(sK + st * KB + at * H_BN * 128, tk, at * 64, (int)hk, j0, &bar[1 + st]);
+                if (gk >= H_ST) mbar_wait(&bar[7 + st], pe);
+                mbar_expect_tx(&bar[3 + st], KB);
+                for (int at = 0; at < NA; at++)
+                    tma_load_3d(sV + st * KB + at * H_BN * 128, tv, at * 64, (int)hk, j0, &bar[3 + st]);
+            }
+            cur = nxt;
         }
     }
 };
@@ -380,10 +436,16 @@ __global__ void __launch_bounds__(HFWD_NT(NW), 1)
  * hoists the wait for P V above the softmax (WARPGROUP.DEPBAR.LE gsb0, 0x0 right after the
  * wait for S) and the softmax never runs under P V: wgmma_wait0_after keeps it below; the
  * mask is a branch to the masked softmax, so full tiles run no mask code; the warpgroup index
- * is broadcast from lane 0, so the wgmma descriptors stay in uniform registers. */
+ * is broadcast from lane 0, so the wgmma descriptors stay in uniform registers.
+ * PERSIST (UL_ATTN_FWD=ovpp-dyn, the lab's candidate, not yet measured): one CTA per SM
+ * takes tasks as it frees up (FlashAttention-3's persistent kernel with its dynamic
+ * schedule: FwdCta::produce_persist), two Q buffers, so that the next task's Q and first K
+ * tile load while this one's last tiles, P V and O store run: with short documents (64 of
+ * 2K tokens: 8.5 key tiles a task on average) the CTA's start and end are a large share
+ * of its time. (A static schedule, ovpp-persist, lost: bench/RESULTS.md.) */
 #define HOV_NT(NW) (128 * ((NW) + 1))
 #define HOV_REG(NW) ((NW) == 2 ? 240 : 160)
-template <int DP, int NW>
+template <int DP, int NW, bool PERSIST = false>
 __global__ void __launch_bounds__(HOV_NT(NW), 1)
     k_attn_fwd_ov_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                        const __grid_constant__ CUtensorMap tv, const HFwdArgs a) {
@@ -391,13 +453,18 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
     constexpr int BM = 64 * NW;
     constexpr unsigned KB = H_BN * DP * 2;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
-    FwdCta<DP, BM> c(a, smem_raw);
+    FwdCta<DP, BM, PERSIST ? 2 : 1> c(a, smem_raw);
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    c.template init_barriers<true>(tid, 4 * NW);
+    c.template init_barriers<true, PERSIST>(tid, 4 * NW);
 
     if (warp >= 4 * NW) { /* ---- producer warpgroup: one thread issues every copy */
         reg_dealloc<24>();
-        if (warp == 4 * NW && lane == 0) c.template produce<true>(&tq, &tk, &tv);
+        if (warp == 4 * NW && lane == 0) {
+            if (PERSIST)
+                c.produce_persist(a, &tq, &tk, &tv);
+            else
+                c.template produce<true>(&tq, &tk, &tv);
+        }
         return;
     }
     reg_alloc<HOV_REG(NW)>();
@@ -406,81 +473,108 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
      * in uniform registers (as in the backward) */
     const int cw = __shfl_sync(0xffffffffu, warp >> 2, 0);
     const int wq = warp & 3, g = lane >> 2, t4 = lane & 3;
-    const FwdRows rw(a, c.r0, cw, wq, g);
-    const unsigned qaddr = sm90_addr(c.sQ) + cw * 64 * 128;
     uint64_t *bar = c.bar;
-    const int nkb = c.nkb;
+    /* PERSIST: the tasks the producer posts (FwdCta::produce_persist; the first is
+     * blockIdx.x, set by the constructor), Q in buffer it % 2, the key tiles numbered across
+     * tasks (gb: the task's first); otherwise one task, gb = 0 */
+    int gb = 0;
+    for (int it = 0;; it++) {
+        bool last = true;
+        if (PERSIST) {
+            mbar_wait(&bar[12 + (it & 1)], (it >> 1) & 1);
+            const uint64_t tw = *(volatile uint64_t *)&bar[14 + (it & 1)];
+            c.set_task(a, (int64_t)(tw & 0xffffffffu));
+            last = (int64_t)(tw >> 32) >= a.nblk * a.Hq;
+        }
+        const unsigned qaddr = sm90_addr(c.sQ + (PERSIST ? (it & 1) * c.QB : 0)) + cw * 64 * 128;
+        const FwdRows rw(a, c.r0, cw, wq, g);
+        const int nkb = c.nkb;
 
-    float oacc[DP / 8][4];
-    float sc[H_BN / 8][4];
-    unsigned pa[H_BN / 16][4]; /* P of the previous tile, the A operand of the P V in flight */
+        float oacc[DP / 8][4];
+        float sc[H_BN / 8][4];
+        unsigned pa[H_BN / 16][4]; /* P of the previous tile, the A operand of the P V in flight */
 #pragma unroll
-    for (int i = 0; i < DP / 8; i++) oacc[i][0] = oacc[i][1] = oacc[i][2] = oacc[i][3] = 0.0f;
+        for (int i = 0; i < DP / 8; i++) oacc[i][0] = oacc[i][1] = oacc[i][2] = oacc[i][3] = 0.0f;
 #pragma unroll
-    for (int i = 0; i < H_BN / 8; i++) sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.0f;
-    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f}, al[2];
-    if (cw == NW - 1) named_bar_arrive(1, 256); /* warpgroup 0 takes the first turn */
-    mbar_wait(&bar[0], 0);
-    /* tile 0: S alone */
-    {
-        const int64_t j0 = c.r0 + BM - (int64_t)nkb * H_BN;
-        mbar_wait(&bar[1], 0);
-        fwd_turn_begin(cw);
-        wgmma_fence();
-        fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK));
-        wgmma_commit();
-        fwd_turn_end<NW>(cw, false);
-        wgmma_wait<0>();
-        reg_fence<H_BN / 2>(&sc[0][0]);
-        __syncwarp();
-        if (lane == 0) mbar_arrive(&bar[5]); /* K_0 no longer needed */
-        fwd_softmax(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
-        fwd_rescale_pack<DP>(oacc, al, sc, pa);
+        for (int i = 0; i < H_BN / 8; i++) sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.0f;
+        float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f}, al[2];
+        if (it == 0 && cw == NW - 1) named_bar_arrive(1, 256); /* warpgroup 0 takes the first turn */
+        mbar_wait(&bar[PERSIST && (it & 1) ? 11 : 0], (it >> 1) & 1);
+        /* tile 0: S alone */
+        {
+            const int64_t j0 = c.r0 + BM - (int64_t)nkb * H_BN;
+            const int st = gb & 1;
+            mbar_wait(&bar[1 + st], (gb >> 1) & 1);
+            fwd_turn_begin(cw);
+            wgmma_fence();
+            fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK + st * KB));
+            wgmma_commit();
+            fwd_turn_end<NW>(cw, false);
+            wgmma_wait<0>();
+            reg_fence<H_BN / 2>(&sc[0][0]);
+            __syncwarp();
+            if (lane == 0) mbar_arrive(&bar[5 + st]); /* K_0 no longer needed */
+            fwd_softmax(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
+            fwd_rescale_pack<DP>(oacc, al, sc, pa);
+        }
+        for (int kb = 1; kb < nkb; kb++) {
+            const int gk = gb + kb;
+            const int st = gk & 1, pst = st ^ 1;
+            const int64_t j0 = c.r0 + BM - (int64_t)(nkb - kb) * H_BN;
+            mbar_wait(&bar[1 + st], (gk >> 1) & 1);
+            mbar_wait(&bar[3 + pst], ((gk - 1) >> 1) & 1);
+            fwd_turn_begin(cw);
+            /* S_kb with P_{kb-1} V_{kb-1} */
+            wgmma_fence();
+            fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK + st * KB));
+            wgmma_commit();
+            fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + pst * KB));
+            wgmma_commit();
+            fwd_turn_end<NW>(cw, false);
+            wgmma_wait<1>(); /* S_kb done; P_{kb-1} V_{kb-1} may still run */
+            reg_fence<H_BN / 2>(&sc[0][0]);
+            __syncwarp();
+            if (lane == 0) mbar_arrive(&bar[5 + st]);
+            /* a full tile's softmax without mask code (a branch, not predicated code every tile runs) */
+            if (rw.full(j0))
+                fwd_softmax<true, false>(sc, mrow, lrow, al, true, (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
+            else
+                fwd_softmax<true, true>(sc, mrow, lrow, al, false, (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
+            /* the wait for P V, kept below the softmax (ptxas hoists a plain wgmma_wait<0> above it) */
+            wgmma_wait0_after(sm90_addr(c.pin + tid), lrow[0], lrow[1]);
+            reg_fence<DP / 2>(&oacc[0][0]);
+            reg_fence_u<H_BN / 4>(&pa[0][0]);
+            __syncwarp();
+            if (lane == 0) mbar_arrive(&bar[7 + pst]);
+            fwd_rescale_pack<DP>(oacc, al, sc, pa);
+        }
+        /* PERSIST: every S of the task is done: Q may be refilled with the next task's */
+        if (PERSIST) {
+            __syncwarp();
+            if (lane == 0) mbar_arrive(&bar[9 + (it & 1)]);
+        }
+        /* the last tile's P V */
+        {
+            const int gk = gb + nkb - 1;
+            const int st = gk & 1;
+            mbar_wait(&bar[3 + st], (gk >> 1) & 1);
+            fwd_turn_begin(cw);
+            wgmma_fence();
+            fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + st * KB));
+            wgmma_commit();
+            fwd_turn_end<NW>(cw, last);
+            wgmma_wait<0>();
+            reg_fence<DP / 2>(&oacc[0][0]);
+            reg_fence_u<H_BN / 4>(&pa[0][0]);
+            if (PERSIST) {
+                __syncwarp();
+                if (lane == 0) mbar_arrive(&bar[7 + st]); /* V of the last tile released */
+            }
+        }
+        fwd_store<DP>(a, oacc, mrow, lrow, c.r0, rw.irel, c.h, t4);
+        if (last) break;
+        gb += nkb;
     }
-    for (int kb = 1; kb < nkb; kb++) {
-        const int st = kb & 1, pst = st ^ 1;
-        const int64_t j0 = c.r0 + BM - (int64_t)(nkb - kb) * H_BN;
-        mbar_wait(&bar[1 + st], (kb >> 1) & 1);
-        mbar_wait(&bar[3 + pst], ((kb - 1) >> 1) & 1);
-        fwd_turn_begin(cw);
-        /* S_kb with P_{kb-1} V_{kb-1} */
-        wgmma_fence();
-        fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK + st * KB));
-        wgmma_commit();
-        fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + pst * KB));
-        wgmma_commit();
-        fwd_turn_end<NW>(cw, false);
-        wgmma_wait<1>(); /* S_kb done; P_{kb-1} V_{kb-1} may still run */
-        reg_fence<H_BN / 2>(&sc[0][0]);
-        __syncwarp();
-        if (lane == 0) mbar_arrive(&bar[5 + st]);
-        /* a full tile's softmax without mask code (a branch, not predicated code every tile runs) */
-        if (rw.full(j0))
-            fwd_softmax<true, false>(sc, mrow, lrow, al, true, (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
-        else
-            fwd_softmax<true, true>(sc, mrow, lrow, al, false, (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
-        /* the wait for P V, kept below the softmax (ptxas hoists a plain wgmma_wait<0> above it) */
-        wgmma_wait0_after(sm90_addr(c.pin + tid), lrow[0], lrow[1]);
-        reg_fence<DP / 2>(&oacc[0][0]);
-        reg_fence_u<H_BN / 4>(&pa[0][0]);
-        __syncwarp();
-        if (lane == 0) mbar_arrive(&bar[7 + pst]);
-        fwd_rescale_pack<DP>(oacc, al, sc, pa);
-    }
-    /* the last tile's P V */
-    {
-        const int st = (nkb - 1) & 1;
-        mbar_wait(&bar[3 + st], ((nkb - 1) >> 1) & 1);
-        fwd_turn_begin(cw);
-        wgmma_fence();
-        fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + st * KB));
-        wgmma_commit();
-        fwd_turn_end<NW>(cw, true);
-        wgmma_wait<0>();
-        reg_fence<DP / 2>(&oacc[0][0]);
-        reg_fence_u<H_BN / 4>(&pa[0][0]);
-    }
-    fwd_store<DP>(a, oacc, mrow, lrow, c.r0, rw.irel, c.h, t4);
 #endif
 }
 
@@ -1169,7 +1263,9 @@ static int sm90_fused_bwd(void) {
 /* UL_ATTN_FWD (ul_attn_fwd_choice): unset or "ovpp" (UL_AF_OVPP): the default, the
  * intra-warpgroup pipeline with the warpgroups in ping-pong (measured the faster at every
  * point, bench/RESULTS.md); "serial" (UL_AF_SERIAL, the kernel lab's baseline,
- * bench/attention): S, softmax, P V in turn in each consumer warpgroup. Measured and
+ * bench/attention): S, softmax, P V in turn in each consumer warpgroup; "ovpp-dyn"
+ * (UL_AF_DYN, the lab's candidate, not yet measured): the default as a persistent kernel
+ * with a dynamic schedule (k_attn_fwd_ov_sm90's PERSIST). Measured and
  * retired (bench/RESULTS.md): ovpp-skip (tiles a warpgroup does not see skipped), ovpp-nw2
  * (two consumer warpgroups at d = 64), ovpp-ilp (the softmax's row max and sum in partial
  * chains), ovpp-ilpc (with it, O rescaled only when a row's max rose), ovpp-pinsr (O
@@ -1194,6 +1290,8 @@ static int sm90_enabled(int bwd) {
             SET_SMEM((k_attn_fwd_sm90<128, 2>), hfwd_smem(128, 2, 0));
             SET_SMEM((k_attn_fwd_ov_sm90<64, 3>), hfwd_smem(64, 3, 1));
             SET_SMEM((k_attn_fwd_ov_sm90<128, 2>), hfwd_smem(128, 2, 1));
+            SET_SMEM((k_attn_fwd_ov_sm90<64, 3, true>), hfwd_smem(64, 3, 1, 2));
+            SET_SMEM((k_attn_fwd_ov_sm90<128, 2, true>), hfwd_smem(128, 2, 1, 2));
             SET_SMEM((k_attn_dkv_sm90<64, DQ_NONE>), hdkv_smem(64, DQ_NONE));
             SET_SMEM((k_attn_dkv_sm90<128, DQ_NONE>), hdkv_smem(128, DQ_NONE));
             SET_SMEM((k_attn_dkv_sm90<64, DQ_RED>), hdkv_smem(64, DQ_RED));
@@ -1245,14 +1343,27 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
     const int64_t grid = a.nblk * Hq;
     UL_ASSERT(grid <= 0x7fffffff, "attention: grid too large");
     cudaStream_t s = ul_cuda_state.stream;
-    /* PIN: the ov kernel's pin area (FwdCta) */
-#define FWD_LAUNCH(K, NT, DP, NW, PIN) K<<<(unsigned)grid, NT(NW), hfwd_smem(DP, NW, PIN), s>>>(tq, tk, tv, a)
+    /* PIN: the ov kernel's pin area (FwdCta); NQ: its Q buffers. The persistent form: one
+     * CTA per SM at most (UL_ATTN_PERSIST_CTAS=n, fewer, for the tests: several tasks a CTA
+     * at small shapes), its task counter zeroed first */
+    int64_t pgrid = ul_cuda_state.n_sm > 0 && ul_cuda_state.n_sm < grid ? ul_cuda_state.n_sm : grid;
+    const char *epc = getenv("UL_ATTN_PERSIST_CTAS");
+    if (epc && atoll(epc) > 0 && atoll(epc) < pgrid) pgrid = atoll(epc);
+    if (variant == UL_AF_DYN) {
+        static void *ctr = NULL;
+        if (!ctr) CUDA_CHECK(cudaGetSymbolAddress(&ctr, g_fwd_task_ctr));
+        CUDA_CHECK(cudaMemsetAsync(ctr, 0, sizeof(unsigned long long), s));
+    }
+#define FWD_LAUNCH(K, G, NT, DP, NW, PIN, NQ) \
+    K<<<(unsigned)(G), NT(NW), hfwd_smem(DP, NW, PIN, NQ), s>>>(tq, tk, tv, a)
     if (d == 128) {
-        if (variant == UL_AF_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<128, 2>), HFWD_NT, 128, 2, 0);
-        else FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2>), HOV_NT, 128, 2, 1);
+        if (variant == UL_AF_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<128, 2>), grid, HFWD_NT, 128, 2, 0, 1);
+        else if (variant == UL_AF_DYN) FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, true>), pgrid, HOV_NT, 128, 2, 1, 2);
+        else FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2>), grid, HOV_NT, 128, 2, 1, 1);
     } else {
-        if (variant == UL_AF_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<64, 3>), HFWD_NT, 64, 3, 0);
-        else FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3>), HOV_NT, 64, 3, 1);
+        if (variant == UL_AF_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<64, 3>), grid, HFWD_NT, 64, 3, 0, 1);
+        else if (variant == UL_AF_DYN) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, true>), pgrid, HOV_NT, 64, 3, 1, 2);
+        else FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3>), grid, HOV_NT, 64, 3, 1, 1);
     }
 #undef FWD_LAUNCH
     CUDA_LAUNCH_CHECK();
