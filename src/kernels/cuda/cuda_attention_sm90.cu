@@ -445,13 +445,112 @@ __global__ void __launch_bounds__(HFWD_NT(NW), 1)
  * of its time. (A static schedule, ovpp-persist, lost: bench/RESULTS.md.) */
 #define HOV_NT(NW) (128 * ((NW) + 1))
 #define HOV_REG(NW) ((NW) == 2 ? 240 : 160)
+#ifdef UL_SM90A_DEVICE
+/* One task of the ov kernel in a consumer thread: S, softmax and P V over its nkb key tiles
+ * (numbered from gb across the CTA's tasks: stage gk % 2, phase (gk / 2) % 2), Q at qaddr
+ * (full: phase qph of qfull), then O and lse stored. first: the CTA's first task (the
+ * ping-pong's first turn); last: its last (the ping-pong's last turn); qrel (the persistent
+ * kernel): Q released there once every S is done, and the last V tile released too. */
+template <int DP, int NW, int NQ>
+__device__ __forceinline__ void fwd_ov_task(const HFwdArgs &a, const FwdCta<DP, 64 * NW, NQ> &c, int cw, int wq,
+                                            int g, int lane, int tid, int t4, unsigned qaddr, uint64_t *qfull,
+                                            unsigned qph, int gb, bool first, bool last, uint64_t *qrel) {
+    constexpr int BM = 64 * NW;
+    constexpr unsigned KB = H_BN * DP * 2;
+    const FwdRows rw(a, c.r0, cw, wq, g);
+    uint64_t *bar = c.bar;
+    const int nkb = c.nkb;
+
+    float oacc[DP / 8][4];
+    float sc[H_BN / 8][4];
+    unsigned pa[H_BN / 16][4]; /* P of the previous tile, the A operand of the P V in flight */
+#pragma unroll
+    for (int i = 0; i < DP / 8; i++) oacc[i][0] = oacc[i][1] = oacc[i][2] = oacc[i][3] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < H_BN / 8; i++) sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.0f;
+    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f}, al[2];
+    if (first && cw == NW - 1) named_bar_arrive(1, 256); /* warpgroup 0 takes the first turn */
+    mbar_wait(qfull, qph);
+    /* tile 0: S alone */
+    {
+        const int64_t j0 = c.r0 + BM - (int64_t)nkb * H_BN;
+        const int st = gb & 1;
+        mbar_wait(&bar[1 + st], (gb >> 1) & 1);
+        fwd_turn_begin(cw);
+        wgmma_fence();
+        fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK + st * KB));
+        wgmma_commit();
+        fwd_turn_end<NW>(cw, false);
+        wgmma_wait<0>();
+        reg_fence<H_BN / 2>(&sc[0][0]);
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&bar[5 + st]); /* K_0 no longer needed */
+        fwd_softmax(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
+        fwd_rescale_pack<DP>(oacc, al, sc, pa);
+    }
+    for (int kb = 1; kb < nkb; kb++) {
+        const int gk = gb + kb;
+        const int st = gk & 1, pst = st ^ 1;
+        const int64_t j0 = c.r0 + BM - (int64_t)(nkb - kb) * H_BN;
+        mbar_wait(&bar[1 + st], (gk >> 1) & 1);
+        mbar_wait(&bar[3 + pst], ((gk - 1) >> 1) & 1);
+        fwd_turn_begin(cw);
+        /* S_kb with P_{kb-1} V_{kb-1} */
+        wgmma_fence();
+        fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK + st * KB));
+        wgmma_commit();
+        fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + pst * KB));
+        wgmma_commit();
+        fwd_turn_end<NW>(cw, false);
+        wgmma_wait<1>(); /* S_kb done; P_{kb-1} V_{kb-1} may still run */
+        reg_fence<H_BN / 2>(&sc[0][0]);
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&bar[5 + st]);
+        /* a full tile's softmax without mask code (a branch, not predicated code every tile runs) */
+        if (rw.full(j0))
+            fwd_softmax<true, false>(sc, mrow, lrow, al, true, (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
+        else
+            fwd_softmax<true, true>(sc, mrow, lrow, al, false, (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
+        /* the wait for P V, kept below the softmax (ptxas hoists a plain wgmma_wait<0> above it) */
+        wgmma_wait0_after(sm90_addr(c.pin + tid), lrow[0], lrow[1]);
+        reg_fence<DP / 2>(&oacc[0][0]);
+        reg_fence_u<H_BN / 4>(&pa[0][0]);
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&bar[7 + pst]);
+        fwd_rescale_pack<DP>(oacc, al, sc, pa);
+    }
+    if (qrel) { /* every S of the task is done: Q may be refilled with a later task's */
+        __syncwarp();
+        if (lane == 0) mbar_arrive(qrel);
+    }
+    /* the last tile's P V */
+    {
+        const int gk = gb + nkb - 1;
+        const int st = gk & 1;
+        mbar_wait(&bar[3 + st], (gk >> 1) & 1);
+        fwd_turn_begin(cw);
+        wgmma_fence();
+        fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + st * KB));
+        wgmma_commit();
+        fwd_turn_end<NW>(cw, last);
+        wgmma_wait<0>();
+        reg_fence<DP / 2>(&oacc[0][0]);
+        reg_fence_u<H_BN / 4>(&pa[0][0]);
+        if (qrel) {
+            __syncwarp();
+            if (lane == 0) mbar_arrive(&bar[7 + st]); /* V of the last tile released */
+        }
+    }
+    fwd_store<DP>(a, oacc, mrow, lrow, c.r0, rw.irel, c.h, t4);
+}
+#endif
+
 template <int DP, int NW, bool PERSIST = false>
 __global__ void __launch_bounds__(HOV_NT(NW), 1)
     k_attn_fwd_ov_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                        const __grid_constant__ CUtensorMap tv, const HFwdArgs a) {
 #ifdef UL_SM90A_DEVICE
     constexpr int BM = 64 * NW;
-    constexpr unsigned KB = H_BN * DP * 2;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     FwdCta<DP, BM, PERSIST ? 2 : 1> c(a, smem_raw);
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -474,106 +573,24 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
     const int cw = __shfl_sync(0xffffffffu, warp >> 2, 0);
     const int wq = warp & 3, g = lane >> 2, t4 = lane & 3;
     uint64_t *bar = c.bar;
-    /* PERSIST: the tasks the producer posts (FwdCta::produce_persist; the first is
-     * blockIdx.x, set by the constructor), Q in buffer it % 2, the key tiles numbered across
-     * tasks (gb: the task's first); otherwise one task, gb = 0 */
+    if (!PERSIST) {
+        fwd_ov_task<DP, NW>(a, c, cw, wq, g, lane, tid, t4, sm90_addr(c.sQ) + cw * 64 * 128, &bar[0], 0, 0, true,
+                            true, nullptr);
+        return;
+    }
+    /* PERSIST: the tasks the producer posts (FwdCta::produce_persist), Q in buffer it % 2,
+     * the key tiles numbered across tasks (gb: the task's first) */
     int gb = 0;
     for (int it = 0;; it++) {
-        bool last = true;
-        if (PERSIST) {
-            mbar_wait(&bar[12 + (it & 1)], (it >> 1) & 1);
-            const uint64_t tw = *(volatile uint64_t *)&bar[14 + (it & 1)];
-            c.set_task(a, (int64_t)(tw & 0xffffffffu));
-            last = (int64_t)(tw >> 32) >= a.nblk * a.Hq;
-        }
-        const unsigned qaddr = sm90_addr(c.sQ + (PERSIST ? (it & 1) * c.QB : 0)) + cw * 64 * 128;
-        const FwdRows rw(a, c.r0, cw, wq, g);
-        const int nkb = c.nkb;
-
-        float oacc[DP / 8][4];
-        float sc[H_BN / 8][4];
-        unsigned pa[H_BN / 16][4]; /* P of the previous tile, the A operand of the P V in flight */
-#pragma unroll
-        for (int i = 0; i < DP / 8; i++) oacc[i][0] = oacc[i][1] = oacc[i][2] = oacc[i][3] = 0.0f;
-#pragma unroll
-        for (int i = 0; i < H_BN / 8; i++) sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.0f;
-        float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f}, al[2];
-        if (it == 0 && cw == NW - 1) named_bar_arrive(1, 256); /* warpgroup 0 takes the first turn */
-        mbar_wait(&bar[PERSIST && (it & 1) ? 11 : 0], (it >> 1) & 1);
-        /* tile 0: S alone */
-        {
-            const int64_t j0 = c.r0 + BM - (int64_t)nkb * H_BN;
-            const int st = gb & 1;
-            mbar_wait(&bar[1 + st], (gb >> 1) & 1);
-            fwd_turn_begin(cw);
-            wgmma_fence();
-            fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK + st * KB));
-            wgmma_commit();
-            fwd_turn_end<NW>(cw, false);
-            wgmma_wait<0>();
-            reg_fence<H_BN / 2>(&sc[0][0]);
-            __syncwarp();
-            if (lane == 0) mbar_arrive(&bar[5 + st]); /* K_0 no longer needed */
-            fwd_softmax(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
-            fwd_rescale_pack<DP>(oacc, al, sc, pa);
-        }
-        for (int kb = 1; kb < nkb; kb++) {
-            const int gk = gb + kb;
-            const int st = gk & 1, pst = st ^ 1;
-            const int64_t j0 = c.r0 + BM - (int64_t)(nkb - kb) * H_BN;
-            mbar_wait(&bar[1 + st], (gk >> 1) & 1);
-            mbar_wait(&bar[3 + pst], ((gk - 1) >> 1) & 1);
-            fwd_turn_begin(cw);
-            /* S_kb with P_{kb-1} V_{kb-1} */
-            wgmma_fence();
-            fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK + st * KB));
-            wgmma_commit();
-            fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + pst * KB));
-            wgmma_commit();
-            fwd_turn_end<NW>(cw, false);
-            wgmma_wait<1>(); /* S_kb done; P_{kb-1} V_{kb-1} may still run */
-            reg_fence<H_BN / 2>(&sc[0][0]);
-            __syncwarp();
-            if (lane == 0) mbar_arrive(&bar[5 + st]);
-            /* a full tile's softmax without mask code (a branch, not predicated code every tile runs) */
-            if (rw.full(j0))
-                fwd_softmax<true, false>(sc, mrow, lrow, al, true, (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
-            else
-                fwd_softmax<true, true>(sc, mrow, lrow, al, false, (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
-            /* the wait for P V, kept below the softmax (ptxas hoists a plain wgmma_wait<0> above it) */
-            wgmma_wait0_after(sm90_addr(c.pin + tid), lrow[0], lrow[1]);
-            reg_fence<DP / 2>(&oacc[0][0]);
-            reg_fence_u<H_BN / 4>(&pa[0][0]);
-            __syncwarp();
-            if (lane == 0) mbar_arrive(&bar[7 + pst]);
-            fwd_rescale_pack<DP>(oacc, al, sc, pa);
-        }
-        /* PERSIST: every S of the task is done: Q may be refilled with the next task's */
-        if (PERSIST) {
-            __syncwarp();
-            if (lane == 0) mbar_arrive(&bar[9 + (it & 1)]);
-        }
-        /* the last tile's P V */
-        {
-            const int gk = gb + nkb - 1;
-            const int st = gk & 1;
-            mbar_wait(&bar[3 + st], (gk >> 1) & 1);
-            fwd_turn_begin(cw);
-            wgmma_fence();
-            fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + st * KB));
-            wgmma_commit();
-            fwd_turn_end<NW>(cw, last);
-            wgmma_wait<0>();
-            reg_fence<DP / 2>(&oacc[0][0]);
-            reg_fence_u<H_BN / 4>(&pa[0][0]);
-            if (PERSIST) {
-                __syncwarp();
-                if (lane == 0) mbar_arrive(&bar[7 + st]); /* V of the last tile released */
-            }
-        }
-        fwd_store<DP>(a, oacc, mrow, lrow, c.r0, rw.irel, c.h, t4);
+        const int q = it & 1;
+        mbar_wait(&bar[12 + q], (it >> 1) & 1);
+        const uint64_t tw = *(volatile uint64_t *)&bar[14 + q];
+        c.set_task(a, (int64_t)(tw & 0xffffffffu));
+        const bool last = (int64_t)(tw >> 32) >= a.nblk * a.Hq;
+        fwd_ov_task<DP, NW>(a, c, cw, wq, g, lane, tid, t4, sm90_addr(c.sQ + q * c.QB) + cw * 64 * 128,
+                            &bar[q ? 11 : 0], (it >> 1) & 1, gb, it == 0, last, &bar[9 + q]);
         if (last) break;
-        gb += nkb;
+        gb += c.nkb;
     }
 #endif
 }
