@@ -561,6 +561,11 @@ static void test_attention(void) {
         char label[32];
         snprintf(label, sizeof label, "fwd=%s", f);
         setenv("UL_ATTN_FWD", f, 1);
+        /* a name the backend does not know would check the default under its label */
+        char known[64];
+        snprintf(known, sizeof known, "%s: a variant the backend knows", label);
+        row(known, ul_attn_fwd_choice() < 0 ? INFINITY : 0.0, 0.0);
+        if (ul_attn_fwd_choice() < 0) continue;
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_attention_case(&cases[i], label);
     }
     unsetenv("UL_ATTN_FWD");

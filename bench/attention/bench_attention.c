@@ -22,6 +22,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_attention: bad arguments\n");
         return 2;
     }
+    UlError e;
+    if (ul_attn_env_check(&e)) { /* a mistyped variant would time the default under its name */
+        fprintf(stderr, "bench_attention: %s\n", e.msg);
+        return 2;
+    }
     const KernelOps *G = ul_kernels_cuda();
     if (!G) {
         fprintf(stderr, "bench_attention: no GPU visible (or no CUDA backend in this build)\n");
