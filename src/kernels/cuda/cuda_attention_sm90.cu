@@ -14,12 +14,13 @@
  *                 issued with O += P V of tile kb - 1 (wgmma with P from registers, V read
  *                 N-major), the online softmax of S (fp32, log2 units) while P V runs
  *                 (the wait for P V pinned below it, full tiles without mask code: see
- *                 k_attn_fwd_ov_sm90); K and V stages released apart; the warpgroups take turns issuing on the
- *                 tensor cores (named barriers, ping-pong): FlashAttention-3's schedule.
+ *                 k_attn_fwd_ov_sm90); K and V stages released apart; the warpgroups
+ *                 take turns issuing on the tensor cores (named barriers, ping-pong):
+ *                 FlashAttention-3's schedule.
  * UL_ATTN_FWD=serial (k_attn_fwd_sm90, the lab's baseline): S, softmax, P V in turn in each
  * warpgroup. Measured on H100 (bench/RESULTS.md, issue 21): the ov kernel 1.04-1.17x the
- * serial order before the three details of k_attn_fwd_ov_sm90 (1.11-1.38x more); ping-pong alone (0.86-0.97x) and the pipeline alone (0.96-1.02x) were
- * retired. (An earlier pipeline, commits 2abb676 and 917f924, measured 0.55x on H200.)
+ * serial order before the three details of k_attn_fwd_ov_sm90 (1.11-1.38x more); ping-pong
+ * alone (0.86-0.97x) and the pipeline alone (0.96-1.02x) were retired. (An earlier pipeline, commits 2abb676 and 917f924, measured 0.55x on H200.)
  * The key tiles end at the block's last row: tile kb covers keys
  * [r0 + BM - (nkb - kb) * 128, +128); the first may start before the document (or before
  * token 0: the TMA fills out-of-range rows with zeros) and is masked like any tile that
@@ -63,7 +64,7 @@ static size_t hfwd_smem(int DP, int NW, int pin, int nq = 1) {
            (size_t)(pin ? 128 * NW * 8 : 0);
 }
 
-/* the dynamic persistent forward's task counter (k_attn_fwd_ov_sm90's DYN): zeroed before
+/* the dynamic persistent forward's task counter (k_attn_fwd_ov_sm90's PERSIST): zeroed before
  * each launch, then each CTA's producer takes the next task with an atomic add */
 __device__ unsigned long long g_fwd_task_ctr;
 
