@@ -21,7 +21,8 @@
  * warpgroup. Measured on H100 (bench/RESULTS.md, issue 21): the ov kernel 1.04-1.17x the
  * serial order before the three details of k_attn_fwd_ov_sm90 (1.11-1.38x more); ping-pong
  * alone (0.86-0.97x) and the pipeline alone (0.96-1.02x) were retired. (An earlier
- * pipeline, commits 2abb676 and 917f924, measured 0.55x on H200.) The key tiles end at the block's last row: tile kb covers keys
+ * pipeline, commits 2abb676 and 917f924, measured 0.55x on H200.)
+ * The key tiles end at the block's last row: tile kb covers keys
  * [r0 + BM - (nkb - kb) * 128, +128); the first may start before the document (or before
  * token 0: the TMA fills out-of-range rows with zeros) and is masked like any tile that
  * is not entirely visible. Tiles in shared memory use the 128-byte swizzle (sm90.cuh).
