@@ -581,7 +581,11 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
         return;
     }
     /* PERSIST: the tasks the producer posts (FwdCta::produce_persist), Q in buffer it % 2,
-     * the key tiles numbered across tasks (gb: the task's first) */
+     * the key tiles numbered across tasks (gb: the task's first); a CTA beyond the tasks
+     * (the launcher gives none) gets none. The protocol (barriers, parities, the ping-pong
+     * across tasks, buffer reuse) was checked in a model under random interleavings: no
+     * deadlock, no buffer overwritten in use, every task once (bench/attention/dyn_protocol.py). */
+    if (blockIdx.x >= a.nblk * a.Hq) return;
     int gb = 0;
     for (int it = 0;; it++) {
         const int q = it & 1;
