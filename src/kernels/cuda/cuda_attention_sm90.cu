@@ -1373,9 +1373,8 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
     const char *epc = getenv("UL_ATTN_PERSIST_CTAS");
     if (epc && atoll(epc) > 0 && atoll(epc) < pgrid) pgrid = atoll(epc);
     if (variant == UL_AF_DYN) {
-        static void *ctr = NULL;
-        if (!ctr) CUDA_CHECK(cudaGetSymbolAddress(&ctr, g_fwd_task_ctr));
-        CUDA_CHECK(cudaMemsetAsync(ctr, 0, sizeof(unsigned long long), s));
+        if (!ul_cuda_state.fwd_task_ctr) CUDA_CHECK(cudaGetSymbolAddress(&ul_cuda_state.fwd_task_ctr, g_fwd_task_ctr));
+        CUDA_CHECK(cudaMemsetAsync(ul_cuda_state.fwd_task_ctr, 0, sizeof(unsigned long long), s));
     }
 #define FWD_LAUNCH(K, G, NT, DP, NW, PIN, NQ) \
     K<<<(unsigned)(G), NT(NW), hfwd_smem(DP, NW, PIN, NQ), s>>>(tq, tk, tv, a)
