@@ -268,26 +268,34 @@ struct FwdCta {
         __syncthreads();
     }
 
-    /* the producer thread: Q once, then K and V tile by tile into the stage ring, refilling a
-     * stage once its consumers released it (SPLIT: K and V released apart) */
+    /* the task's K and V tiles, tile by tile into the stage ring (tile gk = gk0 + kb of the
+     * CTA's in stage gk % 2, phase (gk / 2) % 2), refilling a stage once its consumers
+     * released it (SPLIT: K and V released apart) */
+    template <bool SPLIT>
+    __device__ __forceinline__ void produce_kv(const CUtensorMap *tk, const CUtensorMap *tv, int gk0) {
+        constexpr int NA = DP / 64;
+        for (int kb = 0; kb < nkb; kb++) {
+            const int gk = gk0 + kb, st = gk & 1;
+            const unsigned pe = ((gk >> 1) - 1) & 1;
+            const int j0 = (int)(r0 + BM - (int64_t)(nkb - kb) * H_BN);
+            if (gk >= H_ST) mbar_wait(&bar[5 + st], pe);
+            mbar_expect_tx(&bar[1 + st], KB);
+            for (int at = 0; at < NA; at++)
+                tma_load_3d(sK + st * KB + at * H_BN * 128, tk, at * 64, (int)hk, j0, &bar[1 + st]);
+            if (SPLIT && gk >= H_ST) mbar_wait(&bar[7 + st], pe);
+            mbar_expect_tx(&bar[3 + st], KB);
+            for (int at = 0; at < NA; at++)
+                tma_load_3d(sV + st * KB + at * H_BN * 128, tv, at * 64, (int)hk, j0, &bar[3 + st]);
+        }
+    }
+
+    /* the producer thread: Q once, then the K and V tiles */
     template <bool SPLIT>
     __device__ __forceinline__ void produce(const CUtensorMap *tq, const CUtensorMap *tk, const CUtensorMap *tv) {
         constexpr int NA = DP / 64;
         mbar_expect_tx(&bar[0], QB);
         for (int at = 0; at < NA; at++) tma_load_3d(sQ + at * BM * 128, tq, at * 64, (int)h, (int)r0, &bar[0]);
-        for (int kb = 0; kb < nkb; kb++) {
-            const int st = kb & 1;
-            const unsigned pe = ((kb >> 1) - 1) & 1;
-            const int j0 = (int)(r0 + BM - (int64_t)(nkb - kb) * H_BN);
-            if (kb >= H_ST) mbar_wait(&bar[5 + st], pe);
-            mbar_expect_tx(&bar[1 + st], KB);
-            for (int at = 0; at < NA; at++)
-                tma_load_3d(sK + st * KB + at * H_BN * 128, tk, at * 64, (int)hk, j0, &bar[1 + st]);
-            if (SPLIT && kb >= H_ST) mbar_wait(&bar[7 + st], pe);
-            mbar_expect_tx(&bar[3 + st], KB);
-            for (int at = 0; at < NA; at++)
-                tma_load_3d(sV + st * KB + at * H_BN * 128, tv, at * 64, (int)hk, j0, &bar[3 + st]);
-        }
+        produce_kv<SPLIT>(tk, tv, 0);
     }
 
     /* the persistent kernel's producer thread: task blockIdx.x first, then each next one
@@ -312,19 +320,8 @@ struct FwdCta {
             uint64_t *qf = &bar[q ? 11 : 0];
             mbar_expect_tx(qf, QB);
             for (int at = 0; at < NA; at++) tma_load_3d(sQ + q * QB + at * BM * 128, tq, at * 64, (int)h, (int)r0, qf);
-            for (int kb = 0; kb < nkb; kb++, gk++) {
-                const int st = gk & 1;
-                const unsigned pe = ((gk >> 1) - 1) & 1;
-                const int j0 = (int)(r0 + BM - (int64_t)(nkb - kb) * H_BN);
-                if (gk >= H_ST) mbar_wait(&bar[5 + st], pe);
-                mbar_expect_tx(&bar[1 + st], KB);
-                for (int at = 0; at < NA; at++)
-                    tma_load_3d(sK + st * KB + at * H_BN * 128, tk, at * 64, (int)hk, j0, &bar[1 + st]);
-                if (gk >= H_ST) mbar_wait(&bar[7 + st], pe);
-                mbar_expect_tx(&bar[3 + st], KB);
-                for (int at = 0; at < NA; at++)
-                    tma_load_3d(sV + st * KB + at * H_BN * 128, tv, at * 64, (int)hk, j0, &bar[3 + st]);
-            }
+            produce_kv<true>(tk, tv, gk);
+            gk += nkb;
             cur = nxt;
         }
     }
