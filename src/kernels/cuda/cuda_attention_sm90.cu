@@ -117,9 +117,10 @@ __device__ __forceinline__ void fwd_softmax(float (*sc)[4], float *mrow, float *
     for (int hf = 0; hf < 2; hf++) lrow[hf] = lrow[hf] * al[hf] + rs[hf];
 }
 
-/* O *= al (row factors) */
+/* O *= al (row factors), then P (fp32 in sc) as the bf16 A fragments of the H_BN / 16 k-steps of P V */
 template <int DP>
-__device__ __forceinline__ void fwd_rescale_o(float (*oacc)[4], const float *al) {
+__device__ __forceinline__ void fwd_rescale_pack(float (*oacc)[4], const float *al, const float (*sc)[4],
+                                                 unsigned (*pa)[4]) {
 #pragma unroll
     for (int nt = 0; nt < DP / 8; nt++) {
         oacc[nt][0] *= al[0];
@@ -127,14 +128,6 @@ __device__ __forceinline__ void fwd_rescale_o(float (*oacc)[4], const float *al)
         oacc[nt][2] *= al[1];
         oacc[nt][3] *= al[1];
     }
-}
-
-/* O *= al, then P (fp32 in sc) as the bf16 A fragments of the H_BN / 16
- * k-steps of P V */
-template <int DP>
-__device__ __forceinline__ void fwd_rescale_pack(float (*oacc)[4], const float *al, const float (*sc)[4],
-                                                 unsigned (*pa)[4]) {
-    fwd_rescale_o<DP>(oacc, al);
 #pragma unroll
     for (int kk = 0; kk < H_BN / 16; kk++) {
         pa[kk][0] = ul_pack_bf16(sc[2 * kk][0], sc[2 * kk][1]);
@@ -1271,10 +1264,10 @@ static int g_sm90 = -1; /* 1: this device runs the sm_90a kernels */
  * where they apply, the backward fused with dQ staged and added by TMA bulk reduce
  * (DQ_BULK; measured the fastest form at both head dims: bench/RESULTS.md; not bitwise
  * reproducible; query tiles of 128 rows at d = 64, of 64 at d = 128); "fused": the same;
- * "fused-red": the fused
- * backward with dQ added by atomics from registers (the lab's baseline); "deterministic":
- * the two-kernel backward (bitwise reproducible); "simple": the portable mma.sync kernels
- * only; "simple-bwd": the Hopper forward, the portable backward (sm90_enabled) */
+ * "fused-red": the fused backward with dQ added by atomics from registers (the lab's
+ * baseline); "deterministic": the two-kernel backward (bitwise reproducible); "simple":
+ * the portable mma.sync kernels only; "simple-bwd": the Hopper forward, the portable
+ * backward (sm90_enabled) */
 static int sm90_fused_bwd(void) {
     const int k = ul_attn_kernel_choice();
     return k == UL_AK_FUSED_RED ? DQ_RED : k == UL_AK_DETERMINISTIC ? DQ_NONE : DQ_BULK;
@@ -1336,7 +1329,8 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
                                           int64_t d, const int64_t *cu_seqlens, int64_t n_docs, float scale) {
 #ifdef UL_SM90A
     /* T below the largest TMA box (BM query rows: 192 at d = 64; 128 keys): the portable
-     * kernels: a tensor map's box may not be larger than the tensor (not run on a GPU yet) */
+     * kernels: a tensor map's box may not be larger than the tensor (test_cuda_kernels'
+     * small-T cases) */
     if (!sm90_enabled(0) || (d != 64 && d != 128) || T > 0x7fffff00LL || Hq > 0x7fffffffLL) return 0;
     if (T < (d == 64 ? 192 : H_BN)) return 0;
     if (!aligned16(o, os) || !aligned16(q, qs) || !aligned16(k, ks) || !aligned16(v, vs)) return 0;
@@ -1366,10 +1360,11 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
     /* PIN: the ov kernel's pin area (FwdCta); NQ: its Q buffers. The persistent form: one
      * CTA per SM at most (UL_ATTN_PERSIST_CTAS=n, fewer, for the tests: several tasks a CTA
      * at small shapes), its task counter zeroed first */
-    int64_t pgrid = ul_cuda_state.n_sm > 0 && ul_cuda_state.n_sm < grid ? ul_cuda_state.n_sm : grid;
-    const char *epc = getenv("UL_ATTN_PERSIST_CTAS");
-    if (epc && atoll(epc) > 0 && atoll(epc) < pgrid) pgrid = atoll(epc);
+    int64_t pgrid = grid;
     if (variant == UL_AF_DYN) {
+        if (ul_cuda_state.n_sm > 0 && ul_cuda_state.n_sm < pgrid) pgrid = ul_cuda_state.n_sm;
+        const char *epc = getenv("UL_ATTN_PERSIST_CTAS");
+        if (epc && atoll(epc) > 0 && atoll(epc) < pgrid) pgrid = atoll(epc);
         if (!ul_cuda_state.fwd_task_ctr) CUDA_CHECK(cudaGetSymbolAddress(&ul_cuda_state.fwd_task_ctr, g_fwd_task_ctr));
         CUDA_CHECK(cudaMemsetAsync(ul_cuda_state.fwd_task_ctr, 0, sizeof(unsigned long long), s));
     }
