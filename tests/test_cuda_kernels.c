@@ -564,8 +564,9 @@ static void test_attention(void) {
         /* a name the backend does not know would check the default under its label */
         char known[64];
         snprintf(known, sizeof known, "%s: a variant the backend knows", label);
-        row(known, ul_attn_fwd_choice() < 0 ? INFINITY : 0.0, 0.0);
-        if (ul_attn_fwd_choice() < 0) continue;
+        const int unknown = ul_attn_fwd_choice() < 0;
+        row(known, unknown ? INFINITY : 0.0, 0.0);
+        if (unknown) continue;
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_attention_case(&cases[i], label);
     }
     unsetenv("UL_ATTN_FWD");
