@@ -434,7 +434,7 @@ typedef struct {
     int interleaved; /* q, k, v (and dq, dk, dv) in one [T, Hq + 2 Hkv, d] buffer */
     int64_t extra;   /* extra elements per row of the interleaved buffer (odd: no 16-byte path) */
     int n_docs;
-    int64_t cu[12];
+    const int64_t *cu; /* [n_docs + 1] */
 } AttnCase;
 
 static void test_attention_case(const AttnCase *c, const char *kernel) {
@@ -512,23 +512,47 @@ static void test_attention_case(const AttnCase *c, const char *kernel) {
     G->free(gqkv), G->free(gdo), G->free(go), G->free(glse), G->free(gdqkv), G->free(gcu);
 }
 
+/* cu[0..n]: n documents over T tokens, cut at n - 1 random points (xorshift from seed),
+ * sorted: ragged lengths, empty documents where two cuts meet */
+static void ragged_docs(int64_t *cu, int n, int64_t T, uint32_t seed) {
+    cu[0] = 0;
+    cu[n] = T;
+    for (int i = 1; i < n; i++) {
+        seed ^= seed << 13, seed ^= seed >> 17, seed ^= seed << 5;
+        cu[i] = (int64_t)(seed % (uint32_t)(T + 1));
+    }
+    for (int i = 2; i < n; i++) /* insertion sort of cu[1..n-1] */
+        for (int j = i; j > 1 && cu[j - 1] > cu[j]; j--) {
+            const int64_t t = cu[j];
+            cu[j] = cu[j - 1];
+            cu[j - 1] = t;
+        }
+}
+
 static void test_attention(void) {
+    /* many documents: the Hopper kernels' document lookups (a 32-way search by the warp, three
+     * rounds above 1,024 documents; then a tile's rows from its first row's document) */
+    static int64_t cu_many[1301], cu_mid[61];
+    ragged_docs(cu_many, 1300, 3000, 7u);
+    ragged_docs(cu_mid, 60, 4100, 11u);
     const AttnCase cases[] = {
-        {"T300 GQA4/2 d64 ragged+empty doc", 300, 4, 2, 64, 0, 0, 4, {0, 37, 37, 200, 300}},
-        {"T517 GQA8/2 d128 1 doc interleaved", 517, 8, 2, 128, 1, 0, 1, {0, 517}},
-        {"T1000 MHA6 d128 6 docs interleaved", 1000, 6, 6, 128, 1, 8, 6, {0, 1, 65, 300, 301, 700, 1000}},
-        {"T257 GQA4/1 d32 2 docs", 257, 4, 1, 32, 0, 0, 2, {0, 100, 257}},
-        {"T190 MHA2 d96 1 doc", 190, 2, 2, 96, 0, 0, 1, {0, 190}},
-        {"T150 GQA4/2 d80 2 docs interleaved", 150, 4, 2, 80, 1, 0, 2, {0, 64, 150}},
-        {"T130 GQA2/1 d40 odd stride (scalar path)", 130, 2, 1, 40, 1, 1, 1, {0, 130}},
-        {"T2000 MHA4 d128 1 doc", 2000, 4, 4, 128, 0, 0, 1, {0, 2000}},
-        {"T1500 GQA8/2 d64 3 docs interleaved", 1500, 8, 2, 64, 1, 0, 3, {0, 700, 701, 1500}},
-        {"T3000 GQA4/1 d64 5 docs", 3000, 4, 1, 64, 0, 0, 5, {0, 130, 1200, 1201, 2688, 3000}},
-        {"T2600 GQA6/2 d128 2 docs interleaved", 2600, 6, 2, 128, 1, 0, 2, {0, 1100, 2600}},
+        {"T300 GQA4/2 d64 ragged+empty doc", 300, 4, 2, 64, 0, 0, 4, (const int64_t[]){0, 37, 37, 200, 300}},
+        {"T517 GQA8/2 d128 1 doc interleaved", 517, 8, 2, 128, 1, 0, 1, (const int64_t[]){0, 517}},
+        {"T1000 MHA6 d128 6 docs interleaved", 1000, 6, 6, 128, 1, 8, 6, (const int64_t[]){0, 1, 65, 300, 301, 700, 1000}},
+        {"T257 GQA4/1 d32 2 docs", 257, 4, 1, 32, 0, 0, 2, (const int64_t[]){0, 100, 257}},
+        {"T190 MHA2 d96 1 doc", 190, 2, 2, 96, 0, 0, 1, (const int64_t[]){0, 190}},
+        {"T150 GQA4/2 d80 2 docs interleaved", 150, 4, 2, 80, 1, 0, 2, (const int64_t[]){0, 64, 150}},
+        {"T130 GQA2/1 d40 odd stride (scalar path)", 130, 2, 1, 40, 1, 1, 1, (const int64_t[]){0, 130}},
+        {"T2000 MHA4 d128 1 doc", 2000, 4, 4, 128, 0, 0, 1, (const int64_t[]){0, 2000}},
+        {"T1500 GQA8/2 d64 3 docs interleaved", 1500, 8, 2, 64, 1, 0, 3, (const int64_t[]){0, 700, 701, 1500}},
+        {"T3000 GQA4/1 d64 5 docs", 3000, 4, 1, 64, 0, 0, 5, (const int64_t[]){0, 130, 1200, 1201, 2688, 3000}},
+        {"T2600 GQA6/2 d128 2 docs interleaved", 2600, 6, 2, 128, 1, 0, 2, (const int64_t[]){0, 1100, 2600}},
+        {"T3000 GQA4/2 d128 1300 ragged docs (empties)", 3000, 4, 2, 128, 0, 0, 1300, cu_many},
+        {"T4100 MHA4 d64 60 ragged docs interleaved", 4100, 4, 4, 64, 1, 0, 60, cu_mid},
         /* below the Hopper kernels' TMA boxes: T 150 at d 64, the portable forward with the
          * Hopper backward; T 100, the portable kernels both ways */
-        {"T150 GQA4/2 d64 2 docs (small T)", 150, 4, 2, 64, 0, 0, 2, {0, 70, 150}},
-        {"T100 MHA2 d128 1 doc (small T)", 100, 2, 2, 128, 0, 0, 1, {0, 100}},
+        {"T150 GQA4/2 d64 2 docs (small T)", 150, 4, 2, 64, 0, 0, 2, (const int64_t[]){0, 70, 150}},
+        {"T100 MHA2 d128 1 doc (small T)", 100, 2, 2, 128, 0, 0, 1, (const int64_t[]){0, 100}},
     };
     /* default: the Hopper kernels where the device, the build and the shape allow (head dims
      * 64 and 128, aligned rows), the portable ones elsewhere; "fused": the Hopper backward

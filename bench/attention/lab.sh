@@ -16,7 +16,11 @@
 # runs with them in the first form of $BWDS);
 # NCU [0]; NCU_D, head dims profiled [128]; NCU_F, variants profiled [$FWDS]; NCU_P, the
 # profiled point "T H DOCS" (H query and key/value heads) [16384 8 1]; CHECK, the
-# correctness run against the CPU backend [1]. POINTS=" " times nothing.
+# correctness run against the CPU backend [1]. POINTS=" " times nothing. BASE, a second source
+# tree (e.g. an earlier commit: `git archive REV src bench tests scripts CMakeLists.txt | tar
+# -x -C DIR`, carried to the device): its bench_attention built too and timed beside, each
+# forward variant f as "base-f", so that a change is measured against what it changes in
+# one call [unset].
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 LOG=${OUT:-build-gpu/lab}
@@ -34,6 +38,12 @@ cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DUL_CUDA=ON -DUL_SANITIZE_TE
   >"$LOG/configure.log" 2>&1 || { tail -30 "$LOG/configure.log"; exit 1; }
 cmake --build build-gpu -j"$(nproc)" --target test_cuda_kernels bench_attention >"$LOG/build.log" 2>&1 \
   || { grep -E "error" -A3 "$LOG/build.log" | head -60; exit 1; }
+if [ -n "${BASE:-}" ]; then
+  cmake -S "$BASE" -B build-gpu-base -DCMAKE_BUILD_TYPE=Release -DUL_CUDA=ON -DUL_SANITIZE_TESTS=OFF \
+    >"$LOG/configure_base.log" 2>&1 || { tail -30 "$LOG/configure_base.log"; exit 1; }
+  cmake --build build-gpu-base -j"$(nproc)" --target bench_attention >"$LOG/build_base.log" 2>&1 \
+    || { grep -E "error" -A3 "$LOG/build_base.log" | head -60; exit 1; }
+fi
 echo "build: $(( $(date +%s) - t0 )) s"
 att=$(find build-gpu -name "cuda_attention_sm90.cu.o" | head -1)
 cuobjdump -sass "$att" > "$LOG/sm90.sass" 2>/dev/null
@@ -59,6 +69,8 @@ for p in $POINTS; do
   for f in $FWDS; do
     for b in $BWDS; do
       UL_ATTN_FWD=$f UL_ATTN_KERNEL=$b timeout 30 "$BENCH" $T $H $HK $d $DOCS 5 | sed "s/^{/{\"fwd\": \"$f\", /" >> "$J"
+      [ -n "${BASE:-}" ] && UL_ATTN_FWD=$f UL_ATTN_KERNEL=$b timeout 30 build-gpu-base/bench_attention $T $H $HK $d $DOCS 5 |
+        sed "s/^{/{\"fwd\": \"base-$f\", /" >> "$J"
     done
   done
   python3 bench/attention/sdpa_bench.py $T $H $HK $d 5 --backends cudnn --docs $DOCS >> "$J" 2>/dev/null

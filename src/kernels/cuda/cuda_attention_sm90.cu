@@ -207,6 +207,7 @@ template <int DP, int BM>
 struct FwdCta {
     static constexpr unsigned QB = BM * DP * 2, KB = H_BN * DP * 2;
     int64_t h, hk, r0;
+    int64_t d0, s0, e0; /* the document of row r0, its start and end */
     int nkb;
     unsigned char *sQ, *sK, *sV;
     uint64_t *bar;
@@ -221,14 +222,15 @@ struct FwdCta {
         set_task(a, blockIdx.x);
     }
 
-    /* the task's head, rows and key tiles (tasks in order: longest query blocks first) */
+    /* the task's head, rows and key tiles (tasks in order: longest query blocks first); in
+     * every thread of the CTA, its warps converged (ul_doc_of_warp) */
     __device__ __forceinline__ void set_task(const HFwdArgs &a, int64_t task) {
         h = task % a.Hq;
         const int64_t qb = a.nblk - 1 - task / a.Hq; /* longest blocks first */
         hk = h / a.group;
         r0 = qb * BM;
-        const int64_t kstart = __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, r0));
-        nkb = (int)((r0 + BM - kstart + H_BN - 1) / H_BN);
+        d0 = ul_doc_of_warp(a.cu, a.n_docs, r0, &s0, &e0);
+        nkb = (int)((r0 + BM - s0 + H_BN - 1) / H_BN);
     }
 
     /* thread 0 initializes the barriers (a release: one arrival per consumer warp); then all sync */
@@ -280,20 +282,25 @@ struct FwdCta {
 
 /* A consumer thread's rows: warpgroup cw owns rows [i0, i0 + 64), warp wq of it rows
  * i0 + 16 wq + (g, g + 8): irel (relative to r0) and their document starts dsr (relative
- * to r0); ds_last: the document start of the warpgroup's last row */
+ * to r0); ds_last: the document start of the warpgroup's last row. Found from the
+ * document of row r0 (d0, its start s0 and end e0: no load for rows in it) */
 struct FwdRows {
     int64_t i0, ds_last;
     int irel[2], dsr[2];
-    __device__ __forceinline__ FwdRows(const HFwdArgs &a, int64_t r0, int cw, int wq, int g) {
+    __device__ __forceinline__ FwdRows(const HFwdArgs &a, int64_t r0, int64_t d0, int64_t s0, int64_t e0, int cw,
+                                       int wq, int g) {
         const int64_t T = a.T;
+        int64_t e;
         i0 = r0 + cw * 64;
         const int64_t ilast = i0 + 63 < T ? i0 + 63 : T - 1;
-        ds_last = __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, ilast < i0 ? T - 1 : ilast));
+        ul_doc_after(a.cu, a.n_docs, ilast < i0 ? T - 1 : ilast, d0, s0, e0, &ds_last, &e);
 #pragma unroll
         for (int hf = 0; hf < 2; hf++) {
             const int64_t i = i0 + wq * 16 + g + hf * 8;
+            int64_t st;
+            ul_doc_after(a.cu, a.n_docs, i < T ? i : T - 1, d0, s0, e0, &st, &e);
             irel[hf] = (int)(i - r0);
-            dsr[hf] = (int)(__ldg(a.cu + ul_doc_of(a.cu, a.n_docs, i < T ? i : T - 1)) - r0);
+            dsr[hf] = (int)(st - r0);
         }
     }
     /* the tile at keys j0 is visible to every row of the warpgroup (no mask) */
@@ -328,7 +335,7 @@ __global__ void __launch_bounds__(HFWD_NT(NW), 1)
     if (NW == 3) reg_alloc<160>();
     /* ---- consumers */
     const int cw = warp >> 2, wq = warp & 3, g = lane >> 2, t4 = lane & 3;
-    const FwdRows rw(a, c.r0, cw, wq, g);
+    const FwdRows rw(a, c.r0, c.d0, c.s0, c.e0, cw, wq, g);
     const unsigned qaddr = sm90_addr(c.sQ) + cw * 64 * 128;
     uint64_t *bar = c.bar;
 
@@ -400,7 +407,7 @@ __device__ __forceinline__ void fwd_ov_task(const HFwdArgs &a, const FwdCta<DP, 
                                             int g, int lane, int tid, int t4, unsigned qaddr) {
     constexpr int BM = 64 * NW;
     constexpr unsigned KB = H_BN * DP * 2;
-    const FwdRows rw(a, c.r0, cw, wq, g);
+    const FwdRows rw(a, c.r0, c.d0, c.s0, c.e0, cw, wq, g);
     uint64_t *bar = c.bar;
     const int nkb = c.nkb;
 
@@ -672,6 +679,8 @@ __global__ void __launch_bounds__(B_NT, 1)
     const int64_t hk = a.hk0 + blockIdx.x / nkblk, kblk = blockIdx.x % nkblk;
     const int64_t k0 = kblk * B_BK, T = a.T;
     const int64_t klast = k0 + B_BK - 1 < T ? k0 + B_BK - 1 : T - 1;
+    /* (a plain binary search: ul_doc_of_warp here makes ptxas spill 16 bytes in the d = 128
+     * fused kernel's main loop) */
     const int64_t qend = __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, klast) + 1);
     const int nqt = (int)((qend - k0 + BQ - 1) / BQ);
     const int nit = nqt * (int)a.group;
@@ -738,13 +747,18 @@ __global__ void __launch_bounds__(B_NT, 1)
     const int wq = warp & 3, g = lane >> 2, t4 = lane & 3;
     const int64_t kw = k0 + cw * 64;
     const int64_t kwl = kw + 63 < T ? kw + 63 : T - 1;
-    const int64_t de_first = kw < T ? __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, kw) + 1) : 0;
+    /* the end of key kw's document (the warp converged), then this thread's keys': the same
+     * unless a document ends in the warpgroup's keys (then a search) */
+    int64_t tmp, de_first;
+    ul_doc_of_warp(a.cu, a.n_docs, kw < T ? kw : T - 1, &tmp, &de_first);
+    if (kw >= T) de_first = 0;
     int jrel[2], derel[2]; /* this thread's two keys and their document ends, relative to k0 */
 #pragma unroll
     for (int hf = 0; hf < 2; hf++) {
         const int64_t j = kw + wq * 16 + g + hf * 8;
+        const int64_t de = j >= T ? 0 : j < de_first ? de_first : __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, j) + 1);
         jrel[hf] = (int)(j - k0);
-        derel[hf] = (int)((j < T ? __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, j) + 1) : 0) - k0);
+        derel[hf] = (int)(de - k0);
     }
     const unsigned kaddr = sm90_addr(sK) + cw * 64 * 128, vaddr = sm90_addr(sV) + cw * 64 * 128;
 
@@ -952,7 +966,9 @@ __global__ void __launch_bounds__(H_NT, 1)
     const int64_t task = blockIdx.x;
     const int64_t h = task % a.Hq, qb = a.nblk - 1 - task / a.Hq;
     const int64_t hk = h / a.group, r0 = qb * H_BM, T = a.T;
-    const int64_t kstart = __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, r0));
+    /* the document of row r0 (every thread, its warps converged), then the later rows' from it */
+    int64_t kstart, e0, tmp;
+    const int64_t d0 = ul_doc_of_warp(a.cu, a.n_docs, r0, &kstart, &e0);
     /* key tiles of 64 ending at r0 + 128: tile kb starts at r0 + 128 - (nkb - kb) * 64 */
     const int nkb = 2 + (int)((r0 - kstart + Q_BN - 1) / Q_BN);
 
@@ -992,14 +1008,17 @@ __global__ void __launch_bounds__(H_NT, 1)
     const int cw = warp >> 2, wq = warp & 3, g = lane >> 2, t4 = lane & 3;
     const int64_t i0 = r0 + cw * 64;
     const int64_t ilast = i0 + 63 < T ? i0 + 63 : T - 1;
-    const int64_t ds_last = __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, ilast < i0 ? T - 1 : ilast));
+    int64_t ds_last;
+    ul_doc_after(a.cu, a.n_docs, ilast < i0 ? T - 1 : ilast, d0, kstart, e0, &ds_last, &tmp);
     int irel[2], dsr[2];
     float l2[2], dd[2];
 #pragma unroll
     for (int hf = 0; hf < 2; hf++) {
         const int64_t i = i0 + wq * 16 + g + hf * 8, ic = i < T ? i : T - 1;
         irel[hf] = (int)(i - r0);
-        dsr[hf] = (int)(__ldg(a.cu + ul_doc_of(a.cu, a.n_docs, ic)) - r0);
+        int64_t st;
+        ul_doc_after(a.cu, a.n_docs, ic, d0, kstart, e0, &st, &tmp);
+        dsr[hf] = (int)(st - r0);
         l2[hf] = a.L2T[h * a.Tp + ic];
         dd[hf] = a.DT[h * a.Tp + ic];
     }

@@ -59,6 +59,52 @@ __device__ __forceinline__ int64_t ul_doc_of(const int64_t *__restrict__ cu, int
     return lo;
 }
 
+/* The same for token i in every lane of a converged warp, with the document's start and end
+ * (cu[doc], cu[doc + 1]): a 32-way search, each round one load per lane and a vote, so
+ * rounds of dependent loads number log32(n_docs) (2 up to 1,024 documents) where
+ * ul_doc_of's chain is log2(n_docs) long (the Hopper attention kernels' start, where with
+ * packed documents that chain was on every CTA's path, bench/RESULTS.md). */
+__device__ __forceinline__ int64_t ul_doc_of_warp(const int64_t *__restrict__ cu, int64_t n_docs, int64_t i,
+                                                  int64_t *start, int64_t *end) {
+    /* (32-bit counts: n_docs <= T < 2^31 in the kernels that call it) */
+    const int lane = threadIdx.x & 31;
+    int lo = 0, n = (int)n_docs; /* the document is in [lo, lo + n) */
+    while (n > 1) {
+        const int step = (n + 31) >> 5, off = lane * step;
+        const unsigned vote = __ballot_sync(0xffffffffu, off < n && __ldg(cu + lo + off) <= i);
+        const int up = (31 - __clz(vote)) * step; /* lane 0's vote is set: cu[lo] <= i */
+        lo += up;
+        n = min(step, n - up);
+    }
+    *start = __ldg(cu + lo);
+    *end = __ldg(cu + lo + 1);
+    return lo;
+}
+
+/* The document of token i (i < cu[n_docs]) given document d, with start s = cu[d] <= i and
+ * end e = cu[d + 1]: d when i < e, without a load (rows of a tile in one document); else a
+ * binary search over the documents after d (empty ones included, so no closer bound).
+ * Its start and end in *start, *end. */
+__device__ __forceinline__ int64_t ul_doc_after(const int64_t *__restrict__ cu, int64_t n_docs, int64_t i,
+                                                int64_t d, int64_t s, int64_t e, int64_t *start, int64_t *end) {
+    if (i < e) {
+        *start = s;
+        *end = e;
+        return d;
+    }
+    int64_t lo = d + 1, hi = n_docs - 1; /* cu[d + 1] = e <= i */
+    while (lo < hi) {
+        const int64_t mid = lo + (hi - lo + 1) / 2;
+        if (__ldg(cu + mid) <= i)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    *start = __ldg(cu + lo);
+    *end = __ldg(cu + lo + 1);
+    return lo;
+}
+
 
 typedef struct {
     int device;
