@@ -1264,7 +1264,8 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
     /* T below the largest TMA box (BM query rows: 192 at d = 64; 128 keys): the portable
      * kernels: a tensor map's box may not be larger than the tensor (test_cuda_kernels'
      * small-T cases) */
-    if (!sm90_enabled(0) || (d != 64 && d != 128) || T > 0x7fffff00LL || Hq > 0x7fffffffLL) return 0;
+    if (!sm90_enabled(0) || (d != 64 && d != 128) || T > 0x7fffff00LL || Hq > 0x7fffffffLL || n_docs > 0x7fffffffLL)
+        return 0;
     if (T < (d == 64 ? 192 : H_BN)) return 0;
     if (!aligned16(o, os) || !aligned16(q, qs) || !aligned16(k, ks) || !aligned16(v, vs)) return 0;
     CUtensorMap tq, tk, tv;
@@ -1316,7 +1317,9 @@ int ul_cuda_attention_bwd_sm90(void *dq, int64_t dqs, void *dk, int64_t dks, voi
 #ifdef UL_SM90A
     /* T below the largest TMA box (128 rows: B_BK keys, H_BM and the d = 64 fused form's
      * query rows): the portable kernels, as for the forward */
-    if (!sm90_enabled(1) || (d != 64 && d != 128) || T > 0x7fffff00LL || Hq > 0x7fffffffLL || T < 128) return 0;
+    if (!sm90_enabled(1) || (d != 64 && d != 128) || T > 0x7fffff00LL || Hq > 0x7fffffffLL || T < 128 ||
+        n_docs > 0x7fffffffLL)
+        return 0;
     if (!aligned16(dq, dqs) || !aligned16(dk, dks) || !aligned16(dv, dvs) || !aligned16(dout, dos) ||
         !aligned16(q, qs) || !aligned16(k, ks) || !aligned16(v, vs))
         return 0;

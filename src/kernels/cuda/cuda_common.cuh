@@ -66,7 +66,7 @@ __device__ __forceinline__ int64_t ul_doc_of(const int64_t *__restrict__ cu, int
  * packed documents that chain was on every CTA's path, bench/RESULTS.md). */
 __device__ __forceinline__ int64_t ul_doc_of_warp(const int64_t *__restrict__ cu, int64_t n_docs, int64_t i,
                                                   int64_t *start, int64_t *end) {
-    /* (32-bit counts: n_docs <= T < 2^31 in the kernels that call it) */
+    /* (32-bit counts: the Hopper launchers take n_docs < 2^31 only) */
     const int lane = threadIdx.x & 31;
     int lo = 0, n = (int)n_docs; /* the document is in [lo, lo + n) */
     while (n > 1) {
