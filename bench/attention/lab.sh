@@ -104,7 +104,11 @@ for f in $SANITIZE; do
       UL_ATTN_FWD=$f UL_ATTN_KERNEL=${BWDS%% *} timeout 120 compute-sanitizer --tool $tool --error-exitcode 9 "$BENCH" 1000 4 2 $d 2 1 \
         >"$LOG/sanitize_${f}_${d}_$tool.txt" 2>&1
       rc=$? # 0: clean; 9: the tool found errors; 124: out of time
-      echo "fwd=$f d=$d $tool: exit $rc; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$LOG/sanitize_${f}_${d}_$tool.txt" | tr '\n' ' ')"
+      log="$LOG/sanitize_${f}_${d}_$tool.txt"
+      echo "fwd=$f d=$d $tool: exit $rc; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$log" | tr '\n' ' ')"
+      # clean runs leave no log; a finding keeps its first 150 lines and the summary (the
+      # device tool returns a limited number of files)
+      if [ "$rc" = 0 ]; then rm -f "$log"; else { head -n 150 "$log"; tail -n 3 "$log"; } > "$log.k" && mv "$log.k" "$log"; fi
     done
   done
 done
