@@ -219,12 +219,8 @@ struct FwdCta {
         sV = sK + H_ST * KB;
         bar = (uint64_t *)(sV + H_ST * KB);
         pin = (float2 *)(bar + 16);
-        set_task(a, blockIdx.x);
-    }
-
-    /* the task's head, rows and key tiles (tasks in order: longest query blocks first); in
-     * every thread of the CTA, its warps converged (ul_doc_of_warp) */
-    __device__ __forceinline__ void set_task(const HFwdArgs &a, int64_t task) {
+        /* the task (longest query blocks first): in every thread, its warps converged (ul_doc_of_warp) */
+        const int64_t task = blockIdx.x;
         h = task % a.Hq;
         const int64_t qb = a.nblk - 1 - task / a.Hq; /* longest blocks first */
         hk = h / a.group;
@@ -249,34 +245,26 @@ struct FwdCta {
         __syncthreads();
     }
 
-    /* the task's K and V tiles, tile by tile into the stage ring (tile kb in stage kb % 2,
-     * phase (kb / 2) % 2), refilling a stage once its consumers released it (SPLIT: K and V
-     * released apart) */
-    template <bool SPLIT>
-    __device__ __forceinline__ void produce_kv(const CUtensorMap *tk, const CUtensorMap *tv) {
-        constexpr int NA = DP / 64;
-        for (int kb = 0; kb < nkb; kb++) {
-            const int gk = kb, st = gk & 1;
-            const unsigned pe = ((gk >> 1) - 1) & 1;
-            const int j0 = (int)(r0 + BM - (int64_t)(nkb - kb) * H_BN);
-            if (gk >= H_ST) mbar_wait(&bar[5 + st], pe);
-            mbar_expect_tx(&bar[1 + st], KB);
-            for (int at = 0; at < NA; at++)
-                tma_load_3d(sK + st * KB + at * H_BN * 128, tk, at * 64, (int)hk, j0, &bar[1 + st]);
-            if (SPLIT && gk >= H_ST) mbar_wait(&bar[7 + st], pe);
-            mbar_expect_tx(&bar[3 + st], KB);
-            for (int at = 0; at < NA; at++)
-                tma_load_3d(sV + st * KB + at * H_BN * 128, tv, at * 64, (int)hk, j0, &bar[3 + st]);
-        }
-    }
-
-    /* the producer thread: Q once, then the K and V tiles */
+    /* the producer thread: Q once, then K and V tile by tile into the stage ring, refilling a
+     * stage once its consumers released it (SPLIT: K and V released apart) */
     template <bool SPLIT>
     __device__ __forceinline__ void produce(const CUtensorMap *tq, const CUtensorMap *tk, const CUtensorMap *tv) {
         constexpr int NA = DP / 64;
         mbar_expect_tx(&bar[0], QB);
         for (int at = 0; at < NA; at++) tma_load_3d(sQ + at * BM * 128, tq, at * 64, (int)h, (int)r0, &bar[0]);
-        produce_kv<SPLIT>(tk, tv);
+        for (int kb = 0; kb < nkb; kb++) {
+            const int st = kb & 1;
+            const unsigned pe = ((kb >> 1) - 1) & 1;
+            const int j0 = (int)(r0 + BM - (int64_t)(nkb - kb) * H_BN);
+            if (kb >= H_ST) mbar_wait(&bar[5 + st], pe);
+            mbar_expect_tx(&bar[1 + st], KB);
+            for (int at = 0; at < NA; at++)
+                tma_load_3d(sK + st * KB + at * H_BN * 128, tk, at * 64, (int)hk, j0, &bar[1 + st]);
+            if (SPLIT && kb >= H_ST) mbar_wait(&bar[7 + st], pe);
+            mbar_expect_tx(&bar[3 + st], KB);
+            for (int at = 0; at < NA; at++)
+                tma_load_3d(sV + st * KB + at * H_BN * 128, tv, at * 64, (int)hk, j0, &bar[3 + st]);
+        }
     }
 };
 
@@ -399,14 +387,30 @@ __global__ void __launch_bounds__(HFWD_NT(NW), 1)
  * with FlashAttention-3's dynamic one (ovpp-dyn): bench/RESULTS.md. */
 #define HOV_NT(NW) (128 * ((NW) + 1))
 #define HOV_REG(NW) ((NW) == 2 ? 240 : 160)
-#ifdef UL_SM90A_DEVICE
-/* The ov kernel's task in a consumer thread: S, softmax and P V over its nkb key tiles
- * (tile kb in stage kb % 2, phase (kb / 2) % 2), Q at qaddr, then O and lse stored */
 template <int DP, int NW>
-__device__ __forceinline__ void fwd_ov_task(const HFwdArgs &a, const FwdCta<DP, 64 * NW> &c, int cw, int wq,
-                                            int g, int lane, int tid, int t4, unsigned qaddr) {
+__global__ void __launch_bounds__(HOV_NT(NW), 1)
+    k_attn_fwd_ov_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
+                       const __grid_constant__ CUtensorMap tv, const HFwdArgs a) {
+#ifdef UL_SM90A_DEVICE
     constexpr int BM = 64 * NW;
     constexpr unsigned KB = H_BN * DP * 2;
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    FwdCta<DP, BM> c(a, smem_raw);
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    c.template init_barriers<true>(tid, 4 * NW);
+
+    if (warp >= 4 * NW) { /* ---- producer warpgroup: one thread issues every copy */
+        reg_dealloc<24>();
+        if (warp == 4 * NW && lane == 0) c.template produce<true>(&tq, &tk, &tv);
+        return;
+    }
+    reg_alloc<HOV_REG(NW)>();
+
+    /* cw broadcast from lane 0: warp-uniform to the compiler, so the wgmma descriptors stay
+     * in uniform registers (as in the backward) */
+    const int cw = __shfl_sync(0xffffffffu, warp >> 2, 0);
+    const int wq = warp & 3, g = lane >> 2, t4 = lane & 3;
+    const unsigned qaddr = sm90_addr(c.sQ) + cw * 64 * 128;
     const FwdRows rw(a, c.r0, c.d0, c.s0, c.e0, cw, wq, g);
     uint64_t *bar = c.bar;
     const int nkb = c.nkb;
@@ -424,26 +428,24 @@ __device__ __forceinline__ void fwd_ov_task(const HFwdArgs &a, const FwdCta<DP, 
     /* tile 0: S alone */
     {
         const int64_t j0 = c.r0 + BM - (int64_t)nkb * H_BN;
-        const int st = 0;
-        mbar_wait(&bar[1 + st], 0);
+        mbar_wait(&bar[1], 0);
         fwd_turn_begin(cw);
         wgmma_fence();
-        fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK + st * KB));
+        fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK));
         wgmma_commit();
         fwd_turn_end<NW>(cw, false);
         wgmma_wait<0>();
         reg_fence<H_BN / 2>(&sc[0][0]);
         __syncwarp();
-        if (lane == 0) mbar_arrive(&bar[5 + st]); /* K_0 no longer needed */
+        if (lane == 0) mbar_arrive(&bar[5]); /* K_0 no longer needed */
         fwd_softmax(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
         fwd_rescale_pack<DP>(oacc, al, sc, pa);
     }
     for (int kb = 1; kb < nkb; kb++) {
-        const int gk = kb;
-        const int st = gk & 1, pst = st ^ 1;
+        const int st = kb & 1, pst = st ^ 1;
         const int64_t j0 = c.r0 + BM - (int64_t)(nkb - kb) * H_BN;
-        mbar_wait(&bar[1 + st], (gk >> 1) & 1);
-        mbar_wait(&bar[3 + pst], ((gk - 1) >> 1) & 1);
+        mbar_wait(&bar[1 + st], (kb >> 1) & 1);
+        mbar_wait(&bar[3 + pst], ((kb - 1) >> 1) & 1);
         fwd_turn_begin(cw);
         /* S_kb with P_{kb-1} V_{kb-1} */
         wgmma_fence();
@@ -471,9 +473,8 @@ __device__ __forceinline__ void fwd_ov_task(const HFwdArgs &a, const FwdCta<DP, 
     }
     /* the last tile's P V */
     {
-        const int gk = nkb - 1;
-        const int st = gk & 1;
-        mbar_wait(&bar[3 + st], (gk >> 1) & 1);
+        const int st = (nkb - 1) & 1;
+        mbar_wait(&bar[3 + st], ((nkb - 1) >> 1) & 1);
         fwd_turn_begin(cw);
         wgmma_fence();
         fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + st * KB));
@@ -484,33 +485,6 @@ __device__ __forceinline__ void fwd_ov_task(const HFwdArgs &a, const FwdCta<DP, 
         reg_fence_u<H_BN / 4>(&pa[0][0]);
     }
     fwd_store<DP>(a, oacc, mrow, lrow, c.r0, rw.irel, c.h, t4);
-}
-#endif
-
-template <int DP, int NW>
-__global__ void __launch_bounds__(HOV_NT(NW), 1)
-    k_attn_fwd_ov_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
-                       const __grid_constant__ CUtensorMap tv, const HFwdArgs a) {
-#ifdef UL_SM90A_DEVICE
-    constexpr int BM = 64 * NW;
-    extern __shared__ __align__(1024) unsigned char smem_raw[];
-    FwdCta<DP, BM> c(a, smem_raw);
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    c.template init_barriers<true>(tid, 4 * NW);
-
-    if (warp >= 4 * NW) { /* ---- producer warpgroup: one thread issues every copy */
-        reg_dealloc<24>();
-        if (warp == 4 * NW && lane == 0) c.template produce<true>(&tq, &tk, &tv);
-        return;
-    }
-    reg_alloc<HOV_REG(NW)>();
-
-    /* cw broadcast from lane 0: warp-uniform to the compiler, so the wgmma descriptors stay
-     * in uniform registers (as in the backward) */
-    const int cw = __shfl_sync(0xffffffffu, warp >> 2, 0);
-    const int wq = warp & 3, g = lane >> 2, t4 = lane & 3;
-    uint64_t *bar = c.bar;
-    fwd_ov_task<DP, NW>(a, c, cw, wq, g, lane, tid, t4, sm90_addr(c.sQ) + cw * 64 * 128);
 #endif
 }
 
