@@ -512,29 +512,26 @@ static void test_attention_case(const AttnCase *c, const char *kernel) {
     G->free(gqkv), G->free(gdo), G->free(go), G->free(glse), G->free(gdqkv), G->free(gcu);
 }
 
-/* cu[0..n]: n documents over T tokens, cut at n - 1 random points (xorshift from seed),
- * sorted: ragged lengths, empty documents where two cuts meet */
-static void ragged_docs(int64_t *cu, int n, int64_t T, uint32_t seed) {
+static int cmp_i64(const void *x, const void *y) {
+    const int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
+    return (a > b) - (a < b);
+}
+
+/* cu[0..n]: n documents over T tokens, cut at n - 1 random points, sorted: ragged lengths,
+ * empty documents where two cuts meet */
+static void ragged_docs(int64_t *cu, int n, int64_t T) {
     cu[0] = 0;
     cu[n] = T;
-    for (int i = 1; i < n; i++) {
-        seed ^= seed << 13, seed ^= seed >> 17, seed ^= seed << 5;
-        cu[i] = (int64_t)(seed % (uint32_t)(T + 1));
-    }
-    for (int i = 2; i < n; i++) /* insertion sort of cu[1..n-1] */
-        for (int j = i; j > 1 && cu[j - 1] > cu[j]; j--) {
-            const int64_t t = cu[j];
-            cu[j] = cu[j - 1];
-            cu[j - 1] = t;
-        }
+    for (int i = 1; i < n; i++) cu[i] = irand(0, T);
+    qsort(cu + 1, (size_t)(n - 1), sizeof *cu, cmp_i64);
 }
 
 static void test_attention(void) {
     /* many documents: the Hopper kernels' document lookups (a 32-way search by the warp, three
      * rounds above 1,024 documents; then a tile's rows from its first row's document) */
     static int64_t cu_many[1301], cu_mid[61];
-    ragged_docs(cu_many, 1300, 3000, 7u);
-    ragged_docs(cu_mid, 60, 4100, 11u);
+    ragged_docs(cu_many, 1300, 3000);
+    ragged_docs(cu_mid, 60, 4100);
     const AttnCase cases[] = {
         {"T300 GQA4/2 d64 ragged+empty doc", 300, 4, 2, 64, 0, 0, 4, (const int64_t[]){0, 37, 37, 200, 300}},
         {"T517 GQA8/2 d128 1 doc interleaved", 517, 8, 2, 128, 1, 0, 1, (const int64_t[]){0, 517}},
