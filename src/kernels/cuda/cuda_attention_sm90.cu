@@ -1266,13 +1266,13 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
     UL_ASSERT(grid <= 0x7fffffff, "attention: grid too large");
     cudaStream_t s = ul_cuda_state.stream;
     /* PIN: the ov kernel's pin area (FwdCta) */
-#define FWD_LAUNCH(K, G, NT, DP, NW, PIN) K<<<(unsigned)(G), NT(NW), hfwd_smem(DP, NW, PIN), s>>>(tq, tk, tv, a)
+#define FWD_LAUNCH(K, NT, DP, NW, PIN) K<<<(unsigned)grid, NT(NW), hfwd_smem(DP, NW, PIN), s>>>(tq, tk, tv, a)
     if (d == 128) {
-        if (variant == UL_AF_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<128, 2>), grid, HFWD_NT, 128, 2, 0);
-        else FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2>), grid, HOV_NT, 128, 2, 1);
+        if (variant == UL_AF_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<128, 2>), HFWD_NT, 128, 2, 0);
+        else FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2>), HOV_NT, 128, 2, 1);
     } else {
-        if (variant == UL_AF_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<64, 3>), grid, HFWD_NT, 64, 3, 0);
-        else FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3>), grid, HOV_NT, 64, 3, 1);
+        if (variant == UL_AF_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<64, 3>), HFWD_NT, 64, 3, 0);
+        else FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3>), HOV_NT, 64, 3, 1);
     }
 #undef FWD_LAUNCH
     CUDA_LAUNCH_CHECK();
