@@ -17,8 +17,8 @@
 # NCU [0]; NCU_D, head dims profiled [128]; NCU_F, variants profiled [$FWDS]; NCU_P, the
 # profiled point "T H DOCS" (H query and key/value heads) [16384 8 1]; CHECK, the
 # correctness run against the CPU backend [1]. POINTS=" " times nothing. BASE, a second source
-# tree (e.g. an earlier commit: `git archive REV src bench tests scripts CMakeLists.txt | tar
-# -x -C DIR`, carried to the device): its bench_attention built too and timed beside, each
+# tree (e.g. an earlier commit: `git archive REV src bench tests scripts cmake CMakeLists.txt
+# | tar -x -C DIR`, carried to the device): its bench_attention built too and timed beside, each
 # forward variant f as "base-f", so that a change is measured against what it changes in
 # one call [unset].
 set -uo pipefail
@@ -101,10 +101,10 @@ echo "== compute-sanitizer"
 for f in $SANITIZE; do
   for d in 128 64; do
     for tool in memcheck racecheck; do
-      UL_ATTN_FWD=$f UL_ATTN_KERNEL=${BWDS%% *} timeout 120 compute-sanitizer --tool $tool --error-exitcode 9 "$BENCH" 1000 4 2 $d 2 1 \
-        >"$LOG/sanitize_${f}_${d}_$tool.txt" 2>&1
-      rc=$? # 0: clean; 9: the tool found errors; 124: out of time
       log="$LOG/sanitize_${f}_${d}_$tool.txt"
+      UL_ATTN_FWD=$f UL_ATTN_KERNEL=${BWDS%% *} timeout 120 compute-sanitizer --tool $tool --error-exitcode 9 "$BENCH" 1000 4 2 $d 2 1 \
+        >"$log" 2>&1
+      rc=$? # 0: clean; 9: the tool found errors; 124: out of time
       echo "fwd=$f d=$d $tool: exit $rc; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$log" | tr '\n' ' ')"
       # clean runs leave no log; a finding keeps its first 150 lines and the summary (the
       # device tool returns a limited number of files)
