@@ -572,7 +572,9 @@ static void test_attention(void) {
     unsetenv("UL_ATTN_KERNEL");
     /* the Hopper forward variants of the kernel lab named in UL_TEST_ATTN_FWD (space
      * separated UL_ATTN_FWD values; bench/attention/lab.sh sets it; unset: "serial", the
-     * lab's baseline beside the default checked above), each with the default backward */
+     * lab's baseline beside the default checked above), each with the default backward; a
+     * persistent variant on 3 CTAs (UL_ATTN_PERSIST_CTAS), so that each takes several tasks */
+    setenv("UL_ATTN_PERSIST_CTAS", "3", 1);
     const char *fv = getenv("UL_TEST_ATTN_FWD");
     char list[64];
     snprintf(list, sizeof list, "%s", fv ? fv : "serial");
@@ -589,6 +591,7 @@ static void test_attention(void) {
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_attention_case(&cases[i], label);
     }
     unsetenv("UL_ATTN_FWD");
+    unsetenv("UL_ATTN_PERSIST_CTAS");
 }
 
 /* ---------------------------------------------------------------- timing (informational) */

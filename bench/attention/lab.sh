@@ -9,7 +9,7 @@
 # variant with ncu when $NCU is 1 (and the backward's dK/dV and dQ kernels at each head dim). Logs under $OUT (device tool) or build-gpu/lab; carry .deps
 # (cJSON, see ../shared/device/deps.sh).
 #   bench/attention/lab.sh
-# Environment (defaults in brackets): FWDS [ovpp serial]; BWDS, UL_ATTN_KERNEL values
+# Environment (defaults in brackets): FWDS [ovpp ovpp-dyn]; BWDS, UL_ATTN_KERNEL values
 # (default, fused-red, deterministic) [default]; POINTS, "d:T:H[:HKV[:DOCS]] ..." (HKV key/value heads [H], DOCS equal documents
 # packed in the rows [1]; cuDNN runs them as a batch) [d 128 and 64 at 32K, 128K, 512K,
 # GQA 4:1 and 64 documents at 128K]; SANITIZE [ovpp] (forward variants; the backward
@@ -25,7 +25,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 LOG=${OUT:-build-gpu/lab}
 mkdir -p "$LOG"
-FWDS=${FWDS:-ovpp serial}
+FWDS=${FWDS:-ovpp ovpp-dyn}
 BWDS=${BWDS:-default}
 POINTS=${POINTS:-128:32768:16 128:131072:4 128:524288:1 128:131072:16:4 128:131072:8:8:64 64:32768:16 64:131072:4 64:524288:1 64:131072:16:4 64:131072:8:8:64}
 SANITIZE=${SANITIZE:-ovpp}
@@ -53,8 +53,9 @@ BENCH=build-gpu/bench_attention
 echo "== smoke (a variant that hangs or fails here is dropped)"
 ok=""
 for f in $FWDS; do
-  if UL_ATTN_FWD=$f timeout 20 "$BENCH" 4000 4 2 128 2 1 >/dev/null &&
-    UL_ATTN_FWD=$f timeout 20 "$BENCH" 4000 4 2 64 2 1 >/dev/null; then
+  # (a persistent variant on 7 CTAs, so that each takes several tasks, as in the sanitizer runs)
+  if UL_ATTN_PERSIST_CTAS=7 UL_ATTN_FWD=$f timeout 20 "$BENCH" 4000 4 2 128 2 1 >/dev/null &&
+    UL_ATTN_PERSIST_CTAS=7 UL_ATTN_FWD=$f timeout 20 "$BENCH" 4000 4 2 64 2 1 >/dev/null; then
     ok="$ok $f"
   else
     echo "fwd=$f: failed or hung (exit $?)"
@@ -102,7 +103,7 @@ for f in $SANITIZE; do
   for d in 128 64; do
     for tool in memcheck racecheck; do
       log="$LOG/sanitize_${f}_${d}_$tool.txt"
-      UL_ATTN_FWD=$f UL_ATTN_KERNEL=${BWDS%% *} timeout 120 compute-sanitizer --tool $tool --error-exitcode 9 "$BENCH" 1000 4 2 $d 2 1 \
+      UL_ATTN_PERSIST_CTAS=5 UL_ATTN_FWD=$f UL_ATTN_KERNEL=${BWDS%% *} timeout 120 compute-sanitizer --tool $tool --error-exitcode 9 "$BENCH" 1000 4 2 $d 2 1 \
         >"$log" 2>&1
       rc=$? # 0: clean; 9: the tool found errors; 124: out of time
       echo "fwd=$f d=$d $tool: exit $rc; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$log" | tr '\n' ' ')"

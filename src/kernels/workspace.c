@@ -10,7 +10,7 @@
 
 static const char *const kernel_names[UL_AK_COUNT] = {"default", "fused",  "fused-red",
                                                       "deterministic", "simple", "simple-bwd"};
-static const char *const fwd_names[UL_AF_COUNT] = {"ovpp", "serial"};
+static const char *const fwd_names[UL_AF_COUNT] = {"ovpp", "serial", "ovpp-dyn"};
 static const struct {
     const char *var;
     const char *const *names;

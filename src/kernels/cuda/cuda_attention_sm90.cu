@@ -58,12 +58,16 @@ typedef struct {
     float scale2; /* scale * log2(e) */
 } HFwdArgs;
 
-static size_t hfwd_smem(int DP, int NW, int pin) {
-    /* alignment slack, Q, the K and V stages, room for 16 mbarriers and, pin (the ov kernel),
-     * 8 bytes per consumer thread (FwdCta) */
-    return 1024 + (size_t)64 * NW * DP * 2 + (size_t)2 * H_ST * H_BN * DP * 2 + 16 * sizeof(uint64_t) +
+static size_t hfwd_smem(int DP, int NW, int pin, int nq = 1) {
+    /* alignment slack, nq Q buffers, the K and V stages, room for 16 mbarriers and, pin (the
+     * ov kernel), 8 bytes per consumer thread (FwdCta) */
+    return 1024 + (size_t)nq * 64 * NW * DP * 2 + (size_t)2 * H_ST * H_BN * DP * 2 + 16 * sizeof(uint64_t) +
            (size_t)(pin ? 128 * NW * 8 : 0);
 }
+
+/* the dynamic persistent forward's task counter (k_attn_fwd_ov_sm90's PERSIST): zeroed before
+ * each launch, then each CTA's producer takes the next task with an atomic add */
+__device__ unsigned long long g_fwd_task_ctr;
 
 #ifdef UL_SM90A_DEVICE
 /* Masked online softmax of one S tile in place (raw scores in sc, this thread's rows
@@ -199,11 +203,14 @@ __device__ __forceinline__ void fwd_store(const HFwdArgs &a, const float (*oacc)
 
 /* A forward CTA's work and shared memory. Task: query head h (kv head hk), rows
  * [r0, r0 + BM), the nkb key tiles of H_BN ending at r0 + BM (tile kb covers keys
- * [r0 + BM - (nkb - kb) H_BN, +H_BN)). Shared memory: Q [NA][BM][64], K and V
+ * [r0 + BM - (nkb - kb) H_BN, +H_BN)). Shared memory: Q [NQ][NA][BM][64], K and V
  * [ST][NA][BN][64] (128-byte swizzle), then the mbarriers: [0] Q; for stage s [1+s] K
  * full, [3+s] V full, [5+s] released (SPLIT: K released), [7+s] V released (SPLIT only);
- * then, in the ov kernel, pin [128 NW] float2, one per consumer thread (wgmma_wait0_after). */
-template <int DP, int BM>
+ * the persistent kernel (NQ = 2, Q buffer q of the tasks it with it % 2 = q): [9+q] Q
+ * released, [11] Q full (buffer 1; buffer 0: [0]), [12+q] task posted, [14+q] the task
+ * (low 32 bits) and the next (high 32 bits); then, in the ov kernel, pin [128 NW] float2,
+ * one per consumer thread (wgmma_wait0_after). */
+template <int DP, int BM, int NQ = 1>
 struct FwdCta {
     static constexpr unsigned QB = BM * DP * 2, KB = H_BN * DP * 2;
     int64_t h, hk, r0;
@@ -215,22 +222,34 @@ struct FwdCta {
 
     __device__ __forceinline__ FwdCta(const HFwdArgs &a, unsigned char *smem_raw) {
         sQ = smem_raw + ((1024u - (sm90_addr(smem_raw) & 1023u)) & 1023u);
-        sK = sQ + QB;
+        sK = sQ + NQ * QB;
         sV = sK + H_ST * KB;
         bar = (uint64_t *)(sV + H_ST * KB);
         pin = (float2 *)(bar + 16);
-        /* the task (longest query blocks first): in every thread, its warps converged (ul_doc_of_warp) */
-        const int64_t task = blockIdx.x;
+        set_task(a, blockIdx.x);
+    }
+
+    /* the task's head, rows and key tiles (tasks in order: longest query blocks first). WARP:
+     * in whole warps, converged (ul_doc_of_warp); else in one thread (the persistent
+     * producer: a plain binary search) */
+    template <bool WARP = true>
+    __device__ __forceinline__ void set_task(const HFwdArgs &a, int64_t task) {
         h = task % a.Hq;
         const int64_t qb = a.nblk - 1 - task / a.Hq; /* longest blocks first */
         hk = h / a.group;
         r0 = qb * BM;
-        d0 = ul_doc_of_warp(a.cu, a.n_docs, r0, &s0, &e0);
+        if (WARP) {
+            d0 = ul_doc_of_warp(a.cu, a.n_docs, r0, &s0, &e0);
+        } else {
+            d0 = ul_doc_of(a.cu, a.n_docs, r0);
+            s0 = __ldg(a.cu + d0);
+            e0 = __ldg(a.cu + d0 + 1);
+        }
         nkb = (int)((r0 + BM - s0 + H_BN - 1) / H_BN);
     }
 
     /* thread 0 initializes the barriers (a release: one arrival per consumer warp); then all sync */
-    template <bool SPLIT>
+    template <bool SPLIT, bool PERSIST = false>
     __device__ __forceinline__ void init_barriers(int tid, unsigned consumer_warps) {
         if (tid == 0) {
             mbar_init(&bar[0], 1);
@@ -240,30 +259,73 @@ struct FwdCta {
                 mbar_init(&bar[5 + s], consumer_warps);
                 if (SPLIT) mbar_init(&bar[7 + s], consumer_warps);
             }
+            if (PERSIST) {
+                mbar_init(&bar[9], consumer_warps); /* Q released */
+                mbar_init(&bar[10], consumer_warps);
+                mbar_init(&bar[11], 1); /* Q full, buffer 1 */
+                mbar_init(&bar[12], 1); /* task posted */
+                mbar_init(&bar[13], 1);
+            }
             mbar_fence_init();
         }
         __syncthreads();
     }
 
-    /* the producer thread: Q once, then K and V tile by tile into the stage ring, refilling a
-     * stage once its consumers released it (SPLIT: K and V released apart) */
+    /* the task's K and V tiles, tile by tile into the stage ring (tile gk = gk0 + kb of the
+     * CTA's in stage gk % 2, phase (gk / 2) % 2), refilling a stage once its consumers
+     * released it (SPLIT: K and V released apart) */
+    template <bool SPLIT>
+    __device__ __forceinline__ void produce_kv(const CUtensorMap *tk, const CUtensorMap *tv, int gk0) {
+        constexpr int NA = DP / 64;
+        for (int kb = 0; kb < nkb; kb++) {
+            const int gk = gk0 + kb, st = gk & 1;
+            const unsigned pe = ((gk >> 1) - 1) & 1;
+            const int j0 = (int)(r0 + BM - (int64_t)(nkb - kb) * H_BN);
+            if (gk >= H_ST) mbar_wait(&bar[5 + st], pe);
+            mbar_expect_tx(&bar[1 + st], KB);
+            for (int at = 0; at < NA; at++)
+                tma_load_3d(sK + st * KB + at * H_BN * 128, tk, at * 64, (int)hk, j0, &bar[1 + st]);
+            if (SPLIT && gk >= H_ST) mbar_wait(&bar[7 + st], pe);
+            mbar_expect_tx(&bar[3 + st], KB);
+            for (int at = 0; at < NA; at++)
+                tma_load_3d(sV + st * KB + at * H_BN * 128, tv, at * 64, (int)hk, j0, &bar[3 + st]);
+        }
+    }
+
+    /* the producer thread: Q once, then the K and V tiles */
     template <bool SPLIT>
     __device__ __forceinline__ void produce(const CUtensorMap *tq, const CUtensorMap *tk, const CUtensorMap *tv) {
         constexpr int NA = DP / 64;
         mbar_expect_tx(&bar[0], QB);
         for (int at = 0; at < NA; at++) tma_load_3d(sQ + at * BM * 128, tq, at * 64, (int)h, (int)r0, &bar[0]);
-        for (int kb = 0; kb < nkb; kb++) {
-            const int st = kb & 1;
-            const unsigned pe = ((kb >> 1) - 1) & 1;
-            const int j0 = (int)(r0 + BM - (int64_t)(nkb - kb) * H_BN);
-            if (kb >= H_ST) mbar_wait(&bar[5 + st], pe);
-            mbar_expect_tx(&bar[1 + st], KB);
-            for (int at = 0; at < NA; at++)
-                tma_load_3d(sK + st * KB + at * H_BN * 128, tk, at * 64, (int)hk, j0, &bar[1 + st]);
-            if (SPLIT && kb >= H_ST) mbar_wait(&bar[7 + st], pe);
-            mbar_expect_tx(&bar[3 + st], KB);
-            for (int at = 0; at < NA; at++)
-                tma_load_3d(sV + st * KB + at * H_BN * 128, tv, at * 64, (int)hk, j0, &bar[3 + st]);
+        produce_kv<SPLIT>(tk, tv, 0);
+    }
+
+    /* the persistent kernel's producer thread: task blockIdx.x first, then each next one
+     * from the counter (g_fwd_task_ctr; the CTAs take tasks, longest first, as they free
+     * up, as the hardware schedules blocks); at task it, Q buffer it % 2, once the consumers
+     * released it (task it - 2), the task and the next one posted in shared memory ([14+q],
+     * [12+q]); the K and V tiles numbered across tasks (tile gk in stage gk % 2, phase
+     * (gk / 2) % 2), K and V released apart */
+    __device__ __forceinline__ void produce_persist(const HFwdArgs &a, const CUtensorMap *tq, const CUtensorMap *tk,
+                                                    const CUtensorMap *tv) {
+        constexpr int NA = DP / 64;
+        const int64_t ntask = a.nblk * a.Hq; /* < 2^31 (the launcher's grid check) */
+        int64_t cur = blockIdx.x;
+        int gk = 0;
+        for (int it = 0; cur < ntask; it++) {
+            const int q = it & 1;
+            const int64_t nxt = (int64_t)gridDim.x + (int64_t)atomicAdd(&g_fwd_task_ctr, 1ull);
+            set_task<false>(a, cur);
+            if (it >= 2) mbar_wait(&bar[9 + q], ((it >> 1) - 1) & 1);
+            *(volatile uint64_t *)&bar[14 + q] = (uint64_t)cur | (uint64_t)(nxt < ntask ? nxt : ntask) << 32;
+            mbar_arrive(&bar[12 + q]); /* (a release: the consumers' wait sees the task) */
+            uint64_t *qf = &bar[q ? 11 : 0];
+            mbar_expect_tx(qf, QB);
+            for (int at = 0; at < NA; at++) tma_load_3d(sQ + q * QB + at * BM * 128, tq, at * 64, (int)h, (int)r0, qf);
+            produce_kv<true>(tk, tv, gk);
+            gk += nkb;
+            cur = nxt;
         }
     }
 };
@@ -382,35 +444,27 @@ __global__ void __launch_bounds__(HFWD_NT(NW), 1)
  * wait for S) and the softmax never runs under P V: wgmma_wait0_after keeps it below; the
  * mask is a branch to the masked softmax, so full tiles run no mask code; the warpgroup index
  * is broadcast from lane 0, so the wgmma descriptors stay in uniform registers.
- * Persistent forms (one CTA per SM taking tasks, for packed documents, where a CTA's start
- * and end weigh most) were measured and retired, with a static schedule (ovpp-persist) and
- * with FlashAttention-3's dynamic one (ovpp-dyn): bench/RESULTS.md. */
+ * PERSIST (UL_ATTN_FWD=ovpp-dyn, measured 1.03-1.05x the default with 64 packed documents,
+ * within the spread on one: bench/RESULTS.md): one CTA per SM
+ * takes tasks as it frees up (FlashAttention-3's persistent kernel with its dynamic
+ * schedule: FwdCta::produce_persist), two Q buffers, so that the next task's Q and first K
+ * tile load while this one's last tiles, P V and O store run: with short documents (64 of
+ * 2K tokens: 8.5 key tiles a task on average) the CTA's start and end are a large share
+ * of its time. (A static schedule, ovpp-persist, lost: bench/RESULTS.md.) */
 #define HOV_NT(NW) (128 * ((NW) + 1))
 #define HOV_REG(NW) ((NW) == 2 ? 240 : 160)
-template <int DP, int NW>
-__global__ void __launch_bounds__(HOV_NT(NW), 1)
-    k_attn_fwd_ov_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
-                       const __grid_constant__ CUtensorMap tv, const HFwdArgs a) {
 #ifdef UL_SM90A_DEVICE
+/* One task of the ov kernel in a consumer thread: S, softmax and P V over its nkb key tiles
+ * (numbered from gb across the CTA's tasks: stage gk % 2, phase (gk / 2) % 2), Q at qaddr
+ * (full: phase qph of qfull), then O and lse stored. first: the CTA's first task (the
+ * ping-pong's first turn); last: its last (the ping-pong's last turn); qrel (the persistent
+ * kernel): Q released there once every S is done, and the last V tile released too. */
+template <int DP, int NW, int NQ>
+__device__ __forceinline__ void fwd_ov_task(const HFwdArgs &a, const FwdCta<DP, 64 * NW, NQ> &c, int cw, int wq,
+                                            int g, int lane, int tid, int t4, unsigned qaddr, uint64_t *qfull,
+                                            unsigned qph, int gb, bool first, bool last, uint64_t *qrel) {
     constexpr int BM = 64 * NW;
     constexpr unsigned KB = H_BN * DP * 2;
-    extern __shared__ __align__(1024) unsigned char smem_raw[];
-    FwdCta<DP, BM> c(a, smem_raw);
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    c.template init_barriers<true>(tid, 4 * NW);
-
-    if (warp >= 4 * NW) { /* ---- producer warpgroup: one thread issues every copy */
-        reg_dealloc<24>();
-        if (warp == 4 * NW && lane == 0) c.template produce<true>(&tq, &tk, &tv);
-        return;
-    }
-    reg_alloc<HOV_REG(NW)>();
-
-    /* cw broadcast from lane 0: warp-uniform to the compiler, so the wgmma descriptors stay
-     * in uniform registers (as in the backward) */
-    const int cw = __shfl_sync(0xffffffffu, warp >> 2, 0);
-    const int wq = warp & 3, g = lane >> 2, t4 = lane & 3;
-    const unsigned qaddr = sm90_addr(c.sQ) + cw * 64 * 128;
     const FwdRows rw(a, c.r0, c.d0, c.s0, c.e0, cw, wq, g);
     uint64_t *bar = c.bar;
     const int nkb = c.nkb;
@@ -423,29 +477,31 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
 #pragma unroll
     for (int i = 0; i < H_BN / 8; i++) sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.0f;
     float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f}, al[2];
-    if (cw == NW - 1) named_bar_arrive(1, 256); /* warpgroup 0 takes the first turn */
-    mbar_wait(&bar[0], 0);
+    if (first && cw == NW - 1) named_bar_arrive(1, 256); /* warpgroup 0 takes the first turn */
+    mbar_wait(qfull, qph);
     /* tile 0: S alone */
     {
         const int64_t j0 = c.r0 + BM - (int64_t)nkb * H_BN;
-        mbar_wait(&bar[1], 0);
+        const int st = gb & 1;
+        mbar_wait(&bar[1 + st], (gb >> 1) & 1);
         fwd_turn_begin(cw);
         wgmma_fence();
-        fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK));
+        fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK + st * KB));
         wgmma_commit();
         fwd_turn_end<NW>(cw, false);
         wgmma_wait<0>();
         reg_fence<H_BN / 2>(&sc[0][0]);
         __syncwarp();
-        if (lane == 0) mbar_arrive(&bar[5]); /* K_0 no longer needed */
+        if (lane == 0) mbar_arrive(&bar[5 + st]); /* K_0 no longer needed */
         fwd_softmax(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
         fwd_rescale_pack<DP>(oacc, al, sc, pa);
     }
     for (int kb = 1; kb < nkb; kb++) {
-        const int st = kb & 1, pst = st ^ 1;
+        const int gk = gb + kb;
+        const int st = gk & 1, pst = st ^ 1;
         const int64_t j0 = c.r0 + BM - (int64_t)(nkb - kb) * H_BN;
-        mbar_wait(&bar[1 + st], (kb >> 1) & 1);
-        mbar_wait(&bar[3 + pst], ((kb - 1) >> 1) & 1);
+        mbar_wait(&bar[1 + st], (gk >> 1) & 1);
+        mbar_wait(&bar[3 + pst], ((gk - 1) >> 1) & 1);
         fwd_turn_begin(cw);
         /* S_kb with P_{kb-1} V_{kb-1} */
         wgmma_fence();
@@ -471,20 +527,90 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
         if (lane == 0) mbar_arrive(&bar[7 + pst]);
         fwd_rescale_pack<DP>(oacc, al, sc, pa);
     }
+    if (qrel) { /* every S of the task is done: Q may be refilled with a later task's */
+        __syncwarp();
+        if (lane == 0) mbar_arrive(qrel);
+    }
     /* the last tile's P V */
     {
-        const int st = (nkb - 1) & 1;
-        mbar_wait(&bar[3 + st], ((nkb - 1) >> 1) & 1);
+        const int gk = gb + nkb - 1;
+        const int st = gk & 1;
+        mbar_wait(&bar[3 + st], (gk >> 1) & 1);
         fwd_turn_begin(cw);
         wgmma_fence();
         fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + st * KB));
         wgmma_commit();
-        fwd_turn_end<NW>(cw, true);
+        fwd_turn_end<NW>(cw, last);
         wgmma_wait<0>();
         reg_fence<DP / 2>(&oacc[0][0]);
         reg_fence_u<H_BN / 4>(&pa[0][0]);
+        if (qrel) {
+            __syncwarp();
+            if (lane == 0) mbar_arrive(&bar[7 + st]); /* V of the last tile released */
+        }
     }
     fwd_store<DP>(a, oacc, mrow, lrow, c.r0, rw.irel, c.h, t4);
+}
+#endif
+
+template <int DP, int NW, bool PERSIST = false>
+__global__ void __launch_bounds__(HOV_NT(NW), 1)
+    k_attn_fwd_ov_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
+                       const __grid_constant__ CUtensorMap tv, const HFwdArgs a) {
+#ifdef UL_SM90A_DEVICE
+    constexpr int BM = 64 * NW;
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    FwdCta<DP, BM, PERSIST ? 2 : 1> c(a, smem_raw);
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    c.template init_barriers<true, PERSIST>(tid, 4 * NW);
+
+    if (warp >= 4 * NW) { /* ---- producer warpgroup: one thread issues every copy */
+        reg_dealloc<24>();
+        if (warp == 4 * NW && lane == 0) {
+            if (PERSIST)
+                c.produce_persist(a, &tq, &tk, &tv);
+            else
+                c.template produce<true>(&tq, &tk, &tv);
+        }
+        return;
+    }
+    reg_alloc<HOV_REG(NW)>();
+
+    /* cw broadcast from lane 0: warp-uniform to the compiler, so the wgmma descriptors stay
+     * in uniform registers (as in the backward) */
+    const int cw = __shfl_sync(0xffffffffu, warp >> 2, 0);
+    const int wq = warp & 3, g = lane >> 2, t4 = lane & 3;
+    uint64_t *bar = c.bar;
+    if (!PERSIST) {
+        fwd_ov_task<DP, NW>(a, c, cw, wq, g, lane, tid, t4, sm90_addr(c.sQ) + cw * 64 * 128, &bar[0], 0, 0, true,
+                            true, nullptr);
+        return;
+    }
+    /* PERSIST: the tasks the producer posts (FwdCta::produce_persist), Q in buffer it % 2,
+     * the key tiles numbered across tasks (gb: the task's first); a CTA beyond the tasks
+     * (the launcher gives none) gets none. The protocol (barriers, parities, the ping-pong
+     * across tasks, buffer reuse) was checked in a model under random interleavings: no
+     * deadlock, no buffer overwritten in use, every task once (bench/attention/dyn_protocol.py,
+     * removed with the first form in f56a0c1). */
+    if (blockIdx.x >= a.nblk * a.Hq) return;
+    int gb = 0;
+    for (int it = 0;; it++) {
+        const int q = it & 1;
+        mbar_wait(&bar[12 + q], (it >> 1) & 1);
+        /* the slot read by lane 0 only, the lane that releases Q (bar[9 + q]) once the task's
+         * S are done, and broadcast: so the release that lets the producer rewrite the slot
+         * orders the read itself (with every lane reading and lane 0 arriving, that order
+         * rests on __syncwarp, which racecheck may not follow: the retired form's 2 hazards) */
+        uint64_t tw = 0;
+        if (lane == 0) tw = *(volatile uint64_t *)&bar[14 + q];
+        tw = __shfl_sync(0xffffffffu, tw, 0);
+        c.set_task(a, (int64_t)(tw & 0xffffffffu));
+        const bool last = (int64_t)(tw >> 32) >= a.nblk * a.Hq;
+        fwd_ov_task<DP, NW>(a, c, cw, wq, g, lane, tid, t4, sm90_addr(c.sQ + q * c.QB) + cw * 64 * 128,
+                            &bar[q ? 11 : 0], (it >> 1) & 1, gb, it == 0, last, &bar[9 + q]);
+        if (last) break;
+        gb += c.nkb;
+    }
 #endif
 }
 
@@ -1185,15 +1311,15 @@ static int sm90_fused_bwd(void) {
 /* UL_ATTN_FWD (ul_attn_fwd_choice): unset or "ovpp" (UL_AF_OVPP): the default, the
  * intra-warpgroup pipeline with the warpgroups in ping-pong (measured the faster at every
  * point, bench/RESULTS.md); "serial" (UL_AF_SERIAL, the kernel lab's baseline,
- * bench/attention): S, softmax, P V in turn in each consumer warpgroup. Measured and
+ * bench/attention): S, softmax, P V in turn in each consumer warpgroup; "ovpp-dyn"
+ * (UL_AF_DYN, the lab's candidate, bench/RESULTS.md): the default as a persistent kernel
+ * with a dynamic schedule (k_attn_fwd_ov_sm90's PERSIST). Measured and
  * retired (bench/RESULTS.md): ovpp-skip (tiles a warpgroup does not see skipped), ovpp-nw2
  * (two consumer warpgroups at d = 64), ovpp-ilp (the softmax's row max and sum in partial
  * chains), ovpp-ilpc (with it, O rescaled only when a row's max rose), ovpp-pinsr (O
  * rescaled under the next S, as FlashAttention-3 does: no gain over the default),
  * ovpp-persist (a persistent kernel, one CTA per SM taking tasks in snake-ordered rounds:
- * 0.95-0.99x the default on one document, 0.89x with 64 packed documents at d = 128),
- * ovpp-dyn (the same with FlashAttention-3's dynamic schedule and two Q buffers:
- * 0.99-1.03x the default, racecheck hazards left unexplained). An
+ * 0.95-0.99x the default on one document, 0.89x with 64 packed documents at d = 128). An
  * unknown value is refused at start-up (run/setup.c); here it would mean the default. */
 static int sm90_fwd_variant(void) {
     const int v = ul_attn_fwd_choice();
@@ -1212,6 +1338,8 @@ static int sm90_enabled(int bwd) {
             SET_SMEM((k_attn_fwd_sm90<128, 2>), hfwd_smem(128, 2, 0));
             SET_SMEM((k_attn_fwd_ov_sm90<64, 3>), hfwd_smem(64, 3, 1));
             SET_SMEM((k_attn_fwd_ov_sm90<128, 2>), hfwd_smem(128, 2, 1));
+            SET_SMEM((k_attn_fwd_ov_sm90<64, 3, true>), hfwd_smem(64, 3, 1, 2));
+            SET_SMEM((k_attn_fwd_ov_sm90<128, 2, true>), hfwd_smem(128, 2, 1, 2));
             SET_SMEM((k_attn_dkv_sm90<64, DQ_NONE>), hdkv_smem(64, DQ_NONE));
             SET_SMEM((k_attn_dkv_sm90<128, DQ_NONE>), hdkv_smem(128, DQ_NONE));
             SET_SMEM((k_attn_dkv_sm90<64, DQ_RED>), hdkv_smem(64, DQ_RED));
@@ -1265,14 +1393,27 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
     const int64_t grid = a.nblk * Hq;
     UL_ASSERT(grid <= 0x7fffffff, "attention: grid too large");
     cudaStream_t s = ul_cuda_state.stream;
-    /* PIN: the ov kernel's pin area (FwdCta) */
-#define FWD_LAUNCH(K, NT, DP, NW, PIN) K<<<(unsigned)grid, NT(NW), hfwd_smem(DP, NW, PIN), s>>>(tq, tk, tv, a)
+    /* PIN: the ov kernel's pin area (FwdCta); NQ: its Q buffers. The persistent form: one
+     * CTA per SM at most (UL_ATTN_PERSIST_CTAS=n, fewer, for the tests: several tasks a CTA
+     * at small shapes), its task counter zeroed first */
+    int64_t pgrid = grid;
+    if (variant == UL_AF_DYN) {
+        if (ul_cuda_state.n_sm > 0 && ul_cuda_state.n_sm < pgrid) pgrid = ul_cuda_state.n_sm;
+        const char *epc = getenv("UL_ATTN_PERSIST_CTAS");
+        if (epc && atoll(epc) > 0 && atoll(epc) < pgrid) pgrid = atoll(epc);
+        if (!ul_cuda_state.fwd_task_ctr) CUDA_CHECK(cudaGetSymbolAddress(&ul_cuda_state.fwd_task_ctr, g_fwd_task_ctr));
+        CUDA_CHECK(cudaMemsetAsync(ul_cuda_state.fwd_task_ctr, 0, sizeof(unsigned long long), s));
+    }
+#define FWD_LAUNCH(K, G, NT, DP, NW, PIN, NQ) \
+    K<<<(unsigned)(G), NT(NW), hfwd_smem(DP, NW, PIN, NQ), s>>>(tq, tk, tv, a)
     if (d == 128) {
-        if (variant == UL_AF_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<128, 2>), HFWD_NT, 128, 2, 0);
-        else FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2>), HOV_NT, 128, 2, 1);
+        if (variant == UL_AF_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<128, 2>), grid, HFWD_NT, 128, 2, 0, 1);
+        else if (variant == UL_AF_DYN) FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, true>), pgrid, HOV_NT, 128, 2, 1, 2);
+        else FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2>), grid, HOV_NT, 128, 2, 1, 1);
     } else {
-        if (variant == UL_AF_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<64, 3>), HFWD_NT, 64, 3, 0);
-        else FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3>), HOV_NT, 64, 3, 1);
+        if (variant == UL_AF_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<64, 3>), grid, HFWD_NT, 64, 3, 0, 1);
+        else if (variant == UL_AF_DYN) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, true>), pgrid, HOV_NT, 64, 3, 1, 2);
+        else FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3>), grid, HOV_NT, 64, 3, 1, 1);
     }
 #undef FWD_LAUNCH
     CUDA_LAUNCH_CHECK();
