@@ -110,6 +110,14 @@ badinput)
   export UL_ATTN_FWD=pin
   expect 1 "UL_ATTN_FWD=pin: unknown value; expected one of ovpp, serial" $T --model tiny.json
   unset UL_ATTN_FWD
+  # so are the kernels' test knobs (a mistyped one would test something else than asked)
+  export UL_CPU_ATTN_ISA=avx3
+  expect 2 "environment variable UL_CPU_ATTN_ISA=avx3: unknown value; expected one of avx512, avx2, base" \
+    $T --model tiny.json --sp 2 --batch 2
+  unset UL_CPU_ATTN_ISA
+  export UL_ATTN_DQ_HEADS=0
+  expect 1 "environment variable UL_ATTN_DQ_HEADS=0: expected a positive integer" $T --model tiny.json
+  unset UL_ATTN_DQ_HEADS
   expect 1 "\-\-offload-checkpoints" $T --model tiny.json --offload-checkpoints
   expect 1 "\-\-offload-layers: needs \-\-offload-checkpoints" $T --model tiny.json --checkpoint 1 --offload-layers 1
   expect 1 "\-\-offload-layers x: expected auto, all" $T --model tiny.json --checkpoint 1 --offload-checkpoints --offload-layers x

@@ -211,7 +211,9 @@ int ul_attn_kernel_choice(void);
 int ul_attn_fwd_choice(void);
 /* the variable's accepted values, in enum order, joined by sep into out[n] */
 void ul_attn_env_values(int var, const char *sep, char *out, size_t n);
-/* 0, or -1 with e naming the variable that has an unknown value, the value and the accepted ones */
+/* 0, or -1 with e naming the variable that has an unknown value, the value and the accepted
+ * ones: UL_ATTN_KERNEL, UL_ATTN_FWD and the kernels' test knobs (UL_CPU_ATTN_ISA,
+ * UL_CUDA_MATMUL_FALLBACK, UL_ATTN_DQ_HEADS; kernels/workspace.c) */
 int ul_attn_env_check(UlError *e);
 
 /* The CPU backend (always built). */

@@ -37,8 +37,20 @@ void ul_attn_env_values(int var, const char *sep, char *out, size_t n) {
     }
 }
 
+/* The test knobs the kernels read (for the tests: to cover every variant on one machine):
+ * UL_CPU_ATTN_ISA, a CPU attention variant; UL_CUDA_MATMUL_FALLBACK, every CUDA product on
+ * the fallback kernel; UL_ATTN_DQ_HEADS, fewer key/value heads per fused backward launch. */
+static const char *const isa_names[] = {"avx512", "avx2", "base"};
+static const char *const bool_names[] = {"0", "1"};
+static const struct {
+    const char *var;
+    const char *const *names; /* the accepted values; NULL: a positive integer */
+    int n;
+} g_knobs[] = {{"UL_CPU_ATTN_ISA", isa_names, 3}, {"UL_CUDA_MATMUL_FALLBACK", bool_names, 2}, {"UL_ATTN_DQ_HEADS", NULL, 0}};
+
 /* an unknown value is refused, not run as the default (a mistyped UL_ATTN_KERNEL=deterministic
- * would otherwise run the non-reproducible default) */
+ * would otherwise run the non-reproducible default; a mistyped knob would test, or run,
+ * something else than asked) */
 int ul_attn_env_check(UlError *e) {
     for (int var = 0; var < 2; var++) {
         if (env_choice(var) >= 0) continue;
@@ -46,6 +58,25 @@ int ul_attn_env_check(UlError *e) {
         ul_attn_env_values(var, ", ", list, sizeof list);
         return ul_err(e, "environment variable %s=%s: unknown value; expected one of %s (unset: %s)", g_env[var].var,
                       getenv(g_env[var].var), list, g_env[var].names[0]);
+    }
+    for (size_t k = 0; k < sizeof g_knobs / sizeof g_knobs[0]; k++) {
+        const char *v = getenv(g_knobs[k].var);
+        if (!v || !*v) continue;
+        if (!g_knobs[k].names) {
+            char *end;
+            const long long n = strtoll(v, &end, 10);
+            if (*end == 0 && n > 0) continue;
+            return ul_err(e, "environment variable %s=%s: expected a positive integer (a test knob; unset it to run the default)",
+                          g_knobs[k].var, v);
+        }
+        int ok = 0;
+        for (int i = 0; i < g_knobs[k].n; i++) ok |= strcmp(v, g_knobs[k].names[i]) == 0;
+        if (ok) continue;
+        char list[64] = "";
+        for (int i = 0; i < g_knobs[k].n; i++)
+            snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", g_knobs[k].names[i]);
+        return ul_err(e, "environment variable %s=%s: unknown value; expected one of %s (a test knob; unset it to run the default)",
+                      g_knobs[k].var, v, list);
     }
     return 0;
 }
