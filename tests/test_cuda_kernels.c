@@ -571,13 +571,14 @@ static void test_attention(void) {
     unsetenv("UL_ATTN_DQ_HEADS");
     unsetenv("UL_ATTN_KERNEL");
     /* the Hopper forward variants of the kernel lab named in UL_TEST_ATTN_FWD (space
-     * separated UL_ATTN_FWD values; bench/attention/lab.sh sets it; unset: "serial", the
-     * lab's baseline beside the default checked above), each with the default backward; a
-     * persistent variant on 3 CTAs (UL_ATTN_PERSIST_CTAS), so that each takes several tasks */
+     * separated UL_ATTN_FWD values; bench/attention/lab.sh sets it; unset: "ovpp serial",
+     * the default and the lab's baseline), each with the default backward; the persistent
+     * forward (ovpp) on 3 CTAs (UL_ATTN_PERSIST_CTAS), so that each takes several tasks
+     * (above, with one CTA per SM, each CTA of the small cases takes at most one) */
     setenv("UL_ATTN_PERSIST_CTAS", "3", 1);
     const char *fv = getenv("UL_TEST_ATTN_FWD");
     char list[64];
-    snprintf(list, sizeof list, "%s", fv ? fv : "serial");
+    snprintf(list, sizeof list, "%s", fv ? fv : "ovpp serial");
     for (char *save = NULL, *f = strtok_r(list, " ", &save); f; f = strtok_r(NULL, " ", &save)) {
         char label[32];
         snprintf(label, sizeof label, "fwd=%s", f);

@@ -9,7 +9,7 @@
 # variant with ncu when $NCU is 1 (and the backward's dK/dV and dQ kernels at each head dim). Logs under $OUT (device tool) or build-gpu/lab; carry .deps
 # (cJSON, see ../shared/device/deps.sh).
 #   bench/attention/lab.sh
-# Environment (defaults in brackets): FWDS [ovpp ovpp-dyn]; BWDS, UL_ATTN_KERNEL values
+# Environment (defaults in brackets): FWDS [ovpp serial]; BWDS, UL_ATTN_KERNEL values
 # (default, fused-red, deterministic) [default]; POINTS, "d:T:H[:HKV[:DOCS]] ..." (HKV key/value heads [H], DOCS equal documents
 # packed in the rows [1]; cuDNN runs them as a batch) [d 128 and 64 at 32K, 128K, 512K,
 # GQA 4:1 and 64 documents at 128K]; SANITIZE [ovpp] (forward variants; the backward
@@ -25,7 +25,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 LOG=${OUT:-build-gpu/lab}
 mkdir -p "$LOG"
-FWDS=${FWDS:-ovpp ovpp-dyn}
+FWDS=${FWDS:-ovpp serial}
 BWDS=${BWDS:-default}
 POINTS=${POINTS:-128:32768:16 128:131072:4 128:524288:1 128:131072:16:4 128:131072:8:8:64 64:32768:16 64:131072:4 64:524288:1 64:131072:16:4 64:131072:8:8:64}
 SANITIZE=${SANITIZE:-ovpp}
@@ -53,7 +53,7 @@ BENCH=build-gpu/bench_attention
 echo "== smoke (a variant that hangs or fails here is dropped)"
 ok=""
 for f in $FWDS; do
-  # (a persistent variant on 7 CTAs, so that each takes several tasks, as in the sanitizer runs)
+  # (the persistent forward on 7 CTAs, so that each takes several tasks, as in the sanitizer runs)
   if UL_ATTN_PERSIST_CTAS=7 UL_ATTN_FWD=$f timeout 20 "$BENCH" 4000 4 2 128 2 1 >/dev/null &&
     UL_ATTN_PERSIST_CTAS=7 UL_ATTN_FWD=$f timeout 20 "$BENCH" 4000 4 2 64 2 1 >/dev/null; then
     ok="$ok $f"

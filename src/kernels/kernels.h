@@ -205,7 +205,7 @@ int64_t ul_attn_dq_kv_heads(int64_t T, int64_t Hq_l, int64_t Hkv_l, int64_t d);
  * unknown value: -1 (refused at start-up: ul_attn_env_check, from run/setup.c). The names
  * and their parsing live in kernels/workspace.c, for the backend, the check and --help. */
 enum { UL_AK_DEFAULT, UL_AK_FUSED, UL_AK_FUSED_RED, UL_AK_DETERMINISTIC, UL_AK_SIMPLE, UL_AK_SIMPLE_BWD, UL_AK_COUNT };
-enum { UL_AF_OVPP, UL_AF_SERIAL, UL_AF_DYN, UL_AF_COUNT };
+enum { UL_AF_OVPP, UL_AF_SERIAL, UL_AF_COUNT };
 enum { UL_ATTN_ENV_KERNEL, UL_ATTN_ENV_FWD }; /* the variable: UL_ATTN_KERNEL, UL_ATTN_FWD */
 int ul_attn_kernel_choice(void);
 int ul_attn_fwd_choice(void);
@@ -213,7 +213,7 @@ int ul_attn_fwd_choice(void);
 void ul_attn_env_values(int var, const char *sep, char *out, size_t n);
 /* 0, or -1 with e naming the variable that has an unknown value, the value and the accepted
  * ones: UL_ATTN_KERNEL, UL_ATTN_FWD and the kernels' test knobs (UL_CPU_ATTN_ISA,
- * UL_CUDA_MATMUL_FALLBACK, UL_ATTN_DQ_HEADS; kernels/workspace.c) */
+ * UL_CUDA_MATMUL_FALLBACK, UL_ATTN_DQ_HEADS, UL_ATTN_PERSIST_CTAS; kernels/workspace.c) */
 int ul_attn_env_check(UlError *e);
 
 /* The CPU backend (always built). */

@@ -10,7 +10,7 @@
 
 static const char *const kernel_names[UL_AK_COUNT] = {"default", "fused",  "fused-red",
                                                       "deterministic", "simple", "simple-bwd"};
-static const char *const fwd_names[UL_AF_COUNT] = {"ovpp", "serial", "ovpp-dyn"};
+static const char *const fwd_names[UL_AF_COUNT] = {"ovpp", "serial"};
 static const struct {
     const char *var;
     const char *const *names;
@@ -39,14 +39,16 @@ void ul_attn_env_values(int var, const char *sep, char *out, size_t n) {
 
 /* The test knobs the kernels read (for the tests: to cover every variant on one machine):
  * UL_CPU_ATTN_ISA, a CPU attention variant; UL_CUDA_MATMUL_FALLBACK, every CUDA product on
- * the fallback kernel; UL_ATTN_DQ_HEADS, fewer key/value heads per fused backward launch. */
+ * the fallback kernel; UL_ATTN_DQ_HEADS, fewer key/value heads per fused backward launch;
+ * UL_ATTN_PERSIST_CTAS, fewer CTAs for the persistent Hopper forward. */
 static const char *const isa_names[] = {"avx512", "avx2", "base"};
 static const char *const bool_names[] = {"0", "1"};
 static const struct {
     const char *var;
     const char *const *names; /* the accepted values; NULL: a positive integer */
     int n;
-} g_knobs[] = {{"UL_CPU_ATTN_ISA", isa_names, 3}, {"UL_CUDA_MATMUL_FALLBACK", bool_names, 2}, {"UL_ATTN_DQ_HEADS", NULL, 0}};
+} g_knobs[] = {{"UL_CPU_ATTN_ISA", isa_names, 3}, {"UL_CUDA_MATMUL_FALLBACK", bool_names, 2}, {"UL_ATTN_DQ_HEADS", NULL, 0},
+                {"UL_ATTN_PERSIST_CTAS", NULL, 0}};
 
 /* an unknown value is refused, not run as the default (a mistyped UL_ATTN_KERNEL=deterministic
  * would otherwise run the non-reproducible default; a mistyped knob would test, or run,

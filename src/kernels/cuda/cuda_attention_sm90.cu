@@ -65,8 +65,8 @@ static size_t hfwd_smem(int DP, int NW, int pin, int nq = 1) {
            (size_t)(pin ? 128 * NW * 8 : 0);
 }
 
-/* the dynamic persistent forward's task counter (k_attn_fwd_ov_sm90's PERSIST): zeroed before
- * each launch, then each CTA's producer takes the next task with an atomic add */
+/* the persistent forward's task counter (k_attn_fwd_ov_sm90): zeroed before each launch,
+ * then each CTA's producer takes the next task with an atomic add */
 __device__ unsigned long long g_fwd_task_ctr;
 
 #ifdef UL_SM90A_DEVICE
@@ -444,23 +444,23 @@ __global__ void __launch_bounds__(HFWD_NT(NW), 1)
  * wait for S) and the softmax never runs under P V: wgmma_wait0_after keeps it below; the
  * mask is a branch to the masked softmax, so full tiles run no mask code; the warpgroup index
  * is broadcast from lane 0, so the wgmma descriptors stay in uniform registers.
- * PERSIST (UL_ATTN_FWD=ovpp-dyn, measured 1.03-1.05x the default with 64 packed documents,
- * within the spread on one: bench/RESULTS.md): one CTA per SM
- * takes tasks as it frees up (FlashAttention-3's persistent kernel with its dynamic
- * schedule: FwdCta::produce_persist), two Q buffers, so that the next task's Q and first K
- * tile load while this one's last tiles, P V and O store run: with short documents (64 of
- * 2K tokens: 8.5 key tiles a task on average) the CTA's start and end are a large share
- * of its time. (A static schedule, ovpp-persist, lost: bench/RESULTS.md.) */
+ * Persistent, with a dynamic schedule (FlashAttention-3's): one CTA per SM takes tasks as
+ * it frees up (FwdCta::produce_persist), with two Q buffers, so that the next task's Q and
+ * first K tile load while this one's last tiles, P V and O store run: with short documents
+ * (64 of 2K tokens: 8.5 key tiles a task on average) a CTA's start and end are a large
+ * share of its time. Measured 1.03-1.05x the same kernel with one CTA per task (the
+ * default before) with 64 packed documents, within the spread on one document; a static
+ * schedule (ovpp-persist) lost (bench/RESULTS.md). */
 #define HOV_NT(NW) (128 * ((NW) + 1))
 #define HOV_REG(NW) ((NW) == 2 ? 240 : 160)
 #ifdef UL_SM90A_DEVICE
 /* One task of the ov kernel in a consumer thread: S, softmax and P V over its nkb key tiles
  * (numbered from gb across the CTA's tasks: stage gk % 2, phase (gk / 2) % 2), Q at qaddr
  * (full: phase qph of qfull), then O and lse stored. first: the CTA's first task (the
- * ping-pong's first turn); last: its last (the ping-pong's last turn); qrel (the persistent
- * kernel): Q released there once every S is done, and the last V tile released too. */
-template <int DP, int NW, int NQ>
-__device__ __forceinline__ void fwd_ov_task(const HFwdArgs &a, const FwdCta<DP, 64 * NW, NQ> &c, int cw, int wq,
+ * ping-pong's first turn); last: its last (the ping-pong's last turn); Q released at qrel
+ * once every S is done, and the last V tile released too. */
+template <int DP, int NW>
+__device__ __forceinline__ void fwd_ov_task(const HFwdArgs &a, const FwdCta<DP, 64 * NW, 2> &c, int cw, int wq,
                                             int g, int lane, int tid, int t4, unsigned qaddr, uint64_t *qfull,
                                             unsigned qph, int gb, bool first, bool last, uint64_t *qrel) {
     constexpr int BM = 64 * NW;
@@ -527,10 +527,9 @@ __device__ __forceinline__ void fwd_ov_task(const HFwdArgs &a, const FwdCta<DP, 
         if (lane == 0) mbar_arrive(&bar[7 + pst]);
         fwd_rescale_pack<DP>(oacc, al, sc, pa);
     }
-    if (qrel) { /* every S of the task is done: Q may be refilled with a later task's */
-        __syncwarp();
-        if (lane == 0) mbar_arrive(qrel);
-    }
+    /* every S of the task is done: Q may be refilled with a later task's */
+    __syncwarp();
+    if (lane == 0) mbar_arrive(qrel);
     /* the last tile's P V */
     {
         const int gk = gb + nkb - 1;
@@ -544,34 +543,27 @@ __device__ __forceinline__ void fwd_ov_task(const HFwdArgs &a, const FwdCta<DP, 
         wgmma_wait<0>();
         reg_fence<DP / 2>(&oacc[0][0]);
         reg_fence_u<H_BN / 4>(&pa[0][0]);
-        if (qrel) {
-            __syncwarp();
-            if (lane == 0) mbar_arrive(&bar[7 + st]); /* V of the last tile released */
-        }
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&bar[7 + st]); /* V of the last tile released */
     }
     fwd_store<DP>(a, oacc, mrow, lrow, c.r0, rw.irel, c.h, t4);
 }
 #endif
 
-template <int DP, int NW, bool PERSIST = false>
+template <int DP, int NW>
 __global__ void __launch_bounds__(HOV_NT(NW), 1)
     k_attn_fwd_ov_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                        const __grid_constant__ CUtensorMap tv, const HFwdArgs a) {
 #ifdef UL_SM90A_DEVICE
     constexpr int BM = 64 * NW;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
-    FwdCta<DP, BM, PERSIST ? 2 : 1> c(a, smem_raw);
+    FwdCta<DP, BM, 2> c(a, smem_raw);
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    c.template init_barriers<true, PERSIST>(tid, 4 * NW);
+    c.template init_barriers<true, true>(tid, 4 * NW);
 
     if (warp >= 4 * NW) { /* ---- producer warpgroup: one thread issues every copy */
         reg_dealloc<24>();
-        if (warp == 4 * NW && lane == 0) {
-            if (PERSIST)
-                c.produce_persist(a, &tq, &tk, &tv);
-            else
-                c.template produce<true>(&tq, &tk, &tv);
-        }
+        if (warp == 4 * NW && lane == 0) c.produce_persist(a, &tq, &tk, &tv);
         return;
     }
     reg_alloc<HOV_REG(NW)>();
@@ -581,12 +573,7 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
     const int cw = __shfl_sync(0xffffffffu, warp >> 2, 0);
     const int wq = warp & 3, g = lane >> 2, t4 = lane & 3;
     uint64_t *bar = c.bar;
-    if (!PERSIST) {
-        fwd_ov_task<DP, NW>(a, c, cw, wq, g, lane, tid, t4, sm90_addr(c.sQ) + cw * 64 * 128, &bar[0], 0, 0, true,
-                            true, nullptr);
-        return;
-    }
-    /* PERSIST: the tasks the producer posts (FwdCta::produce_persist), Q in buffer it % 2,
+    /* the tasks the producer posts (FwdCta::produce_persist), Q in buffer it % 2,
      * the key tiles numbered across tasks (gb: the task's first); a CTA beyond the tasks
      * (the launcher gives none) gets none. The protocol (barriers, parities, the ping-pong
      * across tasks, buffer reuse) was checked in a model under random interleavings: no
@@ -1309,12 +1296,13 @@ static int sm90_fused_bwd(void) {
 }
 
 /* UL_ATTN_FWD (ul_attn_fwd_choice): unset or "ovpp" (UL_AF_OVPP): the default, the
- * intra-warpgroup pipeline with the warpgroups in ping-pong (measured the faster at every
- * point, bench/RESULTS.md); "serial" (UL_AF_SERIAL, the kernel lab's baseline,
- * bench/attention): S, softmax, P V in turn in each consumer warpgroup; "ovpp-dyn"
- * (UL_AF_DYN, the lab's candidate, bench/RESULTS.md): the default as a persistent kernel
- * with a dynamic schedule (k_attn_fwd_ov_sm90's PERSIST). Measured and
- * retired (bench/RESULTS.md): ovpp-skip (tiles a warpgroup does not see skipped), ovpp-nw2
+ * intra-warpgroup pipeline with the warpgroups in ping-pong, persistent with a dynamic
+ * schedule (k_attn_fwd_ov_sm90; measured the faster at every point, bench/RESULTS.md);
+ * "serial" (UL_AF_SERIAL, the kernel lab's baseline, bench/attention): S, softmax, P V in
+ * turn in each consumer warpgroup, one CTA per task. Measured and retired
+ * (bench/RESULTS.md): the default with one CTA per task (the default until the persistent
+ * form, as ovpp-dyn, measured 1.03-1.05x it with 64 packed documents), ovpp-skip (tiles a
+ * warpgroup does not see skipped), ovpp-nw2
  * (two consumer warpgroups at d = 64), ovpp-ilp (the softmax's row max and sum in partial
  * chains), ovpp-ilpc (with it, O rescaled only when a row's max rose), ovpp-pinsr (O
  * rescaled under the next S, as FlashAttention-3 does: no gain over the default),
@@ -1336,10 +1324,8 @@ static int sm90_enabled(int bwd) {
     CUDA_CHECK(cudaFuncSetAttribute(K, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(BYTES)))
             SET_SMEM((k_attn_fwd_sm90<64, 3>), hfwd_smem(64, 3, 0));
             SET_SMEM((k_attn_fwd_sm90<128, 2>), hfwd_smem(128, 2, 0));
-            SET_SMEM((k_attn_fwd_ov_sm90<64, 3>), hfwd_smem(64, 3, 1));
-            SET_SMEM((k_attn_fwd_ov_sm90<128, 2>), hfwd_smem(128, 2, 1));
-            SET_SMEM((k_attn_fwd_ov_sm90<64, 3, true>), hfwd_smem(64, 3, 1, 2));
-            SET_SMEM((k_attn_fwd_ov_sm90<128, 2, true>), hfwd_smem(128, 2, 1, 2));
+            SET_SMEM((k_attn_fwd_ov_sm90<64, 3>), hfwd_smem(64, 3, 1, 2));
+            SET_SMEM((k_attn_fwd_ov_sm90<128, 2>), hfwd_smem(128, 2, 1, 2));
             SET_SMEM((k_attn_dkv_sm90<64, DQ_NONE>), hdkv_smem(64, DQ_NONE));
             SET_SMEM((k_attn_dkv_sm90<128, DQ_NONE>), hdkv_smem(128, DQ_NONE));
             SET_SMEM((k_attn_dkv_sm90<64, DQ_RED>), hdkv_smem(64, DQ_RED));
@@ -1393,11 +1379,11 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
     const int64_t grid = a.nblk * Hq;
     UL_ASSERT(grid <= 0x7fffffff, "attention: grid too large");
     cudaStream_t s = ul_cuda_state.stream;
-    /* PIN: the ov kernel's pin area (FwdCta); NQ: its Q buffers. The persistent form: one
-     * CTA per SM at most (UL_ATTN_PERSIST_CTAS=n, fewer, for the tests: several tasks a CTA
-     * at small shapes), its task counter zeroed first */
+    /* PIN: the ov kernel's pin area (FwdCta); NQ: its Q buffers. The ov kernel is persistent:
+     * one CTA per SM at most (UL_ATTN_PERSIST_CTAS=n, fewer, for the tests: several tasks a
+     * CTA at small shapes), its task counter zeroed first */
     int64_t pgrid = grid;
-    if (variant == UL_AF_DYN) {
+    if (variant == UL_AF_OVPP) {
         if (ul_cuda_state.n_sm > 0 && ul_cuda_state.n_sm < pgrid) pgrid = ul_cuda_state.n_sm;
         const char *epc = getenv("UL_ATTN_PERSIST_CTAS");
         if (epc && atoll(epc) > 0 && atoll(epc) < pgrid) pgrid = atoll(epc);
@@ -1408,12 +1394,10 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
     K<<<(unsigned)(G), NT(NW), hfwd_smem(DP, NW, PIN, NQ), s>>>(tq, tk, tv, a)
     if (d == 128) {
         if (variant == UL_AF_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<128, 2>), grid, HFWD_NT, 128, 2, 0, 1);
-        else if (variant == UL_AF_DYN) FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2, true>), pgrid, HOV_NT, 128, 2, 1, 2);
-        else FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2>), grid, HOV_NT, 128, 2, 1, 1);
+        else FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2>), pgrid, HOV_NT, 128, 2, 1, 2);
     } else {
         if (variant == UL_AF_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<64, 3>), grid, HFWD_NT, 64, 3, 0, 1);
-        else if (variant == UL_AF_DYN) FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3, true>), pgrid, HOV_NT, 64, 3, 1, 2);
-        else FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3>), grid, HOV_NT, 64, 3, 1, 1);
+        else FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3>), pgrid, HOV_NT, 64, 3, 1, 2);
     }
 #undef FWD_LAUNCH
     CUDA_LAUNCH_CHECK();
