@@ -557,10 +557,9 @@ static void test_attention(void) {
      * dims (query tiles of 128 rows at d = 64: T not a multiple of 128, packed documents,
      * GQA);
      * "fused-red" (the lab's baseline): dQ added with atomics from registers;
-     * "deterministic": the two-kernel Hopper backward; "simple": the portable ones only;
-     * "persist" (the lab's candidate): the default as a persistent kernel */
-    const char *kernels[6] = {"default", "fused", "fused-red", "deterministic", "simple", "persist"};
-    for (int kv = 0; kv < 6; kv++) {
+     * "deterministic": the two-kernel Hopper backward; "simple": the portable ones only */
+    const char *kernels[5] = {"default", "fused", "fused-red", "deterministic", "simple"};
+    for (int kv = 0; kv < 5; kv++) {
         setenv("UL_ATTN_KERNEL", kernels[kv], 1);
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_attention_case(&cases[i], kernels[kv]);
     }
@@ -569,14 +568,7 @@ static void test_attention(void) {
     setenv("UL_ATTN_KERNEL", "fused", 1);
     setenv("UL_ATTN_DQ_HEADS", "1", 1);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_attention_case(&cases[i], "fused/1 kv head a launch");
-    /* the persistent backward on 3 CTAs, so that each takes several tasks, also in launches
-     * of one key/value head (its task counter zeroed before each) */
-    setenv("UL_ATTN_KERNEL", "persist", 1);
-    setenv("UL_ATTN_PERSIST_CTAS", "3", 1);
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_attention_case(&cases[i], "persist/3 CTAs/1 kv head");
     unsetenv("UL_ATTN_DQ_HEADS");
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_attention_case(&cases[i], "persist/3 CTAs");
-    unsetenv("UL_ATTN_PERSIST_CTAS");
     unsetenv("UL_ATTN_KERNEL");
     /* the Hopper forward variants of the kernel lab named in UL_TEST_ATTN_FWD (space
      * separated UL_ATTN_FWD values; bench/attention/lab.sh sets it; unset: "ovpp serial",

@@ -204,16 +204,7 @@ int64_t ul_attn_dq_kv_heads(int64_t T, int64_t Hq_l, int64_t Hkv_l, int64_t d);
  * forward's variant (the kernel lab's, bench/attention). Unset or empty: 0, the default; an
  * unknown value: -1 (refused at start-up: ul_attn_env_check, from run/setup.c). The names
  * and their parsing live in kernels/workspace.c, for the backend, the check and --help. */
-enum {
-    UL_AK_DEFAULT,
-    UL_AK_FUSED,
-    UL_AK_FUSED_RED,
-    UL_AK_DETERMINISTIC,
-    UL_AK_SIMPLE,
-    UL_AK_SIMPLE_BWD,
-    UL_AK_PERSIST,
-    UL_AK_COUNT
-};
+enum { UL_AK_DEFAULT, UL_AK_FUSED, UL_AK_FUSED_RED, UL_AK_DETERMINISTIC, UL_AK_SIMPLE, UL_AK_SIMPLE_BWD, UL_AK_COUNT };
 enum { UL_AF_OVPP, UL_AF_SERIAL, UL_AF_COUNT };
 enum { UL_ATTN_ENV_KERNEL, UL_ATTN_ENV_FWD }; /* the variable: UL_ATTN_KERNEL, UL_ATTN_FWD */
 int ul_attn_kernel_choice(void);

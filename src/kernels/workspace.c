@@ -9,7 +9,7 @@
 #include <string.h>
 
 static const char *const kernel_names[UL_AK_COUNT] = {"default", "fused",  "fused-red",
-                                                      "deterministic", "simple", "simple-bwd", "persist"};
+                                                      "deterministic", "simple", "simple-bwd"};
 static const char *const fwd_names[UL_AF_COUNT] = {"ovpp", "serial"};
 static const struct {
     const char *var;

@@ -68,8 +68,6 @@ static size_t hfwd_smem(int DP, int NW, int pin, int nq = 1) {
 /* the persistent forward's task counter (k_attn_fwd_ov_sm90): zeroed before each launch,
  * then each CTA's producer takes the next task with an atomic add */
 __device__ unsigned long long g_fwd_task_ctr;
-/* the persistent backward's (k_attn_dkv_sm90's PERSIST, UL_ATTN_KERNEL=persist): the same, per launch */
-__device__ unsigned long long g_bwd_task_ctr;
 
 #ifdef UL_SM90A_DEVICE
 /* Masked online softmax of one S tile in place (raw scores in sc, this thread's rows
@@ -665,23 +663,23 @@ __global__ void k_attn_prep_sm90(const HBwdArgs a, int d) {
 /* fq: the fused form also keeps dS^T [2][BK][BQ] bf16 in shared memory; DQ_BULK also the
  * tile's dQ [BQ * DP] fp32 (in fragment order, below) and two more mbarriers; bq: queries
  * per tile (128 at d = 64: 199760 bytes of the 227 KB) */
-static size_t hdkv_smem(int DP, int fq, int bq = B_BQ, int persist = 0) {
+static size_t hdkv_smem(int DP, int fq, int bq = B_BQ) {
     return 1024 + (size_t)2 * B_BK * DP * 2 + (size_t)2 * 2 * bq * DP * 2 + (size_t)(fq ? 2 * B_BK * bq * 2 : 0) +
-           (size_t)(fq == DQ_BULK ? bq * DP * 4 : 0) + (size_t)2 * 2 * bq * 4 + (persist ? 16 : 10) * 8;
+           (size_t)(fq == DQ_BULK ? bq * DP * 4 : 0) + (size_t)2 * 2 * bq * 4 + 10 * 8;
 }
 
 #ifdef UL_SM90A_DEVICE
 /* acc[DP / 2] += A B over BQ / 16 k-steps of 16: A from registers (fr[kk], the A fragments of
  * the warpgroup's 64 keys), B the stage's [BQ][DP] tile at `base` read N-major (dO or Q) */
 template <int DP, int BQ>
-__device__ __forceinline__ void dkv_rs(float *acc, const unsigned (*fr)[4], unsigned base, int add = 1) {
+__device__ __forceinline__ void dkv_rs(float *acc, const unsigned (*fr)[4], unsigned base) {
 #pragma unroll
     for (int kk = 0; kk < BQ / 16; kk++) {
         const uint64_t b = wgmma_desc(base + kk * 16 * 128, BQ * 128, 1024);
         if (DP == 128)
-            wgmma_rs_n128_tb(acc, fr[kk], b, kk > 0 || add);
+            wgmma_rs_n128_tb(acc, fr[kk], b);
         else
-            wgmma_rs_n64_tb(acc, fr[kk], b, kk > 0 || add);
+            wgmma_rs_n64_tb(acc, fr[kk], b);
     }
 }
 
@@ -712,73 +710,6 @@ __device__ __forceinline__ void dkv_p(float (*sc)[4], unsigned (*pa)[4], const f
     }
 }
 
-/* The persistent backward's (k_attn_dkv_sm90's PERSIST) producer thread: task blockIdx.x
- * first, then each next one from the counter (g_bwd_task_ctr: the CTAs take the tasks in
- * their order, kv head major, longest key block first, as they free up); each task posted in
- * slot ti % 2 ([12 + q], with its tile count and whether it is the CTA's last; [10 + q]
- * arrived), then its K and V once the consumers released the last task's ([9]), then its Q,
- * dO tiles into the stage ring, numbered across tasks (tile gi in stage gi % 2). The slot
- * of task ti is rewritten for task ti + 2 only after the consumers released task ti's K and
- * V, so after they read it. */
-template <int DP, int BQ>
-__device__ __forceinline__ void dkv_produce_persist(const HBwdArgs &a, const CUtensorMap *tq, const CUtensorMap *tk,
-                                                    const CUtensorMap *tv, const CUtensorMap *tdo,
-                                                    const CUtensorMap *tl, const CUtensorMap *tdd, unsigned char *sK,
-                                                    unsigned char *sV, unsigned char *sQ, unsigned char *sO,
-                                                    float *sL, float *sD, uint64_t *bar) {
-    constexpr int NA = DP / 64;
-    constexpr unsigned KB = B_BK * DP * 2, QB = BQ * DP * 2;
-    const int64_t nkblk = (a.T + B_BK - 1) / B_BK, ntask = nkblk * a.nhk; /* < 2^31 (the launcher's check) */
-    int64_t cur = blockIdx.x;
-    int gi = 0;
-    for (int ti = 0; cur < ntask; ti++) {
-        const int64_t nxt = (int64_t)gridDim.x + (int64_t)atomicAdd(&g_bwd_task_ctr, 1ull);
-        const int64_t hk = a.hk0 + cur / nkblk, k0 = (cur % nkblk) * B_BK;
-        const int64_t klast = k0 + B_BK - 1 < a.T ? k0 + B_BK - 1 : a.T - 1;
-        const int64_t qend = __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, klast) + 1);
-        const int nqt = (int)((qend - k0 + BQ - 1) / BQ), nit = nqt * (int)a.group;
-        *(volatile uint64_t *)&bar[12 + (ti & 1)] =
-            (uint64_t)cur | (uint64_t)nit << 32 | (nxt >= ntask ? 1ull << 63 : 0ull);
-        mbar_arrive(&bar[10 + (ti & 1)]); /* (a release: the consumers' wait sees the slot) */
-        if (ti > 0) mbar_wait(&bar[9], (ti - 1) & 1);
-        mbar_expect_tx(&bar[0], 2 * KB);
-        for (int at = 0; at < NA; at++) {
-            tma_load_3d(sK + at * B_BK * 128, tk, at * 64, (int)hk, (int)k0, &bar[0]);
-            tma_load_3d(sV + at * B_BK * 128, tv, at * 64, (int)hk, (int)k0, &bar[0]);
-        }
-        for (int it = 0; it < nit; it++, gi++) {
-            const int st = gi & 1;
-            if (gi >= 2) mbar_wait(&bar[5 + st], ((gi >> 1) - 1) & 1);
-            const int h = (int)(hk * a.group) + it / nqt, q0 = (int)k0 + (it % nqt) * BQ;
-            mbar_expect_tx(&bar[1 + st], QB + BQ * 4);
-            for (int at = 0; at < NA; at++) tma_load_3d(sQ + st * QB + at * BQ * 128, tq, at * 64, h, q0, &bar[1 + st]);
-            tma_load_2d(sL + st * BQ, tl, q0, h, &bar[1 + st]);
-            mbar_expect_tx(&bar[3 + st], QB + BQ * 4);
-            for (int at = 0; at < NA; at++) tma_load_3d(sO + st * QB + at * BQ * 128, tdo, at * 64, h, q0, &bar[3 + st]);
-            tma_load_2d(sD + st * BQ, tdd, q0, h, &bar[3 + st]);
-        }
-        cur = nxt;
-    }
-}
-
-/* The persistent backward's dQ writer: each staged tile's rows added to dqacc, where the
- * tile's header ([14], written by the consumers with the tile: its offset in dqacc, whether
- * only its first 64 rows are added (BQ 128 at Tp), whether it is the CTA's last) says. */
-template <int DP, int BQ>
-__device__ __forceinline__ void dkv_writer_persist(const HBwdArgs &a, const float *sQa, uint64_t *bar) {
-    for (int gi = 0;; gi++) {
-        mbar_wait(&bar[7], gi & 1);
-        const uint64_t hd = *(volatile uint64_t *)&bar[14];
-        const unsigned bytes = (hd >> 61) & 1 ? 64 * DP * 4 : BQ * DP * 4;
-        bulk_reduce_add_f32(a.dqacc + (int64_t)(hd & ((1ull << 61) - 1)), sQa, bytes);
-        bulk_commit();
-        bulk_wait_read0();
-        mbar_arrive(&bar[8]);
-        if ((hd >> 62) & 1) break;
-    }
-    bulk_wait0();
-}
-
 #endif /* UL_SM90A_DEVICE */
 
 /* FQ = DQ_NONE: dK, dV only (the deterministic form; dQ by k_attn_dq_sm90). Otherwise also
@@ -805,7 +736,7 @@ __device__ __forceinline__ void dkv_writer_persist(const HBwdArgs &a, const floa
  * branch in dkv_p's caller, not predicated code every tile runs), and the warpgroup index is
  * warp-uniform to the compiler (below): measured 1.02-1.05x the same kernel without them
  * in the fused form on H100 (bench/RESULTS.md), and no spills at d = 128 (24 bytes before). */
-template <int DP, int FQ, int BQ = B_BQ, bool PERSIST = false>
+template <int DP, int FQ, int BQ = B_BQ>
 __global__ void __launch_bounds__(B_NT, 1)
     k_attn_dkv_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                     const __grid_constant__ CUtensorMap tv, const __grid_constant__ CUtensorMap tdo,
@@ -813,7 +744,6 @@ __global__ void __launch_bounds__(B_NT, 1)
                     const HBwdArgs a) {
 #ifdef UL_SM90A_DEVICE
     static_assert(BQ == 64 || (BQ == 128 && DP == 64 && FQ == DQ_BULK), "BQ 128: d 64, DQ_BULK only");
-    static_assert(!PERSIST || FQ == DQ_BULK, "PERSIST: DQ_BULK only");
     constexpr int NA = DP / 64;
     constexpr unsigned KB = B_BK * DP * 2, QB = BQ * DP * 2;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
@@ -825,9 +755,7 @@ __global__ void __launch_bounds__(B_NT, 1)
     float *sQa = (float *)(sS + (FQ ? 2 * B_BK * BQ * 2 : 0)); /* DQ_BULK: [BQ * DP] dQ of a tile, fragment order */
     float *sL = sQa + (FQ == DQ_BULK ? BQ * DP : 0);             /* [2][BQ] lse2 */
     float *sD = sL + 2 * BQ;                                                           /* [2][BQ] D */
-    /* [0] K,V  [1+s] Q,lse  [3+s] dO,D  [5+s] empty  [7] dQ staged  [8] dQ stage read;
-     * PERSIST: [9] K,V released, [10+q] task posted in slot q, [12+q] the slot (the task,
-     * its tile count, last), [14] the staged dQ tile's header (for the writer) */
+    /* [0] K,V  [1+s] Q,lse  [3+s] dO,D  [5+s] empty  [7] dQ staged  [8] dQ stage read */
     uint64_t *bar = (uint64_t *)(sD + 2 * BQ);
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -835,16 +763,14 @@ __global__ void __launch_bounds__(B_NT, 1)
     /* kv head major, the key blocks of a head longest first (block 0 sees every query of its
      * document): CTAs running together work on one or two heads, so the rows of dO, Q (and,
      * fused, of the dQ accumulator) they touch stay in L2, and the long blocks do not trail */
-    /* (PERSIST: the task blockIdx.x; the consumers take each next one from the producer) */
-    int64_t hk = a.hk0 + blockIdx.x / nkblk, kblk = blockIdx.x % nkblk;
-    int64_t k0 = kblk * B_BK;
-    const int64_t T = a.T;
+    const int64_t hk = a.hk0 + blockIdx.x / nkblk, kblk = blockIdx.x % nkblk;
+    const int64_t k0 = kblk * B_BK, T = a.T;
     const int64_t klast = k0 + B_BK - 1 < T ? k0 + B_BK - 1 : T - 1;
     /* (a plain binary search: ul_doc_of_warp here makes ptxas spill 16 bytes in the d = 128
      * fused kernel's main loop) */
     const int64_t qend = __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, klast) + 1);
-    int nqt = (int)((qend - k0 + BQ - 1) / BQ);
-    int nit = nqt * (int)a.group;
+    const int nqt = (int)((qend - k0 + BQ - 1) / BQ);
+    const int nit = nqt * (int)a.group;
 
     if (tid == 0) {
         mbar_init(&bar[0], 1);
@@ -855,22 +781,12 @@ __global__ void __launch_bounds__(B_NT, 1)
         }
         mbar_init(&bar[7], 8);
         mbar_init(&bar[8], 1);
-        if (PERSIST) {
-            mbar_init(&bar[9], 8);
-            mbar_init(&bar[10], 1);
-            mbar_init(&bar[11], 1);
-        }
         mbar_fence_init();
     }
     __syncthreads();
 
     if (warp < 4) { /* ---- producer warpgroup */
         reg_dealloc<24>();
-        if (PERSIST) {
-            if (warp == 1 && lane == 0) dkv_writer_persist<DP, BQ>(a, sQa, bar);
-            if (tid == 0) dkv_produce_persist<DP, BQ>(a, &tq, &tk, &tv, &tdo, &tl, &tdd, sK, sV, sQ, sO, sL, sD, bar);
-            return;
-        }
         if (FQ == DQ_BULK && warp == 1 && lane == 0) { /* the dQ writer: each tile's staged rows, added to dqacc */
             for (int it = 0; it < nit; it++) {
                 mbar_wait(&bar[7], it & 1);
@@ -916,95 +832,38 @@ __global__ void __launch_bounds__(B_NT, 1)
      * instructions at d 128 against 950 with cw from threadIdx.x, half the R2UR moves) */
     const int cw = __shfl_sync(0xffffffffu, (warp >> 2) - 1, 0);
     const int wq = warp & 3, g = lane >> 2, t4 = lane & 3;
-    /* PERSIST: the tasks the producer posts (dkv_produce_persist), each in slot ti % 2; the
-     * stages' parities run across the CTA's tiles (gi). One loop over the CTA's tiles, a
-     * task's end and the next one's start in it: with a loop over the tasks around the loop
-     * over tiles, ptxas computed the wgmma descriptors in vector registers (the main loop
-     * 942 instructions at d 128 against 739 with one CTA per task; 773 this way) */
-    bool lastt = true;
-    /* PERSIST: no product of this task has added to dK, dV yet (the first starts from zero:
-     * zeroing them in the loop makes ptxas serialize the wgmma, C7515) */
-    bool fresh = true;
-    int64_t kw, kwl, de_first;
+    const int64_t kw = k0 + cw * 64;
+    const int64_t kwl = kw + 63 < T ? kw + 63 : T - 1;
+    /* the end of key kw's document (the warp converged), then this thread's keys': the same
+     * unless a document ends in the warpgroup's keys (then a search) */
+    int64_t tmp, de_first;
+    ul_doc_of_warp(a.cu, a.n_docs, kw < T ? kw : T - 1, &tmp, &de_first);
+    if (kw >= T) de_first = 0;
     int jrel[2], derel[2]; /* this thread's two keys and their document ends, relative to k0 */
-    unsigned kaddr, vaddr;
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        const int64_t j = kw + wq * 16 + g + hf * 8;
+        const int64_t de = j >= T ? 0 : j < de_first ? de_first : __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, j) + 1);
+        jrel[hf] = (int)(j - k0);
+        derel[hf] = (int)(de - k0);
+    }
+    const unsigned kaddr = sm90_addr(sK) + cw * 64 * 128, vaddr = sm90_addr(sV) + cw * 64 * 128;
+
     float dk[DP / 8][4], dv[DP / 8][4];
     float sc[BQ / 8][4], dp[BQ / 8][4];
-    /* task ti's keys, lookups and accumulators (PERSIST: the task from its slot), then its K, V */
-    auto task_begin = [&](int ti) {
-        if (PERSIST) {
-            mbar_wait(&bar[10 + (ti & 1)], (ti >> 1) & 1);
-            /* read by lane 0, the lane that releases K and V (bar[9]) once the task is done,
-             * and broadcast (as in the persistent forward: bench/RESULTS.md) */
-            uint64_t tw = 0;
-            if (lane == 0) tw = *(volatile uint64_t *)&bar[12 + (ti & 1)];
-            tw = __shfl_sync(0xffffffffu, tw, 0);
-            const int64_t task = (int64_t)(tw & 0xffffffffu);
-            nit = (int)((tw >> 32) & 0x7fffffffu);
-            lastt = (tw >> 63) != 0;
-            hk = a.hk0 + task / nkblk;
-            k0 = (task % nkblk) * B_BK;
-            nqt = nit / (int)a.group;
-        }
-        kw = k0 + cw * 64;
-        kwl = kw + 63 < T ? kw + 63 : T - 1;
-        /* the end of key kw's document (the warp converged), then this thread's keys': the same
-         * unless a document ends in the warpgroup's keys (then a search) */
-        int64_t tmp;
-        ul_doc_of_warp(a.cu, a.n_docs, kw < T ? kw : T - 1, &tmp, &de_first);
-        if (kw >= T) de_first = 0;
 #pragma unroll
-        for (int hf = 0; hf < 2; hf++) {
-            const int64_t j = kw + wq * 16 + g + hf * 8;
-            const int64_t de = j >= T ? 0 : j < de_first ? de_first : __ldg(a.cu + ul_doc_of(a.cu, a.n_docs, j) + 1);
-            jrel[hf] = (int)(j - k0);
-            derel[hf] = (int)(de - k0);
-        }
-        kaddr = sm90_addr(sK) + cw * 64 * 128;
-        vaddr = sm90_addr(sV) + cw * 64 * 128;
-        if (!PERSIST) {
+    for (int i = 0; i < DP / 8; i++)
 #pragma unroll
-            for (int i = 0; i < DP / 8; i++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) dk[i][e] = dv[i][e] = 0.0f;
-        }
-        fresh = true;
-        mbar_wait(&bar[0], PERSIST ? ti & 1 : 0);
-    };
-    /* epilogue: dK = scale * sum dS^T Q, dV = sum P^T dO (bf16) */
-    auto task_end = [&]() {
-#pragma unroll
-        for (int hf = 0; hf < 2; hf++) {
-            const int64_t j = k0 + jrel[hf];
-            if (j >= T) continue;
-            bf16 *krow = a.dk + j * a.dks + hk * DP, *vrow = a.dv + j * a.dvs + hk * DP;
-#pragma unroll
-            for (int nt = 0; nt < DP / 8; nt++) {
-                *(unsigned *)(krow + nt * 8 + 2 * t4) =
-                    ul_pack_bf16(dk[nt][2 * hf] * a.scale, dk[nt][2 * hf + 1] * a.scale);
-                *(unsigned *)(vrow + nt * 8 + 2 * t4) = ul_pack_bf16(dv[nt][2 * hf], dv[nt][2 * hf + 1]);
-            }
-        }
-    };
-
+        for (int e = 0; e < 4; e++) dk[i][e] = dv[i][e] = 0.0f;
 #pragma unroll
     for (int i = 0; i < BQ / 8; i++)
 #pragma unroll
         for (int e = 0; e < 4; e++) sc[i][e] = dp[i][e] = 0.0f;
-    task_begin(0);
-    for (int it = 0, gi = 0, ti = 0;; it++, gi++) { /* it: the task's tile; gi: the CTA's */
-        if (it == nit) {
-            if (!PERSIST) break;
-            /* every read of this task's K and V done (the last tile's wgmma_wait<0>) */
-            __syncwarp();
-            if (lane == 0) mbar_arrive(&bar[9]);
-            task_end();
-            if (lastt) break;
-            task_begin(++ti);
-            it = 0;
-        }
-        const int st = gi & 1;
-        const unsigned ph = (gi >> 1) & 1;
+
+    mbar_wait(&bar[0], 0);
+    for (int it = 0; it < nit; it++) {
+        const int st = it & 1;
+        const unsigned ph = (it >> 1) & 1;
         const int64_t q0 = k0 + (int64_t)(it % nqt) * BQ;
         const bool skip = q0 + BQ - 1 < kw || kw >= T; /* every query precedes every key of this warpgroup */
         /* FQ: this thread's dS^T rows cw 64 + 16 wq + g (+ 8) of stage st: 4 bytes per (row, query pair),
@@ -1054,7 +913,7 @@ __global__ void __launch_bounds__(B_NT, 1)
                 dkv_p<BQ, true, !LATE>(sc, pa, L, a.scale2, qr, jrel, derel, t4);
             if (!LATE) {
                 wgmma_fence();
-                dkv_rs<DP, BQ>(&dv[0][0], pa, oaddr, !PERSIST || !fresh);
+                dkv_rs<DP, BQ>(&dv[0][0], pa, oaddr);
                 wgmma_commit();
                 wgmma_wait<1>(); /* dP^T done; dV may still run */
             } else {
@@ -1081,10 +940,9 @@ __global__ void __launch_bounds__(B_NT, 1)
                 }
             }
             wgmma_fence();
-            if (LATE) dkv_rs<DP, BQ>(&dv[0][0], pa, oaddr, !PERSIST || !fresh);
-            dkv_rs<DP, BQ>(&dk[0][0], sa, qaddr, !PERSIST || !fresh);
+            if (LATE) dkv_rs<DP, BQ>(&dv[0][0], pa, oaddr);
+            dkv_rs<DP, BQ>(&dk[0][0], sa, qaddr);
             wgmma_commit();
-            fresh = false;
         } else if (FQ) { /* no key of this warpgroup sees the tile: its dS^T rows are zero */
 #pragma unroll
             for (int nt = 0; nt < BQ / 8; nt++) {
@@ -1126,14 +984,7 @@ __global__ void __launch_bounds__(B_NT, 1)
         if (lane == 0) mbar_arrive(&bar[5 + st]);
         if (FQ == DQ_BULK) { /* stage the tile's dQ rows (once the writer has read the last tile's) */
             reg_fence<NQ / 2>(&dqp[0][0]);
-            if (gi > 0) mbar_wait(&bar[8], (gi - 1) & 1);
-            if (PERSIST && tid == 128) { /* the tile's header for the writer (warp 4 arrives below) */
-                const int64_t h = hk * a.group + it / nqt;
-                const bool half = !(BQ == 64 || q0 + BQ <= a.Tp);
-                *(volatile uint64_t *)&bar[14] = (uint64_t)(((h - a.hk0 * a.group) * a.Tp + q0) * DP) |
-                                                 (half ? 1ull << 61 : 0ull) |
-                                                 (lastt && it == nit - 1 ? 1ull << 62 : 0ull);
-            }
+            if (it > 0) mbar_wait(&bar[8], (it - 1) & 1);
             /* BQ 128: 64-row tile cw (after tile 0's 8 (DP / 8) 32 float pairs), its column
              * halves c = 0, 1 where BQ 64 has warpgroups 0, 1: each 64-row tile in one order */
             float2 *frag = (float2 *)sQa + (BQ == 128 ? cw * 8 + wq : cw * 4 + wq) * (DP / 8) * 32 + lane;
@@ -1162,7 +1013,20 @@ __global__ void __launch_bounds__(B_NT, 1)
             }
         }
     }
-    if (!PERSIST) task_end();
+
+    /* epilogue: dK = scale * sum dS^T Q, dV = sum P^T dO (bf16) */
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        const int64_t j = k0 + jrel[hf];
+        if (j >= T) continue;
+        bf16 *krow = a.dk + j * a.dks + hk * DP, *vrow = a.dv + j * a.dvs + hk * DP;
+#pragma unroll
+        for (int nt = 0; nt < DP / 8; nt++) {
+            *(unsigned *)(krow + nt * 8 + 2 * t4) =
+                ul_pack_bf16(dk[nt][2 * hf] * a.scale, dk[nt][2 * hf + 1] * a.scale);
+            *(unsigned *)(vrow + nt * 8 + 2 * t4) = ul_pack_bf16(dv[nt][2 * hf], dv[nt][2 * hf + 1]);
+        }
+    }
 #endif
 }
 
@@ -1425,8 +1289,9 @@ static int g_sm90 = -1; /* 1: this device runs the sm_90a kernels */
  * "fused-red": the fused backward with dQ added by atomics from registers (the lab's
  * baseline); "deterministic": the two-kernel backward (bitwise reproducible); "simple":
  * the portable mma.sync kernels only; "simple-bwd": the Hopper forward, the portable
- * backward (sm90_enabled); "persist" (the lab's candidate, bench/attention): the default
- * as a persistent kernel with a dynamic schedule (k_attn_dkv_sm90's PERSIST) */
+ * backward (sm90_enabled). Measured and retired (bench/RESULTS.md): persist (the default
+ * as a persistent kernel with a dynamic schedule, commit 013f1d0: 1.03x with 64 packed
+ * documents at d = 64, 0.95-0.99x at d = 128) */
 static int sm90_fused_bwd(void) {
     const int k = ul_attn_kernel_choice();
     return k == UL_AK_FUSED_RED ? DQ_RED : k == UL_AK_DETERMINISTIC ? DQ_NONE : DQ_BULK;
@@ -1469,8 +1334,6 @@ static int sm90_enabled(int bwd) {
             SET_SMEM((k_attn_dkv_sm90<128, DQ_RED>), hdkv_smem(128, DQ_RED));
             SET_SMEM((k_attn_dkv_sm90<128, DQ_BULK>), hdkv_smem(128, DQ_BULK));
             SET_SMEM((k_attn_dkv_sm90<64, DQ_BULK, 128>), hdkv_smem(64, DQ_BULK, 128));
-            SET_SMEM((k_attn_dkv_sm90<128, DQ_BULK, B_BQ, true>), hdkv_smem(128, DQ_BULK, B_BQ, 1));
-            SET_SMEM((k_attn_dkv_sm90<64, DQ_BULK, 128, true>), hdkv_smem(64, DQ_BULK, 128, 1));
             SET_SMEM((k_attn_dq_sm90<64>), hdq_smem(64));
             SET_SMEM((k_attn_dq_sm90<128>), hdq_smem(128));
 #undef SET_SMEM
@@ -1623,22 +1486,6 @@ int ul_cuda_attention_bwd_sm90(void *dq, int64_t dqs, void *dk, int64_t dks, voi
                                                                                      tdd, a);                  \
         CUDA_LAUNCH_CHECK();                                                                                  \
     } while (0)
-    /* persist: one CTA per SM at most (UL_ATTN_PERSIST_CTAS=n, fewer, for the tests), the
-     * task counter zeroed before each launch */
-    const int persist = ul_attn_kernel_choice() == UL_AK_PERSIST;
-    if (persist && !ul_cuda_state.bwd_task_ctr)
-        CUDA_CHECK(cudaGetSymbolAddress(&ul_cuda_state.bwd_task_ctr, g_bwd_task_ctr));
-#define DKV_PLAUNCH(DP, BQ, TQ, TDO, G)                                                                          \
-    do {                                                                                                         \
-        int64_t pg = G;                                                                                          \
-        if (ul_cuda_state.n_sm > 0 && ul_cuda_state.n_sm < pg) pg = ul_cuda_state.n_sm;                          \
-        const char *epc = getenv("UL_ATTN_PERSIST_CTAS");                                                        \
-        if (epc && atoll(epc) > 0 && atoll(epc) < pg) pg = atoll(epc);                                           \
-        CUDA_CHECK(cudaMemsetAsync(ul_cuda_state.bwd_task_ctr, 0, sizeof(unsigned long long), s));               \
-        k_attn_dkv_sm90<DP, DQ_BULK, BQ, true><<<(unsigned)pg, B_NT, hdkv_smem(DP, DQ_BULK, BQ, 1), s>>>(        \
-            TQ, tk128, tv128, TDO, tl, tdd, a);                                                                  \
-        CUDA_LAUNCH_CHECK();                                                                                     \
-    } while (0)
     if (fused == DQ_BULK) {
         for (a.hk0 = 0; a.hk0 < Hkv; a.hk0 += kvl) {
             a.nhk = Hkv - a.hk0 < kvl ? Hkv - a.hk0 : kvl;
@@ -1647,16 +1494,10 @@ int ul_cuda_attention_bwd_sm90(void *dq, int64_t dqs, void *dk, int64_t dks, voi
             CUDA_CHECK(cudaMemsetAsync(a.dqacc, 0, (size_t)n * sizeof(float), s));
             const int64_t g = nkblk * a.nhk;
             if (d == 128) {
-                if (persist)
-                    DKV_PLAUNCH(128, B_BQ, tq64, tdo64, g);
-                else
-                    DKV_LAUNCH(128, DQ_BULK, B_BQ, tq64, tdo64, g);
+                DKV_LAUNCH(128, DQ_BULK, B_BQ, tq64, tdo64, g);
                 k_attn_dq_convert_tiles<128><<<(unsigned)gt, 256, 0, s>>>(a);
             } else { /* 128-row query tiles (H_BM = 128: the dQ kernel's maps are the 128-row boxes) */
-                if (persist)
-                    DKV_PLAUNCH(64, 128, tq128, tdo128, g);
-                else
-                    DKV_LAUNCH(64, DQ_BULK, 128, tq128, tdo128, g);
+                DKV_LAUNCH(64, DQ_BULK, 128, tq128, tdo128, g);
                 k_attn_dq_convert_tiles<64><<<(unsigned)gt, 256, 0, s>>>(a);
             }
             CUDA_LAUNCH_CHECK();
@@ -1680,7 +1521,6 @@ int ul_cuda_attention_bwd_sm90(void *dq, int64_t dqs, void *dk, int64_t dks, voi
         k_attn_dq_sm90<64><<<(unsigned)gq, H_NT, hdq_smem(64), s>>>(tq128, tk64, tv64, tdo128, a);
     }
 #undef DKV_LAUNCH
-#undef DKV_PLAUNCH
     CUDA_LAUNCH_CHECK();
     return 1;
 #else

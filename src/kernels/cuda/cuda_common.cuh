@@ -119,7 +119,6 @@ typedef struct {
     double *host_dbl; /* pinned [1024] for sumsq results */
     cudaStream_t copy_stream; /* UL_STREAM_COPY: host <-> device copies of the checkpoint offload */
     void *fwd_task_ctr; /* the persistent attention forward's task counter (a module variable), once known */
-    void *bwd_task_ctr; /* the persistent backward's (UL_ATTN_KERNEL=persist) */
     /* accounting of alloc / host_alloc (UlMemStats): the size of every live block */
     void **blk_ptr;      /* [blk_cap] open-addressing table, NULL = empty, (void*)1 = deleted */
     size_t *blk_bytes;   /* [blk_cap] */
