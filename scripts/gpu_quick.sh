@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One device call of at most 10 minutes on one GPU (the `device` tool): build the CUDA backend
 # once, then, most important first, each step under its own time limit:
-#   1. every kernel against the CPU backend (test_cuda_kernels; also the attention lab's
-#      serial forward, the baseline, UL_TEST_ATTN_FWD);
+#   1. every kernel against the CPU backend (test_cuda_kernels; also the persistent forward
+#      on 3 CTAs and the attention lab's serial forward, the baseline: UL_TEST_ATTN_FWD's
+#      default);
 #   2. the whole model on one GPU against the transformers fixture of every family (plain
 #      and with each memory feature: test_gpu_model);
 #   3. the attention timing next to torch SDPA's cuDNN backend (bench/attention/lab.sh's
@@ -27,7 +28,7 @@ cmake --build build-gpu -j"$(nproc)" --target test_cuda_kernels test_gpu_model u
   >"$LOG/build.log" 2>&1 || { grep -E "error" -A3 "$LOG/build.log" | head -40; exit 1; }
 echo "$(el) built"
 export UL_TEST_REPORT="$LOG/gpu_report.txt"
-UL_TEST_ATTN_FWD="serial" timeout 200 build-gpu/tests/test_cuda_kernels >"$LOG/test_cuda_kernels.log" 2>&1
+timeout 200 build-gpu/tests/test_cuda_kernels >"$LOG/test_cuda_kernels.log" 2>&1
 rc=$? # before any $(...): a command substitution resets $?
 echo "$(el) test_cuda_kernels: exit $rc, $(grep -c '| ok' "$LOG/test_cuda_kernels.log") ok, $(grep -c 'FAIL' "$LOG/test_cuda_kernels.log") FAIL"
 grep FAIL "$LOG/test_cuda_kernels.log" | head -20

@@ -47,7 +47,9 @@ static const struct {
     const char *var;
     const char *const *names; /* the accepted values; NULL: a positive integer */
     int n;
-} g_knobs[] = {{"UL_CPU_ATTN_ISA", isa_names, 3}, {"UL_CUDA_MATMUL_FALLBACK", bool_names, 2}, {"UL_ATTN_DQ_HEADS", NULL, 0},
+} g_knobs[] = {{"UL_CPU_ATTN_ISA", isa_names, 3},
+                {"UL_CUDA_MATMUL_FALLBACK", bool_names, 2},
+                {"UL_ATTN_DQ_HEADS", NULL, 0},
                 {"UL_ATTN_PERSIST_CTAS", NULL, 0}};
 
 /* an unknown value is refused, not run as the default (a mistyped UL_ATTN_KERNEL=deterministic
@@ -68,7 +70,9 @@ int ul_attn_env_check(UlError *e) {
             char *end;
             const long long n = strtoll(v, &end, 10);
             if (*end == 0 && n > 0) continue;
-            return ul_err(e, "environment variable %s=%s: expected a positive integer (a test knob; unset it to run the default)",
+            return ul_err(e,
+                          "environment variable %s=%s: expected a positive integer (a test knob; unset it to run "
+                          "the default)",
                           g_knobs[k].var, v);
         }
         int ok = 0;
@@ -77,7 +81,9 @@ int ul_attn_env_check(UlError *e) {
         char list[64] = "";
         for (int i = 0; i < g_knobs[k].n; i++)
             snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", g_knobs[k].names[i]);
-        return ul_err(e, "environment variable %s=%s: unknown value; expected one of %s (a test knob; unset it to run the default)",
+        return ul_err(e,
+                      "environment variable %s=%s: unknown value; expected one of %s (a test knob; unset it to run "
+                      "the default)",
                       g_knobs[k].var, v, list);
     }
     return 0;
