@@ -15,14 +15,16 @@
 # GQA 4:1 and 64 documents at 128K]; SANITIZE [ovpp] (forward variants; the backward
 # runs with them in the first form of $BWDS);
 # NCU [0]; NCU_D, head dims profiled [128]; NCU_F, variants profiled [$FWDS]; NCU_P, the
-# profiled point "T H DOCS" (H query and key/value heads) [16384 8 1]; CHECK, the
+# profiled point "T H DOCS" (H query and key/value heads) [16384 8 1]; NCU_SRC, 1: also the
+# warp-stall samples per SASS instruction (bench/attention/ncu_hot.py; not yet run on a
+# GPU: the ncu flags are the documented ones) [0]; CHECK, the
 # correctness run against the CPU backend [1]. POINTS=" " times nothing. BASE, a second source
 # tree (e.g. an earlier commit: `git archive REV src bench tests scripts cmake CMakeLists.txt
 # | tar -x -C DIR`, carried to the device): its bench_attention built too and timed beside, each
 # forward variant f as "base-f", so that a change is measured against what it changes in
 # one call [unset].
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 LOG=${OUT:-build-gpu/lab}
 mkdir -p "$LOG"
 FWDS=${FWDS:-ovpp serial}
@@ -131,6 +133,18 @@ if [ "$NCU" = 1 ] && command -v ncu >/dev/null; then
            v = $NF; gsub(",", "", v); n = $1; sub("smsp__pcsamp_warps_issue_stalled_", "", n); s[n] = v + 0; t += v }
          END { for (n in s) if (t > 0) printf "%.1f %s\n", 100 * s[n] / t, n }' "$LOG/ncu_stall_$1_$4.txt" |
       sort -rn | head -6 | awk 'BEGIN { printf " stalls:" } { printf " %s %s%%", $2, $1 }'
+    # NCU_SRC=1: a third run with the per-instruction counters; the stall samples by opcode
+    # and the hottest instructions (bench/attention/ncu_hot.py) in ncu_hot_NAME_D.txt (the
+    # report and its CSV deleted: the device tool returns few files)
+    if [ "${NCU_SRC:-0}" = 1 ]; then
+      rep="$LOG/ncu_src_$1_$4"
+      timeout "$2" ncu -k "regex:$3" -c 1 --section SourceCounters -f -o "$rep" \
+        "$BENCH" "$NT" "$NH" "$NH" "$4" "$NDOCS" 1 > "$rep.log" 2>&1 &&
+        ncu --import "$rep.ncu-rep" --page source --csv --print-source sass > "$rep.csv" 2>> "$rep.log" &&
+        python3 bench/attention/ncu_hot.py "$rep.csv" 30 > "$LOG/ncu_hot_$1_$4.txt" 2>&1 &&
+        rm -f "$rep.ncu-rep" "$rep.csv" "$rep.log" || tail -5 "$rep.log" >> "$LOG/ncu_hot_$1_$4.txt"
+      printf " (per instruction: ncu_hot_%s_%s.txt)" "$1" "$4"
+    fi
   }
   echo "== ncu (forward and backward at T H DOCS = $NT $NH $NDOCS, d in \$NCU_D)"
   for d in ${NCU_D:-128}; do
