@@ -45,10 +45,10 @@ __device__ __forceinline__ float ul_ex2(float x) {
     return y;
 }
 
-/* Index of the document holding token i: the largest di < n_docs with cu[di] <= i
- * (cu: [n_docs + 1] document offsets in device memory, as in attention's cu_seqlens). */
-__device__ __forceinline__ int64_t ul_doc_of(const int64_t *__restrict__ cu, int64_t n_docs, int64_t i) {
-    int64_t lo = 0, hi = n_docs - 1;
+/* The largest di in [lo, hi] with cu[di] <= i (lo when none is larger: the caller knows
+ * cu[lo] <= i), by binary search (cu: document offsets in device memory, as in attention's
+ * cu_seqlens). */
+__device__ __forceinline__ int64_t ul_doc_in(const int64_t *__restrict__ cu, int64_t lo, int64_t hi, int64_t i) {
     while (lo < hi) {
         int64_t mid = lo + (hi - lo + 1) / 2;
         if (__ldg(cu + mid) <= i)
@@ -57,6 +57,12 @@ __device__ __forceinline__ int64_t ul_doc_of(const int64_t *__restrict__ cu, int
             hi = mid - 1;
     }
     return lo;
+}
+
+/* Index of the document holding token i: the largest di < n_docs with cu[di] <= i
+ * (cu: [n_docs + 1] document offsets). */
+__device__ __forceinline__ int64_t ul_doc_of(const int64_t *__restrict__ cu, int64_t n_docs, int64_t i) {
+    return ul_doc_in(cu, 0, n_docs - 1, i);
 }
 
 /* The same for token i in every lane of a converged warp, with the document's start and end
@@ -92,14 +98,7 @@ __device__ __forceinline__ int64_t ul_doc_after(const int64_t *__restrict__ cu, 
         *end = e;
         return d;
     }
-    int64_t lo = d + 1, hi = n_docs - 1; /* cu[d + 1] = e <= i */
-    while (lo < hi) {
-        const int64_t mid = lo + (hi - lo + 1) / 2;
-        if (__ldg(cu + mid) <= i)
-            lo = mid;
-        else
-            hi = mid - 1;
-    }
+    const int64_t lo = ul_doc_in(cu, d + 1, n_docs - 1, i); /* cu[d + 1] = e <= i */
     *start = __ldg(cu + lo);
     *end = __ldg(cu + lo + 1);
     return lo;
