@@ -17,24 +17,34 @@ static const struct {
     int n;
 } g_env[2] = {{"UL_ATTN_KERNEL", kernel_names, UL_AK_COUNT}, {"UL_ATTN_FWD", fwd_names, UL_AF_COUNT}};
 
+/* the index of v in names[n], or -1 */
+static int name_index(const char *const *names, int n, const char *v) {
+    for (int i = 0; i < n; i++)
+        if (strcmp(v, names[i]) == 0) return i;
+    return -1;
+}
+
+/* names[n] joined by sep into out[size] */
+static void join_names(const char *const *names, int n, const char *sep, char *out, size_t size) {
+    if (size) out[0] = 0;
+    for (int i = 0; i < n; i++) {
+        const size_t at = strlen(out);
+        snprintf(out + at, size - at, "%s%s", i ? sep : "", names[i]);
+    }
+}
+
 /* the index of the variable's value in its names; 0 when unset or empty, -1 when unknown */
 static int env_choice(int var) {
     const char *v = getenv(g_env[var].var);
     if (!v || !*v) return 0;
-    for (int i = 0; i < g_env[var].n; i++)
-        if (strcmp(v, g_env[var].names[i]) == 0) return i;
-    return -1;
+    return name_index(g_env[var].names, g_env[var].n, v);
 }
 
 int ul_attn_kernel_choice(void) { return env_choice(UL_ATTN_ENV_KERNEL); }
 int ul_attn_fwd_choice(void) { return env_choice(UL_ATTN_ENV_FWD); }
 
 void ul_attn_env_values(int var, const char *sep, char *out, size_t n) {
-    if (n) out[0] = 0;
-    for (int i = 0; i < g_env[var].n; i++) {
-        const size_t at = strlen(out);
-        snprintf(out + at, n - at, "%s%s", i ? sep : "", g_env[var].names[i]);
-    }
+    join_names(g_env[var].names, g_env[var].n, sep, out, n);
 }
 
 /* The test knobs the kernels read (for the tests: to cover every variant on one machine):
@@ -75,12 +85,9 @@ int ul_attn_env_check(UlError *e) {
                           "the default)",
                           g_knobs[k].var, v);
         }
-        int ok = 0;
-        for (int i = 0; i < g_knobs[k].n; i++) ok |= strcmp(v, g_knobs[k].names[i]) == 0;
-        if (ok) continue;
-        char list[64] = "";
-        for (int i = 0; i < g_knobs[k].n; i++)
-            snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", g_knobs[k].names[i]);
+        if (name_index(g_knobs[k].names, g_knobs[k].n, v) >= 0) continue;
+        char list[64];
+        join_names(g_knobs[k].names, g_knobs[k].n, ", ", list, sizeof list);
         return ul_err(e,
                       "environment variable %s=%s: unknown value; expected one of %s (a test knob; unset it to run "
                       "the default)",
