@@ -741,6 +741,7 @@ __global__ void __launch_bounds__(B_NT, 1)
     k_attn_dkv_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                     const __grid_constant__ CUtensorMap tv, const __grid_constant__ CUtensorMap tdo,
                     const __grid_constant__ CUtensorMap tl, const __grid_constant__ CUtensorMap tdd,
+                    const __grid_constant__ CUtensorMap tdk, const __grid_constant__ CUtensorMap tdv,
                     const HBwdArgs a) {
 #ifdef UL_SM90A_DEVICE
     static_assert(BQ == 64 || (BQ == 128 && DP == 64 && FQ == DQ_BULK), "BQ 128: d 64, DQ_BULK only");
@@ -1014,18 +1015,33 @@ __global__ void __launch_bounds__(B_NT, 1)
         }
     }
 
-    /* epilogue: dK = scale * sum dS^T Q, dV = sum P^T dO (bf16) */
+    /* epilogue: dK = scale * sum dS^T Q, dV = sum P^T dO (bf16), staged where K and V were
+     * (their layout, [NA][BK][64] with the 128-byte swizzle: this thread's row r % 8 = g, so
+     * the 16-byte chunk nt % 8 of a row at chunk (nt % 8) ^ g, conflict-free) once both
+     * warpgroups are done with K and V (each ended on wgmma_wait<0>), then stored by TMA,
+     * rows past T clipped: 4 stores a block against 64 4-byte stores a thread, which filled
+     * the global-memory queue with short tasks (lg throttle, bench/RESULTS.md) */
+    named_bar_sync(1, 256);
 #pragma unroll
     for (int hf = 0; hf < 2; hf++) {
-        const int64_t j = k0 + jrel[hf];
-        if (j >= T) continue;
-        bf16 *krow = a.dk + j * a.dks + hk * DP, *vrow = a.dv + j * a.dvs + hk * DP;
+        const int r = cw * 64 + wq * 16 + g + hf * 8;
 #pragma unroll
         for (int nt = 0; nt < DP / 8; nt++) {
-            *(unsigned *)(krow + nt * 8 + 2 * t4) =
-                ul_pack_bf16(dk[nt][2 * hf] * a.scale, dk[nt][2 * hf + 1] * a.scale);
-            *(unsigned *)(vrow + nt * 8 + 2 * t4) = ul_pack_bf16(dv[nt][2 * hf], dv[nt][2 * hf + 1]);
+            const unsigned off = (nt >> 3) * (B_BK * 128) + r * 128 + (((nt & 7) ^ g) << 4) + t4 * 4;
+            *(unsigned *)(sK + off) = ul_pack_bf16(dk[nt][2 * hf] * a.scale, dk[nt][2 * hf + 1] * a.scale);
+            *(unsigned *)(sV + off) = ul_pack_bf16(dv[nt][2 * hf], dv[nt][2 * hf + 1]);
         }
+    }
+    fence_proxy_async_smem();
+    named_bar_sync(1, 256);
+    if (tid == 128) {
+#pragma unroll
+        for (int at = 0; at < NA; at++) {
+            tma_store_3d(&tdk, at * 64, (int)hk, (int)k0, sK + at * B_BK * 128);
+            tma_store_3d(&tdv, at * 64, (int)hk, (int)k0, sV + at * B_BK * 128);
+        }
+        bulk_commit();
+        bulk_wait0();
     }
 #endif
 }
@@ -1461,11 +1477,13 @@ int ul_cuda_attention_bwd_sm90(void *dq, int64_t dqs, void *dk, int64_t dks, voi
     /* boxes: dK/dV reads K, V in 128-row blocks and Q, dO in 64-row tiles (fused at d = 64: 128,
      * with lse2 and D); dQ the other way */
     const int bq = fused == DQ_BULK && d == 64 ? 128 : B_BQ;
-    CUtensorMap tq64, tdo64, tk128, tv128, tq128, tdo128, tk64, tv64, tl, tdd;
+    CUtensorMap tq64, tdo64, tk128, tv128, tq128, tdo128, tk64, tv64, tl, tdd, tdk128, tdv128;
     make_map(&tq64, q, T, Hq, d, qs, B_BQ);
     make_map(&tdo64, dout, T, Hq, d, dos, B_BQ);
     make_map(&tk128, k, T, Hkv, d, ks, B_BK);
     make_map(&tv128, v, T, Hkv, d, vs, B_BK);
+    make_map(&tdk128, dk, T, Hkv, d, dks, B_BK); /* dK, dV stored in the K, V blocks' boxes */
+    make_map(&tdv128, dv, T, Hkv, d, dvs, B_BK);
     make_map(&tq128, q, T, Hq, d, qs, H_BM);
     make_map(&tdo128, dout, T, Hq, d, dos, H_BM);
     make_map(&tk64, k, T, Hkv, d, ks, Q_BN);
@@ -1483,7 +1501,7 @@ int ul_cuda_attention_bwd_sm90(void *dq, int64_t dqs, void *dk, int64_t dks, voi
 #define DKV_LAUNCH(DP, FQ, BQ, TQ, TDO, G)                                                                     \
     do {                                                                                                      \
         k_attn_dkv_sm90<DP, FQ, BQ><<<(unsigned)(G), B_NT, hdkv_smem(DP, FQ, BQ), s>>>(TQ, tk128, tv128, TDO, tl, \
-                                                                                     tdd, a);                  \
+                                                                                     tdd, tdk128, tdv128, a);  \
         CUDA_LAUNCH_CHECK();                                                                                  \
     } while (0)
     if (fused == DQ_BULK) {

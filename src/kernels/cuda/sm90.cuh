@@ -60,6 +60,16 @@ __device__ __forceinline__ void tma_load_3d(void *dst, const void *tmap, int c0,
         : "memory");
 }
 
+/* the reverse: a 3-D box from shared memory at src to the tensor map's coordinates (c0, c1,
+ * c2), in the thread's bulk async-group (bulk_commit, then bulk_wait_read0 before src is
+ * rewritten; elements outside the tensor are not written) */
+__device__ __forceinline__ void tma_store_3d(const void *tmap, int c0, int c1, int c2, const void *src) {
+    asm volatile("cp.async.bulk.tensor.3d.global.shared::cta.bulk_group [%0, {%1, %2, %3}], [%4];\n" ::"l"(
+                     (uint64_t)tmap),
+                 "r"(c0), "r"(c1), "r"(c2), "r"(sm90_addr(src))
+                 : "memory");
+}
+
 /* 2-D box at coordinates (c0, c1) */
 __device__ __forceinline__ void tma_load_2d(void *dst, const void *tmap, int c0, int c1, uint64_t *b) {
     asm volatile(
