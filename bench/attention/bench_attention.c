@@ -1,12 +1,19 @@
 /* Times the CUDA backend's flash attention (forward and backward) on one GPU.
  *   bench_attention T H HKV D [DOCS] [REPS]
- * Causal over DOCS equal documents (default 1), bf16 inputs from a fixed seed. Prints one
- * JSON object: milliseconds and TFLOP/s, FLOPs counted causal once (forward 2 T^2 H d per
- * document-square, i.e. 4 T_doc^2 H d / 2; backward 2.5x forward). Not a test: see
- * bench/attention/run.sh, which runs it side by side with torch SDPA. */
+ * Causal over DOCS equal documents (default 1), or, with DOCS written Nv, N documents of
+ * varied length (N a multiple of 8; below), bf16 inputs from a fixed seed. Prints one JSON
+ * object: milliseconds and TFLOP/s, FLOPs counted causal once (forward 2 L^2 H d for each
+ * document of L tokens, i.e. half of 4 L^2 H d; backward 2.5x forward). Not a test: see
+ * bench/attention/run.sh and lab.sh, which run it side by side with torch SDPA.
+ *
+ * Varied lengths (the same in bench/attention/sdpa_bench.py, which runs each length as one
+ * batch): with b = T / N, document i has length b f[i % 8] / 4 + e[i % 8], f and e below:
+ * eight lengths from b / 4 to 7 b / 4, interleaved, summing to T, their starts off the
+ * 64-row tiles. Needs b a multiple of 4 and at least 256. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/common.h"
 #include "kernels/kernels.h"
@@ -18,7 +25,9 @@ int main(int argc, char **argv) {
     }
     const int64_t T = atoll(argv[1]), H = atoll(argv[2]), Hkv = atoll(argv[3]), d = atoll(argv[4]);
     const int64_t docs = argc > 5 ? atoll(argv[5]) : 1, reps = argc > 6 ? atoll(argv[6]) : 5;
-    if (T < 1 || H < 1 || Hkv < 1 || H % Hkv || d < 1 || d > 128 || docs < 1 || T % docs || reps < 1) {
+    const int varied = argc > 5 && argv[5][strspn(argv[5], "0123456789")] == 'v';
+    if (T < 1 || H < 1 || Hkv < 1 || H % Hkv || d < 1 || d > 128 || docs < 1 || T % docs || reps < 1 ||
+        (varied && (docs % 8 || (T / docs) % 4 || T / docs < 256))) {
         fprintf(stderr, "bench_attention: bad arguments\n");
         return 2;
     }
@@ -48,7 +57,14 @@ int main(int argc, char **argv) {
     G->to_act(k, xf, nk);
     G->to_act(v, xf + (nq - nk), nk);
     int64_t *cu = malloc((size_t)(docs + 1) * sizeof(int64_t)); /* [docs + 1] */
-    for (int64_t i = 0; i <= docs; i++) cu[i] = i * (T / docs);
+    static const int64_t vf[8] = {1, 2, 3, 4, 4, 5, 6, 7}, ve[8] = {37, -21, 13, -45, 29, -5, 11, -19};
+    double ff = 0.0; /* causal: 2 L^2 H d a document */
+    cu[0] = 0;
+    for (int64_t i = 0; i < docs; i++) {
+        const int64_t L = varied ? (T / docs) * vf[i % 8] / 4 + ve[i % 8] : T / docs;
+        cu[i + 1] = cu[i] + L;
+        ff += 2.0 * (double)L * (double)L * (double)H * (double)d;
+    }
     int64_t *gcu = G->alloc((size_t)(docs + 1) * sizeof(int64_t));
     G->upload(gcu, cu, (size_t)(docs + 1) * sizeof(int64_t));
     const float scale = 1.0f / sqrtf((float)d);
@@ -70,13 +86,11 @@ int main(int argc, char **argv) {
     for (int64_t r = 0; r < reps; r++) BWD();
     G->sync();
     const double tb = (ul_now() - t0) / (double)reps;
-    const double Td = (double)(T / docs);
-    const double ff = 2.0 * Td * Td * (double)H * (double)d * (double)docs; /* causal: half of 4 T^2 H d */
     const char *kern = getenv("UL_ATTN_KERNEL");
     printf("{\"impl\": \"ulysses\", \"kernel\": \"%s\", \"T\": %lld, \"H\": %lld, \"Hkv\": %lld, \"d\": %lld, "
-           "\"docs\": %lld, \"fwd_ms\": %.4f, \"bwd_ms\": %.4f, \"fwd_tflops\": %.1f, \"bwd_tflops\": %.1f}\n",
+           "\"docs\": %lld, \"varied\": %d, \"fwd_ms\": %.4f, \"bwd_ms\": %.4f, \"fwd_tflops\": %.1f, \"bwd_tflops\": %.1f}\n",
            kern && *kern ? kern : "default", (long long)T, (long long)H, (long long)Hkv, (long long)d,
-           (long long)docs, tf * 1e3, tb * 1e3, ff / tf * 1e-12, 2.5 * ff / tb * 1e-12);
+           (long long)docs, varied, tf * 1e3, tb * 1e3, ff / tf * 1e-12, 2.5 * ff / tb * 1e-12);
     G->free(xf), G->free(q), G->free(k), G->free(v), G->free(dout), G->free(o), G->free(dq), G->free(dk);
     G->free(dv), G->free(lse), G->free(gcu);
     free(x);

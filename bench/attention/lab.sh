@@ -11,7 +11,8 @@
 #   bench/attention/lab.sh
 # Environment (defaults in brackets): FWDS [ovpp serial]; BWDS, UL_ATTN_KERNEL values
 # (default, fused-red, deterministic) [default]; POINTS, "d:T:H[:HKV[:DOCS]] ..." (HKV key/value heads [H], DOCS equal documents
-# packed in the rows [1]; cuDNN runs them as a batch) [d 128 and 64 at 32K, 128K, 512K,
+# packed in the rows [1], cuDNN runs them as a batch; DOCS written Nv: N documents of eight
+# varied lengths, bench_attention.c, cuDNN runs each length as a batch) [d 128 and 64 at 32K, 128K, 512K,
 # GQA 4:1 and 64 documents at 128K]; SANITIZE [ovpp] (forward variants; the backward
 # runs with them in the first form of $BWDS);
 # NCU [0]; NCU_D, head dims profiled [128]; NCU_F, variants profiled [$FWDS]; NCU_P, the
@@ -83,7 +84,7 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 print("| d | T | H:Hkv | docs | fwd variant | bwd form | ours fwd | ours bwd | cuDNN fwd | cuDNN bwd | fwd ratio | bwd ratio |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-key = lambda x: (x["d"], x["T"], x["H"], x["Hkv"], x.get("docs", 1))
+key = lambda x: (x["d"], x["T"], x["H"], x["Hkv"], x.get("docs", 1), x.get("varied", 0))
 for r in rows:
     if r.get("impl") != "ulysses" or "error" in r:
         continue
@@ -92,7 +93,7 @@ for r in rows:
     rb = f"{r['bwd_tflops'] / c['bwd_tflops']:.2f}" if c else "-"
     cf = f"{c['fwd_tflops']:.0f}" if c else "-"
     cb = f"{c['bwd_tflops']:.0f}" if c else "-"
-    print(f"| {r['d']} | {r['T']} | {r['H']}:{r['Hkv']} | {r['docs']} | {r['fwd']} | {r['kernel']} | {r['fwd_tflops']:.0f} | {r['bwd_tflops']:.0f} | {cf} | {cb} | {rf} | {rb} |")
+    print(f"| {r['d']} | {r['T']} | {r['H']}:{r['Hkv']} | {r['docs']}{'v' if r.get('varied') else ''} | {r['fwd']} | {r['kernel']} | {r['fwd_tflops']:.0f} | {r['bwd_tflops']:.0f} | {cf} | {cb} | {rf} | {rb} |")
 PY
 if [ "$CHECK" = 1 ]; then
   echo "== correctness (test_cuda_kernels --only attention)"
