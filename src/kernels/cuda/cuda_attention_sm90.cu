@@ -683,13 +683,19 @@ __device__ __forceinline__ void dkv_rs(float *acc, const unsigned (*fr)[4], unsi
     }
 }
 
+/* the dK/dV kernel reads lse2 and D of a tile's first DKV_PRE n-tiles (2 DKV_PRE values a
+ * thread) before the wait for S^T (dP^T), the rest after: the wait's memory clobber keeps
+ * shared loads below it, so each first exp (dS^T) waited on its load (5.5 % of the stall
+ * samples at d 128, bench/RESULTS.md); 2, since more spills in the d 128 fused kernel */
+constexpr int DKV_PRE = 2;
 /* P^T of a tile in place in sc: exp2(s * scale2 - lse2[i]) where key j sees query i
- * (column c: query qr + c; this thread's keys jrel[hf] with document ends derel[hf]), else 0;
+ * (column c = 8 nt + 2 t4 + (e & 1): query qr + c, lse2 in pre[nt][e & 1] for nt < DKV_PRE,
+ * else L[c]; this thread's keys jrel[hf] with document ends derel[hf]), else 0;
  * PACK: also the bf16 A fragments in pa. MASK: the mask applies (false: a full tile; the
  * caller branches, since a per-element test becomes predicated code that every tile runs) */
 template <int BQ, bool MASK, bool PACK>
-__device__ __forceinline__ void dkv_p(float (*sc)[4], unsigned (*pa)[4], const float *L, float scale2, int qr,
-                                      const int *jrel, const int *derel, int t4) {
+__device__ __forceinline__ void dkv_p(float (*sc)[4], unsigned (*pa)[4], const float *L, const float (*pre)[2],
+                                      float scale2, int qr, const int *jrel, const int *derel, int t4) {
 #pragma unroll
     for (int nt = 0; nt < BQ / 8; nt++) {
 #pragma unroll
@@ -700,7 +706,8 @@ __device__ __forceinline__ void dkv_p(float (*sc)[4], unsigned (*pa)[4], const f
                 const int i = qr + c;
                 ok = i >= jrel[hf] && i < derel[hf];
             }
-            sc[nt][e] = ok ? ul_ex2(fmaf(sc[nt][e], scale2, -L[c])) : 0.0f;
+            const float l = nt < DKV_PRE ? pre[nt][e & 1] : L[c];
+            sc[nt][e] = ok ? ul_ex2(fmaf(sc[nt][e], scale2, -l)) : 0.0f;
         }
         if (PACK) {
             const int kk = nt >> 1, hi = (nt & 1) * 2;
@@ -897,6 +904,12 @@ __global__ void __launch_bounds__(B_NT, 1)
                     wgmma_ss_n64(&dp[0][0], da, db, ks > 0);
             }
             wgmma_commit();
+            float pre[DKV_PRE][2]; /* lse2 of the first queries, read while the products run */
+#pragma unroll
+            for (int nt = 0; nt < DKV_PRE; nt++) {
+                const float2 l2 = *(const float2 *)(sL + st * BQ + nt * 8 + 2 * t4);
+                pre[nt][0] = l2.x, pre[nt][1] = l2.y;
+            }
             wgmma_wait<1>(); /* S^T done; dP^T may still run */
             reg_fence<BQ / 2>(&sc[0][0]);
 
@@ -909,9 +922,15 @@ __global__ void __launch_bounds__(B_NT, 1)
             const int qr = (int)(q0 - k0);
             const float *L = sL + st * BQ, *Dd = sD + st * BQ;
             if (full)
-                dkv_p<BQ, false, !LATE>(sc, pa, L, a.scale2, qr, jrel, derel, t4);
+                dkv_p<BQ, false, !LATE>(sc, pa, L, pre, a.scale2, qr, jrel, derel, t4);
             else
-                dkv_p<BQ, true, !LATE>(sc, pa, L, a.scale2, qr, jrel, derel, t4);
+                dkv_p<BQ, true, !LATE>(sc, pa, L, pre, a.scale2, qr, jrel, derel, t4);
+            float pred[DKV_PRE][2]; /* D of the first queries, read while dP^T runs */
+#pragma unroll
+            for (int nt = 0; nt < DKV_PRE; nt++) {
+                const float2 d2 = *(const float2 *)(Dd + nt * 8 + 2 * t4);
+                pred[nt][0] = d2.x, pred[nt][1] = d2.y;
+            }
             if (!LATE) {
                 wgmma_fence();
                 dkv_rs<DP, BQ>(&dv[0][0], pa, oaddr);
@@ -925,7 +944,8 @@ __global__ void __launch_bounds__(B_NT, 1)
             for (int nt = 0; nt < BQ / 8; nt++) {
                 float ds[4];
 #pragma unroll
-                for (int e = 0; e < 4; e++) ds[e] = sc[nt][e] * (dp[nt][e] - Dd[nt * 8 + 2 * t4 + (e & 1)]);
+                for (int e = 0; e < 4; e++)
+                    ds[e] = sc[nt][e] * (dp[nt][e] - (nt < DKV_PRE ? pred[nt][e & 1] : Dd[nt * 8 + 2 * t4 + (e & 1)]));
                 const int kk = nt >> 1, hi = (nt & 1) * 2;
                 if (LATE) {
                     pa[kk][hi] = ul_pack_bf16(sc[nt][0], sc[nt][1]);
