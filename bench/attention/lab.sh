@@ -48,6 +48,9 @@ if [ -n "${BASE:-}" ]; then
     || { grep -E "error" -A3 "$LOG/build_base.log" | head -60; exit 1; }
 fi
 echo "build: $(( $(date +%s) - t0 )) s"
+# (the configure logs only matter when configuring fails: the device tool returns a limited
+# number of files, and the test log, the SASS and the ncu logs matter more)
+rm -f "$LOG/configure.log" "$LOG/configure_base.log"
 att=$(find build-gpu -name "cuda_attention_sm90.cu.o" | head -1)
 cuobjdump -sass "$att" > "$LOG/sm90.sass" 2>/dev/null
 awk -f bench/attention/sass_summary.awk "$LOG/sm90.sass" | grep -i "attn" # per kernel; see the awk file
