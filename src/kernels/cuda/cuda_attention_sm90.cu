@@ -688,6 +688,15 @@ __device__ __forceinline__ void dkv_rs(float *acc, const unsigned (*fr)[4], unsi
  * shared loads below it, so each first exp (dS^T) waited on its load (5.5 % of the stall
  * samples at d 128, bench/RESULTS.md); 2, since more spills in the d 128 fused kernel */
 constexpr int DKV_PRE = 2;
+/* this thread's pairs (columns 8 nt + 2 t4, +1) of a tile's per-query values v (lse2 or D)
+ * for the first DKV_PRE n-tiles */
+__device__ __forceinline__ void dkv_first(float (*dst)[2], const float *v, int t4) {
+#pragma unroll
+    for (int nt = 0; nt < DKV_PRE; nt++) {
+        const float2 p = *(const float2 *)(v + nt * 8 + 2 * t4);
+        dst[nt][0] = p.x, dst[nt][1] = p.y;
+    }
+}
 /* P^T of a tile in place in sc: exp2(s * scale2 - lse2[i]) where key j sees query i
  * (column c = 8 nt + 2 t4 + (e & 1): query qr + c, lse2 in pre[nt][e & 1] for nt < DKV_PRE,
  * else L[c]; this thread's keys jrel[hf] with document ends derel[hf]), else 0;
@@ -905,11 +914,7 @@ __global__ void __launch_bounds__(B_NT, 1)
             }
             wgmma_commit();
             float pre[DKV_PRE][2]; /* lse2 of the first queries, read while the products run */
-#pragma unroll
-            for (int nt = 0; nt < DKV_PRE; nt++) {
-                const float2 l2 = *(const float2 *)(sL + st * BQ + nt * 8 + 2 * t4);
-                pre[nt][0] = l2.x, pre[nt][1] = l2.y;
-            }
+            dkv_first(pre, sL + st * BQ, t4);
             wgmma_wait<1>(); /* S^T done; dP^T may still run */
             reg_fence<BQ / 2>(&sc[0][0]);
 
@@ -926,11 +931,7 @@ __global__ void __launch_bounds__(B_NT, 1)
             else
                 dkv_p<BQ, true, !LATE>(sc, pa, L, pre, a.scale2, qr, jrel, derel, t4);
             float pred[DKV_PRE][2]; /* D of the first queries, read while dP^T runs */
-#pragma unroll
-            for (int nt = 0; nt < DKV_PRE; nt++) {
-                const float2 d2 = *(const float2 *)(Dd + nt * 8 + 2 * t4);
-                pred[nt][0] = d2.x, pred[nt][1] = d2.y;
-            }
+            dkv_first(pred, Dd, t4);
             if (!LATE) {
                 wgmma_fence();
                 dkv_rs<DP, BQ>(&dv[0][0], pa, oaddr);
@@ -1424,7 +1425,8 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
     if (variant == UL_AF_OVPP) {
         if (ul_cuda_state.n_sm > 0 && ul_cuda_state.n_sm < pgrid) pgrid = ul_cuda_state.n_sm;
         const char *epc = getenv("UL_ATTN_PERSIST_CTAS");
-        if (epc && atoll(epc) > 0 && atoll(epc) < pgrid) pgrid = atoll(epc);
+        const long long n = epc ? atoll(epc) : 0;
+        if (n > 0 && n < pgrid) pgrid = n;
         if (!ul_cuda_state.fwd_task_ctr) CUDA_CHECK(cudaGetSymbolAddress(&ul_cuda_state.fwd_task_ctr, g_fwd_task_ctr));
         CUDA_CHECK(cudaMemsetAsync(ul_cuda_state.fwd_task_ctr, 0, sizeof(unsigned long long), s));
     }
