@@ -6,7 +6,9 @@
 # against the CPU backend (test_cuda_kernels --only attention: the default, fused,
 # fused-red, deterministic and simple kernels, then each forward variant that passed a smoke run), runs compute-sanitizer
 # memcheck and racecheck on the variants in $SANITIZE, and profiles the forward of each
-# variant with ncu when $NCU is 1 (and the backward's dK/dV and dQ kernels at each head dim). Logs under $OUT (device tool) or build-gpu/lab; carry .deps
+# variant with ncu when $NCU is 1 (and the backward's dK/dV and dQ kernels at each head dim). Logs in build-gpu/lab,
+# and with $OUT set (the device tool) packed into $OUT/lab_logs.tar.gz at exit, lab.jsonl beside
+# it (the tool returns at most 8 files); carry .deps
 # (cJSON, see ../shared/device/deps.sh).
 #   bench/attention/lab.sh
 # Environment (defaults in brackets): FWDS [ovpp serial]; BWDS, UL_ATTN_KERNEL values
@@ -26,8 +28,13 @@
 # one call [unset].
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
-LOG=${OUT:-build-gpu/lab}
+LOG=build-gpu/lab
+rm -rf "$LOG"
 mkdir -p "$LOG"
+if [ -n "${OUT:-}" ]; then
+  mkdir -p "$OUT"
+  trap 'tar czf "$OUT/lab_logs.tar.gz" -C "$LOG" . 2>/dev/null; cp "$LOG/lab.jsonl" "$OUT/" 2>/dev/null' EXIT
+fi
 FWDS=${FWDS:-ovpp serial}
 BWDS=${BWDS:-default}
 POINTS=${POINTS:-128:32768:16 128:131072:4 128:524288:1 128:131072:16:4 128:131072:8:8:64 64:32768:16 64:131072:4 64:524288:1 64:131072:16:4 64:131072:8:8:64}
@@ -48,9 +55,6 @@ if [ -n "${BASE:-}" ]; then
     || { grep -E "error" -A3 "$LOG/build_base.log" | head -60; exit 1; }
 fi
 echo "build: $(( $(date +%s) - t0 )) s"
-# (the configure logs only matter when configuring fails: the device tool returns a limited
-# number of files, and the test log, the SASS and the ncu logs matter more)
-rm -f "$LOG/configure.log" "$LOG/configure_base.log"
 att=$(find build-gpu -name "cuda_attention_sm90.cu.o" | head -1)
 cuobjdump -sass "$att" > "$LOG/sm90.sass" 2>/dev/null
 awk -f bench/attention/sass_summary.awk "$LOG/sm90.sass" | grep -i "attn" # per kernel; see the awk file
@@ -113,8 +117,7 @@ for f in $SANITIZE; do
         >"$log" 2>&1
       rc=$? # 0: clean; 9: the tool found errors; 124: out of time
       echo "fwd=$f d=$d $tool: exit $rc; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$log" | tr '\n' ' ')"
-      # clean runs leave no log; a finding keeps its first 150 lines and the summary (the
-      # device tool returns a limited number of files)
+      # clean runs leave no log; a finding keeps its first 150 lines and the summary
       if [ "$rc" = 0 ]; then rm -f "$log"; else { head -n 150 "$log"; tail -n 3 "$log"; } > "$log.k" && mv "$log.k" "$log"; fi
     done
   done
@@ -139,7 +142,7 @@ if [ "$NCU" = 1 ] && command -v ncu >/dev/null; then
       sort -rn | head -6 | awk 'BEGIN { printf " stalls:" } { printf " %s %s%%", $2, $1 }'
     # NCU_SRC=1: a third run with the per-instruction counters; the stall samples by opcode
     # and the hottest instructions (bench/attention/ncu_hot.py) in ncu_hot_NAME_D.txt (the
-    # report and its CSV deleted: the device tool returns few files)
+    # report and its CSV deleted: large)
     if [ "${NCU_SRC:-0}" = 1 ]; then
       rep="$LOG/ncu_src_$1_$4"
       timeout "$2" ncu -k "regex:$3" -c 1 --section SourceCounters -f -o "$rep" \
