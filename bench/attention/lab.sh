@@ -7,8 +7,8 @@
 # fused-red, deterministic and simple kernels, then each forward variant that passed a smoke run), runs compute-sanitizer
 # memcheck and racecheck on the variants in $SANITIZE, and profiles the forward of each
 # variant with ncu when $NCU is 1 (and the backward's dK/dV and dQ kernels at each head dim). Logs in build-gpu/lab,
-# and with $OUT set (the device tool) packed into $OUT/lab_logs.tar.gz at exit, lab.jsonl beside
-# it (the tool returns at most 8 files); carry .deps
+# and with $OUT set (the device tool) packed into $OUT/lab_logs.tar.gz after each phase and at
+# exit, lab.jsonl beside it (the tool returns at most 8 files); carry .deps
 # (cJSON, see ../shared/device/deps.sh).
 #   bench/attention/lab.sh
 # Environment (defaults in brackets): FWDS [ovpp serial]; BWDS, UL_ATTN_KERNEL values
@@ -31,10 +31,16 @@ cd "$(dirname "$0")/../.." || exit 1
 LOG=build-gpu/lab
 rm -rf "$LOG"
 mkdir -p "$LOG"
-if [ -n "${OUT:-}" ]; then
+# pack: the logs so far into $OUT (after each phase too, so that a call killed at its time
+# limit still returns what was done)
+pack() {
+  [ -n "${OUT:-}" ] || return 0
   mkdir -p "$OUT"
-  trap 'tar czf "$OUT/lab_logs.tar.gz" -C "$LOG" . 2>/dev/null; cp "$LOG/lab.jsonl" "$OUT/" 2>/dev/null' EXIT
-fi
+  tar czf "$OUT/lab_logs.tar.gz.tmp" -C "$LOG" . 2>/dev/null && mv "$OUT/lab_logs.tar.gz.tmp" "$OUT/lab_logs.tar.gz"
+  [ -f "$LOG/lab.jsonl" ] && cp "$LOG/lab.jsonl" "$OUT/"
+  return 0
+}
+trap pack EXIT
 FWDS=${FWDS:-ovpp serial}
 BWDS=${BWDS:-default}
 POINTS=${POINTS:-128:32768:16 128:131072:4 128:524288:1 128:131072:16:4 128:131072:8:8:64 64:32768:16 64:131072:4 64:524288:1 64:131072:16:4 64:131072:8:8:64}
@@ -102,12 +108,14 @@ for r in rows:
     cb = f"{c['bwd_tflops']:.0f}" if c else "-"
     print(f"| {r['d']} | {r['T']} | {r['H']}:{r['Hkv']} | {r['docs']}{'v' if r.get('varied') else ''} | {r['fwd']} | {r['kernel']} | {r['fwd_tflops']:.0f} | {r['bwd_tflops']:.0f} | {cf} | {cb} | {rf} | {rb} |")
 PY
+pack
 if [ "$CHECK" = 1 ]; then
   echo "== correctness (test_cuda_kernels --only attention)"
   UL_TEST_ATTN_FWD="$FWDS" timeout 300 "$TEST" --only attention > "$LOG/test_attention.txt" 2>&1; rc=$?
   echo "exit $rc: $(grep -c '| ok' "$LOG/test_attention.txt") ok, $(grep -c '| FAIL' "$LOG/test_attention.txt") failed"
   grep '| FAIL' "$LOG/test_attention.txt" | head -10
 fi
+pack
 echo "== compute-sanitizer"
 for f in $SANITIZE; do
   for d in 128 64; do
@@ -122,6 +130,7 @@ for f in $SANITIZE; do
     done
   done
 done
+pack
 if [ "$NCU" = 1 ] && command -v ncu >/dev/null; then
   # ncu_one NAME TIMEOUT REGEX D: one profile of the first kernel matching REGEX at head dim D
   # (at $NCU_P; UL_ATTN_FWD and UL_ATTN_KERNEL from the environment), its key lines on
