@@ -1,7 +1,8 @@
-"""Model of the persistent Hopper forward's barrier protocol (k_attn_fwd_ov_sm90, issue 21)
-as the two candidates in bench/attention/candidates leave it: the TMA epilogue (Q released
-after O is staged in it and stored) and ovpp-range (the key tiles a warpgroup's rows do not
-see passed by fwd_ov_skip). The producer thread and each consumer warp are agents, run in a
+"""Model of the persistent Hopper forward's barrier protocol (k_attn_fwd_ov_sm90,
+src/kernels/cuda/cuda_attention_sm90.cu; issue 21), written before its last two details
+were measured: Q released after O is staged in it and stored by TMA (fwd_store_tma), and
+the key tiles a warpgroup's rows do not see passed outside the loop (fwd_ov_skip). Run it
+after changing the kernel's barriers. The producer thread and each consumer warp are agents, run in a
 random interleaving; TMA loads complete asynchronously. Checked: no deadlock, every K, V and
 Q tile read is the right one, no buffer rewritten while a warp relies on it, each turn
 barrier instance made of the right warps and none left with arrivals at the end, every task

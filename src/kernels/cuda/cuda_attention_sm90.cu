@@ -16,7 +16,9 @@
  *                 (the wait for P V pinned below it, full tiles without mask code: see
  *                 k_attn_fwd_ov_sm90); K and V stages released apart; the warpgroups
  *                 take turns issuing on the tensor cores (named barriers, ping-pong):
- *                 FlashAttention-3's schedule.
+ *                 FlashAttention-3's schedule; persistent (tasks taken as CTAs free up),
+ *                 each warpgroup's products only over the key tiles its rows see, O
+ *                 stored by TMA.
  * UL_ATTN_FWD=serial (k_attn_fwd_sm90, the lab's baseline): S, softmax, P V in turn in each
  * warpgroup. Measured on H100 (bench/RESULTS.md, issue 21): the ov kernel 1.04-1.17x the
  * serial order before the three details of k_attn_fwd_ov_sm90 (1.11-1.38x more); ping-pong
@@ -175,11 +177,10 @@ __device__ __forceinline__ void fwd_turn_end(int cw, bool last) {
     if (!(last && cw == NW - 1)) named_bar_arrive(1 + (cw + 1) % NW, 256);
 }
 
-/* epilogue of a consumer thread: O / l in bf16, lse = (m + log2 l) ln 2 */
-template <int DP>
-__device__ __forceinline__ void fwd_store(const HFwdArgs &a, const float (*oacc)[4], const float *mrow,
-                                          const float *lrow, int64_t r0, const int *irel, int64_t h, int t4) {
-    float inv[2];
+/* a consumer thread's rows' lse = (m + log2 l) ln 2 stored, and 1 / l in inv (the row sums
+ * l completed over the quad) */
+__device__ __forceinline__ void fwd_lse(const HFwdArgs &a, const float *mrow, const float *lrow, int64_t r0,
+                                        const int *irel, int64_t h, int t4, float *inv) {
 #pragma unroll
     for (int hf = 0; hf < 2; hf++) {
         float l = lrow[hf];
@@ -189,6 +190,14 @@ __device__ __forceinline__ void fwd_store(const HFwdArgs &a, const float (*oacc)
         const int64_t i = r0 + irel[hf];
         if (t4 == 0 && i < a.T) a.lse[i * a.Hq + h] = l > 0.0f ? (mrow[hf] + __log2f(l)) * H_LN2 : -INFINITY;
     }
+}
+
+/* epilogue of a consumer thread: O / l in bf16, lse (fwd_lse) */
+template <int DP>
+__device__ __forceinline__ void fwd_store(const HFwdArgs &a, const float (*oacc)[4], const float *mrow,
+                                          const float *lrow, int64_t r0, const int *irel, int64_t h, int t4) {
+    float inv[2];
+    fwd_lse(a, mrow, lrow, r0, irel, h, t4, inv);
 #pragma unroll
     for (int hf = 0; hf < 2; hf++) {
         const int64_t i = r0 + irel[hf];
@@ -199,6 +208,44 @@ __device__ __forceinline__ void fwd_store(const HFwdArgs &a, const float (*oacc)
             *(unsigned *)(orow + nt * 8 + 2 * t4) =
                 ul_pack_bf16(oacc[nt][2 * hf] * inv[hf], oacc[nt][2 * hf + 1] * inv[hf]);
     }
+}
+
+/* the ov kernel's epilogue: lse (fwd_lse); O / l in bf16 staged in this warpgroup's 64
+ * rows of its task's Q buffer qb (Q's layout, [NA][BM][64] with the 128-byte swizzle: row
+ * r % 8 = g, so the 16-byte chunk nt % 8 of a row at chunk (nt % 8) ^ g, conflict-free;
+ * those rows' S are all done), then stored by TMA (64-row boxes, rows past T clipped) by
+ * the warpgroup's first thread: NA stores against DP / 4 4-byte stores a thread (the
+ * backward's epilogue gained 5-6 % with packed documents the same way, bench/RESULTS.md).
+ * Q is released at qrel only now: by the other warps once their rows are written, by the
+ * first once the store has read them. */
+template <int DP, int BM>
+__device__ __forceinline__ void fwd_store_tma(const HFwdArgs &a, const CUtensorMap *to, const float (*oacc)[4],
+                                              const float *mrow, const float *lrow, int64_t r0, const int *irel,
+                                              int64_t h, int cw, int g, int t4, int lane, int tid,
+                                              unsigned char *qb, uint64_t *qrel) {
+    constexpr int NA = DP / 64;
+    float inv[2];
+    fwd_lse(a, mrow, lrow, r0, irel, h, t4, inv);
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        const int r = irel[hf]; /* cw 64 + 16 wq + g + 8 hf */
+#pragma unroll
+        for (int nt = 0; nt < DP / 8; nt++) {
+            const unsigned off = (nt >> 3) * (BM * 128) + r * 128 + (((nt & 7) ^ g) << 4) + t4 * 4;
+            *(unsigned *)(qb + off) = ul_pack_bf16(oacc[nt][2 * hf] * inv[hf], oacc[nt][2 * hf + 1] * inv[hf]);
+        }
+    }
+    fence_proxy_async_smem();
+    named_bar_sync(4 + cw, 128); /* the warpgroup's rows written (barriers 1 to NW: the turns) */
+    if ((tid & 127) == 0 && r0 + cw * 64 < a.T) {
+#pragma unroll
+        for (int at = 0; at < NA; at++)
+            tma_store_3d(to, at * 64, (int)h, (int)(r0 + cw * 64), qb + at * BM * 128 + cw * 64 * 128);
+        bulk_commit();
+        bulk_wait_read0();
+    }
+    __syncwarp();
+    if (lane == 0) mbar_arrive(qrel);
 }
 
 /* A forward CTA's work and shared memory. Task: query head h (kv head hk), rows
@@ -450,24 +497,64 @@ __global__ void __launch_bounds__(HFWD_NT(NW), 1)
  * (64 of 2K tokens: 8.5 key tiles a task on average) a CTA's start and end are a large
  * share of its time. Measured 1.03-1.05x the same kernel with one CTA per task (the
  * default before) with 64 packed documents, within the spread on one document; a static
- * schedule (ovpp-persist) lost (bench/RESULTS.md). */
+ * schedule (ovpp-persist) lost (bench/RESULTS.md). Two more details for short documents
+ * (measured together 1.06x with 64 packed documents at d = 128 and 1.12x at d = 64, within
+ * the spread on one document): each warpgroup multiplies only the key tiles its rows see
+ * (fwd_ov_task), and O is staged in the task's Q buffer and stored by TMA
+ * (fwd_store_tma). */
 #define HOV_NT(NW) (128 * ((NW) + 1))
 #define HOV_REG(NW) ((NW) == 2 ? 240 : 160)
 #ifdef UL_SM90A_DEVICE
-/* One task of the ov kernel in a consumer thread: S, softmax and P V over its nkb key tiles
- * (numbered from gb across the CTA's tasks: stage gk % 2, phase (gk / 2) % 2), Q at qaddr
- * (full: phase qph of qfull), then O and lse stored. first: the CTA's first task (the
- * ping-pong's first turn); last: its last (the ping-pong's last turn); Q released at qrel
- * once every S is done, and the last V tile released too. */
+/* A key tile none of the warpgroup's rows sees (fwd_ov_task): its turn passed without
+ * products, then K and V released once loaded (so that the arrival counts toward tile gk's
+ * phase of the release barriers, not an earlier one's); last: the CTA's last turn */
+template <int NW>
+__device__ __forceinline__ void fwd_ov_skip(uint64_t *bar, int gk, int cw, int lane, bool last) {
+    const int st = gk & 1;
+    const unsigned ph = (gk >> 1) & 1;
+    fwd_turn_begin(cw);
+    fwd_turn_end<NW>(cw, last);
+    mbar_wait(&bar[1 + st], ph);
+    __syncwarp();
+    if (lane == 0) mbar_arrive(&bar[5 + st]);
+    mbar_wait(&bar[3 + st], ph);
+    __syncwarp();
+    if (lane == 0) mbar_arrive(&bar[7 + st]);
+}
+
+/* One task of the ov kernel in a consumer thread: S, softmax and P V over the key tiles
+ * [lo, hi) of the task's nkb that its rows see (numbered from gb across the CTA's tasks:
+ * stage gk % 2, phase (gk / 2) % 2), the others passed (fwd_ov_skip); Q at qb (full: phase
+ * qph of qfull), then O and lse stored (fwd_store_tma, which releases Q at qrel). first:
+ * the CTA's first task (the ping-pong's first turn); last: its last (the ping-pong's last
+ * turn). */
 template <int DP, int NW>
-__device__ __forceinline__ void fwd_ov_task(const HFwdArgs &a, const FwdCta<DP, 64 * NW, 2> &c, int cw, int wq,
-                                            int g, int lane, int tid, int t4, unsigned qaddr, uint64_t *qfull,
-                                            unsigned qph, int gb, bool first, bool last, uint64_t *qrel) {
+__device__ __forceinline__ void fwd_ov_task(const HFwdArgs &a, const CUtensorMap *to, const FwdCta<DP, 64 * NW, 2> &c,
+                                            int cw, int wq, int g, int lane, int tid, int t4, unsigned char *qb,
+                                            uint64_t *qfull, unsigned qph, int gb, bool first, bool last,
+                                            uint64_t *qrel) {
     constexpr int BM = 64 * NW;
     constexpr unsigned KB = H_BN * DP * 2;
     const FwdRows rw(a, c.r0, c.d0, c.s0, c.e0, cw, wq, g);
     uint64_t *bar = c.bar;
     const int nkb = c.nkb;
+    const unsigned qaddr = sm90_addr(qb) + cw * 64 * 128; /* this warpgroup's rows of Q */
+    /* the warpgroup's products over the task's key tiles [lo, hi) only: those before the
+     * document of its first row (packed documents: a task across a document boundary) and
+     * those after its last row (warpgroup 0 of three at d = 64: the task's last tile) are
+     * passed (fwd_ov_skip) outside the loop, whose code is the same as without them
+     * (measured +8 % with 64 packed documents at d = 64, +3 % with varied ones at d = 128,
+     * bench/RESULTS.md; a branch per tile inside the loop, ovpp-skip, had lost). The
+     * diagonal tile is always in the range, so lo < hi. */
+    int lo, hi;
+    {
+        const int64_t i0 = c.r0 + cw * 64, f = i0 < a.T ? i0 : a.T - 1;
+        int64_t fs, fe;
+        ul_doc_after(a.cu, a.n_docs, f, c.d0, c.s0, c.e0, &fs, &fe);
+        const int before = nkb - (int)((c.r0 + BM - fs + H_BN - 1) / H_BN); /* tiles wholly before fs */
+        lo = __shfl_sync(0xffffffffu, before > 0 ? before : 0, 0);
+        hi = nkb + 1 - (BM - 64 * cw - 63 + H_BN - 1) / H_BN; /* tiles with j0 <= i0 + 63 */
+    }
 
     float oacc[DP / 8][4];
     float sc[H_BN / 8][4];
@@ -478,12 +565,13 @@ __device__ __forceinline__ void fwd_ov_task(const HFwdArgs &a, const FwdCta<DP, 
     for (int i = 0; i < H_BN / 8; i++) sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.0f;
     float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f}, al[2];
     if (first && cw == NW - 1) named_bar_arrive(1, 256); /* warpgroup 0 takes the first turn */
+    for (int kb = 0; kb < lo; kb++) fwd_ov_skip<NW>(bar, gb + kb, cw, lane, false);
     mbar_wait(qfull, qph);
-    /* tile 0: S alone */
+    /* tile lo: S alone */
     {
-        const int64_t j0 = c.r0 + BM - (int64_t)nkb * H_BN;
-        const int st = gb & 1;
-        mbar_wait(&bar[1 + st], (gb >> 1) & 1);
+        const int64_t j0 = c.r0 + BM - (int64_t)(nkb - lo) * H_BN;
+        const int st = (gb + lo) & 1;
+        mbar_wait(&bar[1 + st], ((gb + lo) >> 1) & 1);
         fwd_turn_begin(cw);
         wgmma_fence();
         fwd_qk<DP, BM>(sc, qaddr, sm90_addr(c.sK + st * KB));
@@ -496,7 +584,7 @@ __device__ __forceinline__ void fwd_ov_task(const HFwdArgs &a, const FwdCta<DP, 
         fwd_softmax(sc, mrow, lrow, al, rw.full(j0), (int)(j0 - c.r0), rw.irel, rw.dsr, t4, a.scale2);
         fwd_rescale_pack<DP>(oacc, al, sc, pa);
     }
-    for (int kb = 1; kb < nkb; kb++) {
+    for (int kb = lo + 1; kb < hi; kb++) {
         const int gk = gb + kb;
         const int st = gk & 1, pst = st ^ 1;
         const int64_t j0 = c.r0 + BM - (int64_t)(nkb - kb) * H_BN;
@@ -527,33 +615,32 @@ __device__ __forceinline__ void fwd_ov_task(const HFwdArgs &a, const FwdCta<DP, 
         if (lane == 0) mbar_arrive(&bar[7 + pst]);
         fwd_rescale_pack<DP>(oacc, al, sc, pa);
     }
-    /* every S of the task is done: Q may be refilled with a later task's */
-    __syncwarp();
-    if (lane == 0) mbar_arrive(qrel);
-    /* the last tile's P V */
+    /* the last tile's P V (tile hi - 1; Q released after the epilogue, which stages O in it) */
     {
-        const int gk = gb + nkb - 1;
+        const int gk = gb + hi - 1;
         const int st = gk & 1;
         mbar_wait(&bar[3 + st], (gk >> 1) & 1);
         fwd_turn_begin(cw);
         wgmma_fence();
         fwd_pv<DP>(oacc, pa, sm90_addr(c.sV + st * KB));
         wgmma_commit();
-        fwd_turn_end<NW>(cw, last);
+        fwd_turn_end<NW>(cw, last && hi == nkb);
         wgmma_wait<0>();
         reg_fence<DP / 2>(&oacc[0][0]);
         reg_fence_u<H_BN / 4>(&pa[0][0]);
         __syncwarp();
         if (lane == 0) mbar_arrive(&bar[7 + st]); /* V of the last tile released */
     }
-    fwd_store<DP>(a, oacc, mrow, lrow, c.r0, rw.irel, c.h, t4);
+    for (int kb = hi; kb < nkb; kb++) fwd_ov_skip<NW>(bar, gb + kb, cw, lane, last && kb == nkb - 1);
+    fwd_store_tma<DP, BM>(a, to, oacc, mrow, lrow, c.r0, rw.irel, c.h, cw, g, t4, lane, tid, qb, qrel);
 }
 #endif
 
 template <int DP, int NW>
 __global__ void __launch_bounds__(HOV_NT(NW), 1)
     k_attn_fwd_ov_sm90(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
-                       const __grid_constant__ CUtensorMap tv, const HFwdArgs a) {
+                       const __grid_constant__ CUtensorMap tv, const __grid_constant__ CUtensorMap to,
+                       const HFwdArgs a) {
 #ifdef UL_SM90A_DEVICE
     constexpr int BM = 64 * NW;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
@@ -593,11 +680,12 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
         tw = __shfl_sync(0xffffffffu, tw, 0);
         c.set_task(a, (int64_t)(tw & 0xffffffffu));
         const bool last = (int64_t)(tw >> 32) >= a.nblk * a.Hq;
-        fwd_ov_task<DP, NW>(a, c, cw, wq, g, lane, tid, t4, sm90_addr(c.sQ + q * c.QB) + cw * 64 * 128,
-                            &bar[q ? 11 : 0], (it >> 1) & 1, gb, it == 0, last, &bar[9 + q]);
+        fwd_ov_task<DP, NW>(a, &to, c, cw, wq, g, lane, tid, t4, c.sQ + q * c.QB, &bar[q ? 11 : 0], (it >> 1) & 1,
+                            gb, it == 0, last, &bar[9 + q]);
         if (last) break;
         gb += c.nkb;
     }
+    if ((tid & 127) == 0) bulk_wait0(); /* the last O stores done */
 #endif
 }
 
@@ -1341,7 +1429,8 @@ static int sm90_fused_bwd(void) {
  * turn in each consumer warpgroup, one CTA per task. Measured and retired
  * (bench/RESULTS.md): the default with one CTA per task (the default until the persistent
  * form, as ovpp-dyn, measured 1.03-1.05x it with 64 packed documents), ovpp-skip (tiles a
- * warpgroup does not see skipped), ovpp-nw2
+ * warpgroup does not see skipped by a branch in the loop; skipped outside it, as
+ * ovpp-range, they won and are the default), ovpp-nw2
  * (two consumer warpgroups at d = 64), ovpp-ilp (the softmax's row max and sum in partial
  * chains), ovpp-ilpc (with it, O rescaled only when a row's max rose), ovpp-pinsr (O
  * rescaled under the next S, as FlashAttention-3 does: no gain over the default),
@@ -1430,14 +1519,16 @@ int ul_cuda_attention_fwd_sm90(void *o, int64_t os, float *lse, const void *q, i
         if (!ul_cuda_state.fwd_task_ctr) CUDA_CHECK(cudaGetSymbolAddress(&ul_cuda_state.fwd_task_ctr, g_fwd_task_ctr));
         CUDA_CHECK(cudaMemsetAsync(ul_cuda_state.fwd_task_ctr, 0, sizeof(unsigned long long), s));
     }
-#define FWD_LAUNCH(K, G, NT, DP, NW, PIN, NQ) \
-    K<<<(unsigned)(G), NT(NW), hfwd_smem(DP, NW, PIN, NQ), s>>>(tq, tk, tv, a)
+#define FWD_LAUNCH(K, G, NT, DP, NW, PIN, NQ, ...) \
+    K<<<(unsigned)(G), NT(NW), hfwd_smem(DP, NW, PIN, NQ), s>>>(tq, tk, tv, __VA_ARGS__)
+    CUtensorMap to; /* the ov kernel's O stores: boxes of a warpgroup's 64 rows */
+    make_map(&to, o, T, Hq, d, os, 64);
     if (d == 128) {
-        if (variant == UL_AF_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<128, 2>), grid, HFWD_NT, 128, 2, 0, 1);
-        else FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2>), pgrid, HOV_NT, 128, 2, 1, 2);
+        if (variant == UL_AF_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<128, 2>), grid, HFWD_NT, 128, 2, 0, 1, a);
+        else FWD_LAUNCH((k_attn_fwd_ov_sm90<128, 2>), pgrid, HOV_NT, 128, 2, 1, 2, to, a);
     } else {
-        if (variant == UL_AF_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<64, 3>), grid, HFWD_NT, 64, 3, 0, 1);
-        else FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3>), pgrid, HOV_NT, 64, 3, 1, 2);
+        if (variant == UL_AF_SERIAL) FWD_LAUNCH((k_attn_fwd_sm90<64, 3>), grid, HFWD_NT, 64, 3, 0, 1, a);
+        else FWD_LAUNCH((k_attn_fwd_ov_sm90<64, 3>), pgrid, HOV_NT, 64, 3, 1, 2, to, a);
     }
 #undef FWD_LAUNCH
     CUDA_LAUNCH_CHECK();
