@@ -685,7 +685,8 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
         if (last) break;
         gb += c.nkb;
     }
-    if ((tid & 127) == 0) bulk_wait0(); /* the last O stores done */
+    /* (each O store waited for its reads of shared memory; its writes complete with the
+     * grid, so the CTA leaves without waiting for them, as CUTLASS's epilogues do) */
 #endif
 }
 
@@ -904,7 +905,8 @@ __global__ void __launch_bounds__(B_NT, 1)
                 bulk_wait_read0();
                 mbar_arrive(&bar[8]);
             }
-            bulk_wait0();
+            /* (the last reduce's reads of shared memory waited for above; its writes complete
+             * with the grid, before k_attn_dq_convert_tiles reads them) */
         }
         if (tid == 0) {
             mbar_expect_tx(&bar[0], 2 * KB);
@@ -1150,7 +1152,7 @@ __global__ void __launch_bounds__(B_NT, 1)
             tma_store_3d(&tdv, at * 64, (int)hk, (int)k0, sV + at * B_BK * 128);
         }
         bulk_commit();
-        bulk_wait0();
+        bulk_wait_read0(); /* shared memory read: the CTA may leave (the writes complete with the grid) */
     }
 #endif
 }
