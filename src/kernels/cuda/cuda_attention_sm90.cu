@@ -672,9 +672,10 @@ __global__ void __launch_bounds__(HOV_NT(NW), 1)
         const int q = it & 1;
         mbar_wait(&bar[12 + q], (it >> 1) & 1);
         /* the slot read by lane 0 only, the lane that releases Q (bar[9 + q]) once the task's
-         * S are done, and broadcast: so the release that lets the producer rewrite the slot
-         * orders the read itself (with every lane reading and lane 0 arriving, that order
-         * rests on __syncwarp, which racecheck may not follow: the retired form's 2 hazards) */
+         * O is stored (fwd_store_tma), and broadcast: so the release that lets the producer
+         * rewrite the slot orders the read itself (with every lane reading and lane 0
+         * arriving, that order rests on __syncwarp, which racecheck may not follow: the
+         * retired form's 2 hazards) */
         uint64_t tw = 0;
         if (lane == 0) tw = *(volatile uint64_t *)&bar[14 + q];
         tw = __shfl_sync(0xffffffffu, tw, 0);
