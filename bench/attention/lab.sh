@@ -19,9 +19,9 @@
 # runs with them in the first form of $BWDS);
 # NCU [0]; NCU_D, head dims profiled [128]; NCU_F, variants profiled [$FWDS]; NCU_P, the
 # profiled point "T H DOCS" (H query and key/value heads) [16384 8 1]; NCU_SRC, 1: also the
-# warp-stall samples per SASS instruction (bench/attention/ncu_hot.py; not yet run on a
-# GPU: the ncu flags are the documented ones) [0]; CHECK, the
-# correctness run against the CPU backend [1]. POINTS=" " times nothing. BASE, a second source
+# warp-stall samples per SASS instruction (bench/attention/ncu_hot.py) [0]; CHECK, the
+# correctness run against the CPU backend [1]; ROUNDS, each point's timings repeated in turn,
+# the table giving each one's median [1]. POINTS=" " times nothing. BASE, a second source
 # tree (e.g. an earlier commit: `git archive REV src bench tests scripts cmake CMakeLists.txt
 # | tar -x -C DIR`, carried to the device): its bench_attention built too and timed beside, each
 # forward variant f as "base-f", so that a change is measured against what it changes in
@@ -47,6 +47,7 @@ POINTS=${POINTS:-128:32768:16 128:131072:4 128:524288:1 128:131072:16:4 128:1310
 SANITIZE=${SANITIZE:-ovpp}
 NCU=${NCU:-0}
 CHECK=${CHECK:-1}
+ROUNDS=${ROUNDS:-1}
 source scripts/gpu_env.sh # cJSON and pkg-config carried in .deps, as for scripts/gpu_test.sh
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
 t0=$(date +%s)
@@ -80,23 +81,42 @@ done
 FWDS=$ok
 echo "== timing"
 J="$LOG/lab.jsonl"; : > "$J"
+# ROUNDS: each point's runs (ours, the base's, cuDNN's) repeated in turn, the table taking
+# each one's median (one backward point was seen to vary by +-4 % between runs of one call)
 for p in $POINTS; do
   IFS=: read -r d T H HK DOCS <<< "$p"
   HK=${HK:-$H} DOCS=${DOCS:-1}
-  for f in $FWDS; do
-    for b in $BWDS; do
-      UL_ATTN_FWD=$f UL_ATTN_KERNEL=$b timeout 30 "$BENCH" $T $H $HK $d $DOCS 5 | sed "s/^{/{\"fwd\": \"$f\", /" >> "$J"
-      [ -n "${BASE:-}" ] && UL_ATTN_FWD=$f UL_ATTN_KERNEL=$b timeout 30 build-gpu-base/bench_attention $T $H $HK $d $DOCS 5 |
-        sed "s/^{/{\"fwd\": \"base-$f\", /" >> "$J"
+  for r in $(seq "$ROUNDS"); do
+    for f in $FWDS; do
+      for b in $BWDS; do
+        UL_ATTN_FWD=$f UL_ATTN_KERNEL=$b timeout 30 "$BENCH" $T $H $HK $d $DOCS 5 | sed "s/^{/{\"fwd\": \"$f\", /" >> "$J"
+        [ -n "${BASE:-}" ] && UL_ATTN_FWD=$f UL_ATTN_KERNEL=$b timeout 30 build-gpu-base/bench_attention $T $H $HK $d $DOCS 5 |
+          sed "s/^{/{\"fwd\": \"base-$f\", /" >> "$J"
+      done
     done
+    python3 bench/attention/sdpa_bench.py $T $H $HK $d 5 --backends cudnn --docs $DOCS >> "$J" 2>/dev/null
   done
-  python3 bench/attention/sdpa_bench.py $T $H $HK $d 5 --backends cudnn --docs $DOCS >> "$J" 2>/dev/null
 done
 python3 - "$J" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print("| d | T | H:Hkv | docs | fwd variant | bwd form | ours fwd | ours bwd | cuDNN fwd | cuDNN bwd | fwd ratio | bwd ratio |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+import json, statistics, sys
+raw = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+# the median of each configuration's rounds (ROUNDS), in first-seen order; n: the rounds
+groups = {}
+for x in raw:
+    if "error" in x:
+        continue
+    k = (x.get("impl"), x.get("fwd"), x.get("kernel"), x["d"], x["T"], x["H"], x["Hkv"], x.get("docs", 1), x.get("varied", 0))
+    groups.setdefault(k, []).append(x)
+rows = []
+for g in groups.values():
+    r = dict(g[0])
+    for m in ("fwd_tflops", "bwd_tflops"):
+        r[m] = statistics.median(y[m] for y in g)
+    r["n"] = len(g)
+    rows.append(r)
+rows += [x for x in raw if "error" in x]
+print("| d | T | H:Hkv | docs | fwd variant | bwd form | ours fwd | ours bwd | cuDNN fwd | cuDNN bwd | fwd ratio | bwd ratio | rounds |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 key = lambda x: (x["d"], x["T"], x["H"], x["Hkv"], x.get("docs", 1), x.get("varied", 0))
 for r in rows:
     if r.get("impl") != "ulysses" or "error" in r:
@@ -106,7 +126,7 @@ for r in rows:
     rb = f"{r['bwd_tflops'] / c['bwd_tflops']:.2f}" if c else "-"
     cf = f"{c['fwd_tflops']:.0f}" if c else "-"
     cb = f"{c['bwd_tflops']:.0f}" if c else "-"
-    print(f"| {r['d']} | {r['T']} | {r['H']}:{r['Hkv']} | {r['docs']}{'v' if r.get('varied') else ''} | {r['fwd']} | {r['kernel']} | {r['fwd_tflops']:.0f} | {r['bwd_tflops']:.0f} | {cf} | {cb} | {rf} | {rb} |")
+    print(f"| {r['d']} | {r['T']} | {r['H']}:{r['Hkv']} | {r['docs']}{'v' if r.get('varied') else ''} | {r['fwd']} | {r['kernel']} | {r['fwd_tflops']:.0f} | {r['bwd_tflops']:.0f} | {cf} | {cb} | {rf} | {rb} | {r['n']} |")
 PY
 pack
 if [ "$CHECK" = 1 ]; then
