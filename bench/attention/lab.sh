@@ -101,6 +101,7 @@ python3 - "$J" <<'PY'
 import json, statistics, sys
 raw = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 # the median of each configuration's rounds (ROUNDS), in first-seen order; n: the rounds
+# (rows with an error, a run that failed, left out)
 groups = {}
 for x in raw:
     if "error" in x:
@@ -114,14 +115,13 @@ for g in groups.values():
         r[m] = statistics.median(y[m] for y in g)
     r["n"] = len(g)
     rows.append(r)
-rows += [x for x in raw if "error" in x]
 print("| d | T | H:Hkv | docs | fwd variant | bwd form | ours fwd | ours bwd | cuDNN fwd | cuDNN bwd | fwd ratio | bwd ratio | rounds |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 key = lambda x: (x["d"], x["T"], x["H"], x["Hkv"], x.get("docs", 1), x.get("varied", 0))
 for r in rows:
-    if r.get("impl") != "ulysses" or "error" in r:
+    if r.get("impl") != "ulysses":
         continue
-    c = next((x for x in rows if x.get("impl") == "torch-cudnn" and key(x) == key(r) and "error" not in x), None)
+    c = next((x for x in rows if x.get("impl") == "torch-cudnn" and key(x) == key(r)), None)
     rf = f"{r['fwd_tflops'] / c['fwd_tflops']:.2f}" if c else "-"
     rb = f"{r['bwd_tflops'] / c['bwd_tflops']:.2f}" if c else "-"
     cf = f"{c['fwd_tflops']:.0f}" if c else "-"
