@@ -16,7 +16,7 @@
 # packed in the rows [1], cuDNN runs them as a batch; DOCS written Nv: N documents of eight
 # varied lengths, bench_attention.c, cuDNN runs each length as a batch) [d 128 and 64 at 32K, 128K, 512K,
 # GQA 4:1 and 64 documents at 128K]; SANITIZE [ovpp] (forward variants; the backward
-# runs with them in the first form of $BWDS);
+# runs with them in the first form of $BWDS); SAN_D, their head dims [128 64];
 # NCU [0]; NCU_D, head dims profiled [128]; NCU_F, variants profiled [$FWDS]; NCU_P, the
 # profiled point "T H DOCS" (H query and key/value heads) [16384 8 1]; NCU_SRC, 1: also the
 # warp-stall samples per SASS instruction (bench/attention/ncu_hot.py) [0]; CHECK, the
@@ -45,6 +45,7 @@ FWDS=${FWDS:-ovpp serial}
 BWDS=${BWDS:-default}
 POINTS=${POINTS:-128:32768:16 128:131072:4 128:524288:1 128:131072:16:4 128:131072:8:8:64 64:32768:16 64:131072:4 64:524288:1 64:131072:16:4 64:131072:8:8:64}
 SANITIZE=${SANITIZE:-ovpp}
+SAN_D=${SAN_D:-128 64}
 NCU=${NCU:-0}
 CHECK=${CHECK:-1}
 ROUNDS=${ROUNDS:-1}
@@ -138,7 +139,7 @@ fi
 pack
 echo "== compute-sanitizer"
 for f in $SANITIZE; do
-  for d in 128 64; do
+  for d in $SAN_D; do
     for tool in memcheck racecheck; do
       log="$LOG/sanitize_${f}_${d}_$tool.txt"
       UL_ATTN_PERSIST_CTAS=5 UL_ATTN_FWD=$f UL_ATTN_KERNEL=${BWDS%% *} timeout 120 compute-sanitizer --tool $tool --error-exitcode 9 "$BENCH" 1000 4 2 $d 2 1 \
