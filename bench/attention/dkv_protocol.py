@@ -17,19 +17,7 @@ Each planted bug should be found."""
 import random
 import sys
 
-
-class MBar:
-    def __init__(self, count):
-        self.count, self.pending, self.phase = count, count, 0
-
-    def arrive(self):
-        self.pending -= 1
-        if self.pending == 0:
-            self.phase += 1
-            self.pending = self.count
-
-    def passes(self, parity):
-        return (self.phase & 1) != parity
+from ov_protocol import MBar  # the forward's model's mbarrier: arrive(), ok(parity)
 
 
 class NBar:
@@ -65,7 +53,7 @@ def run(nit, alt, rng, plant=0):
         for it in range(nit):
             st = it & 1
             if it >= 2:
-                while not empty[st].passes(((it >> 1) - 1) & 1):
+                while not empty[st].ok(((it >> 1) - 1) & 1):
                     yield
             if qreaders[st]:
                 raise Bug(f"Q stage {st} reloaded for tile {it} while read by {qreaders[st]}")
@@ -76,7 +64,7 @@ def run(nit, alt, rng, plant=0):
 
     def writer():
         for it in range(nit):
-            while not staged.passes(it & 1):
+            while not staged.ok(it & 1):
                 yield
             if sqa["tile"] != it or len(sqa["parts"]) != 2:
                 raise Bug(f"writer read tile {sqa['tile']} parts {sqa['parts']} for tile {it}")
@@ -110,7 +98,7 @@ def run(nit, alt, rng, plant=0):
     def consumer(cw):
         for it in range(nit):
             st = it & 1
-            while not full[st].passes((it >> 1) & 1):
+            while not full[st].ok((it >> 1) & 1):
                 yield
             if qstage[st] != it:
                 raise Bug(f"wg {cw} tile {it}: stage {st} holds tile {qstage[st]}")
@@ -126,7 +114,7 @@ def run(nit, alt, rng, plant=0):
                 qreaders[st].discard(cw)
                 empty[st].arrive()
                 if it > 0:
-                    while not read.passes((it - 1) & 1):
+                    while not read.ok((it - 1) & 1):
                         yield
                 stage_dq(it, {cw})
                 staged.arrive()
@@ -139,7 +127,7 @@ def run(nit, alt, rng, plant=0):
                 qreaders[st].discard(cw)
                 empty[st].arrive()
                 if it > 0 and plant != 3:
-                    while not read.passes((it - 1) & 1):
+                    while not read.ok((it - 1) & 1):
                         yield
                 stage_dq(it, {0, 1})
                 yield
