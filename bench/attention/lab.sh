@@ -21,7 +21,13 @@
 # profiled point "T H DOCS" (H query and key/value heads) [16384 8 1]; NCU_SRC, 1: also the
 # warp-stall samples per SASS instruction (bench/attention/ncu_hot.py) [0]; CHECK, the
 # correctness run against the CPU backend [1]; ROUNDS, each point's timings repeated in turn,
-# the table giving each one's median [1]. POINTS=" " times nothing. BASE, a second source
+# the table giving each one's median [1]; NCU_FULL, "T:H[:D] ...": a full ncu profile
+# (--set full, plus every shared-memory and gmma metric) of the backward's dK/dV kernel at
+# each such point (one document, first form of $BWDS, D [128]), as text:
+# ncu_full_T_H_D.txt (details page) and .raw.txt (every raw metric, one a line) [unset];
+# NCU_M, a comma-separated list of ncu metrics read for the backward's dK/dV kernel and the
+# forward at $NCU_P, in this build and, with BASE, in the base's, side by side (a change's
+# effect on counters) [unset]. POINTS=" " times nothing. BASE, a second source
 # tree (e.g. an earlier commit: `git archive REV src bench tests scripts cmake CMakeLists.txt
 # | tar -x -C DIR`, carried to the device): its bench_attention built too and timed beside, each
 # forward variant f as "base-f", so that a change is measured against what it changes in
@@ -196,4 +202,42 @@ if [ "$NCU" = 1 ] && command -v ncu >/dev/null; then
       echo "bwd $kn d=$d: $(UL_ATTN_KERNEL=${BWDS%% *} ncu_one "$kn" 120 "$kn" "$d")"
     done
   done
+fi
+if [ -n "${NCU_FULL:-}" ] && command -v ncu >/dev/null; then
+  echo "== ncu, full profiles of the backward (NCU_FULL = $NCU_FULL)"
+  ncu --query-metrics > "$LOG/ncu_metrics.txt" 2>&1
+  for p in $NCU_FULL; do
+    IFS=: read -r T H D <<< "$p"
+    D=${D:-128}
+    rep="$LOG/ncu_full_${T}_${H}_$D"
+    UL_ATTN_KERNEL=${BWDS%% *} timeout 300 ncu -k regex:k_attn_dkv -c 1 --set full \
+      --metrics "regex:.*(gmma|mem_shared|pipe_tensor).*" -f -o "$rep" "$BENCH" "$T" "$H" "$H" "$D" 1 1 > "$rep.log" 2>&1
+    echo "T=$T H=$H d=$D: exit $?"
+    ncu --import "$rep.ncu-rep" --page details > "$rep.txt" 2>> "$rep.log"
+    # the raw page's CSV (a row of names, one of units, one of values), one metric a line
+    ncu --import "$rep.ncu-rep" --page raw --csv 2>> "$rep.log" | python3 -c '
+import csv, sys
+rows = list(csv.reader(sys.stdin))
+if len(rows) >= 3:
+    for n, u, v in zip(rows[0], rows[1], rows[2]):
+        print(n, v, u)' > "$rep.raw.txt"
+    grep -E "Duration|Throughput|Busy|Shared|Bank|Wavefront|Tensor|Pipe" "$rep.txt" | head -40
+    rm -f "$rep.ncu-rep"
+  done
+  pack
+fi
+if [ -n "${NCU_M:-}" ] && command -v ncu >/dev/null; then
+  read -r NT NH NDOCS <<< "${NCU_P:-16384 8 1}"
+  echo "== ncu metrics at T H DOCS = $NT $NH $NDOCS (NCU_M)"
+  for b in "$BENCH" ${BASE:+build-gpu-base/bench_attention}; do
+    for kn in k_attn_dkv k_attn_fwd; do
+      for d in ${NCU_D:-128}; do
+        UL_ATTN_KERNEL=${BWDS%% *} timeout 120 ncu -k "regex:$kn" -c 1 --metrics "$NCU_M" "$b" "$NT" "$NH" "$NH" "$d" "$NDOCS" 1 \
+          > "$LOG/ncu_m.txt" 2>&1
+        echo "$b $kn d=$d: $(awk -v m="$NCU_M" 'BEGIN { n = split(m, a, ","); for (i = 1; i <= n; i++) w[a[i]] = 1 }
+          ($1 in w) { printf " %s %s", $1, $NF }' "$LOG/ncu_m.txt")"
+      done
+    done
+  done
+  pack
 fi

@@ -5,8 +5,9 @@ Reads the CSV of `ncu --import REP --page source --csv --print-source sass` for 
 taken with `--section SourceCounters` (bench/attention/lab.sh, NCU_SRC=1) and prints the
 share of the warp-stall samples by opcode and the N instructions with the most samples
 (address and SASS text), so that a stall reason from the kernel-level profile can be put on
-the instructions that cause it.
-  bench/attention/ncu_hot.py SOURCE.csv [N]
+the instructions that cause it. COLUMN (a prefix of a column's name, e.g. "L1 Wavefronts
+Shared") ranks by that column instead of the stall samples.
+  bench/attention/ncu_hot.py SOURCE.csv [N [COLUMN]]
 """
 import csv
 import sys
@@ -22,35 +23,40 @@ def number(s):
 
 def main():
     if len(sys.argv) < 2:
-        sys.exit("usage: ncu_hot.py SOURCE.csv [N]")
+        sys.exit("usage: ncu_hot.py SOURCE.csv [N [COLUMN]]")
     top = int(sys.argv[2]) if len(sys.argv) > 2 else 25
+    want = sys.argv[3] if len(sys.argv) > 3 else "Warp Stall Sampling (All"
     rows = list(csv.reader(open(sys.argv[1], newline="")))
     head = next((i for i, r in enumerate(rows) if "Address" in r and "Source" in r), None)
     if head is None:
         sys.exit("ncu_hot.py: no header with Address and Source in %s (first line: %s)"
                  % (sys.argv[1], rows[0] if rows else "empty"))
     cols = rows[head]
-    stall = next((j for j, c in enumerate(cols) if c.startswith("Warp Stall Sampling (All")), None)
+    stall = next((j for j, c in enumerate(cols) if c.startswith(want)), None)
     if stall is None:
-        sys.exit("ncu_hot.py: no 'Warp Stall Sampling (All Samples)' column; columns: %s" % ", ".join(cols))
-    noiss = next((j for j, c in enumerate(cols) if c.startswith("Warp Stall Sampling (Not")), None)
+        sys.exit("ncu_hot.py: no column starting with '%s'; columns: %s" % (want, ", ".join(cols)))
+    # the second figure: the not-issued samples, or with COLUMN, all the stall samples
+    second = "Warp Stall Sampling (Not" if len(sys.argv) <= 3 else "Warp Stall Sampling (All"
+    noiss = next((j for j, c in enumerate(cols) if c.startswith(second)), None)
     addr, src = cols.index("Address"), cols.index("Source")
     inst = [(r[addr], r[src].strip(), number(r[stall]), number(r[noiss]) if noiss is not None else 0.0)
             for r in rows[head + 1:] if len(r) == len(cols)]
     total = sum(i[2] for i in inst)
     if total <= 0:
-        sys.exit("ncu_hot.py: no stall samples in %s" % sys.argv[1])
+        sys.exit("ncu_hot.py: column '%s' is zero throughout %s" % (cols[stall], sys.argv[1]))
     by_op = Counter()
     for _, text, n, _ in inst:
         words = text.split()
         if words and words[0].startswith("@"):
             words = words[1:]
         by_op[words[0].split(".")[0] if words else "?"] += n
-    print("%d instructions, %d samples; by opcode (share of samples):" % (len(inst), total))
+    print("%d instructions, %d of '%s'; by opcode (share):" % (len(inst), total, cols[stall]))
     print("  " + ", ".join("%s %.1f%%" % (op, 100 * n / total) for op, n in by_op.most_common(12)))
-    print("top %d instructions (share of all samples, of not-issued samples; address; SASS):" % top)
+    total2 = sum(i[3] for i in inst) if len(sys.argv) > 3 else total
+    print("top %d instructions (share of the column; of the %s samples; address; SASS):"
+          % (top, "not-issued" if len(sys.argv) <= 3 else "stall"))
     for a, text, n, ni in sorted(inst, key=lambda i: -i[2])[:top]:
-        print("  %5.1f%% %5.1f%%  %s  %s" % (100 * n / total, 100 * ni / total, a, text))
+        print("  %5.1f%% %5.1f%%  %s  %s" % (100 * n / total, 100 * ni / max(total2, 1), a, text))
 
 
 if __name__ == "__main__":
