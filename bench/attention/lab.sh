@@ -27,11 +27,11 @@
 # ncu_full_T_H_D.txt (details page) and .raw.txt (every raw metric, one a line) [unset];
 # NCU_M, a comma-separated list of ncu metrics read for the backward's dK/dV kernel and the
 # forward at $NCU_P, in this build and, with BASE, in the base's, side by side (a change's
-# effect on counters) [unset]. POINTS=" " times nothing. BASE, a second source
-# tree (e.g. an earlier commit: `git archive REV src bench tests scripts cmake CMakeLists.txt
-# | tar -x -C DIR`, carried to the device): its bench_attention built too and timed beside, each
-# forward variant f as "base-f", so that a change is measured against what it changes in
-# one call [unset].
+# effect on counters) [unset]. POINTS=" " times nothing. BASE, other source trees,
+# space-separated (e.g. an earlier commit: `git archive REV src bench tests scripts cmake
+# CMakeLists.txt | tar -x -C DIR`, carried to the device): each one's bench_attention built
+# too and timed beside, each forward variant f as "base-f" (the first tree), "base2-f" (the
+# second), ..., so that changes are measured against what they change in one call [unset].
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 LOG=build-gpu/lab
@@ -62,12 +62,19 @@ cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DUL_CUDA=ON -DUL_SANITIZE_TE
   >"$LOG/configure.log" 2>&1 || { tail -30 "$LOG/configure.log"; exit 1; }
 cmake --build build-gpu -j"$(nproc)" --target test_cuda_kernels bench_attention >"$LOG/build.log" 2>&1 \
   || { grep -E "error" -A3 "$LOG/build.log" | head -60; exit 1; }
-if [ -n "${BASE:-}" ]; then
-  cmake -S "$BASE" -B build-gpu-base -DCMAKE_BUILD_TYPE=Release -DUL_CUDA=ON -DUL_SANITIZE_TESTS=OFF \
-    >"$LOG/configure_base.log" 2>&1 || { tail -30 "$LOG/configure_base.log"; exit 1; }
-  cmake --build build-gpu-base -j"$(nproc)" --target bench_attention >"$LOG/build_base.log" 2>&1 \
-    || { grep -E "error" -A3 "$LOG/build_base.log" | head -60; exit 1; }
-fi
+# the base trees' build folders and labels: build-gpu-base and "base" for the first,
+# build-gpu-base2 and "base2" for the second, ...
+BASES=()
+n=0
+for src in ${BASE:-}; do
+  n=$((n + 1))
+  sfx=$([ "$n" = 1 ] || echo "$n")
+  BASES+=("base$sfx")
+  cmake -S "$src" -B "build-gpu-base$sfx" -DCMAKE_BUILD_TYPE=Release -DUL_CUDA=ON -DUL_SANITIZE_TESTS=OFF \
+    >"$LOG/configure_base$sfx.log" 2>&1 || { tail -30 "$LOG/configure_base$sfx.log"; exit 1; }
+  cmake --build "build-gpu-base$sfx" -j"$(nproc)" --target bench_attention >"$LOG/build_base$sfx.log" 2>&1 \
+    || { grep -E "error" -A3 "$LOG/build_base$sfx.log" | head -60; exit 1; }
+done
 echo "build: $(( $(date +%s) - t0 )) s"
 att=$(find build-gpu -name "cuda_attention_sm90.cu.o" | head -1)
 cuobjdump -sass "$att" > "$LOG/sm90.sass" 2>/dev/null
@@ -97,8 +104,10 @@ for p in $POINTS; do
     for f in $FWDS; do
       for b in $BWDS; do
         UL_ATTN_FWD=$f UL_ATTN_KERNEL=$b timeout 30 "$BENCH" $T $H $HK $d $DOCS 5 | sed "s/^{/{\"fwd\": \"$f\", /" >> "$J"
-        [ -n "${BASE:-}" ] && UL_ATTN_FWD=$f UL_ATTN_KERNEL=$b timeout 30 build-gpu-base/bench_attention $T $H $HK $d $DOCS 5 |
-          sed "s/^{/{\"fwd\": \"base-$f\", /" >> "$J"
+        for l in "${BASES[@]}"; do
+          UL_ATTN_FWD=$f UL_ATTN_KERNEL=$b timeout 30 "build-gpu-${l}/bench_attention" $T $H $HK $d $DOCS 5 |
+            sed "s/^{/{\"fwd\": \"$l-$f\", /" >> "$J"
+        done
       done
     done
     python3 bench/attention/sdpa_bench.py $T $H $HK $d 5 --backends cudnn --docs $DOCS >> "$J" 2>/dev/null
@@ -229,7 +238,7 @@ fi
 if [ -n "${NCU_M:-}" ] && command -v ncu >/dev/null; then
   read -r NT NH NDOCS <<< "${NCU_P:-16384 8 1}"
   echo "== ncu metrics at T H DOCS = $NT $NH $NDOCS (NCU_M)"
-  for b in "$BENCH" ${BASE:+build-gpu-base/bench_attention}; do
+  for b in "$BENCH" $(for l in "${BASES[@]}"; do echo "build-gpu-$l/bench_attention"; done); do
     for kn in k_attn_dkv k_attn_fwd; do
       for d in ${NCU_D:-128}; do
         UL_ATTN_KERNEL=${BWDS%% *} timeout 120 ncu -k "regex:$kn" -c 1 --metrics "$NCU_M" "$b" "$NT" "$NH" "$NH" "$d" "$NDOCS" 1 \
