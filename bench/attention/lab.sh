@@ -26,12 +26,17 @@
 # each such point (one document, first form of $BWDS, D [128]), as text:
 # ncu_full_T_H_D.txt (details page) and .raw.txt (every raw metric, one a line) [unset];
 # NCU_M, a comma-separated list of ncu metrics read for the backward's dK/dV kernel and the
-# forward at $NCU_P, in this build and, with BASE, in the base's, side by side (a change's
-# effect on counters) [unset]. POINTS=" " times nothing. BASE, other source trees,
+# forward at $NCU_P, in this build and in each BASE and PATCHES build, side by side (a
+# change's effect on counters) [unset]. POINTS=" " times nothing. BASE, other source trees,
 # space-separated (e.g. an earlier commit: `git archive REV src bench tests scripts cmake
 # CMakeLists.txt | tar -x -C DIR`, carried to the device): each one's bench_attention built
 # too and timed beside, each forward variant f as "base-f" (the first tree), "base2-f" (the
 # second), ..., so that changes are measured against what they change in one call [unset].
+# PATCHES, candidate patches (e.g. bench/attention/candidates/NAME.patch), space-separated:
+# each applied to a copy of this tree (build-gpu-p-NAME/src, built in build-gpu-p-NAME/b),
+# timed beside as "NAME-f", checked against the CPU backend (CHECK), run under the
+# sanitizers (SANITIZE) and read by NCU_M, so that one call measures several candidates
+# against this tree [unset].
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 LOG=build-gpu/lab
@@ -62,18 +67,32 @@ cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DUL_CUDA=ON -DUL_SANITIZE_TE
   >"$LOG/configure.log" 2>&1 || { tail -30 "$LOG/configure.log"; exit 1; }
 cmake --build build-gpu -j"$(nproc)" --target test_cuda_kernels bench_attention >"$LOG/build.log" 2>&1 \
   || { grep -E "error" -A3 "$LOG/build.log" | head -60; exit 1; }
-# the base trees' build folders and labels: build-gpu-base and "base" for the first,
-# build-gpu-base2 and "base2" for the second, ...
-BASES=()
+# the other builds timed beside this one: label, bench binary, test binary (patches only):
+# the base trees as "base" (build-gpu-base), "base2" (build-gpu-base2), ...; each patch as
+# its file's name (build-gpu-p-NAME)
+ALT_L=() ALT_B=() ALT_T=()
 n=0
 for src in ${BASE:-}; do
   n=$((n + 1))
   sfx=$([ "$n" = 1 ] || echo "$n")
-  BASES+=("base$sfx")
   cmake -S "$src" -B "build-gpu-base$sfx" -DCMAKE_BUILD_TYPE=Release -DUL_CUDA=ON -DUL_SANITIZE_TESTS=OFF \
     >"$LOG/configure_base$sfx.log" 2>&1 || { tail -30 "$LOG/configure_base$sfx.log"; exit 1; }
   cmake --build "build-gpu-base$sfx" -j"$(nproc)" --target bench_attention >"$LOG/build_base$sfx.log" 2>&1 \
     || { grep -E "error" -A3 "$LOG/build_base$sfx.log" | head -60; exit 1; }
+  ALT_L+=("base$sfx") ALT_B+=("build-gpu-base$sfx/bench_attention") ALT_T+=("")
+done
+for pf in ${PATCHES:-}; do
+  [ -f "$pf" ] || { echo "PATCHES: no file $pf"; exit 1; }
+  nm=$(basename "$pf" .patch)
+  dir=build-gpu-p-$nm
+  rm -rf "$dir" && mkdir -p "$dir/src" && cp -r src bench tests scripts cmake CMakeLists.txt "$dir/src/"
+  patch -s -d "$dir/src" -p1 < "$pf" > "$LOG/patch_$nm.log" 2>&1 || { echo "$pf: does not apply"; cat "$LOG/patch_$nm.log"; exit 1; }
+  cmake -S "$dir/src" -B "$dir/b" -DCMAKE_BUILD_TYPE=Release -DUL_CUDA=ON -DUL_SANITIZE_TESTS=OFF \
+    >"$LOG/configure_$nm.log" 2>&1 || { tail -30 "$LOG/configure_$nm.log"; exit 1; }
+  cmake --build "$dir/b" -j"$(nproc)" --target test_cuda_kernels bench_attention >"$LOG/build_$nm.log" 2>&1 \
+    || { grep -E "error" -A3 "$LOG/build_$nm.log" | head -60; exit 1; }
+  ALT_L+=("$nm") ALT_B+=("$dir/b/bench_attention")
+  ALT_T+=("$(find "$dir/b" -name test_cuda_kernels -type f -perm -u+x | head -1)")
 done
 echo "build: $(( $(date +%s) - t0 )) s"
 att=$(find build-gpu -name "cuda_attention_sm90.cu.o" | head -1)
@@ -104,9 +123,9 @@ for p in $POINTS; do
     for f in $FWDS; do
       for b in $BWDS; do
         UL_ATTN_FWD=$f UL_ATTN_KERNEL=$b timeout 30 "$BENCH" $T $H $HK $d $DOCS 5 | sed "s/^{/{\"fwd\": \"$f\", /" >> "$J"
-        for l in "${BASES[@]}"; do
-          UL_ATTN_FWD=$f UL_ATTN_KERNEL=$b timeout 30 "build-gpu-${l}/bench_attention" $T $H $HK $d $DOCS 5 |
-            sed "s/^{/{\"fwd\": \"$l-$f\", /" >> "$J"
+        for i in "${!ALT_L[@]}"; do
+          UL_ATTN_FWD=$f UL_ATTN_KERNEL=$b timeout 30 "${ALT_B[$i]}" $T $H $HK $d $DOCS 5 |
+            sed "s/^{/{\"fwd\": \"${ALT_L[$i]}-$f\", /" >> "$J"
         done
       done
     done
@@ -150,21 +169,35 @@ if [ "$CHECK" = 1 ]; then
   UL_TEST_ATTN_FWD="$FWDS" timeout 300 "$TEST" --only attention > "$LOG/test_attention.txt" 2>&1; rc=$?
   echo "exit $rc: $(grep -c '| ok' "$LOG/test_attention.txt") ok, $(grep -c '| FAIL' "$LOG/test_attention.txt") failed"
   grep '| FAIL' "$LOG/test_attention.txt" | head -10
+  for i in "${!ALT_L[@]}"; do
+    [ -n "${ALT_T[$i]}" ] || continue
+    t="$LOG/test_attention_${ALT_L[$i]}.txt"
+    UL_TEST_ATTN_FWD="$FWDS" timeout 300 "${ALT_T[$i]}" --only attention > "$t" 2>&1; rc=$?
+    echo "${ALT_L[$i]}: exit $rc: $(grep -c '| ok' "$t") ok, $(grep -c '| FAIL' "$t") failed"
+    grep '| FAIL' "$t" | head -10
+  done
 fi
 pack
 echo "== compute-sanitizer"
+# this build and each patch's ("" and the patch's label before each log name)
+SAN_B=("$BENCH") SAN_P=("")
+for i in "${!ALT_L[@]}"; do
+  [ -n "${ALT_T[$i]}" ] && SAN_B+=("${ALT_B[$i]}") SAN_P+=("${ALT_L[$i]}_")
+done
+for j in "${!SAN_B[@]}"; do
 for f in $SANITIZE; do
   for d in $SAN_D; do
     for tool in memcheck racecheck; do
-      log="$LOG/sanitize_${f}_${d}_$tool.txt"
-      UL_ATTN_PERSIST_CTAS=5 UL_ATTN_FWD=$f UL_ATTN_KERNEL=${BWDS%% *} timeout 120 compute-sanitizer --tool $tool --error-exitcode 9 "$BENCH" 1000 4 2 $d 2 1 \
+      log="$LOG/sanitize_${SAN_P[$j]}${f}_${d}_$tool.txt"
+      UL_ATTN_PERSIST_CTAS=5 UL_ATTN_FWD=$f UL_ATTN_KERNEL=${BWDS%% *} timeout 120 compute-sanitizer --tool $tool --error-exitcode 9 "${SAN_B[$j]}" 1000 4 2 $d 2 1 \
         >"$log" 2>&1
       rc=$? # 0: clean; 9: the tool found errors; 124: out of time
-      echo "fwd=$f d=$d $tool: exit $rc; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$log" | tr '\n' ' ')"
+      echo "${SAN_P[$j]}fwd=$f d=$d $tool: exit $rc; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$log" | tr '\n' ' ')"
       # clean runs leave no log; a finding keeps its first 150 lines and the summary
       if [ "$rc" = 0 ]; then rm -f "$log"; else { head -n 150 "$log"; tail -n 3 "$log"; } > "$log.k" && mv "$log.k" "$log"; fi
     done
   done
+done
 done
 pack
 if [ "$NCU" = 1 ] && command -v ncu >/dev/null; then
@@ -238,7 +271,7 @@ fi
 if [ -n "${NCU_M:-}" ] && command -v ncu >/dev/null; then
   read -r NT NH NDOCS <<< "${NCU_P:-16384 8 1}"
   echo "== ncu metrics at T H DOCS = $NT $NH $NDOCS (NCU_M)"
-  for b in "$BENCH" $(for l in "${BASES[@]}"; do echo "build-gpu-$l/bench_attention"; done); do
+  for b in "$BENCH" "${ALT_B[@]}"; do
     for kn in k_attn_dkv k_attn_fwd; do
       for d in ${NCU_D:-128}; do
         UL_ATTN_KERNEL=${BWDS%% *} timeout 120 ncu -k "regex:$kn" -c 1 --metrics "$NCU_M" "$b" "$NT" "$NH" "$NH" "$d" "$NDOCS" 1 \
