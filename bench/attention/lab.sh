@@ -19,7 +19,9 @@
 # runs with them in the first form of $BWDS); SAN_D, their head dims [128 64];
 # NCU [0]; NCU_D, head dims profiled [128]; NCU_F, variants profiled [$FWDS]; NCU_P, the
 # profiled point "T H DOCS" (H query and key/value heads) [16384 8 1]; NCU_SRC, 1: also the
-# warp-stall samples per SASS instruction (bench/attention/ncu_hot.py) [0]; CHECK, the
+# warp-stall samples per SASS instruction (bench/attention/ncu_hot.py) [0]; NCU_SRC_COL,
+# with NCU_SRC, the instructions also ranked by this source-counter column, e.g. "L1
+# Wavefronts Shared" [unset]; CHECK, the
 # correctness run against the CPU backend [1]; ROUNDS, each point's timings repeated in turn,
 # the table giving each one's median [1]; NCU_FULL, "T:H[:D] ...": a full ncu profile
 # (--set full, plus every shared-memory and gmma metric) of the backward's dK/dV kernel at
@@ -219,14 +221,16 @@ if [ "$NCU" = 1 ] && command -v ncu >/dev/null; then
          END { for (n in s) if (t > 0) printf "%.1f %s\n", 100 * s[n] / t, n }' "$LOG/ncu_stall_$1_$4.txt" |
       sort -rn | head -6 | awk 'BEGIN { printf " stalls:" } { printf " %s %s%%", $2, $1 }'
     # NCU_SRC=1: a third run with the per-instruction counters; the stall samples by opcode
-    # and the hottest instructions (bench/attention/ncu_hot.py) in ncu_hot_NAME_D.txt (the
-    # report and its CSV deleted: large)
+    # and the hottest instructions (bench/attention/ncu_hot.py; and by $NCU_SRC_COL) in
+    # ncu_hot_NAME_D.txt (the report and its CSV deleted: large)
     if [ "${NCU_SRC:-0}" = 1 ]; then
       rep="$LOG/ncu_src_$1_$4"
       timeout "$2" ncu -k "regex:$3" -c 1 --section SourceCounters -f -o "$rep" \
         "$BENCH" "$NT" "$NH" "$NH" "$4" "$NDOCS" 1 > "$rep.log" 2>&1 &&
         ncu --import "$rep.ncu-rep" --page source --csv --print-source sass > "$rep.csv" 2>> "$rep.log" &&
         python3 bench/attention/ncu_hot.py "$rep.csv" 30 > "$LOG/ncu_hot_$1_$4.txt" 2>&1 &&
+        { [ -z "${NCU_SRC_COL:-}" ] || python3 bench/attention/ncu_hot.py "$rep.csv" 20 "$NCU_SRC_COL" \
+          >> "$LOG/ncu_hot_$1_$4.txt" 2>&1; } &&
         rm -f "$rep.ncu-rep" "$rep.csv" "$rep.log" || tail -5 "$rep.log" >> "$LOG/ncu_hot_$1_$4.txt"
       printf " (per instruction: ncu_hot_%s_%s.txt)" "$1" "$4"
     fi

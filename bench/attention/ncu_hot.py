@@ -5,7 +5,7 @@ Reads the CSV of `ncu --import REP --page source --csv --print-source sass` for 
 taken with `--section SourceCounters` (bench/attention/lab.sh, NCU_SRC=1) and prints the
 share of the warp-stall samples by opcode and the N instructions with the most samples
 (address and SASS text), so that a stall reason from the kernel-level profile can be put on
-the instructions that cause it. COLUMN (a prefix of a column's name, e.g. "L1 Wavefronts
+the instructions that cause it. COLUMN (a column's name or the start of one, e.g. "L1 Wavefronts
 Shared") ranks by that column instead of the stall samples.
   bench/attention/ncu_hot.py SOURCE.csv [N [COLUMN]]
 """
@@ -32,7 +32,10 @@ def main():
         sys.exit("ncu_hot.py: no header with Address and Source in %s (first line: %s)"
                  % (sys.argv[1], rows[0] if rows else "empty"))
     cols = rows[head]
-    stall = next((j for j, c in enumerate(cols) if c.startswith(want)), None)
+    # the column named exactly COLUMN, else the first whose name starts with it
+    stall = next((j for j, c in enumerate(cols) if c == want), None)
+    if stall is None:
+        stall = next((j for j, c in enumerate(cols) if c.startswith(want)), None)
     if stall is None:
         sys.exit("ncu_hot.py: no column starting with '%s'; columns: %s" % (want, ", ".join(cols)))
     # the second figure: the not-issued samples, or with COLUMN, all the stall samples
