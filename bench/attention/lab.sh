@@ -62,13 +62,21 @@ SAN_D=${SAN_D:-128 64}
 NCU=${NCU:-0}
 CHECK=${CHECK:-1}
 ROUNDS=${ROUNDS:-1}
+read -r NT NH NDOCS <<< "${NCU_P:-16384 8 1}" # the profiled point (NCU, NCU_M)
 source scripts/gpu_env.sh # cJSON and pkg-config carried in .deps, as for scripts/gpu_test.sh
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
+# build SRC DIR NAME TARGETS [CMAKE_OPTION...]: configures SRC in DIR and builds TARGETS (logs
+# configureNAME.log, buildNAME.log), or stops the lab with the errors
+build() {
+  local src=$1 dir=$2 nm=$3 targets=$4
+  shift 4
+  cmake -S "$src" -B "$dir" -DCMAKE_BUILD_TYPE=Release -DUL_CUDA=ON -DUL_SANITIZE_TESTS=OFF "$@" \
+    >"$LOG/configure$nm.log" 2>&1 || { tail -30 "$LOG/configure$nm.log"; exit 1; }
+  cmake --build "$dir" -j"$(nproc)" --target $targets >"$LOG/build$nm.log" 2>&1 \
+    || { grep -E "error" -A3 "$LOG/build$nm.log" | head -60; exit 1; }
+}
 t0=$(date +%s)
-cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DUL_CUDA=ON -DUL_SANITIZE_TESTS=OFF -DUL_CUDA_PTXAS_VERBOSE=ON \
-  >"$LOG/configure.log" 2>&1 || { tail -30 "$LOG/configure.log"; exit 1; }
-cmake --build build-gpu -j"$(nproc)" --target test_cuda_kernels bench_attention >"$LOG/build.log" 2>&1 \
-  || { grep -E "error" -A3 "$LOG/build.log" | head -60; exit 1; }
+build . build-gpu "" "test_cuda_kernels bench_attention" -DUL_CUDA_PTXAS_VERBOSE=ON
 # the other builds timed beside this one: label, bench binary, test binary (patches only):
 # the base trees as "base" (build-gpu-base), "base2" (build-gpu-base2), ...; each patch as
 # its file's name (build-gpu-p-NAME)
@@ -77,10 +85,7 @@ n=0
 for src in ${BASE:-}; do
   n=$((n + 1))
   sfx=$([ "$n" = 1 ] || echo "$n")
-  cmake -S "$src" -B "build-gpu-base$sfx" -DCMAKE_BUILD_TYPE=Release -DUL_CUDA=ON -DUL_SANITIZE_TESTS=OFF \
-    >"$LOG/configure_base$sfx.log" 2>&1 || { tail -30 "$LOG/configure_base$sfx.log"; exit 1; }
-  cmake --build "build-gpu-base$sfx" -j"$(nproc)" --target bench_attention >"$LOG/build_base$sfx.log" 2>&1 \
-    || { grep -E "error" -A3 "$LOG/build_base$sfx.log" | head -60; exit 1; }
+  build "$src" "build-gpu-base$sfx" "_base$sfx" bench_attention
   ALT_L+=("base$sfx") ALT_B+=("build-gpu-base$sfx/bench_attention") ALT_T+=("")
 done
 for pf in ${PATCHES:-}; do
@@ -89,10 +94,7 @@ for pf in ${PATCHES:-}; do
   dir=build-gpu-p-$nm
   rm -rf "$dir" && mkdir -p "$dir/src" && cp -r src bench tests scripts cmake CMakeLists.txt "$dir/src/"
   patch -s -d "$dir/src" -p1 < "$pf" > "$LOG/patch_$nm.log" 2>&1 || { echo "$pf: does not apply"; cat "$LOG/patch_$nm.log"; exit 1; }
-  cmake -S "$dir/src" -B "$dir/b" -DCMAKE_BUILD_TYPE=Release -DUL_CUDA=ON -DUL_SANITIZE_TESTS=OFF \
-    >"$LOG/configure_$nm.log" 2>&1 || { tail -30 "$LOG/configure_$nm.log"; exit 1; }
-  cmake --build "$dir/b" -j"$(nproc)" --target test_cuda_kernels bench_attention >"$LOG/build_$nm.log" 2>&1 \
-    || { grep -E "error" -A3 "$LOG/build_$nm.log" | head -60; exit 1; }
+  build "$dir/src" "$dir/b" "_$nm" "test_cuda_kernels bench_attention"
   ALT_L+=("$nm") ALT_B+=("$dir/b/bench_attention")
   ALT_T+=("$(find "$dir/b" -name test_cuda_kernels -type f -perm -u+x | head -1)")
 done
@@ -102,6 +104,12 @@ cuobjdump -sass "$att" > "$LOG/sm90.sass" 2>/dev/null
 awk -f bench/attention/sass_summary.awk "$LOG/sm90.sass" | grep -i "attn" # per kernel; see the awk file
 TEST=$(find build-gpu -name test_cuda_kernels -type f -perm -u+x | head -1)
 BENCH=build-gpu/bench_attention
+# the builds checked against the CPU backend and run under the sanitizers: this one and each
+# patch's; log-name prefix ("" here, "NAME_" for a patch), test and bench binaries
+CHK_P=("") CHK_T=("$TEST") CHK_B=("$BENCH")
+for i in "${!ALT_L[@]}"; do
+  [ -n "${ALT_T[$i]}" ] && CHK_P+=("${ALT_L[$i]}_") CHK_T+=("${ALT_T[$i]}") CHK_B+=("${ALT_B[$i]}")
+done
 echo "== smoke (a variant that hangs or fails here is dropped)"
 ok=""
 for f in $FWDS; do
@@ -168,38 +176,29 @@ PY
 pack
 if [ "$CHECK" = 1 ]; then
   echo "== correctness (test_cuda_kernels --only attention)"
-  UL_TEST_ATTN_FWD="$FWDS" timeout 300 "$TEST" --only attention > "$LOG/test_attention.txt" 2>&1; rc=$?
-  echo "exit $rc: $(grep -c '| ok' "$LOG/test_attention.txt") ok, $(grep -c '| FAIL' "$LOG/test_attention.txt") failed"
-  grep '| FAIL' "$LOG/test_attention.txt" | head -10
-  for i in "${!ALT_L[@]}"; do
-    [ -n "${ALT_T[$i]}" ] || continue
-    t="$LOG/test_attention_${ALT_L[$i]}.txt"
-    UL_TEST_ATTN_FWD="$FWDS" timeout 300 "${ALT_T[$i]}" --only attention > "$t" 2>&1; rc=$?
-    echo "${ALT_L[$i]}: exit $rc: $(grep -c '| ok' "$t") ok, $(grep -c '| FAIL' "$t") failed"
+  for j in "${!CHK_T[@]}"; do
+    t="$LOG/${CHK_P[$j]}test_attention.txt"
+    UL_TEST_ATTN_FWD="$FWDS" timeout 300 "${CHK_T[$j]}" --only attention > "$t" 2>&1; rc=$?
+    echo "${CHK_P[$j]:+${CHK_P[$j]%_}: }exit $rc: $(grep -c '| ok' "$t") ok, $(grep -c '| FAIL' "$t") failed"
     grep '| FAIL' "$t" | head -10
   done
 fi
 pack
 echo "== compute-sanitizer"
-# this build and each patch's ("" and the patch's label before each log name)
-SAN_B=("$BENCH") SAN_P=("")
-for i in "${!ALT_L[@]}"; do
-  [ -n "${ALT_T[$i]}" ] && SAN_B+=("${ALT_B[$i]}") SAN_P+=("${ALT_L[$i]}_")
-done
-for j in "${!SAN_B[@]}"; do
-for f in $SANITIZE; do
-  for d in $SAN_D; do
-    for tool in memcheck racecheck; do
-      log="$LOG/sanitize_${SAN_P[$j]}${f}_${d}_$tool.txt"
-      UL_ATTN_PERSIST_CTAS=5 UL_ATTN_FWD=$f UL_ATTN_KERNEL=${BWDS%% *} timeout 120 compute-sanitizer --tool $tool --error-exitcode 9 "${SAN_B[$j]}" 1000 4 2 $d 2 1 \
-        >"$log" 2>&1
-      rc=$? # 0: clean; 9: the tool found errors; 124: out of time
-      echo "${SAN_P[$j]}fwd=$f d=$d $tool: exit $rc; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$log" | tr '\n' ' ')"
-      # clean runs leave no log; a finding keeps its first 150 lines and the summary
-      if [ "$rc" = 0 ]; then rm -f "$log"; else { head -n 150 "$log"; tail -n 3 "$log"; } > "$log.k" && mv "$log.k" "$log"; fi
+for j in "${!CHK_B[@]}"; do
+  for f in $SANITIZE; do
+    for d in $SAN_D; do
+      for tool in memcheck racecheck; do
+        log="$LOG/sanitize_${CHK_P[$j]}${f}_${d}_$tool.txt"
+        UL_ATTN_PERSIST_CTAS=5 UL_ATTN_FWD=$f UL_ATTN_KERNEL=${BWDS%% *} timeout 120 compute-sanitizer --tool $tool \
+          --error-exitcode 9 "${CHK_B[$j]}" 1000 4 2 $d 2 1 >"$log" 2>&1
+        rc=$? # 0: clean; 9: the tool found errors; 124: out of time
+        echo "${CHK_P[$j]:+${CHK_P[$j]%_}: }fwd=$f d=$d $tool: exit $rc; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$log" | tr '\n' ' ')"
+        # clean runs leave no log; a finding keeps its first 150 lines and the summary
+        if [ "$rc" = 0 ]; then rm -f "$log"; else { head -n 150 "$log"; tail -n 3 "$log"; } > "$log.k" && mv "$log.k" "$log"; fi
+      done
     done
   done
-done
 done
 pack
 if [ "$NCU" = 1 ] && command -v ncu >/dev/null; then
@@ -207,7 +206,6 @@ if [ "$NCU" = 1 ] && command -v ncu >/dev/null; then
   # (at $NCU_P; UL_ATTN_FWD and UL_ATTN_KERNEL from the environment), its key lines on
   # one line; then, from a second run's PC sampling, the six most frequent reasons a warp
   # was stalled (share of the samples)
-  read -r NT NH NDOCS <<< "${NCU_P:-16384 8 1}"
   ncu_one() {
     timeout "$2" ncu -k "regex:$3" -c 1 --section SpeedOfLight --section SchedulerStats --section WarpStateStats \
       --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
@@ -273,7 +271,6 @@ if len(rows) >= 3:
   pack
 fi
 if [ -n "${NCU_M:-}" ] && command -v ncu >/dev/null; then
-  read -r NT NH NDOCS <<< "${NCU_P:-16384 8 1}"
   echo "== ncu metrics at T H DOCS = $NT $NH $NDOCS (NCU_M)"
   for b in "$BENCH" "${ALT_B[@]}"; do
     for kn in k_attn_dkv k_attn_fwd; do

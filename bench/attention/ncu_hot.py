@@ -25,7 +25,8 @@ def main():
     if len(sys.argv) < 2:
         sys.exit("usage: ncu_hot.py SOURCE.csv [N [COLUMN]]")
     top = int(sys.argv[2]) if len(sys.argv) > 2 else 25
-    want = sys.argv[3] if len(sys.argv) > 3 else "Warp Stall Sampling (All"
+    by_col = len(sys.argv) > 3 # ranked by COLUMN, not the stall samples
+    want = sys.argv[3] if by_col else "Warp Stall Sampling (All"
     rows = list(csv.reader(open(sys.argv[1], newline="")))
     head = next((i for i, r in enumerate(rows) if "Address" in r and "Source" in r), None)
     if head is None:
@@ -39,7 +40,7 @@ def main():
     if stall is None:
         sys.exit("ncu_hot.py: no column starting with '%s'; columns: %s" % (want, ", ".join(cols)))
     # the second figure: the not-issued samples, or with COLUMN, all the stall samples
-    second = "Warp Stall Sampling (Not" if len(sys.argv) <= 3 else "Warp Stall Sampling (All"
+    second = "Warp Stall Sampling (All" if by_col else "Warp Stall Sampling (Not"
     noiss = next((j for j, c in enumerate(cols) if c.startswith(second)), None)
     addr, src = cols.index("Address"), cols.index("Source")
     inst = [(r[addr], r[src].strip(), number(r[stall]), number(r[noiss]) if noiss is not None else 0.0)
@@ -55,9 +56,9 @@ def main():
         by_op[words[0].split(".")[0] if words else "?"] += n
     print("%d instructions, %d of '%s'; by opcode (share):" % (len(inst), total, cols[stall]))
     print("  " + ", ".join("%s %.1f%%" % (op, 100 * n / total) for op, n in by_op.most_common(12)))
-    total2 = sum(i[3] for i in inst) if len(sys.argv) > 3 else total
+    total2 = sum(i[3] for i in inst) if by_col else total
     print("top %d instructions (share of the column; of the %s samples; address; SASS):"
-          % (top, "not-issued" if len(sys.argv) <= 3 else "stall"))
+          % (top, "stall" if by_col else "not-issued"))
     for a, text, n, ni in sorted(inst, key=lambda i: -i[2])[:top]:
         print("  %5.1f%% %5.1f%%  %s  %s" % (100 * n / total, 100 * ni / max(total2, 1), a, text))
 
