@@ -29,7 +29,9 @@
 # ncu_full_T_H_D.txt (details page) and .raw.txt (every raw metric, one a line) [unset];
 # NCU_M, a comma-separated list of ncu metrics read for the backward's dK/dV kernel and the
 # forward at $NCU_P, in this build and in each BASE and PATCHES build, side by side (a
-# change's effect on counters) [unset]. POINTS=" " times nothing. BASE, other source trees,
+# change's effect on counters) [unset]; NCU_M_BWDS, the backward forms whose dK/dV kernel
+# NCU_M reads (e.g. "default deterministic": the fused kernel beside the one without the dQ
+# writer and its bulk reduce) [the first of $BWDS]. POINTS=" " times nothing. BASE, other source trees,
 # space-separated (e.g. an earlier commit: `git archive REV src bench tests scripts cmake
 # CMakeLists.txt | tar -x -C DIR`, carried to the device): each one's bench_attention built
 # too and timed beside, each forward variant f as "base-f" (the first tree), "base2-f" (the
@@ -272,12 +274,16 @@ if len(rows) >= 3:
 fi
 if [ -n "${NCU_M:-}" ] && command -v ncu >/dev/null; then
   echo "== ncu metrics at T H DOCS = $NT $NH $NDOCS (NCU_M)"
+  # the forward once a build (it is the same in every backward form), then the dK/dV kernel
+  # in each form of NCU_M_BWDS
+  MB=(${NCU_M_BWDS:-${BWDS%% *}})
   for b in "$BENCH" "${ALT_B[@]}"; do
-    for kn in k_attn_dkv k_attn_fwd; do
+    for kf in "k_attn_fwd ${MB[0]}" "${MB[@]/#/k_attn_dkv }"; do
+      read -r kn form <<< "$kf"
       for d in ${NCU_D:-128}; do
-        UL_ATTN_KERNEL=${BWDS%% *} timeout 120 ncu -k "regex:$kn" -c 1 --metrics "$NCU_M" "$b" "$NT" "$NH" "$NH" "$d" "$NDOCS" 1 \
+        UL_ATTN_KERNEL=$form timeout 120 ncu -k "regex:$kn" -c 1 --metrics "$NCU_M" "$b" "$NT" "$NH" "$NH" "$d" "$NDOCS" 1 \
           > "$LOG/ncu_m.txt" 2>&1
-        echo "$b $kn d=$d: $(awk -v m="$NCU_M" 'BEGIN { n = split(m, a, ","); for (i = 1; i <= n; i++) w[a[i]] = 1 }
+        echo "$b $kn ($form) d=$d: $(awk -v m="$NCU_M" 'BEGIN { n = split(m, a, ","); for (i = 1; i <= n; i++) w[a[i]] = 1 }
           ($1 in w) { printf " %s %s", $1, $NF }' "$LOG/ncu_m.txt")"
       done
     done
