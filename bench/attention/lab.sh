@@ -31,8 +31,8 @@
 # forward at $NCU_P, in this build and in each BASE and PATCHES build, side by side (a
 # change's effect on counters) [unset]; NCU_M_BWDS, the backward forms whose dK/dV kernel
 # NCU_M reads (e.g. "default deterministic": the fused kernel beside the one without the dQ
-# writer and its bulk reduce) [the first of $BWDS]. POINTS=" " times nothing. BASE, other source trees,
-# space-separated (e.g. an earlier commit: `git archive REV src bench tests scripts cmake
+# writer and its bulk reduce) [the first of $BWDS]. POINTS=" " times nothing. BASE, other
+# source trees, space-separated (e.g. an earlier commit: `git archive REV src bench tests scripts cmake
 # CMakeLists.txt | tar -x -C DIR`, carried to the device): each one's bench_attention built
 # too and timed beside, each forward variant f as "base-f" (the first tree), "base2-f" (the
 # second), ..., so that changes are measured against what they change in one call [unset].
